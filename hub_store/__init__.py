@@ -1,0 +1,1 @@
+"""Content-addressed blob store and the SQLite catalog. Knows nothing of HTTP or Trio."""

@@ -1,0 +1,44 @@
+"""The store's errors, one hierarchy.
+
+    StoreError
+    ├── BlobNotFound       no blob with that digest
+    ├── BlobCorrupt        a stored blob's bytes no longer match its digest
+    ├── NotFound           no such service, version or model in the catalog
+    ├── Conflict           a write contradicts what is stored (e.g. re-publish with other bytes)
+    └── InvalidIdentifier  an id, version or digest does not parse
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error raised by `hub_store`; its message is one line for the user."""
+
+
+class BlobNotFound(StoreError):
+    """No blob with that digest is stored."""
+
+    def __init__(self, digest: str):
+        self.digest = digest
+        super().__init__(f"blob {digest} not found")
+
+
+class BlobCorrupt(StoreError):
+    """A stored blob no longer hashes to its name."""
+
+    def __init__(self, digest: str, actual: str):
+        self.digest = digest
+        self.actual = actual
+        super().__init__(f"blob {digest} is corrupt on disk (hashes to {actual})")
+
+
+class NotFound(StoreError):
+    """No such service, version or model."""
+
+
+class Conflict(StoreError):
+    """The write contradicts stored state."""
+
+
+class InvalidIdentifier(StoreError, ValueError):
+    """An identifier from outside failed to parse."""
