@@ -1,0 +1,366 @@
+"""Many byte streams over one message connection, with per-stream flow control.
+
+The control plane and a node share one WebSocket (the node dials out, so NAT is
+no obstacle). `open_mux` runs a reader and a writer over it; either side opens
+streams (the opener of the connection uses odd ids, the other even ones), each
+with its own receive window: a receiver that stops reading stops only its own
+sender, never the connection. Resetting a stream from either side makes the
+other side's next operation on it raise `StreamReset`, which is how a client
+disconnect cancels the request on the worker.
+
+Text messages are not streams: they are the control protocol and come out of
+`Mux.receive_control()` in order.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from runtime.tunnel import frames
+from runtime.tunnel.errors import StreamReset, TunnelClosed, TunnelError, TunnelProtocolError
+from runtime.tunnel.frames import FrameType
+
+DEFAULT_WINDOW = 256 * 1024
+MAX_DATA_FRAME = 64 * 1024
+DEFAULT_MAX_STREAMS = 1024
+# DATA waits when this much is queued for the socket; small frames (WINDOW, RESET, ...) never wait.
+WRITE_QUEUE_BYTES = 1024 * 1024
+DRAIN_TIMEOUT = 1.0
+
+
+class MessageTransport(Protocol):
+    """What the mux needs from a connection; trio-websocket's WebSocketConnection fits."""
+
+    async def send_message(self, message: bytes | str) -> None: ...
+
+    async def get_message(self) -> bytes | str: ...
+
+
+class Stream:
+    """One bidirectional byte stream with a head (e.g. an HTTP request) and a reply head."""
+
+    def __init__(self, mux: Mux, stream_id: int, head: dict[str, Any]):
+        self._mux = mux
+        self.id = stream_id
+        self.head = head
+        self._window = mux._window
+        self._recv: collections.deque[bytes] = collections.deque()
+        self._recv_bytes = 0
+        self._unacked = 0
+        self._recv_eof = False
+        self._reply_head: dict[str, Any] | None = None
+        self._send_window = mux._window
+        self._sent_eof = False
+        self._error: TunnelError | None = None
+        self._changed = trio.lowlevel.ParkingLot()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_head(self, head: dict[str, Any]) -> None:
+        """Send the reply head (once, before any data from this side)."""
+        self._check_open()
+        self._mux._enqueue(frames.encode_json(FrameType.HEAD, self.id, head))
+
+    async def send(self, data: bytes) -> None:
+        """Send bytes, waiting for the peer's window; raises StreamReset or TunnelClosed."""
+        view = memoryview(data)
+        while view:
+            while True:
+                self._check_open()
+                if self._sent_eof:
+                    raise trio.ClosedResourceError("send after send_eof")
+                if self._send_window > 0:
+                    break
+                await self._changed.park()
+            n = min(len(view), self._send_window, MAX_DATA_FRAME)
+            self._send_window -= n
+            try:
+                await self._mux._enqueue_data(frames.encode(FrameType.DATA, self.id, bytes(view[:n])))
+            except BaseException:
+                self._send_window += n
+                raise
+            view = view[n:]
+
+    def send_eof(self) -> None:
+        """Half-close: tell the peer no more data follows."""
+        self._check_open()
+        if not self._sent_eof:
+            self._sent_eof = True
+            self._mux._enqueue(frames.encode(FrameType.END, self.id))
+            self._maybe_finished()
+
+    def reset(self, reason: str = "cancelled") -> None:
+        """Abandon the stream in both directions; safe to call from a cancelled task."""
+        if self._error is not None:
+            return
+        self._error = StreamReset(reason, by_peer=False)
+        self._mux._enqueue(frames.encode(FrameType.RESET, self.id, reason.encode()[:1024]))
+        self._mux._forget(self)
+        self._changed.unpark_all()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def receive_head(self) -> dict[str, Any]:
+        """Wait for the peer's reply head."""
+        while self._reply_head is None:
+            self._check_open()
+            if self._recv_eof:
+                raise StreamReset("stream ended without a reply head", by_peer=True)
+            await self._changed.park()
+        return self._reply_head
+
+    async def receive_some(self) -> bytes:
+        """The next chunk of data, or b"" once the peer has sent END."""
+        while not self._recv:
+            self._check_open()
+            if self._recv_eof:
+                return b""
+            await self._changed.park()
+        chunk = self._recv.popleft()
+        self._recv_bytes -= len(chunk)
+        self._unacked += len(chunk)
+        # Grant credit back in batches so a fast stream costs few WINDOW frames.
+        if self._unacked >= self._window // 2 or not self._recv:
+            if self._error is None and not self._recv_eof:
+                self._mux._enqueue(frames.encode_window(self.id, self._unacked))
+            self._unacked = 0
+        return chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.receive_some():
+            yield chunk
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Leaving the block before both directions finished cleanly abandons the stream.
+        if self._error is None and not (self._sent_eof and self._recv_eof):
+            self.reset("closed before the end of the stream")
+
+    # -- called by the mux's reader ------------------------------------------------------------
+
+    def _on_frame(self, frame: frames.Frame) -> None:
+        kind = frame.type
+        if kind is FrameType.DATA:
+            if self._recv_eof:
+                raise TunnelProtocolError(f"stream {self.id}: DATA after END")
+            if self._recv_bytes + self._unacked + len(frame.payload) > self._window:
+                raise TunnelProtocolError(f"stream {self.id}: peer exceeded the receive window")
+            if frame.payload:
+                self._recv.append(frame.payload)
+                self._recv_bytes += len(frame.payload)
+        elif kind is FrameType.HEAD:
+            if self._reply_head is not None:
+                raise TunnelProtocolError(f"stream {self.id}: second HEAD frame")
+            self._reply_head = frames.decode_head(frame)
+        elif kind is FrameType.END:
+            self._recv_eof = True
+            self._maybe_finished()
+        elif kind is FrameType.WINDOW:
+            self._send_window += frames.window_increment(frame)
+            if self._send_window > 2**31:
+                raise TunnelProtocolError(f"stream {self.id}: window overflow")
+        elif kind is FrameType.RESET:
+            self._error = StreamReset(frame.payload.decode("utf-8", "replace") or "reset", by_peer=True)
+            self._mux._forget(self)
+        self._changed.unpark_all()
+
+    def _fail(self, error: TunnelError) -> None:
+        if self._error is None:
+            self._error = error
+        self._changed.unpark_all()
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _maybe_finished(self) -> None:
+        if self._sent_eof and self._recv_eof:
+            self._mux._forget(self)
+
+
+class Mux:
+    """The streams and control messages of one connection; made by `open_mux`."""
+
+    def __init__(self, transport: MessageTransport, *, opener: bool, window: int, max_streams: int):
+        self._transport = transport
+        self._window = window
+        self._max_streams = max_streams
+        self._streams: dict[int, Stream] = {}
+        self._next_id = 1 if opener else 2
+        self._peer_parity = 0 if opener else 1
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_data = 0
+        self._queue_changed = trio.lowlevel.ParkingLot()
+        self._incoming_send, self._incoming = trio.open_memory_channel[Stream](max_streams)
+        self._control_send, self._control = trio.open_memory_channel[str](16)
+        self._error: TunnelError | None = None
+
+    @property
+    def stream_count(self) -> int:
+        """Streams currently open on this connection."""
+        return len(self._streams)
+
+    async def open_stream(self, head: dict[str, Any]) -> Stream:
+        """Open a new stream to the peer, announcing `head`."""
+        self._check_open()
+        stream_id = self._next_id
+        self._next_id += 2
+        if stream_id > frames.MAX_STREAM_ID:
+            raise TunnelError("stream ids exhausted on this connection; reconnect")
+        stream = Stream(self, stream_id, head)
+        self._streams[stream_id] = stream
+        self._enqueue(frames.encode_json(FrameType.OPEN, stream_id, head))
+        await trio.lowlevel.checkpoint()
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        """Wait for the peer to open a stream."""
+        try:
+            return await self._incoming.receive()
+        except trio.EndOfChannel:
+            raise self._error or TunnelClosed("connection closed") from None
+
+    async def send_control(self, message: str) -> None:
+        """Send a control-protocol message (text), in order with the frames queued before it."""
+        self._check_open()
+        self._queue.append(message)
+        self._queue_changed.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+    async def receive_control(self) -> str:
+        """The next control-protocol message from the peer."""
+        try:
+            return await self._control.receive()
+        except trio.EndOfChannel:
+            raise self._error or TunnelClosed("connection closed") from None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _enqueue(self, message: bytes) -> None:
+        if self._error is None:
+            self._queue.append(message)
+            self._queue_changed.unpark_all()
+
+    async def _enqueue_data(self, message: bytes) -> None:
+        while self._queued_data >= WRITE_QUEUE_BYTES:
+            self._check_open()
+            await self._queue_changed.park()
+        self._check_open()
+        self._queued_data += len(message)
+        self._enqueue(message)
+        await trio.lowlevel.checkpoint()
+
+    async def _drain(self) -> None:
+        # A clean exit flushes what the body queued (a last END, a RESET) before closing.
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            while self._queue and self._error is None:
+                await self._queue_changed.park()
+
+    def _forget(self, stream: Stream) -> None:
+        self._streams.pop(stream.id, None)
+
+    async def _write_loop(self) -> None:
+        while True:
+            while not self._queue:
+                await self._queue_changed.park()
+            message = self._queue.popleft()
+            if isinstance(message, bytes) and message[0] == FrameType.DATA:
+                self._queued_data -= len(message)
+                self._queue_changed.unpark_all()
+            await self._transport.send_message(message)
+            if not self._queue:
+                self._queue_changed.unpark_all()
+
+    async def _read_loop(self) -> None:
+        while True:
+            message = await self._transport.get_message()
+            if isinstance(message, str):
+                await self._control_send.send(message)
+                continue
+            frame = frames.decode(message)
+            if frame.type is FrameType.OPEN:
+                self._on_open(frame)
+                continue
+            stream = self._streams.get(frame.stream_id)
+            # Frames for a stream we already forgot are the normal tail of a reset race.
+            if stream is not None:
+                stream._on_frame(frame)
+
+    def _on_open(self, frame: frames.Frame) -> None:
+        if frame.stream_id % 2 != self._peer_parity or frame.stream_id in self._streams:
+            raise TunnelProtocolError(f"peer opened stream {frame.stream_id} with a bad id")
+        head = frames.decode_head(frame)
+        if len(self._streams) >= self._max_streams:
+            self._enqueue(frames.encode(FrameType.RESET, frame.stream_id, b"too many streams"))
+            return
+        stream = Stream(self, frame.stream_id, head)
+        self._streams[frame.stream_id] = stream
+        self._incoming_send.send_nowait(stream)
+
+    def _close(self, error: TunnelError) -> None:
+        if self._error is None:
+            self._error = error
+        for stream in list(self._streams.values()):
+            stream._fail(self._error)
+        self._streams.clear()
+        self._incoming_send.close()
+        self._control_send.close()
+        self._queue_changed.unpark_all()
+
+
+@asynccontextmanager
+async def open_mux(
+    transport: MessageTransport,
+    *,
+    opener: bool,
+    window: int = DEFAULT_WINDOW,
+    max_streams: int = DEFAULT_MAX_STREAMS,
+) -> AsyncIterator[Mux]:
+    """Run the mux over `transport` for the duration of the block.
+
+    `opener` is True on the side that opened the connection (the node), so the
+    two sides never pick the same stream id.
+
+    Error handling: if the connection fails or the peer breaks the framing, the
+    block is cancelled, every stream fails with the same error, and that error
+    (TunnelClosed or TunnelProtocolError) is raised from the `async with`.
+    """
+    mux = Mux(transport, opener=opener, window=window, max_streams=max_streams)
+    failures: list[TunnelError] = []
+    body_finished = False
+    async with trio.open_nursery() as nursery:
+
+        async def run(loop: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await loop()
+            except TunnelError as exc:
+                failures.append(exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
+                    ConnectionClosed) as exc:
+                failures.append(TunnelClosed(f"connection lost: {type(exc).__name__}: {exc}"))
+            mux._close(failures[0])
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run, mux._read_loop)
+        nursery.start_soon(run, mux._write_loop)
+        try:
+            yield mux
+            body_finished = True
+            await mux._drain()
+        finally:
+            mux._close(TunnelClosed("connection closed"))
+            nursery.cancel_scope.cancel()
+    if failures and not body_finished:
+        raise failures[0]
