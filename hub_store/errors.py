@@ -3,6 +3,7 @@
     StoreError
     ├── BlobNotFound       no blob with that digest
     ├── BlobCorrupt        a stored blob's bytes no longer match its digest
+    ├── BlobDigestMismatch bytes written under an expected digest hashed to another one
     ├── NotFound           no such service, version or model in the catalog
     ├── Conflict           a write contradicts what is stored (e.g. re-publish with other bytes)
     └── InvalidIdentifier  an id, version or digest does not parse
@@ -20,7 +21,7 @@ class BlobNotFound(StoreError):
 
     def __init__(self, digest: str):
         self.digest = digest
-        super().__init__(f"blob {digest} not found")
+        super().__init__(f"blob sha256:{digest} not found")
 
 
 class BlobCorrupt(StoreError):
@@ -29,7 +30,17 @@ class BlobCorrupt(StoreError):
     def __init__(self, digest: str, actual: str):
         self.digest = digest
         self.actual = actual
-        super().__init__(f"blob {digest} is corrupt on disk (hashes to {actual})")
+        super().__init__(f"blob sha256:{digest} is corrupt on disk (hashes to {actual})")
+
+
+class BlobDigestMismatch(StoreError):
+    """Bytes written under an expected digest hashed to something else."""
+
+    def __init__(self, what: str, expected: str, actual: str):
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{what}: sha256 mismatch (expected {expected}, got {actual})")
 
 
 class NotFound(StoreError):
@@ -42,3 +53,9 @@ class Conflict(StoreError):
 
 class InvalidIdentifier(StoreError, ValueError):
     """An identifier from outside failed to parse."""
+
+    def __init__(self, kind: str, value: object):
+        self.kind = kind
+        self.value = value
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
+        super().__init__(f"invalid {kind}: {shown!r}")

@@ -1,0 +1,39 @@
+"""A hub's data directory: the blob store and the catalog side by side."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub_store.blobs import LocalBlobStore
+from hub_store.catalog import Catalog
+
+CATALOG_NAME = "catalog.sqlite3"
+
+
+@dataclass
+class HubData:
+    """The opened data dir: `store` (blobs) and `catalog` (SQLite); close() when done."""
+
+    root: Path
+    store: LocalBlobStore
+    catalog: Catalog
+
+    def close(self) -> None:
+        """Close the catalog."""
+        self.catalog.close()
+
+    def __enter__(self) -> HubData:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_data_dir(root: str | os.PathLike[str]) -> HubData:
+    """Create (if needed) and open a hub data dir: `blobs/`, `tmp/`, `catalog.sqlite3`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    store = LocalBlobStore(root)
+    return HubData(root, store, Catalog(root / CATALOG_NAME))
