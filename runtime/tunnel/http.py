@@ -1,0 +1,144 @@
+"""HTTP requests carried over tunnel streams.
+
+The control plane calls `send_request` on a node's mux; the node runs
+`forward_to_worker` for every stream it accepts, replaying the request on a
+worker listening on its localhost and streaming the reply back chunk by chunk
+(SSE included, nothing buffered beyond the stream's window). A reset on either
+side cancels the other: a client that disconnects from the gateway closes the
+worker's connection.
+
+Stream head (OPEN):  {"method": "POST", "path": "/v1/chat/completions", "headers": [[k, v], ...]}
+Reply head (HEAD):   {"status": 200, "headers": [[k, v], ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from runtime.tunnel.errors import StreamReset, TunnelError
+from runtime.tunnel.mux import Mux, Stream
+
+# Hop-by-hop headers (RFC 9110 7.6.1) describe one connection and never cross the tunnel.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+    "upgrade", "proxy-authenticate", "proxy-authorization", "host",
+})
+WORKER_CONNECT_TIMEOUT = 5.0
+
+
+@dataclass
+class TunnelResponse:
+    """A reply arriving over a stream; iterate `body()` to stream it, `close()` to abandon it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    stream: Stream
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as the worker produced it."""
+        async for chunk in self.stream:
+            yield chunk
+
+    async def read(self) -> bytes:
+        """The whole body (for small replies)."""
+        return b"".join([chunk async for chunk in self.body()])
+
+    def close(self) -> None:
+        """Abandon the reply; the node cancels the worker's request."""
+        self.stream.reset("client closed the response")
+
+
+def clean_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Drop hop-by-hop headers, keep order and repeats."""
+    return [[k, v] for k, v in headers if k.lower() not in HOP_BY_HOP]
+
+
+async def send_request(
+    mux: Mux,
+    method: str,
+    path: str,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes | AsyncIterator[bytes] = b"",
+) -> TunnelResponse:
+    """Send one HTTP request over a new stream and wait for the reply head.
+
+    Cancellation: cancelling this call, or closing the returned response before
+    its end, resets the stream, which cancels the request on the worker.
+    """
+    stream = await mux.open_stream({"method": method, "path": path, "headers": clean_headers(headers)})
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def upload() -> None:
+                if isinstance(body, bytes):
+                    if body:
+                        await stream.send(body)
+                else:
+                    async for chunk in body:
+                        await stream.send(chunk)
+                stream.send_eof()
+
+            nursery.start_soon(upload)
+            head = await stream.receive_head()
+            # A worker may answer before reading the whole body (e.g. 413): stop uploading.
+            nursery.cancel_scope.cancel()
+        stream.send_eof()
+        return TunnelResponse(status=int(head["status"]),
+                              headers=[(k, v) for k, v in head.get("headers", [])], stream=stream)
+    except BaseException:
+        stream.reset("request abandoned")
+        raise
+
+
+async def forward_to_worker(stream: Stream, client: httpx.AsyncClient, base_url: str) -> None:
+    """Replay the stream's request on the worker at `base_url`, stream the reply back.
+
+    Error handling: a worker that cannot be reached answers 502 with an OpenAI-style
+    error body; a reset from the peer cancels the worker request (raising nothing).
+    """
+    head: dict[str, Any] = stream.head
+    try:
+        request = client.build_request(
+            head.get("method", "GET"), base_url + head.get("path", "/"),
+            headers=[(k, v) for k, v in head.get("headers", [])],
+            content=_request_body(stream),
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            await _send_error(stream, 502, f"worker unreachable: {type(exc).__name__}")
+            return
+        try:
+            stream.send_head({"status": response.status_code,
+                              "headers": clean_headers(response.headers.multi_items())})
+            async for chunk in response.aiter_raw():
+                await stream.send(chunk)
+            stream.send_eof()
+        finally:
+            await response.aclose()
+    except StreamReset:
+        pass
+    except httpx.TransportError as exc:
+        # The worker died mid-reply: the client sees the stream end abruptly, not a clean end.
+        stream.reset(f"worker connection failed: {type(exc).__name__}")
+    except TunnelError:
+        pass
+
+
+async def _request_body(stream: Stream) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield chunk
+
+
+async def _send_error(stream: Stream, status: int, message: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": "upstream_error", "code": status}}).encode()
+    stream.send_head({"status": status, "headers": [["content-type", "application/json"],
+                                                      ["content-length", str(len(body))]]})
+    await stream.send(body)
+    stream.send_eof()
