@@ -1,0 +1,177 @@
+"""Which bytes a GET answers with: Range, If-Range and the other preconditions (RFC 9110).
+
+Pure functions, no I/O and no web framework, so every rule is tested without a server.
+Byte positions are half-open ``(start, stop)`` pairs, like Python slices; the inclusive
+form of the wire (``Content-Range: bytes first-last/size``) appears only in
+`content_range`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+__all__ = [
+    "Selection",
+    "Unsatisfiable",
+    "content_range",
+    "etag_matches",
+    "http_date",
+    "parse_range",
+    "select",
+]
+
+_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+
+
+@dataclass(frozen=True)
+class Unsatisfiable:
+    """A Range none of whose bytes exist: answered 416 with ``Content-Range: bytes */size``."""
+
+    size: int
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Unsatisfiable:
+    """Parse one ``Range`` header against a representation of `size` bytes.
+
+    Returns ``(start, stop)`` (half-open) for one satisfiable range, `Unsatisfiable` when
+    the range lies past the end, and None when the whole representation should be sent:
+    no header, a header that is not valid ``bytes=`` syntax (RFC 9110 says ignore it),
+    several ranges (which a server may answer with the full 200), or an empty file.
+    """
+    if header is None:
+        return None
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = _RANGE_SPEC.fullmatch(spec)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        if last:
+            end = int(last)
+            if end < start:
+                return None  # syntactically invalid: ignored, not 416
+            stop = min(end + 1, size)
+        else:
+            stop = size
+        if size == 0:
+            return None
+        if start >= size:
+            return Unsatisfiable(size)
+        return start, stop
+    if not last:
+        return None  # "bytes=-" is not a range
+    if size == 0:
+        return None
+    suffix = int(last)
+    if suffix == 0:
+        return Unsatisfiable(size)
+    return max(size - suffix, 0), size
+
+
+def content_range(start: int, stop: int, size: int) -> str:
+    """The ``Content-Range`` value for bytes ``[start, stop)`` of `size`."""
+    return f"bytes {start}-{stop - 1}/{size}"
+
+
+def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether an ``If-None-Match``/``If-Match``/``If-Range`` list names `etag` (unquoted).
+
+    `weak` picks the comparison: weak ignores the ``W/`` prefix, strong never matches it.
+    A malformed list matches nothing.
+    """
+    if header.strip() == "*":
+        return True
+    pos, text = 0, header.strip()
+    while pos < len(text):
+        match = _ENTITY_TAG.match(text, pos)
+        if match is None:
+            return False
+        is_weak, value = match.group(1) is not None, match.group(2)
+        if value == etag and (weak or not is_weak):
+            return True
+        pos = match.end()
+    return False
+
+
+def http_date(timestamp: float) -> str:
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``) for a POSIX timestamp."""
+    return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)
+
+
+def _parse_http_date(value: str) -> float | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to answer: the status, and for 200/206 the byte span ``[start, stop)`` to send."""
+
+    status: int
+    start: int = 0
+    stop: int = 0
+
+    @property
+    def length(self) -> int:
+        """Bytes in the body (0 for 304/412/416)."""
+        return self.stop - self.start
+
+
+def select(
+    headers: Mapping[str, str],
+    *,
+    size: int,
+    etag: str,
+    last_modified: float | None = None,
+) -> Selection:
+    """Evaluate a GET/HEAD's preconditions and Range against one representation.
+
+    The order is RFC 9110 section 13.2.2: If-Match (412), If-None-Match (304) or else
+    If-Modified-Since (304), then Range, honoured only when If-Range, if sent, still
+    names this representation (strong ETag, or the exact Last-Modified date).
+    `headers` is looked up case-insensitively when it is a werkzeug/quart `Headers`;
+    a plain dict must use canonical capitalisation (``Range``, ``If-None-Match``).
+    """
+    if_match = headers.get("If-Match")
+    if if_match is not None and not etag_matches(if_match, etag, weak=False):
+        return Selection(412)
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        if etag_matches(if_none_match, etag, weak=True):
+            return Selection(304)
+    elif last_modified is not None:
+        since = headers.get("If-Modified-Since")
+        when = _parse_http_date(since) if since else None
+        if when is not None and int(last_modified) <= when:
+            return Selection(304)
+    span = parse_range(headers.get("Range"), size)
+    if span is not None and not _if_range_holds(headers.get("If-Range"), etag, last_modified):
+        span = None
+    if span is None:
+        return Selection(200, 0, size)
+    if isinstance(span, Unsatisfiable):
+        return Selection(416)
+    return Selection(206, *span)
+
+
+def _if_range_holds(if_range: str | None, etag: str, last_modified: float | None) -> bool:
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith(('"', "W/")):
+        return etag_matches(value, etag, weak=False) and "," not in value
+    when = _parse_http_date(value)
+    return when is not None and last_modified is not None and int(last_modified) == when

@@ -1,0 +1,178 @@
+"""Running an ASGI app (quart-trio) on hypercorn's Trio worker, with flowctl's limits.
+
+`serve_app` runs until cancelled, then drains: it stops accepting, lets requests in
+flight finish for at most `graceful_timeout` seconds, closes idle keep-alive
+connections, and returns. `open_test_server` is the same on 127.0.0.1:0 for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.logging import Logger as HypercornLogger
+
+from runtime.errors import FlowError
+
+__all__ = [
+    "DEFAULT_GRACEFUL_TIMEOUT",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "ListenError",
+    "open_test_server",
+    "redact_url",
+    "serve_app",
+]
+
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+# hypercorn counts a connection as idle until a request's headers are complete, so this
+# one deadline closes both idle keep-alive connections and slow-header (slowloris) clients.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0
+DEFAULT_GRACEFUL_TIMEOUT = 5.0
+# Extra time, past the drain, for hypercorn's lifespan shutdown before we cancel it.
+_SHUTDOWN_SLACK = 2.0
+
+_TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#\s]*")
+_SECRET_HEADERS = ("{authorization}i", "{cookie}i", "{proxy-authorization}i")
+
+
+class ListenError(FlowError):
+    """The server could not listen on the address asked for."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host!r} port {port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
+def redact_url(url: str) -> str:
+    """Replace the value of every ``token=`` (and ``access_token=``) query parameter by ``***``."""
+    return _TOKEN_VALUE.sub(r"\1***", url)
+
+
+async def serve_app(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+    read_timeout: int | None = None,
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    access_log: logging.Logger | None = None,
+    error_log: logging.Logger | None = None,
+) -> None:
+    """Serve the ASGI `app` on `host`:`port` until cancelled.
+
+    Calls ``task_status.started(urls)`` once listening, with the real port when `port` is
+    0 (``["http://127.0.0.1:54321"]``). Request headers over `max_header_bytes` get 431.
+    `read_timeout` bounds each socket read; hypercorn applies it even while a response
+    streams out, so leave it None for servers of large downloads and put deadlines on
+    request bodies in the handlers. Access logs are off unless `access_log` is given;
+    when on, token query values and credential headers are redacted.
+
+    Cancellation: stops accepting, lets requests in flight finish for `graceful_timeout`
+    seconds, then cancels them; returns once every connection is closed.
+
+    Error handling: failing to bind raises `ListenError`.
+    """
+    config = _hypercorn_config(
+        host, port, max_header_bytes=max_header_bytes, keep_alive_timeout=keep_alive_timeout,
+        read_timeout=read_timeout, graceful_timeout=graceful_timeout,
+        access_log=access_log, error_log=error_log,
+    )
+    stop = trio.Event()
+    # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
+    # so it runs in a shielded scope whose deadline bounds the drain once we are cancelled.
+    shield = trio.CancelScope(shield=True)
+    async with trio.open_nursery() as nursery:
+        try:
+            urls = await nursery.start(partial(_serve_shielded, app, config, stop, shield))
+        except OSError as error:
+            raise ListenError(host, port, error.strerror or str(error)) from None
+        try:
+            task_status.started(urls)
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+            shield.deadline = trio.current_time() + graceful_timeout + _SHUTDOWN_SLACK
+
+
+@asynccontextmanager
+async def open_test_server(app: Any, **limits: Any) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 on a free port for a test; yields ``"http://127.0.0.1:PORT"``.
+
+    Leaving the block cancels the server and waits until it has stopped.
+    """
+    limits.setdefault("graceful_timeout", 1.0)
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve_app, app, host="127.0.0.1", port=0, **limits))
+        try:
+            yield urls[0]
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _serve_shielded(
+    app: Any,
+    config: HypercornConfig,
+    stop: trio.Event,
+    shield: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from hypercorn.trio import serve
+
+    with shield:
+        await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+def _hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    max_header_bytes: int,
+    keep_alive_timeout: float,
+    read_timeout: int | None,
+    graceful_timeout: float,
+    access_log: logging.Logger | None,
+    error_log: logging.Logger | None,
+) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.h11_max_incomplete_size = max_header_bytes
+    config.h2_max_header_list_size = max_header_bytes
+    config.keep_alive_timeout = keep_alive_timeout
+    config.read_timeout = read_timeout
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = access_log
+    # A plain logger with no handler: warnings reach stderr through logging's last resort,
+    # hypercorn's "Running on ..." info line does not.
+    config.errorlog = error_log or logging.getLogger("runtime.http.server")
+    config.logger_class = _RedactingLogger
+    config.include_server_header = False
+    return config
+
+
+class _RedactingLogger(HypercornLogger):
+    """hypercorn's logger with secrets taken out of access-log lines."""
+
+    def atoms(self, request: Any, response: Any, request_time: float) -> Any:
+        atoms = super().atoms(request, response, request_time)
+        # AccessLogAtoms is a dict with a lenient __getitem__: edit it in place to keep that.
+        for key, value in list(atoms.items()):
+            if key in _SECRET_HEADERS:
+                atoms[key] = "***"
+            elif key.endswith("}e"):
+                atoms[key] = "-"  # environment variables may hold FLOWCTL_TOKEN
+            elif isinstance(value, str) and "token=" in value.lower():
+                atoms[key] = redact_url(value)
+        return atoms
