@@ -1,0 +1,1 @@
+"""The control protocol spoken over the node WebSocket."""

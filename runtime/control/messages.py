@@ -1,0 +1,144 @@
+"""The control protocol between a node and the control plane.
+
+Control messages travel as JSON text messages on the node's WebSocket (binary
+messages on the same socket are tunnel frames, see runtime.tunnel). Each message
+is an object with a "type" tag; unknown fields are ignored so either side can be
+upgraded first, unknown types are an error.
+
+    node -> plane   hello, heartbeat, status
+    plane -> node   welcome, assign, error
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+ReplicaState = Literal["pending", "installing", "starting", "ready", "failed", "stopping", "stopped"]
+
+
+class Gpu(msgspec.Struct, frozen=True):
+    """One accelerator of a node."""
+
+    name: str
+    vram_mb: int = 0
+
+
+class InstalledVersion(msgspec.Struct, frozen=True):
+    """A service version present on a node's disk."""
+
+    service_id: str
+    version: str
+
+
+class ReplicaReport(msgspec.Struct, frozen=True):
+    """What a node says about one replica it was assigned."""
+
+    replica_id: str
+    service_id: str
+    version: str
+    attempt: int
+    state: ReplicaState
+    detail: str = ""
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 1
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello"):
+    """First message of a node after connecting (and after every reconnect)."""
+
+    node_id: str
+    name: str
+    agent_version: str
+    cpu_count: int
+    ram_mb: int
+    gpus: tuple[Gpu, ...] = ()
+    installed: tuple[InstalledVersion, ...] = ()
+    replicas: tuple[ReplicaReport, ...] = ()
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
+    """Sent every heartbeat interval; its absence makes the node lost."""
+
+    seq: int
+    free_ram_mb: int
+    outstanding: int = 0
+
+
+class Status(msgspec.Struct, frozen=True, tag="status"):
+    """A replica changed state."""
+
+    replica: ReplicaReport
+
+
+class Assignment(msgspec.Struct, frozen=True):
+    """One replica a node should run."""
+
+    replica_id: str
+    service_id: str
+    version: str
+    attempt: int
+
+
+class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
+    """The plane's answer to hello."""
+
+    node_id: str
+    cluster_id: str
+    heartbeat_interval_s: float
+    hub_url: str
+
+
+class Assign(msgspec.Struct, frozen=True, tag="assign"):
+    """The complete desired state of a node: replicas not listed must stop."""
+
+    generation: int
+    replicas: tuple[Assignment, ...] = ()
+
+
+class Error(msgspec.Struct, frozen=True, tag="error"):
+    """The plane refuses something the node said; `fatal` closes the connection."""
+
+    message: str
+    fatal: bool = False
+
+
+NodeMessage = Hello | Heartbeat | Status
+PlaneMessage = Welcome | Assign | Error
+
+_node_decoder = msgspec.json.Decoder(NodeMessage)
+_plane_decoder = msgspec.json.Decoder(PlaneMessage)
+_encoder = msgspec.json.Encoder()
+
+
+class ProtocolError(ValueError):
+    """A control message is oversized, not JSON, or not a known message."""
+
+
+def encode(message: NodeMessage | PlaneMessage) -> str:
+    """Serialize a message as a JSON text message."""
+    return _encoder.encode(message).decode()
+
+
+def _decode(decoder: msgspec.json.Decoder, text: str | bytes) -> object:
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"control message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"invalid control message: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"control message is not JSON: {exc}") from None
+
+
+def decode_node_message(text: str | bytes) -> NodeMessage:
+    """Parse a message sent by a node; raise ProtocolError naming the problem."""
+    return _decode(_node_decoder, text)  # type: ignore[return-value]
+
+
+def decode_plane_message(text: str | bytes) -> PlaneMessage:
+    """Parse a message sent by the control plane; raise ProtocolError naming the problem."""
+    return _decode(_plane_decoder, text)  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""The scheduler: node registry, placement, deployments."""

@@ -1,0 +1,50 @@
+import pytest
+
+from runtime.control.messages import (
+    Assign,
+    Assignment,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    ReplicaReport,
+    Status,
+    decode_node_message,
+    decode_plane_message,
+    encode,
+)
+
+
+def test_messages_round_trip():
+    hello = Hello(node_id="n1", name="desk", agent_version="0.1.0", cpu_count=2, ram_mb=24000)
+    assert decode_node_message(encode(hello)) == hello
+    status = Status(ReplicaReport("r1", "echo", "1.0.0", attempt=3, state="ready", models=("echo",)))
+    assert decode_node_message(encode(status)) == status
+    assign = Assign(generation=7, replicas=(Assignment("r1", "echo", "1.0.0", 3),))
+    assert decode_plane_message(encode(assign)) == assign
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    beat = decode_node_message('{"type": "heartbeat", "seq": 1, "free_ram_mb": 5, "gpu_temp": 40}')
+    assert beat == Heartbeat(seq=1, free_ram_mb=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"type": "reboot"}', "invalid control message"),
+        ('{"type": "heartbeat", "seq": "one", "free_ram_mb": 1}', "Expected `int`, got `str`"),
+        ('{"seq": 1}', "invalid control message"),
+        ('{"type": "status", "replica": {"replica_id": "r", "service_id": "s", "version": "1.0.0",'
+         ' "attempt": 1, "state": "dancing"}}', "invalid control message"),
+        ("x" * (1024 * 1024 + 1), "exceeds"),
+    ],
+)
+def test_bad_messages_are_protocol_errors(text, message):
+    with pytest.raises(ProtocolError, match=message):
+        decode_node_message(text)
+
+
+def test_a_node_cannot_send_plane_messages():
+    with pytest.raises(ProtocolError):
+        decode_node_message(encode(Assign(generation=1)))
