@@ -1,0 +1,227 @@
+"""The scheduler's durable state in SQLite: cluster id, join tokens, nodes, deployments, replicas.
+
+A restarted control plane reads it back and picks up where it was; nodes simply
+reconnect. Synchronous and thread-safe (one connection behind a lock, WAL); the
+runtime calls it through `trio.to_thread.run_sync`. Kept in its own file
+(`cluster.db`) beside the hub's catalog so the roles can run in separate processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from packer.manifest import Resources
+from runtime.errors import FlowError
+from runtime.scheduler.reconcile import Deployment, Replica
+
+SCHEMA_VERSION = 1
+TOKEN_PREFIX = "fjt_"
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE join_tokens (
+    token_id   TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL
+);
+CREATE TABLE nodes (
+    node_id    TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    hello      TEXT NOT NULL
+);
+CREATE TABLE deployments (
+    service_id TEXT PRIMARY KEY,
+    version    TEXT NOT NULL,
+    replicas   INTEGER NOT NULL,
+    nodes      TEXT NOT NULL,
+    resources  TEXT NOT NULL,
+    models     TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    node_id    TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    state      TEXT NOT NULL
+);
+"""
+
+
+class TokenError(FlowError):
+    """A join token is unknown, malformed, revoked or expired."""
+
+
+@dataclass(frozen=True)
+class JoinToken:
+    """A join token's public record (the secret itself is never stored)."""
+
+    token_id: str
+    name: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        """Neither revoked nor expired."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > time.time())
+
+
+class ClusterStore:
+    """Durable scheduler state; every method is one transaction."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            with self._tx() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("INSERT INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(8),))
+        elif version > SCHEMA_VERSION:
+            raise FlowError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def cluster_id(self) -> str:
+        """This control plane's stable identity (the handshake returns it)."""
+        with self._lock:
+            return self._db.execute("SELECT value FROM meta WHERE key='cluster_id'").fetchone()[0]
+
+    # -- join tokens ------------------------------------------------------------------------
+
+    def create_token(self, name: str, *, ttl_s: float | None = None) -> tuple[JoinToken, str]:
+        """A new join token; the secret string is returned once and stored only hashed."""
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        record = JoinToken(token_id, name, now, now + ttl_s if ttl_s else None, None)
+        with self._tx() as db:
+            db.execute("INSERT INTO join_tokens VALUES (?, ?, ?, ?, ?, NULL)",
+                       (token_id, _digest(secret), name, now, record.expires_at))
+        return record, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+    def tokens(self) -> list[JoinToken]:
+        """Every join token, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_id, name, created_at, expires_at, revoked_at FROM join_tokens "
+                "ORDER BY created_at DESC").fetchall()
+        return [JoinToken(*row) for row in rows]
+
+    def revoke_token(self, token_id_or_name: str) -> int:
+        """Revoke tokens by id or name; returns how many were revoked."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE join_tokens SET revoked_at=? WHERE (token_id=? OR name=?) "
+                             "AND revoked_at IS NULL", (time.time(), token_id_or_name, token_id_or_name))
+            return cur.rowcount
+
+    def check_token(self, token: str) -> JoinToken:
+        """The active token matching `token`; raise TokenError otherwise (constant-time compare)."""
+        if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
+            raise TokenError("malformed join token")
+        token_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
+        with self._lock:
+            row = self._db.execute(
+                "SELECT secret_sha256, name, created_at, expires_at, revoked_at FROM join_tokens "
+                "WHERE token_id=?", (token_id,)).fetchone()
+        expected = row[0] if row else _digest("")
+        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+            raise TokenError("unknown join token")
+        record = JoinToken(token_id, *row[1:])
+        if not record.active:
+            raise TokenError(f"join token {record.name!r} is revoked or expired")
+        return record
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def save_node(self, node_id: str, name: str, hello: dict) -> None:
+        """Remember a node that connected."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE "
+                       "SET name=excluded.name, last_seen=excluded.last_seen, hello=excluded.hello",
+                       (node_id, name, now, now, json.dumps(hello)))
+
+    def known_nodes(self) -> list[tuple[str, str, float]]:
+        """(node_id, name, last_seen) of every node ever seen."""
+        with self._lock:
+            return self._db.execute("SELECT node_id, name, last_seen FROM nodes ORDER BY name").fetchall()
+
+    # -- deployments and replicas ----------------------------------------------------------
+
+    def save_deployment(self, dep: Deployment) -> None:
+        """Create or replace a deployment."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (dep.service_id, dep.version, dep.replicas, json.dumps(list(dep.nodes)),
+                 json.dumps(dep.resources.__dict__), json.dumps(list(dep.models)), time.time()))
+
+    def delete_deployment(self, service_id: str) -> bool:
+        """Remove a deployment; False if there was none."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM deployments WHERE service_id=?", (service_id,)).rowcount > 0
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment, by service id."""
+        with self._lock:
+            rows = self._db.execute("SELECT service_id, version, replicas, nodes, resources, models "
+                                    "FROM deployments ORDER BY service_id").fetchall()
+        return [Deployment(s, v, n, Resources(**json.loads(res)), tuple(json.loads(models)),
+                           tuple(json.loads(nodes))) for s, v, n, nodes, res, models in rows]
+
+    def save_replicas(self, replicas: Iterable[Replica]) -> None:
+        """Replace the replica table with `replicas` (the result of a reconcile round)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM replicas")
+            db.executemany("INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?)",
+                           [(r.replica_id, r.service_id, r.version, r.node_id, r.attempt, r.state)
+                            for r in replicas])
+
+    def replicas(self) -> list[Replica]:
+        """Every replica as last saved."""
+        with self._lock:
+            rows = self._db.execute("SELECT replica_id, service_id, version, node_id, attempt, state "
+                                    "FROM replicas ORDER BY service_id, replica_id").fetchall()
+        return [Replica(*row) for row in rows]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
