@@ -13,6 +13,7 @@ from hub_store.catalog import (
 )
 from hub_store.datadir import HubData, open_data_dir
 from hub_store.errors import (
+    BadBundle,
     BlobCorrupt,
     BlobDigestMismatch,
     BlobNotFound,
@@ -26,6 +27,7 @@ from hub_store.gc import GcReport, collect_garbage
 from hub_store.publish import PublishResult, copy_to_temp, export_zip, ingest_bundle, publish_file
 
 __all__ = [
+    "BadBundle",
     "CHUNK",
     "BlobCorrupt",
     "BlobDigestMismatch",

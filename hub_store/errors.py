@@ -5,6 +5,7 @@
     ├── BlobCorrupt        a stored blob's bytes no longer match its digest
     ├── BlobDigestMismatch bytes written under an expected digest hashed to another one
     ├── NotFound           no such service, version or model in the catalog
+    ├── BadBundle          an upload is not the bundle it claims to be
     ├── Conflict           a write contradicts what is stored (e.g. re-publish with other bytes)
     └── InvalidIdentifier  an id, version or digest does not parse
 """
@@ -45,6 +46,10 @@ class BlobDigestMismatch(StoreError):
 
 class NotFound(StoreError):
     """No such service, version or model."""
+
+
+class BadBundle(StoreError):
+    """An upload is not what its request said (another service or version)."""
 
 
 class Conflict(StoreError):

@@ -50,6 +50,14 @@ def version_ref(value: object) -> str:
     return LATEST if value == LATEST else version(value)
 
 
+_MODEL_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+
+
+def model_version_ref(value: object) -> str:
+    """A model's version label (SemVer usually, free-form but plain) or `latest`."""
+    return _check("model version", value, _MODEL_VERSION, 64)
+
+
 def hex_digest(value: object) -> str:
     """A bare lowercase sha256 hex digest (64 chars) or InvalidIdentifier."""
     return _check("sha256 digest", value, _HEX, 64)

@@ -22,7 +22,7 @@ from typing import Any
 from hub_store import ids
 from hub_store.blobs import CHUNK, LocalBlobStore
 from hub_store.catalog import Catalog, FileRecord, ModelRecord, NewVersion, VersionRecord
-from hub_store.errors import BlobDigestMismatch, Conflict, StoreError
+from hub_store.errors import BadBundle, BlobDigestMismatch, Conflict, StoreError
 from packer.semver import parse_version
 
 
@@ -73,10 +73,12 @@ def ingest_bundle(
     require_signature: bool = False,
     stable: bool | None = None,
     limits: Any = None,
+    expect_id: tuple[str, str] | None = None,
 ) -> PublishResult:
     """Publish the bundle at `temp` (in the store's tmp/, hashed by the caller); consumes `temp`.
 
-    `stable` defaults to True for releases and False for pre-releases.
+    `stable` defaults to True for releases and False for pre-releases. `expect_id` is the
+    (service_id, version) the upload was addressed to; a bundle of another raises BadBundle.
     Error handling: a bad bundle raises the packer's error; a version that exists
     with other bytes raises Conflict; identical bytes return created=False.
     """
@@ -92,6 +94,9 @@ def ingest_bundle(
                 manifest = reader.manifest
                 ids.service_id(manifest.service_id)
                 ids.version(manifest.version)
+                if expect_id is not None and expect_id != (manifest.service_id, manifest.version):
+                    raise BadBundle(f"the bundle is {manifest.service_id}@{manifest.version}, but was "
+                                    f"sent to {expect_id[0]}@{expect_id[1]}")
                 existing = catalog.find_version(manifest.service_id, manifest.version)
                 if existing is not None:
                     return _same_or_conflict(existing, sha256)
