@@ -1,0 +1,127 @@
+"""The node package manager's errors, one hierarchy.
+
+    NodeError (runtime.errors.FlowError)
+    ├── HubRequestFailed     the hub answered with an unexpected status or unusable body
+    ├── DownloadFailed       a blob could not be fetched after every retry
+    │   └── TransferStalled  a transfer stayed below the minimum rate for the stall window
+    ├── BlobMismatch         downloaded bytes do not hash to the digest the manifest names
+    ├── NotEnoughSpace       free disk does not cover the install (numbers in the message)
+    ├── TrustRefused         a signature is required and missing, or does not verify
+    ├── DowngradeRefused     the version is lower than the current one
+    ├── NotInstalled         no such installed service or version
+    ├── VersionInUse         refusing to remove the current version without force
+    └── VerifyFailed         an installed tree differs from its manifest
+"""
+
+from __future__ import annotations
+
+from runtime.errors import FlowError
+
+
+class NodeError(FlowError):
+    """Base of the node package manager's errors."""
+
+
+class HubRequestFailed(NodeError):
+    """The hub answered with an unexpected status, or could not be reached."""
+
+    def __init__(self, url: str, problem: str):
+        self.url = url
+        self.problem = problem
+        super().__init__(f"{url}: {problem}")
+
+
+class DownloadFailed(NodeError):
+    """A blob could not be fetched after every retry."""
+
+    def __init__(self, digest: str, attempts: int, last: str):
+        self.digest = digest
+        self.attempts = attempts
+        self.last = last
+        super().__init__(f"blob sha256:{digest} failed after {attempts} attempts: {last}")
+
+
+class TransferStalled(NodeError):
+    """Fewer than `min_rate` bytes per second arrived during a whole stall window."""
+
+    def __init__(self, digest: str, received: int, window: float):
+        self.digest = digest
+        self.received = received
+        self.window = window
+        super().__init__(f"blob sha256:{digest} stalled: {received} bytes in {window:g} s")
+
+
+class BlobMismatch(NodeError):
+    """Downloaded bytes hash to something other than the expected digest."""
+
+    def __init__(self, expected: str, actual: str, size: int):
+        self.expected = expected
+        self.actual = actual
+        self.size = size
+        super().__init__(f"blob sha256:{expected} arrived corrupt ({size} bytes hash to {actual})")
+
+
+class NotEnoughSpace(NodeError):
+    """Free disk does not cover the missing bytes, the unpacked size and the margin."""
+
+    def __init__(self, path: str, needed: int, free: int, missing: int, unpacked: int, margin: int):
+        self.path = path
+        self.needed = needed
+        self.free = free
+        super().__init__(
+            f"not enough disk space in {path!r}: need {needed} bytes (download {missing} + "
+            f"unpacked {unpacked} + margin {margin}), {free} free"
+        )
+
+
+class TrustRefused(NodeError):
+    """A signature is required and is missing or does not verify."""
+
+    def __init__(self, service: str, version: str, problem: str):
+        self.service = service
+        self.version = version
+        self.problem = problem
+        super().__init__(f"refusing {service}@{version}: {problem}")
+
+
+class DowngradeRefused(NodeError):
+    """The version to install is lower than the current one."""
+
+    def __init__(self, service: str, version: str, current: str):
+        self.service = service
+        self.version = version
+        self.current = current
+        super().__init__(
+            f"refusing to downgrade {service!r} from {current!r} to {version!r} "
+            "(pass --allow-downgrade)"
+        )
+
+
+class NotInstalled(NodeError):
+    """No such installed service or version."""
+
+    def __init__(self, service: str, version: str | None = None):
+        self.service = service
+        self.version = version
+        what = f"{service}@{version}" if version else service
+        super().__init__(f"{what!r} is not installed")
+
+
+class VersionInUse(NodeError):
+    """The version is the current one; removing it needs force."""
+
+    def __init__(self, service: str, version: str):
+        self.service = service
+        self.version = version
+        super().__init__(f"{service}@{version} is the current version (pass --force to remove it)")
+
+
+class VerifyFailed(NodeError):
+    """An installed tree differs from its manifest; `problems` names each file."""
+
+    def __init__(self, service: str, version: str, problems: list[str]):
+        self.service = service
+        self.version = version
+        self.problems = problems
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        super().__init__(f"{service}@{version} does not match its manifest: {shown}")

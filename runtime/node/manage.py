@@ -1,0 +1,121 @@
+"""Listing, switching, uninstalling and collecting garbage on a node."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import trio
+
+from hub_store.blobs import LocalBlobStore
+from runtime.node.activate import ActivateResult, activate, remove_version_tree
+from runtime.node.errors import NotInstalled, VersionInUse
+from runtime.node.fsutil import remove_tree
+from runtime.node.layout import NodeLayout
+from runtime.node.lock import hold_lock, release, try_lock
+
+GC_GRACE = 3600.0
+
+
+@dataclass(frozen=True)
+class InstalledVersion:
+    """One installed version: its size on disk (apparent, shared blobs counted) and whether current."""
+
+    service: str
+    version: str
+    size: int
+    files: int
+    current: bool
+
+
+def list_installed(layout: NodeLayout) -> list[InstalledVersion]:
+    """Every installed version of every service, lowest version first per service."""
+    out = []
+    for service in layout.installed_services():
+        current = layout.current_version(service)
+        for version in layout.installed_versions(service):
+            manifest, _ = layout.read_manifest(service, version)
+            out.append(InstalledVersion(service, version, manifest.total_size,
+                                        len(manifest.files), version == current))
+    return out
+
+
+async def use(layout: NodeLayout, service: str, version: str) -> ActivateResult:
+    """Make an installed `version` current (a deliberate rollback is allowed)."""
+    return await activate(layout, service, version)
+
+
+async def uninstall(layout: NodeLayout, service: str, version: str | None = None, *,
+                    force: bool = False) -> list[str]:
+    """Remove one version, or all of `service`; the current one only with `force`."""
+    async with hold_lock(layout.service_lock(service)):
+        installed = layout.installed_versions(service)
+        if version is not None and version not in installed:
+            raise NotInstalled(service, version)
+        if not installed:
+            raise NotInstalled(service)
+        doomed = [version] if version is not None else installed
+        current = layout.current_version(service)
+        if current in doomed and not force:
+            raise VersionInUse(service, current)
+        return await trio.to_thread.run_sync(_remove, layout, service, doomed, current)
+
+
+def _remove(layout: NodeLayout, service: str, doomed: list[str], current: str | None) -> list[str]:
+    if current in doomed:
+        layout.current_link(service).unlink(missing_ok=True)
+    for v in doomed:
+        remove_version_tree(layout, service, v)
+    service_dir = layout.service_dir(service)
+    if not layout.installed_versions(service):
+        remove_tree(service_dir)
+    return doomed
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What `gc` removed."""
+
+    blobs: int
+    bytes: int
+    partials: int
+
+
+def gc(layout: NodeLayout, *, grace: float = GC_GRACE) -> GcReport:
+    """Drop blobs no installed version uses (older than `grace` s) and abandoned partials.
+
+    Blocking: run it in a thread from async code. The grace period protects a blob an
+    install in another process has just fetched but not yet linked.
+    """
+    store = LocalBlobStore(layout.root)
+    used: set[str] = set()
+    for service in layout.installed_services():
+        for version in layout.installed_versions(service):
+            manifest, _ = layout.read_manifest(service, version)
+            used.update(f.sha256 for f in manifest.files)
+    cutoff = time.time() - grace
+    blobs = freed = 0
+    for info in list(store.iter_blobs()):
+        if info.digest not in used and info.mtime < cutoff and store.delete(info.digest):
+            blobs += 1
+            freed += info.size
+    partials = 0
+    for entry in os.scandir(layout.downloads):
+        if not entry.name.endswith(".partial") or entry.stat().st_mtime >= cutoff:
+            continue
+        digest = entry.name.removesuffix(".partial")
+        lock = layout.blob_lock(digest)
+        fd = try_lock(lock)
+        if fd is None:  # being downloaded right now
+            continue
+        try:
+            freed += entry.stat().st_size
+            os.unlink(entry.path)
+            for extra in (entry.path + ".etag",):
+                if os.path.exists(extra):
+                    os.unlink(extra)
+            partials += 1
+        finally:
+            release(lock, fd)
+    return GcReport(blobs, freed, partials)

@@ -1,0 +1,94 @@
+"""Per-requirements virtualenvs: one per distinct requirements.txt, shared by versions.
+
+A venv lives at `venvs/{key}`, key = sha256 of the requirements bytes and the
+Python version; it is built in place under a lock and marked complete last, so
+a crash leaves an unmarked dir that the next run rebuilds. Wheels shipped in
+the bundle under `wheels/` are tried first with `--no-index` (an offline node
+can install); only if that fails is the package index allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from runtime.node.errors import NodeError
+from runtime.node.fsutil import fsync_dir, remove_tree, write_file_durably
+from runtime.node.layout import NodeLayout
+from runtime.node.lock import hold_lock
+
+REQUIREMENTS = "requirements.txt"
+WHEELS = "wheels"
+COMPLETE = ".flowctl-complete"
+PIP_TIMEOUT = 900.0
+
+
+class VenvFailed(NodeError):
+    """Creating the virtualenv or installing the requirements failed."""
+
+    def __init__(self, key: str, step: str, output: str):
+        self.key = key
+        self.step = step
+        self.output = output
+        tail = " ".join(output.strip().splitlines()[-1:])[:300]
+        super().__init__(f"virtualenv {key}: {step} failed: {tail!r}")
+
+
+def venv_key(requirements_sha256: str) -> str:
+    """The venv name for a requirements digest on this interpreter."""
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return hashlib.sha256(f"{requirements_sha256}:{py}".encode()).hexdigest()[:20] + "-" + py
+
+
+async def ensure_venv(layout: NodeLayout, tree: Path, requirements_sha256: str, *,
+                      build_limit: float = PIP_TIMEOUT) -> Path:
+    """The venv for `tree/requirements.txt`, created unless an identical one exists."""
+    key = venv_key(requirements_sha256)
+    target = layout.venvs / key
+    async with hold_lock(layout.locks / f"venv-{key}.lock"):
+        if (target / COMPLETE).is_file():
+            return target
+        await trio.to_thread.run_sync(remove_tree, target)
+        try:
+            with trio.fail_after(build_limit):
+                await _build(key, target, tree)
+        except trio.TooSlowError:
+            raise VenvFailed(key, "pip install", f"took longer than {build_limit:g} s") from None
+        await trio.to_thread.run_sync(_mark_complete, target)
+    return target
+
+
+def _mark_complete(target: Path) -> None:
+    write_file_durably(target / COMPLETE, b"", 0o444)
+    fsync_dir(target)
+
+
+async def _run(key: str, step: str, argv: list[str]) -> None:
+    result = await trio.run_process(argv, check=False, capture_stdout=True,
+                                    stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise VenvFailed(key, step, result.stdout.decode(errors="replace"))
+
+
+async def _build(key: str, target: Path, tree: Path) -> None:
+    # Without pip inside, the venv is made in ~50 ms; our own pip installs into it.
+    own_pip = importlib.util.find_spec("pip") is not None
+    create = [sys.executable, "-m", "venv", str(target)]
+    await _run(key, "python -m venv", [*create, "--without-pip"] if own_pip else create)
+    py = str(target / "bin" / "python")
+    pip = [sys.executable, "-m", "pip", "--python", py] if own_pip else [py, "-m", "pip"]
+    base = [*pip, "install", "--disable-pip-version-check", "-q", "-r", str(tree / REQUIREMENTS)]
+    wheels = tree / WHEELS
+    if wheels.is_dir():
+        try:
+            await _run(key, "pip install (bundled wheels)",
+                       [*base, "--no-index", "--find-links", str(wheels)])
+            return
+        except VenvFailed:
+            base = [*base, "--find-links", str(wheels)]
+    await _run(key, "pip install", base)
