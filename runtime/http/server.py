@@ -39,6 +39,8 @@ DEFAULT_GRACEFUL_TIMEOUT = 5.0
 _SHUTDOWN_SLACK = 2.0
 
 _TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#\s]*")
+# Like hypercorn's default but with the query string (redacted) and the time taken.
+ACCESS_LOG_FORMAT = '%(h)s "%(R)s" %(s)s %(b)s %(L)ss'
 _SECRET_HEADERS = ("{authorization}i", "{cookie}i", "{proxy-authorization}i")
 
 
@@ -89,21 +91,34 @@ async def serve_app(
         read_timeout=read_timeout, graceful_timeout=graceful_timeout,
         access_log=access_log, error_log=error_log,
     )
+    guarded = _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout)
     stop = trio.Event()
     # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
     # so it runs in a shielded scope whose deadline bounds the drain once we are cancelled.
     shield = trio.CancelScope(shield=True)
-    async with trio.open_nursery() as nursery:
-        try:
-            urls = await nursery.start(partial(_serve_shielded, app, config, stop, shield))
-        except OSError as error:
-            raise ListenError(host, port, error.strerror or str(error)) from None
-        try:
-            task_status.started(urls)
-            await trio.sleep_forever()
-        finally:
-            stop.set()
-            shield.deadline = trio.current_time() + graceful_timeout + _SHUTDOWN_SLACK
+    listening = False
+    try:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(_serve_shielded, guarded, config, stop, shield))
+            listening = True
+            try:
+                task_status.started(urls)
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+                shield.deadline = trio.current_time() + graceful_timeout + _SHUTDOWN_SLACK
+    except (OSError, BaseExceptionGroup) as error:
+        bind_error = None if listening else _only_os_error(error)
+        if bind_error is None:
+            raise
+        raise ListenError(host, port, bind_error.strerror or str(bind_error)) from None
+
+
+def _only_os_error(error: BaseException) -> OSError | None:
+    """The OSError that `error` is, or that a group holds and holds nothing else."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error if isinstance(error, OSError) else None
 
 
 @asynccontextmanager
@@ -154,12 +169,65 @@ def _hypercorn_config(
     config.read_timeout = read_timeout
     config.graceful_timeout = graceful_timeout
     config.accesslog = access_log
+    config.access_log_format = ACCESS_LOG_FORMAT
     # A plain logger with no handler: warnings reach stderr through logging's last resort,
     # hypercorn's "Running on ..." info line does not.
     config.errorlog = error_log or logging.getLogger("runtime.http.server")
     config.logger_class = _RedactingLogger
     config.include_server_header = False
     return config
+
+
+class _Guard:
+    """ASGI wrapper: the real header cap, and responses finished under a shield.
+
+    h11's `max_incomplete_event_size` only limits a request still arriving: a 20 KiB
+    header block that lands in one read passes it. So the size of the request line and
+    headers is checked here too.
+
+    quart-trio cancels its request task as soon as hypercorn reports the stream closed,
+    which hypercorn does from inside the app's last ``send``; that cancel also kills the
+    keep-alive idle timer hypercorn starts there, and the connection then idles forever.
+    Finishing the last send under a (bounded) shield lets the timer start.
+    """
+
+    def __init__(self, app: Any, *, max_header_bytes: int, finish_timeout: float) -> None:
+        self._app = app
+        self._max_header_bytes = max_header_bytes
+        self._finish_timeout = finish_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        target = scope.get("raw_path") or scope["path"].encode()
+        size = len(target) + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size > self._max_header_bytes:
+            await _refuse(scope, send)
+            return
+        if scope["type"] == "http":
+            send = partial(self._send, send)
+        await self._app(scope, receive, send)
+
+    async def _send(self, send: Any, message: Any) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self._finish_timeout
+                await send(message)
+            return
+        await send(message)
+
+
+async def _refuse(scope: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1009})  # before accept: an HTTP 403
+        return
+    await send({
+        "type": "http.response.start",
+        "status": 431,
+        "headers": [(b"content-length", b"0"), (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": b""})
 
 
 class _RedactingLogger(HypercornLogger):
