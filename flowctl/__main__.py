@@ -10,17 +10,25 @@ def main() -> None:
 
     Typer's standalone mode already turns usage errors into exit code 2; what
     reaches us here is a library error, shown as one line without a traceback.
+    The error types are imported only when an error arrives: importing every
+    package's errors on each run would cost start-up time (SystemExit, raised
+    by every normal exit, must not trigger that import either).
     """
     from flowctl.app import app
-    from flowctl.console import fail
-    from flowctl.errors import user_errors
 
     try:
         app()
     except KeyboardInterrupt:
+        from flowctl.console import fail
+
         fail("interrupted")
         sys.exit(130)
-    except user_errors() as exc:
+    except Exception as exc:
+        from flowctl.console import fail
+        from flowctl.errors import user_errors
+
+        if not isinstance(exc, user_errors()):
+            raise
         fail(one_line(exc))
         sys.exit(1)
 

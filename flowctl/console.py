@@ -36,3 +36,44 @@ def human_bytes(n: float) -> str:
 def progress_enabled() -> bool:
     """Progress bars only on a terminal; quiet when piped."""
     return err.is_terminal
+
+
+class _NoProgress:
+    def __enter__(self):
+        return lambda n: None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _ByteProgress:
+    """A rich progress bar (bytes, rate, ETA) on stderr; entering it gives `advance(n)`."""
+
+    def __init__(self, total: int, description: str):
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                                  transient=True)
+        self._task = self._progress.add_task(description, total=total)
+
+    def __enter__(self):
+        self._progress.start()
+        return lambda n: self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def byte_progress(total: int, description: str):
+    """A context manager yielding `advance(nbytes)`: a progress bar on a terminal, else a no-op."""
+    if not progress_enabled() or total <= 0:
+        return _NoProgress()
+    return _ByteProgress(total, description)

@@ -1,7 +1,150 @@
-"""(being written)"""
+"""`flowctl pack / verify / inspect / unpack`: service bundles. The work is in packer/."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+
+_TRUST_HELP = "Trusted public key (PEM); repeat for several. When given, a valid signature is required."
+
+
+def pack(
+    src: Path = typer.Argument(..., metavar="DIR", help="Service directory holding service.json."),
+    out: Path = typer.Option(Path("dist"), "-o", "--out", help="Output directory."),
+    level: int = typer.Option(3, "--level", min=1, max=19, help="zstd compression level (1-19)."),
+    sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key (from `flowctl keys gen`)."),
+    fmt: str = typer.Option("fbundle", "--format", help="fbundle, or zip to also write the seed-compatible zip."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Pack DIR into OUT/NAME-VERSION.fbundle and print its SHA-256 and path.
+
+    Files are chosen by .flowctlignore (gitignore globs) plus defaults (.git/,
+    __pycache__/, *.pyc, .DS_Store). The same directory always gives the same bytes.
+    """
+    from flowctl.console import byte_progress, print_json, progress_enabled
+    from flowctl.console import out as stdout
+    from packer.pack import FORMATS, pack_dir
+    from packer.source import scan_source
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+    total = scan_source(src).total_size if progress_enabled() else 0
+    with byte_progress(total, "packing") as advance:
+        result = pack_dir(src, out, level=level, signing_key=sign, fmt=fmt, progress=advance)
+    if json_out:
+        print_json({"path": str(result.path), "sha256": result.sha256, "size": result.size,
+                    "signed": result.signed, "files": len(result.manifest.files),
+                    "zip": str(result.zip_path) if result.zip_path else None})
+        return
+    stdout.print(f"{result.sha256}  {result.path}")
+    if result.zip_path is not None:
+        stdout.print(f"zip  {result.zip_path}")
+
+
+def _trusted(paths: list[Path]) -> list:
+    from packer.signing import load_public_key
+
+    return [load_public_key(p) for p in paths]
+
+
+def verify(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="The .fbundle file."),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the bundle file."),
+    trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a bundle end to end: digest, manifest, every file's size and SHA-256, signature."""
+    from flowctl.console import byte_progress, human_bytes, print_json
+    from flowctl.console import out as stdout
+    from packer.verify import verify_bundle
+
+    keys = _trusted(trust)
+    with byte_progress(bundle.stat().st_size, "verifying") as advance:
+        report = verify_bundle(bundle, expected_sha256=sha256, trusted_keys=keys,
+                               require_signature=bool(keys), progress=advance)
+    if json_out:
+        print_json({"ok": True, "path": str(report.path), "sha256": report.sha256, "size": report.size,
+                    "service_id": report.manifest.service_id, "version": report.manifest.version,
+                    "files": report.file_count, "total_size": report.total_size,
+                    "signature": report.signature, "key_id": report.key_id})
+        return
+    stdout.print(f"ok {report.path}")
+    stdout.print(f"  sha256     {report.sha256}")
+    stdout.print(f"  service    {report.manifest.service_id} {report.manifest.version}")
+    stdout.print(f"  files      {report.file_count} ({human_bytes(report.total_size)} unpacked, "
+                 f"{human_bytes(report.size)} packed)")
+    stdout.print(f"  signature  {report.signature}")
+
+
+def inspect(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="The .fbundle file."),
+    trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print manifest, signature status and files as JSON."),
+) -> None:
+    """Show a bundle's manifest, models, files and signature (reads only the manifest)."""
+    from flowctl.console import human_bytes, print_json
+    from flowctl.console import out as stdout
+    from packer.reader import open_bundle
+    from packer.verify import check_signature
+
+    keys = _trusted(trust)
+    with open(bundle, "rb") as f, open_bundle(f) as reader:
+        status, kid = check_signature(reader, keys, bool(keys))
+        m = reader.manifest
+    size = bundle.stat().st_size
+    if json_out:
+        print_json({"path": str(bundle), "size": size, "signature": status, "key_id": kid,
+                    "manifest": m.to_dict()})
+        return
+    from rich.table import Table
+
+    stdout.print(f"[bold]{m.service_name}[/bold] ({m.service_id} {m.version}, {m.service_type})")
+    if m.description:
+        stdout.print(f"  {m.description}")
+    stdout.print(f"  start      {m.startup_command}" + (f"  (port {m.port})" if m.port else ""))
+    stdout.print(f"  health     {m.health_check.method} {m.health_check.endpoint}")
+    stdout.print(f"  resources  ram {m.resources.ram_mb} MB, vram {m.resources.vram_mb} MB, "
+                 f"gpu {m.resources.gpu}")
+    stdout.print(f"  created    {m.created_at}")
+    stdout.print(f"  size       {human_bytes(m.total_size)} in {len(m.files)} files, "
+                 f"{human_bytes(size)} packed")
+    stdout.print(f"  signature  {status}")
+    if m.models:
+        models = Table("model", "type", "version", "path", title="models", title_justify="left")
+        for spec in m.models:
+            models.add_row(spec.model_id, spec.model_type, spec.version, spec.path or "-")
+        stdout.print(models)
+    files = Table("path", "size", "mode", "sha256", title="files", title_justify="left")
+    for entry in m.files:
+        files.add_row(entry.path, human_bytes(entry.size), oct(entry.mode)[2:], entry.sha256[:16])
+    stdout.print(files)
+
+
+def unpack(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="The .fbundle file."),
+    dest: Path = typer.Argument(..., metavar="DEST", help="Destination directory (must not exist or be empty)."),
+    trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
+) -> None:
+    """Extract a bundle, checking every byte; DEST appears only if everything checks out."""
+    from flowctl.console import byte_progress, human_bytes
+    from flowctl.console import out as stdout
+    from packer.reader import open_bundle
+    from packer.unpack import unpack_bundle
+
+    keys = _trusted(trust)
+    with open(bundle, "rb") as f, open_bundle(f) as reader:
+        total = reader.manifest.total_size
+    with byte_progress(total, "unpacking") as advance:
+        manifest = unpack_bundle(bundle, dest, trusted_keys=keys, require_signature=bool(keys),
+                                 progress=advance)
+    stdout.print(f"unpacked {manifest.name}: {len(manifest.files)} files "
+                 f"({human_bytes(manifest.total_size)}) into {dest}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("pack")(pack)
+    app.command("verify")(verify)
+    app.command("inspect")(inspect)
+    app.command("unpack")(unpack)

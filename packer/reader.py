@@ -1,0 +1,302 @@
+"""Read a bundle as a stream, trusting nothing: `open_bundle`.
+
+The compressed bytes go through a FrameWalker (truncation, trailing data,
+skippable frames) and a zstd decoder with a bounded window; the decoded bytes
+are counted against a budget: before the manifest is read, what a manifest and a
+signature may take; after it, exactly what the manifest's members need. The tar
+stream must then be, in order: service.json (canonical), service.json.sig
+(optional), every file of the manifest in manifest order, two zero blocks, and
+nothing more. Each file's size and SHA-256 are checked as its chunks are consumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from packer.errors import BundleError, DigestMismatch, LimitExceeded, PackerError
+from packer.limits import Limits
+from packer.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    FileEntry,
+    Manifest,
+    check_path,
+    parse_bundle_manifest,
+)
+from packer.tarfmt import (
+    BLOCK,
+    MAX_PAX_BYTES,
+    Header,
+    member_overhead,
+    padding,
+    parse_header,
+    parse_pax,
+)
+from packer.zstdframes import FrameWalker
+
+CHUNK = 1 << 20
+_READ_SIZE = 1 << 20
+
+
+class _Compressed:
+    """The raw bundle bytes as the decoder reads them: walked, counted, optionally observed."""
+
+    def __init__(self, fileobj: BinaryIO, observer: Callable[[bytes], None] | None):
+        self._f = fileobj
+        self._observer = observer
+        self.walker = FrameWalker()
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n if n and n > 0 else _READ_SIZE)
+        if data:
+            self.walker.feed(data)
+            if self._observer is not None:
+                self._observer(data)
+        else:
+            self.eof = True
+        return data
+
+
+class _Decoded:
+    """The decompressed tar stream, with a running byte budget."""
+
+    def __init__(self, reader, budget: int):
+        self._r = reader
+        self._buf = b""
+        self._pos = 0
+        self.consumed = 0  # tar bytes handed out
+        self.produced = 0  # bytes the decoder produced
+        self.budget = budget
+
+    def _fill(self, want: int) -> bool:
+        import zstandard
+
+        room = self.budget - self.produced
+        if room <= 0:
+            raise LimitExceeded("decompressed data exceeds what the manifest declares "
+                                "(a decompression bomb or trailing data)")
+        try:
+            data = self._r.read(min(max(want, CHUNK), room))
+        except zstandard.ZstdError as exc:
+            raise BundleError(f"corrupt zstd data ({exc})") from None
+        if not data:
+            return False
+        self.produced += len(data)
+        if self._pos < len(self._buf):
+            self._buf = self._buf[self._pos:] + data
+        else:
+            self._buf = data
+        self._pos = 0
+        return True
+
+    def exact(self, n: int, what: str) -> bytes:
+        """Exactly `n` bytes, or BundleError naming `what` was truncated."""
+        while len(self._buf) - self._pos < n:
+            if not self._fill(n - (len(self._buf) - self._pos)):
+                raise BundleError(f"truncated bundle (inside {what})")
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        self.consumed += n
+        return out
+
+    def some(self, n: int, what: str) -> bytes:
+        """Between 1 and `n` bytes (n > 0)."""
+        if self._pos >= len(self._buf) and not self._fill(n):
+            raise BundleError(f"truncated bundle (inside {what})")
+        end = min(self._pos + n, len(self._buf))
+        out = self._buf[self._pos:end]
+        self.consumed += end - self._pos
+        self._pos = end
+        return out
+
+    def at_end(self) -> bool:
+        """True when the decoder has nothing more to give."""
+        return self._pos >= len(self._buf) and not self._fill(1)
+
+
+class BundleReader:
+    """An open bundle: `.manifest`, `.manifest_bytes`, `.signature`, then `iter_files()` once."""
+
+    def __init__(self, fileobj: BinaryIO, limits: Limits, observer: Callable[[bytes], None] | None):
+        import zstandard
+
+        self.limits = limits
+        self._raw = _Compressed(fileobj, observer)
+        decoder = zstandard.ZstdDecompressor(max_window_size=limits.max_window_size)
+        self._reader = decoder.stream_reader(self._raw, read_size=_READ_SIZE, read_across_frames=True)
+        prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
+        self._tar = _Decoded(self._reader, prefix_budget)
+        self._pending: Header | None = None
+        self._seen: set[str] = set()
+        self._iterated = False
+        try:
+            self.manifest_bytes = self._read_member(MANIFEST_NAME, limits.max_manifest_bytes)
+            self.manifest: Manifest = parse_bundle_manifest(self.manifest_bytes)
+            self._check_limits()
+            self.signature: bytes | None = None
+            header = self._next_header()
+            if header is not None and header.name == SIGNATURE_NAME:
+                self.signature = self._member_data(header, limits.max_signature_bytes)
+                header = self._next_header()
+            self._pending = header
+        except BaseException:
+            self.close()
+            raise
+        self._tar.budget = self._tar.consumed + self._expected_rest()
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the decoder (the file object stays the caller's)."""
+        self._reader.close()
+
+    def _check_limits(self) -> None:
+        m, lim = self.manifest, self.limits
+        if len(m.files) > lim.max_files:
+            raise LimitExceeded(f"bundle has {len(m.files)} files (limit {lim.max_files})")
+        if m.total_size > lim.max_total_bytes:
+            raise LimitExceeded(f"bundle declares {m.total_size} bytes (limit {lim.max_total_bytes})")
+        for f in m.files:
+            if f.size > lim.max_file_bytes:
+                raise LimitExceeded(f"declares {f.size} bytes (limit {lim.max_file_bytes})", member=f.path)
+
+    def _expected_rest(self) -> int:
+        # What remains of the decoded stream (the pending header already read) plus one byte
+        # to observe the end: anything beyond is a bomb or trailing data.
+        rest = sum(member_overhead(f.path, f.size) + f.size for f in self.manifest.files)
+        if self._pending is not None:
+            rest -= self._tar.consumed - self._header_start
+        return rest + 2 * BLOCK + 1
+
+    def _next_header(self) -> Header | None:
+        """The next member's header (PAX resolved), or None at the end-of-archive marker."""
+        self._header_start = self._tar.consumed
+        block = self._tar.exact(BLOCK, "a tar header")
+        if block == bytes(BLOCK):
+            if self._tar.exact(BLOCK, "the end-of-archive marker") != bytes(BLOCK):
+                raise BundleError("corrupt end-of-archive marker")
+            return None
+        header = parse_header(block)
+        if header.typeflag == b"x":
+            if header.size > MAX_PAX_BYTES:
+                raise BundleError(f"PAX header of {header.size} bytes (limit {MAX_PAX_BYTES})")
+            records = parse_pax(self._tar.exact(header.size + padding(header.size), "a PAX header")[:header.size])
+            block = self._tar.exact(BLOCK, "a tar header")
+            if block == bytes(BLOCK):
+                raise BundleError("PAX header not followed by a member")
+            header = parse_header(block)
+            if header.typeflag == b"x":
+                raise BundleError("two PAX headers in a row")
+            header = Header(name=records.get("path", header.name),
+                            size=int(records["size"]) if "size" in records else header.size,
+                            mode=header.mode, typeflag=header.typeflag)
+        try:
+            check_path(header.name)
+        except ValueError as exc:
+            raise BundleError(f"unsafe member name: {exc}") from None
+        if header.name in self._seen:
+            raise BundleError("duplicate entry", member=header.name)
+        self._seen.add(header.name)
+        return header
+
+    def _read_member(self, name: str, limit: int) -> bytes:
+        header = self._next_header()
+        if header is None:
+            raise BundleError(f"empty archive (no {name})")
+        if header.name != name:
+            raise BundleError(f"first member is {header.name!r}, not {name!r}")
+        return self._member_data(header, limit)
+
+    def _member_data(self, header: Header, limit: int) -> bytes:
+        if header.size > limit:
+            raise LimitExceeded(f"is {header.size} bytes (limit {limit})", member=header.name)
+        if header.mode != 0o644:
+            raise BundleError(f"mode {oct(header.mode)} (expected 0o644)", member=header.name)
+        data = self._tar.exact(header.size, repr(header.name))
+        self._skip_padding(header)
+        return data
+
+    def _skip_padding(self, header: Header) -> None:
+        pad = padding(header.size)
+        if pad and self._tar.exact(pad, repr(header.name)) != bytes(pad):
+            raise BundleError("non-zero padding after member data", member=header.name)
+
+    def iter_files(self) -> Iterator[tuple[FileEntry, Iterator[bytes]]]:
+        """Each file in manifest order with an iterator of its chunks (consume before the next)."""
+        if self._iterated:
+            raise PackerError("iter_files() can be called only once per open bundle")
+        self._iterated = True
+        expected = {f.path: i for i, f in enumerate(self.manifest.files)}
+        for index, entry in enumerate(self.manifest.files):
+            header = self._pending
+            self._pending = None
+            if header is None and index > 0:
+                header = self._next_header()
+            if header is None:
+                raise BundleError(f"{entry.path!r} is in the manifest but missing from the archive")
+            self._check_member(header, entry, expected, index)
+            chunks = self._chunks(header, entry)
+            yield entry, chunks
+            for _ in chunks:  # drain what the caller left unread: still verified
+                pass
+        header = self._pending if not self.manifest.files else self._next_header()
+        self._pending = None
+        if header is not None:
+            what = "is not in the manifest" if header.name not in expected else "appears out of order"
+            raise BundleError(what, member=header.name)
+        if not self._tar.at_end():
+            raise BundleError("trailing data after the end-of-archive marker")
+        if not self._raw.eof and self._raw.read(1):
+            raise BundleError("trailing data after the last zstd frame")
+        self._raw.walker.finish()
+
+    def _check_member(self, header: Header, entry: FileEntry, expected: dict[str, int], index: int) -> None:
+        if header.name != entry.path:
+            if header.name in (MANIFEST_NAME, SIGNATURE_NAME):
+                raise BundleError("appears again after the start of the bundle", member=header.name)
+            if header.name not in expected:
+                raise BundleError("is not in the manifest", member=header.name)
+            if expected[header.name] < index:
+                raise BundleError("duplicate entry", member=header.name)
+            raise BundleError(f"appears out of order (expected {entry.path!r})", member=header.name)
+        if header.size != entry.size:
+            raise BundleError(f"size {header.size} differs from the manifest's {entry.size}", member=entry.path)
+        if header.mode != entry.mode:
+            raise BundleError(f"mode {oct(header.mode)} differs from the manifest's {oct(entry.mode)}",
+                              member=entry.path)
+
+    def _chunks(self, header: Header, entry: FileEntry) -> Iterator[bytes]:
+        h = hashlib.sha256()
+        remaining = entry.size
+        what = repr(entry.path)
+        while remaining:
+            chunk = self._tar.some(min(remaining, CHUNK), what)
+            remaining -= len(chunk)
+            h.update(chunk)
+            if not remaining:
+                self._finish_member(header, entry, h)
+            yield chunk
+        if entry.size == 0:
+            self._finish_member(header, entry, h)
+
+    def _finish_member(self, header: Header, entry: FileEntry, h) -> None:
+        actual = h.hexdigest()
+        if actual != entry.sha256:
+            raise DigestMismatch(repr(entry.path), entry.sha256, actual)
+        self._skip_padding(header)
+
+
+def open_bundle(fileobj: BinaryIO, *, limits: Limits = Limits(),
+                observer: Callable[[bytes], None] | None = None) -> BundleReader:
+    """Open a bundle stream (never seeks); reads and checks the manifest and signature member.
+
+    `observer`, if given, sees every compressed chunk in order (e.g. to hash the file).
+    """
+    return BundleReader(fileobj, limits, observer)
