@@ -1,0 +1,157 @@
+"""Writing routes, behind the admin key: publish (streamed PUT), stable/yank flags, GC, fsck."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+from quart import Response, request
+
+from hub_store import collect_garbage, fsck, ids, ingest_bundle
+from runtime.hub.api import version_json
+from runtime.hub.auth import bearer_ok
+from runtime.hub.responses import ApiError, json_response
+from runtime.hub.state import HubState
+
+SPOOL_CHUNK = 1 << 20
+FLAG_ACTIONS = {"stable": {"stable": True}, "unstable": {"stable": False},
+                "yank": {"yanked": True}, "unyank": {"yanked": False}}
+
+
+def require_admin(state: HubState) -> None:
+    """401 unless the request carries the admin key."""
+    if not bearer_ok(request.headers.get("Authorization"), state.admin_key_hash):
+        raise ApiError(401, "this needs the hub's admin key (Authorization: Bearer KEY; "
+                            "flowctl: --token or FLOWCTL_TOKEN)", {"WWW-Authenticate": "Bearer"})
+
+
+def _flag(name: str) -> bool | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise ApiError(400, f"query parameter {name} must be true or false, not {raw!r}")
+
+
+class _Spool:
+    """The upload's temp file in the store's tmp/, hashed as it is written (in worker threads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file: BinaryIO = open(path, "xb")
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, parts: list[bytes]) -> None:
+        data = b"".join(parts)
+        self.file.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+async def _receive_body(state: HubState, spool: _Spool) -> None:
+    """Stream the request body into `spool` in ~1 MiB writes; each read has an idle deadline."""
+    body = request.body.__aiter__()
+    pending: list[bytes] = []
+    pending_size = 0
+    while True:
+        try:
+            with trio.fail_after(state.settings.upload_idle_timeout):
+                chunk = await body.__anext__()
+        except StopAsyncIteration:
+            break
+        except trio.TooSlowError:
+            raise ApiError(408, f"upload stalled for {state.settings.upload_idle_timeout:g} s") from None
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= SPOOL_CHUNK:
+            await state.run(spool.write, pending)
+            pending, pending_size = [], 0
+    if pending:
+        await state.run(spool.write, pending)
+    await state.run(spool.finish)
+
+
+def register(app, state: HubState) -> None:
+    """Attach the admin routes to `app`."""
+    data = state.data
+
+    @app.route("/api/services/<service_id>/<version>", methods=["PUT"])
+    async def publish(service_id: str, version: str) -> Response:
+        require_admin(state)
+        sid, ver = ids.service_id(service_id), ids.version(version)
+        expected = request.headers.get("X-Flowctl-Sha256")
+        if expected is not None:
+            expected = ids.hex_digest(expected.strip().removeprefix("sha256:"))
+        stable = _flag("stable")
+        limit = state.settings.max_publish_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"bundle of {request.content_length} bytes exceeds this hub's "
+                                f"limit of {limit} bytes")
+        existing = await state.run(data.catalog.find_version, sid, ver)
+        if existing is not None and expected is not None:
+            # Decided by the announced digest alone; the body need not be read.
+            if existing.sha256 != expected:
+                raise ApiError(409, f"{sid}@{ver} is already published with other bytes "
+                                    f"(sha256 {existing.sha256}); versions are immutable")
+            return json_response({"service_id": sid, "created": False, **version_json(existing)})
+        request.max_content_length = limit
+        spool = await state.run(_Spool, data.store.temp_file())
+        try:
+            await _receive_body(state, spool)
+            if request.content_length is not None and spool.size != request.content_length:
+                raise ApiError(400, f"upload ended after {spool.size} of {request.content_length} bytes")
+            result = await state.run(
+                ingest_bundle, data.store, data.catalog, spool.path, sha256=spool.hash.hexdigest(),
+                size=spool.size, expected_sha256=expected, trusted_keys=state.settings.trusted_keys,
+                require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_discard, spool)
+        body = {"service_id": sid, "created": result.created, "new_blobs": result.new_blobs,
+                "new_bytes": result.new_bytes, **version_json(result.record)}
+        return json_response(body, status=201 if result.created else 200)
+
+    @app.route("/api/services/<service_id>/<version>/<action>", methods=["GET", "POST"])
+    async def flags(service_id: str, version: str, action: str) -> Response:
+        sid, ver = ids.service_id(service_id), ids.version_ref(version)
+        if action not in FLAG_ACTIONS:
+            raise ApiError(404, f"no action {action!r} (one of {', '.join(FLAG_ACTIONS)})")
+        if request.method != "POST":
+            raise ApiError(405, f"{action} needs POST")
+        require_admin(state)
+        ver = ids.version(ver)
+        record = await state.run(data.catalog.set_flags, sid, ver, **FLAG_ACTIONS[action])
+        return json_response({"service_id": sid, **version_json(record)})
+
+    @app.post("/api/admin/gc")
+    async def gc() -> Response:
+        require_admin(state)
+        report = await state.run(collect_garbage, data.store, data.catalog,
+                                 dry_run=bool(_flag("dry_run")))
+        return json_response(report.to_dict())
+
+    @app.post("/api/admin/fsck")
+    async def check() -> Response:
+        require_admin(state)
+        report = await state.run(fsck, data.store, data.catalog, quarantine=bool(_flag("quarantine")))
+        for digest in report.corrupt:
+            state.verifier.forget(digest)
+        return json_response(report.to_dict())
+
+
+def _discard(spool: _Spool) -> None:
+    if not spool.file.closed:
+        spool.file.close()
+    spool.path.unlink(missing_ok=True)

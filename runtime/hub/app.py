@@ -1,0 +1,62 @@
+"""The hub's quart-trio app: routes from api, downloads and admin; errors as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from hub_store import StoreError
+from packer import PackerError
+from runtime.hub import admin, api, downloads, openapi
+from runtime.hub.auth import bearer_ok
+from runtime.hub.responses import ApiError, error_response, status_for
+from runtime.hub.state import HubState
+
+log = logging.getLogger("flowctl.hub")
+
+
+def create_hub_app(state: HubState) -> QuartTrio:
+    """Build the hub's ASGI app over `state` (no I/O happens here)."""
+    app = QuartTrio("flowctl.hub")
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # everything but publish; publish raises its own cap
+    app.config["BODY_TIMEOUT"] = state.settings.upload_idle_timeout
+    app.config["RESPONSE_TIMEOUT"] = None  # downloads of large files to slow clients are fine
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    # No redirects to "cleaned" URLs: a path is either exactly valid or refused.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+
+    @app.before_request
+    async def private_hub() -> Response | None:
+        if state.settings.private and request.path != "/health" and \
+                not bearer_ok(request.headers.get("Authorization"), state.admin_key_hash):
+            return error_response(401, "this hub is private: pass its key", {"WWW-Authenticate": "Bearer"})
+        return None
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.detail, exc.headers)
+
+    @app.errorhandler(StoreError)
+    async def store_error(exc: StoreError) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("hub: %s", exc)
+        return error_response(status, str(exc))
+
+    @app.errorhandler(PackerError)
+    async def packer_error(exc: PackerError) -> Response:
+        return error_response(status_for(exc), f"bad bundle: {exc}")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    api.register(app, state)
+    downloads.register(app, state)
+    admin.register(app, state)
+    openapi.register(app)
+    return app

@@ -1,0 +1,150 @@
+"""Download routes: blobs by digest, bundles, the seed's .zip, manifests, model files.
+
+Every body is a blob of the store, served by `runtime.http.serve_file` (HEAD, Range,
+ETag = the SHA-256, If-None-Match, If-Range) after a one-time digest check. No part
+of a URL is ever joined into a filesystem path: ids are parsed strictly, then looked
+up in the catalog, and only a digest (64 hex) names a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from quart import Response, request
+
+from hub_store import BlobNotFound, VersionRecord, export_zip, ids
+from runtime.http import FileChanged, serve_bytes, serve_file
+from runtime.hub.responses import ApiError
+from runtime.hub.state import HubState
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+BUNDLE_TYPE = "application/vnd.flowctl.bundle"
+
+
+def _counts_as_download() -> bool:
+    if request.method == "HEAD":
+        return False
+    rng = request.headers.get("Range")
+    return rng is None or rng.replace(" ", "").startswith("bytes=0-")
+
+
+async def send_blob(state: HubState, digest: str, *, content_type: str = "application/octet-stream",
+                    filename: str | None = None, expected_size: int | None = None,
+                    cache_control: str = IMMUTABLE,
+                    on_complete: Callable[[], Awaitable[object]] | None = None) -> Response:
+    """Serve blob `digest` (bare hex) with Range/ETag, after its bytes were checked once."""
+    await state.verifier.ensure(digest)
+    try:
+        return await serve_file(state.data.store.path(digest), etag=digest, content_type=content_type,
+                                filename=filename, expected_size=expected_size,
+                                cache_control=cache_control, on_complete=on_complete)
+    except (FileNotFoundError, FileChanged):
+        state.verifier.forget(digest)
+        raise BlobNotFound(digest) from None
+
+
+async def resolve(state: HubState, service_id: str, version: str) -> VersionRecord:
+    """Parse a service id and version (or `latest`) from a URL and look it up."""
+    sid, ref = ids.service_id(service_id), ids.version_ref(version)
+    return await state.run(state.data.catalog.resolve, sid, ref)
+
+
+def _versioned(response: Response, record: VersionRecord, ref: str) -> Response:
+    response.headers["X-Flowctl-Version"] = record.version
+    if ref == ids.LATEST:
+        response.headers["Cache-Control"] = REVALIDATE
+    return response
+
+
+def _counter(state: HubState, record: VersionRecord) -> Callable[[], Awaitable[object]] | None:
+    if not _counts_as_download():
+        return None
+
+    async def count() -> None:
+        models = await state.run(state.data.catalog.models_of, record.service_id, record.version)
+        if models:
+            await state.run(state.data.catalog.count_downloads, {m.model_id for m in models})
+
+    return count
+
+
+def register(app, state: HubState) -> None:
+    """Attach the download routes to `app`."""
+
+    @app.route("/blobs/<ref>", methods=["GET", "HEAD"])
+    async def blob(ref: str) -> Response:
+        return await send_blob(state, ids.digest(ref))
+
+    @app.route("/storage/services/<service_id>/<name>", methods=["GET", "HEAD"])
+    async def bundle_file(service_id: str, name: str) -> Response:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or ext not in ("fbundle", "zip"):
+            raise ApiError(404, f"no such download {name!r} (use VERSION.fbundle or VERSION.zip)")
+        record = await resolve(state, service_id, stem)
+        cache = REVALIDATE if stem == ids.LATEST else IMMUTABLE
+        filename = f"{record.service_id}-{record.version}.{ext}"
+        if ext == "fbundle":
+            response = await send_blob(state, record.sha256, content_type=BUNDLE_TYPE, filename=filename,
+                                       expected_size=record.size_bytes, cache_control=cache,
+                                       on_complete=_counter(state, record))
+        else:
+            digest, size = await state.run(export_zip, state.data.store, state.data.catalog, record)
+            response = await send_blob(state, digest, content_type="application/zip", filename=filename,
+                                       expected_size=size, cache_control=cache,
+                                       on_complete=_counter(state, record))
+        return _versioned(response, record, stem)
+
+    @app.route("/api/services/<service_id>/<version>/manifest", methods=["GET", "HEAD"])
+    async def manifest(service_id: str, version: str) -> Response:
+        record = await resolve(state, service_id, version)
+        response = await send_blob(state, record.manifest_sha256, content_type="application/json",
+                                   cache_control=REVALIDATE if version == ids.LATEST else IMMUTABLE)
+        if response.status_code == 200 and request.method == "GET":
+            count = _counter(state, record)
+            if count is not None:
+                await count()
+        return _versioned(response, record, version)
+
+    @app.route("/api/services/<service_id>/<version>/signature", methods=["GET", "HEAD"])
+    async def signature(service_id: str, version: str) -> Response:
+        record = await resolve(state, service_id, version)
+        sig = await state.run(state.data.catalog.signature, record.service_id, record.version)
+        if sig is None:
+            raise ApiError(404, f"{record.service_id}@{record.version} is not signed")
+        response = await serve_bytes(bytes(sig), content_type="application/octet-stream",
+                                     cache_control=REVALIDATE)
+        return _versioned(response, record, version)
+
+    @app.route("/storage/models/<model_id>/<version>/<path:file_path>", methods=["GET", "HEAD"])
+    async def model_file(model_id: str, version: str, file_path: str) -> Response:
+        mid = ids.model_id(model_id)
+        ref = ids.model_version_ref(version)
+        rel = ids.file_path(file_path)
+        model, record = await state.run(state.data.catalog.resolve_model, mid, ref)
+        entry = None
+        for candidate in model_members(model.path, rel):
+            entry = entry or await state.run(state.data.catalog.file, record.service_id,
+                                             record.version, candidate)
+        if entry is None:
+            raise ApiError(404, f"model {mid}@{model.model_version} has no file {rel!r}")
+        count = None
+        if _counts_as_download():
+            async def count() -> None:
+                await state.run(state.data.catalog.count_downloads, [mid])
+        response = await send_blob(state, entry.sha256, filename=rel.rsplit("/", 1)[-1],
+                                   expected_size=entry.size,
+                                   cache_control=REVALIDATE if ref == ids.LATEST else IMMUTABLE,
+                                   on_complete=count)
+        response.headers["X-Flowctl-Version"] = model.model_version
+        return response
+
+
+def model_members(model_path: str, rel: str) -> list[str]:
+    """Bundle paths file `rel` of a model rooted at `model_path` may have (a dir, a file or '')."""
+    if not model_path:
+        return [rel]
+    found = [f"{model_path}/{rel}"]
+    if rel == model_path.rsplit("/", 1)[-1]:
+        found.append(model_path)  # the model is a single file
+    return found

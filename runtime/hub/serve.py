@@ -1,0 +1,40 @@
+"""The hub's composition root: open the data dir, settle the admin key, serve the app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from hub_store import open_data_dir
+from runtime.http import serve_app
+from runtime.hub.app import create_hub_app
+from runtime.hub.auth import ensure_admin_key
+from runtime.hub.state import HubSettings, HubState
+
+log = logging.getLogger("flowctl.hub")
+
+
+async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
+                    on_new_key: Callable[[str], Any] | None = None,
+                    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve a hub from `settings.data_dir` until cancelled; `task_status.started(urls)` when bound.
+
+    `admin_key` (FLOWCTL_ADMIN_KEY) replaces the stored key; without one, a key is
+    generated on first start and handed to `on_new_key` once (the CLI prints it).
+
+    Cancellation: stops accepting, drains requests in flight, closes the catalog.
+    """
+    data = await trio.to_thread.run_sync(open_data_dir, settings.data_dir)
+    try:
+        key_hash, new_key = await trio.to_thread.run_sync(ensure_admin_key, data.root, admin_key)
+        if new_key is not None and on_new_key is not None:
+            on_new_key(new_key)
+        await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
+        state = HubState(data, settings, key_hash, limiter=trio.CapacityLimiter(settings.threads))
+        app = create_hub_app(state)
+        await serve_app(app, host=settings.host, port=settings.port, task_status=task_status)
+    finally:
+        data.close()

@@ -1,0 +1,110 @@
+"""What the hub's request handlers share: the data dir, a thread limiter, settings, a verifier."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from hub_store import BlobCorrupt, BlobNotFound, HubData
+
+T = TypeVar("T")
+
+DEFAULT_MAX_PUBLISH_BYTES = 64 * 1024**3
+DEFAULT_UPLOAD_IDLE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """How a hub runs (from flags, env vars or the config file)."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 5000
+    max_publish_bytes: int = DEFAULT_MAX_PUBLISH_BYTES
+    upload_idle_timeout: float = DEFAULT_UPLOAD_IDLE_TIMEOUT
+    trusted_keys: tuple[Any, ...] = ()
+    require_signature: bool = False
+    private: bool = False
+    verify_on_serve: bool = True
+    threads: int = 8
+
+
+@dataclass
+class HubState:
+    """The hub's shared state; built once by the composition root (`serve_hub`)."""
+
+    data: HubData
+    settings: HubSettings
+    admin_key_hash: str
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(8))
+    verifier: BlobVerifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verifier = BlobVerifier(self)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (SQLite, hashing, file copies) in a worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+
+
+class BlobVerifier:
+    """Checks a blob's bytes against its digest before it is first served by this process.
+
+    The result is remembered per (inode, mtime, size), so a blob is hashed once, not on
+    every request; concurrent first requests share one check. A corrupt blob is moved
+    to quarantine/ and reported as BlobCorrupt.
+    """
+
+    def __init__(self, state: HubState, *, max_entries: int = 100_000):
+        self._state = state
+        self._ok: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._inflight: dict[str, trio.Event] = {}
+        self._max = max_entries
+
+    async def ensure(self, digest: str) -> os.stat_result:
+        """Stat the blob and make sure its bytes were verified; BlobNotFound / BlobCorrupt otherwise."""
+        store = self._state.data.store
+        while True:
+            try:
+                st = await trio.to_thread.run_sync(os.stat, store.path(digest))
+            except FileNotFoundError:
+                raise BlobNotFound(digest) from None
+            if not self._state.settings.verify_on_serve:
+                return st
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._ok.get(digest) == key:
+                return st
+            pending = self._inflight.get(digest)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._inflight[digest] = trio.Event()
+        try:
+            actual = await self._state.run(store.hash_file, digest)
+            if actual != digest:
+                await self._state.run(store.quarantine, digest)
+                raise BlobCorrupt(digest, actual)
+            self._ok[digest] = key
+            self._ok.move_to_end(digest)
+            while len(self._ok) > self._max:
+                self._ok.popitem(last=False)
+            return st
+        finally:
+            del self._inflight[digest]
+            done.set()
+
+    def forget(self, digest: str) -> None:
+        """Drop a remembered result (after the blob was deleted or replaced)."""
+        self._ok.pop(digest, None)
+
+
+def blob_path(state: HubState, digest: str) -> Path:
+    """The file of a blob in the local store."""
+    return state.data.store.path(digest)
