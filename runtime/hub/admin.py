@@ -106,7 +106,6 @@ def register(app, state: HubState) -> None:
                 raise ApiError(409, f"{sid}@{ver} is already published with other bytes "
                                     f"(sha256 {existing.sha256}); versions are immutable")
             return json_response({"service_id": sid, "created": False, **version_json(existing)})
-        request.max_content_length = limit
         spool = await state.run(_Spool, data.store.temp_file())
         try:
             await _receive_body(state, spool)

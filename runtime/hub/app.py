@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -16,12 +17,27 @@ from runtime.hub.responses import ApiError, error_response, status_for
 from runtime.hub.state import HubState
 
 log = logging.getLogger("flowctl.hub")
+MAX_SMALL_BODY = 1 << 20
+
+
+def _request_class(base: type, publish_limit: int) -> type:
+    """quart buffers any request body up to the cap fixed when the request is built; only a
+    publish (PUT /api/services/...) may be large, everything else is capped at 1 MiB."""
+
+    class HubRequest(base):  # type: ignore[misc, valid-type]
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            if method == "PUT" and path.startswith("/api/services/"):
+                kwargs["max_content_length"] = publish_limit
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return HubRequest
 
 
 def create_hub_app(state: HubState) -> QuartTrio:
     """Build the hub's ASGI app over `state` (no I/O happens here)."""
     app = QuartTrio("flowctl.hub")
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # everything but publish; publish raises its own cap
+    app.request_class = _request_class(app.request_class, state.settings.max_publish_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_SMALL_BODY
     app.config["BODY_TIMEOUT"] = state.settings.upload_idle_timeout
     app.config["RESPONSE_TIMEOUT"] = None  # downloads of large files to slow clients are fine
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -1,0 +1,141 @@
+"""Faults with a real server: concurrent ranges, cut-off uploads, corrupt blobs, GC during publish."""
+
+import hashlib
+import os
+
+import httpx
+import trio
+
+from tests.hub_store.bundles import make_bundle
+from tests.runtime.hub.conftest import ADMIN_KEY, AUTH
+
+
+async def poll_until(predicate) -> None:
+    """Poll a condition (the caller's fail_after is the deadline)."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(0.01)
+
+
+async def test_100_concurrent_range_slices_reassemble(hub, tmp_path):
+    with trio.fail_after(60):
+        payload = os.urandom(3 * 1024 * 1024 + 17)
+        packed = make_bundle(tmp_path, files={"blob.bin": payload})
+        assert (await hub.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(),
+                              headers=AUTH)).status_code == 201
+        digest = hashlib.sha256(payload).hexdigest()
+        n = 100
+        step = -(-len(payload) // n)
+        parts: dict[int, bytes] = {}
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=hub.url, limits=limits, timeout=30) as client:
+            async def fetch(i: int) -> None:
+                start, stop = i * step, min((i + 1) * step, len(payload)) - 1
+                r = await client.get(f"/blobs/sha256:{digest}", headers={"Range": f"bytes={start}-{stop}"})
+                assert r.status_code == 206
+                parts[i] = r.content
+
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(fetch, i)
+        whole = b"".join(parts[i] for i in range(n))
+        assert hashlib.sha256(whole).hexdigest() == digest
+
+
+async def test_publish_cut_off_mid_upload_leaves_no_trace(hub, tmp_path):
+    with trio.fail_after(60):
+        packed = make_bundle(tmp_path, files={"big.bin": os.urandom(2 * 1024 * 1024)})
+        data = packed.path.read_bytes()
+        host, port = hub.url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        head = (f"PUT /api/services/echo/1.0.0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+                f"Content-Length: {len(data)}\r\nContent-Type: application/octet-stream\r\n\r\n")
+        await stream.send_all(head.encode() + data[: len(data) // 2])
+        store, catalog = hub.state.data.store, hub.state.data.catalog
+        await poll_until(lambda: list(store.iter_temp()))  # the upload is being spooled
+        await stream.aclose()
+        await poll_until(lambda: not list(store.iter_temp()))  # the hub noticed and cleaned up
+        assert catalog.services() == [] and catalog.live_leases() == set()
+        assert list(store.iter_blobs()) == []
+        # and the same upload, complete, then works
+        r = await hub.put("/api/services/echo/1.0.0", content=data, headers=AUTH)
+        assert r.status_code == 201
+
+
+async def test_short_body_with_content_length_is_refused(hub, tmp_path):
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        data = packed.path.read_bytes()
+        host, port = hub.url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            head = (f"PUT /api/services/echo/1.0.0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+                    f"Content-Length: {len(data) + 100}\r\n\r\n")
+            await stream.send_all(head.encode() + data)
+            await stream.send_eof()
+            reply = b""
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+        assert hub.state.data.catalog.services() == []
+
+
+async def test_corrupt_blob_is_detected_when_served(hub, tmp_path):
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        await hub.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
+        entry = next(f for f in packed.manifest.files if f.path.endswith("weights.bin"))
+        url = f"/blobs/sha256:{entry.sha256}"
+        assert (await hub.get(url)).status_code == 200  # verified once, remembered
+        path = hub.state.data.store.path(entry.sha256)
+        os.chmod(path, 0o644)
+        path.write_bytes(b"X" * entry.size)  # same size, other bytes: a new mtime forces a re-check
+        r = await hub.get(url)
+        assert r.status_code == 500 and "corrupt" in r.json()["detail"]
+        assert (await hub.get(url)).status_code == 404  # quarantined
+        assert list((hub.state.data.root / "quarantine").iterdir())
+        report = (await hub.post("/api/admin/fsck", headers=AUTH)).json()
+        assert report["ok"] is False and report["missing"][0]["digest"] == f"sha256:{entry.sha256}"
+
+
+async def test_fsck_reports_corruption(hub, tmp_path):
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        await hub.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
+        path = hub.state.data.store.path(packed.manifest.files[0].sha256)
+        os.chmod(path, 0o644)
+        path.write_bytes(b"rot")
+        report = (await hub.post("/api/admin/fsck", headers=AUTH, params={"quarantine": "true"})).json()
+        assert report["corrupt"] == [f"sha256:{packed.manifest.files[0].sha256}"]
+        assert report["quarantined"] == report["corrupt"]
+
+
+async def test_gc_in_a_loop_during_publishes(hub, tmp_path):
+    with trio.fail_after(120):
+        shared = os.urandom(300_000)
+        bundles = [make_bundle(tmp_path / str(i), f"1.0.{i}",
+                               files={"model.bin": shared, "code.py": f"v = {i}\n".encode()})
+                   for i in range(12)]
+        done = trio.Event()
+        passes = 0
+
+        async def gc_loop():
+            nonlocal passes
+            while not done.is_set():
+                r = await hub.post("/api/admin/gc", headers=AUTH)
+                assert r.status_code == 200
+                passes += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc_loop)
+            for packed in bundles:
+                r = await hub.put(f"/api/services/echo/{packed.manifest.version}",
+                                  content=packed.path.read_bytes(), headers=AUTH)
+                assert r.status_code == 201, r.text
+            done.set()
+        assert passes >= 2
+        report = (await hub.post("/api/admin/fsck", headers=AUTH)).json()
+        assert report["ok"] is True, report
+        for packed in bundles:
+            r = await hub.get(f"/storage/services/echo/{packed.manifest.version}.fbundle")
+            assert hashlib.sha256(r.content).hexdigest() == packed.sha256
