@@ -29,6 +29,7 @@ from runtime.node.errors import BlobMismatch, DownloadFailed, HubRequestFailed, 
 
 CHUNK = 1 << 20
 WRITE_QUEUE = 4
+FLUSH_EVERY = 0.5
 STALL_WINDOW = 30.0
 MIN_RATE = 1024
 ATTEMPTS = 6
@@ -207,18 +208,18 @@ async def _attempt(client: httpx.AsyncClient, url: str, digest: str, size: int, 
     if ranged:
         headers["Range"] = f"bytes={part.offset}-"
         headers["If-Range"] = part.etag or f'"{digest}"'
-    with trio.CancelScope() as scope:
-        scope.deadline = trio.current_time() + policy.stall_window
+    try:
+        with trio.move_on_after(policy.stall_window) as head:
+            resp = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+        if head.cancelled_caught:
+            raise TransferStalled(digest, 0, policy.stall_window)
         try:
-            async with client.stream("GET", url, headers=headers) as resp:
-                await _accept(resp, url, size, part, ranged, report)
-                await _stream_into(resp, size, part, scope, policy, report)
-                return
-        except httpx.HTTPError as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
-    if part.write_error is not None:
-        raise part.write_error
-    raise TransferStalled(digest, part.offset, policy.stall_window)
+            await _accept(resp, url, size, part, ranged, report)
+            await _stream_into(resp, digest, size, part, policy, report)
+        finally:
+            await resp.aclose()
+    except httpx.HTTPError as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
 
 
 async def _accept(resp: httpx.Response, url: str, size: int, part: _Partial, ranged: bool,
@@ -251,9 +252,12 @@ async def _accept(resp: httpx.Response, url: str, size: int, part: _Partial, ran
     raise _Retry(f"unexpected HTTP {status}")
 
 
-async def _stream_into(resp: httpx.Response, size: int, part: _Partial, scope: trio.CancelScope,
+async def _stream_into(resp: httpx.Response, digest: str, size: int, part: _Partial,
                        policy: FetchPolicy, report: Progress) -> None:
-    """Stream the body into the partial through a writer task; stop at `size` bytes."""
+    """Stream the body into the partial through a writer task; stop at `size` bytes.
+
+    Only the reading is under the stall deadline: what did arrive is always written.
+    """
     room = size - part.offset
     received = 0
     send, recv = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
@@ -265,31 +269,44 @@ async def _stream_into(resp: httpx.Response, size: int, part: _Partial, scope: t
                     await trio.to_thread.run_sync(part.write, chunks)
                 except OSError as exc:
                     part.write_error = exc
-                    scope.cancel()
+                    nursery.cancel_scope.cancel()
                     return
                 report(sum(len(c) for c in chunks))
 
     window_bytes = 0
     need = policy.min_rate * policy.stall_window
+    broken: httpx.HTTPError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer)
         async with send:
             pending: list[bytes] = []
             pending_len = 0
-            async for chunk in resp.aiter_raw():
-                if len(chunk) > room - received:
-                    chunk = chunk[: room - received]  # never write past the declared size
-                received += len(chunk)
-                window_bytes += len(chunk)
-                if window_bytes >= need:
-                    window_bytes = 0
-                    scope.deadline = trio.current_time() + policy.stall_window
-                pending.append(chunk)
-                pending_len += len(chunk)
-                if pending_len >= CHUNK or received >= room:
-                    await send.send(pending)
-                    pending, pending_len = [], 0
-                if received >= room:
-                    break
+            flushed_at = trio.current_time()
+            with trio.CancelScope(deadline=trio.current_time() + policy.stall_window) as stall:
+                try:
+                    async for chunk in resp.aiter_raw():
+                        if len(chunk) > room - received:
+                            chunk = chunk[: room - received]  # never write past the declared size
+                        received += len(chunk)
+                        window_bytes += len(chunk)
+                        now = trio.current_time()
+                        if window_bytes >= need:
+                            window_bytes = 0
+                            stall.deadline = now + policy.stall_window
+                        pending.append(chunk)
+                        pending_len += len(chunk)
+                        if pending_len >= CHUNK or received >= room or now - flushed_at > FLUSH_EVERY:
+                            await send.send(pending)
+                            pending, pending_len, flushed_at = [], 0, now
+                        if received >= room:
+                            break
+                except httpx.HTTPError as exc:
+                    broken = exc
             if pending:
                 await send.send(pending)
+    if part.write_error is not None:
+        raise part.write_error
+    if broken is not None:
+        raise broken
+    if stall.cancelled_caught:
+        raise TransferStalled(digest, received, policy.stall_window)

@@ -201,13 +201,26 @@ async def _build_tree(layout: NodeLayout, store: LocalBlobStore, hub: HubClient,
             tally.downloaded += result.downloaded
             tally.resumed += result.resumed
 
-    async with trio.open_nursery() as nursery:
-        for digest, size in sorted(missing.items(), key=lambda kv: -kv[1]):
-            nursery.start_soon(one, digest, size)
+    try:
+        async with trio.open_nursery() as nursery:
+            for digest, size in sorted(missing.items(), key=lambda kv: -kv[1]):
+                nursery.start_soon(one, digest, size)
+    except BaseExceptionGroup as group:
+        raise _first_failure(group) from None
     staging = layout.new_staging_dir(service, version)
     await trio.to_thread.run_sync(_stage, store, manifest, raw, signature, staging,
                                   layout.version_dir(service, version))
     return reused
+
+
+def _first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The first real error of a download nursery (the others were cancelled by it)."""
+    _, rest = group.split(trio.Cancelled)
+    if rest is None:
+        return group  # only cancellation: let it propagate unchanged
+    while isinstance(rest, BaseExceptionGroup):
+        rest = rest.exceptions[0]
+    return rest
 
 
 def _check_space(layout: NodeLayout, manifest: Manifest, missing: dict[str, int],

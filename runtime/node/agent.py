@@ -1,0 +1,208 @@
+"""The node agent: one outbound WebSocket to the control plane, kept up for good.
+
+The node dials out, so it works behind NAT. On every (re)connection it says
+hello (identity, resources, what is installed and running), then heartbeats,
+reports replica states as they change, applies each desired state the plane
+sends through an `Executor` (install + supervise), and forwards the requests
+tunnelled to it to the right worker on localhost.
+
+Connection failures are retried forever with exponential backoff and full
+jitter; a refused join token is not (it will not get better by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import trio
+import trio_websocket
+
+from runtime.control import messages
+from runtime.control.messages import (
+    Assign,
+    Error,
+    Heartbeat,
+    Hello,
+    InstalledVersion,
+    ReplicaReport,
+    Status,
+    Welcome,
+)
+from runtime.errors import FlowError
+from runtime.node import sysinfo
+from runtime.tunnel import Mux, Stream, TunnelError, open_mux
+from runtime.tunnel.http import forward_to_worker, send_error
+
+log = logging.getLogger("flowctl.node")
+CONNECT_PATH = "/api/cluster/connect"
+WELCOME_TIMEOUT = 10.0
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class JoinRefused(FlowError):
+    """The control plane refused this node (bad or revoked join token, protocol mismatch)."""
+
+
+class Executor(Protocol):
+    """What the agent drives: the package manager and the supervisor behind one face."""
+
+    def inventory(self) -> tuple[tuple[InstalledVersion, ...], tuple[ReplicaReport, ...]]:
+        """Installed versions and the replicas running now (for hello)."""
+        ...
+
+    def apply(self, assign: Assign, hub_url: str, report: Callable[[ReplicaReport], None]) -> None:
+        """Start converging on `assign` (without blocking); call `report` on every change."""
+        ...
+
+    def worker_url(self, replica_id: str) -> str | None:
+        """http://127.0.0.1:PORT of a ready replica's worker, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How to reach the control plane and who this node is."""
+
+    url: str
+    token: str
+    node_id: str
+    name: str
+    agent_version: str = "0"
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+
+    @property
+    def ws_url(self) -> str:
+        """The control plane's connect endpoint as a ws:// or wss:// URL."""
+        base = self.url.rstrip("/")
+        for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+            if base.startswith(http):
+                base = ws + base[len(http):]
+        return base if base.endswith(CONNECT_PATH) else base + CONNECT_PATH
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
+    return rng.uniform(0, min(maximum, initial * 2 ** min(attempt, 32)))
+
+
+async def run_agent(config: AgentConfig, executor: Executor, *,
+                    task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
+    """Keep the node connected until cancelled; `started(welcome)` after the first join.
+
+    Error handling: connection problems are retried with backoff; JoinRefused is raised.
+    """
+    rng = random.Random()
+    attempt = 0
+    started = False
+    async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0)) as client:
+        while True:
+            began = trio.current_time()
+            try:
+                async with trio_websocket.open_websocket_url(
+                    config.ws_url, extra_headers=[("Authorization", f"Bearer {config.token}")],
+                    max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
+                ) as ws, open_mux(ws, opener=True) as mux:
+
+                    def on_welcome(welcome: Welcome) -> None:
+                        nonlocal started
+                        if not started:
+                            started = True
+                            task_status.started(welcome)
+
+                    await _session(config, executor, mux, client, on_welcome)
+            except trio_websocket.ConnectionRejected as exc:
+                if exc.status_code in (401, 403):
+                    raise JoinRefused(f"control plane at {config.url} refused the join token "
+                                      f"(HTTP {exc.status_code})") from None
+                log.warning("control plane rejected the connection: HTTP %s", exc.status_code)
+            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                    TunnelError, messages.ProtocolError, trio.TooSlowError) as exc:
+                log.warning("control plane connection lost: %s", exc)
+            if trio.current_time() - began > STABLE_AFTER:
+                attempt = 0
+            delay = backoff_delay(attempt, initial=config.backoff_initial, maximum=config.backoff_max, rng=rng)
+            attempt += 1
+            log.info("reconnecting in %.1f s", delay)
+            await trio.sleep(delay)
+
+
+async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: httpx.AsyncClient,
+                   on_welcome: Callable[[Welcome], None]) -> None:
+    installed, replicas = executor.inventory()
+    total_mb, _ = sysinfo.memory_mb()
+    hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
+                  cpu_count=sysinfo.cpu_count(), ram_mb=total_mb, gpus=await sysinfo.nvidia_gpus(),
+                  installed=installed, replicas=replicas)
+    await mux.send_control(messages.encode(hello))
+    with trio.fail_after(WELCOME_TIMEOUT):
+        first = messages.decode_plane_message(await mux.receive_control())
+    if isinstance(first, Error):
+        raise JoinRefused(f"control plane refused this node: {first.message}")
+    if not isinstance(first, Welcome):
+        raise JoinRefused(f"control plane answered {type(first).__name__.lower()} instead of welcome")
+    welcome = first
+    log.info("joined cluster %s as %s", welcome.cluster_id, config.name)
+    on_welcome(welcome)
+
+    pending: dict[str, ReplicaReport] = {}
+    reported = trio.lowlevel.ParkingLot()
+    outstanding = 0
+
+    def report(rep: ReplicaReport) -> None:
+        # Only the latest state of a replica matters: coalesce, never queue without bound.
+        pending[rep.replica_id] = rep
+        reported.unpark_all()
+
+    async def send_reports() -> None:
+        while True:
+            while not pending:
+                await reported.park()
+            _, rep = pending.popitem()
+            await mux.send_control(messages.encode(Status(rep)))
+
+    async def heartbeat() -> None:
+        seq = 0
+        while True:
+            await trio.sleep(welcome.heartbeat_interval_s)
+            seq += 1
+            _, free = sysinfo.memory_mb()
+            await mux.send_control(messages.encode(Heartbeat(seq=seq, free_ram_mb=free, outstanding=outstanding)))
+
+    async def forward(stream: Stream) -> None:
+        nonlocal outstanding
+        url = executor.worker_url(str(stream.head.get("replica_id", "")))
+        if url is None:
+            await send_error(stream, 503, f"replica {stream.head.get('replica_id')!r} is not running here")
+            return
+        outstanding += 1
+        try:
+            await forward_to_worker(stream, client, url)
+        finally:
+            outstanding -= 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_reports)
+        nursery.start_soon(heartbeat)
+
+        async def accept_streams() -> None:
+            while True:
+                nursery.start_soon(forward, await mux.accept_stream())
+
+        nursery.start_soon(accept_streams)
+        while True:
+            message = messages.decode_plane_message(await mux.receive_control())
+            if isinstance(message, Assign):
+                executor.apply(message, welcome.hub_url, report)
+            elif isinstance(message, Error):
+                log.error("control plane: %s", message.message)
+                if message.fatal:
+                    raise TunnelError(f"control plane closed the session: {message.message}")
