@@ -1,0 +1,235 @@
+"""CLI settings: a flag beats its environment variable, which beats the config file.
+
+The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/config.toml``
+(``~/.config/flowctl/config.toml``), with flat keys::
+
+    hub_url = "http://hub.example:5000"
+    token = "..."
+    data_dir = "~/flowctl-data"        # relative paths are relative to this file
+    trusted_keys = ["~/keys/release.pub"]
+
+Only the standard library is imported here, so every command can use it cheaply. Adding
+a setting is one `Setting` line in `SETTINGS`; unknown keys in the file are an error, so
+a typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowctl.errors import CliError
+
+__all__ = [
+    "CONFIG_ENV",
+    "SETTINGS",
+    "Config",
+    "Setting",
+    "config_path",
+    "default_data_dir",
+    "load_config",
+    "load_file",
+    "resolve",
+]
+
+CONFIG_ENV = "FLOWCTL_CONFIG"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its key in the file, its environment variable and its kind."""
+
+    key: str
+    env: str
+    kind: str  # "url", "str", "path" or "paths"
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("hub_url", "FLOWCTL_HUB_URL", "url", "the hub to publish to and pull from"),
+        Setting("token", "FLOWCTL_TOKEN", "str", "bearer token sent to the hub"),
+        Setting("data_dir", "FLOWCTL_DATA_DIR", "path", "where servers and nodes keep state"),
+        Setting("trusted_keys", "FLOWCTL_TRUSTED_KEYS", "paths",
+                "public keys (or directories of *.pub) whose signatures are trusted"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved settings, and for each one where its value came from."""
+
+    hub_url: str | None = None
+    token: str | None = None
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    trusted_keys: tuple[Path, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The config file's path (which need not exist)."""
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "flowctl" / "config.toml"
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/flowctl``, or ``~/.local/share/flowctl``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "flowctl"
+
+
+def load_file(path: Path | None = None) -> dict[str, Any]:
+    """The settings in the config file, checked and converted; {} when there is no file.
+
+    Error handling: an unreadable or malformed file, an unknown key or a value of the
+    wrong type raises `CliError` naming the file and, where known, the line.
+    """
+    path = config_path() if path is None else path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CliError(f"cannot read config file {str(path)!r}: {reason}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise CliError(_toml_error(path, error)) from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = _where(path, text, key)
+        setting = SETTINGS.get(key)
+        if setting is None:
+            known = ", ".join(sorted(SETTINGS))
+            raise CliError(f"{where}: unknown setting {key!r} (known: {known})")
+        values[key] = _convert(setting, value, where, base=path.parent)
+    return values
+
+
+def resolve(
+    name: str,
+    flag_value: Any = None,
+    *,
+    env: str | None = None,
+    default: Any = None,
+    environ: Mapping[str, str] | None = None,
+    file_values: Mapping[str, Any] | None = None,
+) -> Any:
+    """One setting's value: `flag_value` if given, else its environment variable, else the
+    config file, else `default`.
+
+    A flag of None (or an empty list) counts as not given, and so does an empty variable.
+    `env` defaults to the setting's variable; `file_values` to reading the config file.
+    """
+    return _resolve(name, flag_value, env=env, default=default, environ=environ,
+                    file_values=file_values)[0]
+
+
+def load_config(
+    *,
+    hub_url: str | None = None,
+    token: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """All settings at once; the keyword arguments are the command-line flags (None: not given)."""
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    file_values = load_file(path)
+    flags = {"hub_url": hub_url, "token": token, "data_dir": data_dir,
+             "trusted_keys": trusted_keys}
+    defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": ()}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in SETTINGS:
+        values[key], sources[key] = _resolve(key, flags[key], env=None,
+                                             default=defaults.get(key), environ=env,
+                                             file_values=file_values, file_origin=str(path))
+    return Config(**values, sources=sources)
+
+
+def _resolve(
+    name: str,
+    flag_value: Any,
+    *,
+    env: str | None,
+    default: Any,
+    environ: Mapping[str, str] | None,
+    file_values: Mapping[str, Any] | None,
+    file_origin: str = "config file",
+) -> tuple[Any, str]:
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise ValueError(f"unknown setting {name!r}; add it to flowctl.config.SETTINGS")
+    env_name = env or setting.env
+    environ = os.environ if environ is None else environ
+    if flag_value is not None and not (_is_sequence(flag_value) and len(flag_value) == 0):
+        return _convert(setting, flag_value, "command-line flag", base=Path.cwd()), "flag"
+    if environ.get(env_name):
+        value = environ[env_name]
+        if setting.kind == "paths":
+            value = [p for p in value.split(os.pathsep) if p]
+        return _convert(setting, value, env_name, base=Path.cwd()), env_name
+    if file_values is None:
+        path = config_path(environ)
+        file_values = load_file(path)
+        file_origin = str(path)
+    if name in file_values:
+        return file_values[name], file_origin
+    return default, "default"
+
+
+def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
+    if setting.kind == "paths":
+        if isinstance(value, str | os.PathLike) or not _is_sequence(value):
+            raise CliError(f"{where}: {setting.key} must be a list of paths, got {value!r}")
+        return tuple(_convert_path(setting, item, where, base) for item in value)
+    if setting.kind == "path":
+        return _convert_path(setting, value, where, base)
+    if not isinstance(value, str):
+        raise CliError(f"{where}: {setting.key} must be a string, got {value!r}")
+    if setting.kind == "url" and not re.match(r"https?://[^/\s]+", value):
+        raise CliError(f"{where}: {setting.key} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/") if setting.kind == "url" else value
+
+
+def _convert_path(setting: Setting, value: Any, where: str, base: Path) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise CliError(f"{where}: {setting.key} must be a path, got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _toml_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    message = str(error)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match is None:
+        return f"{path}: invalid TOML: {message}"
+    return f"{path}:{match.group(1)}:{match.group(2)}: invalid TOML: {message[:match.start()]}"
+
+
+def _where(path: Path, text: str, key: str) -> str:
+    """``path:line`` of `key`'s assignment or table header, best effort (tomllib has no positions)."""
+    name = rf"[\"']?{re.escape(key)}[\"']?"
+    pattern = re.compile(rf"^[ \t]*(?:{name}[ \t]*[=.]|\[+[ \t]*{name}[ \t]*[\].])", re.MULTILINE)
+    match = pattern.search(text)
+    return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)

@@ -1,0 +1,151 @@
+"""Settings precedence (flag > env > file > default) and one-line errors for bad config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowctl.config import (
+    Config,
+    config_path,
+    default_data_dir,
+    load_config,
+    load_file,
+    resolve,
+)
+from flowctl.errors import CliError
+
+ENV_VARS = ("FLOWCTL_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "FLOWCTL_HUB_URL",
+            "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean HOME and no flowctl variables, so the developer's own config never leaks in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def write_config(home: Path, text: str) -> Path:
+    path = home / ".config" / "flowctl" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file(home: Path) -> None:
+    config = load_config()
+    assert config == Config(hub_url=None, token=None,
+                            data_dir=home / ".local" / "share" / "flowctl",
+                            trusted_keys=(), sources=config.sources)
+    assert set(config.sources.values()) == {"default"}
+
+
+def test_config_path_honours_xdg_and_override(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config_path() == home / ".config" / "flowctl" / "config.toml"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/etc/xdg-test")
+    assert config_path() == Path("/etc/xdg-test/flowctl/config.toml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")  # the XDG spec says ignore
+    assert config_path() == home / ".config" / "flowctl" / "config.toml"
+    monkeypatch.setenv("FLOWCTL_CONFIG", "~/my.toml")
+    assert config_path() == home / "my.toml"
+    monkeypatch.setenv("XDG_DATA_HOME", "/data")
+    assert default_data_dir() == Path("/data/flowctl")
+
+
+def test_precedence_flag_over_env_over_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(home, 'hub_url = "http://file:5000"\ntoken = "file-token"\n')
+    assert resolve("hub_url") == "http://file:5000"
+    monkeypatch.setenv("FLOWCTL_HUB_URL", "http://env:5000/")
+    assert resolve("hub_url") == "http://env:5000"  # trailing slash dropped
+    assert resolve("hub_url", "https://flag") == "https://flag"
+    config = load_config(token="flag-token")
+    assert (config.hub_url, config.token) == ("http://env:5000", "flag-token")
+    assert config.sources["hub_url"] == "FLOWCTL_HUB_URL"
+    assert config.sources["token"] == "flag"
+    monkeypatch.delenv("FLOWCTL_HUB_URL")
+    assert load_config().sources["hub_url"] == str(path)
+
+
+def test_empty_env_var_counts_as_unset(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(home, 'token = "file-token"\n')
+    monkeypatch.setenv("FLOWCTL_TOKEN", "")
+    assert resolve("token") == "file-token"
+
+
+def test_resolve_with_explicit_env_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve("token", env="OTHER_TOKEN", default="d") == "d"
+    monkeypatch.setenv("OTHER_TOKEN", "o")
+    assert resolve("token", env="OTHER_TOKEN", default="d") == "o"
+    with pytest.raises(ValueError, match="unknown setting"):
+        resolve("no_such_setting")
+
+
+def test_paths(home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write_config(home, 'data_dir = "state"\ntrusted_keys = ["~/a.pub", "/k/b.pub"]\n')
+    config = load_config()
+    assert config.data_dir == path.parent / "state"  # relative to the file
+    assert config.trusted_keys == (home / "a.pub", Path("/k/b.pub"))
+    monkeypatch.setenv("FLOWCTL_TRUSTED_KEYS", "/x.pub:/y.pub")
+    monkeypatch.setenv("FLOWCTL_DATA_DIR", "~/d")
+    config = load_config()
+    assert config.trusted_keys == (Path("/x.pub"), Path("/y.pub"))
+    assert config.data_dir == home / "d"
+    flagged = load_config(trusted_keys=["/z.pub"], data_dir="/abs")
+    assert (flagged.trusted_keys, flagged.data_dir) == ((Path("/z.pub"),), Path("/abs"))
+    # An empty list from a repeatable flag means "not given".
+    assert load_config(trusted_keys=[]).trusted_keys == (Path("/x.pub"), Path("/y.pub"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('hub_url = "http://a"\ntoken = \n', r"config\.toml:2:\d+: invalid TOML: "),
+        ("hub_url = 'http://a'\n[x\n", r"config\.toml:2:\d+: invalid TOML: "),
+        ('\n\nhub-url = "http://a"\n', r"config\.toml:3: unknown setting 'hub-url' \(known: "),
+        ('[hub]\nurl = "http://a"\n', r"config\.toml:1: unknown setting 'hub'"),
+        ('token = "t"\nhub_url = 5\n', r"config\.toml:2: hub_url must be a string, got 5"),
+        ('hub_url = "ftp://a"\n', r"config\.toml:1: hub_url must be an http:// or https:// URL"),
+        ('trusted_keys = "/a.pub"\n', r"trusted_keys must be a list of paths, got '/a.pub'"),
+        ("data_dir = 3\n", r"data_dir must be a path, got 3"),
+        (b"token = '\xff'\n", r"cannot read config file"),
+    ],
+)
+def test_bad_file_is_one_line_error(home: Path, text: str | bytes, message: str) -> None:
+    path = write_config(home, "")
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(CliError, match=message) as info:
+        load_config()
+    assert "\n" not in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWCTL_HUB_URL", "hub:5000")
+    with pytest.raises(CliError, match="FLOWCTL_HUB_URL: hub_url must be an http"):
+        load_config()
+
+
+def test_unreadable_path_is_an_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWCTL_CONFIG", str(home))  # a directory
+    with pytest.raises(CliError, match="cannot read config file"):
+        load_file()
+
+
+def test_import_is_light() -> None:
+    code = ("import sys, flowctl.config\n"
+            "heavy = [m for m in ('trio', 'httpx', 'quart', 'typer', 'rich') if m in sys.modules]\n"
+            "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
