@@ -1,0 +1,241 @@
+"""A client for the hub's HTTP API: listing, publishing (streamed), flags, GC, resumable pulls."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from hub_store import ids
+from runtime.hub.errors import HubRequestFailed, HubUnreachable, PullFailed
+
+CHUNK = 1 << 20
+DEFAULT_TIMEOUT = 30.0
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A pulled bundle: where it is, what it is, and how many bytes were already there."""
+
+    path: Path
+    service_id: str
+    version: str
+    sha256: str
+    size: int
+    resumed_from: int
+    already_complete: bool = False
+
+
+class HubClient:
+    """Talks to one hub; use as `async with HubClient(url, token=...) as hub:`."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # Reads may stall while the hub hashes a large blob once; connect fast, read patiently.
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, transport=transport,
+                                       timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    async def __aenter__(self) -> HubClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
+        _raise_for_status(method, response)
+        return response
+
+    async def services(self) -> list[dict[str, Any]]:
+        """`GET /api/services`."""
+        return (await self._request("GET", "/api/services")).json()
+
+    async def version(self, service_id: str, ref: str = ids.LATEST) -> dict[str, Any]:
+        """One version with its files (`latest` resolved by the hub)."""
+        return (await self._request("GET", f"/api/services/{service_id}/{ref}")).json()
+
+    async def service(self, service_id: str) -> dict[str, Any]:
+        """`GET /api/services/{id}`."""
+        return (await self._request("GET", f"/api/services/{service_id}")).json()
+
+    async def checksum(self, service_id: str, ref: str = ids.LATEST) -> dict[str, Any]:
+        """`GET /api/services/{id}/{version}/checksum`."""
+        return (await self._request("GET", f"/api/services/{service_id}/{ref}/checksum")).json()
+
+    async def ranking(self, limit: int = 10) -> list[dict[str, Any]]:
+        """`GET /api/model-usage/ranking`."""
+        return (await self._request("GET", "/api/model-usage/ranking", params={"limit": limit})).json()
+
+    async def set_flag(self, service_id: str, version: str, action: str) -> dict[str, Any]:
+        """Mark a version: action is stable, unstable, yank or unyank."""
+        return (await self._request("POST", f"/api/services/{service_id}/{version}/{action}")).json()
+
+    async def gc(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """Run GC on the hub."""
+        return (await self._request("POST", "/api/admin/gc", params={"dry_run": str(dry_run).lower()},
+                                    timeout=None)).json()
+
+    async def fsck(self, *, quarantine: bool = False) -> dict[str, Any]:
+        """Run fsck on the hub (hashes every blob; may take a while)."""
+        return (await self._request("POST", "/api/admin/fsck",
+                                    params={"quarantine": str(quarantine).lower()}, timeout=None)).json()
+
+    async def publish(self, bundle: Path, *, stable: bool | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+        """Upload a bundle (streamed, with its SHA-256 announced); idempotent for identical bytes."""
+        service_id, version, digest, size = await trio.to_thread.run_sync(_describe, Path(bundle))
+        try:
+            existing = await self.checksum(service_id, version)
+        except HubRequestFailed as exc:
+            if exc.status != 404:
+                raise
+            existing = None
+        if existing is not None and existing["sha256"] == digest:
+            return {**existing, "created": False}
+        params = {} if stable is None else {"stable": str(stable).lower()}
+        headers = {"X-Flowctl-Sha256": digest, "Content-Length": str(size),
+                   "Content-Type": "application/octet-stream"}
+        response = await self._request("PUT", f"/api/services/{service_id}/{version}", params=params,
+                                       headers=headers, content=_file_chunks(Path(bundle), progress),
+                                       timeout=httpx.Timeout(None, connect=10.0))
+        return response.json()
+
+    async def pull(self, service_id: str, ref: str, out_dir: Path, *,
+                   progress: Progress | None = None) -> PullResult:
+        """Download a bundle into out_dir, resuming a previous partial download, then verify it.
+
+        The partial file is `NAME.fbundle.part`; it is continued with `Range` + `If-Range`
+        (the bundle's SHA-256), so a changed file on the hub restarts from zero.
+        Error handling: a digest mismatch removes the partial file and raises PullFailed.
+        """
+        info = await self.checksum(ids.service_id(service_id), ids.version_ref(ref))
+        version, digest, size = ids.version(info["version"]), ids.hex_digest(info["sha256"]), info["size_bytes"]
+        out_dir = Path(out_dir)
+        final = out_dir / f"{service_id}-{version}.fbundle"
+        part = final.with_name(final.name + ".part")
+        await trio.to_thread.run_sync(lambda: out_dir.mkdir(parents=True, exist_ok=True))
+        if await trio.to_thread.run_sync(_matches, final, digest):
+            return PullResult(final, service_id, version, digest, size, size, already_complete=True)
+        have, hasher = await trio.to_thread.run_sync(_hash_partial, part, size)
+        if progress is not None and have:
+            progress(have)
+        resumed_from = have
+        headers = {"Range": f"bytes={have}-", "If-Range": f'"{digest}"'} if have else {}
+        url = f"/storage/services/{service_id}/{version}.fbundle"
+        try:
+            async with self._http.stream("GET", url, headers=headers,
+                                         timeout=httpx.Timeout(60.0, connect=10.0)) as response:
+                if response.status_code == 200 and have:
+                    resumed_from, hasher = 0, hashlib.sha256()  # the hub sent it all: start over
+                elif response.status_code not in (200, 206):
+                    await response.aread()
+                    _raise_for_status("GET", response)
+                mode = "ab" if resumed_from else "wb"
+                f = await trio.to_thread.run_sync(open, part, mode)
+                try:
+                    async for chunk in _rechunk(response.aiter_raw()):
+                        await trio.to_thread.run_sync(_write_hashed, f, hasher, chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                    await trio.to_thread.run_sync(_sync, f)
+                finally:
+                    await trio.to_thread.run_sync(f.close)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(self.base_url, f"download interrupted ({exc or type(exc).__name__}); "
+                                 "run the same pull again to resume") from None
+        actual = hasher.hexdigest()
+        if actual != digest:
+            await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+            raise PullFailed(f"{final.name}: sha256 mismatch (expected {digest}, got {actual}); "
+                             "the partial download was removed, pull again")
+        await trio.to_thread.run_sync(os.replace, part, final)
+        return PullResult(final, service_id, version, digest, size, resumed_from)
+
+
+def _raise_for_status(method: str, response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        detail = response.json().get("detail", response.text)
+    except Exception:
+        detail = response.text[:200] or response.reason_phrase
+    raise HubRequestFailed(method, str(response.url), response.status_code, str(detail))
+
+
+def _describe(bundle: Path) -> tuple[str, str, str, int]:
+    from packer import open_bundle, sha256_file
+
+    with open(bundle, "rb") as f, open_bundle(f) as reader:
+        manifest = reader.manifest
+    return manifest.service_id, manifest.version, sha256_file(bundle), bundle.stat().st_size
+
+
+async def _file_chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
+    f = await trio.to_thread.run_sync(open, path, "rb")
+    try:
+        while chunk := await trio.to_thread.run_sync(f.read, CHUNK):
+            yield chunk
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        f.close()
+
+
+async def _rechunk(chunks: AsyncIterator[bytes], size: int = CHUNK) -> AsyncIterator[bytes]:
+    """Group small network reads into ~1 MiB writes (one thread hop each)."""
+    buf: list[bytes] = []
+    n = 0
+    async for chunk in chunks:
+        buf.append(chunk)
+        n += len(chunk)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def _matches(path: Path, digest: str) -> bool:
+    if not path.is_file():
+        return False
+    from packer import sha256_file
+
+    return sha256_file(path) == digest
+
+
+def _hash_partial(part: Path, size: int) -> tuple[int, Any]:
+    hasher = hashlib.sha256()
+    try:
+        have = part.stat().st_size
+    except FileNotFoundError:
+        return 0, hasher
+    if have >= size:  # cannot be a prefix of the file: start again
+        part.unlink()
+        return 0, hasher
+    with open(part, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return have, hasher
+
+
+def _write_hashed(f: Any, hasher: Any, chunk: bytes) -> None:
+    f.write(chunk)
+    f.flush()
+    hasher.update(chunk)
+
+
+def _sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
