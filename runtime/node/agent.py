@@ -12,6 +12,7 @@ jitter; a refused join token is not (it will not get better by itself).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from runtime.control.messages import (
     Welcome,
 )
 from runtime.errors import FlowError
+from runtime.groups import collapse
 from runtime.node import sysinfo
 from runtime.tunnel import Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
@@ -162,20 +164,24 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: ht
         pending[rep.replica_id] = rep
         reported.unpark_all()
 
+    # The helper tasks end quietly when the connection ends; the main loop below reports why.
     async def send_reports() -> None:
-        while True:
-            while not pending:
-                await reported.park()
-            _, rep = pending.popitem()
-            await mux.send_control(messages.encode(Status(rep)))
+        with contextlib.suppress(TunnelError):
+            while True:
+                while not pending:
+                    await reported.park()
+                _, rep = pending.popitem()
+                await mux.send_control(messages.encode(Status(rep)))
 
     async def heartbeat() -> None:
         seq = 0
-        while True:
-            await trio.sleep(welcome.heartbeat_interval_s)
-            seq += 1
-            _, free = sysinfo.memory_mb()
-            await mux.send_control(messages.encode(Heartbeat(seq=seq, free_ram_mb=free, outstanding=outstanding)))
+        with contextlib.suppress(TunnelError):
+            while True:
+                await trio.sleep(welcome.heartbeat_interval_s)
+                seq += 1
+                _, free = sysinfo.memory_mb()
+                beat = Heartbeat(seq=seq, free_ram_mb=free, outstanding=outstanding)
+                await mux.send_control(messages.encode(beat))
 
     async def forward(stream: Stream) -> None:
         nonlocal outstanding
@@ -189,20 +195,22 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: ht
         finally:
             outstanding -= 1
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_reports)
-        nursery.start_soon(heartbeat)
+    with collapse():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_reports)
+            nursery.start_soon(heartbeat)
 
-        async def accept_streams() -> None:
+            async def accept_streams() -> None:
+                with contextlib.suppress(TunnelError):
+                    while True:
+                        nursery.start_soon(forward, await mux.accept_stream())
+
+            nursery.start_soon(accept_streams)
             while True:
-                nursery.start_soon(forward, await mux.accept_stream())
-
-        nursery.start_soon(accept_streams)
-        while True:
-            message = messages.decode_plane_message(await mux.receive_control())
-            if isinstance(message, Assign):
-                executor.apply(message, welcome.hub_url, report)
-            elif isinstance(message, Error):
-                log.error("control plane: %s", message.message)
-                if message.fatal:
-                    raise TunnelError(f"control plane closed the session: {message.message}")
+                message = messages.decode_plane_message(await mux.receive_control())
+                if isinstance(message, Assign):
+                    executor.apply(message, welcome.hub_url, report)
+                elif isinstance(message, Error):
+                    log.error("control plane: %s", message.message)
+                    if message.fatal:
+                        raise TunnelError(f"control plane closed the session: {message.message}")

@@ -14,7 +14,7 @@ Reply head (HEAD):   {"status": 200, "headers": [[k, v], ...]}
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +65,19 @@ async def send_request(
     path: str,
     headers: Iterable[tuple[str, str]] = (),
     body: bytes | AsyncIterator[bytes] = b"",
+    *,
+    route: Mapping[str, Any] | None = None,
 ) -> TunnelResponse:
     """Send one HTTP request over a new stream and wait for the reply head.
+
+    `route` adds fields to the stream head that tell the node where the request
+    goes (e.g. {"replica_id": "r1"}).
 
     Cancellation: cancelling this call, or closing the returned response before
     its end, resets the stream, which cancels the request on the worker.
     """
-    stream = await mux.open_stream({"method": method, "path": path, "headers": clean_headers(headers)})
+    head = {**(route or {}), "method": method, "path": path, "headers": clean_headers(headers)}
+    stream = await mux.open_stream(head)
     try:
         async with trio.open_nursery() as nursery:
 
@@ -112,7 +118,7 @@ async def forward_to_worker(stream: Stream, client: httpx.AsyncClient, base_url:
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            await _send_error(stream, 502, f"worker unreachable: {type(exc).__name__}")
+            await send_error(stream, 502, f"worker unreachable: {type(exc).__name__}")
             return
         try:
             stream.send_head({"status": response.status_code,
@@ -136,7 +142,8 @@ async def _request_body(stream: Stream) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _send_error(stream: Stream, status: int, message: str) -> None:
+async def send_error(stream: Stream, status: int, message: str) -> None:
+    """Answer a tunnelled request with an OpenAI-style error body."""
     body = json.dumps({"error": {"message": message, "type": "upstream_error", "code": status}}).encode()
     stream.send_head({"status": status, "headers": [["content-type", "application/json"],
                                                       ["content-length", str(len(body))]]})

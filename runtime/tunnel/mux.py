@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 from trio_websocket import ConnectionClosed
 
+from runtime.groups import collapse
 from runtime.tunnel import frames
 from runtime.tunnel.errors import StreamReset, TunnelClosed, TunnelError, TunnelProtocolError
 from runtime.tunnel.frames import FrameType
@@ -340,27 +341,28 @@ async def open_mux(
     mux = Mux(transport, opener=opener, window=window, max_streams=max_streams)
     failures: list[TunnelError] = []
     body_finished = False
-    async with trio.open_nursery() as nursery:
+    with collapse():
+        async with trio.open_nursery() as nursery:
 
-        async def run(loop: Callable[[], Awaitable[None]]) -> None:
+            async def run(loop: Callable[[], Awaitable[None]]) -> None:
+                try:
+                    await loop()
+                except TunnelError as exc:
+                    failures.append(exc)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
+                        ConnectionClosed) as exc:
+                    failures.append(TunnelClosed(f"connection lost: {type(exc).__name__}: {exc}"))
+                mux._close(failures[0])
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run, mux._read_loop)
+            nursery.start_soon(run, mux._write_loop)
             try:
-                await loop()
-            except TunnelError as exc:
-                failures.append(exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
-                    ConnectionClosed) as exc:
-                failures.append(TunnelClosed(f"connection lost: {type(exc).__name__}: {exc}"))
-            mux._close(failures[0])
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(run, mux._read_loop)
-        nursery.start_soon(run, mux._write_loop)
-        try:
-            yield mux
-            body_finished = True
-            await mux._drain()
-        finally:
-            mux._close(TunnelClosed("connection closed"))
-            nursery.cancel_scope.cancel()
+                yield mux
+                body_finished = True
+                await mux._drain()
+            finally:
+                mux._close(TunnelClosed("connection closed"))
+                nursery.cancel_scope.cancel()
     if failures and not body_finished:
         raise failures[0]

@@ -1,0 +1,235 @@
+"""The scheduler: deployments, the reconcile loop, and what each node is told to run.
+
+One `Scheduler` per control plane. `run()` keeps the cluster converging: it
+sweeps for lost nodes and, whenever something changed (a deploy, a node joining
+or going silent, a replica reporting), recomputes placements with
+`reconcile()`, persists them and sends each connected node its complete desired
+state. Node connections themselves are served by `runtime.scheduler.sessions`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from packer.manifest import Manifest
+from runtime.control.messages import Assign, Assignment, ReplicaReport
+from runtime.errors import FlowError
+from runtime.scheduler.placement import NodeCapacity
+from runtime.scheduler.reconcile import Deployment, Replica, model_conflicts, reconcile
+from runtime.scheduler.registry import DEFAULT_LOST_AFTER, NodeRecord, NodeRegistry, NodeState
+from runtime.scheduler.store import ClusterStore
+from runtime.tunnel import Mux
+
+RECONCILE_TICK = 1.0
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+
+ManifestResolver = Callable[[str, str], Awaitable[Manifest]]
+AssignSender = Callable[[Assign], Awaitable[None]]
+
+
+class DeployError(FlowError):
+    """A deploy, scale or undeploy request cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A ready replica that serves a model, and how to reach its node."""
+
+    replica: Replica
+    node_id: str
+    max_concurrency: int
+
+
+class Scheduler:
+    """Deployments and placements for one cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        resolve_manifest: ManifestResolver,
+        *,
+        hub_url: str,
+        lost_after: float = DEFAULT_LOST_AFTER,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+    ):
+        self.store = store
+        self.hub_url = hub_url
+        self.heartbeat_interval = heartbeat_interval
+        self.registry = NodeRegistry(lost_after=lost_after)
+        self.registry.subscribe(lambda node, before: self.wake())
+        self._resolve = resolve_manifest
+        self._deployments = {d.service_id: d for d in store.deployments()}
+        self._replicas: tuple[Replica, ...] = tuple(store.replicas())
+        self._reports: dict[str, ReplicaReport] = {}
+        self._senders: dict[str, tuple[int, AssignSender]] = {}
+        self._muxes: dict[str, Mux] = {}
+        self._sent: dict[str, tuple[Assignment, ...]] = {}
+        self._generation = itertools.count(1)
+        self._unplaced: dict[str, str] = {}
+        self._changed = trio.Event()
+        self._lock = trio.Lock()
+
+    @classmethod
+    def open(cls, data_dir: Path, resolve_manifest: ManifestResolver, **kwargs) -> Scheduler:
+        """A scheduler on the state kept in `data_dir/cluster.db`."""
+        return cls(ClusterStore(data_dir / "cluster.db"), resolve_manifest, **kwargs)
+
+    # -- operator API ------------------------------------------------------------------------
+
+    async def deploy(self, service_id: str, version: str = "latest", *, replicas: int = 1,
+                     nodes: tuple[str, ...] = ()) -> Deployment:
+        """Create or upgrade a deployment; the version is resolved against the hub."""
+        if not 0 <= replicas <= 1000:
+            raise DeployError(f"replicas must be between 0 and 1000, not {replicas}")
+        manifest = await self._resolve(service_id, version)
+        dep = Deployment(manifest.service_id, manifest.version, replicas, manifest.resources,
+                         tuple(m.model_id for m in manifest.models), tuple(nodes))
+        async with self._lock:
+            conflicts = model_conflicts(dep, self._deployments.values())
+            if conflicts:
+                raise DeployError(f"cannot deploy {service_id}@{dep.version}: {conflicts[0]}")
+            await trio.to_thread.run_sync(self.store.save_deployment, dep)
+            self._deployments[dep.service_id] = dep
+        self.wake()
+        return dep
+
+    async def scale(self, service_id: str, replicas: int) -> Deployment:
+        """Change the replica count of an existing deployment."""
+        dep = self._deployment(service_id)
+        return await self.deploy(service_id, dep.version, replicas=replicas, nodes=dep.nodes)
+
+    async def undeploy(self, service_id: str) -> None:
+        """Remove a deployment; its replicas are stopped."""
+        self._deployment(service_id)
+        async with self._lock:
+            await trio.to_thread.run_sync(self.store.delete_deployment, service_id)
+            self._deployments.pop(service_id, None)
+        self.wake()
+
+    def _deployment(self, service_id: str) -> Deployment:
+        try:
+            return self._deployments[service_id]
+        except KeyError:
+            raise DeployError(f"no deployment of {service_id!r}") from None
+
+    # -- what nodes say ----------------------------------------------------------------------
+
+    def attach(self, node_id: str, epoch: int, send: AssignSender, mux: Mux) -> None:
+        """A node's connection is up; `send` delivers its desired state, `mux` carries requests."""
+        self._senders[node_id] = (epoch, send)
+        self._muxes[node_id] = mux
+        self._sent.pop(node_id, None)
+        self.wake()
+
+    def detach(self, node_id: str, epoch: int) -> None:
+        """A node's connection closed (ignored if a newer one replaced it)."""
+        if self._senders.get(node_id, (None,))[0] == epoch:
+            del self._senders[node_id]
+            self._muxes.pop(node_id, None)
+            self._sent.pop(node_id, None)
+
+    def mux_for(self, node_id: str) -> Mux | None:
+        """The live tunnel to a node, or None when it is not connected."""
+        return self._muxes.get(node_id)
+
+    def report(self, node_id: str, report: ReplicaReport) -> bool:
+        """Apply a replica report; False (ignored) if it is stale or from the wrong node."""
+        current = next((r for r in self._replicas if r.replica_id == report.replica_id), None)
+        if current is None or current.node_id != node_id or current.attempt != report.attempt:
+            return False
+        self._reports[report.replica_id] = report
+        if current.state != report.state:
+            self._replicas = tuple(replace(r, state=report.state) if r is current else r
+                                   for r in self._replicas)
+            self.wake()
+        return True
+
+    def wake(self) -> None:
+        """Ask the reconcile loop for a round soon."""
+        self._changed.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sweep and reconcile until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.registry.run_sweeper)
+            await self.reconcile_once()
+            task_status.started()
+            while True:
+                with trio.move_on_after(RECONCILE_TICK):
+                    await self._changed.wait()
+                self._changed = trio.Event()
+                await self.reconcile_once()
+
+    async def reconcile_once(self) -> None:
+        """One round: plan, persist, tell every connected node what it should run."""
+        async with self._lock:
+            ready = [self._capacity(n) for n in self.registry.nodes(NodeState.READY)]
+            plan = reconcile(list(self._deployments.values()), self._replicas, ready)
+            if plan.replicas != self._replicas:
+                self._replicas = plan.replicas
+                await trio.to_thread.run_sync(self.store.save_replicas, plan.replicas)
+            self._unplaced = dict(plan.unplaced)
+            live = {r.replica_id for r in self._replicas}
+            self._reports = {k: v for k, v in self._reports.items() if k in live}
+        for node_id, (_, send) in list(self._senders.items()):
+            wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt)
+                           for r in self._replicas if r.node_id == node_id)
+            if self._sent.get(node_id) == wanted:
+                continue
+            self._sent[node_id] = wanted
+            await send(Assign(generation=next(self._generation), replicas=wanted))
+
+    def _capacity(self, node: NodeRecord) -> NodeCapacity:
+        hello = node.hello
+        return NodeCapacity(node.node_id, node.name, hello.ram_mb, tuple(g.vram_mb for g in hello.gpus))
+
+    # -- what the gateway and `flowctl status` read -------------------------------------------
+
+    def routes(self, model_id: str) -> list[Route]:
+        """The ready replicas serving `model_id` on nodes that are connected and ready."""
+        found = []
+        for r in self._replicas:
+            report = self._reports.get(r.replica_id)
+            node = self.registry.get(r.node_id)
+            if (r.state == "ready" and report is not None and model_id in report.models
+                    and node is not None and node.state is NodeState.READY and r.node_id in self._senders):
+                found.append(Route(r, r.node_id, report.max_concurrency))
+        return found
+
+    def models(self) -> dict[str, list[Route]]:
+        """Every model with at least one ready replica."""
+        names = {m for rep in self._reports.values() for m in rep.models}
+        return {m: routes for m in sorted(names) if (routes := self.routes(m))}
+
+    def status(self) -> dict:
+        """Nodes, deployments and models, in the shape `flowctl status --json` prints."""
+        now = trio.current_time()
+        nodes = [{
+            "node_id": n.node_id, "name": n.name, "state": str(n.state),
+            "last_heartbeat_s": round(now - n.last_seen, 1), "outstanding": n.outstanding,
+            "cpu_count": n.hello.cpu_count, "ram_mb": n.hello.ram_mb, "free_ram_mb": n.free_ram_mb,
+            "gpus": [{"name": g.name, "vram_mb": g.vram_mb} for g in n.hello.gpus],
+            "replicas": sum(1 for r in self._replicas if r.node_id == n.node_id),
+        } for n in self.registry.nodes()]
+        deployments = []
+        for dep in sorted(self._deployments.values(), key=lambda d: d.service_id):
+            mine = [r for r in self._replicas if r.service_id == dep.service_id]
+            deployments.append({
+                "service": dep.service_id, "version": dep.version, "desired": dep.replicas,
+                "ready": sum(1 for r in mine if r.state == "ready" and r.version == dep.version),
+                "models": list(dep.models), "unplaced": self._unplaced.get(dep.service_id),
+                "replicas": [{"replica_id": r.replica_id, "version": r.version, "node_id": r.node_id,
+                              "attempt": r.attempt, "state": r.state,
+                              "detail": getattr(self._reports.get(r.replica_id), "detail", "")}
+                             for r in mine],
+            })
+        models = [{"model": m, "replicas": len(routes), "service": routes[0].replica.service_id}
+                  for m, routes in self.models().items()]
+        return {"nodes": nodes, "deployments": deployments, "models": models}
