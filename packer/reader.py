@@ -63,8 +63,9 @@ class _Compressed:
 class _Decoded:
     """The decompressed tar stream, with a running byte budget."""
 
-    def __init__(self, reader, budget: int):
+    def __init__(self, reader, budget: int, on_eof: Callable[[], None]):
         self._r = reader
+        self._on_eof = on_eof  # raises a more precise error when the compressed stream is cut
         self._buf = b""
         self._pos = 0
         self.consumed = 0  # tar bytes handed out
@@ -83,6 +84,7 @@ class _Decoded:
         except zstandard.ZstdError as exc:
             raise BundleError(f"corrupt zstd data ({exc})") from None
         if not data:
+            self._on_eof()
             return False
         self.produced += len(data)
         if self._pos < len(self._buf):
@@ -128,7 +130,7 @@ class BundleReader:
         decoder = zstandard.ZstdDecompressor(max_window_size=limits.max_window_size)
         self._reader = decoder.stream_reader(self._raw, read_size=_READ_SIZE, read_across_frames=True)
         prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
-        self._tar = _Decoded(self._reader, prefix_budget)
+        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof)
         self._pending: Header | None = None
         self._seen: set[str] = set()
         self._iterated = False
@@ -146,6 +148,10 @@ class BundleReader:
             self.close()
             raise
         self._tar.budget = self._tar.consumed + self._expected_rest()
+
+    def _raw_eof(self) -> None:
+        if self._raw.eof or not self._raw.read(1):
+            self._raw.walker.finish()
 
     def __enter__(self) -> BundleReader:
         return self
@@ -253,9 +259,7 @@ class BundleReader:
             raise BundleError(what, member=header.name)
         if not self._tar.at_end():
             raise BundleError("trailing data after the end-of-archive marker")
-        if not self._raw.eof and self._raw.read(1):
-            raise BundleError("trailing data after the last zstd frame")
-        self._raw.walker.finish()
+        self._raw_eof()
 
     def _check_member(self, header: Header, entry: FileEntry, expected: dict[str, int], index: int) -> None:
         if header.name != entry.path:

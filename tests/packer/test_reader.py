@@ -1,0 +1,57 @@
+import hashlib
+
+import pytest
+
+from packer import Limits, PackerError, open_bundle, pack_dir
+from packer.reader import CHUNK
+from tests.packer.conftest import write_source
+from tests.packer.test_hostile import NonSeekable
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    src = write_source(tmp_path / "src", {"worker.py": b"w" * 10, "data/big.bin": bytes(range(256)) * 20_000,
+                                          "empty.txt": b""})
+    return pack_dir(src, tmp_path / "d")
+
+
+def test_streams_files_in_manifest_order_without_seeking(bundle):
+    with open_bundle(NonSeekable(bundle.path.read_bytes())) as reader:
+        assert reader.manifest == bundle.manifest
+        assert reader.manifest_bytes == bundle.manifest.canonical_bytes()
+        assert reader.signature is None
+        seen = []
+        for entry, chunks in reader.iter_files():
+            parts = list(chunks)
+            assert all(0 < len(p) <= CHUNK for p in parts)
+            assert hashlib.sha256(b"".join(parts)).hexdigest() == entry.sha256
+            seen.append(entry.path)
+    assert seen == ["data/big.bin", "empty.txt", "worker.py"]
+
+
+def test_unread_chunks_are_still_checked_and_iteration_is_once(bundle):
+    with open(bundle.path, "rb") as f, open_bundle(f) as reader:
+        assert [entry.path for entry, _chunks in reader.iter_files()] == [f.path for f in bundle.manifest.files]
+        with pytest.raises(PackerError, match="only once"):
+            list(reader.iter_files())
+
+
+def test_mismatch_raises_before_the_chunk_iterator_ends(bundle, tmp_path):
+    # Build the same bundle with a different big.bin but the original manifest.
+    from tests.packer.hostile import member, zst
+
+    m = bundle.manifest
+    body = b"".join(member(f.path, b"x" * f.size, mode=f.mode) for f in m.files)
+    blob = zst(member("service.json", m.canonical_bytes()) + body + bytes(1024))
+    with open_bundle(NonSeekable(blob)) as reader:
+        entry, chunks = next(reader.iter_files())
+        got = 0
+        with pytest.raises(PackerError, match="sha256 mismatch"):
+            for chunk in chunks:
+                got += len(chunk)
+        assert got < entry.size  # the last chunk was never handed out
+
+
+def test_limits_apply_before_any_file_is_read(bundle):
+    with pytest.raises(PackerError, match=r"limit 100"):
+        open_bundle(NonSeekable(bundle.path.read_bytes()), limits=Limits(max_file_bytes=100))
