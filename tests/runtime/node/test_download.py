@@ -106,7 +106,7 @@ async def test_more_bytes_than_declared_are_never_written(hub, layout, options):
     with trio.fail_after(20):
         await install(layout, hub.url, "echo", "1.0.0", options=options)
     assert stored(layout) == BIG
-    assert os.path.getsize(layout.root / "blobs/sha256" / DIGEST[:2] / DIGEST) == len(BIG)
+    assert (layout.root / "blobs/sha256" / DIGEST[:2] / DIGEST).stat().st_size == len(BIG)
 
 
 async def test_a_corrupt_blob_is_refetched(hub, layout, options):
