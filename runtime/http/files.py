@@ -12,10 +12,12 @@ descriptor is never closed under a running read.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from stat import S_ISREG
 from types import TracebackType
 from urllib.parse import quote
 
@@ -65,10 +67,14 @@ async def serve_file(
     `FileChanged` before any byte is sent. `on_complete` is awaited once the last byte of
     a 200/206 body was handed to the server (not for HEAD, 304, 416, or a disconnect).
 
-    Error handling: a missing file raises `FileNotFoundError` (the caller answers 404).
+    Error handling: a missing file, or a path that is not a regular file, raises
+    `FileNotFoundError` (the caller answers 404).
     """
     headers, method = _request_parts(request_headers, method)
     stat = await trio.to_thread.run_sync(os.stat, path)
+    if not S_ISREG(stat.st_mode):
+        # Found out now, not after a 200 went out with a body that cannot be read.
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
     if expected_size is not None and stat.st_size != expected_size:
         raise FileChanged(path, expected_size, stat.st_size)
     mtime = stat.st_mtime if last_modified else None

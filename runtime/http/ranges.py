@@ -142,29 +142,37 @@ def select(
     The order is RFC 9110 section 13.2.2: If-Match (412), If-None-Match (304) or else
     If-Modified-Since (304), then Range, honoured only when If-Range, if sent, still
     names this representation (strong ETag, or the exact Last-Modified date).
-    `headers` is looked up case-insensitively when it is a werkzeug/quart `Headers`;
-    a plain dict must use canonical capitalisation (``Range``, ``If-None-Match``).
+    `headers` may be quart's request headers or any mapping (names in any case).
     """
-    if_match = headers.get("If-Match")
+    headers = _lowercase(headers)
+    if_match = headers.get("if-match")
     if if_match is not None and not etag_matches(if_match, etag, weak=False):
         return Selection(412)
-    if_none_match = headers.get("If-None-Match")
+    if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
         if etag_matches(if_none_match, etag, weak=True):
             return Selection(304)
     elif last_modified is not None:
-        since = headers.get("If-Modified-Since")
+        since = headers.get("if-modified-since")
         when = _parse_http_date(since) if since else None
         if when is not None and int(last_modified) <= when:
             return Selection(304)
-    span = parse_range(headers.get("Range"), size)
-    if span is not None and not _if_range_holds(headers.get("If-Range"), etag, last_modified):
+    span = parse_range(headers.get("range"), size)
+    if span is not None and not _if_range_holds(headers.get("if-range"), etag, last_modified):
         span = None
     if span is None:
         return Selection(200, 0, size)
     if isinstance(span, Unsatisfiable):
         return Selection(416)
     return Selection(206, *span)
+
+
+def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
+    # The first value of a repeated header wins, as with werkzeug's Headers.get.
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered.setdefault(name.lower(), value)
+    return lowered
 
 
 def _if_range_holds(if_range: str | None, etag: str, last_modified: float | None) -> bool:

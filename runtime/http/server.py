@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.logging import Logger as HypercornLogger
+from hypercorn.trio import serve
 
 from runtime.errors import FlowError
 
@@ -94,13 +95,14 @@ async def serve_app(
     guarded = _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout)
     stop = trio.Event()
     # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
-    # so it runs in a shielded scope whose deadline bounds the drain once we are cancelled.
-    shield = trio.CancelScope(shield=True)
+    # so once listening it runs in a shielded scope whose deadline bounds the drain. Not
+    # before: a cancel during start-up just stops it.
+    shield = trio.CancelScope()
     listening = False
     try:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(_serve_shielded, guarded, config, stop, shield))
-            listening = True
+            urls = await nursery.start(partial(_serve_in, shield, guarded, config, stop))
+            shield.shield = listening = True
             try:
                 task_status.started(urls)
                 await trio.sleep_forever()
@@ -136,17 +138,15 @@ async def open_test_server(app: Any, **limits: Any) -> AsyncIterator[str]:
             nursery.cancel_scope.cancel()
 
 
-async def _serve_shielded(
+async def _serve_in(
+    scope: trio.CancelScope,
     app: Any,
     config: HypercornConfig,
     stop: trio.Event,
-    shield: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    from hypercorn.trio import serve
-
-    with shield:
+    with scope:
         await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
 
 
@@ -214,6 +214,8 @@ class _Guard:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + self._finish_timeout
                 await send(message)
+            # A cancel held off by the shield is delivered now.
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         await send(message)
 

@@ -170,6 +170,12 @@ async def test_missing_file_is_an_error(client: httpx.AsyncClient) -> None:
     assert r.status_code == 500  # FileNotFoundError reached quart; the hub maps it to 404
 
 
+async def test_directory_is_not_served(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a regular file"):
+        await serve_file(tmp_path / "dir", etag="d", request_headers={}, method="GET")
+
+
 async def test_expected_size_mismatch(client: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
         ok = await client.get(f"/sized/blob/{SIZE}")

@@ -92,3 +92,8 @@ def test_select_precedence() -> None:
     assert sel(If_Modified_Since="garbage") == Selection(200, 0, 10)
     # If-None-Match wins over If-Modified-Since when both are sent.
     assert sel(If_None_Match='"x"', If_Modified_Since=http_date(1_000_000)).status == 200
+
+
+def test_select_reads_headers_in_any_case() -> None:
+    headers = {"range": "bytes=0-0", "IF-RANGE": '"e"'}
+    assert select(headers, size=10, etag="e") == Selection(206, 0, 1)

@@ -50,6 +50,20 @@ async def test_reports_real_port_and_stops_on_cancel() -> None:
             await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
 
 
+async def test_cancel_during_startup_stops_at_once() -> None:
+    app = make_app()
+
+    @app.before_serving
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(serve_app, app, host="127.0.0.1", port=0))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+
+
 async def test_busy_port_is_a_listen_error() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_test_server(make_app()) as url:
