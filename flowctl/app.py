@@ -40,14 +40,11 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module attaches its commands to `app`.
-    from flowctl.commands import bundle, hub, keys, node, publish, serve
+    from flowctl.commands import bundle, keys, node
 
     bundle.register(app)
     keys.register(app)
     node.register(app)
-    publish.register(app)
-    hub.register(app)
-    serve.register(app)
 
 
 _register()
