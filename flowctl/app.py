@@ -44,6 +44,9 @@ def _register() -> None:
 
     bundle.register(app)
     keys.register(app)
+    publish.register(app)
+    hub.register(app)
+    serve.register(app)
     node.register(app)
 
 

@@ -1,0 +1,112 @@
+"""`flowctl serve --roles hub`: run the long-running parts in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+ROLES = ("hub",)
+
+
+def serve(
+    roles: str = typer.Option("hub", "--roles", help="Comma-separated roles to run (available: hub)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(5000, "--port", min=0, max=65535, help="Port (the seed's hub uses 5000)."),
+    max_publish_size: str = typer.Option("64GiB", "--max-publish-size",
+                                         help="Largest bundle a publish may upload (e.g. 500MiB, 64GiB)."),
+    trust: list[Path] = typer.Option([], "--trust",
+                                     help="Public key whose signatures are trusted; repeat for several "
+                                          "[env FLOWCTL_TRUSTED_KEYS; config trusted_keys]."),
+    require_signature: bool = typer.Option(False, "--require-signature",
+                                           help="Refuse unsigned bundles (needs --trust)."),
+    private: bool = typer.Option(False, "--private", help="Reading the hub also needs the admin key."),
+) -> None:
+    """Serve a hub: bundles, blobs and models over HTTP, with publish behind an admin key.
+
+    The admin key comes from FLOWCTL_ADMIN_KEY; without it one is generated on the
+    first start and printed once (only its hash is kept in the data dir). Clients
+    pass it with --token or FLOWCTL_TOKEN. Stop with Ctrl-C: requests in flight drain.
+    """
+    import os
+
+    from flowctl.config import load_config
+    from flowctl.errors import CliError
+
+    wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in ROLES]
+    if unknown or not wanted:
+        raise CliError(f"role {(unknown or [roles])[0]!r} is not available (available: {', '.join(ROLES)})")
+    if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
+        raise CliError("--require-signature needs at least one --trust KEY")
+    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None)
+    _run_hub(cfg, host=host, port=port, max_publish=parse_size(max_publish_size),
+             require_signature=require_signature, private=private)
+
+
+def _run_hub(cfg, *, host: str, port: int, max_publish: int, require_signature: bool,
+             private: bool) -> None:
+    import os
+    import signal
+    from functools import partial
+
+    import trio
+
+    from flowctl.console import err
+    from flowctl.console import out as stdout
+    from packer.signing import load_public_key
+    from runtime.hub import HubSettings, serve_hub
+
+    keys = tuple(load_public_key(p) for p in _expand_keys(cfg.trusted_keys))
+    settings = HubSettings(data_dir=Path(cfg.data_dir), host=host, port=port, max_publish_bytes=max_publish,
+                           trusted_keys=keys, require_signature=require_signature, private=private)
+
+    def new_key(key: str) -> None:
+        err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
+        stdout.print(key)
+        err.print("Publish with: flowctl publish BUNDLE --token KEY (or export FLOWCTL_TOKEN=KEY)")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_hub, settings, admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"),
+                                               on_new_key=new_key))
+            err.print(f"hub serving {settings.data_dir} on {', '.join(urls)} (Ctrl-C to stop)")
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    err.print(f"{signal.Signals(signum).name}: draining and stopping")
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        err.print("stopped")
+
+
+def _expand_keys(paths) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        found.extend(sorted(p.glob("*.pub")) if p.is_dir() else [p])
+    return found
+
+
+def parse_size(text: str) -> int:
+    """'500MiB' / '64GiB' / '1048576' -> bytes."""
+    from flowctl.errors import CliError
+
+    units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+    raw = text.strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number):]
+    if not number.isdigit() or unit not in units:
+        raise CliError(f"size {text!r} is not a number with an optional unit (KiB, MiB, GiB, TiB)")
+    return int(number) * units[unit]
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.command("serve")(serve)
