@@ -40,14 +40,14 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module attaches its commands to `app`.
-    from flowctl.commands import bundle, keys, node
+    from flowctl.commands import bundle, hub, keys, node, publish, serve
 
     bundle.register(app)
     keys.register(app)
+    node.register(app)
     publish.register(app)
     hub.register(app)
     serve.register(app)
-    node.register(app)
 
 
 _register()
