@@ -36,6 +36,18 @@ class DeployError(FlowError):
     """A deploy, scale or undeploy request cannot be carried out; the message says why."""
 
 
+class NotDeployed(DeployError):
+    """No deployment of that service exists."""
+
+
+class UnknownService(DeployError):
+    """The hub has no such service or version (raised by the manifest resolver)."""
+
+
+class DeployConflict(DeployError):
+    """The request contradicts another deployment (e.g. a model id served twice)."""
+
+
 @dataclass(frozen=True)
 class Route:
     """A ready replica that serves a model, and how to reach its node."""
@@ -92,7 +104,7 @@ class Scheduler:
         async with self._lock:
             conflicts = model_conflicts(dep, self._deployments.values())
             if conflicts:
-                raise DeployError(f"cannot deploy {service_id}@{dep.version}: {conflicts[0]}")
+                raise DeployConflict(f"cannot deploy {service_id}@{dep.version}: {conflicts[0]}")
             await trio.to_thread.run_sync(self.store.save_deployment, dep)
             self._deployments[dep.service_id] = dep
         self.wake()
@@ -115,7 +127,7 @@ class Scheduler:
         try:
             return self._deployments[service_id]
         except KeyError:
-            raise DeployError(f"no deployment of {service_id!r}") from None
+            raise NotDeployed(f"no deployment of {service_id!r}") from None
 
     # -- what nodes say ----------------------------------------------------------------------
 

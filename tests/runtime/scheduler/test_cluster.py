@@ -36,8 +36,9 @@ async def resolve(service_id, version):
 
 
 class FakeExecutor:
-    def __init__(self, worker_url):
+    def __init__(self, worker_url, models=None):
         self.worker_url_value = worker_url
+        self.models = models
         self.running = {}
         self.assigns = []
 
@@ -49,7 +50,7 @@ class FakeExecutor:
         self.running = {}
         for a in assign.replicas:
             rep = ReplicaReport(a.replica_id, a.service_id, a.version, a.attempt, "ready",
-                                models=(a.service_id,), max_concurrency=4)
+                                models=self.models or (a.service_id,), max_concurrency=4)
             self.running[a.replica_id] = rep
             report(rep)
 

@@ -1,0 +1,126 @@
+"""The control plane's composition root: hub and scheduler roles on one port, one process.
+
+`serve_control_plane` builds every component once, wires them by constructor
+injection and runs each as a task of one nursery (the hub's HTTP routes, the
+scheduler's reconcile loop, the cluster routes that nodes connect to). Routes of
+the roles do not collide, so a single port serves them all; `roles` picks a
+subset when the roles are split across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart_trio import QuartTrio
+
+from hub_store import open_data_dir
+from runtime.http import serve_app
+from runtime.hub import HubSettings, HubState, create_hub_app
+from runtime.hub.auth import ensure_admin_key
+from runtime.scheduler import routes as cluster_routes
+from runtime.scheduler.registry import DEFAULT_LOST_AFTER
+from runtime.scheduler.resolver import hub_manifest_resolver
+from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
+
+log = logging.getLogger("flowctl.plane")
+ALL_ROLES = ("hub", "scheduler")
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class PlaneSettings:
+    """How a control plane runs."""
+
+    data_dir: Path
+    roles: tuple[str, ...] = ALL_ROLES
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    hub: HubSettings | None = None
+    hub_url: str | None = None
+    lost_after: float = DEFAULT_LOST_AFTER
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    version: str = "0"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlaneHandle:
+    """What `serve_control_plane` hands to `task_status.started`."""
+
+    urls: list[str]
+    url: str
+    scheduler: Scheduler | None
+
+
+async def serve_control_plane(
+    settings: PlaneSettings,
+    *,
+    admin_key: str | None = None,
+    on_new_key: Callable[[str], Any] | None = None,
+    task_status: trio.TaskStatus[PlaneHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the chosen roles until cancelled; `started(PlaneHandle)` once listening.
+
+    The admin key (FLOWCTL_ADMIN_KEY, else generated on first start and handed to
+    `on_new_key` once) guards publishing, deployments and join tokens.
+
+    Cancellation: stops accepting, drains requests in flight, closes the state files.
+    """
+    unknown = [r for r in settings.roles if r not in ALL_ROLES]
+    if unknown or not settings.roles:
+        raise ValueError(f"unknown role {unknown[0] if unknown else ''!r} (roles: {', '.join(ALL_ROLES)})")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key_hash, new_key = await trio.to_thread.run_sync(ensure_admin_key, settings.data_dir, admin_key)
+    if new_key is not None and on_new_key is not None:
+        on_new_key(new_key)
+
+    data = None
+    scheduler: Scheduler | None = None
+    # The hub URL nodes download from: known before binding unless the port is 0 (tests).
+    location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
+    try:
+        if "hub" in settings.roles:
+            data = await trio.to_thread.run_sync(open_data_dir, settings.data_dir)
+            await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
+            hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
+            state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
+            app = create_hub_app(state)
+        else:
+            app = QuartTrio("flowctl.plane")
+        if "scheduler" in settings.roles:
+            scheduler = Scheduler.open(settings.data_dir, hub_manifest_resolver(lambda: location["hub_url"]),
+                                       hub_url=location["hub_url"], lost_after=settings.lost_after,
+                                       heartbeat_interval=settings.heartbeat_interval)
+            cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
+                                    roles=settings.roles)
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
+            url = _first_url(bound)
+            if settings.hub_url is None and settings.port == 0:
+                location["hub_url"] = url
+            if scheduler is not None:
+                scheduler.hub_url = location["hub_url"]
+                await nursery.start(scheduler.run)
+            log.info("control plane (%s) on %s", ",".join(settings.roles), url)
+            task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler))
+    finally:
+        if scheduler is not None:
+            scheduler.store.close()
+        if data is not None:
+            data.close()
+
+
+def _host_for_url(host: str) -> str:
+    # A server bound to every address is reached on loopback from this machine.
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _first_url(bound: Any) -> str:
+    first = bound[0] if isinstance(bound, list | tuple) else bound
+    return str(first).replace("0.0.0.0", "127.0.0.1")
