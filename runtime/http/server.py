@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,8 +17,10 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.logging import Logger as HypercornLogger
-from hypercorn.trio import serve
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from runtime.errors import FlowError
 
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_STALL_TIMEOUT",
     "ListenError",
     "open_test_server",
     "redact_url",
@@ -36,6 +40,10 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 # one deadline closes both idle keep-alive connections and slow-header (slowloris) clients.
 DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
+# A client whose receive window stays shut this long is gone or hostile; a slow one still
+# takes bytes now and then.
+DEFAULT_STALL_TIMEOUT = 60.0
+DEFAULT_BACKLOG = 128
 # Extra time, past the drain, for hypercorn's lifespan shutdown before we cancel it.
 _SHUTDOWN_SLACK = 2.0
 
@@ -68,59 +76,81 @@ async def serve_app(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     read_timeout: int | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    backlog: int = DEFAULT_BACKLOG,
     access_log: logging.Logger | None = None,
     error_log: logging.Logger | None = None,
 ) -> None:
     """Serve the ASGI `app` on `host`:`port` until cancelled.
 
     Calls ``task_status.started(urls)`` once listening, with the real port when `port` is
-    0 (``["http://127.0.0.1:54321"]``). Request headers over `max_header_bytes` get 431.
+    0 (``["http://127.0.0.1:54321"]``). Request line and headers over `max_header_bytes`
+    get 431. A connection idle (or still sending its headers) for `keep_alive_timeout` is
+    closed; one whose client accepts no response bytes for `stall_timeout` is aborted by
+    the kernel (TCP_USER_TIMEOUT), since hypercorn's sends cannot be cancelled.
     `read_timeout` bounds each socket read; hypercorn applies it even while a response
     streams out, so leave it None for servers of large downloads and put deadlines on
     request bodies in the handlers. Access logs are off unless `access_log` is given;
     when on, token query values and credential headers are redacted.
 
     Cancellation: stops accepting, lets requests in flight finish for `graceful_timeout`
-    seconds, then cancels them; returns once every connection is closed.
+    seconds, then cancels them; returns once every connection is closed (a connection
+    stuck in a send to a stalled client lasts until `stall_timeout`).
 
-    Error handling: failing to bind raises `ListenError`.
+    Error handling: failing to resolve or bind the address raises `ListenError`.
     """
     config = _hypercorn_config(
-        host, port, max_header_bytes=max_header_bytes, keep_alive_timeout=keep_alive_timeout,
+        max_header_bytes=max_header_bytes, keep_alive_timeout=keep_alive_timeout,
         read_timeout=read_timeout, graceful_timeout=graceful_timeout,
         access_log=access_log, error_log=error_log,
     )
-    guarded = _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout)
+    guarded = wrap_app(
+        _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout),
+        config.wsgi_max_body_size, "asgi",
+    )
+    sock = await _listen(host, port, stall_timeout=stall_timeout, backlog=backlog)
     stop = trio.Event()
     # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
     # so once listening it runs in a shielded scope whose deadline bounds the drain. Not
     # before: a cancel during start-up just stops it.
     shield = trio.CancelScope()
-    listening = False
-    try:
+    with sock:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(_serve_in, shield, guarded, config, stop))
-            shield.shield = listening = True
+            urls = await nursery.start(partial(_serve_in, shield, guarded, config, sock, stop))
+            shield.shield = True
             try:
                 task_status.started(urls)
                 await trio.sleep_forever()
             finally:
                 stop.set()
                 shield.deadline = trio.current_time() + graceful_timeout + _SHUTDOWN_SLACK
-    except (OSError, BaseExceptionGroup) as error:
-        bind_error = None if listening else _only_os_error(error)
-        if bind_error is None:
-            raise
-        raise ListenError(host, port, bind_error.strerror or str(bind_error)) from None
 
 
-def _only_os_error(error: BaseException) -> OSError | None:
-    """The OSError that `error` is, or that a group holds and holds nothing else."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error if isinstance(error, OSError) else None
+async def _listen(host: str, port: int, *, stall_timeout: float, backlog: int) -> socket.socket:
+    """A listening socket; bound here rather than by hypercorn to set TCP_USER_TIMEOUT."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                              flags=socket.AI_PASSIVE)
+        family, type_, proto, _, address = infos[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as error:
+        raise ListenError(host, port, error.strerror or str(error)) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Inherited by accepted sockets; covers a zero receive window too (tcp(7)).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            max(1, int(stall_timeout * 1000)))
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as error:
+        sock.close()
+        raise ListenError(host, port, error.strerror or str(error)) from None
+    sock.setblocking(False)
+    return sock
 
 
 @asynccontextmanager
@@ -142,17 +172,19 @@ async def _serve_in(
     scope: trio.CancelScope,
     app: Any,
     config: HypercornConfig,
+    sock: socket.socket,
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    # worker_serve is what hypercorn.trio.serve calls; it is used directly because only
+    # it takes ready-made sockets.
     with scope:
-        await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        await worker_serve(app, config, sockets=Sockets([], [sock], []),
+                           shutdown_trigger=stop.wait, task_status=task_status)
 
 
 def _hypercorn_config(
-    host: str,
-    port: int,
     *,
     max_header_bytes: int,
     keep_alive_timeout: float,
@@ -162,7 +194,6 @@ def _hypercorn_config(
     error_log: logging.Logger | None,
 ) -> HypercornConfig:
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.h11_max_incomplete_size = max_header_bytes
     config.h2_max_header_list_size = max_header_bytes
     config.keep_alive_timeout = keep_alive_timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ import trio
 import trio.testing
 from quart_trio import QuartTrio
 
-from runtime.http import ListenError, open_test_server, redact_url, serve_app
+from runtime.http import ListenError, open_test_server, redact_url, serve_app, serve_file
 
 TIMEOUT = 30
 
@@ -177,6 +178,42 @@ async def test_drain_is_bounded() -> None:
             server_scope.cancel()
             with trio.fail_after(5):
                 await server_done.wait()
+
+
+async def test_stalled_client_does_not_pin_shutdown(tmp_path: Path) -> None:
+    # hypercorn's socket sends are shielded, so only the kernel (TCP_USER_TIMEOUT) can end
+    # a send to a client that stopped reading; without it this server never stops.
+    path = tmp_path / "large"
+    with path.open("wb") as f:
+        f.truncate(512 * 1024 * 1024)  # sparse; far more than the socket buffers hold
+    app = make_app()
+
+    @app.route("/large")
+    async def large():  # type: ignore[no-untyped-def]
+        return await serve_file(path, etag="large")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            server_scope = trio.CancelScope()
+            server_done = trio.Event()
+
+            async def run_server(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+                with server_scope:
+                    await serve_app(app, host="127.0.0.1", port=0, graceful_timeout=0.2,
+                                    stall_timeout=1.0, task_status=task_status)
+                server_done.set()
+
+            urls = await outer.start(run_server)
+            stream = await trio.open_tcp_stream("127.0.0.1", int(urls[0].rsplit(":", 1)[1]))
+            async with stream:
+                await stream.send_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = 0
+                while received < 1024 * 1024:
+                    received += len(await stream.receive_some(65536))
+                # Stop reading, keep the connection open, and stop the server.
+                server_scope.cancel()
+                with trio.fail_after(10):
+                    await server_done.wait()
 
 
 def test_redact_url() -> None:
