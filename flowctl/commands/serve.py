@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-ROLES = ("hub",)
+ROLES = ("hub", "scheduler")
 
 
 def serve(
-    roles: str = typer.Option("hub", "--roles", help="Comma-separated roles to run (available: hub)."),
+    roles: str = typer.Option("hub", "--roles",
+                              help="Comma-separated roles to run on one port: hub, scheduler."),
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
@@ -23,6 +24,9 @@ def serve(
     require_signature: bool = typer.Option(False, "--require-signature",
                                            help="Refuse unsigned bundles (needs --trust)."),
     private: bool = typer.Option(False, "--private", help="Reading the hub also needs the admin key."),
+    hub_url: str | None = typer.Option(None, "--hub-url",
+                                       help="With the scheduler role: the hub URL nodes download from "
+                                            "(default: this server)."),
 ) -> None:
     """Serve a hub: bundles, blobs and models over HTTP, with publish behind an admin key.
 
@@ -42,12 +46,12 @@ def serve(
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
     cfg = load_config(data_dir=data_dir, trusted_keys=trust or None)
-    _run_hub(cfg, host=host, port=port, max_publish=parse_size(max_publish_size),
-             require_signature=require_signature, private=private)
+    _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
+         require_signature=require_signature, private=private, hub_url=hub_url)
 
 
-def _run_hub(cfg, *, host: str, port: int, max_publish: int, require_signature: bool,
-             private: bool) -> None:
+def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
+         require_signature: bool, private: bool, hub_url: str | None) -> None:
     import os
     import signal
     from functools import partial
@@ -70,9 +74,20 @@ def _run_hub(cfg, *, host: str, port: int, max_publish: int, require_signature: 
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(serve_hub, settings, admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"),
-                                               on_new_key=new_key))
-            err.print(f"hub serving {settings.data_dir} on {', '.join(urls)} (Ctrl-C to stop)")
+            admin_key = os.environ.get("FLOWCTL_ADMIN_KEY")
+            if roles == ("hub",):
+                urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
+                                                   on_new_key=new_key))
+            else:
+                from runtime.plane import PlaneSettings, serve_control_plane
+
+                plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
+                                      hub=settings, hub_url=hub_url)
+                handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
+                                                     on_new_key=new_key))
+                urls = handle.urls
+            err.print(f"{'+'.join(roles)} serving {settings.data_dir} on {', '.join(map(str, urls))} "
+                      "(Ctrl-C to stop)")
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     err.print(f"{signal.Signals(signum).name}: draining and stopping")
