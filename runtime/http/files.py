@@ -45,7 +45,7 @@ class FileChanged(FlowError):
 
 
 async def serve_file(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     etag: str,
     content_type: str = "application/octet-stream",
@@ -70,6 +70,8 @@ async def serve_file(
     Error handling: a missing file, or a path that is not a regular file, raises
     `FileNotFoundError` (the caller answers 404).
     """
+    _check_etag(etag)
+    path = Path(path)
     headers, method = _request_parts(request_headers, method)
     stat = await trio.to_thread.run_sync(os.stat, path)
     if not S_ISREG(stat.st_mode):
@@ -80,7 +82,7 @@ async def serve_file(
     mtime = stat.st_mtime if last_modified else None
     selection = select(headers, size=stat.st_size, etag=etag, last_modified=mtime)
     body: ResponseBody | None = None
-    if method != "HEAD" and selection.length > 0:
+    if method != "HEAD" and selection.status in (200, 206):
         body = _FileBody(path, selection.start, selection.stop, stat.st_size,
                          chunk_size=chunk_size, on_complete=on_complete)
     return _response(selection, body, size=stat.st_size, etag=etag, content_type=content_type,
@@ -105,6 +107,7 @@ async def serve_bytes(
     headers, method = _request_parts(request_headers, method)
     if etag is None:
         etag = hashlib.sha256(data).hexdigest()
+    _check_etag(etag)
     selection = select(headers, size=len(data), etag=etag, last_modified=last_modified)
     body: ResponseBody | None = None
     if method != "HEAD" and selection.length > 0:
@@ -119,6 +122,13 @@ def content_disposition(filename: str) -> str:
         c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in filename
     )
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _check_etag(etag: str) -> None:
+    # A (non-empty) entity-tag is printable ASCII without '"' (RFC 9110 8.8.3); anything else would
+    # corrupt the header or never match.
+    if not etag or not all(0x21 <= ord(c) <= 0x7E and c != '"' for c in etag):
+        raise ValueError(f"etag must be unquoted printable ASCII, got {etag!r}")
 
 
 def _request_parts(
@@ -143,8 +153,6 @@ def _response(
     last_modified: float | None,
     cache_control: str | None,
 ) -> Response:
-    if '"' in etag:
-        raise ValueError(f"etag must be unquoted, got {etag!r}")
     status = selection.status
     response = Response(body if body is not None else _BytesBody(b""), status=status)
     # A 1 GiB download to a slow client takes minutes; quart's RESPONSE_TIMEOUT (60 s by
@@ -217,6 +225,8 @@ class _FileBody(ResponseBody):
         self._fd: int | None = None
 
     async def __aenter__(self) -> _FileBody:
+        if self._offset >= self._stop:
+            return self  # an empty file: nothing to open
         self._fd = await trio.to_thread.run_sync(_open_for_streaming, self._path, self._size)
         return self
 

@@ -156,12 +156,28 @@ async def test_if_range(client: httpx.AsyncClient, blob: bytes) -> None:
     assert changed.content == blob
 
 
-async def test_empty_file(client: httpx.AsyncClient) -> None:
+async def test_empty_file(client: httpx.AsyncClient, completed: list[str]) -> None:
     with trio.fail_after(TIMEOUT):
         r = await client.get("/files/empty")
         ranged = await client.get("/files/empty", headers={"Range": "bytes=0-"})
     assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "0")
     assert ranged.status_code == 200
+    assert completed == ["empty", "empty"]
+
+
+async def test_on_complete_only_for_bodies(client: httpx.AsyncClient, completed: list[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        await client.get("/files/blob", headers={"Range": "bytes=-10"})
+        await client.get("/files/blob", headers={"If-None-Match": '"sha-blob"'})
+        await client.get("/files/blob", headers={"Range": f"bytes={SIZE}-"})
+        await client.head("/files/blob")
+    assert completed == ["blob"]
+
+
+@pytest.mark.parametrize("etag", ['"quoted"', "sp ace", "new\nline", "", "caf\u00e9"])
+async def test_bad_etag_is_a_programming_error(tmp_path: Path, etag: str) -> None:
+    with pytest.raises(ValueError, match="etag must be"):
+        await serve_bytes(b"x", etag=etag, request_headers={}, method="GET")
 
 
 async def test_missing_file_is_an_error(client: httpx.AsyncClient) -> None:
