@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import typer
 
-from flowctl import __version__
+from flowctl import __version__, fastparams
+
+fastparams.install()  # plain parameters without pydantic: ~0.3 s less start-up per command
 
 
 def _version(value: bool) -> None:
@@ -40,7 +42,7 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module attaches its commands to `app`.
-    from flowctl.commands import bundle, hub, keys, node, publish, serve
+    from flowctl.commands import bundle, cluster, hub, keys, node, node_tokens, publish, serve
 
     bundle.register(app)
     keys.register(app)
@@ -48,6 +50,8 @@ def _register() -> None:
     publish.register(app)
     hub.register(app)
     serve.register(app)
+    cluster.register(app)
+    node_tokens.register(app)
 
 
 _register()

@@ -4,6 +4,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
 (``~/.config/flowctl/config.toml``), with flat keys::
 
     hub_url = "http://hub.example:5000"
+    server_url = "http://plane.example:8080"
     token = "..."
     data_dir = "~/flowctl-data"        # relative paths are relative to this file
     trusted_keys = ["~/keys/release.pub"]
@@ -54,6 +55,8 @@ SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
         Setting("hub_url", "FLOWCTL_HUB_URL", "url", "the hub to publish to and pull from"),
+        Setting("server_url", "FLOWCTL_SERVER", "url",
+                "the control plane that deploy, status and node join talk to"),
         Setting("token", "FLOWCTL_TOKEN", "str", "bearer token sent to the hub"),
         Setting("data_dir", "FLOWCTL_DATA_DIR", "path", "where servers and nodes keep state"),
         Setting("trusted_keys", "FLOWCTL_TRUSTED_KEYS", "paths",
@@ -67,6 +70,7 @@ class Config:
     """The resolved settings, and for each one where its value came from."""
 
     hub_url: str | None = None
+    server_url: str | None = None
     token: str | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     trusted_keys: tuple[Path, ...] = ()
@@ -142,6 +146,7 @@ def resolve(
 def load_config(
     *,
     hub_url: str | None = None,
+    server_url: str | None = None,
     token: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
@@ -151,7 +156,7 @@ def load_config(
     env = os.environ if environ is None else environ
     path = config_path(env)
     file_values = load_file(path)
-    flags = {"hub_url": hub_url, "token": token, "data_dir": data_dir,
+    flags = {"hub_url": hub_url, "server_url": server_url, "token": token, "data_dir": data_dir,
              "trusted_keys": trusted_keys}
     defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": ()}
     values: dict[str, Any] = {}

@@ -1,0 +1,163 @@
+"""`flowctl deploy / undeploy / scale / status`: what runs where in a cluster."""
+
+from __future__ import annotations
+
+import typer
+
+SERVER_HELP = ("Control plane URL [env FLOWCTL_SERVER; config server_url; "
+               "default http://127.0.0.1:8080].")
+TOKEN_HELP = "The control plane's admin key [env FLOWCTL_TOKEN; config token]."
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+DEFAULT_WAIT_S = 300.0
+
+
+def plane_settings(server: str | None, token: str | None) -> tuple[str, str | None]:
+    """(control plane URL, admin key) from flag > env > config file > default."""
+    from flowctl.config import load_config
+
+    cfg = load_config(server_url=server, token=token)
+    return cfg.server_url or DEFAULT_SERVER, cfg.token
+
+
+def run_client(server: str | None, token: str | None, call):
+    """Run `await call(client)` against the control plane, under Trio."""
+    import trio
+
+    from runtime.scheduler.client import ClusterClient
+
+    url, key = plane_settings(server, token)
+
+    async def main():
+        async with ClusterClient(url, token=key) as client:
+            return await call(client)
+
+    return trio.run(main)
+
+
+def _split(ref: str) -> tuple[str, str]:
+    service, _, version = ref.partition("@")
+    return service, version or "latest"
+
+
+def deploy(
+    ref: str = typer.Argument(..., metavar="SERVICE[@VERSION]", help="What to deploy (default: latest)."),
+    replicas: int = typer.Option(1, "--replicas", "-r", min=0, max=1000, help="How many replicas."),
+    node: list[str] = typer.Option([], "--node", help="Only place on this node (repeatable)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until every replica is ready."),
+    timeout: float = typer.Option(DEFAULT_WAIT_S, "--timeout", help="Seconds to wait with --wait."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the deployment as JSON."),
+) -> None:
+    """Deploy a published service on the cluster's nodes (or upgrade it, replica by replica).
+
+    Example: flowctl deploy llama-chat@1.0.0 --replicas 2
+    """
+    service, version = _split(ref)
+
+    async def call(client):
+        dep = await client.deploy(service, version, replicas=replicas, nodes=node)
+        if wait:
+            dep["status"] = await _wait_ready(client, service, dep["version"], replicas, timeout, quiet=json_out)
+        return dep
+
+    dep = run_client(server, token, call)
+    _print_deployment(dep, json_out)
+
+
+async def _wait_ready(client, service: str, version: str, desired: int, limit_s: float, *, quiet: bool):
+    import trio
+
+    from flowctl.console import err
+    from flowctl.errors import CliError
+
+    last = None
+    try:
+        with trio.fail_after(limit_s):
+            while True:
+                status = await client.status()
+                dep = next((d for d in status["deployments"] if d["service"] == service), None)
+                if dep is None:
+                    raise CliError(f"deployment {service!r} disappeared while waiting")
+                line = f"{service}@{version}: {dep['ready']}/{desired} ready"
+                if dep.get("unplaced"):
+                    line += f" ({dep['unplaced']})"
+                failed = [r for r in dep["replicas"] if r["state"] == "failed" and r["version"] == version]
+                if failed and failed[0].get("detail"):
+                    line += f" (replica {failed[0]['replica_id']}: {failed[0]['detail']})"
+                if line != last and not quiet:
+                    err.print(line)
+                    last = line
+                if dep["ready"] >= desired and all(r["version"] == version for r in dep["replicas"]):
+                    return dep
+                await trio.sleep(0.5)
+    except trio.TooSlowError:
+        raise CliError(f"{service}@{version} was not ready after {limit_s:.0f} s: {last}") from None
+
+
+def _print_deployment(dep: dict, json_out: bool) -> None:
+    from flowctl.console import out, print_json
+
+    if json_out:
+        print_json(dep)
+        return
+    nodes = f" on {', '.join(dep['nodes'])}" if dep.get("nodes") else ""
+    out.print(f"{dep['service']}@{dep['version']}: {dep['replicas']} replica(s){nodes}; "
+              f"models: {', '.join(dep['models']) or '-'}")
+
+
+def undeploy(
+    service: str = typer.Argument(..., help="The deployed service."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+) -> None:
+    """Stop every replica of a service and remove its deployment.
+
+    Example: flowctl undeploy llama-chat
+    """
+    from flowctl.console import out
+
+    run_client(server, token, lambda client: client.undeploy(service))
+    out.print(f"undeployed {service}")
+
+
+def scale(
+    service: str = typer.Argument(..., help="The deployed service."),
+    replicas: int = typer.Argument(..., min=0, max=1000, help="The new replica count."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the deployment as JSON."),
+) -> None:
+    """Change how many replicas of a deployed service run.
+
+    Example: flowctl scale llama-chat 3
+    """
+    dep = run_client(server, token, lambda client: client.scale(service, replicas))
+    _print_deployment(dep, json_out)
+
+
+def status(
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print {nodes, deployments, models} as JSON."),
+) -> None:
+    """Show nodes (state, load, last heartbeat), deployments (desired vs ready) and models.
+
+    Example: flowctl status --json
+    """
+    from flowctl.commands.status_view import render_status
+    from flowctl.console import print_json
+
+    data = run_client(server, token, lambda client: client.status())
+    if json_out:
+        print_json(data)
+    else:
+        render_status(data)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.command("deploy")(deploy)
+    app.command("undeploy")(undeploy)
+    app.command("scale")(scale)
+    app.command("status")(status)

@@ -1,0 +1,46 @@
+"""Rich tables for `flowctl status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from flowctl.console import out
+
+_STATE_STYLE = {"ready": "green", "joining": "yellow", "lost": "red", "gone": "dim",
+                "pending": "yellow", "installing": "yellow", "starting": "yellow", "failed": "red",
+                "stopping": "dim", "stopped": "dim"}
+
+
+def _state(state: str) -> str:
+    style = _STATE_STYLE.get(state, "")
+    return f"[{style}]{state}[/]" if style else state
+
+
+def render_status(data: dict[str, Any]) -> None:
+    """Print nodes, deployments and models as three tables."""
+    nodes = Table(title="Nodes", title_justify="left")
+    for col in ("NAME", "STATE", "LAST HEARTBEAT", "IN FLIGHT", "CPU", "RAM FREE / TOTAL", "GPUS", "REPLICAS"):
+        nodes.add_column(col)
+    for n in data["nodes"]:
+        gpus = ", ".join(f"{g['name']} ({g['vram_mb']} MB)" for g in n["gpus"]) or "-"
+        nodes.add_row(n["name"], _state(n["state"]), f"{n['last_heartbeat_s']:.1f} s ago",
+                      str(n["outstanding"]), str(n["cpu_count"]), f"{n['free_ram_mb']} / {n['ram_mb']} MB",
+                      gpus, str(n["replicas"]))
+    out.print(nodes if data["nodes"] else "No nodes have joined.")
+
+    deps = Table(title="Deployments", title_justify="left")
+    for col in ("SERVICE", "VERSION", "READY", "REPLICAS", "NOTE"):
+        deps.add_column(col)
+    for d in data["deployments"]:
+        placed = ", ".join(f"{r['replica_id']}@{r['node_id']} {_state(r['state'])}" for r in d["replicas"]) or "-"
+        deps.add_row(d["service"], d["version"], f"{d['ready']}/{d['desired']}", placed, d.get("unplaced") or "")
+    out.print(deps if data["deployments"] else "No deployments.")
+
+    models = Table(title="Models", title_justify="left")
+    for col in ("MODEL", "SERVICE", "READY REPLICAS"):
+        models.add_column(col)
+    for m in data["models"]:
+        models.add_row(m["model"], m["service"], str(m["replicas"]))
+    out.print(models if data["models"] else "No models are ready.")

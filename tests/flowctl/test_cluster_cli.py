@@ -1,0 +1,96 @@
+"""`flowctl deploy / scale / undeploy / status / node token` as a user runs them (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+
+import httpx
+import pytest
+import trio
+
+from runtime.node.agent import AgentConfig, run_agent
+from runtime.plane import PlaneSettings, serve_control_plane
+from tests.hub_store.bundles import make_bundle
+from tests.runtime.scheduler.test_cluster import FakeExecutor
+
+ADMIN = "cli-admin-key"
+
+
+async def flowctl(*args, server):
+    env = {**os.environ, "FLOWCTL_SERVER": server, "FLOWCTL_TOKEN": ADMIN,
+           "FLOWCTL_CONFIG": "/nonexistent/flowctl.toml"}
+    result = await trio.run_process([sys.executable, "-m", "flowctl", *args], capture_stdout=True,
+                                    capture_stderr=True, check=False, env=env, stdin=subprocess.DEVNULL)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+@pytest.fixture
+async def plane(nursery, tmp_path):
+    settings = PlaneSettings(data_dir=tmp_path / "plane", port=0, heartbeat_interval=0.2)
+    handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    async with httpx.AsyncClient(base_url=handle.url) as client:
+        bundle = make_bundle(tmp_path, "1.0.0")
+        await client.put("/api/services/echo/1.0.0", content=bundle.path.read_bytes(),
+                         headers={"Authorization": f"Bearer {ADMIN}"})
+    return handle.url
+
+
+async def test_token_deploy_status_scale_undeploy(plane, nursery):
+    with trio.fail_after(60):
+        code, out, err = await flowctl("node", "token", "create", "desk", "--ttl", "1d", server=plane)
+        assert code == 0, err
+        token = out.strip()
+        assert token.startswith("fjt_") and "shown only this once" in err
+        code, out, _ = await flowctl("node", "token", "ls", "--json", server=plane)
+        assert code == 0 and [t["name"] for t in json.loads(out)] == ["desk"]
+
+        config = AgentConfig(url=plane, token=token, node_id="n1", name="desk")
+        await nursery.start(run_agent, config, FakeExecutor("http://127.0.0.1:1", models=("echo-model",)))
+
+        code, out, err = await flowctl("deploy", "echo", "--replicas", "1", "--json", server=plane)
+        assert code == 0, err
+        dep = json.loads(out)
+        assert dep["version"] == "1.0.0" and dep["status"]["ready"] == 1
+
+        code, out, err = await flowctl("status", "--json", server=plane)
+        assert code == 0, err
+        status = json.loads(out)
+        assert {"name", "state"} <= set(status["nodes"][0])
+        assert {"service", "version", "desired", "ready"} <= set(status["deployments"][0])
+        assert status["models"][0]["model"] == "echo-model"
+
+        code, out, err = await flowctl("status", server=plane)
+        assert code == 0 and "desk" in out and "echo-model" in out and "1/1" in out
+
+        code, out, err = await flowctl("scale", "echo", "2", server=plane)
+        assert code == 0 and "2 replica(s)" in out
+        code, out, err = await flowctl("undeploy", "echo", server=plane)
+        assert code == 0 and "undeployed echo" in out
+        code, out, err = await flowctl("node", "token", "revoke", "desk", server=plane)
+        assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deploy", "nope", "--no-wait"], "the hub has no nope@latest (publish it first) (HTTP 404)"),
+        (["undeploy", "echo"], "no deployment of 'echo' (HTTP 404)"),
+        (["node", "token", "create", "bad name"], "token name 'bad name'"),
+        (["node", "token", "create", "x", "--ttl", "soon"], "duration 'soon' is not a positive number"),
+    ],
+)
+async def test_errors_are_one_line_and_exit_1(plane, args, message):
+    with trio.fail_after(30):
+        code, out, err = await flowctl(*args, server=plane)
+    assert code == 1, (out, err)
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+async def test_wrong_admin_key_and_unreachable_plane(plane):
+    with trio.fail_after(30):
+        code, _, err = await flowctl("status", "--token", "wrong", server=plane)
+        assert code == 1 and "admin key" in err and "HTTP 401" in err
+        code, _, err = await flowctl("status", server="http://127.0.0.1:1")
+        assert code == 1 and "is unreachable" in err
