@@ -57,6 +57,12 @@ if mode == "grandchild":
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
     with open("grandchild.pid", "w") as f:
         f.write(str(kid.pid))
+if mode == "crash-then-exit3":
+    if os.path.exists("ran"):
+        print("second run: config is broken")
+        sys.exit(3)
+    open("ran", "w").close()
+    mode = "crash-after=0.3"
 if mode.startswith("crash-after="):
     threading.Timer(float(mode.split("=")[1]), lambda: os._exit(5)).start()
 if mode == "chatty":
