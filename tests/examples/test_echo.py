@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from tests.examples.workers import EXAMPLES, Worker, spawn_worker, sse_data
+from tests.examples.workers import EXAMPLES, Worker, spawn_worker, sse_data, wait_for_health
 
 ECHO = EXAMPLES / "echo"
 IO_TIMEOUT = 20
@@ -187,16 +187,6 @@ async def test_bad_requests_get_openai_errors(client, method, path, content, sta
     assert r.status_code == status
     error = r.json()["error"]
     assert needle in error["message"] and error["type"] and "code" in error
-
-
-async def wait_for_health(client, predicate, *, deadline_s=5.0):
-    """Poll /health until `predicate(body)` holds; return the body."""
-    with trio.fail_after(deadline_s):
-        while True:
-            body = (await client.get("/health")).json()
-            if predicate(body):
-                return body
-            await trio.sleep(0.01)
 
 
 async def test_client_disconnect_stops_the_stream(client):

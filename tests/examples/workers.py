@@ -89,7 +89,7 @@ def _read_ready_line(worker: Worker, timeout: float) -> str:
     line = buffer.split(b"\n", 1)[0].decode()
     if READY_MARKER not in line:
         raise WorkerFailed(f"unexpected first line {line!r}")
-    return line.split(READY_MARKER, 1)[1].strip()
+    return line.split(READY_MARKER, 1)[1].split()[0]
 
 
 async def sse_data(lines) -> list:
@@ -102,3 +102,15 @@ async def sse_data(lines) -> list:
             payload = line[len("data: "):]
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
+
+
+async def wait_for_health(client, predicate, *, deadline_s: float = 5.0, interval_s: float = 0.01):
+    """Poll GET /health until `predicate(body)` holds; return that body."""
+    import trio
+
+    with trio.fail_after(deadline_s):
+        while True:
+            body = (await client.get("/health")).json()
+            if predicate(body):
+                return body
+            await trio.sleep(interval_s)

@@ -1,0 +1,164 @@
+"""The llama-chat worker on the real Gemma 3 270M model, as a subprocess over HTTP (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import httpx
+import pytest
+import trio
+
+from tests.examples.llama_fakes import LLAMA_DIR
+from tests.examples.workers import spawn_worker, sse_data, wait_for_health
+
+MODEL = "gemma-3-270m"
+IO_TIMEOUT = 60
+
+
+def _skip_reason() -> str | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install -e '.[llm]')"
+    manifest = json.loads((LLAMA_DIR / "service.json").read_text())
+    gguf = LLAMA_DIR / manifest["models"][0]["path"]
+    if not gguf.is_file():
+        return f"{gguf.relative_to(LLAMA_DIR.parents[1])} is missing (run `just llm-model`)"
+    return None
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
+
+
+@pytest.fixture(scope="session")
+def llama():
+    """One worker (one model load) for the whole session."""
+    worker = spawn_worker(LLAMA_DIR, env={"LLAMA_N_THREADS": "2", "LLAMA_N_CTX": "1024"},
+                          timeout=120)
+    yield worker
+    assert worker.stop() == 0, worker.stderr_text()
+
+
+@pytest.fixture
+async def client(llama):
+    async with httpx.AsyncClient(base_url=llama.url, timeout=IO_TIMEOUT) as c:
+        yield c
+
+
+def completion(prompt="The capital of France is", **extra):
+    return {"model": MODEL, "prompt": prompt, "max_tokens": 8, "temperature": 0, **extra}
+
+
+async def test_health_and_models(client):
+    with trio.fail_after(IO_TIMEOUT):
+        health = (await client.get("/health")).json()
+        models = (await client.get("/v1/models")).json()
+    assert health["status"] == "ok" and health["max_concurrency"] == 1
+    assert [m["id"] for m in models["data"]] == [MODEL, "gemma-3-270m-embedding"]
+
+
+async def test_greedy_completion_is_deterministic_with_usage(client):
+    with trio.fail_after(IO_TIMEOUT):
+        first = (await client.post("/v1/completions", json=completion())).json()
+        second = (await client.post("/v1/completions", json=completion())).json()
+    assert first["choices"][0]["text"] == second["choices"][0]["text"]
+    assert "France" in first["choices"][0]["text"]  # " the capital of the country of France."
+    assert first["usage"] == {"prompt_tokens": 6, "completion_tokens": 8, "total_tokens": 14}
+    assert first["choices"][0]["finish_reason"] == "length"
+
+
+async def test_seed_makes_sampling_repeatable_and_stop_cuts(client):
+    body = completion(temperature=0.9, top_p=0.9, seed=42, max_tokens=12)
+    with trio.fail_after(IO_TIMEOUT):
+        a = (await client.post("/v1/completions", json=body)).json()["choices"][0]["text"]
+        b = (await client.post("/v1/completions", json=body)).json()["choices"][0]["text"]
+        cut = (await client.post("/v1/completions",
+                                 json=completion(max_tokens=20, stop=["France"]))).json()
+    assert a == b
+    assert cut["choices"][0]["text"] == " the capital of the country of "
+    assert cut["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_chat_stream_in_gemma_turns(client):
+    body = {"model": MODEL, "max_tokens": 6, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": "Answer briefly."},
+                         {"role": "user", "content": "What is the capital of France?"}]}
+    with trio.fail_after(IO_TIMEOUT):
+        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            events = await sse_data(r.aiter_lines())
+    assert events[-1] == "[DONE]"
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+    assert text.strip()
+    assert events[-2]["usage"]["completion_tokens"] == 6
+    assert events[-2]["usage"]["prompt_tokens"] > 10
+
+
+async def test_embeddings_are_normalized_and_meaningful(client):
+    body = {"model": "gemma-3-270m-embedding",
+            "input": ["The cat sat on the mat.", "A cat is sitting on a mat.", "Stock prices fell."]}
+    with trio.fail_after(IO_TIMEOUT):
+        r = await client.post("/v1/embeddings", json=body)
+    assert r.status_code == 200
+    vectors = [d["embedding"] for d in r.json()["data"]]
+    assert len(vectors) == 3 and len(vectors[0]) == 640
+    assert math.isclose(sum(v * v for v in vectors[0]), 1.0, rel_tol=1e-4)
+    cos = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+    assert cos[0] > cos[1]
+    assert r.json()["usage"]["prompt_tokens"] > 10
+
+
+async def test_cancel_mid_stream_frees_the_model_within_a_token(client):
+    body = completion(max_tokens=900, stream=True)
+    with trio.fail_after(IO_TIMEOUT):
+        before = (await client.get("/health")).json()["tokens_generated"]
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            seen = 0
+            async for line in r.aiter_lines():
+                seen += line.startswith("data: ")
+                if seen == 3:
+                    break
+        idle = await wait_for_health(client, lambda b: b["active_requests"] == 0, deadline_s=5)
+    # A token takes ~20-40 ms here; the channel buffer may hold a few more than were read.
+    assert idle["tokens_generated"] - before < 3 + 16 + 2
+    with trio.fail_after(IO_TIMEOUT):
+        r = await client.post("/v1/completions", json=completion())
+    assert r.status_code == 200
+
+
+async def test_concurrent_requests_queue_and_all_finish(client):
+    texts = []
+
+    async def one(i):
+        r = await client.post("/v1/completions", json=completion(max_tokens=6 + i))
+        texts.append((i, r.json()["usage"]["completion_tokens"]))
+
+    with trio.fail_after(IO_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(one, i)
+            busy = await wait_for_health(client, lambda b: b["queued_requests"] >= 1,
+                                         deadline_s=IO_TIMEOUT, interval_s=0.005)
+    assert busy["active_requests"] == 1
+    assert sorted(texts) == [(0, 6), (1, 7), (2, 8)]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), [
+    ("/v1/completions", b"{", 400, "invalid_json"),
+    ("/v1/completions", json.dumps({"model": MODEL}).encode(), 400, "missing_required_parameter"),
+    ("/v1/completions", json.dumps(completion(max_tokens=-1)).encode(), 400, "invalid_value"),
+    ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": "hi"}).encode(), 400,
+     "invalid_value"),
+    ("/v1/completions", json.dumps(completion(prompt="word " * 1200)).encode(), 400,
+     "context_length_exceeded"),
+    ("/v1/embeddings", json.dumps({"model": MODEL, "input": []}).encode(), 400, "invalid_value"),
+    ("/v1/completions", json.dumps(completion(model="gpt-4")).encode(), 404, "model_not_found"),
+])
+async def test_malformed_requests_get_4xx(client, path, body, status, code):
+    with trio.fail_after(IO_TIMEOUT):
+        r = await client.post(path, content=body)
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code
