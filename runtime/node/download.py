@@ -26,10 +26,12 @@ import httpx
 import trio
 
 from runtime.node.errors import BlobMismatch, DownloadFailed, HubRequestFailed, TransferStalled
+from runtime.node.fsutil import start_writeback
 
 CHUNK = 1 << 20
 WRITE_QUEUE = 4
 FLUSH_EVERY = 0.5
+WRITEBACK_EVERY = 32 << 20
 STALL_WINDOW = 30.0
 MIN_RATE = 1024
 ATTEMPTS = 6
@@ -74,6 +76,7 @@ class _Partial:
         self.hash = hashlib.sha256()
         self.offset = 0
         self.received = 0
+        self.synced = 0
         self.etag: str | None = None
         self.write_error: OSError | None = None
 
@@ -102,7 +105,7 @@ class _Partial:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         self.hash = hashlib.sha256()
-        self.offset = 0
+        self.offset = self.synced = 0
         self.set_etag(None)
 
     def set_etag(self, etag: str | None) -> None:
@@ -126,6 +129,9 @@ class _Partial:
             self.hash.update(c)
         self.offset += total
         self.received += total
+        if self.offset - self.synced >= WRITEBACK_EVERY:
+            start_writeback(self.fd, self.synced, self.offset - self.synced)
+            self.synced = self.offset
 
     def finish(self) -> str:
         """fsync and return the hex digest of the whole partial."""

@@ -14,13 +14,18 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 
 
-def new_client(*, connect_timeout: float = CONNECT_TIMEOUT,
+def new_client(hub_url: str, *, connect_timeout: float = CONNECT_TIMEOUT,
                read_timeout: float = READ_TIMEOUT) -> httpx.AsyncClient:
-    """An AsyncClient suited to the hub: no decoding of blobs, bounded waits, no redirects."""
+    """An AsyncClient suited to the hub: bounded waits, no redirects.
+
+    For a plain http:// hub no TLS context is built: loading the CA bundle costs
+    0.15-0.6 s here, a third of an incremental install.
+    """
+    tls: dict[str, bool] = {"verify": False} if hub_url.startswith("http://") else {}
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
                             pool=None)
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, **tls)
 
 
 @dataclass(frozen=True)

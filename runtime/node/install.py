@@ -110,7 +110,7 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
     """
     started = time.monotonic()
     if client is None:
-        async with new_client() as own:
+        async with new_client(hub_url) as own:
             return await install(layout, hub_url, service, version, options=options,
                                  client=own, on_progress=on_progress)
     hub = HubClient(hub_url, client)
