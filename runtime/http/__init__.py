@@ -1,6 +1,12 @@
 """Shared HTTP plumbing for the hub and the gateway: serving apps and serving downloads."""
 
-from runtime.http.files import DEFAULT_CHUNK_SIZE, FileChanged, serve_bytes, serve_file
+from runtime.http.files import (
+    DEFAULT_CHUNK_SIZE,
+    FileChanged,
+    content_disposition,
+    serve_bytes,
+    serve_file,
+)
 from runtime.http.ranges import Selection, Unsatisfiable, content_range, parse_range, select
 from runtime.http.server import (
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -23,6 +29,7 @@ __all__ = [
     "ListenError",
     "Selection",
     "Unsatisfiable",
+    "content_disposition",
     "content_range",
     "open_test_server",
     "parse_range",

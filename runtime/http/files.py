@@ -27,7 +27,13 @@ from quart.wrappers.response import Response, ResponseBody
 from runtime.errors import FlowError
 from runtime.http.ranges import Selection, content_range, http_date, select
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "FileChanged", "serve_bytes", "serve_file"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FileChanged",
+    "content_disposition",
+    "serve_bytes",
+    "serve_file",
+]
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 

@@ -47,7 +47,7 @@ DEFAULT_BACKLOG = 128
 # Extra time, past the drain, for hypercorn's lifespan shutdown before we cancel it.
 _SHUTDOWN_SLACK = 2.0
 
-_TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:access_)?token=)[^&;#\s]*")
+_TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
 # Like hypercorn's default but with the query string (redacted) and the time taken.
 ACCESS_LOG_FORMAT = '%(h)s "%(R)s" %(s)s %(b)s %(L)ss'
 _SECRET_HEADERS = ("{authorization}i", "{cookie}i", "{proxy-authorization}i")
@@ -64,7 +64,7 @@ class ListenError(FlowError):
 
 
 def redact_url(url: str) -> str:
-    """Replace the value of every ``token=`` (and ``access_token=``) query parameter by ``***``."""
+    """Replace the value of every ``token=`` (``access_token=``, ``api_key=``) parameter by ``***``."""
     return _TOKEN_VALUE.sub(r"\1***", url)
 
 

@@ -249,6 +249,31 @@ async def test_concurrent_range_slices_reassemble(tmp_path: Path) -> None:
     assert hashlib.sha256(joined).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+async def test_slow_download_outlives_quart_response_timeout(tmp_path: Path) -> None:
+    # quart-trio cuts any response at RESPONSE_TIMEOUT (60 s by default) without a word;
+    # a large download to a slow client must not be truncated by it.
+    path = tmp_path / "large"
+    with path.open("wb") as f:
+        f.truncate(32 * 1024 * 1024)  # more than loopback socket buffers hold
+    app = QuartTrio(__name__)
+    app.config["RESPONSE_TIMEOUT"] = 0.2
+
+    @app.route("/large")
+    async def large():  # type: ignore[no-untyped-def]
+        return await serve_file(path, etag="large")
+
+    with trio.fail_after(TIMEOUT):
+        async with open_test_server(app) as url:
+            async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+                async with client.stream("GET", f"{url}/large") as r:
+                    got = 0
+                    async for chunk in r.aiter_raw():
+                        if got == 0:
+                            await trio.sleep(0.5)  # the slow client this test is about
+                        got += len(chunk)
+    assert got == 32 * 1024 * 1024
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -222,6 +222,7 @@ def test_redact_url() -> None:
     assert redact_url("token=abc") == "token=***"
     assert redact_url("/p?access_token=abc#frag") == "/p?access_token=***#frag"
     assert redact_url("/p?TOKEN=abc") == "/p?TOKEN=***"
+    assert redact_url("/p?x=1;api_key=sk-1") == "/p?x=1;api_key=***"
     assert redact_url("/p?mytoken=abc&notoken") == "/p?mytoken=abc&notoken"
 
 
