@@ -42,7 +42,7 @@ async def probe(port: int, check: HealthCheck, *, host: str = LOCALHOST,
     head = b""
     with trio.move_on_after(timeout_s):
         try:
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await _connect(host, port)
         except OSError as error:
             return ProbeResult(False, (error.strerror or str(error)).lower())
         async with stream:
@@ -57,6 +57,18 @@ async def probe(port: int, check: HealthCheck, *, host: str = LOCALHOST,
                 return ProbeResult(False, f"connection broken: {error}")
         return _judge(head)
     return ProbeResult(False, f"no answer within {timeout_s:g} s")
+
+
+async def _connect(host: str, port: int) -> trio.SocketStream:
+    # A plain connect rather than open_tcp_stream, whose happy-eyeballs error
+    # ("all attempts to connect failed") hides the useful "connection refused".
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 def _judge(head: bytes) -> ProbeResult:

@@ -154,13 +154,12 @@ class LogPump:
 
     def _add(self, data: bytes) -> None:
         self.tail.feed(data)
-        if len(self._pending) + len(data) > self.max_pending:
+        # Once something is dropped, drop everything until the writer catches up, so
+        # the marker it writes sits exactly where the gap is.
+        if self.dropped or len(self._pending) + len(data) > self.max_pending:
             self.dropped += len(data)
-            return
-        if self.dropped:
-            self._pending += f"[flowctl] {self.dropped} bytes of output dropped\n".encode()
-            self.dropped = 0
-        self._pending += data
+        else:
+            self._pending += data
         self._ring()
 
     def _ring(self) -> None:
@@ -175,9 +174,12 @@ class LogPump:
                 await self._write_pending()
 
     async def _write_pending(self) -> None:
-        if not self._pending:
+        if not self._pending and not self.dropped:
             return
         batch, self._pending = bytes(self._pending), bytearray()
+        if self.dropped:
+            batch += f"[flowctl] {self.dropped} bytes of output dropped\n".encode()
+            self.dropped = 0
         try:
             await trio.to_thread.run_sync(self.log.write, batch)
         except OSError as error:
