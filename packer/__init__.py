@@ -8,8 +8,6 @@ from packer.errors import (
     PackerError,
     SignatureError,
 )
-from packer.hashing import sha256_file
-from packer.limits import Limits
 from packer.manifest import (
     BUNDLE_FORMAT,
     MANIFEST_NAME,
@@ -26,22 +24,42 @@ from packer.manifest import (
     parse_bundle_manifest,
     parse_source_manifest,
 )
-from packer.pack import PackResult, pack_dir
-from packer.reader import BundleReader, open_bundle
 from packer.semver import Version, is_version, parse_version
-from packer.signing import (
-    PublicKey,
-    generate_keypair,
-    key_id,
-    load_private_key,
-    load_public_key,
-    sign_manifest,
-    verify_signature,
-)
-from packer.source import SourceError
-from packer.unpack import unpack_bundle
-from packer.verify import VerifyReport, verify_bundle
-from packer.zipexport import write_zip
+
+# The rest of the API is imported on first use (PEP 562), so `import packer.manifest`
+# or `flowctl pack` does not pay for the reader, zip export and threading modules.
+_LAZY = {
+    "sha256_file": "packer.hashing",
+    "Limits": "packer.limits",
+    "PackResult": "packer.pack",
+    "pack_dir": "packer.pack",
+    "BundleReader": "packer.reader",
+    "open_bundle": "packer.reader",
+    "PublicKey": "packer.signing",
+    "generate_keypair": "packer.signing",
+    "key_id": "packer.signing",
+    "load_private_key": "packer.signing",
+    "load_public_key": "packer.signing",
+    "sign_manifest": "packer.signing",
+    "verify_signature": "packer.signing",
+    "SourceError": "packer.source",
+    "unpack_bundle": "packer.unpack",
+    "VerifyReport": "packer.verify",
+    "verify_bundle": "packer.verify",
+    "write_zip": "packer.zipexport",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'packer' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BUNDLE_FORMAT",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from packer.errors import BundleError, DigestMismatch, LimitExceeded, PackerError
@@ -134,6 +135,7 @@ class BundleReader:
         self._pending: Header | None = None
         self._seen: set[str] = set()
         self._iterated = False
+        self._pool: ThreadPoolExecutor | None = None
         try:
             self.manifest_bytes = self._read_member(MANIFEST_NAME, limits.max_manifest_bytes)
             self.manifest: Manifest = parse_bundle_manifest(self.manifest_bytes)
@@ -160,8 +162,11 @@ class BundleReader:
         self.close()
 
     def close(self) -> None:
-        """Release the decoder (the file object stays the caller's)."""
+        """Release the decoder and the hashing thread (the file object stays the caller's)."""
         self._reader.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _check_limits(self) -> None:
         m, lim = self.manifest, self.limits
@@ -277,18 +282,34 @@ class BundleReader:
                               member=entry.path)
 
     def _chunks(self, header: Header, entry: FileEntry) -> Iterator[bytes]:
+        # Large files are hashed in a worker thread (hashlib releases the GIL) while this
+        # thread decompresses the next chunk and the caller writes this one.
         h = hashlib.sha256()
+        pending: Future[None] | None = None
+        pool = self._hash_pool() if entry.size > CHUNK else None
         remaining = entry.size
         what = repr(entry.path)
         while remaining:
             chunk = self._tar.some(min(remaining, CHUNK), what)
             remaining -= len(chunk)
-            h.update(chunk)
+            if pool is None:
+                h.update(chunk)
+            else:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(h.update, chunk)
             if not remaining:
+                if pending is not None:
+                    pending.result()
                 self._finish_member(header, entry, h)
             yield chunk
         if entry.size == 0:
             self._finish_member(header, entry, h)
+
+    def _hash_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sha256")
+        return self._pool
 
     def _finish_member(self, header: Header, entry: FileEntry, h) -> None:
         actual = h.hexdigest()

@@ -12,7 +12,7 @@ _TRUST_HELP = "Trusted public key (PEM); repeat for several. When given, a valid
 def pack(
     src: Path = typer.Argument(..., metavar="DIR", help="Service directory holding service.json."),
     out: Path = typer.Option(Path("dist"), "-o", "--out", help="Output directory."),
-    level: int = typer.Option(3, "--level", min=1, max=19, help="zstd compression level (1-19)."),
+    level: int = typer.Option(3, "--level", help="zstd compression level (1-19)."),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key (from `flowctl keys gen`)."),
     fmt: str = typer.Option("fbundle", "--format", help="fbundle, or zip to also write the seed-compatible zip."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -27,6 +27,8 @@ def pack(
     from packer.pack import FORMATS, pack_dir
     from packer.source import scan_source
 
+    if not 1 <= level <= 19:
+        raise typer.BadParameter(f"{level} is not in 1..19", param_hint="--level")
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     total = scan_source(src).total_size if progress_enabled() else 0
