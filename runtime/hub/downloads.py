@@ -8,11 +8,13 @@ up in the catalog, and only a digest (64 hex) names a file.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Awaitable, Callable
 
 from quart import Response, request
 
-from hub_store import BlobNotFound, VersionRecord, export_zip, ids
+from hub_store import BlobCorrupt, BlobNotFound, VersionRecord, export_zip, ids
 from runtime.http import FileChanged, serve_bytes, serve_file
 from runtime.hub.responses import ApiError
 from runtime.hub.state import HubState
@@ -20,6 +22,7 @@ from runtime.hub.state import HubState
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 BUNDLE_TYPE = "application/vnd.flowctl.bundle"
+SMALL_BLOB = 256 * 1024
 
 
 def _counts_as_download() -> bool:
@@ -33,7 +36,20 @@ async def send_blob(state: HubState, digest: str, *, content_type: str = "applic
                     filename: str | None = None, expected_size: int | None = None,
                     cache_control: str = IMMUTABLE,
                     on_complete: Callable[[], Awaitable[object]] | None = None) -> Response:
-    """Serve blob `digest` (bare hex) with Range/ETag, after its bytes were checked once."""
+    """Serve blob `digest` (bare hex) with Range/ETag; its bytes are checked against the digest.
+
+    A small blob is read whole and hashed on every request (one thread hop); a large one
+    is hashed once per process (see BlobVerifier), then streamed by `serve_file`.
+    """
+    small = await state.run(read_small_checked, state, digest)
+    if small is not None:
+        if expected_size is not None and len(small) != expected_size:
+            raise BlobNotFound(digest)
+        response = await serve_bytes(small, etag=digest, content_type=content_type, filename=filename,
+                                     cache_control=cache_control)
+        if on_complete is not None and response.status_code in (200, 206):
+            await on_complete()
+        return response
     await state.verifier.ensure(digest)
     try:
         return await serve_file(state.data.store.path(digest), etag=digest, content_type=content_type,
@@ -42,6 +58,28 @@ async def send_blob(state: HubState, digest: str, *, content_type: str = "applic
     except (FileNotFoundError, FileChanged):
         state.verifier.forget(digest)
         raise BlobNotFound(digest) from None
+
+
+def read_small_checked(state: HubState, digest: str) -> bytes | None:
+    """The bytes of a blob of at most SMALL_BLOB bytes, verified; None for a larger blob.
+
+    Error handling: BlobNotFound if absent; BlobCorrupt (after quarantining it) if the
+    bytes do not hash to the digest.
+    """
+    store = state.data.store
+    try:
+        with open(store.path(digest), "rb") as f:
+            if os.fstat(f.fileno()).st_size > SMALL_BLOB:
+                return None
+            data = f.read(SMALL_BLOB + 1)
+    except FileNotFoundError:
+        raise BlobNotFound(digest) from None
+    if state.settings.verify_on_serve:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            store.quarantine(digest)
+            raise BlobCorrupt(digest, actual)
+    return data
 
 
 async def resolve(state: HubState, service_id: str, version: str) -> VersionRecord:

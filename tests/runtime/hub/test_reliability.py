@@ -4,6 +4,7 @@ import hashlib
 import os
 
 import httpx
+import pytest
 import trio
 
 from tests.hub_store.bundles import make_bundle
@@ -80,16 +81,17 @@ async def test_short_body_with_content_length_is_refused(hub, tmp_path):
         assert hub.state.data.catalog.services() == []
 
 
-async def test_corrupt_blob_is_detected_when_served(hub, tmp_path):
+@pytest.mark.parametrize("size", [5000, 600_000], ids=["small-read-whole", "large-verified-once"])
+async def test_corrupt_blob_is_detected_when_served(hub, tmp_path, size):
     with trio.fail_after(30):
-        packed = make_bundle(tmp_path)
+        packed = make_bundle(tmp_path, files={"weights.bin": os.urandom(size)})
         await hub.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
-        entry = next(f for f in packed.manifest.files if f.path.endswith("weights.bin"))
+        entry = packed.manifest.files[0]
         url = f"/blobs/sha256:{entry.sha256}"
-        assert (await hub.get(url)).status_code == 200  # verified once, remembered
+        assert (await hub.get(url)).status_code == 200
         path = hub.state.data.store.path(entry.sha256)
         os.chmod(path, 0o644)
-        path.write_bytes(b"X" * entry.size)  # same size, other bytes: a new mtime forces a re-check
+        path.write_bytes(b"X" * entry.size)  # same size, other bytes (and a new mtime)
         r = await hub.get(url)
         assert r.status_code == 500 and "corrupt" in r.json()["detail"]
         assert (await hub.get(url)).status_code == 404  # quarantined
