@@ -23,7 +23,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 
 
-def serve(path: Path) -> None:
+def serve(path: Path, chunk_size: int) -> None:
     """Child process: serve `path` at /file and print the URL once listening."""
     import trio
     from quart_trio import QuartTrio
@@ -34,7 +34,7 @@ def serve(path: Path) -> None:
 
     @app.route("/file")
     async def file():  # type: ignore[no-untyped-def]
-        return await serve_file(path, etag="bench")
+        return await serve_file(path, etag="bench", chunk_size=chunk_size)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -85,10 +85,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--chunk-kib", type=int, default=1024, help="serve_file's chunk size")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.chunk_kib * 1024)
         return
     if shutil.which("curl") is None:
         raise SystemExit("curl is needed: apt-get install curl")
@@ -98,12 +99,14 @@ def main() -> None:
         with path.open("wb") as f:
             for _ in range(args.size_mib):
                 f.write(os.urandom(MIB))
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(path)],
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(path),
+                                   "--chunk-kib", str(args.chunk_kib)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
             url = server.stdout.readline().strip() + "/file"
-            print(f"serve_file on serve_app, {args.size_mib} MiB file, curl, loopback")
+            print(f"serve_file on serve_app, {args.size_mib} MiB file, "
+                  f"{args.chunk_kib} KiB chunks, curl, loopback")
             measure("full GET", url, path, server.pid, args.runs, size)
             tail = min(100_000_000, size)
             measure("Range: bytes=-100000000", url, path, server.pid, args.runs, tail,

@@ -10,7 +10,9 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from quart import websocket
 from quart_trio import QuartTrio
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from runtime.http import ListenError, open_test_server, redact_url, serve_app, serve_file
 
@@ -23,6 +25,11 @@ def make_app(entered: trio.Event | None = None, release: trio.Event | None = Non
     @app.route("/hello")
     async def hello():  # type: ignore[no-untyped-def]
         return "hello"
+
+    @app.websocket("/echo")
+    async def echo() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
 
     @app.route("/slow")
     async def slow():  # type: ignore[no-untyped-def]
@@ -88,6 +95,19 @@ async def test_oversized_headers_are_rejected() -> None:
                     pass  # the server closing the connection is a rejection too
                 else:
                     assert r.status_code == 431
+
+
+async def test_websockets_pass_the_guard() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_test_server(make_app()) as url:
+            ws_url = url.replace("http://", "ws://") + "/echo"
+            async with open_websocket_url(ws_url) as ws:
+                await ws.send_message("ping")
+                assert await ws.get_message() == "ping"
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(ws_url, extra_headers=[("X-Pad", "a" * 17 * 1024)]):
+                    pass
+            assert rejected.value.status_code == 403
 
 
 async def _read_until_eof(stream: trio.SocketStream) -> bytes:
