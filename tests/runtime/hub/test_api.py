@@ -150,3 +150,41 @@ async def test_gc_and_fsck_over_http(hub, tmp_path):
         gc = (await hub.post("/api/admin/gc", headers=AUTH)).json()
         assert gc["deleted"] + gc["kept_recent"] == 1
         assert hub.state.data.store.exists(stray) == (gc["kept_recent"] == 1)
+
+
+async def test_private_hub_needs_the_key_to_read(tmp_path):
+    import httpx
+
+    from tests.runtime.hub.conftest import running_hub
+
+    with trio.fail_after(30):
+        async with running_hub(tmp_path / "hub", private=True) as (url, _state):
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.get("/api/services")).status_code == 401
+                assert (await client.get("/api/services", headers=AUTH)).json() == []
+
+
+async def test_openapi_describes_every_seed_path(hub):
+    with trio.fail_after(30):
+        paths = (await hub.get("/openapi.json")).json()["paths"]
+        for seed_path in ["/api/models", "/api/models/{model_id}", "/storage/models/{model_id}/{version}/{file_path}",
+                          "/api/model-usage/ranking", "/api/services", "/api/services/{service_id}",
+                          "/storage/services/{service_id}/{version}.zip",
+                          "/api/services/{service_id}/{version}/checksum",
+                          "/api/services/{service_id}/{version}/manifest", "/blobs/sha256:{digest}"]:
+            assert seed_path in paths
+
+
+async def test_publish_size_cap(tmp_path):
+    import httpx
+
+    from tests.runtime.hub.conftest import running_hub
+
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        async with running_hub(tmp_path / "hub", max_publish_bytes=100) as (url, state):
+            async with httpx.AsyncClient(base_url=url) as client:
+                r = await client.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
+                assert r.status_code == 413
+                assert state.data.catalog.services() == [] and list(state.data.store.iter_temp()) == []
