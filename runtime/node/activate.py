@@ -36,12 +36,19 @@ async def activate(layout: NodeLayout, service: str, version: str, *, keep: int 
         previous = layout.current_version(service)
         if check is not None:
             check(previous)
+        await trio.to_thread.run_sync(_sweep_link_temps, layout, service)
         changed = previous != version
         if changed:
             await trio.to_thread.run_sync(fsutil.swap_symlink, layout.current_link(service),
                                           version)
         removed = await trio.to_thread.run_sync(_prune, layout, service, keep, {version, previous})
     return ActivateResult(changed, previous, tuple(removed))
+
+
+def _sweep_link_temps(layout: NodeLayout, service: str) -> None:
+    # A kill between creating the temp symlink and renaming it leaves one behind.
+    for temp in layout.service_dir(service).glob(f".{layout.current_link(service).name}-tmp-*"):
+        temp.unlink(missing_ok=True)
 
 
 def _prune(layout: NodeLayout, service: str, keep: int, protected: set[str | None]) -> list[str]:

@@ -81,7 +81,13 @@ def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.exists():
-        shutil.rmtree(path)
+        shutil.rmtree(path, onerror=_ignore_missing)
+
+
+def _ignore_missing(func: object, path: str, exc_info: tuple) -> None:
+    # Another process may be removing the same leftover tree.
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def free_space(path: str | os.PathLike[str]) -> int:

@@ -12,7 +12,7 @@ from hub_store.blobs import LocalBlobStore
 from runtime.node.activate import ActivateResult, activate, remove_version_tree
 from runtime.node.errors import NotInstalled, VersionInUse
 from runtime.node.fsutil import remove_tree
-from runtime.node.layout import NodeLayout
+from runtime.node.layout import STAGING_PREFIX, NodeLayout
 from runtime.node.lock import hold_lock, release, try_lock
 
 GC_GRACE = 3600.0
@@ -100,6 +100,7 @@ def gc(layout: NodeLayout, *, grace: float = GC_GRACE) -> GcReport:
         if info.digest not in used and info.mtime < cutoff and store.delete(info.digest):
             blobs += 1
             freed += info.size
+    _sweep_staging(layout)
     partials = 0
     for entry in os.scandir(layout.downloads):
         if not entry.name.endswith(".partial") or entry.stat().st_mtime >= cutoff:
@@ -112,10 +113,26 @@ def gc(layout: NodeLayout, *, grace: float = GC_GRACE) -> GcReport:
         try:
             freed += entry.stat().st_size
             os.unlink(entry.path)
-            for extra in (entry.path + ".etag",):
-                if os.path.exists(extra):
-                    os.unlink(extra)
+            if os.path.exists(entry.path + ".etag"):
+                os.unlink(entry.path + ".etag")
             partials += 1
         finally:
             release(lock, fd)
     return GcReport(blobs, freed, partials)
+
+
+def _sweep_staging(layout: NodeLayout) -> None:
+    """Remove staging dirs left by crashes, each only while its version lock is free."""
+    if not layout.services.is_dir():
+        return
+    for service_dir in layout.services.iterdir():
+        for staging in service_dir.glob(f"{STAGING_PREFIX}*"):
+            version = staging.name[len(STAGING_PREFIX):].rsplit("-", 1)[0]
+            lock = layout.version_lock(service_dir.name, version)
+            fd = try_lock(lock)
+            if fd is None:  # an install of that version is running
+                continue
+            try:
+                remove_tree(staging)
+            finally:
+                release(lock, fd)

@@ -73,9 +73,23 @@ async def test_gc_drops_only_unused_blobs(hub, layout, options):
         await two_versions(hub, layout, options)
         await uninstall(layout, "echo", "1.0.0")
     layout.partial_path("ab" * 32).write_bytes(b"leftover")
+    crashed = layout.new_staging_dir("echo", "1.2.0-rc.1")
+    (crashed / "lib").mkdir(parents=True)
     report = gc(layout, grace=0)
     assert report.blobs == 1 and report.partials == 1  # print(1)'s blob, and the partial
+    assert not crashed.exists()
     verify_installed(layout, "echo", "1.1.0")
+
+
+async def test_a_leftover_temp_symlink_is_swept_on_the_next_switch(hub, layout, options):
+    with trio.fail_after(20):
+        await two_versions(hub, layout, options)
+        leftover = layout.service_dir("echo") / ".current-tmp-123456"
+        leftover.symlink_to("1.0.0")
+        await use(layout, "echo", "1.0.0")
+    assert not leftover.is_symlink()
+    assert sorted(p.name for p in layout.service_dir("echo").iterdir()) == [
+        "1.0.0", "1.1.0", "current"]
 
 
 @pytest.fixture
