@@ -127,7 +127,9 @@ def register(app, state: HubState) -> None:
                                        expected_size=record.size_bytes, cache_control=cache,
                                        on_complete=_counter(state, record))
         else:
-            digest, size = await state.run(export_zip, state.data.store, state.data.catalog, record)
+            async with state.zip_lock(record.service_id, record.version):
+                record = await state.run(state.data.catalog.get_version, record.service_id, record.version)
+                digest, size = await state.run(export_zip, state.data.store, state.data.catalog, record)
             response = await send_blob(state, digest, content_type="application/zip", filename=filename,
                                        expected_size=size, cache_control=cache,
                                        on_complete=_counter(state, record))

@@ -45,9 +45,14 @@ class HubState:
     admin_key_hash: str
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(8))
     verifier: BlobVerifier = field(init=False)
+    zip_locks: dict[tuple[str, str], trio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.verifier = BlobVerifier(self)
+
+    def zip_lock(self, service_id: str, version: str) -> trio.Lock:
+        """One lock per version, so concurrent first requests for its .zip build it once."""
+        return self.zip_locks.setdefault((service_id, version), trio.Lock())
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (SQLite, hashing, file copies) in a worker thread."""

@@ -188,3 +188,20 @@ async def test_publish_size_cap(tmp_path):
                 r = await client.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
                 assert r.status_code == 413
                 assert state.data.catalog.services() == [] and list(state.data.store.iter_temp()) == []
+
+
+async def test_concurrent_first_zip_requests_build_it_once(hub, tmp_path):
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        await publish(hub, packed)
+        bodies = []
+
+        async def fetch():
+            bodies.append((await hub.get("/storage/services/echo/1.0.0.zip")).content)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(fetch)
+        assert len(set(bodies)) == 1 and bodies[0][:2] == b"PK"
+        report = (await hub.post("/api/admin/fsck", headers=AUTH)).json()
+        assert report["unreferenced"] == 0
