@@ -13,6 +13,7 @@ Its stdout and stderr go through one pipe into the rotating log.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -175,6 +176,14 @@ def free_port(host: str = LOCALHOST) -> int:
         return sock.getsockname()[1]
 
 
+def _check_port_free(port: int, host: str = LOCALHOST) -> None:
+    # Something already answering on the port (say, a worker orphaned by a killed
+    # agent) would pass the health check in the new worker's place.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        sock.bind((host, port))
+
+
 async def run_worker(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
                      probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
                      probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
@@ -183,6 +192,7 @@ async def run_worker(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
                      drain_s: float = DEFAULT_DRAIN_S) -> None:
     """Start the worker, report `WorkerHandle` once its health check answers 2xx, run until it ends.
 
+    The port must be free on 127.0.0.1 when it starts (else WorkerStartFailed).
     Once ready it is probed every `liveness_interval_s`; `liveness_failures`
     failures in a row stop it.
 
@@ -204,9 +214,10 @@ async def run_worker(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
             try:
                 proc = await nursery.start(child.run)
             except OSError as error:
-                outcome = WorkerStartFailed(spec.service_id, f"cannot run {spec.argv()[0]!r}: "
-                                            f"{error}", [], version=spec.version)
-                pump.note(outcome.reason)
+                reason = (f"port {spec.port} is already in use" if error.errno == errno.EADDRINUSE
+                          else f"cannot run {spec.argv()[0]!r}: {error}")
+                outcome = WorkerStartFailed(spec.service_id, reason, [], version=spec.version)
+                pump.note(reason)
             else:
                 started = await _until_ready(spec, child, probe_interval_s, probe_timeout_s)
                 if started is None:
@@ -243,10 +254,11 @@ class _Child:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Start the process, report it, and return once it and its group are gone.
 
-        Error handling: OSError (command or cwd missing) is raised before started().
+        Error handling: OSError (port taken, command or cwd missing) is raised before started().
         """
         spec = self.spec
         argv = spec.argv()
+        _check_port_free(spec.port)
         self.pump.note(f"starting {spec.name}: {shlex.join(argv)} (port {spec.port})")
         # Shielded so the log keeps what the child says while it shuts down; the
         # deadline set below bounds it if something outside the group holds the pipe.

@@ -51,6 +51,7 @@ class WorkerState:
     delay: float | None = None  # backoff: seconds until the next start
     reason: str = ""  # crashed, failed
     restarts: int = 0  # how many times the worker was started again after the first time
+    log_tail: tuple[str, ...] = ()  # crashed, failed: the worker's last lines of output
 
 
 def next_backoff(previous: float | None, *, uptime: float,
@@ -121,7 +122,8 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
                                  liveness_failures=liveness_failures)
             except WorkerStartFailed as error:
                 if first:
-                    report(WorkerState("failed", **ident, code=error.code, reason=error.reason))
+                    report(WorkerState("failed", **ident, code=error.code, reason=error.reason,
+                                       log_tail=tuple(error.log_tail)))
                     raise
                 crash: WorkerStartFailed | WorkerExited | WorkerUnhealthy = error
             except (WorkerExited, WorkerUnhealthy) as error:
@@ -133,7 +135,7 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
             delay = next_backoff(delay, uptime=uptime, initial=backoff_initial,
                                  maximum=backoff_max, stable_after=stable_after)
             report(WorkerState("crashed", **ident, code=crash.code, reason=crash.reason,
-                               restarts=restarts))
+                               restarts=restarts, log_tail=tuple(crash.log_tail)))
             report(WorkerState("backoff", **ident, delay=delay, restarts=restarts))
             await trio.sleep(delay)
             restarts += 1

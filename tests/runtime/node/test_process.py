@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -63,8 +64,9 @@ if mode == "crash-then-exit3":
         sys.exit(3)
     open("ran", "w").close()
     mode = "crash-after=0.3"
-if mode.startswith("crash-after="):
-    threading.Timer(float(mode.split("=")[1]), lambda: os._exit(5)).start()
+crash_timer = None
+if mode.startswith("crash-after="):  # counted from the first health answer
+    crash_timer = threading.Timer(float(mode.split("=")[1]), lambda: os._exit(5))
 if mode == "chatty":
     for i in range(2000):
         print(f"line {i:05d} " + "x" * 90)
@@ -75,6 +77,8 @@ class Health(BaseHTTPRequestHandler):
         self.send_response(503 if sick else 200)
         self.end_headers()
         self.wfile.write(b"ok")
+        if crash_timer and not crash_timer.is_alive():
+            crash_timer.start()
     def log_message(self, *args):
         pass
 
@@ -230,6 +234,18 @@ async def test_missing_executable_is_a_start_failure(tmp_path):
     assert "no-such-binary" in log_text(spec)
 
 
+async def test_port_in_use_is_a_start_failure(tmp_path):
+    spec = make_spec(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", spec.port))
+        holder.listen()
+        with trio.fail_after(TIMEOUT):
+            with pytest.raises(WorkerStartFailed) as caught:
+                await run_worker(spec)
+    assert caught.value.reason == f"port {spec.port} is already in use"
+    assert not (spec.service_dir / "env.json").exists()  # nothing was started
+
+
 async def test_cancel_sends_sigterm_and_keeps_last_words(tmp_path):
     spec = make_spec(tmp_path, grace_s=5.0)
     with trio.fail_after(TIMEOUT):
@@ -352,8 +368,6 @@ def test_spec_validates_and_builds_argv(tmp_path):
 
 
 def test_free_port_is_bindable():
-    import socket
-
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))

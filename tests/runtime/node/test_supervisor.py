@@ -63,6 +63,7 @@ async def test_crashes_are_restarted_with_growing_backoff(tmp_path):
     assert kinds(states) == cycle * 3 + ["starting", "ready", "stopped"]
     crashed = [s for s in states if s.kind == "crashed"]
     assert [(s.code, s.reason) for s in crashed] == [(5, "exited with code 5")] * 3
+    assert crashed[0].log_tail[-1] == "[flowctl] exited with code 5"
     assert [s.delay for s in states if s.kind == "backoff"] == [0.05, 0.1, 0.15]
     assert [s.restarts for s in states if s.kind == "ready"] == [0, 1, 2, 3]
     assert len({s.pid for s in states if s.kind == "ready"}) == 4
@@ -78,6 +79,7 @@ async def test_first_start_failure_reports_failed_and_raises(tmp_path):
                     spec, task_status=task_status, on_state=states.append))
     assert kinds(states) == ["starting", "failed"]
     assert (states[1].code, states[1].reason) == (3, "exited with code 3")
+    assert "config is broken" in states[1].log_tail
     error = caught.value
     assert (error.service_id, error.version, error.code) == ("svc", "1.0.0", 3)
     assert "config is broken" in error.log_tail
