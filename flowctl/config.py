@@ -98,6 +98,9 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
 def load_file(path: Path | None = None) -> dict[str, Any]:
     """The settings in the config file, checked and converted; {} when there is no file.
 
+    A missing file is not an error, even one named by ``$FLOWCTL_CONFIG``: tests and
+    scripts point it at a path that does not exist to ignore the user's own config.
+
     Error handling: an unreadable or malformed file, an unknown key or a value of the
     wrong type raises `CliError` naming the file and, where known, the line.
     """

@@ -149,3 +149,11 @@ def test_import_is_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_flowctl_config_at_a_missing_path_means_no_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(home, 'token = "from-home"\n')
+    monkeypatch.setenv("FLOWCTL_CONFIG", str(home / "none.toml"))
+    assert load_config().token is None
