@@ -9,7 +9,7 @@
     ├── TrustRefused         a signature is required and missing, or does not verify
     ├── DowngradeRefused     the version is lower than the current one
     ├── NotInstalled         no such installed service or version
-    ├── VersionInUse         refusing to remove the current version without force
+    ├── VersionInUse         refusing to remove a running (or the current) version without force
     └── VerifyFailed         an installed tree differs from its manifest
 """
 
@@ -108,12 +108,13 @@ class NotInstalled(NodeError):
 
 
 class VersionInUse(NodeError):
-    """The version is the current one; removing it needs force."""
+    """The version is (presumed) running; removing it needs force."""
 
     def __init__(self, service: str, version: str):
         self.service = service
         self.version = version
-        super().__init__(f"{service}@{version} is the current version (pass --force to remove it)")
+        super().__init__(f"{service}@{version} is the current version, presumed running "
+                         "(pass --force to remove it)")
 
 
 class VerifyFailed(NodeError):

@@ -119,6 +119,9 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
     if manifest.service_id != service or (version != "latest" and manifest.version != version):
         raise HubRequestFailed(hub_url, f"asked for {service}@{version}, got "
                                         f"{manifest.service_id}@{manifest.version}")
+    if fetched.version is not None and fetched.version != manifest.version:
+        raise HubRequestFailed(hub_url, f"the hub resolved {version!r} to {fetched.version!r} but "
+                                        f"served the manifest of {manifest.version!r}")
     version = manifest.version
     signature = await hub.fetch_signature(service, version)
     signed_by = check_trust(service, version, fetched.raw, signature, options.trusted_keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import trio
@@ -47,8 +48,12 @@ async def use(layout: NodeLayout, service: str, version: str) -> ActivateResult:
 
 
 async def uninstall(layout: NodeLayout, service: str, version: str | None = None, *,
-                    force: bool = False) -> list[str]:
-    """Remove one version, or all of `service`; the current one only with `force`."""
+                    force: bool = False, running: Collection[str] | None = None) -> list[str]:
+    """Remove one version, or all of `service`; a running one only with `force`.
+
+    `running` names the versions a supervisor knows are running; without it (the
+    CLI alone cannot know) the current version is presumed to be running.
+    """
     async with hold_lock(layout.service_lock(service)):
         installed = layout.installed_versions(service)
         if version is not None and version not in installed:
@@ -57,8 +62,10 @@ async def uninstall(layout: NodeLayout, service: str, version: str | None = None
             raise NotInstalled(service)
         doomed = [version] if version is not None else installed
         current = layout.current_version(service)
-        if current in doomed and not force:
-            raise VersionInUse(service, current)
+        busy = set(running) if running is not None else {current}
+        in_use = [v for v in doomed if v in busy]
+        if in_use and not force:
+            raise VersionInUse(service, in_use[0])
         return await trio.to_thread.run_sync(_remove, layout, service, doomed, current)
 
 

@@ -42,6 +42,8 @@ async def test_ls_use_uninstall(hub, layout, options):
         assert result.previous == "1.1.0" and layout.current_version("echo") == "1.0.0"
         with pytest.raises(VersionInUse, match="--force"):
             await uninstall(layout, "echo", "1.0.0")
+        with pytest.raises(VersionInUse):
+            await uninstall(layout, "echo", "1.1.0", running={"1.1.0"})
         assert await uninstall(layout, "echo", "1.1.0") == ["1.1.0"]
         with pytest.raises(NotInstalled):
             await use(layout, "echo", "1.1.0")
@@ -131,7 +133,7 @@ async def test_cli_reports_and_one_line_errors(hub, layout, options):
         refused = await trio.to_thread.run_sync(run_cli, layout, "uninstall", "echo@1.1.0")
         assert refused.returncode == 1
         assert refused.stderr.strip().splitlines() == [
-            "error: echo@1.1.0 is the current version (pass --force to remove it)"]
+            "error: echo@1.1.0 is the current version, presumed running (pass --force to remove it)"]
         used = await trio.to_thread.run_sync(run_cli, layout, "use", "echo@1.0.0")
         assert used.returncode == 0 and "current -> 1.0.0 (was 1.1.0)" in used.stdout
         ok = await trio.to_thread.run_sync(run_cli, layout, "verify", "echo", "--json")
