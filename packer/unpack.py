@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from packer.errors import PackerError
@@ -22,6 +23,7 @@ from packer.reader import open_bundle
 from packer.signing import PublicKey
 from packer.verify import check_signature
 
+_INLINE_WRITE = 1 << 20  # smaller files are written in the reading thread
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -39,7 +41,8 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
     staging = dest.parent / f".{dest.name}.unpack-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
-        with open(path, "rb", buffering=0) as f, open_bundle(f, limits=limits) as reader:
+        with open(path, "rb", buffering=0) as f, open_bundle(f, limits=limits) as reader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack-write") as writer:
             check_signature(reader, trusted_keys, require_signature)
             made: set[str] = set()
             for entry, chunks in reader.iter_files():
@@ -49,12 +52,13 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
                     made.add(parent)
                 fd = os.open(staging / entry.path, _OPEN_FLAGS, 0o600)
                 try:
-                    for chunk in chunks:
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        if progress is not None:
-                            progress(len(chunk))
+                    if entry.size > _INLINE_WRITE:
+                        _write_behind(fd, chunks, writer, progress)
+                    else:
+                        for chunk in chunks:
+                            _write_all(fd, chunk)
+                            if progress is not None:
+                                progress(len(chunk))
                     os.fchmod(fd, entry.mode)
                 finally:
                     os.close(fd)
@@ -65,3 +69,25 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_behind(fd: int, chunks, writer: ThreadPoolExecutor, progress) -> None:
+    # Chunk k is written in the writer thread while chunk k+1 is decompressed (and hashed
+    # in the reader's thread); at most one write is in flight, and it ends before we return.
+    pending: Future[None] | None = None
+    try:
+        for chunk in chunks:
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write_all, fd, chunk)
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        if pending is not None:
+            pending.result()
