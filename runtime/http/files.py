@@ -67,7 +67,8 @@ async def serve_file(
     """Answer a GET or HEAD for the file at `path`, whose strong validator is `etag` (unquoted).
 
     Handles HEAD, ``Range`` (one range: 206, or 416 past the end; several: the full 200),
-    ``If-None-Match``/``If-Modified-Since`` (304), ``If-Match`` (412) and ``If-Range``.
+    ``If-None-Match``/``If-Modified-Since`` (304), ``If-Match``/``If-Unmodified-Since``
+    (412) and ``If-Range``. Last-Modified (and the date forms) only with `last_modified`.
     `request_headers` and `method` default to quart's current request. With
     `expected_size` (the size the catalog recorded) a file of another size raises
     `FileChanged` before any byte is sent. `on_complete` is awaited once the last byte of

@@ -107,6 +107,8 @@ def http_date(timestamp: float) -> str:
 
 
 def _parse_http_date(value: str) -> float | None:
+    if not value:
+        return None
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -139,15 +141,20 @@ def select(
 ) -> Selection:
     """Evaluate a GET/HEAD's preconditions and Range against one representation.
 
-    The order is RFC 9110 section 13.2.2: If-Match (412), If-None-Match (304) or else
-    If-Modified-Since (304), then Range, honoured only when If-Range, if sent, still
+    The order is RFC 9110 section 13.2.2: If-Match or else If-Unmodified-Since (412),
+    If-None-Match or else If-Modified-Since (304), then Range, honoured only when If-Range, if sent, still
     names this representation (strong ETag, or the exact Last-Modified date).
     `headers` may be quart's request headers or any mapping (names in any case).
     """
     headers = _lowercase(headers)
     if_match = headers.get("if-match")
-    if if_match is not None and not etag_matches(if_match, etag, weak=False):
-        return Selection(412)
+    if if_match is not None:
+        if not etag_matches(if_match, etag, weak=False):
+            return Selection(412)
+    elif last_modified is not None:
+        before = _parse_http_date(headers.get("if-unmodified-since") or "")
+        if before is not None and int(last_modified) > before:
+            return Selection(412)
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
         if etag_matches(if_none_match, etag, weak=True):

@@ -81,6 +81,9 @@ def test_select_precedence() -> None:
     assert sel(If_None_Match='"other"', Range="bytes=0-1") == Selection(206, 0, 2)
     assert sel(If_Match='"other"') == Selection(412)
     assert sel(If_Match='"e"', Range="bytes=-3") == Selection(206, 7, 10)
+    assert sel(If_Unmodified_Since=http_date(999_999)) == Selection(412)
+    assert sel(If_Unmodified_Since=http_date(1_000_000)) == Selection(200, 0, 10)
+    assert sel(If_Match='"e"', If_Unmodified_Since=http_date(999_999)).status == 200
     assert sel(Range="bytes=10-") == Selection(416)
     assert sel(Range="bytes=2-", If_Range='"e"') == Selection(206, 2, 10)
     assert sel(Range="bytes=2-", If_Range='"old"') == Selection(200, 0, 10)
