@@ -138,3 +138,17 @@ async def test_an_always_corrupt_blob_fails_and_leaves_current_alone(hub, layout
     assert layout.current_version("echo") == "0.9.0"
     assert not layout.version_dir("echo", "1.0.0").exists()
     assert not (layout.root / "blobs/sha256" / DIGEST[:2] / DIGEST).exists()
+
+
+async def test_a_server_that_never_answers_is_given_up_on_and_retried(hub, layout, options):
+    async def silent_once(hub, stream, req, data, attempt):
+        if attempt == 1:
+            await trio.sleep_forever()
+        await send_blob(stream, req, data, f'"{DIGEST}"')
+
+    publish(hub)
+    hub.faults[DIGEST] = silent_once
+    with trio.fail_after(20):
+        await install(layout, hub.url, "echo", "1.0.0", options=options)
+    assert len(hub.blob_requests(DIGEST)) == 2
+    assert stored(layout) == BIG
