@@ -64,8 +64,9 @@ class _Compressed:
 class _Decoded:
     """The decompressed tar stream, with a running byte budget."""
 
-    def __init__(self, reader, budget: int, on_eof: Callable[[], None]):
+    def __init__(self, reader, budget: int, on_eof: Callable[[], None], max_window: int):
         self._r = reader
+        self.max_window = max_window
         self._on_eof = on_eof  # raises a more precise error when the compressed stream is cut
         self._buf = b""
         self._pos = 0
@@ -83,6 +84,9 @@ class _Decoded:
         try:
             data = self._r.read(min(max(want, CHUNK), room))
         except zstandard.ZstdError as exc:
+            if "too much memory" in str(exc):
+                raise LimitExceeded(f"zstd frame needs a window over the limit of {self.max_window} bytes "
+                                    "(too much memory to decode)") from None
             raise BundleError(f"corrupt zstd data ({exc})") from None
         if not data:
             self._on_eof()
@@ -131,7 +135,7 @@ class BundleReader:
         decoder = zstandard.ZstdDecompressor(max_window_size=limits.max_window_size)
         self._reader = decoder.stream_reader(self._raw, read_size=_READ_SIZE, read_across_frames=True)
         prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
-        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof)
+        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size)
         self._pending: Header | None = None
         self._seen: set[str] = set()
         self._iterated = False
