@@ -60,7 +60,7 @@ class WorkerSpec:
     port: int
     log_path: Path
     health: HealthCheck = field(default_factory=HealthCheck)
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
     python: Path = Path(sys.executable)
     grace_s: float = DEFAULT_GRACE_S
     max_log_bytes: int = DEFAULT_MAX_BYTES

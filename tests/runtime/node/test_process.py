@@ -365,6 +365,7 @@ def test_spec_validates_and_builds_argv(tmp_path):
             make_spec(tmp_path, **bad)
     with pytest.raises(TypeError):
         spec.env["X"] = "1"  # type: ignore[index]
+    assert hash(spec) == hash(spec)
 
 
 def test_free_port_is_bindable():

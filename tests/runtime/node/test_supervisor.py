@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.runtime.node.test_process import (  # noqa: F401 - the fixture is use
     assert_gone,
     make_spec,
     no_child_outlives_its_test,
+    wait_for_file,
 )
 
 TIMEOUT = 15
@@ -46,6 +48,18 @@ async def test_ready_then_cancel_reports_stopped_and_leaves_nothing(tmp_path):
         await assert_gone(handle.pid)
     assert kinds(states) == ["starting", "ready", "stopped"]
     assert (states[1].pid, states[1].port, states[1].service_id) == (handle.pid, spec.port, "svc")
+
+
+async def test_cancel_before_ready_stops_the_starting_worker(tmp_path):
+    spec = make_spec(tmp_path, "never-healthy", timeout_s=30)
+    states: list[WorkerState] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: supervise(spec, on_state=states.append))
+            pid = json.loads(await wait_for_file(spec.service_dir / "env.json"))["pid"]
+            nursery.cancel_scope.cancel()
+        await assert_gone(pid, within=0.5)
+    assert kinds(states) == ["starting", "stopped"]
 
 
 async def test_crashes_are_restarted_with_growing_backoff(tmp_path):
