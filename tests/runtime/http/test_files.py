@@ -188,7 +188,7 @@ async def test_missing_file_is_an_error(client: httpx.AsyncClient) -> None:
 
 async def test_directory_is_not_served(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a regular file"):
+    with trio.fail_after(TIMEOUT), pytest.raises(FileNotFoundError, match="not a regular file"):
         await serve_file(tmp_path / "dir", etag="d", request_headers={}, method="GET")
 
 
