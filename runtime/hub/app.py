@@ -13,6 +13,7 @@ from hub_store import StoreError
 from packer import PackerError
 from runtime.hub import admin, api, downloads, openapi
 from runtime.hub.auth import bearer_ok
+from runtime.hub.fastpath import BlobFastPath
 from runtime.hub.responses import ApiError, error_response, status_for
 from runtime.hub.state import HubState
 
@@ -75,4 +76,5 @@ def create_hub_app(state: HubState) -> QuartTrio:
     downloads.register(app, state)
     admin.register(app, state)
     openapi.register(app)
+    app.asgi_app = BlobFastPath(app.asgi_app, state)  # type: ignore[method-assign]
     return app

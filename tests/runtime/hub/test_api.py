@@ -205,3 +205,26 @@ async def test_concurrent_first_zip_requests_build_it_once(hub, tmp_path):
         assert len(set(bodies)) == 1 and bodies[0][:2] == b"PK"
         report = (await hub.post("/api/admin/fsck", headers=AUTH)).json()
         assert report["unreferenced"] == 0
+
+
+async def test_small_blob_fast_path_matches_the_quart_path(hub, tmp_path):
+    """Small blobs bypass quart; headers and statuses must be those of serve_bytes."""
+    from runtime.http import serve_bytes
+
+    with trio.fail_after(30):
+        data = b"0123456789" * 50
+        digest = hub.state.data.store.put_bytes(data).digest
+        url = f"/blobs/sha256:{digest}"
+        cases = [{}, {"Range": "bytes=5-9"}, {"Range": "bytes=-3"}, {"Range": "bytes=900-"},
+                 {"If-None-Match": f'"{digest}"'}, {"If-Match": '"nope"'},
+                 {"Range": "bytes=0-1", "If-Range": '"other"'}]
+        for headers in cases:
+            r = await hub.get(url, headers=headers)
+            expected = await serve_bytes(data, etag=digest, request_headers=headers, method="GET",
+                                         cache_control="public, max-age=31536000, immutable")
+            assert r.status_code == expected.status_code, headers
+            assert r.content == await expected.get_data(), headers
+            for name in ("etag", "content-range", "accept-ranges", "content-type", "cache-control"):
+                assert r.headers.get(name) == expected.headers.get(name), (headers, name)
+        head = await hub.head(url)
+        assert head.status_code == 200 and head.headers["content-length"] == "500" and head.content == b""
