@@ -56,7 +56,12 @@ class PackResult:
 
 def pack_dir(src: Path, out_dir: Path, *, level: int = 3, signing_key: Path | None = None,
              fmt: str = "fbundle", progress: Callable[[int], None] | None = None) -> PackResult:
-    """Pack SRC into OUT_DIR/NAME-VERSION.fbundle; `progress` gets each increment of source bytes."""
+    """Pack SRC into OUT_DIR/NAME-VERSION.fbundle (and .sha256, and .zip with fmt="zip").
+
+    `progress` gets increments that add up to twice the source size: the first
+    half while the source is read, hashed and compressed, the second (scaled to
+    source bytes) while the bundle is written out and hashed.
+    """
     import zstandard
 
     if fmt not in FORMATS:
@@ -92,7 +97,7 @@ def pack_dir(src: Path, out_dir: Path, *, level: int = 3, signing_key: Path | No
             sig = sign_manifest(manifest_bytes, private_key)
             prefix += file_header(SIGNATURE_NAME, len(sig), 0o644, mtime) + sig + bytes(padding(len(sig)))
         head = compressor.compress(prefix)
-        digest, size = _write_atomically(final, head, body)
+        digest, size = _write_atomically(final, head, body, _scaled(progress, source.total_size, body.tell()))
     _write_text_atomically(final.with_name(final.name + ".sha256"), f"{digest}  {final.name}\n")
     zip_path = None
     if fmt == "zip":
@@ -163,7 +168,25 @@ def _stream_large(f: SourceFile, writer, progress) -> str:
     return h.hexdigest()
 
 
-def _write_atomically(final: Path, head: bytes, body) -> tuple[str, int]:
+def _scaled(progress: Callable[[int], None] | None, total: int, body_size: int) -> Callable[[int], None] | None:
+    """Report `body_size` bytes of writing as `total` bytes of progress."""
+    if progress is None:
+        return None
+    done = 0
+    reported = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, reported
+        done += n
+        target = total * done // body_size if body_size else total
+        if target > reported:
+            progress(target - reported)
+            reported = target
+
+    return advance
+
+
+def _write_atomically(final: Path, head: bytes, body, progress=None) -> tuple[str, int]:
     """Write head + body to `final` via a temporary file; return (sha256, size)."""
     fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
@@ -176,6 +199,8 @@ def _write_atomically(final: Path, head: bytes, body) -> tuple[str, int]:
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
             digest = hasher.hexdigest()
             os.fchmod(out.fileno(), 0o644)
         os.replace(tmp, final)
