@@ -129,14 +129,16 @@ def unpack(
     trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
 ) -> None:
     """Extract a bundle, checking every byte; DEST appears only if everything checks out."""
-    from flowctl.console import byte_progress, human_bytes
+    from flowctl.console import byte_progress, human_bytes, progress_enabled
     from flowctl.console import out as stdout
     from packer.reader import open_bundle
     from packer.unpack import unpack_bundle
 
     keys = _trusted(trust)
-    with open(bundle, "rb") as f, open_bundle(f) as reader:
-        total = reader.manifest.total_size
+    total = 0
+    if progress_enabled():  # the bar needs the total: read the manifest first
+        with open(bundle, "rb") as f, open_bundle(f) as reader:
+            total = reader.manifest.total_size
     with byte_progress(total, "unpacking") as advance:
         manifest = unpack_bundle(bundle, dest, trusted_keys=keys, require_signature=bool(keys),
                                  progress=advance)
