@@ -42,7 +42,18 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module attaches its commands to `app`.
-    from flowctl.commands import bundle, cluster, hub, keys, node, node_tokens, publish, serve
+    from flowctl.commands import (
+        bundle,
+        cluster,
+        hub,
+        join,
+        keys,
+        node,
+        node_tokens,
+        publish,
+        serve,
+        up,
+    )
 
     bundle.register(app)
     keys.register(app)
@@ -52,6 +63,8 @@ def _register() -> None:
     serve.register(app)
     cluster.register(app)
     node_tokens.register(app)
+    join.register(app)
+    up.register(app)
 
 
 _register()

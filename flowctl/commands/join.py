@@ -1,0 +1,61 @@
+"""`flowctl node join URL --token TOKEN`: make this machine a node of a control plane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+JOIN_TOKEN_HELP = "Join token from `flowctl node token create` [env FLOWCTL_JOIN_TOKEN]."
+
+
+def join(
+    url: str = typer.Argument(..., help="The control plane, e.g. http://plane.example:8080."),
+    token: str | None = typer.Option(None, "--token", envvar="FLOWCTL_JOIN_TOKEN", help=JOIN_TOKEN_HELP,
+                                     show_envvar=False),
+    name: str | None = typer.Option(None, "--name", help="This node's name (default: the hostname)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="State directory; the node keeps DATA_DIR/node "
+                                              "[env FLOWCTL_DATA_DIR; config data_dir]."),
+) -> None:
+    """Join a control plane and run the services it assigns here, until stopped.
+
+    The node dials out over one WebSocket (so it works behind NAT), reconnects with
+    backoff when the connection drops, and stops its workers cleanly on Ctrl-C.
+
+    Example: flowctl node join http://plane.example:8080 --token fjt_...
+    """
+    from flowctl.errors import CliError
+
+    if not token:
+        raise CliError("a join token is required: --token or FLOWCTL_JOIN_TOKEN "
+                       "(create one on the control plane with `flowctl node token create NAME`)")
+    run_node_until_stopped(url, token, name=name, data_dir=data_dir)
+
+
+def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: Path | None) -> None:
+    """Run a node in the foreground, printing what it joined."""
+    from functools import partial
+
+    from flowctl import __version__
+    from flowctl.config import load_config
+    from flowctl.console import err
+    from flowctl.lifecycle import run_until_signal
+    from runtime.node.serve import NodeSettings, run_node
+
+    cfg = load_config(data_dir=data_dir)
+    settings = NodeSettings(url=url, token=token, data_dir=Path(cfg.data_dir) / "node", name=name or "",
+                            agent_version=__version__)
+
+    async def main(nursery) -> None:
+        welcome = await nursery.start(partial(run_node, settings))
+        err.print(f"joined cluster {welcome.cluster_id} at {url} as node {welcome.node_id} (Ctrl-C to leave)")
+
+    run_until_signal(main)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `join` to the `node` group."""
+    from flowctl.commands.node import node_app
+
+    node_app.command("join")(join)

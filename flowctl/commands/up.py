@@ -1,0 +1,130 @@
+"""`flowctl up`: one command for a cluster (seed 003's auto-detected master or worker).
+
+If the port is free, start a control plane (hub + scheduler) there plus a local
+node. If a flowctl control plane already holds it, join that plane as a node
+(with a join token, never silently). If anything else holds it, refuse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flowctl.commands.join import JOIN_TOKEN_HELP
+
+HANDSHAKE_TIMEOUT_S = 3.0
+
+
+def up(
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="The control plane's port."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Where to listen, or the plane to join (0.0.0.0 lets other machines join)."),
+    token: str | None = typer.Option(None, "--token", envvar="FLOWCTL_JOIN_TOKEN", show_envvar=False,
+                                     help=JOIN_TOKEN_HELP + " Needed only to join an existing plane."),
+    name: str | None = typer.Option(None, "--name", help="This node's name (default: the hostname)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
+    local_node: bool = typer.Option(True, "--node/--no-node",
+                                    help="With a new control plane, also run a node in this process."),
+) -> None:
+    """Start a control plane with a local node, or join the one already on --port.
+
+    Example: flowctl up --port 8080   (then, on a second terminal or machine:
+    flowctl up --port 8080 --token $(flowctl node token create second))
+    """
+    from flowctl.errors import CliError
+
+    holder = _probe(host, port)
+    if holder is None:
+        _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node)
+    elif holder.get("kind") == "flowctl-control-plane":
+        if not token:
+            raise CliError(f"port {port} is held by a flowctl control plane (cluster {holder['cluster_id']}); "
+                           "to join it as a node pass --token (or FLOWCTL_JOIN_TOKEN), created there with "
+                           "`flowctl node token create NAME`")
+        from flowctl.commands.join import run_node_until_stopped
+
+        run_node_until_stopped(f"http://{_connect_host(host)}:{port}", token, name=name,
+                               data_dir=Path(data_dir) if data_dir else None)
+    else:
+        raise CliError(f"port {port} on {host} is in use by something that is not a flowctl control plane "
+                       f"({holder.get('what', 'unknown')}); choose another --port")
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _probe(host: str, port: int) -> dict | None:
+    """None if the port is free; the handshake if a control plane holds it; else {'what': ...}."""
+    import socket
+
+    import httpx
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return None
+        except OSError:
+            pass
+    try:
+        response = httpx.get(f"http://{_connect_host(host)}:{port}/api/cluster/handshake",
+                             timeout=HANDSHAKE_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return {"what": f"no HTTP answer: {type(exc).__name__}"}
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code == 200 and isinstance(data, dict) and "cluster_id" in data:
+        return data
+    return {"what": f"HTTP {response.status_code} on /api/cluster/handshake"}
+
+
+def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | None, local_node: bool) -> None:
+    import os
+    import socket
+    from functools import partial
+
+    import trio
+
+    from flowctl import __version__
+    from flowctl.config import load_config
+    from flowctl.console import err
+    from flowctl.console import out as stdout
+    from flowctl.lifecycle import run_until_signal
+    from runtime.node.serve import NodeSettings, run_node
+    from runtime.plane import PlaneSettings, serve_control_plane
+
+    root = Path(load_config(data_dir=data_dir).data_dir)
+    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__)
+
+    def new_key(key: str) -> None:
+        err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
+        stdout.print(key)
+        err.print("Use it with --token or FLOWCTL_TOKEN for publish, deploy, status and node token.")
+
+    async def main(nursery) -> None:
+        handle = await nursery.start(partial(serve_control_plane, plane,
+                                             admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"), on_new_key=new_key))
+        err.print(f"control plane (hub + scheduler) on {handle.url}, data in {root}")
+        if local_node:
+            node_name = name or socket.gethostname()
+            store = handle.scheduler.store
+            await trio.to_thread.run_sync(store.revoke_token, f"local-{node_name}")
+            _, token = await trio.to_thread.run_sync(store.create_token, f"local-{node_name}")
+            settings = NodeSettings(url=handle.url, token=token, data_dir=root / "node", name=node_name,
+                                    agent_version=__version__)
+            welcome = await nursery.start(partial(run_node, settings))
+            err.print(f"local node {node_name} joined cluster {welcome.cluster_id}")
+        err.print("Other nodes join with: flowctl up --port PORT --host THIS_HOST --token "
+                  "$(flowctl node token create NAME)   (Ctrl-C to stop)")
+
+    run_until_signal(main)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.command("up")(up)
