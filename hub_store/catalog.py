@@ -13,154 +13,28 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from hub_store import ids
 from hub_store.errors import NotFound, StoreError
+from hub_store.records import (
+    FileRecord,
+    ModelRecord,
+    NewVersion,
+    ServiceRecord,
+    VersionRecord,
+    _newest_first,
+    pick_latest,
+)
+from hub_store.schema import SCHEMA, SCHEMA_VERSION
 from packer.semver import parse_version
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE services (
-    service_id   TEXT PRIMARY KEY,
-    service_name TEXT NOT NULL,
-    service_type TEXT NOT NULL,
-    port         INTEGER,
-    description  TEXT NOT NULL
-);
-CREATE TABLE versions (
-    service_id      TEXT NOT NULL REFERENCES services(service_id),
-    version         TEXT NOT NULL,
-    sha256          TEXT NOT NULL,
-    size_bytes      INTEGER NOT NULL,
-    manifest_sha256 TEXT NOT NULL,
-    unpacked_size   INTEGER NOT NULL,
-    file_count      INTEGER NOT NULL,
-    created_at      TEXT NOT NULL,
-    published_at    TEXT NOT NULL,
-    signature       BLOB,
-    signer          TEXT,
-    stable          INTEGER NOT NULL,
-    yanked          INTEGER NOT NULL DEFAULT 0,
-    zip_sha256      TEXT,
-    zip_size        INTEGER,
-    PRIMARY KEY (service_id, version)
-);
-CREATE TABLE files (
-    service_id TEXT NOT NULL,
-    version    TEXT NOT NULL,
-    path       TEXT NOT NULL,
-    size       INTEGER NOT NULL,
-    mode       INTEGER NOT NULL,
-    sha256     TEXT NOT NULL,
-    PRIMARY KEY (service_id, version, path),
-    FOREIGN KEY (service_id, version) REFERENCES versions(service_id, version)
-);
-CREATE INDEX files_by_digest ON files(sha256);
-CREATE TABLE models (
-    model_id      TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_type    TEXT NOT NULL,
-    service_id    TEXT NOT NULL,
-    version       TEXT NOT NULL,
-    path          TEXT NOT NULL,
-    PRIMARY KEY (model_id, model_version, service_id, version)
-);
-CREATE TABLE downloads (
-    model_id TEXT PRIMARY KEY,
-    count    INTEGER NOT NULL,
-    last_at  TEXT NOT NULL
-);
-CREATE TABLE leases (
-    lease_id   TEXT NOT NULL,
-    digest     TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (lease_id, digest)
-);
-"""
-
+__all__ = ["SCHEMA_VERSION", "Catalog", "FileRecord", "ModelRecord", "NewVersion", "ServiceRecord",
+           "VersionRecord", "pick_latest", "utc_now"]
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC, seconds precision."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    """One published version of a service."""
-
-    service_id: str
-    version: str
-    sha256: str
-    size_bytes: int
-    manifest_sha256: str
-    unpacked_size: int
-    file_count: int
-    created_at: str
-    published_at: str
-    signed: bool
-    signer: str | None
-    stable: bool
-    yanked: bool
-    zip_sha256: str | None
-    zip_size: int | None
-
-
-@dataclass(frozen=True)
-class ServiceRecord:
-    """A service and its versions, newest SemVer first."""
-
-    service_id: str
-    service_name: str
-    service_type: str
-    port: int | None
-    description: str
-    versions: tuple[VersionRecord, ...]
-    latest: str | None
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One file of a version: path -> blob digest."""
-
-    path: str
-    size: int
-    mode: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """A model as provided by one service version."""
-
-    model_id: str
-    model_version: str
-    model_type: str
-    service_id: str
-    version: str
-    path: str
-
-
-@dataclass(frozen=True)
-class NewVersion:
-    """Everything publish inserts for one version, in one transaction."""
-
-    service_id: str
-    service_name: str
-    service_type: str
-    port: int | None
-    description: str
-    version: str
-    sha256: str
-    size_bytes: int
-    manifest_sha256: str
-    created_at: str
-    stable: bool
-    signature: bytes | None
-    signer: str | None
-    files: tuple[FileRecord, ...]
-    models: tuple[ModelRecord, ...]
 
 
 _VERSION_COLS = ("service_id, version, sha256, size_bytes, manifest_sha256, unpacked_size, file_count, "
@@ -169,16 +43,6 @@ _VERSION_COLS = ("service_id, version, sha256, size_bytes, manifest_sha256, unpa
 
 def _version(row: tuple) -> VersionRecord:
     return VersionRecord(*row[:9], bool(row[9]), row[10], bool(row[11]), bool(row[12]), row[13], row[14])
-
-
-def _newest_first(records: Iterable[VersionRecord]) -> list[VersionRecord]:
-    return sorted(records, key=lambda r: parse_version(r.version), reverse=True)
-
-
-def pick_latest(records: Iterable[VersionRecord]) -> VersionRecord | None:
-    """The highest SemVer among stable, non-yanked versions."""
-    candidates = [r for r in records if r.stable and not r.yanked]
-    return _newest_first(candidates)[0] if candidates else None
 
 
 class Catalog:
@@ -228,7 +92,7 @@ class Catalog:
                 raise StoreError(f"catalog {str(self.path)!r} has schema {current}, "
                                  f"newer than this flowctl ({SCHEMA_VERSION})")
             if current == 0:
-                for stmt in _SCHEMA.split(";"):
+                for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
