@@ -1,8 +1,10 @@
 """The health probe: one HTTP request to a worker on 127.0.0.1, judged by its status line.
 
 A raw Trio socket rather than httpx: the probe needs only the status code,
-costs no import time (httpx takes ~220 ms to import), and opens a fresh
-connection each time, so a worker that stopped accepting is noticed.
+costs no import time (httpx takes 220-460 ms to import cold), and opens a fresh
+connection each time, so a worker that stopped accepting is noticed. Measured
+on loopback against http.server: 1.1-1.7 ms a probe, against 5.3 ms with a
+shared httpx.AsyncClient and 126-149 ms with a fresh client per probe.
 """
 
 from __future__ import annotations

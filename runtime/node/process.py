@@ -181,7 +181,12 @@ def _check_port_free(port: int, host: str = LOCALHOST) -> None:
     # agent) would pass the health check in the new worker's place.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise
+            # Anything else (a privileged port, say) is the worker's to run into.
 
 
 async def run_worker(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
@@ -277,8 +282,7 @@ class _Child:
                 nursery.start_soon(self._pump, proc.stdout, pump_scope)
                 task_status.started(proc)
                 try:
-                    self.returncode = await proc.wait()
-                    self.exited.set()
+                    await proc.wait()
                 finally:
                     # When cancelled, run_process is delivering SIGTERM/SIGKILL meanwhile.
                     with trio.CancelScope(shield=True):
