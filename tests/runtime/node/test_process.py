@@ -65,6 +65,11 @@ if mode == "crash-then-exit3":
     open("ran", "w").close()
     mode = "crash-after=0.3"
 crash_timer = None
+if mode == "escapee":  # leaves the process group but keeps the log pipe open
+    kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                           start_new_session=True)
+    with open("grandchild.pid", "w") as f:
+        f.write(str(kid.pid))
 if mode.startswith("crash-after="):  # counted from the first health answer
     crash_timer = threading.Timer(float(mode.split("=")[1]), lambda: os._exit(5))
 if mode == "chatty":
@@ -282,6 +287,24 @@ async def test_grandchild_dies_with_the_worker(tmp_path):
             nursery.cancel_scope.cancel()
         # The worker exits on SIGTERM at once; its child ignores SIGTERM and needs SIGKILL.
         await assert_gone(handle.pid, grandchild, within=0.2)
+
+
+async def test_a_process_that_left_the_group_cannot_hold_up_the_stop(tmp_path):
+    spec = make_spec(tmp_path, "escapee", grace_s=0.3)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(lambda task_status: run_worker(
+                spec, task_status=task_status, drain_s=0.3))
+            escapee = int(await wait_for_file(spec.service_dir / "grandchild.pid"))
+            nursery.cancel_scope.cancel()
+            cancelled_at = trio.current_time()
+        # The escapee keeps the pipe open: the log drain gives up after drain_s.
+        assert trio.current_time() - cancelled_at < 2.0
+        await assert_gone(handle.pid)
+        assert not pid_gone(escapee)  # beyond a process group's reach: a known limit
+        os.kill(escapee, signal.SIGKILL)
+        await assert_gone(escapee)
+    assert "got SIGTERM, bye" in log_text(spec)
 
 
 async def test_grandchild_of_a_crashed_worker_is_stopped(tmp_path):
