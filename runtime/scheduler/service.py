@@ -76,7 +76,8 @@ class Scheduler:
         self.registry.subscribe(lambda node, before: self.wake())
         self._resolve = resolve_manifest
         self._deployments = {d.service_id: d for d in store.deployments()}
-        self._replicas: tuple[Replica, ...] = tuple(store.replicas())
+        # After a restart nothing is known to be ready until its node says so again (in its hello).
+        self._replicas: tuple[Replica, ...] = tuple(replace(r, state="pending") for r in store.replicas())
         self._reports: dict[str, ReplicaReport] = {}
         self._senders: dict[str, tuple[int, AssignSender]] = {}
         self._muxes: dict[str, Mux] = {}
