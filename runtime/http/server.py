@@ -77,7 +77,7 @@ async def serve_app(
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-    read_timeout: int | None = None,
+    read_timeout: float | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     backlog: int = DEFAULT_BACKLOG,
     access_log: logging.Logger | None = None,
@@ -188,7 +188,7 @@ def _hypercorn_config(
     *,
     max_header_bytes: int,
     keep_alive_timeout: float,
-    read_timeout: int | None,
+    read_timeout: float | None,
     graceful_timeout: float,
     access_log: logging.Logger | None,
     error_log: logging.Logger | None,
@@ -197,7 +197,7 @@ def _hypercorn_config(
     config.h11_max_incomplete_size = max_header_bytes
     config.h2_max_header_list_size = max_header_bytes
     config.keep_alive_timeout = keep_alive_timeout
-    config.read_timeout = read_timeout
+    config.read_timeout = read_timeout  # type: ignore[assignment]  # typed int, used as float
     config.graceful_timeout = graceful_timeout
     config.accesslog = access_log
     config.access_log_format = ACCESS_LOG_FORMAT
