@@ -160,7 +160,7 @@ def _store_files(store: LocalBlobStore, reader: Any, manifest: Any) -> tuple[int
             for _ in chunks:  # still consumed: the reader verifies the bytes as they pass
                 pass
             continue
-        store.put_chunks(chunks, expected=entry.sha256)
+        store.put_chunks(chunks, expected=entry.sha256, verified=True)  # the reader checks
         new_blobs += 1
         new_bytes += entry.size
     missing = sorted(set(expected) - seen)

@@ -87,3 +87,17 @@ def test_delete(tmp_path):
     d = store.put_bytes(b"z").digest
     assert store.delete(d) and not store.delete(d)
     assert not store.exists(d)
+
+
+def test_verified_chunks_are_not_hashed_twice_but_a_failing_source_leaves_nothing(tmp_path):
+    store = LocalBlobStore(tmp_path)
+
+    def checked_source():
+        yield b"part one "
+        raise ValueError("digest mismatch detected by the source")
+
+    with pytest.raises(ValueError):
+        store.put_chunks(checked_source(), expected=sha(b"part one two"), verified=True)
+    assert list(store.iter_blobs()) == [] and list(store.iter_temp()) == []
+    info = store.put_chunks([b"part one ", b"two"], expected=sha(b"part one two"), verified=True)
+    assert store.read_bytes(info.digest) == b"part one two"
