@@ -228,3 +228,20 @@ async def test_small_blob_fast_path_matches_the_quart_path(hub, tmp_path):
                 assert r.headers.get(name) == expected.headers.get(name), (headers, name)
         head = await hub.head(url)
         assert head.status_code == 200 and head.headers["content-length"] == "500" and head.content == b""
+
+
+async def test_every_seed_download_path_takes_ranges(hub, tmp_path):
+    with trio.fail_after(30):
+        packed = make_bundle(tmp_path)
+        await publish(hub, packed)
+        for path in ["/storage/services/echo/latest.zip", "/storage/services/echo/1.0.0.fbundle",
+                     "/storage/models/echo-model/latest/weights.bin",
+                     "/storage/models/echo-model/1.0.0/config.json",
+                     "/api/services/echo/latest/manifest"]:
+            full = await hub.get(path)
+            assert full.status_code == 200, path
+            part = await hub.get(path, headers={"Range": "bytes=-5"})
+            assert part.status_code == 206 and part.content == full.content[-5:], path
+            head = await hub.head(path)
+            assert head.headers["content-length"] == str(len(full.content)), path
+            assert (await hub.get(path, headers={"If-None-Match": full.headers["etag"]})).status_code == 304
