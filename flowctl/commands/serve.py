@@ -27,6 +27,11 @@ def serve(
     hub_url: str | None = typer.Option(None, "--hub-url",
                                        help="With the scheduler role: the hub URL nodes download from "
                                             "(default: this server)."),
+    heartbeat_interval: float = typer.Option(5.0, "--heartbeat-interval", min=0.05, max=3600,
+                                             help="With the scheduler role: seconds between node heartbeats."),
+    lost_after: float = typer.Option(15.0, "--lost-after", min=0.1, max=86400,
+                                     help="With the scheduler role: a node silent this long is lost and "
+                                          "its replicas move."),
 ) -> None:
     """Serve a hub: bundles, blobs and models over HTTP, with publish behind an admin key.
 
@@ -47,11 +52,13 @@ def serve(
         raise CliError("--require-signature needs at least one --trust KEY")
     cfg = load_config(data_dir=data_dir, trusted_keys=trust or None)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
-         require_signature=require_signature, private=private, hub_url=hub_url)
+         require_signature=require_signature, private=private, hub_url=hub_url,
+         heartbeat_interval=heartbeat_interval, lost_after=lost_after)
 
 
 def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
-         require_signature: bool, private: bool, hub_url: str | None) -> None:
+         require_signature: bool, private: bool, hub_url: str | None, heartbeat_interval: float = 5.0,
+         lost_after: float = 15.0) -> None:
     import os
     import signal
     from functools import partial
@@ -82,7 +89,8 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                 from runtime.plane import PlaneSettings, serve_control_plane
 
                 plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
-                                      hub=settings, hub_url=hub_url)
+                                      hub=settings, hub_url=hub_url, heartbeat_interval=heartbeat_interval,
+                                      lost_after=lost_after)
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
                                                      on_new_key=new_key))
                 urls = handle.urls

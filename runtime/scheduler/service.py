@@ -226,7 +226,8 @@ class Scheduler:
         now = trio.current_time()
         nodes = [{
             "node_id": n.node_id, "name": n.name, "state": str(n.state),
-            "last_heartbeat_s": round(now - n.last_seen, 1), "outstanding": n.outstanding,
+            "last_heartbeat_s": round(now - n.last_seen, 1), "heartbeats": n.heartbeats,
+            "outstanding": n.outstanding,
             "cpu_count": n.hello.cpu_count, "ram_mb": n.hello.ram_mb, "free_ram_mb": n.free_ram_mb,
             "gpus": [{"name": g.name, "vram_mb": g.vram_mb} for g in n.hello.gpus],
             "replicas": sum(1 for r in self._replicas if r.node_id == n.node_id),
