@@ -78,12 +78,19 @@ class CompletionStream(ResponseBody):
         except trio.EndOfChannel:
             self._ended = True
             raise StopAsyncIteration from None
-        if isinstance(item, Finished):
-            self._ended = True
-            self._queue.extend(_sse(chunk) for chunk in self.reply.last(item))
-            self._queue.append(DONE)
-            return self._queue.popleft()
-        return _sse(self.reply.piece(item))
+        # When the writer fell behind, send every waiting piece in one write.
+        out = []
+        while True:
+            if isinstance(item, Finished):
+                self._ended = True
+                out.extend(_sse(chunk) for chunk in self.reply.last(item))
+                out.append(DONE)
+                return b"".join(out)
+            out.append(_sse(self.reply.piece(item)))
+            try:
+                item = self._items.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return b"".join(out)
 
 
 def create_app(engine: Engine, models: tuple[str, ...], *, device: str) -> QuartTrio:

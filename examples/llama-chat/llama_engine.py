@@ -12,6 +12,7 @@ so this module imports neither llama_cpp nor quart and is tested with a fake.
 from __future__ import annotations
 
 import codecs
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,9 +21,11 @@ from typing import Protocol
 
 import trio
 
-# Pieces buffered between the generating thread and the HTTP writer: a slow write of one
-# chunk should not stall sampling, and max_tokens bounds the rest anyway.
-TOKEN_BUFFER = 16
+# The channel from the generating thread is unbounded on purpose: max_tokens (at most the
+# context window) bounds it, and a slow reader then never holds the model, whose one slot
+# the next request is waiting for. The thread posts pieces without waiting for the event
+# loop, so handing a token over costs the sampling loop no round trip.
+TOKEN_BUFFER = math.inf
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,19 @@ class Engine:
     async def _run_in_thread(self, tokens: Sequence[int], sampling: Sampling,
                              send: trio.MemorySendChannel[str | Finished],
                              cancel: threading.Event) -> None:
+        post = trio.lowlevel.current_trio_token().run_sync_soon
+
+        def put(item: str | Finished) -> None:
+            try:
+                send.send_nowait(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                cancel.set()  # the reader left
+
+        # Callbacks run in the order posted, and the thread's own completion is posted after
+        # its last piece, so the channel closes only once every piece is in it.
         async with send:
-            deliver = trio.from_thread.run
             await trio.to_thread.run_sync(self._generate, tokens, sampling,
-                                          lambda item: deliver(send.send, item), cancel)
+                                          lambda item: post(put, item), cancel)
 
     def _generate(self, tokens: Sequence[int], sampling: Sampling,
                   deliver: Callable[[str | Finished], None], cancel: threading.Event) -> None:
@@ -195,8 +207,8 @@ class Engine:
                     deliver(tail)
             if finish != "cancelled":
                 deliver(Finished(finish, len(tokens), count))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
-            return  # the request went away; stop sampling
+        except trio.RunFinishedError:
+            return  # the event loop is gone; nobody is listening
         finally:
             close = getattr(tokens_iter, "close", None)
             if close is not None:
