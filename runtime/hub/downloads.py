@@ -1,7 +1,8 @@
 """Download routes: blobs by digest, bundles, the seed's .zip, manifests, model files.
 
-Every body is a blob of the store, served by `runtime.http.serve_file` (HEAD, Range,
-ETag = the SHA-256, If-None-Match, If-Range) after a one-time digest check. No part
+Every body is a blob of the store, served with HEAD, Range, ETag = the SHA-256,
+If-None-Match and If-Range: small blobs read whole and digest-checked on each request
+(`serve_bytes`), large ones streamed by `serve_file` after a once-per-process check. No part
 of a URL is ever joined into a filesystem path: ids are parsed strictly, then looked
 up in the catalog, and only a digest (64 hex) names a file.
 """
