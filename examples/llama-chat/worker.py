@@ -3,7 +3,8 @@
 Environment:
   FLOWCTL_PORT        port to listen on (0: any free port; default 8000)
   FLOWCTL_HOST        address to bind (default 127.0.0.1)
-  MODELS_DIR          where the GGUF named in service.json is (default: models/ beside this file)
+  MODELS_DIR          where the GGUF named in service.json is (default: models/ beside this file;
+                      without a service.json, the names of the shipped one are used)
   LLAMA_N_THREADS     CPU threads for llama.cpp (default: os.cpu_count())
   LLAMA_N_CTX         context window in tokens (default 4096)
   LLAMA_N_GPU_LAYERS  layers to offload (default: all when the build supports a GPU, else 0)
@@ -32,6 +33,9 @@ from llama_engine import Engine
 GRACEFUL_TIMEOUT_S = 5.0
 DEFAULT_PORT = 8000
 HERE = Path(__file__).resolve().parent
+# What the shipped service.json says, for an install that did not keep service.json.
+DEFAULT_MODELS = ("gemma-3-270m", "gemma-3-270m-embedding")
+DEFAULT_GGUF = "models/gemma-3-270m-q4_k_m.gguf"
 
 
 class BadSetting(Exception):
@@ -62,13 +66,15 @@ def _env_int(name: str, default: int | None, lo: int) -> int | None:
 
 
 def load_settings(manifest: Path = HERE / "service.json") -> WorkerSettings:
-    """Read the environment and service.json; BadSetting names what is wrong."""
-    try:
-        data = json.loads(manifest.read_text())
-        models = tuple(m["model_id"] for m in data["models"])
-        gguf = next(m["path"] for m in data["models"] if m.get("path", "").endswith(".gguf"))
-    except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
-        raise BadSetting(f"{manifest} does not name a .gguf model ({exc!r})") from None
+    """Read the environment and service.json (if present); BadSetting names what is wrong."""
+    models, gguf = DEFAULT_MODELS, DEFAULT_GGUF
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+            models = tuple(m["model_id"] for m in data["models"])
+            gguf = next(m["path"] for m in data["models"] if m.get("path", "").endswith(".gguf"))
+        except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
+            raise BadSetting(f"{manifest} does not name a .gguf model ({exc!r})") from None
     models_dir = Path(os.environ.get("MODELS_DIR") or HERE / "models")
     port = _env_int("FLOWCTL_PORT", DEFAULT_PORT, 0)
     if port > 65535:

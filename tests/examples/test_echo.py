@@ -274,3 +274,16 @@ def test_echo_api_plan_keeps_text_joinable():
                      stream=False, include_usage=False, delay_s=None, tokens=None)
     assert plan("  hello   world ", gen) == (["  hel"], "stop")
     assert json.dumps(plan("", gen)) == '[[], "stop"]'
+
+
+async def test_runs_from_an_install_without_service_json(tmp_path):
+    for name in ("worker.py", "echo_api.py"):
+        (tmp_path / name).write_bytes((ECHO / name).read_bytes())
+    worker = spawn_worker(tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=worker.url, timeout=IO_TIMEOUT) as c:
+            with trio.fail_after(IO_TIMEOUT):
+                models = (await c.get("/v1/models")).json()
+        assert [m["id"] for m in models["data"]] == ["echo"]
+    finally:
+        worker.stop()

@@ -186,3 +186,19 @@ async def test_http_errors_on_fake_model(fake_server):
         assert r.status_code == 400 and "'tool'" in r.json()["error"]["message"]
         r = await client.post("/v1/embeddings", content=b"x" * (1024 * 1024 + 10))
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_worker_settings_from_service_json_env_and_defaults(tmp_path, monkeypatch):
+    worker = import_llama_module("worker")
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("LLAMA_N_THREADS", "3")
+    monkeypatch.setenv("FLOWCTL_PORT", "0")
+    shipped = worker.load_settings()
+    assert shipped.models == ("gemma-3-270m", "gemma-3-270m-embedding")
+    assert shipped.llama.model_path == tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    assert shipped.llama.n_threads == 3 and shipped.port == 0
+    # unpack_bundle does not write service.json into the install; the defaults match it
+    assert worker.load_settings(tmp_path / "service.json") == shipped
+    monkeypatch.setenv("LLAMA_N_CTX", "lots")
+    with pytest.raises(worker.BadSetting, match="LLAMA_N_CTX='lots' is not an integer"):
+        worker.load_settings()
