@@ -140,10 +140,12 @@ class BundleReader:
         self._seen: set[str] = set()
         self._iterated = False
         self._pool: ThreadPoolExecutor | None = None
+        self._known = {MANIFEST_NAME, SIGNATURE_NAME}
         try:
             self.manifest_bytes = self._read_member(MANIFEST_NAME, limits.max_manifest_bytes)
             self.manifest: Manifest = parse_bundle_manifest(self.manifest_bytes)
             self._check_limits()
+            self._known.update(f.path for f in self.manifest.files)
             self.signature: bytes | None = None
             header = self._next_header()
             if header is not None and header.name == SIGNATURE_NAME:
@@ -212,10 +214,11 @@ class BundleReader:
             header = Header(name=records.get("path", header.name),
                             size=int(records["size"]) if "size" in records else header.size,
                             mode=header.mode, typeflag=header.typeflag)
-        try:
-            check_path(header.name)
-        except ValueError as exc:
-            raise BundleError(f"unsafe member name: {exc}") from None
+        if header.name not in self._known:  # manifest paths are already checked
+            try:
+                check_path(header.name)
+            except ValueError as exc:
+                raise BundleError(f"unsafe member name: {exc}") from None
         if header.name in self._seen:
             raise BundleError("duplicate entry", member=header.name)
         self._seen.add(header.name)
