@@ -44,3 +44,17 @@ llm-bench: llm-model
 bench-hub: setup
     command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx) || (sudo apt-get update -qq && sudo apt-get install -y -qq nginx)
     {{py}} bench/hub.py
+
+# --- bundles (issue 2) ---
+
+# The README's main job: pack, verify and inspect the echo bundle.
+demo: setup
+    {{py}} examples/demo.py
+
+# flowctl pack/verify/unpack vs tar|zstd|openssl on a generated ~1 GiB source (SIZE in MiB).
+bench-pack SIZE="1024": setup
+    {{py}} bench/pack.py --size-mib {{SIZE}}
+
+# Start-up time of `flowctl --help` and `flowctl pack` (median of 15 runs).
+bench-startup: setup
+    {{py}} bench/startup.py
