@@ -16,6 +16,7 @@ from typing import Any
 from llama_engine import Finished, Sampling
 
 DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 2**31 - 1
 MAX_STOP = 4
 
 
@@ -94,9 +95,10 @@ def _content_text(content: Any, where: str) -> str:
     raise invalid(where, f"must be a string or a list of parts, not {type(content).__name__}")
 
 
-def _sampling(body: dict[str, Any], n_ctx: int) -> Sampling:
-    max_tokens = _get(body, "max_tokens", int, DEFAULT_MAX_TOKENS, lo=1, hi=n_ctx)
-    max_tokens = _get(body, "max_completion_tokens", int, max_tokens, lo=1, hi=n_ctx)
+def _sampling(body: dict[str, Any]) -> Sampling:
+    # Larger than the context is allowed, as in llama.cpp's server: generation stops there.
+    max_tokens = _get(body, "max_tokens", int, DEFAULT_MAX_TOKENS, lo=1, hi=MAX_TOKENS_LIMIT)
+    max_tokens = _get(body, "max_completion_tokens", int, max_tokens, lo=1, hi=MAX_TOKENS_LIMIT)
     stop = body.get("stop")
     stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or len(stops) > MAX_STOP or not all(
@@ -126,7 +128,7 @@ def _streaming(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, include_usage
 
 
-def parse_chat(body: dict[str, Any], n_ctx: int) -> CompletionRequest:
+def parse_chat(body: dict[str, Any]) -> CompletionRequest:
     """Validate a /v1/chat/completions body."""
     model = _get(body, "model", str, required=True)
     raw = _get(body, "messages", list, required=True)
@@ -141,11 +143,11 @@ def parse_chat(body: dict[str, Any], n_ctx: int) -> CompletionRequest:
             raise _missing(f"messages[{i}].role")
         messages.append((role, _content_text(message.get("content"), f"messages[{i}].content")))
     stream, include_usage = _streaming(body)
-    return CompletionRequest(model=model, sampling=_sampling(body, n_ctx), stream=stream,
+    return CompletionRequest(model=model, sampling=_sampling(body), stream=stream,
                              include_usage=include_usage, messages=tuple(messages))
 
 
-def parse_completion(body: dict[str, Any], n_ctx: int) -> CompletionRequest:
+def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     """Validate a /v1/completions body (one prompt string)."""
     model = _get(body, "model", str, required=True)
     prompt = body.get("prompt")
@@ -156,7 +158,7 @@ def parse_completion(body: dict[str, Any], n_ctx: int) -> CompletionRequest:
     if not isinstance(prompt, str):
         raise invalid("prompt", "must be a string (one prompt per request)")
     stream, include_usage = _streaming(body)
-    return CompletionRequest(model=model, sampling=_sampling(body, n_ctx), stream=stream,
+    return CompletionRequest(model=model, sampling=_sampling(body), stream=stream,
                              include_usage=include_usage, prompt=prompt)
 
 

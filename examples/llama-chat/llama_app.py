@@ -181,11 +181,11 @@ def create_app(engine: Engine, models: tuple[str, ...], *, device: str) -> Quart
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response | dict[str, Any]:
-        return await complete(parse_chat(await read_json(), backend.n_ctx), chat=True)
+        return await complete(parse_chat(await read_json()), chat=True)
 
     @app.post("/v1/completions")
     async def completions() -> Response | dict[str, Any]:
-        return await complete(parse_completion(await read_json(), backend.n_ctx), chat=False)
+        return await complete(parse_completion(await read_json()), chat=False)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> dict[str, Any]:

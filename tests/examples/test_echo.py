@@ -9,6 +9,7 @@ import signal
 import socket
 import struct
 import time
+from functools import partial
 
 import httpx
 import pytest
@@ -204,7 +205,8 @@ async def test_client_disconnect_stops_the_stream(client):
 
 
 async def test_requests_beyond_max_concurrency_queue_and_finish(tmp_path):
-    worker = spawn_worker(ECHO, env={"ECHO_MAX_CONCURRENCY": "2", "ECHO_TOKEN_DELAY_S": "0.05"})
+    worker = await trio.to_thread.run_sync(partial(
+        spawn_worker, ECHO, env={"ECHO_MAX_CONCURRENCY": "2", "ECHO_TOKEN_DELAY_S": "0.05"}))
     try:
         async with httpx.AsyncClient(base_url=worker.url, timeout=IO_TIMEOUT) as c:
             results = []
@@ -279,7 +281,7 @@ def test_echo_api_plan_keeps_text_joinable():
 async def test_runs_from_an_install_without_service_json(tmp_path):
     for name in ("worker.py", "echo_api.py"):
         (tmp_path / name).write_bytes((ECHO / name).read_bytes())
-    worker = spawn_worker(tmp_path)
+    worker = await trio.to_thread.run_sync(spawn_worker, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=worker.url, timeout=IO_TIMEOUT) as c:
             with trio.fail_after(IO_TIMEOUT):
