@@ -173,20 +173,19 @@ class EchoApp:
         self._check_model(gen.model)
         delay = self.delay_s if gen.delay_s is None else gen.delay_s
         answers = [plan(p, gen) for p in gen.prompts]
-        async with self.limiter:
-            if not gen.stream:
+        async with self.limiter, trio.open_nursery() as nursery:
+            # Stop as soon as the client disconnects, like a real model would.
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            if gen.stream:
+                await _stream(gen, prefix, answers[0], delay, send)
+            else:
                 if delay:
                     await trio.sleep(delay * max(len(toks) for toks, _ in answers))
                 rid = new_id(prefix)
                 body = (chat_response(gen, rid, *answers[0]) if prefix == "chatcmpl"
                         else completion_response(gen, rid, answers))
                 await _send_json(send, 200, body)
-                return
-            async with trio.open_nursery() as nursery:
-                # Stop generating as soon as the client disconnects, like a real model would.
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                await _stream(gen, prefix, answers[0], delay, send)
-                nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
 
 async def _stream(gen: Generation, prefix: str, answer: tuple[list[str], str], delay: float,

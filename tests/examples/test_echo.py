@@ -289,3 +289,11 @@ async def test_runs_from_an_install_without_service_json(tmp_path):
         assert [m["id"] for m in models["data"]] == ["echo"]
     finally:
         worker.stop()
+
+
+async def test_client_leaving_a_slow_unstreamed_request_frees_its_slot(client):
+    body = chat_body("slow", echo_tokens=1000, echo_delay_s=0.01)  # ~10 s if not cancelled
+    with trio.fail_after(IO_TIMEOUT):
+        with trio.move_on_after(0.3):
+            await client.post("/v1/chat/completions", json=body)
+        await wait_for_health(client, lambda b: b["active_requests"] == 0, deadline_s=3)
