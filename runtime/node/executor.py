@@ -24,6 +24,7 @@ from packer.errors import PackerError
 from runtime.control.messages import Assign, Assignment, InstalledVersion, ReplicaReport
 from runtime.errors import FlowError
 from runtime.groups import collapse
+from runtime.node import orphans
 from runtime.node.activate import activate
 from runtime.node.install import InstallOptions, install
 from runtime.node.layout import NodeLayout
@@ -148,7 +149,13 @@ class NodeExecutor:
 
         activated = False
 
+        run_dir = self.layout.root / "run"
+
         def on_state(state: WorkerState) -> None:
+            if state.kind == "ready" and state.pid is not None:
+                orphans.record(run_dir, a.replica_id, state.pid)
+            elif state.kind in ("crashed", "stopped", "failed"):
+                orphans.forget(run_dir, a.replica_id)
             if state.kind == "starting":
                 replica.say("starting")
             elif state.kind == "ready" and activated:

@@ -12,6 +12,7 @@ import trio
 
 from runtime.control.messages import Welcome
 from runtime.groups import collapse
+from runtime.node import orphans
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.node.executor import ExecutorSettings, NodeExecutor
 from runtime.node.layout import NodeLayout
@@ -58,6 +59,7 @@ async def run_node(settings: NodeSettings, *,
     Error handling: JoinRefused for a refused token; connection trouble is retried.
     """
     layout = await trio.to_thread.run_sync(NodeLayout.create, settings.data_dir)
+    await orphans.sweep(layout.root / "run")
     node_id = await trio.to_thread.run_sync(node_identity, settings.data_dir)
     config = AgentConfig(url=settings.url, token=settings.token, node_id=node_id,
                          name=settings.name or socket.gethostname(), agent_version=settings.agent_version)

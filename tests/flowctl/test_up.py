@@ -153,11 +153,21 @@ async def test_two_terminals_deploy_and_a_killed_node(cluster, tmp_path):
             nodes.get(r["node_id"]) == "first" for r in s["deployments"][0]["replicas"]), port)
         assert sorted(r["attempt"] for r in data["deployments"][0]["replicas"]) == [1, 2]
         assert {n["name"]: n["state"] for n in data["nodes"]}["second"] == "lost"
-        for pid in second_workers:  # a SIGKILLed agent cannot stop its workers; the test does
-            os.kill(pid, signal.SIGKILL)
+
+        # A SIGKILLed agent cannot stop its workers; the same node starting again does.
+        try:
+            await start("second-again", "--token", token.strip(), "--data-dir", str(tmp_path / "two"),
+                        "--name", "second")
+            while any(alive(pid) for pid in second_workers):  # noqa: ASYNC110 - other processes
+                await trio.sleep(0.05)
+        finally:
+            for pid in second_workers:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        await until(lambda s: {n["name"]: n["state"] for n in s["nodes"]}["second"] == "ready", port)
 
         first_workers = children(first.proc.pid)
-        assert len(first_workers) == 2
+        assert len(first_workers) >= 1
         first.proc.send_signal(signal.SIGTERM)
         await first.proc.wait()
         assert first.proc.returncode == 0, first.stderr()
