@@ -268,7 +268,7 @@ def main() -> int:
         skipped[names[3]] = open_through_gateway(args.tokens, args.threads)
         # Rounds interleave the ways, so load from elsewhere on the machine hits all alike.
         runs: dict[str, list[Run]] = {name: [] for name in sources}
-        for name, pieces in sources.items():
+        for pieces in sources.values():
             time_stream(pieces)  # warm-up: first-use allocations, prompt cache
         for i in range(args.runs):
             for name, pieces in sources.items():
