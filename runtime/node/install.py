@@ -32,7 +32,7 @@ from runtime.node.hubclient import HubClient, new_client
 from runtime.node.layout import NodeLayout
 from runtime.node.lock import hold_lock
 from runtime.node.trust import check_trust
-from runtime.node.venv import REQUIREMENTS, ensure_venv
+from runtime.node.venv import ensure_venv, venv_key
 
 PARALLEL = 4
 DISK_MARGIN = 64 << 20
@@ -139,9 +139,9 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
             reused = await _build_tree(layout, store, hub, client, manifest, fetched.raw, signature,
                                        options, tally)
     venv = None
-    req = next((f for f in manifest.files if f.path == REQUIREMENTS), None)
-    if req is not None and options.venv:
-        venv = str(await ensure_venv(layout, target, req.sha256))
+    key = venv_key(manifest)
+    if key is not None and options.venv:
+        venv = str(await ensure_venv(layout, target, key))
     previous = layout.current_version(service)
     activated, removed = False, ()
     if options.activate:

@@ -15,6 +15,7 @@ from runtime.node.errors import NotInstalled, VersionInUse
 from runtime.node.fsutil import remove_tree
 from runtime.node.layout import STAGING_PREFIX, NodeLayout
 from runtime.node.lock import hold_lock, release, try_lock
+from runtime.node.venv import venv_key
 
 GC_GRACE = 3600.0
 
@@ -90,17 +91,20 @@ class GcReport:
 
 
 def gc(layout: NodeLayout, *, grace: float = GC_GRACE) -> GcReport:
-    """Drop blobs no installed version uses (older than `grace` s) and abandoned partials.
+    """Drop blobs no installed version uses (older than `grace` s), unused venvs, leftovers.
 
     Blocking: run it in a thread from async code. The grace period protects a blob an
     install in another process has just fetched but not yet linked.
     """
     store = LocalBlobStore(layout.root)
     used: set[str] = set()
+    venvs: set[str | None] = set()
     for service in layout.installed_services():
         for version in layout.installed_versions(service):
             manifest, _ = layout.read_manifest(service, version)
             used.update(f.sha256 for f in manifest.files)
+            venvs.add(venv_key(manifest))
+    _sweep_venvs(layout, venvs)
     cutoff = time.time() - grace
     blobs = freed = 0
     for info in list(store.iter_blobs()):
@@ -143,3 +147,20 @@ def _sweep_staging(layout: NodeLayout) -> None:
                 remove_tree(staging)
             finally:
                 release(lock, fd)
+
+
+def _sweep_venvs(layout: NodeLayout, keep: set[str | None]) -> None:
+    """Remove virtualenvs no installed version uses, each only while its lock is free."""
+    if not layout.venvs.is_dir():
+        return
+    for venv in layout.venvs.iterdir():
+        if venv.name in keep:
+            continue
+        lock = layout.locks / f"venv-{venv.name}.lock"
+        fd = try_lock(lock)
+        if fd is None:  # being built right now
+            continue
+        try:
+            remove_tree(venv)
+        finally:
+            release(lock, fd)

@@ -1,7 +1,7 @@
 """Per-requirements virtualenvs: one per distinct requirements.txt, shared by versions.
 
-A venv lives at `venvs/{key}`, key = sha256 of the requirements bytes and the
-Python version; it is built in place under a lock and marked complete last, so
+A venv lives at `venvs/{key}`, key = sha256 of the requirements', the bundled wheels'
+digests and the Python version; it is built in place under a lock and marked complete last, so
 a crash leaves an unmarked dir that the next run rebuilds. Wheels shipped in
 the bundle under `wheels/` are tried first with `--no-index` (an offline node
 can install); only if that fails is the package index allowed.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from packer.manifest import Manifest
 from runtime.node.errors import NodeError
 from runtime.node.fsutil import fsync_dir, remove_tree, write_file_durably
 from runtime.node.layout import NodeLayout
@@ -39,16 +40,21 @@ class VenvFailed(NodeError):
         super().__init__(f"virtualenv {key}: {step} failed: {tail!r}")
 
 
-def venv_key(requirements_sha256: str) -> str:
-    """The venv name for a requirements digest on this interpreter."""
+def venv_key(manifest: Manifest) -> str | None:
+    """The venv name for a manifest's requirements.txt and bundled wheels on this
+    interpreter; None when the bundle has no requirements.txt."""
+    digests = {f.path: f.sha256 for f in manifest.files
+               if f.path == REQUIREMENTS or f.path.startswith(WHEELS + "/")}
+    if REQUIREMENTS not in digests:
+        return None
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return hashlib.sha256(f"{requirements_sha256}:{py}".encode()).hexdigest()[:20] + "-" + py
+    material = "\n".join(f"{p} {d}" for p, d in sorted(digests.items())) + f"\n{py}"
+    return hashlib.sha256(material.encode()).hexdigest()[:20] + "-" + py
 
 
-async def ensure_venv(layout: NodeLayout, tree: Path, requirements_sha256: str, *,
+async def ensure_venv(layout: NodeLayout, tree: Path, key: str, *,
                       build_limit: float = PIP_TIMEOUT) -> Path:
-    """The venv for `tree/requirements.txt`, created unless an identical one exists."""
-    key = venv_key(requirements_sha256)
+    """The venv `key` for `tree/requirements.txt`, created unless it already exists."""
     target = layout.venvs / key
     async with hold_lock(layout.locks / f"venv-{key}.lock"):
         if (target / COMPLETE).is_file():

@@ -9,7 +9,7 @@ import zipfile
 
 import trio
 
-from runtime.node import install
+from runtime.node import gc, install, uninstall
 
 
 def tiny_wheel() -> bytes:
@@ -45,3 +45,8 @@ async def test_requirements_venv_from_bundled_wheels_is_shared(hub, layout, opti
                                      capture_stdout=True, stderr=subprocess.STDOUT)
     assert out.stdout.strip() == b"42"
     assert first.venv == second.venv  # identical requirements: one venv
+    gc(layout)
+    assert [p.name for p in layout.venvs.iterdir()] == [first.venv.rsplit("/", 1)[1]]
+    await uninstall(layout, "echo", force=True)
+    gc(layout)
+    assert list(layout.venvs.iterdir()) == []
