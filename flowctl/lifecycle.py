@@ -17,7 +17,7 @@ def run_until_signal(main: Callable[[Any], Awaitable[None]]) -> None:
     import trio
 
     from flowctl.console import err
-    from runtime.groups import collapse
+    from runtime.exception_groups import collapse
 
     async def root() -> None:
         with collapse():

@@ -35,7 +35,7 @@ from runtime.control.messages import (
     Welcome,
 )
 from runtime.errors import FlowError
-from runtime.groups import collapse
+from runtime.exception_groups import collapse
 from runtime.node import sysinfo
 from runtime.tunnel import Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error

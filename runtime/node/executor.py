@@ -23,7 +23,7 @@ import trio
 from packer.errors import PackerError
 from runtime.control.messages import Assign, Assignment, InstalledVersion, ReplicaReport
 from runtime.errors import FlowError
-from runtime.groups import collapse
+from runtime.exception_groups import collapse
 from runtime.node import orphans
 from runtime.node.activate import activate
 from runtime.node.install import InstallOptions, install

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from runtime.node.process import stop_group
+from runtime.node.pgroups import stop_group
 
 log = logging.getLogger("flowctl.node")
 SWEEP_GRACE_S = 5.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from runtime.control.messages import Welcome
-from runtime.groups import collapse
+from runtime.exception_groups import collapse
 from runtime.node import orphans
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.node.executor import ExecutorSettings, NodeExecutor

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import trio
 from trio_websocket import ConnectionClosed
 
-from runtime.groups import collapse
+from runtime.exception_groups import collapse
 from runtime.tunnel import frames
 from runtime.tunnel.errors import StreamReset, TunnelClosed, TunnelError, TunnelProtocolError
 from runtime.tunnel.frames import FrameType
