@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,18 +19,36 @@ import time
 from pathlib import Path
 
 
-def timed(argv: list[str], runs: int) -> tuple[float, float]:
-    """(median, min) wall seconds over `runs` runs after one warm-up."""
-    times = []
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], runs: int) -> tuple[float, float, float]:
+    """(median wall, min wall, median CPU) seconds over `runs` runs after one warm-up.
+
+    CPU time (user + sys) is less disturbed than wall time when other work shares the machine.
+    """
+    times, cpus = [], []
     for i in range(runs + 1):
+        cpu = _child_cpu()
         start = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True)
         elapsed = time.perf_counter() - start
+        cpu = _child_cpu() - cpu
         if proc.returncode != 0:
             sys.exit(f"{argv} failed: {proc.stderr.decode()}")
         if i:
             times.append(elapsed)
-    return statistics.median(times), min(times)
+            cpus.append(cpu)
+    return statistics.median(times), min(times), statistics.median(cpus)
+
+
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def main() -> None:
@@ -48,10 +67,10 @@ def main() -> None:
             "flowctl --help": [sys.executable, "-m", "flowctl", "--help"],
             "flowctl pack TINY": [sys.executable, "-m", "flowctl", "pack", str(src), "-o", str(tmp / "dist")],
         }
-        print(f"{'command':22}{'median':>9}{'min':>9}   ({args.runs} runs)")
+        print(f"{'command':22}{'median':>9}{'min':>9}{'cpu':>9}   ({args.runs} runs; load {_load()})")
         for name, argv in cases.items():
-            median, best = timed(argv, args.runs)
-            print(f"{name:22}{median * 1000:7.0f}ms{best * 1000:7.0f}ms")
+            median, best, cpu = timed(argv, args.runs)
+            print(f"{name:22}{median * 1000:7.0f}ms{best * 1000:7.0f}ms{cpu * 1000:7.0f}ms")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ def pack(
     Files are chosen by .flowctlignore (gitignore globs) plus defaults (.git/,
     __pycache__/, *.pyc, .DS_Store). The same directory always gives the same bytes.
     """
-    from flowctl.console import byte_progress, print_json, progress_enabled
-    from flowctl.console import out as stdout
+    from flowctl.console import byte_progress, echo, print_json, progress_enabled
     from packer.pack import FORMATS, pack_dir
     from packer.source import scan_source
 
@@ -39,9 +38,9 @@ def pack(
                     "signed": result.signed, "files": len(result.manifest.files),
                     "zip": str(result.zip_path) if result.zip_path else None})
         return
-    stdout.print(f"{result.sha256}  {result.path}")
+    echo(f"{result.sha256}  {result.path}")
     if result.zip_path is not None:
-        stdout.print(f"zip  {result.zip_path}")
+        echo(f"zip  {result.zip_path}")
 
 
 def _trusted(paths: list[Path]) -> list:
@@ -57,8 +56,7 @@ def verify(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a bundle end to end: digest, manifest, every file's size and SHA-256, signature."""
-    from flowctl.console import byte_progress, human_bytes, print_json
-    from flowctl.console import out as stdout
+    from flowctl.console import byte_progress, echo, human_bytes, print_json
     from packer.verify import verify_bundle
 
     keys = _trusted(trust)
@@ -71,12 +69,12 @@ def verify(
                     "files": report.file_count, "total_size": report.total_size,
                     "signature": report.signature, "key_id": report.key_id})
         return
-    stdout.print(f"ok {report.path}")
-    stdout.print(f"  sha256     {report.sha256}")
-    stdout.print(f"  service    {report.manifest.service_id} {report.manifest.version}")
-    stdout.print(f"  files      {report.file_count} ({human_bytes(report.total_size)} unpacked, "
-                 f"{human_bytes(report.size)} packed)")
-    stdout.print(f"  signature  {report.signature}")
+    echo(f"ok {report.path}")
+    echo(f"  sha256     {report.sha256}")
+    echo(f"  service    {report.manifest.service_id} {report.manifest.version}")
+    echo(f"  files      {report.file_count} ({human_bytes(report.total_size)} unpacked, "
+         f"{human_bytes(report.size)} packed)")
+    echo(f"  signature  {report.signature}")
 
 
 def inspect(
@@ -85,7 +83,7 @@ def inspect(
     json_out: bool = typer.Option(False, "--json", help="Print manifest, signature status and files as JSON."),
 ) -> None:
     """Show a bundle's manifest, models, files and signature (reads only the manifest)."""
-    from flowctl.console import human_bytes, print_json
+    from flowctl.console import human_bytes, print_json, printable
     from flowctl.console import out as stdout
     from packer.reader import open_bundle
     from packer.verify import check_signature
@@ -100,26 +98,31 @@ def inspect(
                     "manifest": m.to_dict()})
         return
     from rich.table import Table
+    from rich.text import Text
 
-    stdout.print(f"[bold]{m.service_name}[/bold] ({m.service_id} {m.version}, {m.service_type})")
-    if m.description:
-        stdout.print(f"  {m.description}")
-    stdout.print(f"  start      {m.startup_command}" + (f"  (port {m.port})" if m.port else ""))
-    stdout.print(f"  health     {m.health_check.method} {m.health_check.endpoint}")
-    stdout.print(f"  resources  ram {m.resources.ram_mb} MB, vram {m.resources.vram_mb} MB, "
-                 f"gpu {m.resources.gpu}")
-    stdout.print(f"  created    {m.created_at}")
-    stdout.print(f"  size       {human_bytes(m.total_size)} in {len(m.files)} files, "
-                 f"{human_bytes(size)} packed")
-    stdout.print(f"  signature  {status}")
+    # Manifest strings come from the bundle's author: plain text (no rich markup, no terminal escapes).
+    stdout.print(Text.assemble((printable(m.service_name), "bold"),
+                               printable(f" ({m.service_id} {m.version}, {m.service_type})")))
+    lines = [f"  {m.description}"] if m.description else []
+    lines += [
+        f"  start      {m.startup_command}" + (f"  (port {m.port})" if m.port else ""),
+        f"  health     {m.health_check.method} {m.health_check.endpoint}",
+        f"  resources  ram {m.resources.ram_mb} MB, vram {m.resources.vram_mb} MB, gpu {m.resources.gpu}",
+        f"  created    {m.created_at}",
+        f"  size       {human_bytes(m.total_size)} in {len(m.files)} files, {human_bytes(size)} packed",
+        f"  signature  {status}",
+    ]
+    for line in lines:
+        stdout.print(Text(printable(line)))
     if m.models:
         models = Table("model", "type", "version", "path", title="models", title_justify="left")
         for spec in m.models:
-            models.add_row(spec.model_id, spec.model_type, spec.version, spec.path or "-")
+            models.add_row(*(Text(printable(v)) for v in (spec.model_id, spec.model_type, spec.version,
+                                                         spec.path or "-")))
         stdout.print(models)
     files = Table("path", "size", "mode", "sha256", title="files", title_justify="left")
     for entry in m.files:
-        files.add_row(entry.path, human_bytes(entry.size), oct(entry.mode)[2:], entry.sha256[:16])
+        files.add_row(Text(entry.path), human_bytes(entry.size), oct(entry.mode)[2:], entry.sha256[:16])
     stdout.print(files)
 
 
@@ -129,8 +132,7 @@ def unpack(
     trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
 ) -> None:
     """Extract a bundle, checking every byte; DEST appears only if everything checks out."""
-    from flowctl.console import byte_progress, human_bytes, progress_enabled
-    from flowctl.console import out as stdout
+    from flowctl.console import byte_progress, echo, human_bytes, progress_enabled
     from packer.reader import open_bundle
     from packer.unpack import unpack_bundle
 
@@ -142,8 +144,8 @@ def unpack(
     with byte_progress(total, "unpacking") as advance:
         manifest = unpack_bundle(bundle, dest, trusted_keys=keys, require_signature=bool(keys),
                                  progress=advance)
-    stdout.print(f"unpacked {manifest.name}: {len(manifest.files)} files "
-                 f"({human_bytes(manifest.total_size)}) into {dest}")
+    echo(f"unpacked {manifest.name}: {len(manifest.files)} files "
+         f"({human_bytes(manifest.total_size)}) into {dest}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ def gen(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Generate an Ed25519 key pair: sign with `flowctl pack --sign NAME.key`, check with `--trust NAME.pub`."""
-    from flowctl.console import out, print_json
+    from flowctl.console import echo, print_json
     from packer.signing import generate_keypair, key_id, load_public_key
 
     private_path, public_path = generate_keypair(name)
@@ -24,9 +24,9 @@ def gen(
     if json_out:
         print_json({"private_key": str(private_path), "public_key": str(public_path), "key_id": kid})
         return
-    out.print(f"private key {private_path} (keep it secret)")
-    out.print(f"public key  {public_path}")
-    out.print(f"key id      {kid}")
+    echo(f"private key {private_path} (keep it secret)")
+    echo(f"public key  {public_path}")
+    echo(f"key id      {kid}")
 
 
 def register(app: typer.Typer) -> None:

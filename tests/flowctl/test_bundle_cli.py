@@ -143,3 +143,13 @@ def test_fast_paths_import_no_heavy_modules(args, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_inspect_shows_manifest_strings_verbatim_not_as_markup(tmp_path):
+    src = write_source(tmp_path / "src", {"[b]x.txt": b"x"}, models=[], service_name="[red]evil[/red]",
+                       description="\x1b[2Jclear")
+    assert flowctl("pack", src, "-o", tmp_path / "d").returncode == 0
+    result = flowctl("inspect", tmp_path / "d" / "echo-1.0.0.fbundle")
+    assert result.returncode == 0, result.stderr
+    assert "[red]evil[/red]" in result.stdout and "[b]x.txt" in result.stdout
+    assert "\x1b" not in result.stdout
