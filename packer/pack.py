@@ -68,7 +68,8 @@ def pack_dir(src: Path, out_dir: Path, *, level: int = 3, signing_key: Path | No
         raise PackerError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if not 1 <= level <= 19:
         raise PackerError(f"compression level {level} is out of range (1..19)")
-    source = scan_source(Path(src))
+    out_dir = Path(out_dir)
+    source = scan_source(Path(src), exclude=out_dir)
     mtime, created_at = bundle_mtime(source)
     # Validate the complete manifest (model paths, collisions) before the heavy work.
     draft = source.manifest.with_files(
@@ -80,7 +81,6 @@ def pack_dir(src: Path, out_dir: Path, *, level: int = 3, signing_key: Path | No
 
         private_key = load_private_key(Path(signing_key))
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{draft.name}.fbundle"
     compressor = zstandard.ZstdCompressor(level=level, threads=max(1, os.cpu_count() or 1),

@@ -58,8 +58,12 @@ class Source:
         return sum(f.size for f in self.files)
 
 
-def scan_source(src: Path) -> Source:
-    """Validate SRC/service.json and list the files to pack, sorted by path."""
+def scan_source(src: Path, *, exclude: Path | None = None) -> Source:
+    """Validate SRC/service.json and list the files to pack, sorted by path.
+
+    `exclude` is a directory left out wherever it is (the output directory, when it
+    lies inside SRC, as with `flowctl pack . -o dist`).
+    """
     src = Path(src)
     if not src.is_dir():
         raise SourceError(src, "is not a directory")
@@ -71,12 +75,17 @@ def scan_source(src: Path) -> Source:
     manifest = parse_source_manifest(raw, source=MANIFEST_NAME)
     rules = IgnoreRules.for_source(src)
     files: list[SourceFile] = []
-    _walk(src, "", rules, files)
+    skip = None
+    if exclude is not None and exclude.exists():
+        st = exclude.stat()
+        skip = (st.st_dev, st.st_ino)
+    _walk(src, "", rules, files, skip)
     files.sort(key=lambda f: f.path)
     return Source(root=src, manifest=manifest, files=tuple(files))
 
 
-def _walk(directory: Path, prefix: str, rules: IgnoreRules, out: list[SourceFile]) -> None:
+def _walk(directory: Path, prefix: str, rules: IgnoreRules, out: list[SourceFile],
+          skip: tuple[int, int] | None) -> None:
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
@@ -93,7 +102,8 @@ def _walk(directory: Path, prefix: str, rules: IgnoreRules, out: list[SourceFile
         except ValueError as exc:
             raise SourceError(path, f"cannot be packed: {exc}") from None
         if is_dir:
-            _walk(path, rel + "/", rules, out)
+            if (st.st_dev, st.st_ino) != skip:
+                _walk(path, rel + "/", rules, out, skip)
         elif stat.S_ISREG(st.st_mode):
             mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
             out.append(SourceFile(rel, path, st.st_size, mode, int(st.st_mtime)))

@@ -30,7 +30,7 @@ def pack(
         raise typer.BadParameter(f"{level} is not in 1..19", param_hint="--level")
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
-    total = 2 * scan_source(src).total_size if progress_enabled() else 0  # read, then write out
+    total = 2 * scan_source(src, exclude=out).total_size if progress_enabled() else 0  # read, write
     with byte_progress(total, "packing") as advance:
         result = pack_dir(src, out, level=level, signing_key=sign, fmt=fmt, progress=advance)
     if json_out:

@@ -159,3 +159,10 @@ def test_large_and_long_named_files_round_trip(tmp_path):
         for entry, chunks in reader.iter_files():
             data = b"".join(chunks)
             assert hashlib.sha256(data).hexdigest() == entry.sha256
+
+
+def test_output_directory_inside_the_source_is_not_packed(source):
+    first = pack_dir(source, source / "dist")
+    second = pack_dir(source, source / "dist")  # dist/ now holds a bundle: still left out
+    assert first.sha256 == second.sha256
+    assert not any(f.path.startswith("dist/") for f in second.manifest.files)
