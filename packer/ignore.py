@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from packer.errors import PackerError
+
 IGNORE_FILE = ".flowctlignore"
 DEFAULT_PATTERNS = (".git/", "__pycache__/", "*.pyc", ".DS_Store")
 
@@ -101,7 +103,10 @@ class IgnoreRules:
         lines = list(DEFAULT_PATTERNS)
         path = src / IGNORE_FILE
         if path.is_file():
-            lines += path.read_text(encoding="utf-8").splitlines()
+            try:
+                lines += path.read_bytes().decode("utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise PackerError(f"{str(path)!r} is not valid UTF-8") from None
         return cls(lines)
 
     def ignored(self, path: str, *, is_dir: bool) -> bool:

@@ -35,3 +35,11 @@ def test_defaults():
     assert rules.ignored("m.pyc", is_dir=False)
     assert rules.ignored("a/.DS_Store", is_dir=False)
     assert not rules.ignored("main.py", is_dir=False)
+
+
+def test_ignore_file_must_be_utf8(tmp_path):
+    from packer import PackerError
+
+    (tmp_path / ".flowctlignore").write_bytes(b"\xff\xfe*.log\n")
+    with pytest.raises(PackerError, match="not valid UTF-8"):
+        IgnoreRules.for_source(tmp_path)
