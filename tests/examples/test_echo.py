@@ -297,3 +297,22 @@ async def test_client_leaving_a_slow_unstreamed_request_frees_its_slot(client):
         with trio.move_on_after(0.3):
             await client.post("/v1/chat/completions", json=body)
         await wait_for_health(client, lambda b: b["active_requests"] == 0, deadline_s=3)
+
+
+async def test_sigterm_during_a_stream_drains_then_exits_zero():
+    worker = await trio.to_thread.run_sync(spawn_worker, ECHO)
+    try:
+        body = chat_body("x", stream=True, echo_tokens=100_000, echo_delay_s=0.01)
+        async with httpx.AsyncClient(base_url=worker.url, timeout=IO_TIMEOUT) as c:
+            with trio.fail_after(IO_TIMEOUT):
+                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: "):
+                            break
+                    began = time.monotonic()
+                    worker.proc.send_signal(signal.SIGTERM)
+                    code = await trio.to_thread.run_sync(worker.proc.wait)
+        assert code == 0
+        assert time.monotonic() - began < 2.0 + 3.0  # the grace period, then the stream is cut
+    finally:
+        worker.stop()
