@@ -93,8 +93,8 @@ class Case:
 
 
 def _bomb() -> bytes:
-    # A member whose data is 64 MiB of zeros in ~2 KiB of zstd, where the manifest declares 1000 bytes.
-    big = bytes(64 << 20)
+    # A member whose data is 16 MiB of zeros in ~1 KiB of zstd, where the manifest declares 1000 bytes.
+    big = bytes(16 << 20)
     return zst(member("service.json", GOOD_MANIFEST) + member("a.py", A) + header("b.bin", len(B)) + big)
 
 
@@ -159,7 +159,7 @@ def build_cases(signing_key, other_key) -> list[Case]:
         Case("not-zstd", good_tar(), "not a zstd stream"),
         Case("empty-file", b"", "empty"),
         Case("decompression-bomb", _bomb(), "sha256 mismatch"),
-        Case("zeros-after-end", zst(good_tar() + bytes(64 << 20)), "trailing data"),
+        Case("zeros-after-end", zst(good_tar() + bytes(16 << 20)), "trailing data"),
         Case("manifest-bomb", zst(header("service.json", 1 << 30) + bytes(1 << 20)), "limit"),
         Case("window-too-large", _window_bomb(), "window over the limit"),
         Case("case-collision", zst(tar(member("A.PY", B), member("a.py", A),
