@@ -10,6 +10,7 @@ from runtime.node.errors import (
     DowngradeRefused,
     DownloadFailed,
     HubRequestFailed,
+    InvalidReference,
     NodeError,
     NotEnoughSpace,
     NotInstalled,
@@ -28,7 +29,7 @@ from runtime.node.verify import VerifyReport, verify_installed
 __all__ = [
     "ActivateResult", "BlobMismatch", "DowngradeRefused", "DownloadFailed", "FetchPolicy",
     "FetchResult", "GcReport", "HubRequestFailed", "InstallOptions", "InstallReport",
-    "InstalledVersion", "NodeError", "NodeLayout", "NotEnoughSpace", "NotInstalled",
+    "InstalledVersion", "InvalidReference", "NodeError", "NodeLayout", "NotEnoughSpace", "NotInstalled",
     "TransferStalled", "TrustRefused", "VenvFailed", "VerifyFailed", "VerifyReport",
     "VersionInUse", "activate", "fetch_blob", "gc", "install", "list_installed",
     "load_trusted_keys", "uninstall", "use", "verify_installed",

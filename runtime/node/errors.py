@@ -1,6 +1,7 @@
 """The node package manager's errors, one hierarchy.
 
     NodeError (runtime.errors.FlowError)
+    ├── InvalidReference     a service id or version that does not parse
     ├── HubRequestFailed     the hub answered with an unexpected status or unusable body
     ├── DownloadFailed       a blob could not be fetched after every retry
     │   └── TransferStalled  a transfer stayed below the minimum rate for the stall window
@@ -20,6 +21,15 @@ from runtime.errors import FlowError
 
 class NodeError(FlowError):
     """Base of the node package manager's errors."""
+
+
+class InvalidReference(NodeError, ValueError):
+    """A service id or version given to the node does not parse."""
+
+    def __init__(self, kind: str, value: object):
+        self.kind = kind
+        self.value = value
+        super().__init__(f"invalid {kind}: {value!r}")
 
 
 class HubRequestFailed(NodeError):

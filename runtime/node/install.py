@@ -113,6 +113,9 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
         async with new_client(hub_url) as own:
             return await install(layout, hub_url, service, version, options=options,
                                  client=own, on_progress=on_progress)
+    layout.service_dir(service)  # validate before the id goes into a URL
+    if version != "latest":
+        layout.version_dir(service, version)
     hub = HubClient(hub_url, client)
     fetched = await hub.fetch_manifest(service, version)
     manifest = parse_bundle_manifest(fetched.raw, source=f"{service}@{version}/{MANIFEST_NAME}")

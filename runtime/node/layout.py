@@ -12,15 +12,24 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from packer.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse_bundle_manifest
+from packer.manifest import (
+    MANIFEST_NAME,
+    SERVICE_ID_PATTERN,
+    SIGNATURE_NAME,
+    Manifest,
+    parse_bundle_manifest,
+)
 from packer.semver import is_version, parse_version
+from runtime.node.errors import InvalidReference
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
+_SERVICE_ID = re.compile(SERVICE_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,16 @@ class NodeLayout:
         return self.root / "venvs"
 
     def service_dir(self, service: str) -> Path:
-        """`services/{id}`."""
+        """`services/{id}`; the id is checked, so it can never name another path."""
+        if not isinstance(service, str) or not _SERVICE_ID.match(service):
+            raise InvalidReference("service id", service)
         return self.services / service
 
     def version_dir(self, service: str, version: str) -> Path:
-        """`services/{id}/{version}`."""
-        return self.services / service / version
+        """`services/{id}/{version}`; the version must be SemVer."""
+        if not isinstance(version, str) or not is_version(version):
+            raise InvalidReference("version", version)
+        return self.service_dir(service) / version
 
     def current_link(self, service: str) -> Path:
         """`services/{id}/current`."""
@@ -81,9 +94,11 @@ class NodeLayout:
         return self.downloads / f"{digest}.partial"
 
     def version_lock(self, service: str, version: str) -> Path:
+        self.version_dir(service, version)  # validates both
         return self.locks / f"{service}@{version}.lock"
 
     def service_lock(self, service: str) -> Path:
+        self.service_dir(service)
         return self.locks / f"{service}.lock"
 
     def blob_lock(self, digest: str) -> Path:
@@ -104,7 +119,7 @@ class NodeLayout:
         if not self.services.is_dir():
             return []
         return sorted(p.name for p in self.services.iterdir()
-                      if p.is_dir() and self.installed_versions(p.name))
+                      if p.is_dir() and _SERVICE_ID.match(p.name) and self.installed_versions(p.name))
 
     def installed_versions(self, service: str) -> list[str]:
         """Installed versions of `service`, lowest first (SemVer order)."""

@@ -11,6 +11,7 @@ import trio
 
 from packer.signing import generate_keypair, load_private_key, load_public_key, sign_manifest
 from runtime.node import (
+    InvalidReference,
     NotInstalled,
     TrustRefused,
     VerifyFailed,
@@ -146,3 +147,14 @@ async def test_cli_reports_and_one_line_errors(hub, layout, options):
                                    text=True, timeout=60, env={**os.environ, "FLOWCTL_HUB_URL": "",
                                                                "FLOWCTL_CONFIG": "/nonexistent"}))
         assert no_hub.returncode == 1 and "no hub URL" in no_hub.stderr
+
+
+async def test_hostile_references_never_reach_a_path(hub, layout, options):
+    with trio.fail_after(10):
+        with pytest.raises(InvalidReference, match="service id"):
+            await install(layout, hub.url, "../etc", "1.0.0", options=options)
+        with pytest.raises(InvalidReference, match="version"):
+            await use(layout, "echo", "../../x")
+        with pytest.raises(InvalidReference):
+            await uninstall(layout, "echo/..", force=True)
+    assert hub.log == []
