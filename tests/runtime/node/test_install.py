@@ -111,3 +111,23 @@ async def test_keep_prunes_old_versions_but_not_the_previous(hub, layout, option
             report = await install(layout, hub.url, "echo", f"1.0.{i}", options=keep2)
     assert layout.installed_versions("echo") == ["1.0.2", "1.0.3"]
     assert report.removed_versions == ("1.0.1",)
+
+
+async def test_leftovers_of_a_crash_at_each_step_are_swept_or_reused(hub, layout, options):
+    hub.publish("echo", "1.0.0", v1_files())
+    hub.publish("echo", "1.1.0", v1_files(b"x = 11\n"))
+    with trio.fail_after(20):
+        await install(layout, hub.url, "echo", "1.0.0", options=options)
+        # Killed while staging: a half-built tree under a staging name.
+        half = layout.new_staging_dir("echo", "1.1.0")
+        (half / "models").mkdir(parents=True)
+        (half / "models/m.bin").write_bytes(b"half")
+        # Killed after the rename, before the switch: complete tree, current unchanged.
+        staged = await install(layout, hub.url, "echo", "1.1.0",
+                               options=dataclasses.replace(options, activate=False))
+        assert not half.exists() and not staged.activated
+        assert layout.current_version("echo") == "1.0.0"
+        report = await install(layout, hub.url, "echo", "1.1.0", options=options)
+    assert report.already_installed and report.activated and report.downloaded_bytes == 0
+    assert layout.current_version("echo") == "1.1.0"
+    verify_installed(layout, "echo")
