@@ -97,3 +97,36 @@ async def test_two_processes_installing_the_same_version_do_the_work_once(hub, l
     assert sorted(r["already_installed"] for r in reports) == [False, True]
     assert sum(r["downloaded_bytes"] for r in reports) == len(BIG) + len(b"print(1)\n")
     verify_installed(layout, "echo")
+
+
+async def test_kill_9_at_random_moments_never_breaks_current(hub, layout, options):
+    import random
+
+    async def steady(hub, stream, req, data, attempt):
+        await send_blob(stream, req, data, f'"{DIGEST}"', trickle=(512 << 10, 0.02))
+
+    hub.publish("echo", "1.0.0", {"main.py": b"print(1)\n"})
+    hub.publish("echo", "1.1.0", {"main.py": b"print(2)\n", "models/m.bin": BIG,
+                                  **{f"lib/m{i}.py": f"x = {i}\n".encode() for i in range(30)}})
+    hub.faults[DIGEST] = steady
+    rng = random.Random(4)
+    with trio.fail_after(120):
+        await install(layout, hub.url, "echo", "1.0.0", options=options)
+        for _ in range(4):
+            proc = await trio.lowlevel.open_process(cli(hub, layout, "install", "echo@1.1.0"),
+                                                    stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.DEVNULL)
+            try:
+                with trio.move_on_after(rng.uniform(0.3, 1.5)):
+                    await proc.wait()
+            finally:
+                proc.kill()
+                await proc.wait()
+            assert layout.current_version("echo") in ("1.0.0", "1.1.0")
+            verify_installed(layout, "echo")
+        result = await trio.run_process(cli(hub, layout, "install", "echo@1.1.0"),
+                                        capture_stderr=True, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert layout.current_version("echo") == "1.1.0"
+    verify_installed(layout, "echo")
+    verify_installed(layout, "echo", "1.0.0")
