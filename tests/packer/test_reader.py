@@ -55,3 +55,26 @@ def test_mismatch_raises_before_the_chunk_iterator_ends(bundle, tmp_path):
 def test_limits_apply_before_any_file_is_read(bundle):
     with pytest.raises(PackerError, match=r"limit 100"):
         open_bundle(NonSeekable(bundle.path.read_bytes()), limits=Limits(max_file_bytes=100))
+
+
+def test_decoding_stops_at_what_the_manifest_declares():
+    # 16 MiB of zeros after the end-of-archive marker: the decoder stops within one read chunk
+    # of what the manifest declares instead of expanding the rest.
+    from tests.packer.hostile import good_tar, zst
+
+    blob = zst(good_tar() + bytes(16 << 20))
+    reader = open_bundle(NonSeekable(blob))
+    with reader, pytest.raises(PackerError, match="trailing data"):
+        for _entry, chunks in reader.iter_files():
+            for _ in chunks:
+                pass
+    assert reader._tar.produced <= len(good_tar()) + CHUNK  # private, but the budget is the point
+
+
+def test_manifest_budget_bounds_decoding_before_the_manifest_is_known():
+    from tests.packer.hostile import header, zst
+
+    blob = zst(header("service.json", 8 << 20) + b"{" + bytes(8 << 20))
+    reader_limits = Limits(max_manifest_bytes=1 << 20)
+    with pytest.raises(PackerError, match="limit"):
+        open_bundle(NonSeekable(blob), limits=reader_limits)
