@@ -53,6 +53,7 @@ def test_same_input_gives_identical_bytes(tmp_path, monkeypatch):
     one = write_source(tmp_path / "one", files)
     two = write_source(tmp_path / "two", files)
     os.utime(two / "a.txt", (1, 1))  # mtimes and thread counts must not matter
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     first = pack_dir(one, tmp_path / "d1")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     second = pack_dir(two, tmp_path / "d2")
