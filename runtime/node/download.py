@@ -117,18 +117,19 @@ class _Partial:
         else:
             self.etag_path.write_text(etag)
 
-    def write(self, chunks: list[bytes]) -> None:
-        """Append chunks at the current offset and hash them (one update, one write per batch)."""
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.hash.update(data)
+    def store(self, data: bytes) -> None:
+        """Write `data` at the current offset (without hashing or advancing)."""
         view = memoryview(data)
         pos = self.offset
         while view:
             n = os.pwrite(self.fd, view, pos)
             view = view[n:]
             pos += n
-        self.offset += len(data)
-        self.received += len(data)
+
+    def advance(self, n: int) -> None:
+        """Count `n` stored and hashed bytes; start their writeback in large steps."""
+        self.offset += n
+        self.received += n
         if self.offset - self.synced >= WRITEBACK_EVERY:
             start_writeback(self.fd, self.synced, self.offset - self.synced)
             self.synced = self.offset
@@ -269,15 +270,21 @@ async def _stream_into(resp: httpx.Response, digest: str, size: int, part: _Part
     send, recv = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
 
     async def writer() -> None:
+        # Hashing (the slow part) and writing run in two threads at once for each batch.
         async with recv:
             async for chunks in recv:
-                try:
-                    await trio.to_thread.run_sync(part.write, chunks)
-                except OSError as exc:
-                    part.write_error = exc
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                async with trio.open_nursery() as both:
+                    both.start_soon(trio.to_thread.run_sync, part.hash.update, data)
+                    try:
+                        await trio.to_thread.run_sync(part.store, data)
+                    except OSError as exc:  # caught here: a nursery body would group it
+                        part.write_error = exc
+                if part.write_error is not None:
                     nursery.cancel_scope.cancel()
                     return
-                report(sum(len(c) for c in chunks))
+                part.advance(len(data))
+                report(len(data))
 
     window_bytes = 0
     need = policy.min_rate * policy.stall_window

@@ -152,3 +152,17 @@ async def test_a_server_that_never_answers_is_given_up_on_and_retried(hub, layou
         await install(layout, hub.url, "echo", "1.0.0", options=options)
     assert len(hub.blob_requests(DIGEST)) == 2
     assert stored(layout) == BIG
+
+
+async def test_a_disk_write_error_fails_the_install_at_once(hub, layout, options, monkeypatch):
+    from runtime.node import download
+
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(download._Partial, "store", full)
+    publish(hub)
+    with trio.fail_after(20), pytest.raises(OSError, match="No space left"):
+        await install(layout, hub.url, "echo", "1.0.0", options=options)
+    assert len(hub.blob_requests(DIGEST)) == 1  # not retried
+    assert layout.current_version("echo") is None
