@@ -55,11 +55,18 @@ def verify(
     trust: list[Path] = typer.Option([], "--trust", help=_TRUST_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check a bundle end to end: digest, manifest, every file's size and SHA-256, signature."""
+    """Check a bundle end to end: digest, manifest, every file's size and SHA-256, signature.
+
+    Without --sha256, the digest in BUNDLE.sha256 (written by `flowctl pack`) is checked if present.
+    """
     from flowctl.console import byte_progress, echo, human_bytes, print_json
     from packer.verify import verify_bundle
 
     keys = _trusted(trust)
+    source = "--sha256" if sha256 is not None else None
+    if sha256 is None:
+        sha256 = _sidecar_digest(bundle)
+        source = bundle.name + ".sha256" if sha256 else None
     with byte_progress(bundle.stat().st_size, "verifying") as advance:
         report = verify_bundle(bundle, expected_sha256=sha256, trusted_keys=keys,
                                require_signature=bool(keys), progress=advance)
@@ -67,14 +74,26 @@ def verify(
         print_json({"ok": True, "path": str(report.path), "sha256": report.sha256, "size": report.size,
                     "service_id": report.manifest.service_id, "version": report.manifest.version,
                     "files": report.file_count, "total_size": report.total_size,
-                    "signature": report.signature, "key_id": report.key_id})
+                    "signature": report.signature, "key_id": report.key_id, "sha256_checked_against": source})
         return
     echo(f"ok {report.path}")
-    echo(f"  sha256     {report.sha256}")
+    echo(f"  sha256     {report.sha256}" + (f" (matches {source})" if source else ""))
     echo(f"  service    {report.manifest.service_id} {report.manifest.version}")
     echo(f"  files      {report.file_count} ({human_bytes(report.total_size)} unpacked, "
          f"{human_bytes(report.size)} packed)")
     echo(f"  signature  {report.signature}")
+
+
+def _sidecar_digest(bundle: Path) -> str | None:
+    """The digest that BUNDLE.sha256 records for BUNDLE, if that file exists and names it."""
+    sidecar = bundle.with_name(bundle.name + ".sha256")
+    try:
+        fields = sidecar.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) == 2 and fields[1].lstrip("*") == bundle.name:
+        return fields[0]
+    return None
 
 
 def inspect(

@@ -58,6 +58,16 @@ def test_verify_and_inspect(packed):
     assert [f["path"] for f in data["manifest"]["files"]][0] == "lib/util.py"
 
 
+def test_verify_checks_the_sha256_file_beside_the_bundle(packed):
+    bundle, digest, _ = packed
+    result = flowctl("verify", bundle)
+    assert result.returncode == 0 and f"{digest} (matches echo-1.0.0.fbundle.sha256)" in result.stdout
+    sidecar = bundle.with_name(bundle.name + ".sha256")
+    sidecar.write_text(f"{'0' * 64}  {bundle.name}\n")
+    result = flowctl("verify", bundle)
+    assert result.returncode == 1 and "sha256 mismatch" in _one_error_line(result)
+
+
 def test_verify_wrong_digest_is_one_line_exit_1(packed):
     bundle, _, _ = packed
     result = flowctl("verify", bundle, "--sha256", "0" * 64)
