@@ -1,0 +1,172 @@
+"""Realtime sessions: creation under limits, lookup by tenant or engine token, idle expiry.
+
+Sessions live in memory on the gateway that created them (a session is a live
+conversation, not a record); each belongs to the tenant of the key that made it,
+and no call reveals one tenant's session to another (a foreign id is a 404).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from runtime.errors import FlowError
+from runtime.sessions.history import DEFAULT_MAX_TOKENS, History
+from runtime.sessions.protocol import now_iso
+
+DEFAULT_MAX_SESSIONS = 1000
+DEFAULT_IDLE_TIMEOUT = 3600.0
+MAX_REAP_INTERVAL = 30.0
+
+
+class SessionError(FlowError):
+    """A session request cannot be served; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str):
+        self.status = status
+        self.detail = detail
+        super().__init__(detail)
+
+
+@dataclass(eq=False)
+class Session:
+    """One live conversation; its state lives here and nowhere else."""
+
+    session_id: str
+    tenant: str
+    model: str
+    token: str
+    history: History
+    asr_model: str | None = None
+    tts_model: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=now_iso)
+    last_activity_at: str = field(default_factory=now_iso)
+    last_activity: float = field(default_factory=trio.current_time)
+    replica_id: str | None = None
+    node_id: str | None = None
+    close_reason: str = ""
+    closed: trio.Event = field(default_factory=trio.Event)
+    connections: int = 0
+
+    @property
+    def status(self) -> str:
+        """"active" until deleted or expired, then "closed"."""
+        return "closed" if self.closed.is_set() else "active"
+
+    def touch(self) -> None:
+        """Record activity (postpones the idle timeout)."""
+        self.last_activity = trio.current_time()
+        self.last_activity_at = now_iso()
+
+    def close(self, reason: str) -> None:
+        """End the session; its WebSocket is told why and closed."""
+        if not self.closed.is_set():
+            self.close_reason = reason
+            self.closed.set()
+
+    def to_json(self, *, engine_url: str | None = None, secret: bool = False) -> dict[str, Any]:
+        """The session as the API shows it (the engine token only at creation)."""
+        data: dict[str, Any] = {
+            "session_id": self.session_id, "status": self.status, "model": self.model,
+            "asr_model": self.asr_model, "tts_model": self.tts_model, "metadata": self.metadata,
+            "created_at": self.created_at, "last_activity": self.last_activity_at,
+            "node_id": self.node_id, "replica_id": self.replica_id,
+            "history_tokens": self.history.tokens(),
+        }
+        # The seed's clients read these at the top level.
+        for key in ("tutor_id", "student_id", "kb_id"):
+            data[key] = self.metadata.get(key)
+        if engine_url is not None:
+            data["engine_url"] = engine_url
+        if secret:
+            data["engine_token"] = self.token
+        return data
+
+
+class SessionManager:
+    """The sessions of one gateway, with global and per-tenant limits and idle expiry."""
+
+    def __init__(self, *, max_sessions: int = DEFAULT_MAX_SESSIONS, max_per_tenant: int | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, history_tokens: int = DEFAULT_MAX_TOKENS):
+        self.max_sessions = max_sessions
+        self.max_per_tenant = max_per_tenant
+        self.idle_timeout = idle_timeout
+        self.history_tokens = history_tokens
+        self._sessions: dict[str, Session] = {}
+
+    @property
+    def active(self) -> int:
+        """Sessions currently open."""
+        return len(self._sessions)
+
+    def create(self, tenant: str, model: str, *, system_prompt: str = "", asr_model: str | None = None,
+               tts_model: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant_limit: int | None = None) -> Session:
+        """Open a session; SessionError 503 when the gateway is full, 429 when the tenant is."""
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionError(503, f"maximum number of sessions ({self.max_sessions}) reached; "
+                                    "close one or try later")
+        limit = tenant_limit if tenant_limit is not None else self.max_per_tenant
+        if limit is not None and sum(1 for s in self._sessions.values() if s.tenant == tenant) >= limit:
+            raise SessionError(429, f"this tenant already has its maximum of {limit} sessions open")
+        session = Session(session_id=str(uuid.uuid4()), tenant=tenant, model=model,
+                          token=secrets.token_urlsafe(32),
+                          history=History(system_prompt=system_prompt, max_tokens=self.history_tokens),
+                          asr_model=asr_model, tts_model=tts_model, metadata=dict(metadata or {}))
+        self._sessions[session.session_id] = session
+        return session
+
+    def get(self, session_id: str, tenant: str) -> Session:
+        """The tenant's session; SessionError 404 for a missing one and for another tenant's."""
+        session = self._sessions.get(session_id)
+        if session is None or session.tenant != tenant:
+            raise SessionError(404, f"no session {session_id!r}")
+        return session
+
+    def list(self, tenant: str) -> list[Session]:
+        """The tenant's open sessions, oldest first."""
+        return [s for s in self._sessions.values() if s.tenant == tenant]
+
+    def delete(self, session_id: str, tenant: str, *, reason: str = "session deleted") -> None:
+        """Close and forget a session."""
+        session = self.get(session_id, tenant)
+        self._forget(session, reason)
+
+    def authenticate(self, session_id: str, token: str | None) -> Session | None:
+        """The session whose engine token is `token`, compared in constant time, else None."""
+        session = self._sessions.get(session_id)
+        expected = session.token if session is not None else secrets.token_urlsafe(32)
+        if not token or not hmac.compare_digest(expected.encode(), token.encode()) or session is None:
+            return None
+        return session
+
+    def expire_idle(self) -> list[Session]:
+        """Close sessions idle longer than the timeout; returns them."""
+        now = trio.current_time()
+        idle = [s for s in self._sessions.values() if now - s.last_activity >= self.idle_timeout]
+        for session in idle:
+            self._forget(session, f"session closed after {self.idle_timeout:g} s without activity")
+        return idle
+
+    async def run_reaper(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Expire idle sessions until cancelled."""
+        task_status.started()
+        interval = min(self.idle_timeout / 4, MAX_REAP_INTERVAL)
+        while True:
+            await trio.sleep(interval)
+            self.expire_idle()
+
+    def close_all(self, reason: str) -> None:
+        """Close every session (the gateway is stopping)."""
+        for session in list(self._sessions.values()):
+            self._forget(session, reason)
+
+    def _forget(self, session: Session, reason: str) -> None:
+        session.close(reason)
+        self._sessions.pop(session.session_id, None)

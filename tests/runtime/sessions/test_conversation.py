@@ -1,0 +1,223 @@
+"""The session WebSocket protocol over a real trio-websocket connection, with a stand-in model."""
+
+import base64
+import json
+from functools import partial
+
+import pytest
+import trio
+import trio.lowlevel
+import trio_websocket
+
+from runtime.sessions.backend import BackendError
+from runtime.sessions.conversation import serve_session
+from runtime.sessions.manager import SessionManager
+
+
+class FakeBackend:
+    """Answers with the words of the question, one per delta; can fail or stall on demand."""
+
+    def __init__(self):
+        self.fail_before_output = 0
+        self.stall = False
+        self.cancelled = trio.Event()
+        self.seen = []
+
+    async def stream_chat(self, session, messages):
+        self.seen.append(messages)
+        if self.fail_before_output:
+            self.fail_before_output -= 1
+            raise BackendError("replica gone")
+        try:
+            for word in messages[-1]["content"].split():
+                yield word + " "
+                await trio.lowlevel.checkpoint()
+            while self.stall:
+                yield "."
+                await trio.sleep(0.01)
+        except BaseException:
+            self.cancelled.set()
+            raise
+
+    async def transcribe(self, session, audio, fmt):
+        if not session.asr_model:
+            raise BackendError("this session has no ASR model")
+        return audio.decode()
+
+    async def speak(self, session, text):
+        return text.encode()[::-1]
+
+
+class TrioSocket:
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def send(self, text):
+        await self.ws.send_message(text)
+
+    async def receive(self):
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            return None
+
+    async def close(self, code, reason):
+        await self.ws.aclose(code, reason)
+
+
+@pytest.fixture
+async def harness(nursery):
+    manager = SessionManager()
+    backend = FakeBackend()
+
+    async def handler(request):
+        session = manager.authenticate(request.path.rsplit("/", 1)[1], "t")
+        ws = await request.accept()
+        await serve_session(session, TrioSocket(ws), backend, max_message_bytes=64 * 1024)
+
+    server = await nursery.start(partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None))
+
+    async def connect(session):
+        session.token = "t"
+        return trio_websocket.open_websocket("127.0.0.1", server.port, f"/ws/{session.session_id}",
+                                             use_ssl=False)
+
+    return manager, backend, connect
+
+
+async def receive(ws):
+    return json.loads(await ws.get_message())
+
+
+async def send(ws, **message):
+    await ws.send_message(json.dumps(message))
+
+
+async def reply_of(ws):
+    deltas, messages = [], []
+    while True:
+        message = await receive(ws)
+        messages.append(message)
+        if message["type"] == "text" and "delta" in message:
+            deltas.append(message["delta"])
+        elif message["type"] in ("text", "error"):
+            return deltas, message, messages
+
+
+async def test_text_streams_deltas_then_the_whole_reply(harness):
+    manager, backend, connect = harness
+    session = manager.create("a", "echo", system_prompt="be nice")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await send(ws, type="text", content="hello there friend")
+            deltas, final, messages = await reply_of(ws)
+            await send(ws, type="text", content="again")
+            _, second, _ = await reply_of(ws)
+    assert deltas == ["hello ", "there ", "friend "]
+    assert final["content"] == "hello there friend " and final["done"] and final["role"] == "assistant"
+    assert len({m["utterance_id"] for m in messages}) == 1 and all(m["timestamp"] for m in messages)
+    assert second["utterance_id"] != final["utterance_id"]
+    # The second utterance saw the whole conversation.
+    assert [m["role"] for m in backend.seen[-1]] == ["system", "user", "assistant", "user"]
+
+
+async def test_cancel_stops_the_reply_at_once(harness):
+    manager, backend, connect = harness
+    backend.stall = True
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await send(ws, type="text", content="go on forever")
+            assert "delta" in await receive(ws)
+            await send(ws, type="text", content="too soon")
+            while (message := await receive(ws))["type"] != "error":
+                pass
+            assert "send cancel first" in message["content"]
+            await send(ws, type="cancel")
+            while not (message := await receive(ws)).get("cancelled"):
+                assert message["type"] == "text"
+            await backend.cancelled.wait()
+            backend.stall = False
+            await send(ws, type="text", content="still here")
+            _, final, _ = await reply_of(ws)
+    assert final["content"] == "still here "
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("{nope", "not JSON"),
+        ("[1]", "JSON object"),
+        ('{"type": "shout"}', "unknown message type 'shout'"),
+        ('{"type": "text"}', "non-empty string"),
+        ('{"type": "text", "content": "' + "x" * 20000 + '"}', "exceeds the limit"),
+        ('{"type": "audio", "data": "%%%"}', "not valid base64"),
+        ('{"type": "audio", "data": "aGk="}', "no ASR model"),
+    ],
+)
+async def test_bad_messages_get_an_error_and_the_session_stays_usable(harness, raw, problem):
+    manager, _, connect = harness
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await ws.send_message(raw)
+            message = await receive(ws)
+            assert message["type"] == "error" and problem in message["content"]
+            await send(ws, type="text", content="fine")
+            _, final, _ = await reply_of(ws)
+    assert final["content"] == "fine "
+
+
+async def test_audio_is_transcribed_and_speech_comes_back(harness):
+    manager, _, connect = harness
+    session = manager.create("a", "echo", asr_model="asr", tts_model="tts")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await send(ws, type="audio", data=base64.b64encode(b"spoken words").decode(), format="wav")
+            transcription = await receive(ws)
+            _, final, _ = await reply_of(ws)
+            audio = await receive(ws)
+    assert transcription["type"] == "transcription" and transcription["content"] == "spoken words"
+    assert audio["type"] == "audio" and base64.b64decode(audio["data"]) == b"spoken words "[::-1]
+
+
+async def test_a_failing_replica_is_retried_once_then_reported(harness):
+    manager, backend, connect = harness
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            backend.fail_before_output = 1
+            await send(ws, type="text", content="retry me")
+            _, final, _ = await reply_of(ws)
+            assert final["content"] == "retry me "
+            backend.fail_before_output = 2
+            await send(ws, type="text", content="fails twice")
+            _, final, _ = await reply_of(ws)
+            assert final["type"] == "error" and "replica gone" in final["content"]
+    assert [r for r, _ in session.history.turns] == ["user", "assistant"]  # no dangling question
+
+
+async def test_oversized_message_closes_with_1009(harness):
+    manager, _, connect = harness
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await ws.send_message("x" * (64 * 1024 + 1))
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason.code == 1009
+
+
+async def test_a_deleted_session_tells_its_socket_why_and_closes_it(harness):
+    manager, _, connect = harness
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws:
+            await send(ws, type="text", content="hi")
+            await reply_of(ws)
+            manager.delete(session.session_id, "a")
+            message = await receive(ws)
+            assert message["type"] == "error" and message["content"] == "session deleted"
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason.code == 4000
