@@ -1,0 +1,142 @@
+"""The session API and WebSocket routes (seed 002's management API, behind the gateway's keys).
+
+    POST   /v1/sessions            create (also /mgmt/v1/sessions, the seed's path)   -> 201
+    GET    /v1/sessions            the caller's tenant's sessions
+    GET    /v1/sessions/{id}       one session (404 for another tenant's, as for a missing one)
+    DELETE /v1/sessions/{id}       close it                                           -> 204
+    WS     /ws/sessions/{id}?token=ENGINE_TOKEN   (also /ws/ws/{id}, the seed's path)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import Response, jsonify, request, websocket
+
+from runtime.scheduler.service import Scheduler
+from runtime.sessions.backend import ChatBackend
+from runtime.sessions.conversation import serve_session
+from runtime.sessions.manager import SessionError, SessionManager
+
+# Returns the caller's tenant id, or raises SessionError(401/403).
+Authenticator = Callable[[str | None], Awaitable[str]]
+TenantLimit = Callable[[str], int | None]
+
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SEED_FIELDS = ("tutor_id", "student_id", "kb_id")
+MAX_SYSTEM_PROMPT = 32_000
+MAX_METADATA_BYTES = 16_384
+
+
+class QuartSocket:
+    """quart's websocket as a SessionSocket."""
+
+    async def send(self, text: str) -> None:
+        """Send one text message."""
+        await websocket.send(text)
+
+    async def receive(self) -> str | bytes | None:
+        """The next message (quart cancels the handler when the client leaves)."""
+        return await websocket.receive()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with a code and reason."""
+        await websocket.close(code, reason)
+
+
+def _error(status: int, detail: str) -> Response:
+    response = jsonify({"detail": detail, "error": {"message": detail, "type": "session_error",
+                                                    "code": status}})
+    response.status_code = status
+    return response
+
+
+def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
+    """Validate a create body; the seed's top-level tutor_id/student_id/kb_id join metadata."""
+    if not isinstance(data, dict):
+        raise SessionError(400, "the request body must be a JSON object")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise SessionError(400, "metadata must be a JSON object")
+    for key in _SEED_FIELDS:
+        if key in data:
+            metadata.setdefault(key, data[key])
+    if len(repr(metadata)) > MAX_METADATA_BYTES:
+        raise SessionError(413, f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    model = data.get("model")
+    if model is None:
+        ready = sorted(scheduler.models())
+        if len(ready) != 1:
+            raise SessionError(400, f"\"model\" is required (ready models: {', '.join(ready) or 'none'})")
+        model = ready[0]
+    fields = {"model": model}
+    for key in ("model", "asr_model", "tts_model"):
+        value = data.get(key, fields.get(key))
+        if value is not None and (not isinstance(value, str) or not _MODEL.match(value)):
+            raise SessionError(400, f"{key} {value!r} is not a model id")
+        fields[key] = value
+    system_prompt = data.get("system_prompt", "")
+    if not isinstance(system_prompt, str) or len(system_prompt) > MAX_SYSTEM_PROMPT:
+        raise SessionError(400, f"system_prompt must be a string of at most {MAX_SYSTEM_PROMPT} characters")
+    for key in ("model", "asr_model", "tts_model"):
+        if fields[key] is not None and not scheduler.routes(fields[key]):
+            raise SessionError(404 if key == "model" else 400, f"no ready replica serves {key} {fields[key]!r}")
+    return {**fields, "system_prompt": system_prompt, "metadata": metadata}
+
+
+def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
+             authenticate: Authenticator, tenant_limit: TenantLimit | None = None) -> None:
+    """Attach the session routes to a quart-trio app."""
+
+    async def tenant() -> str:
+        return await authenticate(request.headers.get("Authorization"))
+
+    def engine_url(session_id: str) -> str:
+        scheme = "wss" if request.scheme in ("https", "wss") else "ws"
+        return f"{scheme}://{request.host}/ws/sessions/{session_id}"
+
+    async def create() -> Response:
+        owner = await tenant()
+        fields = _session_request(await request.get_json(force=True, silent=True), scheduler)
+        session = manager.create(owner, **fields, tenant_limit=tenant_limit(owner) if tenant_limit else None)
+        body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
+        response = jsonify(body)
+        response.status_code = 201
+        return response
+
+    async def list_sessions() -> Response:
+        owner = await tenant()
+        return jsonify({"object": "list", "data": [s.to_json() for s in manager.list(owner)],
+                        "active_sessions": manager.active, "max_sessions": manager.max_sessions})
+
+    async def get_session(session_id: str) -> Response:
+        return jsonify(manager.get(session_id, await tenant()).to_json())
+
+    async def delete_session(session_id: str) -> Response:
+        manager.delete(session_id, await tenant())
+        return Response("", status=204)
+
+    for prefix in ("/v1/sessions", "/mgmt/v1/sessions"):
+        name = prefix.strip("/").replace("/", "_")
+        app.add_url_rule(prefix, f"{name}_create", create, methods=["POST"])
+        app.add_url_rule(prefix, f"{name}_list", list_sessions, methods=["GET"])
+        app.add_url_rule(f"{prefix}/<session_id>", f"{name}_get", get_session, methods=["GET"])
+        app.add_url_rule(f"{prefix}/<session_id>", f"{name}_delete", delete_session, methods=["DELETE"])
+
+    async def connect(session_id: str) -> Response | None:
+        session = manager.authenticate(session_id, websocket.args.get("token"))
+        if session is None:
+            # Refused before the upgrade completes; the same answer for a wrong id or token.
+            return _error(403, "unknown session or wrong engine token")
+        await websocket.accept()
+        await serve_session(session, QuartSocket(), backend)
+        return None
+
+    app.add_websocket("/ws/sessions/<session_id>", "session_socket", connect)
+    app.add_websocket("/ws/ws/<session_id>", "session_socket_seed", connect)
+
+    @app.errorhandler(SessionError)
+    async def session_error(exc: SessionError) -> Response:
+        return _error(exc.status, exc.detail)
