@@ -80,6 +80,7 @@ async def serve_app(
     read_timeout: float | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     backlog: int = DEFAULT_BACKLOG,
+    websocket_ping_interval: float | None = None,
     access_log: logging.Logger | None = None,
     error_log: logging.Logger | None = None,
 ) -> None:
@@ -92,7 +93,9 @@ async def serve_app(
     the kernel (TCP_USER_TIMEOUT), since hypercorn's sends cannot be cancelled.
     `read_timeout` bounds each socket read; hypercorn applies it even while a response
     streams out, so leave it None for servers of large downloads and put deadlines on
-    request bodies in the handlers. Access logs are off unless `access_log` is given;
+    request bodies in the handlers. WebSockets are pinged every `websocket_ping_interval`
+    seconds (default: half of `stall_timeout`), so a dead peer leaves unacknowledged bytes
+    and the kernel drops it within two ping intervals. Access logs are off unless `access_log` is given;
     when on, token query values and credential headers are redacted.
 
     Cancellation: stops accepting, lets requests in flight finish for `graceful_timeout`
@@ -106,6 +109,8 @@ async def serve_app(
         read_timeout=read_timeout, graceful_timeout=graceful_timeout,
         access_log=access_log, error_log=error_log,
     )
+    config.websocket_ping_interval = (websocket_ping_interval if websocket_ping_interval is not None
+                                      else stall_timeout / 2)
     guarded = wrap_app(
         _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout),
         config.wsgi_max_body_size, "asgi",
