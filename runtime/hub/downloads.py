@@ -55,7 +55,8 @@ async def send_blob(state: HubState, digest: str, *, content_type: str = "applic
     try:
         return await serve_file(state.data.store.path(digest), etag=digest, content_type=content_type,
                                 filename=filename, expected_size=expected_size,
-                                cache_control=cache_control, on_complete=on_complete)
+                                cache_control=cache_control, on_complete=on_complete,
+                                chunk_size=state.settings.download_chunk_bytes)
     except (FileNotFoundError, FileChanged):
         state.verifier.forget(digest)
         raise BlobNotFound(digest) from None
