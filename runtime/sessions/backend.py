@@ -60,6 +60,7 @@ class ClusterBackend:
         if model == session.model:
             for route in routes:
                 if route.replica.replica_id == session.replica_id:
+                    session.node_id = route.node_id  # a replica keeps its id when it moves
                     return route
             # Least-loaded by the number of sessions pinned there is not known here; spread at random.
             route = self._rng.choice(routes)
