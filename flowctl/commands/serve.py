@@ -102,10 +102,21 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                     nursery.cancel_scope.cancel()
                     break
 
+    from flowctl.errors import user_errors
+
     try:
         trio.run(main)
     except KeyboardInterrupt:
         err.print("stopped")
+    except BaseExceptionGroup as group:
+        # A user-fixable error (port in use, bad data dir) arrives wrapped by the nursery.
+        matched, rest = group.split(user_errors())
+        if matched is None or rest is not None:
+            raise
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def _expand_keys(paths) -> list[Path]:
