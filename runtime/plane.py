@@ -1,8 +1,10 @@
-"""The control plane's composition root: hub and scheduler roles on one port, one process.
+"""The control plane's composition root: hub, scheduler and gateway roles on one port, one process.
 
 `serve_control_plane` builds every component once, wires them by constructor
 injection and runs each as a task of one nursery (the hub's HTTP routes, the
-scheduler's reconcile loop, the cluster routes that nodes connect to). Routes of
+scheduler's reconcile loop, the cluster routes that nodes connect to, the gateway's
+OpenAI-compatible API). The gateway's paths and /health are answered by a bare ASGI
+dispatcher in front of the quart app, so the hot path skips the framework. Routes of
 the roles do not collide, so a single port serves them all; `roles` picks a
 subset when the roles are split across processes.
 """
@@ -20,6 +22,8 @@ import trio
 from quart_trio import QuartTrio
 
 from hub_store import open_data_dir
+from runtime.gateway import Gateway, GatewayDispatcher
+from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.auth import ensure_admin_key
@@ -29,7 +33,7 @@ from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
 
 log = logging.getLogger("flowctl.plane")
-ALL_ROLES = ("hub", "scheduler")
+ALL_ROLES = ("hub", "scheduler", "gateway")
 DEFAULT_PORT = 8080
 
 
@@ -56,6 +60,7 @@ class PlaneHandle:
     urls: list[str]
     url: str
     scheduler: Scheduler | None
+    gateway: Gateway | None = None
 
 
 async def serve_control_plane(
@@ -75,6 +80,8 @@ async def serve_control_plane(
     unknown = [r for r in settings.roles if r not in ALL_ROLES]
     if unknown or not settings.roles:
         raise ValueError(f"unknown role {unknown[0] if unknown else ''!r} (roles: {', '.join(ALL_ROLES)})")
+    if "gateway" in settings.roles and "scheduler" not in settings.roles:
+        raise ValueError("the gateway role needs the scheduler role in the same process")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     key_hash, new_key = await trio.to_thread.run_sync(ensure_admin_key, settings.data_dir, admin_key)
     if new_key is not None and on_new_key is not None:
@@ -82,6 +89,8 @@ async def serve_control_plane(
 
     data = None
     scheduler: Scheduler | None = None
+    keys: KeyService | None = None
+    gateway: Gateway | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     try:
@@ -99,6 +108,12 @@ async def serve_control_plane(
                                        heartbeat_interval=settings.heartbeat_interval)
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
                                     roles=settings.roles)
+        if "gateway" in settings.roles and scheduler is not None:
+            keys = KeyService.open(settings.data_dir, key_hash)
+            gateway = Gateway(scheduler, keys.authenticate, on_usage=keys.record_usage,
+                              **settings.extra.get("gateway", {}))
+        app.asgi_app = GatewayDispatcher(  # type: ignore[method-assign]
+            gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway), extra=keys)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
             url = _first_url(bound)
@@ -107,13 +122,30 @@ async def serve_control_plane(
             if scheduler is not None:
                 scheduler.hub_url = location["hub_url"]
                 await nursery.start(scheduler.run)
+            if keys is not None:
+                await nursery.start(keys.run)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
-            task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler))
+            task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway))
     finally:
+        if keys is not None:
+            keys.store.close()
         if scheduler is not None:
             scheduler.store.close()
         if data is not None:
             data.close()
+
+
+def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gateway | None) -> dict[str, Any]:
+    """One /health for every role this process runs."""
+    parts: dict[str, Any] = {}
+    if "hub" in roles:
+        parts["hub"] = {"status": "ok"}
+    if scheduler is not None:
+        parts["scheduler"] = {"status": "ok", "nodes": len(scheduler.registry.nodes()),
+                              "models": len(scheduler.models())}
+    if gateway is not None:
+        parts["gateway"] = gateway.health()
+    return {"status": "ok", "roles": parts}
 
 
 def _host_for_url(host: str) -> str:

@@ -1,0 +1,232 @@
+"""Tenants, API keys and usage in SQLite (data_dir/gateway.db, WAL, schema versioned).
+
+A key is `fgk_<id>_<secret>`: the id (8 bytes, hex) finds the row, the secret (32
+random bytes) is never stored: only sha256 of the whole key, compared in constant
+time. Every method is synchronous: the gateway calls them through a CapacityLimiter'd
+thread (`KeyStore.run`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import FlowError
+from runtime.gateway.limits import Limits, Principal
+
+KEY_PREFIX = "fgk_"
+SCHEMA_VERSION = 1
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_KEY = re.compile(r"fgk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, rpm INTEGER, tpm INTEGER, max_concurrency INTEGER,
+                                    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+                                 name TEXT NOT NULL, key_hash TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
+                                 max_concurrency INTEGER, models TEXT NOT NULL, expires_at REAL,
+                                 created_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+                                  model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+                                  completion_tokens INTEGER NOT NULL, PRIMARY KEY (day, tenant, key_id, model));
+"""
+
+
+class KeyStoreError(FlowError):
+    """A tenant or key operation that cannot be done; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A stored key (never its secret)."""
+
+    key_id: str
+    tenant: str
+    name: str
+    key_hash: str
+    limits: Limits
+    models: tuple[str, ...]
+    expires_at: float | None
+    created_at: float
+    revoked_at: float | None
+
+    def public(self) -> dict:
+        """What `keys ls` shows."""
+        return {"key_id": self.key_id, "tenant": self.tenant, "name": self.name, "rpm": self.limits.rpm,
+                "tpm": self.limits.tpm, "max_concurrency": self.limits.max_concurrency,
+                "models": list(self.models), "expires_at": self.expires_at, "created_at": self.created_at,
+                "revoked": self.revoked_at is not None}
+
+
+def parse_key(key: str) -> tuple[str, str] | None:
+    """(key id, sha256 hex of the key) or None if it is not shaped like a gateway key."""
+    match = _KEY.fullmatch(key)
+    if match is None:
+        return None
+    return match.group(1), hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    """The gateway's SQLite file; one connection guarded by a lock (calls come from threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise KeyStoreError(500, f"{path} has schema {version}, newer than this flowctl ({SCHEMA_VERSION})")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    # -- tenants ----------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, limits: Limits = Limits()) -> dict:
+        """A new tenant; 409 if the name is taken."""
+        if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
+            raise KeyStoreError(400, "a tenant name is 1-63 of a-z 0-9 . _ - (starting with a letter or digit)")
+        try:
+            with self._lock:
+                self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
+                                 (name, limits.rpm, limits.tpm, limits.max_concurrency, time.time()))
+        except sqlite3.IntegrityError:
+            raise KeyStoreError(409, f"tenant {name!r} already exists") from None
+        return self.tenant(name)
+
+    def tenant(self, name: str) -> dict:
+        """One tenant; 404 if none."""
+        with self._lock:
+            row = self._db.execute("SELECT name, rpm, tpm, max_concurrency, created_at FROM tenants WHERE name=?",
+                                   (name,)).fetchone()
+        if row is None:
+            raise KeyStoreError(404, f"no tenant {name!r}")
+        return dict(zip(("name", "rpm", "tpm", "max_concurrency", "created_at"), row, strict=True))
+
+    def tenants(self) -> list[dict]:
+        """Every tenant with its count of live keys."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.name, t.rpm, t.tpm, t.max_concurrency, t.created_at, "
+                "(SELECT COUNT(*) FROM keys k WHERE k.tenant=t.name AND k.revoked_at IS NULL) "
+                "FROM tenants t ORDER BY t.name").fetchall()
+        return [dict(zip(("name", "rpm", "tpm", "max_concurrency", "created_at", "keys"), r, strict=True))
+                for r in rows]
+
+    def delete_tenant(self, name: str) -> list[str]:
+        """Remove a tenant and revoke its keys; returns the revoked key ids."""
+        self.tenant(name)
+        now = time.time()
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT key_id FROM keys WHERE tenant=?", (name,))]
+            self._db.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?), tenant=? WHERE tenant=?",
+                             (now, name, name))
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                self._db.execute("DELETE FROM tenants WHERE name=?", (name,))
+            finally:
+                self._db.execute("PRAGMA foreign_keys=ON")
+        return ids
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def create_key(self, tenant: str, *, name: str = "", limits: Limits = Limits(), models: tuple[str, ...] = (),
+                   expires_at: float | None = None) -> tuple[str, KeyRecord]:
+        """(the key, shown once, and its record)."""
+        self.tenant(tenant)
+        key_id = secrets.token_hex(8)
+        key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            self._db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                             (key_id, tenant, name, digest, limits.rpm, limits.tpm, limits.max_concurrency,
+                              ",".join(models), expires_at, time.time()))
+        return key, self.key(key_id)
+
+    def key(self, key_id: str) -> KeyRecord:
+        """A key's record; 404 if none."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM keys WHERE key_id=?", (key_id,)).fetchone()
+        if row is None:
+            raise KeyStoreError(404, f"no key {key_id!r}")
+        return _record(row)
+
+    def keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        """Every key, or a tenant's."""
+        with self._lock:
+            if tenant is None:
+                rows = self._db.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM keys WHERE tenant=? ORDER BY created_at", (tenant,)).fetchall()
+        return [_record(r) for r in rows]
+
+    def revoke(self, key_id: str) -> None:
+        """Revoke a key (idempotent); 404 if none."""
+        self.key(key_id)
+        with self._lock:
+            self._db.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?) WHERE key_id=?",
+                             (time.time(), key_id))
+
+    def principal(self, key: str) -> Principal | None:
+        """The principal of a valid, live key, else None (constant-time hash compare)."""
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        key_id, digest = parsed
+        try:
+            record = self.key(key_id)
+        except KeyStoreError:
+            return None
+        if not hmac.compare_digest(record.key_hash, digest) or record.revoked_at is not None:
+            return None
+        if record.expires_at is not None and record.expires_at <= time.time():
+            return None
+        try:
+            tenant = self.tenant(record.tenant)
+        except KeyStoreError:
+            return None
+        return Principal(record.tenant, key_id, record.limits,
+                         Limits(tenant["rpm"], tenant["tpm"], tenant["max_concurrency"]), record.models)
+
+    # -- usage ------------------------------------------------------------------------------
+
+    def add_usage(self, rows: list[tuple[str, str, str, str, int, int, int]]) -> None:
+        """Add (day, tenant, key_id, model, requests, prompt, completion) rows in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, tenant, key_id, model) DO UPDATE "
+                "SET requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, "
+                "completion_tokens=completion_tokens+excluded.completion_tokens", rows)
+            self._db.execute("COMMIT")
+
+    def usage(self, tenant: str | None = None) -> list[dict]:
+        """Usage per day, tenant, key and model."""
+        query = "SELECT * FROM usage" + (" WHERE tenant=?" if tenant else "") + " ORDER BY day, tenant, key_id, model"
+        with self._lock:
+            rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
+        names = ("day", "tenant", "key_id", "model", "requests", "prompt_tokens", "completion_tokens")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def _record(row: tuple) -> KeyRecord:
+    key_id, tenant, name, digest, rpm, tpm, conc, models, expires, created, revoked = row
+    return KeyRecord(key_id, tenant, name, digest, Limits(rpm, tpm, conc),
+                     tuple(m for m in models.split(",") if m), expires, created, revoked)

@@ -1,0 +1,123 @@
+"""Per key and per tenant limits: requests/minute (GCRA), tokens/minute, concurrent requests.
+
+GCRA keeps one "theoretical arrival time" per subject: requests are spaced by
+60/rpm seconds on average, with a burst of up to `burst` back to back; nothing
+resets on a minute boundary. Tokens use a bucket that refills at tpm/60 per second
+and is charged after the fact (the worker reports usage; a stream is charged as it
+goes), so it may run negative: the next request then waits until it is positive.
+All times come from trio.current_time(), so tests drive them with autojump_clock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import trio
+
+from runtime.gateway.errors import GatewayError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits of one key or one tenant (None: unlimited)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from, as its key says: never taken from the request body."""
+
+    tenant: str
+    key_id: str
+    key_limits: Limits = field(default_factory=Limits)
+    tenant_limits: Limits = field(default_factory=Limits)
+    models: tuple[str, ...] = ()  # fnmatch patterns; empty: every model
+
+    def allows(self, model: str) -> bool:
+        """Whether the key's allow-list covers `model`."""
+        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+
+def burst_for(rpm: int) -> int:
+    """Back-to-back requests allowed: a tenth of a minute's worth, at least one."""
+    return max(1, rpm // 10)
+
+
+class Limiter:
+    """The state of every subject's limits ("key:ID" and "tenant:NAME")."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._tokens: dict[str, tuple[float, float]] = {}  # subject -> (level, at)
+        self.active: dict[str, int] = {}
+
+    def _gcra(self, subject: str, rpm: int, now: float) -> float:
+        """0 if a request may pass now (and it is counted), else the seconds to wait."""
+        interval = 60.0 / rpm
+        tolerance = interval * (burst_for(rpm) - 1)
+        tat = max(self._tat.get(subject, now), now)
+        wait = tat - tolerance - now
+        if wait > 1e-9:
+            return wait
+        self._tat[subject] = tat + interval
+        return 0.0
+
+    def _token_level(self, subject: str, tpm: int, now: float) -> float:
+        level, at = self._tokens.get(subject, (float(tpm), now))
+        return min(float(tpm), level + (now - at) * tpm / 60.0)
+
+    def admit(self, who: Principal) -> None:
+        """Count a new request against every limit or raise 429 (with Retry-After); then `release`."""
+        now = trio.current_time()
+        subjects = ((f"key:{who.key_id}", who.key_limits, "key"),
+                    (f"tenant:{who.tenant}", who.tenant_limits, "tenant"))
+        for subject, limits, kind in subjects:
+            if limits.max_concurrency is not None and self.active.get(subject, 0) >= limits.max_concurrency:
+                raise GatewayError(429, f"too many concurrent requests for this {kind} "
+                                   f"(limit {limits.max_concurrency})", "concurrency_limit_exceeded",
+                                   retry_after=1)
+            if limits.tpm is not None:
+                level = self._token_level(subject, limits.tpm, now)
+                if level <= 0:
+                    raise GatewayError(429, f"token rate limit of this {kind} reached "
+                                       f"({limits.tpm} tokens/min)", "tokens_limit_exceeded",
+                                       retry_after=(1 - level) * 60.0 / limits.tpm)
+        for subject, limits, kind in subjects:
+            if limits.rpm is not None:
+                wait = self._peek_gcra(subject, limits.rpm, now)
+                if wait:
+                    raise GatewayError(429, f"request rate limit of this {kind} reached "
+                                       f"({limits.rpm} requests/min)", "rate_limit_exceeded",
+                                       retry_after=wait)
+        for subject, limits, _ in subjects:
+            if limits.rpm is not None:
+                self._gcra(subject, limits.rpm, now)
+            self.active[subject] = self.active.get(subject, 0) + 1
+
+    def _peek_gcra(self, subject: str, rpm: int, now: float) -> float:
+        interval = 60.0 / rpm
+        tat = max(self._tat.get(subject, now), now)
+        wait = tat - interval * (burst_for(rpm) - 1) - now
+        return wait if wait > 1e-9 else 0.0
+
+    def release(self, who: Principal) -> None:
+        """The request admitted by `admit` has ended."""
+        for subject in (f"key:{who.key_id}", f"tenant:{who.tenant}"):
+            left = self.active.get(subject, 1) - 1
+            if left > 0:
+                self.active[subject] = left
+            else:
+                self.active.pop(subject, None)
+
+    def charge(self, who: Principal, tokens: int) -> None:
+        """Take `tokens` from the key's and the tenant's tokens/minute buckets."""
+        if tokens <= 0:
+            return
+        now = trio.current_time()
+        for subject, limits in ((f"key:{who.key_id}", who.key_limits), (f"tenant:{who.tenant}", who.tenant_limits)):
+            if limits.tpm is not None:
+                self._tokens[subject] = (self._token_level(subject, limits.tpm, now) - tokens, now)

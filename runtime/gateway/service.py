@@ -1,0 +1,187 @@
+"""The gateway's key service: authentication with a revocable cache, batched usage, the admin API.
+
+The admin API (admin key only) is a small ASGI app under /api/gateway/:
+    GET/POST /api/gateway/tenants, DELETE /api/gateway/tenants/{name}
+    GET/POST /api/gateway/keys[?tenant=T], DELETE /api/gateway/keys/{key_id}
+    GET /api/gateway/usage[?tenant=T]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from runtime.gateway.errors import GatewayError
+from runtime.gateway.keys import KeyStore, KeyStoreError, parse_key
+from runtime.gateway.limits import Limits, Principal
+from runtime.hub.auth import bearer_ok
+
+log = logging.getLogger("flowctl.gateway")
+CACHE_TTL = 30.0
+USAGE_FLUSH_INTERVAL = 2.0
+_JSON = (b"content-type", b"application/json")
+
+
+class KeyService:
+    """Keys, tenants and usage over a KeyStore, with every SQLite call in a bounded thread pool."""
+
+    def __init__(self, store: KeyStore, admin_key_hash: str, *, threads: int = 4) -> None:
+        self.store = store
+        self.admin_key_hash = admin_key_hash
+        self.limiter = trio.CapacityLimiter(threads)
+        self._cache: dict[str, tuple[str, Principal, float]] = {}  # key_id -> (digest, who, until)
+        self._pending: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    @classmethod
+    def open(cls, data_dir: Path, admin_key_hash: str) -> KeyService:
+        """The service over data_dir/gateway.db."""
+        return cls(KeyStore(data_dir / "gateway.db"), admin_key_hash)
+
+    async def run_store(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a KeyStore method off the event loop."""
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of `Authorization: Bearer <key>`, or 401 (the key never appears in the error)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
+        parsed = parse_key(token) if scheme.lower() == "bearer" else None
+        if parsed is None:
+            raise GatewayError(401, "a valid API key is required (Authorization: Bearer fgk_...)", "invalid_api_key")
+        key_id, digest = parsed
+        cached = self._cache.get(key_id)
+        now = trio.current_time()
+        if cached is not None and cached[2] > now and cached[0] == digest:
+            return cached[1]
+        who = await self.run_store(self.store.principal, token)
+        if who is None:
+            self._cache.pop(key_id, None)
+            raise GatewayError(401, "this API key is not valid (unknown, revoked or expired)", "invalid_api_key")
+        record = await self.run_store(self.store.key, key_id)
+        until = now + CACHE_TTL
+        if record.expires_at is not None:
+            until = min(until, now + max(0.0, record.expires_at - time.time()))
+        self._cache[key_id] = (digest, who, until)
+        return who
+
+    def record_usage(self, who: Principal, model: str, prompt: int, completion: int) -> None:
+        """Count one request's usage; written to SQLite in batches by `run`."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        row = self._pending[(day, who.tenant, who.key_id, model)]
+        row[0] += 1
+        row[1] += prompt
+        row[2] += completion
+
+    async def flush(self) -> None:
+        """Write the usage counted so far in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
+        await self.run_store(self.store.add_usage, [(*k, *v) for k, v in pending.items()])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush usage every USAGE_FLUSH_INTERVAL until cancelled (then once more)."""
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(USAGE_FLUSH_INTERVAL)
+                await self.flush()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.flush()
+
+    # -- the admin API ----------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            status, body = await self._admin(scope, receive)
+        except GatewayError as exc:
+            status, body = exc.status, json.loads(exc.body())
+        except KeyStoreError as exc:
+            status, body = exc.status, {"error": {"message": str(exc), "type": "invalid_request_error",
+                                                  "code": "not_found" if exc.status == 404 else "invalid"}}
+        data = b"" if status == 204 else json.dumps(body).encode()
+        headers = [_JSON, (b"content-length", str(len(data)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _admin(self, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if not bearer_ok(auth, self.admin_key_hash):
+            raise GatewayError(401, "the admin key is required", "invalid_admin_key")
+        method, parts = scope["method"], scope["path"].split("/")[3:]
+        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        store = self.store
+        match (method, parts):
+            case ("GET", ["tenants"]):
+                return 200, await self.run_store(store.tenants)
+            case ("POST", ["tenants"]):
+                body = await _json_body(receive)
+                return 201, await self.run_store(store.create_tenant, body.get("name"), _limits(body))
+            case ("DELETE", ["tenants", name]):
+                for key_id in await self.run_store(store.delete_tenant, name):
+                    self._cache.pop(key_id, None)
+                return 204, None
+            case ("GET", ["keys"]):
+                return 200, [k.public() for k in await self.run_store(store.keys, query.get("tenant"))]
+            case ("POST", ["keys"]):
+                body = await _json_body(receive)
+                models = body.get("models") or []
+                expires = body.get("expires_at")
+                if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+                    raise GatewayError(400, "'models' must be a list of patterns", "invalid")
+                if expires is not None and not isinstance(expires, int | float):
+                    raise GatewayError(400, "'expires_at' must be a Unix time", "invalid")
+                if not isinstance(body.get("tenant"), str):
+                    raise GatewayError(400, "'tenant' is required", "invalid")
+                key, record = await self.run_store(store.create_key, body["tenant"], name=str(body.get("name", "")),
+                                                   limits=_limits(body), models=tuple(models), expires_at=expires)
+                return 201, {**record.public(), "key": key}
+            case ("DELETE", ["keys", key_id]):
+                await self.run_store(store.revoke, key_id)
+                self._cache.pop(key_id, None)  # revocation is effective at once
+                return 204, None
+            case ("GET", ["usage"]):
+                await self.flush()
+                return 200, await self.run_store(store.usage, query.get("tenant"))
+        raise GatewayError(404, f"no such admin endpoint: {method} {scope['path']}", "not_found")
+
+
+async def _json_body(receive: Any) -> dict:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > 64 * 1024:
+            raise GatewayError(413, "the request body is too large", "request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "the request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _limits(body: dict) -> Limits:
+    values = []
+    for name in ("rpm", "tpm", "max_concurrency"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise GatewayError(400, f"'{name}' must be a positive integer", "invalid")
+        values.append(value)
+    return Limits(*values)
