@@ -45,6 +45,7 @@ def _register() -> None:
     from flowctl.commands import (
         bundle,
         cluster,
+        gateway,
         hub,
         join,
         keys,
@@ -57,6 +58,7 @@ def _register() -> None:
 
     bundle.register(app)
     keys.register(app)
+    gateway.register(app)
     node.register(app)
     publish.register(app)
     hub.register(app)

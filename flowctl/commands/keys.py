@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-keys_app = typer.Typer(name="keys", help="Manage signing keys.", no_args_is_help=True,
+keys_app = typer.Typer(name="keys", help="Manage signing keys (gen) and the gateway's API keys (create, ls, revoke).", no_args_is_help=True,
                        rich_markup_mode=None)
 
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-ROLES = ("hub", "scheduler")
+ROLES = ("hub", "scheduler", "gateway")
 
 
 def serve(
     roles: str = typer.Option("hub", "--roles",
-                              help="Comma-separated roles to run on one port: hub, scheduler."),
+                              help="Comma-separated roles to run on one port: hub, scheduler, gateway "
+                                   "(the gateway needs the scheduler)."),
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
@@ -48,6 +49,8 @@ def serve(
     unknown = [r for r in wanted if r not in ROLES]
     if unknown or not wanted:
         raise CliError(f"role {(unknown or [roles])[0]!r} is not available (available: {', '.join(ROLES)})")
+    if "gateway" in wanted and "scheduler" not in wanted:
+        raise CliError("the gateway role needs the scheduler role: --roles hub,scheduler,gateway")
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
     cfg = load_config(data_dir=data_dir, trusted_keys=trust or None)

@@ -1,6 +1,6 @@
 """`flowctl up`: one command for a cluster (seed 003's auto-detected master or worker).
 
-If the port is free, start a control plane (hub + scheduler) there plus a local
+If the port is free, start a control plane (hub + scheduler + gateway) there plus a local
 node. If a flowctl control plane already holds it, join that plane as a node
 (with a join token, never silently). If anything else holds it, refuse.
 """
@@ -109,7 +109,7 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     async def main(nursery) -> None:
         handle = await nursery.start(partial(serve_control_plane, plane,
                                              admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"), on_new_key=new_key))
-        err.print(f"control plane (hub + scheduler) on {handle.url}, data in {root}")
+        err.print(f"control plane (hub + scheduler + gateway) on {handle.url}, data in {root}")
         if local_node:
             node_name = name or socket.gethostname()
             store = handle.scheduler.store

@@ -1,0 +1,124 @@
+"""Keys, tenants, limits, usage and isolation through the real gateway, and the CLI."""
+
+import json
+import time
+from functools import partial
+
+import pytest
+import trio
+from typer.testing import CliRunner
+
+from flowctl.app import app as cli
+from runtime.gateway.keys import KeyStore
+from tests.runtime.gateway.conftest import ADMIN, ADMIN_AUTH
+
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two"}]}
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_keys_are_stored_hashed_and_checked(tmp_path):
+    store = KeyStore(tmp_path / "gateway.db")
+    store.create_tenant("acme")
+    key, record = store.create_key("acme")
+    secret = key[len("fgk_") + 17:]
+    assert key.startswith("fgk_") and len(secret) == 43  # 256 bits of secret
+    assert store.principal(key).tenant == "acme"
+    assert store.principal(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    store.close()  # checkpoints the WAL into the main file
+    assert secret.encode() not in (tmp_path / "gateway.db").read_bytes()
+
+
+async def test_revocation_is_immediate(cluster):
+    key = await cluster.key()
+    with trio.fail_after(20):
+        assert (await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)).status_code == 200
+        key_id = key.split("_")[1]
+        assert (await cluster.client.delete(f"/api/gateway/keys/{key_id}", headers=ADMIN_AUTH)).status_code == 204
+        r = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
+    assert r.status_code == 401 and key not in r.text
+
+
+async def test_expired_key_and_model_allow_list(cluster):
+    expired = await cluster.key(expires_at=time.time() - 1)
+    limited = await cluster.key(models=["llama-*"])
+    with trio.fail_after(20):
+        assert (await cluster.client.get("/v1/models", headers=bearer(expired))).status_code == 401
+        assert (await cluster.client.get("/v1/models", headers=bearer(limited))).json()["data"] == []
+        r = await cluster.client.post("/v1/chat/completions", headers=bearer(limited), json=CHAT)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+
+
+async def test_rpm_limit_answers_429_with_retry_after(cluster):
+    key = await cluster.key(rpm=1)
+    with trio.fail_after(20):
+        assert (await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)).status_code == 200
+        r = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert 'flowctl_gateway_rate_limited_total{tenant="acme",limit="rate_limit_exceeded"} 1' in \
+        (await cluster.client.get("/metrics")).text
+
+
+async def test_usage_is_recorded_per_tenant_and_key(cluster):
+    a, b = await cluster.key("alpha"), await cluster.key("beta")
+    with trio.fail_after(20):
+        for key in (a, a, b):
+            r = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
+            assert r.status_code == 200
+        usage = (await cluster.client.get("/api/gateway/usage?tenant=alpha", headers=ADMIN_AUTH)).json()
+    assert [(u["tenant"], u["key_id"], u["requests"], u["completion_tokens"]) for u in usage] == \
+        [("alpha", a.split("_")[1], 2, 4)]
+
+
+# Cross-tenant attempts: a tenant's key never reaches the admin API, another tenant's objects or
+# another tenant's usage; an unknown id and another tenant's id answer alike.
+CROSS_TENANT = [
+    ("GET", "/api/gateway/keys", "a", 401),
+    ("GET", "/api/gateway/usage?tenant=beta", "a", 401),
+    ("DELETE", "/api/gateway/keys/{b_id}", "a", 401),
+    ("DELETE", "/api/gateway/tenants/beta", "a", 401),
+    ("POST", "/api/gateway/keys", "a", 401),
+    ("DELETE", "/api/gateway/keys/0000000000000000", "admin", 404),
+    ("DELETE", "/api/gateway/tenants/nobody", "admin", 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "as_", "status"), CROSS_TENANT)
+async def test_cross_tenant_attempts(cluster, method, path, as_, status):
+    a, b = await cluster.key("alpha"), await cluster.key("beta")
+    headers = ADMIN_AUTH if as_ == "admin" else bearer(a)
+    body = {"tenant": "beta"} if method == "POST" else None
+    with trio.fail_after(20):
+        r = await cluster.client.request(method, path.format(b_id=b.split("_")[1]), headers=headers, json=body)
+        assert r.status_code == status, r.text
+        assert a not in r.text and b not in r.text
+        # beta's key still works afterwards.
+        assert (await cluster.client.post("/v1/chat/completions", headers=bearer(b), json=CHAT)).status_code == 200
+
+
+async def test_the_cli_manages_tenants_keys_and_usage(cluster):
+    runner = CliRunner()
+    env = {"FLOWCTL_SERVER": cluster.url, "FLOWCTL_TOKEN": ADMIN}
+
+    async def flowctl(*args):
+        result = await trio.to_thread.run_sync(partial(runner.invoke, cli, list(args), env=env))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    with trio.fail_after(60):
+        assert "tenant acme created" in await flowctl("tenants", "create", "acme")
+        created = json.loads(await flowctl("keys", "create", "--tenant", "acme", "--rpm", "100", "--models",
+                                           "echo", "--expires", "2999-01-01", "--json"))
+        key = created["key"]
+        listed = await flowctl("keys", "ls", "--tenant", "acme")
+        assert created["key_id"] in listed and key not in listed
+        assert (await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)).status_code == 200
+        usage = json.loads(await flowctl("usage", "--tenant", "acme", "--json"))
+        assert usage[0]["requests"] == 1
+        assert "acme" in await flowctl("tenants", "ls")
+        assert "revoked" in await flowctl("keys", "revoke", created["key_id"])
+        assert (await cluster.client.get("/v1/models", headers=bearer(key))).status_code == 401
+        assert "removed" in await flowctl("tenants", "rm", "acme")
