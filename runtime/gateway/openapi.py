@@ -8,8 +8,8 @@ from functools import cache
 _ERROR = {"description": "OpenAI-style error", "content": {"application/json": {"schema": {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
-        "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": ["string", "null"]},
-        "param": {"type": ["string", "null"]}}}}}}}}
+        "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string", "nullable": True},
+        "param": {"type": "string", "nullable": True}}}}}}}}
 _ERRORS = {str(s): _ERROR for s in (400, 401, 403, 404, 405, 413, 429, 502, 503, 504)}
 _MESSAGE = {"type": "object", "required": ["role", "content"],
             "properties": {"role": {"type": "string"}, "content": {"type": "string"}}}
@@ -31,9 +31,9 @@ def _schema(required: list[str], **props: dict) -> dict:
 
 @cache
 def document() -> bytes:
-    """The OpenAPI 3.1 document as JSON bytes."""
+    """The OpenAPI 3.0 document as JSON bytes."""
     doc = {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": "flowctl gateway", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
