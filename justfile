@@ -58,3 +58,13 @@ bench-pack SIZE="1024": setup
 # Start-up time of `flowctl --help` and `flowctl pack` (median of 15 runs).
 bench-startup: setup
     {{py}} bench/startup.py
+
+# --- gateway (issue 6) ---
+
+# LiteLLM's proxy in its own virtualenv (bench/.litellm), the gateway bench's peer.
+litellm-venv:
+    test -x bench/.litellm/bin/litellm || (python3 -m venv bench/.litellm && bench/.litellm/bin/pip install -q 'litellm[proxy]')
+
+# Gateway vs direct, streaming tokens/s, rate limiter accuracy, framework floor, LiteLLM if installed.
+bench-gateway: setup
+    {{py}} bench/gateway.py

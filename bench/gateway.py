@@ -1,0 +1,256 @@
+"""Gateway benchmark: direct to the echo worker vs through the gateway + tunnel, in one run.
+
+    python bench/gateway.py [--duration 5]
+
+Measures, with the same load generator (httpx on trio, in this process): non-streaming
+req/s, p50 and p99 at c=1 and c=32; one stream's relayed tokens/s; the rate limiter's
+accepted rate at 10x a key's rpm; the framework floor (a quart-trio hello world on
+hypercorn, c=50); LiteLLM's proxy in front of the same worker when `just litellm-venv`
+has installed it into bench/.litellm (otherwise it prints how to get it).
+The plane (hub + scheduler + gateway), a node agent and the worker run in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LITELLM = ROOT / "bench" / ".litellm" / "bin" / "litellm"
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+# -- the served side (child process) -----------------------------------------------------------
+
+async def _serve(data: Path) -> None:
+    from packer import pack_dir
+    from runtime.control.messages import ReplicaReport
+    from runtime.node.agent import AgentConfig, run_agent
+    from runtime.plane import PlaneSettings, serve_control_plane
+
+    env = {**os.environ, "FLOWCTL_PORT": "0", "PYTHONUNBUFFERED": "1", "ECHO_MAX_CONCURRENCY": "64"}
+    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT / "examples" / "echo",  # noqa: ASYNC220
+                              env=env, stdout=subprocess.PIPE)
+    worker_url = worker.stdout.readline().decode().split(" listening on ")[1].split()[0]
+
+    class Executor:  # reports the replica ready at once, pointing at the worker above
+        def __init__(self):
+            self.running = {}
+
+        def inventory(self):
+            return (), tuple(self.running.values())
+
+        def apply(self, assign, hub_url, report):
+            self.running = {}
+            for a in assign.replicas:
+                rep = ReplicaReport(a.replica_id, a.service_id, a.version, a.attempt, "ready", models=("echo",),
+                                    max_concurrency=64)
+                self.running[a.replica_id] = rep
+                report(rep)
+
+        def worker_url(self, replica_id):
+            return worker_url if replica_id in self.running else None
+
+    admin = secrets.token_urlsafe(24)
+    try:
+        async with trio.open_nursery() as nursery:
+            settings = PlaneSettings(data_dir=data / "plane", port=0, roles=("hub", "scheduler", "gateway"))
+            handle = await nursery.start(partial(serve_control_plane, settings, admin_key=admin))
+            auth = {"Authorization": f"Bearer {admin}"}
+            bundle = await trio.to_thread.run_sync(pack_dir, ROOT / "examples" / "echo", data / "dist")
+            async with httpx.AsyncClient(base_url=handle.url, headers=auth, timeout=60) as c:
+                await c.put("/api/services/echo/1.0.0", content=bundle.path.read_bytes())
+                token = (await c.post("/api/cluster/tokens", json={"name": "bench"})).json()["token"]
+                await nursery.start(run_agent, AgentConfig(url=handle.url, token=token, node_id="n", name="n"),
+                                    Executor())
+                await c.post("/api/deployments", json={"service": "echo", "replicas": 1})
+                while not handle.scheduler.routes("echo"):  # noqa: ASYNC110 - set by another task
+                    await trio.sleep(0.05)
+                await c.post("/api/gateway/tenants", json={"name": "bench"})
+                key = (await c.post("/api/gateway/keys", json={"tenant": "bench"})).json()["key"]
+                limited = (await c.post("/api/gateway/keys", json={"tenant": "bench", "rpm": 600})).json()["key"]
+            print(json.dumps({"gateway": handle.url, "worker": worker_url, "key": key, "limited": limited}),
+                  flush=True)
+            await trio.sleep_forever()
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
+# -- the load generator ------------------------------------------------------------------------
+
+async def load(url: str, path: str, body: dict | None, concurrency: int, duration: float,
+               headers: dict | None = None) -> dict:
+    """Closed-loop load: `concurrency` clients for `duration` s; req/s, p50 and p99 in ms, statuses."""
+    latencies, statuses = [], {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers or {}, timeout=30, limits=limits) as client:
+        end = trio.current_time() + duration
+
+        async def one() -> None:
+            while trio.current_time() < end:
+                began = time.perf_counter()
+                r = await (client.post(path, json=body) if body is not None else client.get(path))
+                latencies.append(time.perf_counter() - began)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(one)
+    latencies.sort()
+    return {"rps": len(latencies) / duration, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))], "statuses": statuses}
+
+
+async def stream_tokens(url: str, key: str | None, tokens: int = 20_000) -> float:
+    """Relayed tokens/s of one stream of `tokens` chunks."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {**CHAT, "stream": True, "echo_tokens": tokens}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        began, n = time.perf_counter(), 0
+        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                n += line.startswith("data: {")
+        return n / (time.perf_counter() - began)
+
+
+async def rate_limiter(url: str, key: str, duration: float) -> dict:
+    """Offer ~10x a 600-rpm key's rate; the accepted rate after the initial burst (limit: 10/s)."""
+    statuses = []
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        began = trio.current_time()
+        end = began + duration
+
+        async def one() -> None:
+            while trio.current_time() < end:
+                r = await client.post("/v1/embeddings", json={"model": "echo", "input": "x"})
+                statuses.append((trio.current_time() - began, r.status_code))
+                await trio.sleep(0.08)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):  # 8 clients every ~80 ms: ~100/s offered
+                nursery.start_soon(one)
+    settle = 2.0  # the burst (60 requests) is spent within the first second
+    late = [s for t, s in statuses if t >= settle]
+    return {"offered_rps": len(statuses) / duration, "accepted_rps": late.count(200) / (duration - settle),
+            "limit_rps": 10.0}
+
+
+FLOOR_APP = '''
+from quart_trio import QuartTrio
+app = QuartTrio("floor")
+@app.get("/")
+async def hello():
+    return "hello"
+'''
+
+
+def _spawn(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_http(url: str) -> None:
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(600):
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                await trio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _row(name: str, r: dict) -> None:
+    print(f"  {name:<34} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms"
+          f"   {r['statuses']}")
+
+
+async def main(duration: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    served = _spawn([sys.executable, __file__, "--serve", str(tmp)], ROOT)
+    procs = [served]
+    try:
+        info = json.loads(served.stdout.readline())
+        auth = {"Authorization": f"Bearer {info['key']}"}
+        print("non-streaming chat, same load generator:")
+        results = {}
+        for c in (1, 32):
+            results[("direct", c)] = await load(info["worker"], "/v1/chat/completions", CHAT, c, duration)
+            _row(f"direct to worker   c={c}", results[("direct", c)])
+            results[("gateway", c)] = await load(info["gateway"], "/v1/chat/completions", CHAT, c, duration, auth)
+            _row(f"gateway + tunnel   c={c}", results[("gateway", c)])
+        added = results[("gateway", 1)]["p50_ms"] - results[("direct", 1)]["p50_ms"]
+        share = results[("gateway", 32)]["rps"] / results[("direct", 32)]["rps"]
+        print(f"  added p50 at c=1: {added:.2f} ms (target <= 1); gateway/direct at c=32: {share:.2f} (target >= 0.5)")
+        direct_tps = await stream_tokens(info["worker"], None)
+        gateway_tps = await stream_tokens(info["gateway"], info["key"])
+        print(f"one stream of 20,000 tokens: direct {direct_tps:,.0f} tok/s, gateway {gateway_tps:,.0f} tok/s "
+              "(target >= 20,000)")
+        limiter = await rate_limiter(info["gateway"], info["limited"], max(14.0, 2 * duration))
+        error = abs(limiter["accepted_rps"] - limiter["limit_rps"]) / limiter["limit_rps"]
+        print(f"rate limiter at 600 rpm, offered {limiter['offered_rps']:.0f}/s: accepted "
+              f"{limiter['accepted_rps']:.2f}/s (limit 10/s, off by {100 * error:.1f}%, target <= 5%)")
+
+        port = _free_port()
+        (tmp / "floor.py").write_text(FLOOR_APP)
+        procs.append(_spawn([sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
+                             f"127.0.0.1:{port}", "floor:app"], tmp))
+        await _wait_http(f"http://127.0.0.1:{port}/")
+        floor = await load(f"http://127.0.0.1:{port}", "/", None, 50, duration)
+        _row("framework floor quart-trio c=50", floor)
+        gw50 = await load(info["gateway"], "/v1/chat/completions", CHAT, 50, duration, auth)
+        _row("gateway + tunnel   c=50", gw50)
+        print(f"  gateway / floor: {gw50['rps'] / floor['rps']:.2f} (target >= 0.5)")
+
+        if not LITELLM.exists():
+            print("LiteLLM peer: not installed; run `just litellm-venv` (installs litellm[proxy] into bench/.litellm)")
+            return
+        port = _free_port()
+        config = tmp / "litellm.yaml"
+        config.write_text("model_list:\n  - model_name: echo\n    litellm_params:\n      model: openai/echo\n"
+                          f"      api_base: {info['worker']}/v1\n      api_key: none\n")
+        master = "sk-" + secrets.token_urlsafe(32)
+        procs.append(_spawn([str(LITELLM), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+                            tmp, {"LITELLM_MASTER_KEY": master}))
+        await _wait_http(f"http://127.0.0.1:{port}/health/liveliness")
+        lite = {"Authorization": f"Bearer {master}"}
+        for c in (1, 32):
+            _row(f"litellm proxy      c={c}", await load(f"http://127.0.0.1:{port}", "/v1/chat/completions",
+                                                         CHAT, c, duration, lite))
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        trio.run(_serve, Path(sys.argv[2]))
+    else:
+        seconds = float(sys.argv[sys.argv.index("--duration") + 1]) if "--duration" in sys.argv else 5.0
+        trio.run(main, seconds)
