@@ -23,6 +23,7 @@ from quart_trio import QuartTrio
 
 from hub_store import open_data_dir
 from runtime.gateway import Gateway, GatewayDispatcher
+from runtime.gateway.errors import GatewayError
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
@@ -31,6 +32,9 @@ from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
+from runtime.sessions import routes as session_routes
+from runtime.sessions.backend import ClusterBackend
+from runtime.sessions.manager import SessionError, SessionManager
 
 log = logging.getLogger("flowctl.plane")
 ALL_ROLES = ("hub", "scheduler", "gateway")
@@ -91,6 +95,7 @@ async def serve_control_plane(
     scheduler: Scheduler | None = None
     keys: KeyService | None = None
     gateway: Gateway | None = None
+    sessions: SessionManager | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     try:
@@ -112,8 +117,11 @@ async def serve_control_plane(
             keys = KeyService.open(settings.data_dir, key_hash)
             gateway = Gateway(scheduler, keys.authenticate, on_usage=keys.record_usage,
                               **settings.extra.get("gateway", {}))
+            sessions = SessionManager(**settings.extra.get("sessions", {}))
+            session_routes.register(app, sessions, ClusterBackend(scheduler), scheduler,
+                                    authenticate=partial(_session_tenant, keys))
         app.asgi_app = GatewayDispatcher(  # type: ignore[method-assign]
-            gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway), extra=keys)
+            gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
             url = _first_url(bound)
@@ -124,6 +132,8 @@ async def serve_control_plane(
                 await nursery.start(scheduler.run)
             if keys is not None:
                 await nursery.start(keys.run)
+            if sessions is not None:
+                await nursery.start(sessions.run_reaper)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
             task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway))
     finally:
@@ -135,7 +145,16 @@ async def serve_control_plane(
             data.close()
 
 
-def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gateway | None) -> dict[str, Any]:
+async def _session_tenant(keys: KeyService, authorization: str | None) -> str:
+    """Sessions belong to the tenant of the caller's API key."""
+    try:
+        return (await keys.authenticate(authorization)).tenant
+    except GatewayError as exc:
+        raise SessionError(exc.status, exc.message) from None
+
+
+def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gateway | None,
+            sessions: SessionManager | None = None) -> dict[str, Any]:
     """One /health for every role this process runs."""
     parts: dict[str, Any] = {}
     if "hub" in roles:
@@ -145,7 +164,11 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
                               "models": len(scheduler.models())}
     if gateway is not None:
         parts["gateway"] = gateway.health()
-    return {"status": "ok", "roles": parts}
+    health: dict[str, Any] = {"status": "ok", "roles": parts}
+    if sessions is not None:
+        # Seed 002's health fields, at the top level where its clients read them.
+        health.update(active_sessions=sessions.active, max_sessions=sessions.max_sessions)
+    return health
 
 
 def _host_for_url(host: str) -> str:
