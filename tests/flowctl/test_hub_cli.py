@@ -91,8 +91,10 @@ def test_bad_input_is_one_line(served_hub, tmp_path):
     assert r.returncode == 1 and "invalid service id" in r.stderr and "Traceback" not in r.stderr
     r = flowctl("hub", "ls", "--hub", "http://127.0.0.1:9", env=env)
     assert r.returncode == 1 and "unreachable" in r.stderr
-    r = flowctl("serve", "--roles", "gateway,hub", env=env)
+    r = flowctl("serve", "--roles", "frontend,hub", env=env)
     assert r.returncode == 1 and "not available" in r.stderr
+    r = flowctl("serve", "--roles", "gateway,hub", env=env)
+    assert r.returncode == 1 and "needs the scheduler role" in r.stderr
     port = int(url.rsplit(":", 1)[1])  # taken by the running hub
     r = flowctl("serve", "--data-dir", str(tmp_path / "other"), "--port", str(port), env=env)
     assert r.returncode == 1 and "Address already in use" in r.stderr and "Traceback" not in r.stderr
