@@ -68,3 +68,7 @@ litellm-venv:
 # Gateway vs direct, streaming tokens/s, rate limiter accuracy, framework floor, LiteLLM if installed.
 bench-gateway: setup
     {{py}} bench/gateway.py
+
+# Realtime sessions: added RSS per idle session (1,000 open WebSockets), echo round trip p50/p99 at 100 active.
+bench-sessions: setup
+    {{py}} bench/sessions.py
