@@ -53,6 +53,7 @@ def run(args: argparse.Namespace, work: Path, plane: Plane, cli: Cli) -> None:
     bundle = work / f"{service}-{version}.fbundle"
 
     plane.start()
+    cli.before = plane.show_held
     cli.env.update(FLOWCTL_SERVER=plane.url, FLOWCTL_HUB_URL=plane.url, FLOWCTL_TOKEN=plane.admin_key)
     say(f"$ export FLOWCTL_SERVER={plane.url} FLOWCTL_HUB_URL={plane.url} FLOWCTL_TOKEN=fck_...\n")
 
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace, work: Path, plane: Plane, cli: Cli) -> None:
     if key is None:
         raise DemoError("flowctl keys create printed no key")
 
+    plane.show_held()
     reply = stream_chat(plane.url, key, model, args.prompt or PROMPTS[args.model], max_tokens=args.max_tokens)
+    plane.show_held()
     say(f"{model}: {reply.tokens} tokens, time to first token {reply.ttft_s * 1000:.0f} ms, "
         f"{reply.tokens_per_s:.1f} tokens/s (through the gateway and the node's tunnel)\n")
 
@@ -90,13 +93,15 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         env = child_env(work)
         plane = Plane(args.port or free_port(), work / "plane", env)
+        code, reason = 0, None
         try:
             run(args, work, plane, Cli(env))
             say(f"demo ok: {args.model} packed, published, deployed, streamed through the gateway; stopping")
-            code = 0
         except DemoError as exc:
-            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            code = 1
+            plane.show_held()
+            for line in plane.worker_log_tails():
+                say(line)
+            code, reason = 1, f"demo failed: {exc}"
         except KeyboardInterrupt:
             print("\ndemo interrupted: stopping what it started", file=sys.stderr, flush=True)
             code = 130
@@ -104,6 +109,8 @@ def main() -> int:
             # A second Ctrl-C must not cut the clean-up short: stop() ends in SIGKILL anyway.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             plane.stop()
+    if reason:
+        print(reason, file=sys.stderr, flush=True)  # the last line, after the clean-up's
     return code
 
 

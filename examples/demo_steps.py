@@ -68,12 +68,14 @@ def ensure_model(service_dir: Path) -> None:
 class Cli:
     """Runs `python -m flowctl ...` as a user would, echoing each command first."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], before: Callable[[], None] = lambda: None):
         self.env = env
+        self.before = before
 
     def __call__(self, *args: str | Path, capture: bool = False) -> str:
         """Run one command; its stderr (progress, errors) goes straight to ours. Returns its stdout."""
         words = [str(a) for a in args]
+        self.before()
         say(f"$ flowctl {shlex.join(words)}")
         proc = subprocess.run([sys.executable, "-m", "flowctl", *words], cwd=ROOT, env=self.env,
                               stdin=subprocess.DEVNULL, text=True,
@@ -92,10 +94,13 @@ class Plane:
     def __init__(self, port: int, data_dir: Path, env: dict[str, str]):
         self.argv = ["up", "--port", str(port), "--data-dir", str(data_dir), "--name", "demo-node"]
         self.url = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.admin_key: str | None = None
         self._lines: list[str] = []
+        self._held: list[str] = []  # what it says between steps waits for the next step
+        self.live = True
         self._changed = threading.Condition()
         self._pump: threading.Thread | None = None
 
@@ -113,6 +118,14 @@ class Plane:
         if self.admin_key is None:
             raise DemoError("flowctl up did not print a new admin key")
         say()
+        self.live = False  # from now on its lines would cut into the next commands' output
+
+    def show_held(self) -> None:
+        """Print what `up` said since the last step (its log lines, a worker's crash)."""
+        with self._changed:
+            held, self._held = self._held, []
+        for line in held:
+            say(line)
 
     def _read(self, stream) -> None:
         for raw in stream:
@@ -120,8 +133,11 @@ class Plane:
             if line.startswith("fck_") and self.admin_key is None:
                 self.admin_key = line
                 line = line[:10] + "... (the admin key; the demo passes it on as FLOWCTL_TOKEN)"
-            say(f"  [up] {line}")
             with self._changed:
+                if self.live:
+                    say(f"  [up] {line}")
+                else:
+                    self._held.append(f"  [up] {line}")
                 self._lines.append(line)
                 self._changed.notify_all()
         with self._changed:
@@ -139,10 +155,19 @@ class Plane:
                     raise DemoError(f"flowctl up: no sign that {what} after {limit_s:.0f} s")
                 self._changed.wait(min(left, 0.5))
 
+    def worker_log_tails(self, lines: int = 3) -> list[str]:
+        """The last lines of each worker's log on the local node: what a failed step most needs."""
+        found = []
+        for log in sorted((self.data_dir / "node" / "logs").glob("*.log")):
+            found += [f"  [{log.name}] {line}" for line in log.read_text(errors="replace").splitlines()[-lines:]]
+        return found
+
     def stop(self, *, grace_s: float = PLANE_STOP_S) -> None:
         """SIGINT (what Ctrl-C would send), wait; after `grace_s` SIGKILL it and everything it started."""
         if self.proc is None:
             return
+        self.show_held()
+        self.live = True
         if self.proc.poll() is None:
             say("stopping flowctl up with SIGINT, as Ctrl-C would (the plane, its node and workers)")
             _signal_group(self.proc.pid, signal.SIGINT)

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,6 +105,18 @@ async def test_sigint_mid_demo_stops_promptly_and_leaves_nothing_running(moment)
     assert "demo ok" not in output
     assert taken < INTERRUPTED_EXIT_S, output
     assert "killing it" not in output, "the plane should stop on SIGINT, not need SIGKILL"
+    assert left == [], f"processes outlived the demo: {left}"
+
+
+async def test_a_failed_step_ends_the_demo_with_its_reason_and_leaves_nothing_running():
+    with socket.socket() as held:  # bound, not listening: `flowctl up` finds the port taken by a stranger
+        held.bind(("127.0.0.1", 0))
+        code, output, _, left = await run_demo("--model", "echo", "--port", str(held.getsockname()[1]),
+                                               limit_s=ECHO_LIMIT_S)
+
+    assert code == 1, output
+    assert "is in use by something that is not a flowctl control plane" in output
+    assert output.rstrip().splitlines()[-1] == "demo failed: flowctl up exited with 1 before its local node joined"
     assert left == [], f"processes outlived the demo: {left}"
 
 
