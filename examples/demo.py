@@ -28,7 +28,7 @@ from pathlib import Path
 from demo_steps import ROOT, Cli, DemoError, Plane, child_env, ensure_model, say, stream_chat
 
 SERVICES = {"llama-chat": ROOT / "examples" / "llama-chat", "echo": ROOT / "examples" / "echo"}
-PROMPTS = {"llama-chat": "Write a short poem about the sea.",
+PROMPTS = {"llama-chat": "Once upon a time, in a small village by the sea,",
            "echo": "Hello from the flowctl demo: every word of this reply streamed through the gateway."}
 DEPLOY_TIMEOUT_S = 300
 
