@@ -51,8 +51,11 @@ def kill_survivors(mark: str) -> None:
             pass
 
 
-async def run_demo(*args: str, limit_s: float, interrupt_after: str | None = None):
+async def run_demo(*args: str, limit_s: float, interrupt_after: str | None = None, like_a_terminal=False):
     """Run the demo; with `interrupt_after`, SIGINT it once that text is in its output.
+
+    `like_a_terminal` sends it to the demo's whole process group, as Ctrl-C does, so the
+    flowctl command running at that moment gets it too.
 
     Returns (exit status, output, seconds from SIGINT to exit, survivors).
     """
@@ -67,7 +70,10 @@ async def run_demo(*args: str, limit_s: float, interrupt_after: str | None = Non
                 while chunk := await proc.stdout.receive_some():
                     output += chunk
                     if interrupt_after and interrupted_at is None and interrupt_after.encode() in output:
-                        proc.send_signal(signal.SIGINT)
+                        if like_a_terminal:
+                            os.killpg(proc.pid, signal.SIGINT)
+                        else:
+                            proc.send_signal(signal.SIGINT)
                         interrupted_at = time.monotonic()
             await proc.wait()
     finally:
@@ -95,9 +101,12 @@ async def test_the_echo_demo_streams_a_reply_through_the_gateway_and_leaves_noth
     assert left == [], f"processes outlived the demo: {left}"
 
 
-@pytest.mark.parametrize("moment", ["$ flowctl publish", "$ flowctl tenants create"])
-async def test_sigint_mid_demo_stops_promptly_and_leaves_nothing_running(moment):
-    code, output, taken, left = await run_demo("--model", "echo", limit_s=ECHO_LIMIT_S, interrupt_after=moment)
+@pytest.mark.parametrize(("moment", "like_a_terminal"), [("$ flowctl publish", False),
+                                                         ("$ flowctl tenants create", False),
+                                                         ("$ flowctl deploy", True)])
+async def test_sigint_mid_demo_stops_promptly_and_leaves_nothing_running(moment, like_a_terminal):
+    code, output, taken, left = await run_demo("--model", "echo", limit_s=ECHO_LIMIT_S, interrupt_after=moment,
+                                               like_a_terminal=like_a_terminal)
 
     assert taken is not None, f"{moment!r} never appeared:\n{output}"
     assert code == 130, output
