@@ -24,6 +24,7 @@ from runtime.gateway.metrics import Metrics
 from runtime.gateway.router import Router
 from runtime.gateway.validate import ENDPOINTS, parse_body
 from runtime.scheduler.service import Scheduler
+from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import TunnelError
 from runtime.tunnel.http import TunnelResponse, send_request
 
@@ -223,17 +224,21 @@ class Gateway:
         send = reply.send
         receive_some = response.stream.receive_some
         chunk = first
+        pacer = Pacer()
         try:
             while chunk:
                 charged = counter.feed(chunk)
                 if charged:
                     self.limiter.charge(who, charged)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                pacer.wrote()
                 with trio.move_on_after(self.idle_timeout) as idle:
                     chunk = await receive_some()
                 if idle.cancelled_caught:
                     log.warning("gateway: %s sent nothing for %g s; closing", model, self.idle_timeout)
                     break
+                if chunk and pacer.fast():
+                    chunk = await gather(receive_some, chunk)
         finally:
             # Synchronous, so it runs even when the client went away and the relay was cancelled.
             prompt, completion = counter.usage()

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import trio
 
+from runtime.exception_groups import collapse
+from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import StreamReset, TunnelError
 from runtime.tunnel.mux import Mux, Stream
 
@@ -30,6 +32,7 @@ HOP_BY_HOP = frozenset({
     "upgrade", "proxy-authenticate", "proxy-authorization", "host",
 })
 WORKER_CONNECT_TIMEOUT = 5.0
+PUMP_CHUNKS = 8  # chunks read ahead from the worker while the last batch is sent
 
 
 @dataclass
@@ -123,8 +126,7 @@ async def forward_to_worker(stream: Stream, client: httpx.AsyncClient, base_url:
         try:
             stream.send_head({"status": response.status_code,
                               "headers": clean_headers(response.headers.multi_items())})
-            async for chunk in response.aiter_raw():
-                await stream.send(chunk)
+            await _relay_body(response.aiter_raw(), stream)
             stream.send_eof()
         finally:
             await response.aclose()
@@ -135,6 +137,32 @@ async def forward_to_worker(stream: Stream, client: httpx.AsyncClient, base_url:
         stream.reset(f"worker connection failed: {type(exc).__name__}")
     except TunnelError:
         pass
+
+
+async def _relay_body(chunks: AsyncIterator[bytes], stream: Stream) -> None:
+    """Send the worker's reply on `stream`; a fast one in gathered batches (see coalesce)."""
+    send_chunk, receive_chunk = trio.open_memory_channel[bytes](PUMP_CHUNKS)
+
+    async def pump() -> None:
+        async with send_chunk:
+            async for chunk in chunks:
+                await send_chunk.send(chunk)
+
+    async def receive_some() -> bytes:
+        try:
+            return await receive_chunk.receive()
+        except trio.EndOfChannel:
+            return b""
+
+    with collapse():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            pacer = Pacer()
+            while chunk := await receive_some():
+                if pacer.fast():
+                    chunk = await gather(receive_some, chunk)
+                await stream.send(chunk)
+                pacer.wrote()
 
 
 async def _request_body(stream: Stream) -> AsyncIterator[bytes]:

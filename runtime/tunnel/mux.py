@@ -29,6 +29,8 @@ from runtime.tunnel.frames import FrameType
 
 DEFAULT_WINDOW = 256 * 1024
 MAX_DATA_FRAME = 64 * 1024
+# Queued DATA frames of one stream are sent as one frame up to this size (see Mux._merge_data).
+MAX_MERGED_FRAME = 4 * MAX_DATA_FRAME
 DEFAULT_MAX_STREAMS = 1024
 # DATA waits when this much is queued for the socket; small frames (WINDOW, RESET, ...) never wait.
 WRITE_QUEUE_BYTES = 1024 * 1024
@@ -123,11 +125,15 @@ class Stream:
             if self._recv_eof:
                 return b""
             await self._changed.park()
-        chunk = self._recv.popleft()
-        self._recv_bytes -= len(chunk)
+        # Everything that arrived since the last call comes out as one chunk, so a reader slower
+        # than the sender (a relay to a socket) makes few large writes instead of many small ones.
+        chunk = self._recv.popleft() if len(self._recv) == 1 else b"".join(self._recv)
+        self._recv.clear()
+        self._recv_bytes = 0
         self._unacked += len(chunk)
-        # Grant credit back in batches so a fast stream costs few WINDOW frames.
-        if self._unacked >= self._window // 2 or not self._recv:
+        # Grant credit back in batches so a fast stream costs few WINDOW frames: the sender
+        # still holds at least half a window, so it never stalls waiting for one.
+        if self._unacked >= self._window // 2:
             if self._error is None and not self._recv_eof:
                 self._mux._enqueue(frames.encode_window(self.id, self._unacked))
             self._unacked = 0
@@ -279,10 +285,34 @@ class Mux:
             message = self._queue.popleft()
             if isinstance(message, bytes) and message[0] == FrameType.DATA:
                 self._queued_data -= len(message)
+                if self._queue:
+                    message = self._merge_data(message)
                 self._queue_changed.unpark_all()
             await self._transport.send_message(message)
             if not self._queue:
                 self._queue_changed.unpark_all()
+
+    def _merge_data(self, first: bytes) -> bytes:
+        """`first` joined with the DATA frames of the same stream queued right behind it.
+
+        A sender faster than the socket (tokens of a stream) then costs one message per
+        socket write, not one per chunk; the peer sees the same bytes in fewer frames.
+        """
+        prefix = first[:frames.HEADER_SIZE]
+        parts = [first]
+        size = len(first)
+        queue = self._queue
+        while queue:
+            nxt = queue[0]
+            if not isinstance(nxt, bytes) or nxt[:frames.HEADER_SIZE] != prefix:
+                break
+            if size + len(nxt) - frames.HEADER_SIZE > MAX_MERGED_FRAME:
+                break
+            queue.popleft()
+            self._queued_data -= len(nxt)
+            parts.append(memoryview(nxt)[frames.HEADER_SIZE:])
+            size += len(nxt) - frames.HEADER_SIZE
+        return first if len(parts) == 1 else b"".join(parts)
 
     async def _read_loop(self) -> None:
         while True:
