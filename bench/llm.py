@@ -98,6 +98,15 @@ def summarize(name: str, runs: list[Run]) -> Result:
                   tokens=runs[-1].tokens, text=runs[-1].text)
 
 
+def _llama_cpu():
+    """examples/llama-chat/llama_cpu.py, the worker's guard against crashing AMX kernels."""
+    if str(WORKER_DIR) not in sys.path:
+        sys.path.insert(0, str(WORKER_DIR))
+    import llama_cpu
+
+    return llama_cpu
+
+
 def model_path() -> Path:
     """The GGUF that examples/llama-chat/service.json names."""
     manifest = json.loads((WORKER_DIR / "service.json").read_text())
@@ -108,6 +117,8 @@ def model_path() -> Path:
 def open_in_process(gguf: Path, tokens: int, threads: int) -> Iterator[Callable[[], Iterator[str]]]:
     """(a) llama-cpp-python called in this process."""
     from llama_cpp import Llama
+
+    _llama_cpu().apply()
 
     llm = Llama(model_path=str(gguf), n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads,
                 n_gpu_layers=0, verbose=False)
@@ -194,7 +205,11 @@ def missing_server_deps() -> str | None:
 
 def llama_cpp_server_argv(gguf: Path, port: int, threads: int) -> list[str]:
     """(b) llama-cpp-python's own OpenAI server."""
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
+    # The same AMX guard as (a) and (c) (see examples/llama-chat/llama_cpu.py), then the server.
+    launch = (f"import sys; sys.path.insert(0, {str(WORKER_DIR)!r}); import llama_cpu; llama_cpu.apply(); "
+              "import runpy; sys.argv[0] = 'llama_cpp.server'; runpy.run_module('llama_cpp.server', "
+              "run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", launch, "--model", str(gguf), "--model_alias",
             MODEL_ID, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX),
             "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_gpu_layers", "0"]
 

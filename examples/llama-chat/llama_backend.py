@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import llama_cpu
 from llama_engine import Sampling
 
 DEFAULT_N_CTX = 4096
@@ -38,6 +39,7 @@ def _llama_cpp():
     except ImportError:
         raise BackendUnavailable(
             "llama-cpp-python is not installed (pip install 'flowctl[llm]')") from None
+    llama_cpu.apply()
     return llama_cpp
 
 
