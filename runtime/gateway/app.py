@@ -225,6 +225,7 @@ class Gateway:
         receive_some = response.stream.receive_some
         chunk = first
         pacer = Pacer()
+        failure: str | None = None
         try:
             while chunk:
                 charged = counter.feed(chunk)
@@ -235,10 +236,12 @@ class Gateway:
                 with trio.move_on_after(self.idle_timeout) as idle:
                     chunk = await receive_some()
                 if idle.cancelled_caught:
-                    log.warning("gateway: %s sent nothing for %g s; closing", model, self.idle_timeout)
+                    failure = f"sent nothing for {self.idle_timeout:g} s"
                     break
                 if chunk and pacer.fast():
                     chunk = await gather(receive_some, chunk)
+        except TunnelError as exc:
+            failure = f"failed mid-reply ({exc})"
         finally:
             # Synchronous, so it runs even when the client went away and the relay was cancelled.
             prompt, completion = counter.usage()
@@ -246,6 +249,14 @@ class Gateway:
             self.metrics.count_tokens(model, who.tenant, prompt, completion)
             if self.on_usage is not None and response.status < 400:
                 self.on_usage(who, model, prompt, completion)
+        if failure is not None:
+            log.warning("gateway: the replica of %s %s; the reply is cut short", model, failure)
+            self.metrics.upstream_failures += 1
+            if sse:  # an OpenAI-style error event: clients raise it instead of taking a short answer
+                error = GatewayError(502, f"the replica of {model!r} {failure}", "upstream_error")
+                await send({"type": "http.response.body", "body": b"\n\ndata: " + error.body() + b"\n\n",
+                            "more_body": True})
+            return  # without the body's end: the client sees the reply end early, never as complete
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

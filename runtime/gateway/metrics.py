@@ -24,6 +24,7 @@ class Metrics:
         self.tokens: dict[tuple[str, str, str], int] = defaultdict(int)
         self.rejections: dict[tuple[str, str], int] = defaultdict(int)
         self.retries = 0
+        self.upstream_failures = 0
         self._hist: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, model: str, tenant: str, status: int, seconds: float) -> None:
@@ -77,4 +78,7 @@ class Metrics:
             out.append(f"flowctl_gateway_rate_limited_total{_labels(tenant=tenant, limit=limit)} {n}")
         out += ["# HELP flowctl_gateway_retries_total Requests retried on another replica.",
                 "# TYPE flowctl_gateway_retries_total counter", f"flowctl_gateway_retries_total {self.retries}"]
+        out += ["# HELP flowctl_gateway_upstream_failures_total Replies cut short: the replica failed or "
+                "went silent mid-reply.", "# TYPE flowctl_gateway_upstream_failures_total counter",
+                f"flowctl_gateway_upstream_failures_total {self.upstream_failures}"]
         return "\n".join(out) + "\n"
