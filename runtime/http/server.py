@@ -1,8 +1,10 @@
 """Running an ASGI app (quart-trio) on hypercorn's Trio worker, with flowctl's limits.
 
-`serve_app` runs until cancelled, then drains: it stops accepting, lets requests in
-flight finish for at most `graceful_timeout` seconds, closes idle keep-alive
-connections, and returns. `open_test_server` is the same on 127.0.0.1:0 for tests.
+`serve_app` runs until cancelled, then drains: it stops accepting, closes idle keep-alive
+connections at once, lets HTTP requests in flight finish, then closes open WebSockets
+with 1001 (going away), all within `graceful_timeout` seconds, and returns as soon as no
+request or WebSocket is left (not when hypercorn's last connection task ends: a closed
+WebSocket's ping task lingers for a whole ping interval). `open_test_server` is the same on 127.0.0.1:0 for tests.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.config import Sockets
 from hypercorn.logging import Logger as HypercornLogger
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from runtime.errors import FlowError
 
@@ -46,6 +50,7 @@ DEFAULT_STALL_TIMEOUT = 60.0
 DEFAULT_BACKLOG = 128
 # Extra time, past the drain, for hypercorn's lifespan shutdown before we cancel it.
 _SHUTDOWN_SLACK = 2.0
+CLOSE_GOING_AWAY = 1001
 
 _TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
 # Like hypercorn's default but with the query string (redacted) and the time taken.
@@ -98,9 +103,11 @@ async def serve_app(
     and the kernel drops it within two ping intervals. Access logs are off unless `access_log` is given;
     when on, token query values and credential headers are redacted.
 
-    Cancellation: stops accepting, lets requests in flight finish for `graceful_timeout`
-    seconds, then cancels them; returns once every connection is closed (a connection
-    stuck in a send to a stalled client lasts until `stall_timeout`).
+    Cancellation: stops accepting and closes idle keep-alive connections; lets HTTP
+    requests in flight finish, then closes WebSockets with 1001 (going away); whatever is
+    left after `graceful_timeout` seconds is cancelled. Returns once no request or
+    WebSocket is left (a connection stuck in a send to a stalled client lasts until
+    `stall_timeout`).
 
     Error handling: failing to resolve or bind the address raises `ListenError`.
     """
@@ -111,10 +118,8 @@ async def serve_app(
     )
     config.websocket_ping_interval = (websocket_ping_interval if websocket_ping_interval is not None
                                       else stall_timeout / 2)
-    guarded = wrap_app(
-        _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout),
-        config.wsgi_max_body_size, "asgi",
-    )
+    guard = _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout)
+    guarded = wrap_app(guard, config.wsgi_max_body_size, "asgi")
     sock = await _listen(host, port, stall_timeout=stall_timeout, backlog=backlog)
     stop = trio.Event()
     # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
@@ -123,7 +128,7 @@ async def serve_app(
     shield = trio.CancelScope()
     with sock:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(_serve_in, shield, guarded, config, sock, stop))
+            urls = await nursery.start(partial(_serve_in, shield, guarded, guard, config, sock, stop))
             shield.shield = True
             try:
                 task_status.started(urls)
@@ -176,17 +181,40 @@ async def open_test_server(app: Any, **limits: Any) -> AsyncIterator[str]:
 async def _serve_in(
     scope: trio.CancelScope,
     app: Any,
+    guard: _Guard,
     config: HypercornConfig,
     sock: socket.socket,
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    # worker_serve is what hypercorn.trio.serve calls; it is used directly because only
-    # it takes ready-made sockets.
+    # hypercorn.trio.run.worker_serve, less what flowctl does not use (TLS, QUIC, statsd,
+    # max_requests), with a drain that ends when the guard has no request or WebSocket
+    # left rather than when the last connection task ends: hypercorn's WebSocket ping task
+    # only notices a closed socket after its next ping interval (30 s by default).
     with scope:
-        await worker_serve(app, config, sockets=Sockets([], [sock], []),
-                           shutdown_trigger=stop.wait, task_status=task_status)
+        lifespan_state: dict[str, Any] = {}
+        lifespan = Lifespan(app, config, lifespan_state)
+        context = WorkerContext(None)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as server_nursery:
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                connection = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(partial(trio.serve_listeners, connection, [listener],
+                                                 handler_nursery=server_nursery))
+                    task_status.started([f"http://{repr_socket_addr(sock.family, sock.getsockname())}"])
+                    await stop.wait()
+                    accepting.cancel_scope.cancel()
+                # Idle keep-alive connections close now, busy ones after their response.
+                await context.terminated.set()
+                with trio.move_on_after(config.graceful_timeout):
+                    await guard.drain()
+                server_nursery.cancel_scope.cancel()
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
 
 
 def _hypercorn_config(
@@ -215,7 +243,7 @@ def _hypercorn_config(
 
 
 class _Guard:
-    """ASGI wrapper: the real header cap, and responses finished under a shield.
+    """ASGI wrapper: the real header cap, responses finished under a shield, the drain.
 
     h11's `max_incomplete_event_size` only limits a request still arriving: a 20 KiB
     header block that lands in one read passes it. So the size of the request line and
@@ -225,12 +253,19 @@ class _Guard:
     which hypercorn does from inside the app's last ``send``; that cancel also kills the
     keep-alive idle timer hypercorn starts there, and the connection then idles forever.
     Finishing the last send under a (bounded) shield lets the timer start.
+
+    It also counts the HTTP requests and WebSockets in the app, so `drain` knows when
+    nothing is left, and can close the WebSockets (hypercorn leaves them open).
     """
 
     def __init__(self, app: Any, *, max_header_bytes: int, finish_timeout: float) -> None:
         self._app = app
         self._max_header_bytes = max_header_bytes
         self._finish_timeout = finish_timeout
+        self._requests = 0
+        self._websockets: set[trio.CancelScope] = set()
+        self._closing_websockets = False
+        self._changed = trio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -241,9 +276,59 @@ class _Guard:
         if size > self._max_header_bytes:
             await _refuse(scope, send)
             return
-        if scope["type"] == "http":
-            send = partial(self._send, send)
-        await self._app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        self._requests += 1
+        try:
+            await self._app(scope, receive, partial(self._send, send))
+        finally:
+            self._requests -= 1
+            self._notify()
+
+    async def drain(self) -> None:
+        """Wait for the HTTP requests in flight, then close every WebSocket with 1001 and wait for them."""
+        while self._requests:
+            await self._wait_for_change()
+        # Only now: a WebSocket (the node tunnel) may be carrying those requests.
+        self._closing_websockets = True
+        for scope in self._websockets:
+            scope.cancel()
+        while self._websockets or self._requests:
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _websocket(self, scope: Any, receive: Any, send: Any) -> None:
+        closed = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal closed
+            if message["type"] in ("websocket.close", "websocket.http.response.start"):
+                closed = True
+            await send(message)
+
+        cancel = trio.CancelScope()
+        self._websockets.add(cancel)
+        if self._closing_websockets:
+            cancel.cancel()
+        try:
+            with cancel:
+                await self._app(scope, receive, tracked)
+            if cancel.cancel_called and not closed:
+                # Before accept this is an HTTP 403; after, a close frame.
+                with trio.CancelScope(shield=True) as shielded:
+                    shielded.deadline = trio.current_time() + self._finish_timeout
+                    await send({"type": "websocket.close", "code": CLOSE_GOING_AWAY,
+                                "reason": "server shutting down"})
+        finally:
+            self._websockets.discard(cancel)
+            self._notify()
 
     async def _send(self, send: Any, message: Any) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):

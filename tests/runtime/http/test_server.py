@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from quart import websocket
 from quart_trio import QuartTrio
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from runtime.http import ListenError, open_test_server, redact_url, serve_app, serve_file
 
@@ -198,6 +198,87 @@ async def test_drain_is_bounded() -> None:
             server_scope.cancel()
             with trio.fail_after(5):
                 await server_done.wait()
+
+
+class Server:
+    """serve_app in a cancel scope of its own, with an event set once it has returned."""
+
+    def __init__(self, app: QuartTrio, **limits: object) -> None:
+        self.app, self.limits = app, limits
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+        with self.scope:
+            await serve_app(self.app, host="127.0.0.1", port=0, task_status=task_status, **self.limits)
+        self.done.set()
+
+
+async def test_idle_connections_and_websockets_do_not_hold_the_drain() -> None:
+    # A long grace period and keep-alive timeout: stopping must not wait for either.
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            server = Server(make_app(), graceful_timeout=TIMEOUT, keep_alive_timeout=TIMEOUT)
+            url = (await outer.start(server.run))[0]
+            port = int(url.rsplit(":", 1)[1])
+            keep_alive = await trio.open_tcp_stream("127.0.0.1", port)
+            await keep_alive.send_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += await keep_alive.receive_some(65536)
+            async with keep_alive, open_websocket_url(url.replace("http://", "ws://") + "/echo") as ws:
+                await ws.send_message("ping")
+                assert await ws.get_message() == "ping"
+                server.scope.cancel()
+                with trio.fail_after(5):  # far less than the grace period
+                    await server.done.wait()
+                    assert await _read_until_eof(keep_alive) == b""
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+            assert closed.value.reason.code == 1001
+
+
+async def test_a_closed_websocket_does_not_hold_the_drain() -> None:
+    # hypercorn's ping task outlives a closed WebSocket by up to a ping interval.
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            server = Server(make_app(), graceful_timeout=TIMEOUT, websocket_ping_interval=TIMEOUT)
+            url = (await outer.start(server.run))[0]
+            async with open_websocket_url(url.replace("http://", "ws://") + "/echo") as ws:
+                await ws.send_message("ping")
+                assert await ws.get_message() == "ping"
+            server.scope.cancel()
+            with trio.fail_after(5):
+                await server.done.wait()
+
+
+async def test_websockets_stay_open_while_requests_finish() -> None:
+    # A WebSocket (the node tunnel) may carry what the requests in flight wait for.
+    entered, release = trio.Event(), trio.Event()
+    results: list[httpx.Response] = []
+
+    async def request(url: str) -> None:
+        async with httpx.AsyncClient() as client:
+            results.append(await client.get(f"{url}/slow"))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            server = Server(make_app(entered, release), graceful_timeout=TIMEOUT)
+            url = (await outer.start(server.run))[0]
+            async with open_websocket_url(url.replace("http://", "ws://") + "/echo") as ws:
+                outer.start_soon(request, url)
+                await entered.wait()
+                server.scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                await ws.send_message("still here")
+                assert await ws.get_message() == "still here"
+                release.set()
+                with trio.fail_after(5):
+                    await server.done.wait()
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+            assert closed.value.reason.code == 1001
+    assert [(r.status_code, r.text) for r in results] == [(200, "done")]
 
 
 async def test_stalled_client_does_not_pin_shutdown(tmp_path: Path) -> None:
