@@ -13,9 +13,22 @@ class SSEError(ValueError):
 
 async def sse_data(chunks: AsyncIterable[bytes], *, max_event_bytes: int = MAX_EVENT_BYTES) -> AsyncIterator[str]:
     """Yield the `data` of each event (multi-line data joined with newlines), in order."""
+    async for batch in sse_batches(chunks, max_event_bytes=max_event_bytes):
+        for data in batch:
+            yield data
+
+
+async def sse_batches(chunks: AsyncIterable[bytes], *,
+                      max_event_bytes: int = MAX_EVENT_BYTES) -> AsyncIterator[list[str]]:
+    """Like `sse_data`, but the events one chunk completes come as one list.
+
+    A relay that forwards them as one message sends fewer when the source is ahead of
+    it, and delays nothing: each list is yielded as soon as its chunk arrives.
+    """
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
+        batch = []
         while True:
             cut = _event_end(buffer)
             if cut is None:
@@ -23,13 +36,15 @@ async def sse_data(chunks: AsyncIterable[bytes], *, max_event_bytes: int = MAX_E
             event, buffer = buffer[:cut[0]], buffer[cut[1]:]
             data = _data_of(event)
             if data is not None:
-                yield data
+                batch.append(data)
+        if batch:
+            yield batch
         if len(buffer) > max_event_bytes:
             raise SSEError(f"server-sent event larger than {max_event_bytes} bytes")
     if buffer.strip():
         data = _data_of(buffer)
         if data is not None:
-            yield data
+            yield [data]
 
 
 def _event_end(buffer: bytes) -> tuple[int, int] | None:

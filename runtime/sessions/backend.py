@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from runtime.errors import FlowError
-from runtime.http.sse import SSEError, sse_data
+from runtime.http.sse import SSEError, sse_batches
 from runtime.scheduler.service import Route, Scheduler
 from runtime.sessions.manager import Session
 from runtime.tunnel import TunnelError
@@ -87,6 +87,10 @@ class ClusterBackend:
     async def stream_chat(self, session: Session, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """Yield text deltas of a streamed chat completion.
 
+        The deltas that arrive together (one chunk from the tunnel) come as one: when the
+        model is ahead of the session, the client gets fewer, larger messages; a slow
+        model's tokens still come one by one, as soon as each arrives.
+
         Cancellation: closing or cancelling the iteration resets the stream, so the
         worker stops generating at once.
         """
@@ -94,13 +98,20 @@ class ClusterBackend:
         response = await self._call(session, session.model, "/v1/chat/completions", body, "application/json")
         produced = False
         try:
-            async for data in sse_data(response.body()):
-                if data.strip() == "[DONE]":
-                    break
-                delta = _delta(data)
+            async for batch in sse_batches(response.body()):
+                done = False
+                deltas = []
+                for data in batch:
+                    if data.strip() == "[DONE]":
+                        done = True
+                        break
+                    deltas.append(_delta(data))
+                delta = "".join(deltas)
                 if delta:
                     produced = True
                     yield delta
+                if done:
+                    break
         except (TunnelError, SSEError) as exc:
             raise BackendError(f"the reply broke off: {exc}", before_output=not produced) from None
         finally:
