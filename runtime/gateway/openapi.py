@@ -1,9 +1,14 @@
-"""The gateway's OpenAPI description (served at /v1/openapi.json; the fuzz test reads it)."""
+"""The gateway's OpenAPI description (served at /v1/openapi.json; the fuzz tests read it).
+
+The /v1 API (API keys) is described here, the admin API (/api/gateway/*) in openapi_admin.
+"""
 
 from __future__ import annotations
 
 import json
 from functools import cache
+
+from runtime.gateway import openapi_admin
 
 _ERROR = {"description": "OpenAI-style error", "content": {"application/json": {"schema": {
     "type": "object", "required": ["error"],
@@ -35,7 +40,11 @@ def document() -> bytes:
     doc = {
         "openapi": "3.0.3",
         "info": {"title": "flowctl gateway", "version": "1"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "an API key (fgk_...)"},
+                                           "adminKey": {"type": "http", "scheme": "bearer",
+                                                        "description": "the control plane's admin key"}},
+                       "schemas": openapi_admin.SCHEMAS},
         "paths": {
             "/v1/models": {"get": {"summary": "The ready models this key may use (OpenAI list format)",
                                    "security": [{"bearer": []}],
@@ -51,7 +60,10 @@ def document() -> bytes:
                 ["model", "prompt"], prompt={"type": "string"})),
             "/v1/audio/transcriptions": _post("Speech to text (needs an asr model; multipart too)", _schema(
                 ["model"], file={"type": "string"})),
+            "/v1/openapi.json": {"get": {"summary": "This description", "responses": {
+                "200": {"description": "OpenAPI 3.0 JSON"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+            **openapi_admin.PATHS,
         },
     }
     return json.dumps(doc).encode()

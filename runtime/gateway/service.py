@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +28,7 @@ log = logging.getLogger("flowctl.gateway")
 CACHE_TTL = 30.0
 USAGE_FLUSH_INTERVAL = 2.0
 _JSON = (b"content-type", b"application/json")
+MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
 
 
 class KeyService:
@@ -138,13 +140,17 @@ class KeyService:
                 body = await _json_body(receive)
                 models = body.get("models") or []
                 expires = body.get("expires_at")
-                if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-                    raise GatewayError(400, "'models' must be a list of patterns", "invalid")
-                if expires is not None and not isinstance(expires, int | float):
-                    raise GatewayError(400, "'expires_at' must be a Unix time", "invalid")
+                # Stored comma-joined, so a comma would split one pattern into two.
+                if not isinstance(models, list) or not all(isinstance(m, str) and m and "," not in m
+                                                           for m in models):
+                    raise GatewayError(400, "'models' must be a list of patterns (without commas)", "invalid")
+                if expires is not None:
+                    expires = _unix_time(expires)
                 if not isinstance(body.get("tenant"), str):
                     raise GatewayError(400, "'tenant' is required", "invalid")
-                key, record = await self.run_store(store.create_key, body["tenant"], name=str(body.get("name", "")),
+                if not isinstance(body.get("name", ""), str):
+                    raise GatewayError(400, "'name' must be a string", "invalid")
+                key, record = await self.run_store(store.create_key, body["tenant"], name=body.get("name", ""),
                                                    limits=_limits(body), models=tuple(models), expires_at=expires)
                 return 201, {**record.public(), "key": key}
             case ("DELETE", ["keys", key_id]):
@@ -177,11 +183,22 @@ async def _json_body(receive: Any) -> dict:
     return body
 
 
+def _unix_time(value: Any) -> float:
+    # A finite float: SQLite cannot store an int past 2**63, and inf/NaN are not JSON.
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+            raise ValueError(value)
+        return float(value)
+    except (ValueError, OverflowError):
+        raise GatewayError(400, "'expires_at' must be a Unix time", "invalid") from None
+
+
 def _limits(body: dict) -> Limits:
     values = []
     for name in ("rpm", "tpm", "max_concurrency"):
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise GatewayError(400, f"'{name}' must be a positive integer", "invalid")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_LIMIT):
+            raise GatewayError(400, f"'{name}' must be an integer from 1 to {MAX_LIMIT}", "invalid")
         values.append(value)
     return Limits(*values)
