@@ -6,8 +6,11 @@ Measures, with the same load generator (httpx on trio, in this process): non-str
 req/s, p50 and p99 at c=1 and c=32; one stream's relayed tokens/s; the rate limiter's
 accepted rate at 10x a key's rpm; the framework floor (a quart-trio hello world on
 hypercorn, c=50); LiteLLM's proxy in front of the same worker when `just litellm-venv`
-has installed it into bench/.litellm (otherwise it prints how to get it).
-The plane (hub + scheduler + gateway), a node agent and the worker run in a child process.
+has installed it into bench/.litellm (otherwise it prints how to get it), with the ratios
+against it: gateway req/s >= 10x LiteLLM's, and the gateway's added p50 at c=1 (over direct)
+<= 1/10 of LiteLLM's. The plane (hub + scheduler + gateway), a node agent and the worker run
+in a child process; every child runs in a session of its own and its group is killed at the
+end, and each one's output goes to a log whose tail is printed if it fails to start.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,6 +71,7 @@ async def _serve(data: Path) -> None:
     admin = secrets.token_urlsafe(24)
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope)
             settings = PlaneSettings(data_dir=data / "plane", port=0, roles=("hub", "scheduler", "gateway"))
             handle = await nursery.start(partial(serve_control_plane, settings, admin_key=admin))
             auth = {"Authorization": f"Bearer {admin}"}
@@ -87,6 +93,14 @@ async def _serve(data: Path) -> None:
     finally:
         worker.terminate()
         worker.wait()
+
+
+async def _cancel_on_sigterm(scope: trio.CancelScope) -> None:
+    # The parent stops us with SIGTERM: cancel, so the finally above stops the worker.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -157,9 +171,33 @@ async def hello():
 '''
 
 
-def _spawn(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+def _spawn(args: list[str], cwd: Path, log: Path, env: dict | None = None, *,
+           stdout_pipe: bool = False) -> subprocess.Popen:
+    """A child in a session of its own (its whole group is stopped at the end), output in `log`."""
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
+                                stdout=subprocess.PIPE if stdout_pipe else out, stderr=out)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def _tail(proc: subprocess.Popen, lines: int = 20) -> str:
+    text = proc.log.read_text(errors="replace").splitlines()  # type: ignore[attr-defined]
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, a grace period, then SIGKILL to the process and everything in its group."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever it started and left behind
+    except ProcessLookupError:
+        pass
 
 
 def _free_port() -> int:
@@ -170,15 +208,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _wait_http(url: str) -> None:
+async def _wait_http(url: str, proc: subprocess.Popen, limit_s: float = 120.0) -> None:
+    """Until `url` answers 200; SystemExit with the end of the process's log if it exits or is late."""
     async with httpx.AsyncClient(timeout=2) as client:
-        for _ in range(600):
-            try:
-                await client.get(url)
-                return
-            except httpx.TransportError:
-                await trio.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
+        with trio.move_on_after(limit_s):
+            while proc.poll() is None:
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.2)
+    raise SystemExit(f"{url} did not come up (exit status {proc.poll()}); the end of its log:\n{_tail(proc)}")
 
 
 def _row(name: str, r: dict) -> None:
@@ -188,10 +229,13 @@ def _row(name: str, r: dict) -> None:
 
 async def main(duration: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
-    served = _spawn([sys.executable, __file__, "--serve", str(tmp)], ROOT)
+    served = _spawn([sys.executable, __file__, "--serve", str(tmp)], ROOT, tmp / "served.log", stdout_pipe=True)
     procs = [served]
     try:
-        info = json.loads(served.stdout.readline())
+        line = await trio.to_thread.run_sync(served.stdout.readline)
+        if not line:
+            raise SystemExit(f"the served side exited with {served.wait()}; the end of its log:\n{_tail(served)}")
+        info = json.loads(line)
         auth = {"Authorization": f"Bearer {info['key']}"}
         print("non-streaming chat, same load generator:")
         results = {}
@@ -214,9 +258,10 @@ async def main(duration: float) -> None:
 
         port = _free_port()
         (tmp / "floor.py").write_text(FLOOR_APP)
-        procs.append(_spawn([sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
-                             f"127.0.0.1:{port}", "floor:app"], tmp))
-        await _wait_http(f"http://127.0.0.1:{port}/")
+        floor_proc = _spawn([sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
+                             f"127.0.0.1:{port}", "floor:app"], tmp, tmp / "floor.log")
+        procs.append(floor_proc)
+        await _wait_http(f"http://127.0.0.1:{port}/", floor_proc)
         floor = await load(f"http://127.0.0.1:{port}", "/", None, 50, duration)
         _row("framework floor quart-trio c=50", floor)
         gw50 = await load(info["gateway"], "/v1/chat/completions", CHAT, 50, duration, auth)
@@ -226,26 +271,44 @@ async def main(duration: float) -> None:
         if not LITELLM.exists():
             print("LiteLLM peer: not installed; run `just litellm-venv` (installs litellm[proxy] into bench/.litellm)")
             return
-        port = _free_port()
-        config = tmp / "litellm.yaml"
-        config.write_text("model_list:\n  - model_name: echo\n    litellm_params:\n      model: openai/echo\n"
-                          f"      api_base: {info['worker']}/v1\n      api_key: none\n")
-        master = "sk-" + secrets.token_urlsafe(32)
-        procs.append(_spawn([str(LITELLM), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
-                            tmp, {"LITELLM_MASTER_KEY": master}))
-        await _wait_http(f"http://127.0.0.1:{port}/health/liveliness")
-        lite = {"Authorization": f"Bearer {master}"}
+        lite = await litellm_peer(tmp, info["worker"], duration, procs)
+        print("LiteLLM proxy in front of the same worker (no database; master key only):")
         for c in (1, 32):
-            _row(f"litellm proxy      c={c}", await load(f"http://127.0.0.1:{port}", "/v1/chat/completions",
-                                                         CHAT, c, duration, lite))
+            _row(f"litellm proxy      c={c}", lite[c])
+        lite_added = lite[1]["p50_ms"] - results[("direct", 1)]["p50_ms"]
+        for c in (1, 32):
+            print(f"  gateway / litellm req/s at c={c}: {results[('gateway', c)]['rps'] / lite[c]['rps']:.1f}x "
+                  "(target >= 10x)")
+        print(f"  added p50 at c=1: gateway {added:.2f} ms, litellm {lite_added:.2f} ms: "
+              f"{added / lite_added:.3f} of litellm's (target <= 0.1)")
     finally:
         for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            _stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def litellm_peer(tmp: Path, worker_url: str, duration: float, procs: list) -> dict[int, dict]:
+    """Start LiteLLM's proxy in front of the worker (logged to tmp/litellm.log); its c=1 and c=32 figures."""
+    port = _free_port()
+    config = tmp / "litellm.yaml"
+    config.write_text("model_list:\n  - model_name: echo\n    litellm_params:\n      model: openai/echo\n"
+                      f"      api_base: {worker_url}/v1\n      api_key: none\n"
+                      "litellm_settings:\n  telemetry: false\n  drop_params: true\n")
+    # A strong master key (it refuses weak ones); no DATABASE_URL: keys are the master key only.
+    master = "sk-" + secrets.token_urlsafe(32)
+    env = {"LITELLM_MASTER_KEY": master, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "DISABLE_SCHEMA_UPDATE": "True", "LITELLM_TELEMETRY": "False"}
+    proc = _spawn([str(LITELLM), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+                  tmp, tmp / "litellm.log", env)
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    await _wait_http(f"{url}/health/liveliness", proc)
+    auth = {"Authorization": f"Bearer {master}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as client:
+        check = await client.post("/v1/chat/completions", json=CHAT)
+    if check.status_code != 200 or check.json()["choices"][0]["message"]["content"] != "hello there":
+        raise SystemExit(f"litellm answered {check.status_code}: {check.text[:300]}\n{_tail(proc)}")
+    return {c: await load(url, "/v1/chat/completions", CHAT, c, duration, auth) for c in (1, 32)}
 
 
 if __name__ == "__main__":
