@@ -15,13 +15,14 @@ class GatewayError(FlowError):
     """A request the gateway answers itself, with `status` and an OpenAI error body."""
 
     def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, allow: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        self.allow = allow
 
     def body(self) -> bytes:
         """The JSON body."""
@@ -29,10 +30,12 @@ class GatewayError(FlowError):
                                      "param": self.param, "code": self.code}}).encode()
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """Content headers, plus Retry-After (whole seconds, at least 1) when rate limited."""
+        """Content headers, plus Retry-After (whole seconds, at least 1) when rate limited, Allow on 405."""
         out = [(b"content-type", b"application/json")]
         if self.retry_after is not None:
             out.append((b"retry-after", str(max(1, int(-(-self.retry_after // 1)))).encode()))
         if self.status == 401:
             out.append((b"www-authenticate", b"Bearer"))
+        if self.allow is not None:
+            out.append((b"allow", self.allow.encode()))
         return out

@@ -29,6 +29,9 @@ CACHE_TTL = 30.0
 USAGE_FLUSH_INTERVAL = 2.0
 _JSON = (b"content-type", b"application/json")
 MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
+# (first path part after /api/gateway/, number of parts) -> the methods _admin serves there.
+ADMIN_METHODS = {("tenants", 1): "GET, POST", ("tenants", 2): "DELETE", ("keys", 1): "GET, POST",
+                 ("keys", 2): "DELETE", ("usage", 1): "GET"}
 
 
 class KeyService:
@@ -99,20 +102,22 @@ class KeyService:
             with trio.CancelScope(shield=True):
                 await self.flush()
 
-    # -- the admin API ----------------------------------------------------------------------
+    # -- the admin API (its routes: the match in _admin; ADMIN_METHODS mirrors them for 405) ---
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             status, body = await self._admin(scope, receive)
-        except GatewayError as exc:
-            status, body = exc.status, json.loads(exc.body())
         except KeyStoreError as exc:
             status, body = exc.status, {"error": {"message": str(exc), "type": "invalid_request_error",
                                                   "code": "not_found" if exc.status == 404 else "invalid"}}
+        except GatewayError as exc:
+            data = exc.body()
+            await send({"type": "http.response.start", "status": exc.status,
+                        "headers": [*exc.headers(), (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+            return
         data = b"" if status == 204 else json.dumps(body).encode()
         headers = [_JSON, (b"content-length", str(len(data)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -160,6 +165,10 @@ class KeyService:
             case ("GET", ["usage"]):
                 await self.flush()
                 return 200, await self.run_store(store.usage, query.get("tenant"))
+        allowed = ADMIN_METHODS.get((parts[0], len(parts)) if parts else ("", 0))
+        if allowed is not None:
+            raise GatewayError(405, f"method {method} is not allowed on {scope['path']} (use {allowed})",
+                               "method_not_allowed", allow=allowed)
         raise GatewayError(404, f"no such admin endpoint: {method} {scope['path']}", "not_found")
 
 

@@ -16,7 +16,7 @@ from schemathesis.constants import NOT_SET
 
 from runtime.gateway import app as gateway_app
 from runtime.gateway import openapi
-from runtime.gateway.service import KeyService
+from runtime.gateway.service import ADMIN_METHODS, KeyService
 from runtime.gateway.validate import ENDPOINTS
 from tests.runtime.gateway.conftest import ADMIN
 
@@ -47,6 +47,14 @@ def test_every_admin_route_is_described_with_its_methods():
     assert len(routes) == 7  # the parse found the cases (tenants, keys, usage)
     admin_described = {(m, p) for m, p in described() if p.startswith(ADMIN_PREFIX + "/")}
     assert routes == admin_described
+
+
+def test_the_405_table_lists_exactly_the_served_methods():
+    served = {}
+    for method, path in admin_routes():
+        parts = path.removeprefix(ADMIN_PREFIX + "/").split("/")
+        served.setdefault((parts[0], len(parts)), set()).add(method)
+    assert {shape: set(methods.split(", ")) for shape, methods in ADMIN_METHODS.items()} == served
 
 
 def test_every_v1_route_is_described_with_its_method():

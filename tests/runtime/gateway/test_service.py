@@ -32,3 +32,16 @@ async def test_a_large_integer_expiry_is_stored_as_a_time(cluster):
                                       json={"tenant": "acme", "expires_at": 10**30, "rpm": 2**63 - 1})
     assert r.status_code == 201, r.text
     assert r.json()["expires_at"] == 1e30 and r.json()["rpm"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/api/gateway/tenants", "GET, POST"), ("GET", "/api/gateway/keys/abc", "DELETE"),
+    ("POST", "/api/gateway/usage", "GET")])
+async def test_a_wrong_method_on_an_admin_path_is_a_405_naming_the_allowed_ones(cluster, method, path, allow):
+    r = await cluster.client.request(method, path, headers=ADMIN_AUTH)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json()["error"]["code"] == "method_not_allowed" and allow in r.json()["error"]["message"]
+    missing = await cluster.client.get("/api/gateway/nothing", headers=ADMIN_AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    unauthorized = await cluster.client.request(method, path)
+    assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"
