@@ -164,5 +164,8 @@ async def test_a_disk_write_error_fails_the_install_at_once(hub, layout, options
     publish(hub)
     with trio.fail_after(20), pytest.raises(OSError, match="No space left"):
         await install(layout, hub.url, "echo", "1.0.0", options=options)
-    assert len(hub.blob_requests(DIGEST)) == 1  # not retried
+    # Not retried. Which blob hits the full disk first depends on how the concurrent fetches
+    # interleave, so: some blob was asked for, and none twice.
+    fetched = [r.path for r in hub.log if r.path.startswith("/blobs/")]
+    assert fetched and len(fetched) == len(set(fetched))
     assert layout.current_version("echo") is None
