@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
 import trio
 import trio_websocket
 
@@ -39,6 +38,7 @@ from runtime.exception_groups import collapse
 from runtime.node import sysinfo
 from runtime.tunnel import Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
+from runtime.tunnel.worker_client import WorkerClient
 
 log = logging.getLogger("flowctl.node")
 CONNECT_PATH = "/api/cluster/connect"
@@ -105,7 +105,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
     rng = random.Random()
     attempt = 0
     started = False
-    async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0)) as client:
+    async with WorkerClient() as client:
         while True:
             began = trio.current_time()
             try:
@@ -137,7 +137,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
             await trio.sleep(delay)
 
 
-async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: httpx.AsyncClient,
+async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient,
                    on_welcome: Callable[[Welcome], None]) -> None:
     installed, replicas = executor.inventory()
     total_mb, _ = sysinfo.memory_mb()

@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import trio
 
 from runtime.exception_groups import collapse
 from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import StreamReset, TunnelError
 from runtime.tunnel.mux import Mux, Stream
+from runtime.tunnel.worker_client import WorkerClient, WorkerConnectionError, WorkerUnreachable
 
 # Hop-by-hop headers (RFC 9110 7.6.1) describe one connection and never cross the tunnel.
 HOP_BY_HOP = frozenset({
@@ -32,6 +32,7 @@ HOP_BY_HOP = frozenset({
     "upgrade", "proxy-authenticate", "proxy-authorization", "host",
 })
 WORKER_CONNECT_TIMEOUT = 5.0
+MAX_FORWARDED_BODY = 64 * 1024 * 1024
 PUMP_CHUNKS = 8  # chunks read ahead from the worker while the last batch is sent
 
 
@@ -105,36 +106,38 @@ async def send_request(
         raise
 
 
-async def forward_to_worker(stream: Stream, client: httpx.AsyncClient, base_url: str) -> None:
+async def forward_to_worker(stream: Stream, client: WorkerClient, base_url: str) -> None:
     """Replay the stream's request on the worker at `base_url`, stream the reply back.
+
+    The request body is read whole first (the gateway caps bodies at a few MiB), so a
+    kept-alive connection the worker closed can be retried safely.
 
     Error handling: a worker that cannot be reached answers 502 with an OpenAI-style
     error body; a reset from the peer cancels the worker request (raising nothing).
     """
     head: dict[str, Any] = stream.head
     try:
-        request = client.build_request(
-            head.get("method", "GET"), base_url + head.get("path", "/"),
-            headers=[(k, v) for k, v in head.get("headers", [])],
-            content=_request_body(stream),
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            await send_error(stream, 502, f"worker unreachable: {type(exc).__name__}")
+        body = await _request_body(stream)
+        if body is None:
+            await send_error(stream, 413, f"the request body is larger than {MAX_FORWARDED_BODY} bytes")
             return
         try:
-            stream.send_head({"status": response.status_code,
-                              "headers": clean_headers(response.headers.multi_items())})
-            await _relay_body(response.aiter_raw(), stream)
+            response = await client.send(head.get("method", "GET"), base_url + head.get("path", "/"),
+                                         [(k, v) for k, v in head.get("headers", [])], body)
+        except (WorkerUnreachable, WorkerConnectionError) as exc:
+            await send_error(stream, 502, f"worker unreachable: {exc}")
+            return
+        try:
+            stream.send_head({"status": response.status, "headers": clean_headers(response.headers)})
+            await _relay_body(response.iter_raw(), stream)
             stream.send_eof()
         finally:
             await response.aclose()
     except StreamReset:
         pass
-    except httpx.TransportError as exc:
+    except WorkerConnectionError as exc:
         # The worker died mid-reply: the client sees the stream end abruptly, not a clean end.
-        stream.reset(f"worker connection failed: {type(exc).__name__}")
+        stream.reset(f"worker connection failed: {exc}")
     except TunnelError:
         pass
 
@@ -165,9 +168,15 @@ async def _relay_body(chunks: AsyncIterator[bytes], stream: Stream) -> None:
                 pacer.wrote()
 
 
-async def _request_body(stream: Stream) -> AsyncIterator[bytes]:
+async def _request_body(stream: Stream) -> bytes | None:
+    """The whole request body, or None past MAX_FORWARDED_BODY."""
+    parts, size = [], 0
     async for chunk in stream:
-        yield chunk
+        size += len(chunk)
+        if size > MAX_FORWARDED_BODY:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def send_error(stream: Stream, status: int, message: str) -> None:

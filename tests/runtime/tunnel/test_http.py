@@ -3,7 +3,6 @@
 import json
 from functools import partial
 
-import httpx
 import pytest
 import trio
 from hypercorn.config import Config
@@ -11,6 +10,7 @@ from hypercorn.trio import serve
 
 from runtime.tunnel import open_mux
 from runtime.tunnel.http import forward_to_worker, send_request
+from runtime.tunnel.worker_client import WorkerClient
 from tests.runtime.tunnel.test_mux import transport_pair
 
 
@@ -70,8 +70,7 @@ class Worker:
 
 
 async def run_node(mux, base_url, *, task_status=trio.TASK_STATUS_IGNORED):
-    async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5)) as client, \
-            trio.open_nursery() as nursery:
+    async with WorkerClient() as client, trio.open_nursery() as nursery:
         task_status.started()
         while True:
             stream = await mux.accept_stream()
