@@ -194,7 +194,7 @@ class Gateway:
                     with trio.fail_after(self.first_byte_timeout):
                         response = await send_request(mux, "POST", target, headers, raw,
                                                       route={"replica_id": route.replica.replica_id})
-                        first = await _first_chunk(response) if response.status < 500 else None
+                        first = await _first_chunk(response)
                 except trio.TooSlowError:
                     raise GatewayError(504, f"the model {model!r} did not answer within "
                                        f"{self.first_byte_timeout:g} s", "upstream_timeout") from None

@@ -7,8 +7,8 @@ memory, the reply handed over chunk by chunk as it arrives.
 
 Error handling: a worker that cannot be connected to raises WorkerUnreachable; a connection
 that fails during the exchange raises WorkerConnectionError. A kept-alive connection the
-worker closed while idle is noticed before any reply byte and the request is sent once more
-on a new connection.
+worker closed while idle is noticed before any reply byte: the request is sent once more on
+a new connection, and the other connections idle to that worker are dropped.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class WorkerClient:
             ("host", f"{origin[0]}:{origin[1]}"), ("content-length", str(len(body))),
             *((k, v) for k, v in headers if k.lower() not in _DROPPED)])
         for attempt in range(2):
-            conn, reused = await self._acquire(origin)
+            conn, reused = await self._acquire(origin, fresh=attempt > 0)
             try:
                 await conn.send(request)
                 if body:
@@ -137,7 +137,10 @@ class WorkerClient:
             except _BROKEN as exc:
                 await conn.aclose()
                 if reused and attempt == 0:
-                    continue  # a kept-alive connection the worker had closed
+                    # A kept-alive connection the worker had closed (its idle timeout, a
+                    # restart): the others idle as long are likely closed too.
+                    await self._drop_idle(origin)
+                    continue
                 raise WorkerConnectionError(f"{type(exc).__name__}: {exc}") from None
             except BaseException:
                 await conn.aclose()
@@ -145,9 +148,9 @@ class WorkerClient:
             return WorkerResponse(self, origin, conn, event)
         raise AssertionError("unreachable")
 
-    async def _acquire(self, origin: tuple[str, int]) -> tuple[_Connection, bool]:
+    async def _acquire(self, origin: tuple[str, int], *, fresh: bool = False) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)
-        if idle:
+        if idle and not fresh:
             return idle.pop(), True
         try:
             with trio.fail_after(self.connect_timeout):
@@ -155,6 +158,10 @@ class WorkerClient:
         except (OSError, trio.TooSlowError) as exc:
             raise WorkerUnreachable(f"{origin[0]}:{origin[1]}: {type(exc).__name__}") from None
         return _Connection(stream), False
+
+    async def _drop_idle(self, origin: tuple[str, int]) -> None:
+        for conn in self._idle.pop(origin, ()):
+            await conn.aclose()
 
     async def _release(self, origin: tuple[str, int], conn: _Connection) -> None:
         idle = self._idle.setdefault(origin, collections.deque())

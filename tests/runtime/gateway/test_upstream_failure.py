@@ -41,3 +41,20 @@ async def test_a_worker_dying_mid_stream_ends_the_reply_with_an_error(nursery, t
         with trio.CancelScope(shield=True):
             await cluster.client.aclose()
             await trio.to_thread.run_sync(worker.stop)
+
+
+async def test_an_error_reply_of_the_only_replica_reaches_the_client_whole(nursery, tmp_path):
+    cluster, worker = await _start_cluster(nursery, tmp_path, nodes=0)
+    try:
+        await cluster.add_node("http://127.0.0.1:1")  # its worker cannot be reached: the node answers 502
+        await cluster.deploy()
+        key = await cluster.key()
+        with trio.fail_after(20):
+            r = await cluster.client.post("/v1/chat/completions", json=CHAT,
+                                          headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 502 and int(r.headers["content-length"]) == len(r.content)
+        assert "worker unreachable" in r.json()["error"]["message"]
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.client.aclose()
+            await trio.to_thread.run_sync(worker.stop)

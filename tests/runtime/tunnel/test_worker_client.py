@@ -113,6 +113,23 @@ async def test_a_keep_alive_the_worker_closed_is_retried_on_a_new_connection(ser
     assert server.connections == 2 and len(server.requests) == 3
 
 
+async def test_when_the_worker_closed_its_idle_connections_one_retry_is_enough(serve):
+    server = await serve(lambda req, body: ok(b"fine"))
+    async with WorkerClient() as client:
+        with trio.fail_after(10):
+            # Three connections, kept alive, all read to their end.
+            responses = [await client.send("GET", server.url + "/", [], b"") for _ in range(3)]
+            for response in responses:
+                assert b"".join([c async for c in response.iter_raw()]) == b"fine"
+                await response.aclose()
+            idle = client._idle[("127.0.0.1", int(server.url.rsplit(":", 1)[1]))]
+            assert len(idle) == 3
+            for conn in idle:  # as a worker's keep-alive timeout would
+                conn.stream.socket.shutdown(trio.socket.SHUT_RDWR)
+            assert (await fetch(client, server.url))[2] == b"fine"
+    assert server.connections == 4
+
+
 async def test_a_fresh_connection_that_fails_is_not_retried(serve):
     server = await serve(lambda req, body: "close")
     async with WorkerClient() as client:
