@@ -110,29 +110,17 @@ async def forward_to_worker(stream: Stream, client: WorkerClient, base_url: str)
     """Replay the stream's request on the worker at `base_url`, stream the reply back.
 
     The request body is read whole first (the gateway caps bodies at a few MiB), so a
-    kept-alive connection the worker closed can be retried safely.
+    kept-alive connection the worker closed can be retried safely. A reset of the stream
+    at any point, also while the worker has not answered yet, closes the worker's
+    connection: that is how the worker learns its client went away.
 
     Error handling: a worker that cannot be reached answers 502 with an OpenAI-style
     error body; a reset from the peer cancels the worker request (raising nothing).
     """
-    head: dict[str, Any] = stream.head
     try:
-        body = await _request_body(stream)
-        if body is None:
-            await send_error(stream, 413, f"the request body is larger than {MAX_FORWARDED_BODY} bytes")
-            return
-        try:
-            response = await client.send(head.get("method", "GET"), base_url + head.get("path", "/"),
-                                         [(k, v) for k, v in head.get("headers", [])], body)
-        except (WorkerUnreachable, WorkerConnectionError) as exc:
-            await send_error(stream, 502, f"worker unreachable: {exc}")
-            return
-        try:
-            stream.send_head({"status": response.status, "headers": clean_headers(response.headers)})
-            await _relay_body(response.iter_raw(), stream)
-            stream.send_eof()
-        finally:
-            await response.aclose()
+        with trio.CancelScope() as scope:
+            stream.on_reset(scope.cancel)
+            await _exchange(stream, client, base_url)
     except StreamReset:
         pass
     except WorkerConnectionError as exc:
@@ -140,6 +128,26 @@ async def forward_to_worker(stream: Stream, client: WorkerClient, base_url: str)
         stream.reset(f"worker connection failed: {exc}")
     except TunnelError:
         pass
+
+
+async def _exchange(stream: Stream, client: WorkerClient, base_url: str) -> None:
+    head: dict[str, Any] = stream.head
+    body = await _request_body(stream)
+    if body is None:
+        await send_error(stream, 413, f"the request body is larger than {MAX_FORWARDED_BODY} bytes")
+        return
+    try:
+        response = await client.send(head.get("method", "GET"), base_url + head.get("path", "/"),
+                                     [(k, v) for k, v in head.get("headers", [])], body)
+    except (WorkerUnreachable, WorkerConnectionError) as exc:
+        await send_error(stream, 502, f"worker unreachable: {exc}")
+        return
+    try:
+        stream.send_head({"status": response.status, "headers": clean_headers(response.headers)})
+        await _relay_body(response.iter_raw(), stream)
+        stream.send_eof()
+    finally:
+        await response.aclose()
 
 
 async def _relay_body(chunks: AsyncIterator[bytes], stream: Stream) -> None:

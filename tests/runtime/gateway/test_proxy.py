@@ -67,6 +67,27 @@ async def test_client_disconnect_cancels_the_worker_request(cluster):
             await wait_until(lambda: not cluster.handle.gateway.router.in_flight)
 
 
+async def test_client_disconnect_cancels_a_non_streamed_request_still_generating(cluster):
+    key = await cluster.key()
+    body = {**CHAT, "echo_tokens": 100, "echo_delay_s": 0.1}  # 10 s before the worker answers
+    async with httpx.AsyncClient(base_url=cluster.worker_url, timeout=5) as worker:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+
+                async def ask():
+                    await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=body)
+
+                nursery.start_soon(ask)
+                while not (await worker.get("/health")).json()["active_requests"]:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()  # the client goes away before any byte of the reply
+            left = trio.current_time()
+            while (await worker.get("/health")).json()["active_requests"]:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            assert trio.current_time() - left < 1.0
+            await wait_until(lambda: not cluster.handle.gateway.router.in_flight)
+
+
 async def test_a_reader_that_stops_bounds_what_is_buffered(cluster):
     """A client that stops reading stops the worker after about the tunnel window plus socket buffers."""
     key = await cluster.key()

@@ -7,6 +7,7 @@ import trio_websocket
 
 from runtime.tunnel import StreamReset, TunnelClosed, TunnelProtocolError, frames, open_mux
 from runtime.tunnel.frames import FrameType
+from tests.polling import wait_until
 
 
 class MemoryTransport:
@@ -147,6 +148,25 @@ async def test_reset_reaches_the_other_side(resetting_side):
             with pytest.raises(StreamReset) as info:
                 await resetter.send(b"more")
             assert not info.value.by_peer
+
+
+async def test_on_reset_runs_for_a_peer_reset_a_local_one_and_a_lost_connection():
+    left, right = transport_pair()
+    fired = []
+    with trio.fail_after(5):
+        async with open_mux(left, opener=True) as a, open_mux(right, opener=False) as b:
+            mine = await a.open_stream({"name": "one"})
+            theirs = await b.accept_stream()
+            theirs.on_reset(lambda: fired.append("peer"))
+            mine.on_reset(lambda: fired.append("local"))
+            mine.reset("client went away")
+            assert fired == ["local"]
+            await wait_until(lambda: fired == ["local", "peer"])  # set by the peer mux's reader
+            theirs.on_reset(lambda: fired.append("already"))  # runs at once
+            assert fired[-1] == "already"
+            finished = await a.open_stream({"name": "two"})
+            finished.on_reset(lambda: fired.append("lost"))
+        assert fired[-1] == "lost"  # the mux closed with the stream still open
 
 
 async def test_leaving_a_stream_block_early_resets_it():
