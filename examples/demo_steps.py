@@ -175,7 +175,7 @@ class Plane:
                 self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 say(f"flowctl up still running after {grace_s:.0f} s: killing it and its children")
-                for pid in _descendants(self.proc.pid):
+                for pid in descendants(self.proc.pid):
                     _kill_with_group(pid)
                 _signal_group(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
@@ -203,7 +203,7 @@ def _kill_with_group(pid: int) -> None:
         pass
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every live process below `root` (Linux /proc; empty elsewhere)."""
     parents: dict[int, int] = {}
     try:

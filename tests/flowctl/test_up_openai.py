@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from demo_steps import Cli, Plane, _descendants, child_env  # noqa: E402
+from demo_steps import Cli, Plane, child_env, descendants  # noqa: E402
 
 LIMIT_S = 60  # the whole test; about 10 s on an idle 2-core machine
 
@@ -53,7 +53,7 @@ def test_up_then_the_openai_package_then_ctrl_c(tmp_path):
         cli("tenants", "create", "acme")
         created = cli("keys", "create", "--tenant", "acme", "--models", "echo", capture=True)
         key = next(w for w in created.split() if w.startswith("fgk_"))
-        started = _descendants(plane.proc.pid)
+        started = descendants(plane.proc.pid)
         assert any("worker.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
                    for pid in started if alive(pid)), "the echo worker should be running under up"
 
