@@ -2,10 +2,11 @@
 
 The control plane calls `send_request` on a node's mux; the node runs
 `forward_to_worker` for every stream it accepts, replaying the request on a
-worker listening on its localhost and streaming the reply back chunk by chunk
-(SSE included, nothing buffered beyond the stream's window). A reset on either
-side cancels the other: a client that disconnects from the gateway closes the
-worker's connection.
+worker listening on its localhost (runtime/tunnel/worker_client.py) and streaming
+the reply back as it comes (SSE included; chunks closer than a millisecond are
+gathered, see coalesce.py; nothing is buffered beyond the stream's window). A reset
+on either side cancels the other: a client that disconnects from the gateway closes
+the worker's connection, also before the worker answered.
 
 Stream head (OPEN):  {"method": "POST", "path": "/v1/chat/completions", "headers": [[k, v], ...]}
 Reply head (HEAD):   {"status": 200, "headers": [[k, v], ...]}
@@ -31,7 +32,6 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
     "upgrade", "proxy-authenticate", "proxy-authorization", "host",
 })
-WORKER_CONNECT_TIMEOUT = 5.0
 MAX_FORWARDED_BODY = 64 * 1024 * 1024
 PUMP_CHUNKS = 8  # chunks read ahead from the worker while the last batch is sent
 
