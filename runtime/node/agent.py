@@ -34,7 +34,7 @@ from runtime.control.messages import (
     Welcome,
 )
 from runtime.errors import FlowError
-from runtime.exception_groups import collapse
+from runtime.exception_groups import boundary, collapse, describe
 from runtime.node import sysinfo
 from runtime.tunnel import Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
@@ -108,6 +108,8 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
     async with WorkerClient() as client:
         while True:
             began = trio.current_time()
+            refused: JoinRefused | None = None
+            # except*: the connection's tasks can fail together, so errors may come grouped.
             try:
                 async with trio_websocket.open_websocket_url(
                     config.ws_url, extra_headers=[("Authorization", f"Bearer {config.token}")],
@@ -121,14 +123,25 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                             task_status.started(welcome)
 
                     await _session(config, executor, mux, client, on_welcome)
-            except trio_websocket.ConnectionRejected as exc:
-                if exc.status_code in (401, 403):
-                    raise JoinRefused(f"control plane at {config.url} refused the join token "
-                                      f"(HTTP {exc.status_code})") from None
-                log.warning("control plane rejected the connection: HTTP %s", exc.status_code)
-            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
-                    TunnelError, messages.ProtocolError, trio.TooSlowError) as exc:
-                log.warning("control plane connection lost: %s", exc)
+            except* JoinRefused as group:
+                refused = group.exceptions[0]  # type: ignore[assignment]
+            except* trio_websocket.ConnectionRejected as group:
+                status = group.exceptions[0].status_code  # type: ignore[attr-defined]
+                if status in (401, 403):
+                    refused = JoinRefused(f"control plane at {config.url} refused the join token "
+                                          f"(HTTP {status})")
+                else:
+                    log.warning("control plane rejected the connection: HTTP %s", status)
+            except* (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                     TunnelError, messages.ProtocolError, trio.TooSlowError) as group:
+                log.warning("control plane connection lost: %s", describe(group))
+            except* Exception as group:
+                # A fault of this agent's own: reconnecting gives a fresh session, ending the
+                # node would stop every worker on it.
+                log.error("node session failed, reconnecting: %s", describe(group),
+                          exc_info=group)
+            if refused is not None:
+                raise refused
             if trio.current_time() - began > STABLE_AFTER:
                 attempt = 0
             delay = backoff_delay(attempt, initial=config.backoff_initial, maximum=config.backoff_max, rng=rng)
@@ -185,15 +198,23 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
 
     async def forward(stream: Stream) -> None:
         nonlocal outstanding
-        url = executor.worker_url(str(stream.head.get("replica_id", "")))
-        if url is None:
-            await send_error(stream, 503, f"replica {stream.head.get('replica_id')!r} is not running here")
-            return
-        outstanding += 1
-        try:
-            await forward_to_worker(stream, client, url)
-        finally:
-            outstanding -= 1
+
+        def failed(error: BaseException) -> None:
+            # One request's failure ends that request only, never the session it runs in.
+            log.warning("request on stream %d failed: %s", stream.id, describe(error))
+            stream.reset("the node failed to relay this request")
+
+        with boundary(failed):
+            url = executor.worker_url(str(stream.head.get("replica_id", "")))
+            if url is None:
+                with contextlib.suppress(TunnelError):
+                    await send_error(stream, 503, f"replica {stream.head.get('replica_id')!r} is not running here")
+                return
+            outstanding += 1
+            try:
+                await forward_to_worker(stream, client, url)
+            finally:
+                outstanding -= 1
 
     with collapse():
         async with trio.open_nursery() as nursery:

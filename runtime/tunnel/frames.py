@@ -98,7 +98,7 @@ def decode_head(frame: Frame) -> dict[str, Any]:
         raise TunnelProtocolError(f"stream head of {len(frame.payload)} bytes exceeds {MAX_HEAD_BYTES}")
     try:
         head = json.loads(frame.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise TunnelProtocolError(f"{frame.type.name} frame payload is not JSON") from None
     if not isinstance(head, dict):
         raise TunnelProtocolError(f"{frame.type.name} frame payload is not a JSON object")

@@ -23,7 +23,7 @@ import trio
 
 from runtime.exception_groups import collapse
 from runtime.tunnel.coalesce import Pacer, gather
-from runtime.tunnel.errors import StreamReset, TunnelError
+from runtime.tunnel.errors import TunnelError
 from runtime.tunnel.mux import Mux, Stream
 from runtime.tunnel.worker_client import WorkerClient, WorkerConnectionError, WorkerUnreachable
 
@@ -115,19 +115,20 @@ async def forward_to_worker(stream: Stream, client: WorkerClient, base_url: str)
     connection: that is how the worker learns its client went away.
 
     Error handling: a worker that cannot be reached answers 502 with an OpenAI-style
-    error body; a reset from the peer cancels the worker request (raising nothing).
+    error body; a reset from the peer cancels the worker request (raising nothing), also
+    when it comes inside an exception group. Anything else propagates: the caller runs
+    each stream under its own `boundary`.
     """
+    # except*: the relay runs a nursery, so a reset can arrive wrapped in a group.
     try:
         with trio.CancelScope() as scope:
             stream.on_reset(scope.cancel)
             await _exchange(stream, client, base_url)
-    except StreamReset:
-        pass
-    except WorkerConnectionError as exc:
+    except* WorkerConnectionError as group:
         # The worker died mid-reply: the client sees the stream end abruptly, not a clean end.
-        stream.reset(f"worker connection failed: {exc}")
-    except TunnelError:
-        pass
+        stream.reset(f"worker connection failed: {group.exceptions[0]}")
+    except* TunnelError:
+        pass  # reset by the peer, or the node's connection is gone: nobody to answer
 
 
 async def _exchange(stream: Stream, client: WorkerClient, base_url: str) -> None:

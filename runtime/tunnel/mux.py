@@ -184,7 +184,10 @@ class Mux:
         if frame.stream_id % 2 != self._peer_parity or frame.stream_id in self._streams:
             raise TunnelProtocolError(f"peer opened stream {frame.stream_id} with a bad id")
         head = frames.decode_head(frame)
-        if len(self._streams) >= self._max_streams:
+        # Streams the peer opened and reset before they were accepted have left _streams but
+        # still wait in the accept queue: both must stay bounded, or OPEN+RESET floods it.
+        waiting = self._incoming_send.statistics().current_buffer_used
+        if len(self._streams) >= self._max_streams or waiting >= self._max_streams:
             self._enqueue(frames.encode(FrameType.RESET, frame.stream_id, b"too many streams"))
             return
         stream = Stream(self, frame.stream_id, head)
@@ -233,6 +236,9 @@ async def open_mux(
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
                         ConnectionClosed) as exc:
                     failures.append(TunnelClosed(f"connection lost: {type(exc).__name__}: {exc}"))
+                except Exception as exc:
+                    # Whatever a peer makes the loops trip over closes this connection only.
+                    failures.append(TunnelProtocolError(f"connection failed: {type(exc).__name__}: {exc}"))
                 mux._close(failures[0])
                 nursery.cancel_scope.cancel()
 

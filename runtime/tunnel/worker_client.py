@@ -6,7 +6,8 @@ client does only what the tunnel needs: one origin per worker, a request body al
 memory, the reply handed over chunk by chunk as it arrives.
 
 Error handling: a worker that cannot be connected to raises WorkerUnreachable; a connection
-that fails during the exchange raises WorkerConnectionError. A kept-alive connection the
+that fails during the exchange raises WorkerConnectionError; a reply the worker sent before
+it stopped reading the body (a 413) is returned, not an error. A kept-alive connection the
 worker closed while idle is noticed before any reply byte: the request is sent once more on
 a new connection, and the other connections idle to that worker are dropped.
 """
@@ -125,10 +126,16 @@ class WorkerClient:
         for attempt in range(2):
             conn, reused = await self._acquire(origin, fresh=attempt > 0)
             try:
-                await conn.send(request)
-                if body:
-                    await conn.send(h11.Data(data=body))
-                await conn.send(h11.EndOfMessage())
+                try:
+                    await conn.send(request)
+                    if body:
+                        await conn.send(h11.Data(data=body))
+                    await conn.send(h11.EndOfMessage())
+                except _BROKEN:
+                    # A worker may answer before reading the whole body (a 413) and close: its
+                    # reply still waits in our receive buffer, so read it. Without one, the
+                    # read below fails as the send did.
+                    pass
                 event = await conn.next_event()
                 while isinstance(event, h11.InformationalResponse):
                     event = await conn.next_event()

@@ -245,6 +245,41 @@ async def test_too_many_streams_are_refused_not_queued():
             assert b.stream_count == 2
 
 
+async def test_a_flood_of_open_and_reset_is_bounded_and_never_breaks_the_mux():
+    """Streams opened and reset before they are accepted wait in the accept queue: bounded."""
+    left, right = transport_pair()
+    with trio.fail_after(5):
+        async with open_mux(left, opener=False, max_streams=4) as mux:
+            for i in range(50):
+                stream_id = 2 * i + 1
+                await right.send_message(frames.encode_json(FrameType.OPEN, stream_id, {"n": i}))
+                await right.send_message(frames.encode(FrameType.RESET, stream_id, b"gone"))
+            await right.send_message("still here")
+            assert await mux.receive_control() == "still here"
+            refused = [m for m in left.sent if isinstance(m, bytes) and m[0] == FrameType.RESET]
+            assert len(refused) == 46 and b"too many streams" in refused[0]
+            # The queued ones are handed out (already reset), then new streams are welcome again.
+            for _ in range(4):
+                with pytest.raises(StreamReset):
+                    await (await mux.accept_stream()).receive_head()
+            await right.send_message(frames.encode_json(FrameType.OPEN, 201, {"n": "late"}))
+            assert (await mux.accept_stream()).head == {"n": "late"}
+
+
+@pytest.mark.parametrize("raw", [
+    frames.encode(FrameType.OPEN, 2, b"[" * 60_000),
+    frames.encode(FrameType.HEAD, 1, b"[" * 60_000),
+])
+async def test_a_deeply_nested_head_is_a_protocol_error(raw):
+    left, right = transport_pair()
+    with trio.fail_after(5):
+        with pytest.raises(TunnelProtocolError):
+            async with open_mux(left, opener=True) as mux:
+                await mux.open_stream({})
+                await right.send_message(raw)
+                await trio.sleep_forever()
+
+
 async def test_over_a_real_websocket():
     async def handler(request):
         ws = await request.accept()

@@ -178,3 +178,28 @@ async def test_idle_connections_close_with_the_client(serve):
     with pytest.raises(trio.ClosedResourceError):
         await conn.stream.send_all(b"x")
 
+
+
+async def early_413(stream):
+    """Read the request head only, answer 413 and close without reading the body."""
+    async with stream:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        body = b'{"error": "too large"}'
+        await stream.send_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: %d\r\n"
+                              b"connection: close\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.mark.parametrize("size", [100, 16 << 20])
+async def test_a_reply_sent_before_the_body_was_read_is_returned(nursery, size):
+    """A worker's early 413 is its answer, not a broken pipe (issue 12, item 10)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, early_413, listeners)
+    with trio.fail_after(10):
+        async with WorkerClient() as client:
+            response = await client.send("POST", f"http://127.0.0.1:{port}/v1/x", [], b"x" * size)
+            assert response.status == 413
+            assert b"".join([c async for c in response.iter_raw()]) == b'{"error": "too large"}'
+            await response.aclose()
