@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,11 +44,22 @@ class KeyService:
         self.limiter = trio.CapacityLimiter(threads)
         self._cache: dict[str, tuple[str, Principal, float]] = {}  # key_id -> (digest, who, until)
         self._pending: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        self._on_revoked: list[Callable[[list[str], str | None], None]] = []
 
     @classmethod
     def open(cls, data_dir: Path, admin_key_hash: str) -> KeyService:
         """The service over data_dir/gateway.db."""
         return cls(KeyStore(data_dir / "gateway.db"), admin_key_hash)
+
+    def on_revoked(self, callback: Callable[[list[str], str | None], None]) -> None:
+        """Call `callback(key_ids, tenant)` once keys are revoked; `tenant` when it was removed, else None."""
+        self._on_revoked.append(callback)
+
+    def _revoked(self, key_ids: list[str], tenant: str | None = None) -> None:
+        for key_id in key_ids:
+            self._cache.pop(key_id, None)  # revocation is effective at once
+        for callback in self._on_revoked:
+            callback(key_ids, tenant)
 
     async def run_store(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a KeyStore method off the event loop."""
@@ -136,8 +148,7 @@ class KeyService:
                 body = await _json_body(receive)
                 return 201, await self.run_store(store.create_tenant, body.get("name"), _limits(body))
             case ("DELETE", ["tenants", name]):
-                for key_id in await self.run_store(store.delete_tenant, name):
-                    self._cache.pop(key_id, None)
+                self._revoked(await self.run_store(store.delete_tenant, name), name)
                 return 204, None
             case ("GET", ["keys"]):
                 return 200, [k.public() for k in await self.run_store(store.keys, query.get("tenant"))]
@@ -160,7 +171,7 @@ class KeyService:
                 return 201, {**record.public(), "key": key}
             case ("DELETE", ["keys", key_id]):
                 await self.run_store(store.revoke, key_id)
-                self._cache.pop(key_id, None)  # revocation is effective at once
+                self._revoked([key_id])
                 return 204, None
             case ("GET", ["usage"]):
                 await self.flush()
