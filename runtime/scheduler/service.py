@@ -225,7 +225,7 @@ class Scheduler:
         """Nodes, deployments and models, in the shape `flowctl status --json` prints."""
         now = trio.current_time()
         nodes = [{
-            "node_id": n.node_id, "name": n.name, "state": str(n.state),
+            "node_id": n.node_id, "name": n.name, "state": str(n.state), "connection": n.epoch,
             "last_heartbeat_s": round(now - n.last_seen, 1), "heartbeats": n.heartbeats,
             "outstanding": n.outstanding,
             "cpu_count": n.hello.cpu_count, "ram_mb": n.hello.ram_mb, "free_ram_mb": n.free_ram_mb,
