@@ -24,6 +24,7 @@ from hub_store.errors import (
 )
 from hub_store.fsck import FsckReport, fsck
 from hub_store.gc import GcReport, collect_garbage
+from hub_store.private import make_private_database, make_private_dir
 from hub_store.publish import PublishResult, copy_to_temp, export_zip, ingest_bundle, publish_file
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
     "fsck",
     "ids",
     "ingest_bundle",
+    "make_private_database",
+    "make_private_dir",
     "open_data_dir",
     "pick_latest",
     "publish_file",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hub_store import ids
 from hub_store.errors import NotFound, StoreError
+from hub_store.private import make_private_database
 from hub_store.records import (
     FileRecord,
     ModelRecord,
@@ -51,6 +52,7 @@ class Catalog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.RLock()
+        make_private_database(self.path)
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

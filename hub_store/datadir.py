@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hub_store.blobs import LocalBlobStore
 from hub_store.catalog import Catalog
+from hub_store.private import make_private_dir
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -32,8 +33,10 @@ class HubData:
 
 
 def open_data_dir(root: str | os.PathLike[str]) -> HubData:
-    """Create (if needed) and open a hub data dir: `blobs/`, `tmp/`, `catalog.sqlite3`."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    """Create (if needed) and open a hub data dir: `blobs/`, `tmp/`, `catalog.sqlite3`.
+
+    The dir is owner-only (0700) and the catalog 0600, tightened if an older flowctl left them looser.
+    """
+    root = make_private_dir(root)
     store = LocalBlobStore(root)
     return HubData(root, store, Catalog(root / CATALOG_NAME))

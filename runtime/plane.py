@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from quart_trio import QuartTrio
 
-from hub_store import open_data_dir
+from hub_store import make_private_dir, open_data_dir
 from runtime.gateway import Gateway, GatewayDispatcher
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.service import KeyService
@@ -86,7 +86,7 @@ async def serve_control_plane(
         raise ValueError(f"unknown role {unknown[0] if unknown else ''!r} (roles: {', '.join(ALL_ROLES)})")
     if "gateway" in settings.roles and "scheduler" not in settings.roles:
         raise ValueError("the gateway role needs the scheduler role in the same process")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(make_private_dir, settings.data_dir)
     key_hash, new_key = await trio.to_thread.run_sync(ensure_admin_key, settings.data_dir, admin_key)
     if new_key is not None and on_new_key is not None:
         on_new_key(new_key)

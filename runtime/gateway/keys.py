@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub_store import make_private_database
 from runtime.errors import FlowError
 from runtime.gateway.limits import Limits, Principal
 
@@ -80,6 +81,7 @@ class KeyStore:
     """The gateway's SQLite file; one connection guarded by a lock (calls come from threads)."""
 
     def __init__(self, path: Path) -> None:
+        make_private_database(path)  # tenants and key hashes: owner-only, like its -wal/-shm
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub_store import make_private_database
 from packer.manifest import Resources
 from runtime.errors import FlowError
 from runtime.scheduler.reconcile import Deployment, Replica
@@ -88,7 +89,7 @@ class ClusterStore:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_database(path)  # join-token hashes: owner-only, like its -wal/-shm
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -1,5 +1,7 @@
 """The control plane as one process serves it: hub + scheduler on one port, nodes joining over HTTP."""
 
+import os
+import stat
 from functools import partial
 
 import httpx
@@ -116,3 +118,27 @@ async def test_revoked_token_and_unknown_token_name(plane):
     config = AgentConfig(url=str(plane.base_url), token=token, node_id="x", name="x")
     with trio.fail_after(10), pytest.raises(JoinRefused):
         await run_agent(config, FakeExecutor(None))
+
+
+async def test_the_data_dir_and_its_databases_are_owner_only(nursery, tmp_path):
+    data_dir = tmp_path / "plane"
+    old_umask = os.umask(0o022)  # the common one, under which plain creation is world-readable
+    try:
+        data_dir.mkdir(mode=0o755)  # as an older flowctl left it
+        settings = PlaneSettings(data_dir=data_dir, port=0, roles=("hub", "scheduler", "gateway"))
+        with trio.fail_after(30):
+            handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+            async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+                # One write to each database, so that their -wal and -shm exist too.
+                assert (await client.post("/api/cluster/tokens", headers=AUTH, json={"name": "n"})).status_code == 201
+                assert (await client.post("/api/gateway/tenants", headers=AUTH, json={"name": "t"})).status_code == 201
+                bundle = make_bundle(tmp_path, "1.0.0")
+                put = await client.put("/api/services/echo/1.0.0", headers=AUTH, content=bundle.path.read_bytes())
+                assert put.status_code == 201, put.text
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data_dir.iterdir() if p.is_file()}
+    for db in ("gateway.db", "cluster.db", "catalog.sqlite3"):
+        assert {db, f"{db}-wal", f"{db}-shm"} <= set(files), sorted(files)
+    assert {name: m for name, m in files.items() if m & 0o077} == {}

@@ -269,7 +269,7 @@ async def test_a_flood_of_open_and_reset_is_bounded_and_never_breaks_the_mux():
 @pytest.mark.parametrize("raw", [
     frames.encode(FrameType.OPEN, 2, b"[" * 60_000),
     frames.encode(FrameType.HEAD, 1, b"[" * 60_000),
-])
+], ids=["open", "head"])
 async def test_a_deeply_nested_head_is_a_protocol_error(raw):
     left, right = transport_pair()
     with trio.fail_after(5):
