@@ -1,6 +1,6 @@
 """Soak: clients hanging up on streamed replies, by the thousand, against real processes.
 
-    python bench/disconnects.py [--cuts 2000] [--concurrency 16] [--limit-s 600] [--json]
+    python bench/disconnects.py [--cuts 2000] [--concurrency 32] [--limit-s 600] [--json]
 
 Starts `flowctl up` (a control plane with its local node) and a standalone
 `flowctl node join` node, deploys the echo worker on both, then opens --cuts streaming
@@ -58,7 +58,7 @@ class Children:
         self.tmp, self.env, self.procs = tmp, env, {}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp / f"{name}.log", "wb")  # closed in stop()
         proc = subprocess.Popen([sys.executable, "-m", "flowctl", *args], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
         self.procs[name] = (proc, log)
@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuts", type=int, default=2000, help="streams to hang up on (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=16, help="streams cut per burst (default 16)")
+    parser.add_argument("--concurrency", type=int, default=32, help="streams cut per burst (default 32)")
     parser.add_argument("--limit-s", type=float, default=600, help="stop after this long (default 600)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     token = "..."
     data_dir = "~/flowctl-data"        # relative paths are relative to this file
     trusted_keys = ["~/keys/release.pub"]
+    worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
 
 Only the standard library is imported here, so every command can use it cheaply. Adding
 a setting is one `Setting` line in `SETTINGS`; unknown keys in the file are an error, so
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 CONFIG_ENV = "FLOWCTL_CONFIG"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Setting:
 
     key: str
     env: str
-    kind: str  # "url", "str", "path" or "paths"
+    kind: str  # "url", "str", "path", "paths" or "names"
     help: str
 
 
@@ -61,6 +63,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("data_dir", "FLOWCTL_DATA_DIR", "path", "where servers and nodes keep state"),
         Setting("trusted_keys", "FLOWCTL_TRUSTED_KEYS", "paths",
                 "public keys (or directories of *.pub) whose signatures are trusted"),
+        Setting("worker_env_passthrough", "FLOWCTL_WORKER_ENV_PASSTHROUGH", "names",
+                "variables (or PREFIX*) of the node's environment that workers also see"),
     )
 }
 
@@ -74,6 +78,7 @@ class Config:
     token: str | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     trusted_keys: tuple[Path, ...] = ()
+    worker_env_passthrough: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -161,11 +166,12 @@ def load_config(
     file_values = load_file(path)
     flags = {"hub_url": hub_url, "server_url": server_url, "token": token, "data_dir": data_dir,
              "trusted_keys": trusted_keys}
-    defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": ()}
+    defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": (),
+                                "worker_env_passthrough": ()}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in SETTINGS:
-        values[key], sources[key] = _resolve(key, flags[key], env=None,
+        values[key], sources[key] = _resolve(key, flags.get(key), env=None,
                                              default=defaults.get(key), environ=env,
                                              file_values=file_values, file_origin=str(path))
     return Config(**values, sources=sources)
@@ -192,6 +198,8 @@ def _resolve(
         value = environ[env_name]
         if setting.kind == "paths":
             value = [p for p in value.split(os.pathsep) if p]
+        elif setting.kind == "names":
+            value = value.replace(",", " ").split()
         return _convert(setting, value, env_name, base=Path.cwd()), env_name
     if file_values is None:
         path = config_path(environ)
@@ -203,6 +211,10 @@ def _resolve(
 
 
 def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
+    if setting.kind == "names":
+        if not _is_sequence(value) or not all(isinstance(v, str) and _NAME.fullmatch(v) for v in value):
+            raise CliError(f"{where}: {setting.key} must be a list of variable names (or PREFIX*), got {value!r}")
+        return tuple(value)
     if setting.kind == "paths":
         if isinstance(value, str | os.PathLike) or not _is_sequence(value):
             raise CliError(f"{where}: {setting.key} must be a list of paths, got {value!r}")

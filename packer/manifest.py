@@ -2,7 +2,7 @@
 
 The seed's fields (service_id, service_name, version, service_type, port,
 description, models, dependencies, startup_command, health_check, created_at)
-plus `resources`, and, added by the packer, `bundle_format` and `files`.
+plus `resources` and `env`, and, added by the packer, `bundle_format` and `files`.
 
 The canonical form (sorted keys, two-space indent, UTF-8, trailing newline) is
 what a bundle stores as its first member and what a signature covers; a bundle
@@ -40,10 +40,15 @@ GPU_MODES = ("none", "optional", "required")
 FILE_MODES = (0o644, 0o755)
 MAX_PATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
+# The node sets these for the worker contract (runtime/node/process.py); a bundle cannot.
+RESERVED_ENV_PREFIX = "FLOWCTL_"
+MAX_ENV_VARS = 256
 
 _SOURCE_FIELDS = {
     "service_id", "service_name", "version", "service_type", "port", "description",
-    "models", "dependencies", "startup_command", "health_check", "created_at", "resources",
+    "models", "dependencies", "startup_command", "health_check", "created_at", "resources", "env",
 }
 # The seed's service.json carries the package's own sha256, which cannot live inside it.
 _IGNORED_SOURCE_FIELDS = {"sha256"}
@@ -109,6 +114,7 @@ class Manifest:
     health_check: HealthCheck = field(default_factory=HealthCheck)
     created_at: str = ""
     resources: Resources = field(default_factory=Resources)
+    env: tuple[tuple[str, str], ...] = ()  # sorted (name, value): what the worker's environment adds
     files: tuple[FileEntry, ...] = ()
 
     @property
@@ -146,6 +152,8 @@ class Manifest:
         }
         if self.port is not None:
             data["port"] = self.port
+        if self.env:  # absent when empty, so manifests without it keep their bytes (and signatures)
+            data["env"] = dict(self.env)
         return data
 
     def canonical_bytes(self) -> bytes:
@@ -274,6 +282,8 @@ def manifest_from_dict(data: Any, *, source: str = MANIFEST_NAME, in_bundle: boo
     if created_at and not _TIMESTAMP.match(created_at):
         raise top.error("created_at", f"{created_at!r} is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)")
 
+    env = _parse_env(data.get("env", {}), source)
+
     port = None
     if "port" in data:
         port = top.int("port", lo=1, hi=65535)
@@ -302,8 +312,23 @@ def manifest_from_dict(data: Any, *, source: str = MANIFEST_NAME, in_bundle: boo
         health_check=health,
         created_at=created_at,
         resources=resources,
+        env=env,
         files=files,
     )
+
+
+def _parse_env(raw: Any, source: str) -> tuple[tuple[str, str], ...]:
+    """`env`: an object of variable names to string values, none of them FLOWCTL_*."""
+    env = _Fields(raw, "env", source)
+    if len(raw) > MAX_ENV_VARS:
+        raise ManifestError(f"has {len(raw)} variables, more than {MAX_ENV_VARS}", field="env", source=source)
+    for name in raw:
+        if not _ENV_NAME.match(name):
+            raise env.error(name, f"{name!r} is not a variable name (letters, digits, _)")
+        if name.startswith(RESERVED_ENV_PREFIX):
+            raise env.error(name, f"{RESERVED_ENV_PREFIX}* variables are set by the node, not the bundle")
+        env.str(name)
+    return tuple(sorted(raw.items()))
 
 
 def parse_source_manifest(raw: bytes, *, source: str = MANIFEST_NAME) -> Manifest:

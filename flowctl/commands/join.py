@@ -41,11 +41,13 @@ def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: 
     from flowctl.config import load_config
     from flowctl.console import err
     from flowctl.lifecycle import run_until_signal
+    from runtime.node.executor import ExecutorSettings
     from runtime.node.serve import NodeSettings, run_node
 
     cfg = load_config(data_dir=data_dir)
     settings = NodeSettings(url=url, token=token, data_dir=Path(cfg.data_dir) / "node", name=name or "",
-                            agent_version=__version__)
+                            agent_version=__version__,
+                            executor=ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough))
 
     async def main(nursery) -> None:
         welcome = await nursery.start(partial(run_node, settings))

@@ -95,10 +95,13 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     from flowctl.console import err
     from flowctl.console import out as stdout
     from flowctl.lifecycle import run_until_signal
+    from runtime.node.executor import ExecutorSettings
     from runtime.node.serve import NodeSettings, run_node
     from runtime.plane import PlaneSettings, serve_control_plane
 
-    root = Path(load_config(data_dir=data_dir).data_dir)
+    cfg = load_config(data_dir=data_dir)
+    root = Path(cfg.data_dir)
+    executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
     plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__)
 
     def new_key(key: str) -> None:
@@ -116,7 +119,7 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
             await trio.to_thread.run_sync(store.revoke_token, f"local-{node_name}")
             _, token = await trio.to_thread.run_sync(store.create_token, f"local-{node_name}")
             settings = NodeSettings(url=handle.url, token=token, data_dir=root / "node", name=node_name,
-                                    agent_version=__version__)
+                                    agent_version=__version__, executor=executor)
             welcome = await nursery.start(partial(run_node, settings))
             err.print(f"local node {node_name} joined cluster {welcome.cluster_id}")
         err.print("Other nodes join with: flowctl up --port PORT --host THIS_HOST --token "

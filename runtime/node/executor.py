@@ -30,6 +30,7 @@ from runtime.node.install import InstallOptions, install
 from runtime.node.layout import NodeLayout
 from runtime.node.process import WorkerSpec, WorkerStartFailed, free_port
 from runtime.node.supervisor import WorkerState, supervise
+from runtime.node.workerenv import check_passthrough
 
 log = logging.getLogger("flowctl.node")
 RETRY_INITIAL_S = 2.0
@@ -48,6 +49,12 @@ class ExecutorSettings:
     retry_initial_s: float = RETRY_INITIAL_S
     retry_max_s: float = RETRY_MAX_S
     supervise_kwargs: dict = field(default_factory=dict)
+    # Names (or PREFIX*) of the node's environment that workers see on top of the built-in
+    # allow-list (runtime/node/workerenv.py); the node's own FLOWCTL_* settings never.
+    worker_env_passthrough: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "worker_env_passthrough", check_passthrough(self.worker_env_passthrough))
 
 
 class _Replica:
@@ -144,7 +151,8 @@ class NodeExecutor:
             service_dir=self.layout.version_dir(a.service_id, a.version), command=manifest.startup_command,
             port=replica.port, health=manifest.health_check,
             log_path=self.layout.root / "logs" / f"{log_name}.log", grace_s=self.settings.grace_s,
-            env={"FLOWCTL_REPLICA_ID": a.replica_id}, **({"python": python} if python else {}),
+            env={**dict(manifest.env), "FLOWCTL_REPLICA_ID": a.replica_id},
+            passthrough=self.settings.worker_env_passthrough, **({"python": python} if python else {}),
         )
 
         activated = False

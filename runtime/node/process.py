@@ -40,6 +40,7 @@ from runtime.node.health import (
 )
 from runtime.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogPump, RotatingLog
 from runtime.node.pgroups import stop_group, terminate_group
+from runtime.node.workerenv import check_passthrough, inherited_env
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_LIVENESS_INTERVAL_S = 10.0
@@ -61,6 +62,7 @@ class WorkerSpec:
     log_path: Path
     health: HealthCheck = field(default_factory=HealthCheck)
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    passthrough: tuple[str, ...] = ()
     python: Path = Path(sys.executable)
     grace_s: float = DEFAULT_GRACE_S
     max_log_bytes: int = DEFAULT_MAX_BYTES
@@ -74,6 +76,7 @@ class WorkerSpec:
         if self.grace_s < 0:
             raise ValueError(f"{self.service_id}: grace_s {self.grace_s!r} is negative")
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        object.__setattr__(self, "passthrough", check_passthrough(self.passthrough))
 
     @property
     def name(self) -> str:
@@ -88,11 +91,13 @@ class WorkerSpec:
         return argv
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The child's environment: `base` (default os.environ), the FLOWCTL_* variables, then env."""
-        env = dict(os.environ if base is None else base)
+        """The child's environment: the allow-listed part of `base` (default os.environ; see
+        runtime.node.workerenv) and `passthrough`, the worker contract's variables, then `env`."""
+        env = inherited_env(os.environ if base is None else base, self.passthrough)
         # Unbuffered so that a crash's last words reach the log (and the error's tail).
         env["PYTHONUNBUFFERED"] = "1"
         env.update({
+            "FLOWCTL_HOST": LOCALHOST,  # where the node's health probes and tunnel reach it
             "FLOWCTL_PORT": str(self.port),
             "FLOWCTL_SERVICE_DIR": str(self.service_dir),
             "FLOWCTL_SERVICE_ID": self.service_id,

@@ -19,7 +19,7 @@ from flowctl.config import (
 from flowctl.errors import CliError
 
 ENV_VARS = ("FLOWCTL_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "FLOWCTL_HUB_URL",
-            "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS")
+            "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS", "FLOWCTL_WORKER_ENV_PASSTHROUGH")
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +128,18 @@ def test_bad_file_is_one_line_error(home: Path, text: str | bytes, message: str)
         load_config()
     assert "\n" not in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_worker_env_passthrough_from_file_and_env(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config().worker_env_passthrough == ()
+    write_config(home, 'worker_env_passthrough = ["HF_HOME", "MY_*"]\n')
+    assert load_config().worker_env_passthrough == ("HF_HOME", "MY_*")
+    monkeypatch.setenv("FLOWCTL_WORKER_ENV_PASSTHROUGH", "HTTPS_PROXY, NO_PROXY")
+    assert load_config().worker_env_passthrough == ("HTTPS_PROXY", "NO_PROXY")
+    monkeypatch.setenv("FLOWCTL_WORKER_ENV_PASSTHROUGH", "A=B")
+    with pytest.raises(CliError, match=r"FLOWCTL_WORKER_ENV_PASSTHROUGH: worker_env_passthrough must be a "
+                                       r"list of variable names \(or PREFIX\*\), got \['A=B'\]"):
+        load_config()
 
 
 def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,6 +54,10 @@ def test_seed_sha256_field_is_accepted_and_dropped():
         ({"health_check": {"endpoint": "health"}}, "service.json: health_check.endpoint 'health' must start"),
         ({"created_at": "yesterday"}, "service.json: created_at 'yesterday' is not an RFC 3339"),
         ({"dependencies": ["python"]}, "service.json: dependencies must be an object of strings"),
+        ({"env": ["A=1"]}, "service.json: env must be an object, not list"),
+        ({"env": {"A-B": "1"}}, "service.json: env.A-B 'A-B' is not a variable name"),
+        ({"env": {"N": 1}}, "service.json: env.N must be a string, not int"),
+        ({"env": {"FLOWCTL_PORT": "1"}}, "service.json: env.FLOWCTL_PORT FLOWCTL_* variables are set by the node"),
     ],
 )
 def test_invalid_fields_are_named(changes, message):
@@ -82,6 +86,15 @@ def test_bundle_manifest_round_trips_canonically():
     blob = m.canonical_bytes()
     assert parse_bundle_manifest(blob) == m
     assert [f.path for f in m.files] == ["run.sh", "worker.py"]
+
+
+def test_env_is_declared_sorted_and_absent_from_the_canonical_form_when_empty():
+    m = parse_source_manifest(raw(env={"OMP_NUM_THREADS": "2", "ECHO_MAX_CONCURRENCY": "4"}))
+    assert m.env == (("ECHO_MAX_CONCURRENCY", "4"), ("OMP_NUM_THREADS", "2"))
+    bundled = m.with_files([FileEntry("worker.py", 10, 0o644, "a" * 64)], "2025-12-17T00:00:00Z")
+    assert parse_bundle_manifest(bundled.canonical_bytes()).env == m.env
+    # A manifest without env keeps the bytes (and so the signatures) it had before env existed.
+    assert b'"env"' not in _bundle_manifest().canonical_bytes()
 
 
 def test_non_canonical_bundle_manifest_is_rejected():

@@ -18,7 +18,7 @@ from tests.runtime.hub.conftest import AUTH, running_hub
 ECHO = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "echo")
 
 
-def pack_echo(tmp_path, version="1.0.0", startup=None):
+def pack_echo(tmp_path, version="1.0.0", startup=None, env=None):
     src = tmp_path / f"echo-{version}"
     shutil.copytree(ECHO, src)
     manifest = json.loads((src / "service.json").read_text())
@@ -26,6 +26,8 @@ def pack_echo(tmp_path, version="1.0.0", startup=None):
     if startup:
         manifest["startup_command"] = startup
         manifest["health_check"]["timeout_s"] = 3
+    if env:
+        manifest["env"] = env
     (src / "service.json").write_text(json.dumps(manifest))
     return pack_dir(src, tmp_path / "dist")
 
@@ -122,3 +124,45 @@ async def test_a_version_that_never_gets_healthy_is_reported_and_current_stays(t
             assert layout.current_version("echo") == "1.0.0"  # the new version never became current
             assert reports.last("r1").state == "ready"
             nursery.cancel_scope.cancel()
+
+
+SECRETS = {"FLOWCTL_ADMIN_KEY": "fck_admin-secret", "FLOWCTL_TOKEN": "plane-token-secret",
+           "FLOWCTL_JOIN_TOKEN": "fjt_join-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret"}
+
+
+def proc_environ(pid):
+    raw = open(f"/proc/{pid}/environ", "rb").read()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/PID/environ")
+async def test_a_worker_sees_none_of_the_nodes_secrets(tmp_path, hub_url, monkeypatch):
+    random_secret = "SECRET_" + os.urandom(6).hex().upper()
+    for name, value in {**SECRETS, random_secret: "shh", "OPERATOR_EXTRA": "passed", "LC_ALL": "C",
+                        "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    await publish(hub_url, pack_echo(tmp_path, "1.0.0", env={"ECHO_MAX_CONCURRENCY": "3"}))
+    layout = NodeLayout.create(tmp_path / "node")
+    reports = Reports()
+    settings = ExecutorSettings(grace_s=2, worker_env_passthrough=("OPERATOR_EXTRA",))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            executor = NodeExecutor(layout, nursery, settings)
+            executor.apply(Assign(1, (Assignment("r1", "echo", "1.0.0", 1),)), hub_url, reports)
+            await wait_until(lambda: getattr(reports.last("r1"), "state", None) == "ready")
+            pid = int((layout.root / "run" / "r1.pid").read_text().split()[0])
+            env = proc_environ(pid)
+            assert reports.last("r1").max_concurrency == 3  # the bundle's declared env took effect
+            nursery.cancel_scope.cancel()
+    assert not set(SECRETS) & set(env) and random_secret not in env
+    assert not any(value in env.values() for value in (*SECRETS.values(), "shh"))
+    assert env["PATH"] == os.environ["PATH"] and env["LC_ALL"] == "C" and env["OMP_NUM_THREADS"] == "1"
+    assert env["OPERATOR_EXTRA"] == "passed"  # worker_env_passthrough
+    assert env["ECHO_MAX_CONCURRENCY"] == "3"  # service.json env
+    assert env["FLOWCTL_TEST_RUN"] == os.environ["FLOWCTL_TEST_RUN"]  # the suite's leak guard still sees it
+    assert {k: env[k] for k in ("FLOWCTL_HOST", "FLOWCTL_SERVICE_ID", "FLOWCTL_SERVICE_VERSION",
+                                "FLOWCTL_REPLICA_ID")} == {
+        "FLOWCTL_HOST": "127.0.0.1", "FLOWCTL_SERVICE_ID": "echo", "FLOWCTL_SERVICE_VERSION": "1.0.0",
+        "FLOWCTL_REPLICA_ID": "r1"}
+    assert int(env["FLOWCTL_PORT"]) > 0 and env["FLOWCTL_SERVICE_DIR"].endswith("/echo/1.0.0")
+    assert env["MODELS_DIR"] == env["FLOWCTL_SERVICE_DIR"] + "/models"

@@ -381,9 +381,13 @@ def test_spec_validates_and_builds_argv(tmp_path):
     spec = make_spec(tmp_path, command="python3 -m http.server 'a b'", python=Path("/venv/py"))
     assert spec.argv() == ["/venv/py", "-m", "http.server", "a b"]
     assert make_spec(tmp_path, command="./serve --x").argv() == ["./serve", "--x"]
-    env = spec.child_env({"PATH": "/bin"})
-    assert env["PATH"] == "/bin" and env["FLOWCTL_PORT"] == str(spec.port)
-    for bad in ({"command": "  "}, {"port": 0}, {"grace_s": -1}):
+    env = spec.child_env({"PATH": "/bin", "LC_ALL": "C", "FLOWCTL_TOKEN": "t", "FLOWCTL_HOST": "0.0.0.0",
+                          "SECRET": "s"})
+    assert env["PATH"] == "/bin" and env["LC_ALL"] == "C" and env["FLOWCTL_PORT"] == str(spec.port)
+    assert env["FLOWCTL_HOST"] == "127.0.0.1"  # where the node probes it, whatever the node's own env says
+    assert "FLOWCTL_TOKEN" not in env and "SECRET" not in env
+    assert "SECRET" in make_spec(tmp_path, passthrough=("SECRET",)).child_env({"SECRET": "s"})
+    for bad in ({"command": "  "}, {"port": 0}, {"grace_s": -1}, {"passthrough": ("FLOWCTL_*",)}):
         with pytest.raises(ValueError):
             make_spec(tmp_path, **bad)
     with pytest.raises(TypeError):
