@@ -20,8 +20,9 @@ from runtime.node.errors import NodeError
 WORKER_ENV_ALLOWLIST: tuple[str, ...] = (
     # The OS, the user and the locale: what any program expects to find.
     "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LC_*",
-    # Where the system's CA certificates are, for a worker that makes HTTPS calls.
-    "SSL_CERT_FILE", "SSL_CERT_DIR",
+    # Where the system's CA certificates are, for a worker that makes HTTPS calls (OpenSSL,
+    # requests and huggingface_hub, curl).
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     # Compute runtimes: shared libraries, device selection, thread counts, BLAS settings
     # (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set on some machines for correctness), and
     # the llama.cpp knobs of the llama-chat example.

@@ -15,7 +15,7 @@ NODE_ENV = {
     "LLAMA_N_THREADS": "2", "FLOWCTL_TEST_RUN": "abc",
     "FLOWCTL_ADMIN_KEY": "fck_admin", "FLOWCTL_TOKEN": "t", "FLOWCTL_JOIN_TOKEN": "fjt_join",
     "FLOWCTL_HOST": "0.0.0.0", "AWS_SECRET_ACCESS_KEY": "aws", "HTTPS_PROXY": "http://u:p@proxy",
-    "HF_HOME": "/cache/hf", "HF_TOKEN": "hf_secret",
+    "HF_HOME": "/cache/hf", "HF_TOKEN": "hf_secret", "REQUESTS_CA_BUNDLE": "/etc/ssl/ca.pem",
 }
 
 
@@ -23,7 +23,7 @@ def test_only_the_allow_list_is_inherited():
     env = inherited_env(NODE_ENV)
     assert env == {k: NODE_ENV[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS",
                                             "OPENBLAS_CORETYPE", "CUDA_VISIBLE_DEVICES", "LLAMA_N_THREADS",
-                                            "FLOWCTL_TEST_RUN")}
+                                            "REQUESTS_CA_BUNDLE", "FLOWCTL_TEST_RUN")}
     assert "FLOWCTL_TEST_RUN" in WORKER_ENV_ALLOWLIST  # the suite's leak guard depends on it
 
 
