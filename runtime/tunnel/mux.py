@@ -61,6 +61,7 @@ class Mux:
         self._incoming_send, self._incoming = trio.open_memory_channel[Stream](max_streams)
         self._control_send, self._control = trio.open_memory_channel[str](16)
         self._error: TunnelError | None = None
+        self._sending = False  # a message has left the queue but not yet the transport
 
     @property
     def stream_count(self) -> int:
@@ -122,9 +123,10 @@ class Mux:
         await trio.lowlevel.checkpoint()
 
     async def _drain(self) -> None:
-        # A clean exit flushes what the body queued (a last END, a RESET) before closing.
+        # A clean exit flushes what the body queued (a last END, a RESET, a fatal error) before
+        # closing: written out, not just taken off the queue, or the close would cut it short.
         with trio.move_on_after(DRAIN_TIMEOUT):
-            while self._queue and self._error is None:
+            while (self._queue or self._sending) and self._error is None:
                 await self._queue_changed.park()
 
     def _forget(self, stream: Stream) -> None:
@@ -140,7 +142,9 @@ class Mux:
                 if self._queue:
                     message = self._merge_data(message)
                 self._queue_changed.unpark_all()
+            self._sending = True
             await self._transport.send_message(message)
+            self._sending = False
             if not self._queue:
                 self._queue_changed.unpark_all()
 

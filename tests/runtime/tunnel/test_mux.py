@@ -191,6 +191,23 @@ async def test_control_messages_arrive_in_order():
     assert got == [f'{{"type": "heartbeat", "seq": {i}}}' for i in range(20)]
 
 
+class SlowTransport(MemoryTransport):
+    """A socket that takes a while to write each message."""
+
+    async def send_message(self, message):
+        await trio.sleep(0.1)
+        await super().send_message(message)
+
+
+async def test_a_last_control_message_is_written_before_the_close(autojump_clock):
+    sent, received = trio.open_memory_channel(64)
+    _, nothing = trio.open_memory_channel(0)
+    with trio.fail_after(5):
+        async with open_mux(SlowTransport(sent, nothing), opener=False) as mux:
+            await mux.send_control('{"type": "error", "message": "bye", "fatal": true}')
+    assert received.receive_nowait() == '{"type": "error", "message": "bye", "fatal": true}'
+
+
 async def test_lost_connection_fails_streams_and_the_mux():
     left, right = transport_pair()
     with trio.fail_after(5):
