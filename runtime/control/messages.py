@@ -84,12 +84,17 @@ class Assignment(msgspec.Struct, frozen=True):
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
-    """The plane's answer to hello."""
+    """The plane's answer to hello.
+
+    `credential` is set only on the welcome that enrolls a node (its first join, with a
+    join token): the node's own secret from then on, sent this once and kept hashed.
+    """
 
     node_id: str
     cluster_id: str
     heartbeat_interval_s: float
     hub_url: str
+    credential: str = ""
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
@@ -100,10 +105,21 @@ class Assign(msgspec.Struct, frozen=True, tag="assign"):
 
 
 class Error(msgspec.Struct, frozen=True, tag="error"):
-    """The plane refuses something the node said; `fatal` closes the connection."""
+    """The plane refuses something the node said; `fatal` closes the connection.
+
+    `code` says what a fatal error means for the node: REPLACED (a newer connection of
+    this node took over), REVOKED (its credential was revoked), IDENTITY (its hello
+    claimed an id it may not use); empty for anything else.
+    """
 
     message: str
     fatal: bool = False
+    code: str = ""
+
+
+REPLACED = "replaced"
+REVOKED = "revoked"
+IDENTITY = "identity"
 
 
 NodeMessage = Hello | Heartbeat | Status

@@ -1,4 +1,5 @@
-"""The scheduler's durable state in SQLite: cluster id, join tokens, nodes, deployments, replicas.
+"""The scheduler's durable state in SQLite: cluster id, join tokens, node credentials, nodes,
+deployments, replicas.
 
 A restarted control plane reads it back and picks up where it was; nodes simply
 reconnect. Synchronous and thread-safe (one connection behind a lock, WAL); the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -25,8 +27,10 @@ from packer.manifest import Resources
 from runtime.errors import FlowError
 from runtime.scheduler.reconcile import Deployment, Replica
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOKEN_PREFIX = "fjt_"
+CREDENTIAL_PREFIX = "fnc_"
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE join_tokens (
@@ -62,10 +66,29 @@ CREATE TABLE replicas (
     state      TEXT NOT NULL
 );
 """
+# Schema 2: a node id is bound at its first join to the join token that enrolled it.
+_CREDENTIALS = """
+CREATE TABLE node_credentials (
+    node_id       TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL UNIQUE,
+    secret_sha256 TEXT NOT NULL,
+    token_id      TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    revoked_at    REAL
+)
+"""
 
 
 class TokenError(FlowError):
-    """A join token is unknown, malformed, revoked or expired."""
+    """A join token (or a node credential) is unknown, malformed, revoked or expired."""
+
+
+class CredentialError(TokenError):
+    """A node credential is unknown, malformed or revoked."""
+
+
+class EnrollError(FlowError):
+    """A join token cannot enroll this node id (it is taken, or not a valid id)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,15 @@ class JoinToken:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > time.time())
 
 
+@dataclass(frozen=True)
+class NodeCredential:
+    """An enrolled node's credential record: the one node id it may connect as."""
+
+    node_id: str
+    token_id: str
+    token_name: str
+
+
 class ClusterStore:
     """Durable scheduler state; every method is one transaction."""
 
@@ -99,8 +131,14 @@ class ClusterStore:
             with self._tx() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
+                db.execute(_CREDENTIALS)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("INSERT INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(8),))
+        elif version == 1:
+            # Nodes known before schema 2 have no credential: each enrolls at its next join.
+            with self._tx() as db:
+                db.execute(_CREDENTIALS)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise FlowError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
 
@@ -146,12 +184,18 @@ class ClusterStore:
                 "ORDER BY created_at DESC").fetchall()
         return [JoinToken(*row) for row in rows]
 
-    def revoke_token(self, token_id_or_name: str) -> int:
-        """Revoke tokens by id or name; returns how many were revoked."""
+    def revoke_token(self, token_id_or_name: str) -> list[str]:
+        """Revoke tokens by id or name, and the node credentials they issued; returns their ids."""
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE join_tokens SET revoked_at=? WHERE (token_id=? OR name=?) "
-                             "AND revoked_at IS NULL", (time.time(), token_id_or_name, token_id_or_name))
-            return cur.rowcount
+            ids = [row[0] for row in db.execute(
+                "SELECT token_id FROM join_tokens WHERE (token_id=? OR name=?) AND revoked_at IS NULL",
+                (token_id_or_name, token_id_or_name))]
+            for token_id in ids:
+                db.execute("UPDATE join_tokens SET revoked_at=? WHERE token_id=?", (now, token_id))
+                db.execute("UPDATE node_credentials SET revoked_at=? WHERE token_id=? AND revoked_at IS NULL",
+                           (now, token_id))
+        return ids
 
     def check_token(self, token: str) -> JoinToken:
         """The active token matching `token`; raise TokenError otherwise (constant-time compare)."""
@@ -169,6 +213,62 @@ class ClusterStore:
         if not record.active:
             raise TokenError(f"join token {record.name!r} is revoked or expired")
         return record
+
+    # -- node credentials -------------------------------------------------------------------
+
+    def enroll_node(self, node_id: str, token_id: str) -> str:
+        """Bind a new node id to the join token `token_id`; returns the node's credential, once.
+
+        Raise EnrollError if the id is already enrolled (whatever the token) or malformed,
+        TokenError if the token was revoked or expired since it was checked.
+        """
+        if not _NODE_ID.match(node_id):
+            raise EnrollError(f"node id {node_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        credential_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT name, expires_at, revoked_at FROM join_tokens WHERE token_id=?",
+                             (token_id,)).fetchone()
+            if row is None or not JoinToken(token_id, row[0], 0.0, row[1], row[2]).active:
+                raise TokenError(f"join token {row[0] if row else token_id!r} is revoked or expired")
+            if db.execute("SELECT 1 FROM node_credentials WHERE node_id=?", (node_id,)).fetchone():
+                raise EnrollError(
+                    f"node id {node_id!r} is already enrolled; a join token cannot claim it. That node "
+                    "connects with its own credential (DATA_DIR/node/node_credential); a new machine "
+                    "must use a new id (remove the copied DATA_DIR/node/node_id)")
+            db.execute("INSERT INTO node_credentials VALUES (?, ?, ?, ?, ?, NULL)",
+                       (node_id, credential_id, _digest(secret), token_id, now))
+        return f"{CREDENTIAL_PREFIX}{credential_id}_{secret}"
+
+    def check_credential(self, credential: str) -> NodeCredential:
+        """The enrolled node `credential` belongs to; raise CredentialError otherwise."""
+        if not credential.startswith(CREDENTIAL_PREFIX) or credential.count("_") < 2:
+            raise CredentialError("malformed node credential")
+        credential_id, _, secret = credential[len(CREDENTIAL_PREFIX):].partition("_")
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.secret_sha256, c.node_id, c.token_id, c.revoked_at, t.name FROM node_credentials c "
+                "LEFT JOIN join_tokens t ON t.token_id = c.token_id WHERE c.credential_id=?",
+                (credential_id,)).fetchone()
+        expected = row[0] if row else _digest("")
+        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+            raise CredentialError("unknown node credential")
+        _, node_id, token_id, revoked_at, token_name = row
+        if revoked_at is not None:
+            raise CredentialError(f"the credential of node {node_id!r} was revoked "
+                                  f"(with its join token {token_name!r})")
+        return NodeCredential(node_id, token_id, token_name or "")
+
+    def enrolled_nodes(self) -> dict[str, list[str]]:
+        """token_id -> the node ids it enrolled whose credential is not revoked."""
+        with self._lock:
+            rows = self._db.execute("SELECT token_id, node_id FROM node_credentials "
+                                    "WHERE revoked_at IS NULL ORDER BY node_id").fetchall()
+        found: dict[str, list[str]] = {}
+        for token_id, node_id in rows:
+            found.setdefault(token_id, []).append(node_id)
+        return found
 
     # -- nodes ------------------------------------------------------------------------------
 

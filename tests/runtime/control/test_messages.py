@@ -1,13 +1,16 @@
 import pytest
 
 from runtime.control.messages import (
+    REPLACED,
     Assign,
     Assignment,
+    Error,
     Heartbeat,
     Hello,
     ProtocolError,
     ReplicaReport,
     Status,
+    Welcome,
     decode_node_message,
     decode_plane_message,
     encode,
@@ -21,6 +24,18 @@ def test_messages_round_trip():
     assert decode_node_message(encode(status)) == status
     assign = Assign(generation=7, replicas=(Assignment("r1", "echo", "1.0.0", 3),))
     assert decode_plane_message(encode(assign)) == assign
+
+
+def test_welcome_credential_and_error_code_are_optional_fields():
+    welcome = Welcome(node_id="n1", cluster_id="c", heartbeat_interval_s=5, hub_url="http://h", credential="fnc_x")
+    assert decode_plane_message(encode(welcome)) == welcome
+    # An older plane's welcome (no credential) and error (no code) still decode.
+    old = decode_plane_message('{"type": "welcome", "node_id": "n1", "cluster_id": "c", '
+                               '"heartbeat_interval_s": 5, "hub_url": "http://h"}')
+    assert old.credential == ""
+    assert decode_plane_message('{"type": "error", "message": "no", "fatal": true}') == Error("no", fatal=True)
+    replaced = Error("replaced by a newer connection", fatal=True, code=REPLACED)
+    assert decode_plane_message(encode(replaced)).code == "replaced"
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility():
