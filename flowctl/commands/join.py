@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-JOIN_TOKEN_HELP = "Join token from `flowctl node token create` [env FLOWCTL_JOIN_TOKEN]."
+JOIN_TOKEN_HELP = ("Join token from `flowctl node token create` [env FLOWCTL_JOIN_TOKEN]; needed only for "
+                   "a node's first join (then it connects with the credential kept in DATA_DIR/node).")
 
 
 def join(
@@ -21,16 +22,26 @@ def join(
     """Join a control plane and run the services it assigns here, until stopped.
 
     The node dials out over one WebSocket (so it works behind NAT), reconnects with
-    backoff when the connection drops, and stops its workers cleanly on Ctrl-C.
+    backoff when the connection drops, and stops its workers cleanly on Ctrl-C. Its
+    first join enrolls its id with the join token; the plane then issues it a credential
+    (kept in DATA_DIR/node/node_credential, 0600) that it connects with from then on.
 
     Example: flowctl node join http://plane.example:8080 --token fjt_...
     """
     from flowctl.errors import CliError
 
-    if not token:
-        raise CliError("a join token is required: --token or FLOWCTL_JOIN_TOKEN "
+    if not token and not node_has_credential(data_dir):
+        raise CliError("a join token is required for a node's first join: --token or FLOWCTL_JOIN_TOKEN "
                        "(create one on the control plane with `flowctl node token create NAME`)")
-    run_node_until_stopped(url, token, name=name, data_dir=data_dir)
+    run_node_until_stopped(url, token or "", name=name, data_dir=data_dir)
+
+
+def node_has_credential(data_dir: Path | None) -> bool:
+    """Whether this machine's node joined before (it then connects with its credential, no token)."""
+    from flowctl.config import load_config
+    from runtime.node.identity import read_credential
+
+    return bool(read_credential(Path(load_config(data_dir=data_dir).data_dir) / "node"))
 
 
 def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: Path | None) -> None:

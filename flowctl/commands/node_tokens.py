@@ -31,6 +31,9 @@ def create(
 ) -> None:
     """Create a join token; it is shown once, only its hash is kept.
 
+    A join token enrolls new nodes: at a node's first join the plane binds the node's id
+    to the token and issues the node its own credential, used from then on.
+
     Example: flowctl node token create desk --ttl 7d
     """
     from flowctl.console import err, out, print_json
@@ -51,7 +54,7 @@ def ls(
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the tokens as JSON."),
 ) -> None:
-    """List join tokens (never their secrets).
+    """List join tokens (never their secrets) and the nodes each one enrolled.
 
     Example: flowctl node token ls --json
     """
@@ -66,7 +69,7 @@ def ls(
         print_json(tokens)
         return
     table = Table()
-    for col in ("ID", "NAME", "CREATED", "EXPIRES", "STATE"):
+    for col in ("ID", "NAME", "CREATED", "EXPIRES", "STATE", "NODES"):
         table.add_column(col)
 
     def when(ts):
@@ -74,7 +77,8 @@ def ls(
 
     for t in tokens:
         state = "active" if t["active"] else "revoked" if t["revoked"] else "expired"
-        table.add_row(t["token_id"], t["name"], when(t["created_at"]), when(t["expires_at"]), state)
+        table.add_row(t["token_id"], t["name"], when(t["created_at"]), when(t["expires_at"]), state,
+                      ", ".join(t.get("nodes", [])) or "-")
     out.print(table if tokens else "No join tokens.")
 
 
@@ -84,7 +88,10 @@ def revoke(
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
 ) -> None:
-    """Revoke a join token: nodes can no longer join with it (connected ones stay).
+    """Revoke a join token and the credentials of the nodes it enrolled.
+
+    Those nodes are disconnected at once and cannot connect again; their replicas are
+    placed on other nodes. An expired token, unlike a revoked one, leaves its nodes be.
 
     Example: flowctl node token revoke desk
     """

@@ -14,6 +14,7 @@ import typer
 from flowctl.commands.join import JOIN_TOKEN_HELP
 
 HANDSHAKE_TIMEOUT_S = 3.0
+LOCAL_ENROLL_TTL_S = 600  # the local node's first join only; its credential outlives the token
 
 
 def up(
@@ -39,13 +40,13 @@ def up(
     if holder is None:
         _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node)
     elif holder.get("kind") == "flowctl-control-plane":
-        if not token:
+        from flowctl.commands.join import node_has_credential, run_node_until_stopped
+
+        if not token and not node_has_credential(data_dir):
             raise CliError(f"port {port} is held by a flowctl control plane (cluster {holder['cluster_id']}); "
                            "to join it as a node pass --token (or FLOWCTL_JOIN_TOKEN), created there with "
                            "`flowctl node token create NAME`")
-        from flowctl.commands.join import run_node_until_stopped
-
-        run_node_until_stopped(f"http://{_connect_host(host)}:{port}", token, name=name,
+        run_node_until_stopped(f"http://{_connect_host(host)}:{port}", token or "", name=name,
                                data_dir=Path(data_dir) if data_dir else None)
     else:
         raise CliError(f"port {port} on {host} is in use by something that is not a flowctl control plane "
@@ -96,7 +97,8 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     from flowctl.console import out as stdout
     from flowctl.lifecycle import run_until_signal
     from runtime.node.executor import ExecutorSettings
-    from runtime.node.serve import NodeSettings, run_node
+    from runtime.node.identity import read_credential
+    from runtime.node.serve import NodeSettings
     from runtime.plane import PlaneSettings, serve_control_plane
 
     cfg = load_config(data_dir=data_dir)
@@ -111,21 +113,49 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
 
     async def main(nursery) -> None:
         handle = await nursery.start(partial(serve_control_plane, plane,
-                                             admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"), on_new_key=new_key))
+                                             admin_key=os.environ.get("FLOWCTL_ADMIN_KEY"),
+                                             metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
+                                             on_new_key=new_key))
         err.print(f"control plane (hub + scheduler + gateway) on {handle.url}, data in {root}")
         if local_node:
             node_name = name or socket.gethostname()
-            store = handle.scheduler.store
-            await trio.to_thread.run_sync(store.revoke_token, f"local-{node_name}")
-            _, token = await trio.to_thread.run_sync(store.create_token, f"local-{node_name}")
+            token = ""
+            if not await trio.to_thread.run_sync(read_credential, root / "node"):
+                # Its first start: a short-lived token enrolls it; later starts use its credential.
+                _, token = await trio.to_thread.run_sync(partial(
+                    handle.scheduler.store.create_token, f"local-{node_name}", ttl_s=LOCAL_ENROLL_TTL_S))
             settings = NodeSettings(url=handle.url, token=token, data_dir=root / "node", name=node_name,
                                     agent_version=__version__, executor=executor)
-            welcome = await nursery.start(partial(run_node, settings))
-            err.print(f"local node {node_name} joined cluster {welcome.cluster_id}")
+            welcome = await nursery.start(partial(_serve_local_node, settings))
+            if welcome is not None:
+                err.print(f"local node {node_name} joined cluster {welcome.cluster_id}")
         err.print("Other nodes join with: flowctl up --port PORT --host THIS_HOST --token "
                   "$(flowctl node token create NAME)   (Ctrl-C to stop)")
 
     run_until_signal(main)
+
+
+async def _serve_local_node(settings, *, task_status) -> None:
+    """Run the plane's own node; if the plane refuses it (its token revoked), only the node ends.
+
+    `task_status.started(welcome)` once it joined, or `started(None)` if it was refused first.
+    """
+    import trio
+
+    from flowctl.console import err
+    from runtime.node.agent import JoinRefused
+    from runtime.node.serve import run_node
+
+    joined = False
+    try:
+        async with trio.open_nursery() as nursery:
+            welcome = await nursery.start(run_node, settings)
+            joined = True
+            task_status.started(welcome)
+    except* JoinRefused as group:
+        err.print(f"local node stopped: {group.exceptions[0]}")
+        if not joined:
+            task_status.started(None)
 
 
 def register(app: typer.Typer) -> None:

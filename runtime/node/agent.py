@@ -6,16 +6,26 @@ reports replica states as they change, applies each desired state the plane
 sends through an `Executor` (install + supervise), and forwards the requests
 tunnelled to it to the right worker on localhost.
 
+The first join presents a join token; the plane's welcome then carries this
+node's credential, which the agent keeps (`keep_credential`) and presents from
+then on: it is bound to this node id, and the join token can never claim that id
+again.
+
 Connection failures are retried forever with exponential backoff and full
-jitter; a refused join token is not (it will not get better by itself).
+jitter; a refused join token or credential is not (it will not get better by
+itself), and neither is a revoked credential: the agent never falls back to the
+join token, which would undo the revocation. A connection the plane closed
+because a newer one of this node replaced it is retried at once (once per
+STABLE_AFTER, so two agents sharing one identity do not take turns in a hot loop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +34,8 @@ import trio_websocket
 
 from runtime.control import messages
 from runtime.control.messages import (
+    REPLACED,
+    REVOKED,
     Assign,
     Error,
     Heartbeat,
@@ -50,7 +62,12 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class JoinRefused(FlowError):
-    """The control plane refused this node (bad or revoked join token, protocol mismatch)."""
+    """The control plane refused this node (bad or revoked token or credential, an id it may
+    not claim, protocol mismatch); the message says why, in one line."""
+
+
+class _Replaced(Exception):
+    """The plane closed this connection: a newer connection of this node took over."""
 
 
 class Executor(Protocol):
@@ -78,6 +95,7 @@ class AgentConfig:
     node_id: str
     name: str
     agent_version: str = "0"
+    credential: str = ""  # once enrolled; preferred over `token`
     backoff_initial: float = BACKOFF_INITIAL
     backoff_max: float = BACKOFF_MAX
 
@@ -97,27 +115,39 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.R
 
 
 async def run_agent(config: AgentConfig, executor: Executor, *,
+                    keep_credential: Callable[[str], None] | None = None,
                     task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Keep the node connected until cancelled; `started(welcome)` after the first join.
+
+    `keep_credential(credential)` (blocking; run in a thread) stores the credential the
+    plane issues at this node's first join; the agent connects with it from then on.
 
     Error handling: connection problems are retried with backoff; JoinRefused is raised.
     """
     rng = random.Random()
     attempt = 0
     started = False
+    credential = config.credential
+    replaced_at: float | None = None
     async with WorkerClient() as client:
         while True:
             began = trio.current_time()
             refused: JoinRefused | None = None
+            retry_now = False
+            what = "this node's credential" if credential else "the join token"
             # except*: the connection's tasks can fail together, so errors may come grouped.
             try:
                 async with trio_websocket.open_websocket_url(
-                    config.ws_url, extra_headers=[("Authorization", f"Bearer {config.token}")],
+                    config.ws_url, extra_headers=[("Authorization", f"Bearer {credential or config.token}")],
                     max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
                 ) as ws, open_mux(ws, opener=True) as mux:
 
-                    def on_welcome(welcome: Welcome) -> None:
-                        nonlocal started
+                    async def on_welcome(welcome: Welcome) -> None:
+                        nonlocal started, credential
+                        if welcome.credential:
+                            credential = welcome.credential  # reconnects use it even if keeping it fails
+                            if keep_credential is not None:
+                                await trio.to_thread.run_sync(keep_credential, welcome.credential)
                         if not started:
                             started = True
                             task_status.started(welcome)
@@ -126,12 +156,19 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
             except* JoinRefused as group:
                 refused = group.exceptions[0]  # type: ignore[assignment]
             except* trio_websocket.ConnectionRejected as group:
-                status = group.exceptions[0].status_code  # type: ignore[attr-defined]
+                rejected = group.exceptions[0]
+                status = rejected.status_code  # type: ignore[attr-defined]
                 if status in (401, 403):
-                    refused = JoinRefused(f"control plane at {config.url} refused the join token "
-                                          f"(HTTP {status})")
+                    refused = JoinRefused(f"control plane at {config.url} refused {what} (HTTP {status}): "
+                                          f"{_detail(rejected.body)}")  # type: ignore[attr-defined]
                 else:
                     log.warning("control plane rejected the connection: HTTP %s", status)
+            except* _Replaced as group:
+                now = trio.current_time()
+                retry_now = replaced_at is None or now - replaced_at > STABLE_AFTER
+                replaced_at = now
+                log.warning("%s; another agent may be using node id %s (a copied data dir?)",
+                            group.exceptions[0], config.node_id)
             except* (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
                      TunnelError, messages.ProtocolError, trio.TooSlowError) as group:
                 log.warning("control plane connection lost: %s", describe(group))
@@ -142,6 +179,9 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                           exc_info=group)
             if refused is not None:
                 raise refused
+            if retry_now:
+                log.info("reconnecting at once")
+                continue
             if trio.current_time() - began > STABLE_AFTER:
                 attempt = 0
             delay = backoff_delay(attempt, initial=config.backoff_initial, maximum=config.backoff_max, rng=rng)
@@ -150,8 +190,17 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
             await trio.sleep(delay)
 
 
+def _detail(body: bytes | None) -> str:
+    """The reason in a refusal's JSON body ({"detail": ...}), as one line."""
+    try:
+        detail = json.loads(body or b"{}").get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return " ".join(str(detail).split()) if detail else "no reason given"
+
+
 async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient,
-                   on_welcome: Callable[[Welcome], None]) -> None:
+                   on_welcome: Callable[[Welcome], Awaitable[None]]) -> None:
     installed, replicas = executor.inventory()
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
@@ -166,7 +215,7 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
         raise JoinRefused(f"control plane answered {type(first).__name__.lower()} instead of welcome")
     welcome = first
     log.info("joined cluster %s as %s", welcome.cluster_id, config.name)
-    on_welcome(welcome)
+    await on_welcome(welcome)
 
     pending: dict[str, ReplicaReport] = {}
     reported = trio.lowlevel.ParkingLot()
@@ -233,5 +282,9 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
                     executor.apply(message, welcome.hub_url, report)
                 elif isinstance(message, Error):
                     log.error("control plane: %s", message.message)
+                    if message.fatal and message.code == REVOKED:
+                        raise JoinRefused(f"control plane at {config.url} revoked this node: {message.message}")
+                    if message.fatal and message.code == REPLACED:
+                        raise _Replaced(f"control plane closed this connection: {message.message}")
                     if message.fatal:
                         raise TunnelError(f"control plane closed the session: {message.message}")

@@ -1,14 +1,14 @@
 """The control plane's cluster routes: node connections, handshake, deployments, join tokens.
 
     GET    /api/cluster/handshake            who listens here (flowctl up uses it to decide)
-    WS     /api/cluster/connect              a node's control connection (join token as Bearer)
+    WS     /api/cluster/connect              a node's control connection (join token or node credential)
     GET    /api/cluster/status               nodes, deployments, models           (admin)
     POST   /api/deployments                  deploy or upgrade                    (admin)
     PATCH  /api/deployments/{service_id}     scale                                (admin)
     DELETE /api/deployments/{service_id}     undeploy                             (admin)
     POST   /api/cluster/tokens               create a join token (shown once)     (admin)
     GET    /api/cluster/tokens               list join tokens                     (admin)
-    DELETE /api/cluster/tokens/{token}       revoke by id or name                 (admin)
+    DELETE /api/cluster/tokens/{token}       revoke by id or name, with its nodes (admin)
 """
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
     @app.websocket("/api/cluster/connect")
     async def connect() -> Response | None:
         try:
-            await authenticate(scheduler, websocket.headers.get("Authorization"))
+            auth = await authenticate(scheduler, websocket.headers.get("Authorization"))
         except TokenError as exc:
             # Refused before the upgrade completes: the node sees an HTTP 401, not a closed socket.
             return error_response(401, str(exc))
         await websocket.accept()
         peer = websocket.remote_addr or "?"
-        await serve_node(scheduler, QuartTransport(websocket), peer=str(peer))
+        await serve_node(scheduler, QuartTransport(websocket), auth=auth, peer=str(peer))
         return None
 
     @app.get("/api/cluster/status")
@@ -151,16 +151,16 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
         if (refused := admin()) is not None:
             return refused
         tokens = await trio.to_thread.run_sync(scheduler.store.tokens)
+        enrolled = await trio.to_thread.run_sync(scheduler.store.enrolled_nodes)
         return json_response([{"token_id": t.token_id, "name": t.name, "created_at": t.created_at,
                                "expires_at": t.expires_at, "revoked": t.revoked_at is not None,
-                               "active": t.active} for t in tokens])
+                               "active": t.active, "nodes": enrolled.get(t.token_id, [])} for t in tokens])
 
     @app.delete("/api/cluster/tokens/<token>")
     async def revoke_token(token: str) -> Response:
         if (refused := admin()) is not None:
             return refused
-        count = await trio.to_thread.run_sync(scheduler.store.revoke_token, token)
-        if not count:
+        if not await scheduler.revoke_token(token):
             return error_response(404, f"no active join token {token!r}")
         return Response("", status=204)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from packer.manifest import Manifest
-from runtime.control.messages import Assign, Assignment, ReplicaReport
+from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, ReplicaReport
 from runtime.errors import FlowError
 from runtime.scheduler.placement import NodeCapacity
 from runtime.scheduler.reconcile import Deployment, Replica, model_conflicts, reconcile
@@ -30,6 +30,7 @@ DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 ManifestResolver = Callable[[str, str], Awaitable[Manifest]]
 AssignSender = Callable[[Assign], Awaitable[None]]
+REPLACED_REASON = "replaced by a newer connection of this node"
 
 
 class DeployError(FlowError):
@@ -46,6 +47,20 @@ class UnknownService(DeployError):
 
 class DeployConflict(DeployError):
     """The request contradicts another deployment (e.g. a model id served twice)."""
+
+
+@dataclass(frozen=True)
+class NodeLink:
+    """One node's live connection: how to tell it things, reach its workers, and close it.
+
+    `close(reason, code)` makes the connection send a fatal error with that code and end.
+    """
+
+    epoch: int
+    send: AssignSender
+    mux: Mux
+    token_id: str
+    close: Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -79,8 +94,8 @@ class Scheduler:
         # After a restart nothing is known to be ready until its node says so again (in its hello).
         self._replicas: tuple[Replica, ...] = tuple(replace(r, state="pending") for r in store.replicas())
         self._reports: dict[str, ReplicaReport] = {}
-        self._senders: dict[str, tuple[int, AssignSender]] = {}
-        self._muxes: dict[str, Mux] = {}
+        self._links: dict[str, NodeLink] = {}
+        self._revoked_tokens: set[str] = set()
         self._sent: dict[str, tuple[Assignment, ...]] = {}
         self._generation = itertools.count(1)
         self._unplaced: dict[str, str] = {}
@@ -132,23 +147,47 @@ class Scheduler:
 
     # -- what nodes say ----------------------------------------------------------------------
 
-    def attach(self, node_id: str, epoch: int, send: AssignSender, mux: Mux) -> None:
-        """A node's connection is up; `send` delivers its desired state, `mux` carries requests."""
-        self._senders[node_id] = (epoch, send)
-        self._muxes[node_id] = mux
+    def attach(self, node_id: str, link: NodeLink) -> bool:
+        """A node's connection is up; a connection it had before is told so and closed.
+
+        False (nothing attached) if the join token behind `link` was revoked meanwhile.
+        """
+        if link.token_id in self._revoked_tokens:
+            return False
+        old = self._links.get(node_id)
+        self._links[node_id] = link
         self._sent.pop(node_id, None)
+        if old is not None and old.epoch != link.epoch:
+            old.close(REPLACED_REASON, REPLACED)
         self.wake()
+        return True
 
     def detach(self, node_id: str, epoch: int) -> None:
         """A node's connection closed (ignored if a newer one replaced it)."""
-        if self._senders.get(node_id, (None,))[0] == epoch:
-            del self._senders[node_id]
-            self._muxes.pop(node_id, None)
+        link = self._links.get(node_id)
+        if link is not None and link.epoch == epoch:
+            del self._links[node_id]
             self._sent.pop(node_id, None)
 
     def mux_for(self, node_id: str) -> Mux | None:
         """The live tunnel to a node, or None when it is not connected."""
-        return self._muxes.get(node_id)
+        link = self._links.get(node_id)
+        return link.mux if link is not None else None
+
+    async def revoke_token(self, token_id_or_name: str) -> int:
+        """Revoke join tokens and the node credentials they issued; returns how many tokens.
+
+        Their nodes' connections are closed at once (fatal error, code `revoked`), so those
+        nodes are lost and their replicas placed elsewhere; they cannot connect again.
+        """
+        ids = await trio.to_thread.run_sync(self.store.revoke_token, token_id_or_name)
+        self._revoked_tokens.update(ids)  # a connection admitted just before must not attach after
+        for node_id, link in list(self._links.items()):
+            if link.token_id in self._revoked_tokens:
+                link.close(f"the join token {token_id_or_name!r} that enrolled this node was revoked", REVOKED)
+                self.detach(node_id, link.epoch)
+                self.registry.disconnect(node_id, link.epoch)
+        return len(ids)
 
     def report(self, node_id: str, report: ReplicaReport) -> bool:
         """Apply a replica report; False (ignored) if it is stale or from the wrong node."""
@@ -191,13 +230,13 @@ class Scheduler:
             self._unplaced = dict(plan.unplaced)
             live = {r.replica_id for r in self._replicas}
             self._reports = {k: v for k, v in self._reports.items() if k in live}
-        for node_id, (_, send) in list(self._senders.items()):
+        for node_id, link in list(self._links.items()):
             wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt)
                            for r in self._replicas if r.node_id == node_id)
             if self._sent.get(node_id) == wanted:
                 continue
             self._sent[node_id] = wanted
-            await send(Assign(generation=next(self._generation), replicas=wanted))
+            await link.send(Assign(generation=next(self._generation), replicas=wanted))
 
     def _capacity(self, node: NodeRecord) -> NodeCapacity:
         hello = node.hello
@@ -210,11 +249,15 @@ class Scheduler:
         found = []
         for r in self._replicas:
             report = self._reports.get(r.replica_id)
-            node = self.registry.get(r.node_id)
-            if (r.state == "ready" and report is not None and model_id in report.models
-                    and node is not None and node.state is NodeState.READY and r.node_id in self._senders):
+            if self._serving(r) and report is not None and model_id in report.models:
                 found.append(Route(r, r.node_id, report.max_concurrency))
         return found
+
+    def _serving(self, r: Replica) -> bool:
+        """Ready as its node last said, and that node is ready and connected now."""
+        node = self.registry.get(r.node_id)
+        return (r.state == "ready" and node is not None and node.state is NodeState.READY
+                and r.node_id in self._links)
 
     def models(self) -> dict[str, list[Route]]:
         """Every model with at least one ready replica."""

@@ -1,12 +1,19 @@
 """One node's control connection, as the control plane serves it.
 
-The node dials out (NAT-friendly) and authenticates with a join token before
-the WebSocket upgrade; then the first control message must be its hello. From
-there, heartbeats and replica reports flow in, complete desired states flow
-out, and the same socket carries tunnelled requests to the node's workers.
+The node dials out (NAT-friendly) and authenticates before the WebSocket upgrade,
+with a join token or with its node credential; then the first control message must
+be its hello. From there, heartbeats and replica reports flow in, complete desired
+states flow out, and the same socket carries tunnelled requests to the node's workers.
 
-Error handling: a malformed, oversized or unexpected control message gets an
-`error` message and closes that connection only; the plane keeps serving.
+Node identity: a join token may enroll node ids that are not enrolled yet; the welcome
+of that first join carries the node's credential, which binds that id to the token.
+A join token can never claim an enrolled id; a credential can claim only its own id,
+and a newer connection with it replaces (and closes) the node's older one, so a node
+whose old connection went half-open is back at once.
+
+Error handling: a malformed, oversized or unexpected control message, or a hello
+claiming an id the connection may not use, gets a fatal `error` and closes that
+connection only; the plane keeps serving.
 """
 
 from __future__ import annotations
@@ -17,23 +24,50 @@ import msgspec
 import trio
 
 from runtime.control import messages
-from runtime.control.messages import Assign, Error, Heartbeat, Hello, ProtocolError, Status, Welcome
-from runtime.scheduler.service import Scheduler
-from runtime.scheduler.store import JoinToken
-from runtime.tunnel import MessageTransport, TunnelError, open_mux
+from runtime.control.messages import (
+    IDENTITY,
+    Assign,
+    Error,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    Status,
+    Welcome,
+)
+from runtime.scheduler.service import NodeLink, Scheduler
+from runtime.scheduler.store import (
+    CREDENTIAL_PREFIX,
+    EnrollError,
+    JoinToken,
+    NodeCredential,
+    TokenError,
+)
+from runtime.tunnel import MessageTransport, Mux, TunnelError, open_mux
 
 log = logging.getLogger("flowctl.scheduler")
 HELLO_TIMEOUT = 10.0
 
-
-async def authenticate(scheduler: Scheduler, authorization: str | None) -> JoinToken:
-    """Check a node's `Authorization: Bearer <join token>`; raise TokenError if refused."""
-    token = (authorization or "").removeprefix("Bearer ").strip()
-    return await trio.to_thread.run_sync(scheduler.store.check_token, token)
+NodeAuth = JoinToken | NodeCredential
 
 
-async def serve_node(scheduler: Scheduler, transport: MessageTransport, *, peer: str = "?") -> None:
-    """Serve one authenticated node connection until it closes.
+class IdentityRefused(Exception):
+    """A hello claims a node id this connection may not use; the message says why."""
+
+
+async def authenticate(scheduler: Scheduler, authorization: str | None) -> NodeAuth:
+    """Check a node's `Authorization: Bearer <join token or node credential>`.
+
+    Error handling: TokenError (CredentialError for a credential) says why it is refused.
+    """
+    secret = (authorization or "").removeprefix("Bearer ").strip()
+    if secret.startswith(CREDENTIAL_PREFIX):
+        return await trio.to_thread.run_sync(scheduler.store.check_credential, secret)
+    return await trio.to_thread.run_sync(scheduler.store.check_token, secret)
+
+
+async def serve_node(scheduler: Scheduler, transport: MessageTransport, *, auth: NodeAuth,
+                     peer: str = "?") -> None:
+    """Serve one node connection, authenticated as `auth`, until it closes.
 
     Cancellation: cancelling closes the mux; the node is marked lost at once.
     """
@@ -49,41 +83,84 @@ async def serve_node(scheduler: Scheduler, transport: MessageTransport, *, peer:
                 log.warning("node %s refused: %s", peer, reason)
                 await mux.send_control(messages.encode(Error(reason, fatal=True)))
                 return
-            await _serve_hello(scheduler, mux, hello, peer)
+            try:
+                credential = await _admit(scheduler, auth, hello)
+            except IdentityRefused as exc:
+                log.warning("node connection from %s refused: %s", peer, exc)
+                await mux.send_control(messages.encode(Error(str(exc), fatal=True, code=IDENTITY)))
+                return
+            await _serve_hello(scheduler, mux, hello, auth, credential, peer)
     except TunnelError as exc:
         log.info("node connection %s closed: %s", peer, exc)
 
 
-async def _serve_hello(scheduler: Scheduler, mux, hello: Hello, peer: str) -> None:
+async def _admit(scheduler: Scheduler, auth: NodeAuth, hello: Hello) -> str:
+    """Check that `auth` may connect as `hello.node_id`; a new credential if this enrolls it, else ""."""
+    if isinstance(auth, NodeCredential):
+        if hello.node_id != auth.node_id:
+            raise IdentityRefused(f"this credential belongs to node {auth.node_id!r}, "
+                                  f"not {hello.node_id!r}")
+        return ""
+    try:
+        return await trio.to_thread.run_sync(scheduler.store.enroll_node, hello.node_id, auth.token_id)
+    except (EnrollError, TokenError) as exc:
+        raise IdentityRefused(str(exc)) from None
+
+
+class _Closer:
+    """Lets the scheduler end this connection from outside: a fatal error, then close."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.why: tuple[str, str] | None = None
+
+    def close(self, reason: str, code: str) -> None:
+        if self.why is None:
+            self.why = (reason, code)
+        self.scope.cancel()
+
+
+async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeAuth, credential: str,
+                       peer: str) -> None:
     registry = scheduler.registry
     epoch = registry.connect(hello)
-    await trio.to_thread.run_sync(scheduler.store.save_node, hello.node_id, hello.name,
-                                  msgspec.to_builtins(hello))
-    await mux.send_control(messages.encode(Welcome(
-        node_id=hello.node_id, cluster_id=await trio.to_thread.run_sync(scheduler.store.cluster_id),
-        heartbeat_interval_s=scheduler.heartbeat_interval, hub_url=scheduler.hub_url)))
-
-    async def send_assign(assign: Assign) -> None:
-        await mux.send_control(messages.encode(assign))
-
-    scheduler.attach(hello.node_id, epoch, send_assign, mux)
-    log.info("node %s (%s) joined from %s", hello.name, hello.node_id, peer)
+    closer = _Closer()
     try:
-        for report in hello.replicas:
-            scheduler.report(hello.node_id, report)
-        while True:
-            try:
-                message = messages.decode_node_message(await mux.receive_control())
-                if isinstance(message, Hello):
-                    raise ProtocolError("second hello on one connection")
-            except ProtocolError as exc:
-                log.warning("node %s sent a bad control message, closing: %s", hello.name, exc)
-                await mux.send_control(messages.encode(Error(str(exc), fatal=True)))
-                return
-            if isinstance(message, Heartbeat):
-                registry.heartbeat(hello.node_id, epoch, message)
-            elif isinstance(message, Status):
-                scheduler.report(hello.node_id, message.replica)
+        await trio.to_thread.run_sync(scheduler.store.save_node, hello.node_id, hello.name,
+                                      msgspec.to_builtins(hello))
+        await mux.send_control(messages.encode(Welcome(
+            node_id=hello.node_id, cluster_id=await trio.to_thread.run_sync(scheduler.store.cluster_id),
+            heartbeat_interval_s=scheduler.heartbeat_interval, hub_url=scheduler.hub_url,
+            credential=credential)))
+
+        async def send_assign(assign: Assign) -> None:
+            await mux.send_control(messages.encode(assign))
+
+        if not scheduler.attach(hello.node_id, NodeLink(epoch, send_assign, mux, auth.token_id, closer.close)):
+            closer.close("the join token of this node was revoked", messages.REVOKED)
+        token_name = auth.token_name if isinstance(auth, NodeCredential) else auth.name
+        log.info("node %s (%s) %s from %s (join token %r)", hello.name, hello.node_id,
+                 "enrolled" if credential else "joined", peer, token_name)
+        with closer.scope:
+            for report in hello.replicas:
+                scheduler.report(hello.node_id, report)
+            while True:
+                try:
+                    message = messages.decode_node_message(await mux.receive_control())
+                    if isinstance(message, Hello):
+                        raise ProtocolError("second hello on one connection")
+                except ProtocolError as exc:
+                    log.warning("node %s sent a bad control message, closing: %s", hello.name, exc)
+                    await mux.send_control(messages.encode(Error(str(exc), fatal=True)))
+                    return
+                if isinstance(message, Heartbeat):
+                    registry.heartbeat(hello.node_id, epoch, message)
+                elif isinstance(message, Status):
+                    scheduler.report(hello.node_id, message.replica)
+        if closer.why is not None:
+            reason, code = closer.why
+            log.info("closing the connection of node %s (%s) from %s: %s", hello.name, hello.node_id, peer, reason)
+            await mux.send_control(messages.encode(Error(reason, fatal=True, code=code)))
     finally:
         scheduler.detach(hello.node_id, epoch)
         registry.disconnect(hello.node_id, epoch)

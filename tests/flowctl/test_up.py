@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from functools import partial
@@ -172,6 +173,27 @@ async def test_two_terminals_deploy_and_a_killed_node(cluster, tmp_path):
         await first.proc.wait()
         assert first.proc.returncode == 0, first.stderr()
         assert not [pid for pid in first_workers if alive(pid)], "workers outlived flowctl up"
+
+
+async def test_the_local_node_rejoins_as_itself_after_a_restart(cluster, tmp_path):
+    port, start = cluster
+    with trio.fail_after(120):
+        first = await start("first", "--data-dir", str(tmp_path / "one"), "--name", "desk")
+        data = await until(lambda s: [n["state"] for n in s["nodes"]] == ["ready"], port)
+        node_id = data["nodes"][0]["node_id"]
+        first.proc.send_signal(signal.SIGTERM)
+        await first.proc.wait()
+        assert first.proc.returncode == 0, first.stderr()
+
+        await start("again", "--data-dir", str(tmp_path / "one"), "--name", "desk")
+        data = await until(lambda s: [n["state"] for n in s["nodes"]] == ["ready"], port)
+        assert [n["node_id"] for n in data["nodes"]] == [node_id]
+        credential = tmp_path / "one" / "node" / "node_credential"
+        assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+        # One enrolling token, not one per start, and its node is the local one.
+        code, out, err = await cli("node", "token", "ls", "--json", port=port)
+        assert code == 0, err
+        assert [(t["name"], t["nodes"]) for t in json.loads(out)] == [("local-desk", [node_id])]
 
 
 async def test_a_port_held_by_something_else_is_refused(tmp_path):

@@ -20,7 +20,7 @@ from runtime.control.messages import ReplicaReport
 from runtime.node.agent import AgentConfig, JoinRefused, run_agent
 from runtime.scheduler.service import DeployError, Scheduler
 from runtime.scheduler.sessions import authenticate, serve_node
-from runtime.scheduler.store import ClusterStore, TokenError
+from runtime.scheduler.store import TokenError
 from runtime.tunnel.http import send_request
 from tests.polling import wait_until
 from tests.runtime.tunnel.test_http import Worker
@@ -63,9 +63,13 @@ class Plane:
         self.scheduler = scheduler
         self.url = url
 
+    @property
+    def port(self):
+        return int(self.url.rsplit(":", 1)[1])
 
-@pytest.fixture
-async def worker(nursery):
+
+async def serve_worker(nursery):
+    """The stand-in worker (tests.runtime.tunnel.test_http.Worker) on 127.0.0.1, port 0."""
     app = Worker()
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -74,25 +78,23 @@ async def worker(nursery):
     return app
 
 
-@pytest.fixture
-async def plane(nursery, tmp_path):
-    store = ClusterStore(tmp_path / "cluster.db")
+async def serve_plane(nursery, store):
+    """A scheduler on `store` behind the node WebSocket endpoint, as routes.py wires it."""
     scheduler = Scheduler(store, resolve, hub_url="http://127.0.0.1:1", lost_after=2, heartbeat_interval=0.2)
 
     async def handler(request):
         try:
             headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-            await authenticate(scheduler, headers.get("authorization"))
-        except TokenError:
-            await request.reject(401, body=b"bad join token")
+            auth = await authenticate(scheduler, headers.get("authorization"))
+        except TokenError as exc:
+            await request.reject(401, body=json.dumps({"detail": str(exc)}).encode())
             return
         ws = await request.accept()
-        await serve_node(scheduler, ws, peer="test")
+        await serve_node(scheduler, ws, auth=auth, peer="test")
 
     await nursery.start(scheduler.run)
     server = await nursery.start(partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None))
-    yield Plane(scheduler, f"http://127.0.0.1:{server.port}")
-    store.close()
+    return Plane(scheduler, f"http://127.0.0.1:{server.port}")
 
 
 def agent_config(plane, name, token=None):
@@ -172,10 +174,9 @@ async def test_a_bad_token_is_refused_without_retrying(plane):
                                      '{"type": "heartbeat"}', "x" * (2 * 1024 * 1024)])
 async def test_a_malformed_first_message_closes_only_that_connection(plane, worker, nursery, garbage):
     _, token = plane.scheduler.store.create_token("raw")
-    port = int(plane.url.rsplit(":", 1)[1])
     with trio.fail_after(10):
         async with trio_websocket.open_websocket(
-            "127.0.0.1", port, "/api/cluster/connect", use_ssl=False,
+            "127.0.0.1", plane.port, "/api/cluster/connect", use_ssl=False,
             extra_headers=[("Authorization", f"Bearer {token}")], max_message_size=4 * 2**20,
         ) as ws:
             try:
