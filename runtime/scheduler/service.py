@@ -259,6 +259,10 @@ class Scheduler:
         return (r.state == "ready" and node is not None and node.state is NodeState.READY
                 and r.node_id in self._links)
 
+    def _shown_state(self, r: Replica) -> str:
+        # A report of "ready" from a node that is lost (or not connected) is stale: say so.
+        return "lost" if r.state == "ready" and not self._serving(r) else r.state
+
     def models(self) -> dict[str, list[Route]]:
         """Every model with at least one ready replica."""
         names = {m for rep in self._reports.values() for m in rep.models}
@@ -280,10 +284,10 @@ class Scheduler:
             mine = [r for r in self._replicas if r.service_id == dep.service_id]
             deployments.append({
                 "service": dep.service_id, "version": dep.version, "desired": dep.replicas,
-                "ready": sum(1 for r in mine if r.state == "ready" and r.version == dep.version),
+                "ready": sum(1 for r in mine if self._serving(r) and r.version == dep.version),
                 "models": list(dep.models), "unplaced": self._unplaced.get(dep.service_id),
                 "replicas": [{"replica_id": r.replica_id, "version": r.version, "node_id": r.node_id,
-                              "attempt": r.attempt, "state": r.state,
+                              "attempt": r.attempt, "state": self._shown_state(r),
                               "detail": getattr(self._reports.get(r.replica_id), "detail", "")}
                              for r in mine],
             })

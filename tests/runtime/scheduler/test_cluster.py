@@ -160,6 +160,18 @@ async def test_a_killed_node_loses_its_replica_to_another(plane, worker):
             nursery.cancel_scope.cancel()
 
 
+async def test_status_never_shows_a_replica_on_a_lost_node_as_ready(plane, worker):
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_agent, agent_config(plane, "alpha"), FakeExecutor(worker.base_url))
+            await plane.scheduler.deploy("echo")
+            await wait_until(lambda: plane.scheduler.routes("echo"))
+            nursery.cancel_scope.cancel()  # the only node dies: its replica has nowhere to go
+        await wait_until(lambda: plane.scheduler.registry.get("id-alpha").state == "lost")
+        (dep,) = plane.scheduler.status()["deployments"]
+        assert dep["ready"] == 0 and [r["state"] for r in dep["replicas"]] == ["lost"]
+        assert not plane.scheduler.routes("echo")
+
 async def test_a_bad_token_is_refused_without_retrying(plane):
     with trio.fail_after(10):
         with pytest.raises(JoinRefused, match="refused the join token"):
