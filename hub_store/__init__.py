@@ -18,6 +18,7 @@ from hub_store.errors import (
     BlobDigestMismatch,
     BlobNotFound,
     Conflict,
+    InsufficientStorage,
     InvalidIdentifier,
     NotFound,
     StoreError,
@@ -26,6 +27,7 @@ from hub_store.fsck import FsckReport, fsck
 from hub_store.gc import GcReport, collect_garbage
 from hub_store.private import make_private_database, make_private_dir
 from hub_store.publish import PublishResult, copy_to_temp, export_zip, ingest_bundle, publish_file
+from hub_store.space import DEFAULT_RESERVE_BYTES, SpaceGuard, disk_free_bytes, is_disk_full
 
 __all__ = [
     "BadBundle",
@@ -38,10 +40,12 @@ __all__ = [
     "BlobWriter",
     "Catalog",
     "Conflict",
+    "DEFAULT_RESERVE_BYTES",
     "FileRecord",
     "FsckReport",
     "GcReport",
     "HubData",
+    "InsufficientStorage",
     "InvalidIdentifier",
     "LocalBlobStore",
     "ModelRecord",
@@ -49,14 +53,17 @@ __all__ = [
     "NotFound",
     "PublishResult",
     "ServiceRecord",
+    "SpaceGuard",
     "StoreError",
     "VersionRecord",
     "collect_garbage",
     "copy_to_temp",
+    "disk_free_bytes",
     "export_zip",
     "fsck",
     "ids",
     "ingest_bundle",
+    "is_disk_full",
     "make_private_database",
     "make_private_dir",
     "open_data_dir",

@@ -284,8 +284,12 @@ class BlobWriter:
 
     def abort(self) -> None:
         """Drop the temp file unless committed; idempotent."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self.committed is None:
-            self.temp.unlink(missing_ok=True)
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                file.close()
+        except OSError:
+            pass  # on a full disk its flush fails; the file is dropped all the same
+        finally:
+            if self.committed is None:
+                self.temp.unlink(missing_ok=True)

@@ -81,7 +81,14 @@ class Catalog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that failed (a full disk: SQLITE_FULL) may leave the transaction
+                # open, and then every later BEGIN on this connection would fail.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:

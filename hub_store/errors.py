@@ -7,6 +7,7 @@
     ├── NotFound           no such service, version or model in the catalog
     ├── BadBundle          an upload is not the bundle it claims to be
     ├── Conflict           a write contradicts what is stored (e.g. re-publish with other bytes)
+    ├── InsufficientStorage the disk cannot hold a write (checked up front, or it filled up)
     └── InvalidIdentifier  an id, version or digest does not parse
 """
 
@@ -54,6 +55,25 @@ class BadBundle(StoreError):
 
 class Conflict(StoreError):
     """The write contradicts stored state."""
+
+
+class InsufficientStorage(StoreError):
+    """The disk cannot hold `what`: `needed` bytes (when known) above a `reserve`, `free` free.
+
+    Without numbers the disk filled up during the write (ENOSPC, SQLITE_FULL).
+    """
+
+    def __init__(self, what: str, *, needed: int | None = None, free: int | None = None, reserve: int = 0):
+        self.what = what
+        self.needed = needed
+        self.free = free
+        self.reserve = reserve
+        if needed is None:
+            message = f"the hub's disk is full: {what} could not be stored; free some space and retry"
+        else:
+            message = (f"not enough disk space for {what}: needs {needed} bytes, {max(free or 0, 0)} free "
+                       f"(of which {reserve} are kept in reserve)")
+        super().__init__(message)
 
 
 class InvalidIdentifier(StoreError, ValueError):

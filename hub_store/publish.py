@@ -2,12 +2,14 @@
 
 Order of work, so that a crash or a cut-off upload leaves nothing visible:
 1. the uploaded bytes sit in the store's tmp/ (the caller hashed them while writing);
-2. the manifest is read and checked (digest, identity, signature);
+2. the manifest is read and checked (digest, identity, signature), and the files the store
+   lacks must fit on the disk above its reserve (`space`), else InsufficientStorage;
 3. every digest about to be stored is leased, so a concurrent GC keeps it;
 4. every file is streamed out of the bundle into the blob store, each checked
    against the manifest on the way; the bundle itself and service.json become blobs;
 5. the catalog rows are inserted, and the lease released, in one transaction.
-A failure before 5 leaves only unreferenced blobs, which GC reclaims.
+A failure before 5 leaves only unreferenced blobs, which GC reclaims. A disk that fills up
+on the way (ENOSPC, SQLITE_FULL) raises InsufficientStorage, and no half-written file stays.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,14 @@ from typing import Any
 from hub_store import ids
 from hub_store.blobs import CHUNK, LocalBlobStore
 from hub_store.catalog import Catalog, FileRecord, ModelRecord, NewVersion, VersionRecord
-from hub_store.errors import BadBundle, BlobDigestMismatch, Conflict, StoreError
+from hub_store.errors import (
+    BadBundle,
+    BlobDigestMismatch,
+    Conflict,
+    InsufficientStorage,
+    StoreError,
+)
+from hub_store.space import SpaceGuard, is_disk_full
 from packer.semver import parse_version
 
 
@@ -74,17 +84,21 @@ def ingest_bundle(
     stable: bool | None = None,
     limits: Any = None,
     expect_id: tuple[str, str] | None = None,
+    space: SpaceGuard | None = None,
 ) -> PublishResult:
     """Publish the bundle at `temp` (in the store's tmp/, hashed by the caller); consumes `temp`.
 
     `stable` defaults to True for releases and False for pre-releases. `expect_id` is the
     (service_id, version) the upload was addressed to; a bundle of another raises BadBundle.
+    `space` checks that the files the store lacks fit on the disk before they are written.
     Error handling: a bad bundle raises the packer's error; a version that exists
-    with other bytes raises Conflict; identical bytes return created=False.
+    with other bytes raises Conflict; identical bytes return created=False; too little
+    disk (checked, or found by a failed write) raises InsufficientStorage.
     """
     from packer import open_bundle  # the packer's streaming reader
 
     lease_id = secrets.token_hex(16)
+    what = "the uploaded bundle"
     try:
         if expected_sha256 is not None and expected_sha256 != sha256:
             raise BlobDigestMismatch("uploaded bundle", expected_sha256, sha256)
@@ -103,6 +117,10 @@ def ingest_bundle(
                 signer = _check_signature(reader, trusted_keys, require_signature)
                 manifest_bytes = reader.manifest_bytes
                 manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+                what = f"{manifest.service_id}@{manifest.version}"
+                if space is not None:
+                    lacking = {e.sha256: e.size for e in manifest.files if not store.exists(e.sha256)}
+                    space.require(sum(lacking.values()) + len(manifest_bytes), f"the files of {what}")
                 wanted = {sha256, manifest_digest, *(e.sha256 for e in manifest.files)}
                 catalog.lease_many(lease_id, wanted)
                 new_blobs, new_bytes = _store_files(store, reader, manifest)
@@ -114,14 +132,29 @@ def ingest_bundle(
         except StoreError:
             raise
         except Exception as exc:  # a concurrent publish of the same version won the race
+            if is_disk_full(exc):
+                raise
             existing = catalog.find_version(manifest.service_id, manifest.version)
             if existing is None:
                 raise StoreError(f"catalog insert failed: {exc}") from exc
             return _same_or_conflict(existing, sha256)
         return PublishResult(record, created=True, new_blobs=new_blobs, new_bytes=new_bytes)
+    except (OSError, sqlite3.Error) as exc:
+        if is_disk_full(exc):
+            raise InsufficientStorage(what) from exc
+        raise
     finally:
         temp.unlink(missing_ok=True)
+        _release(catalog, lease_id)
+
+
+def _release(catalog: Catalog, lease_id: str) -> None:
+    try:
         catalog.release(lease_id)
+    except sqlite3.Error as exc:
+        # On a full disk even this delete can fail; the lease then simply expires.
+        if not is_disk_full(exc):
+            raise
 
 
 def _same_or_conflict(existing: VersionRecord, sha256: str) -> PublishResult:

@@ -10,7 +10,15 @@ from typing import BinaryIO
 import trio
 from quart import Response, request
 
-from hub_store import collect_garbage, fsck, ids, ingest_bundle
+from hub_store import (
+    InsufficientStorage,
+    SpaceGuard,
+    collect_garbage,
+    fsck,
+    ids,
+    ingest_bundle,
+    is_disk_full,
+)
 from runtime.hub.api import version_json
 from runtime.hub.auth import bearer_ok
 from runtime.hub.responses import ApiError, json_response
@@ -59,6 +67,16 @@ class _Spool:
         os.fsync(self.file.fileno())
         self.file.close()
 
+    def discard(self) -> None:
+        """Remove the temp file, even when closing it fails (a full disk cannot flush)."""
+        try:
+            if not self.file.closed:
+                self.file.close()
+        except OSError:
+            pass  # the buffered rest is not wanted anyway
+        finally:
+            self.path.unlink(missing_ok=True)
+
 
 async def _receive_body(state: HubState, spool: _Spool) -> None:
     """Stream the request body into `spool` in ~1 MiB writes; each read has an idle deadline."""
@@ -106,18 +124,29 @@ def register(app, state: HubState) -> None:
                 raise ApiError(409, f"{sid}@{ver} is already published with other bytes "
                                     f"(sha256 {existing.sha256}); versions are immutable")
             return json_response({"service_id": sid, "created": False, **version_json(existing)})
+        space = SpaceGuard(data.root, state.settings.disk_reserve_bytes, state.settings.free_space)
+        if request.content_length is not None:
+            # Refused before a byte of the body is read (the files it unpacks are checked later).
+            await state.run(space.require, request.content_length,
+                            f"a bundle of {request.content_length} bytes")
         spool = await state.run(_Spool, data.store.temp_file())
         try:
-            await _receive_body(state, spool)
+            try:
+                await _receive_body(state, spool)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise InsufficientStorage(f"the upload of {sid}@{ver}") from exc
+                raise
             if request.content_length is not None and spool.size != request.content_length:
                 raise ApiError(400, f"upload ended after {spool.size} of {request.content_length} bytes")
             result = await state.run(
                 ingest_bundle, data.store, data.catalog, spool.path, sha256=spool.hash.hexdigest(),
                 size=spool.size, expected_sha256=expected, trusted_keys=state.settings.trusted_keys,
-                require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver))
+                require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver),
+                space=space)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_discard, spool)
+                await trio.to_thread.run_sync(spool.discard)
         body = {"service_id": sid, "created": result.created, "new_blobs": result.new_blobs,
                 "new_bytes": result.new_bytes, **version_json(result.record)}
         return json_response(body, status=201 if result.created else 200)
@@ -149,8 +178,3 @@ def register(app, state: HubState) -> None:
             state.verifier.forget(digest)
         return json_response(report.to_dict())
 
-
-def _discard(spool: _Spool) -> None:
-    if not spool.file.closed:
-        spool.file.close()
-    spool.path.unlink(missing_ok=True)

@@ -62,7 +62,9 @@ def spec() -> dict[str, Any]:
                             "identical bytes -> 200, other bytes -> 409.",
                        responses={"201": "published", "200": "already published with identical bytes",
                                   "400": "bad bundle", "401": "admin key needed", "409": "conflict",
-                                  "413": "too large"}, auth=True, body="application/octet-stream")},
+                                  "413": "too large",
+                                  "507": "not enough disk space (checked before the body is read)"},
+                       auth=True, body="application/octet-stream")},
         "/api/services/{service_id}/{version}/manifest": {"get": _op(
             "The canonical service.json bytes stored in the bundle", [SID, VER],
             desc="ETag = sha256 of these bytes. Header X-Flowctl-Version: the resolved version.")},

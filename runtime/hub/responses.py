@@ -11,6 +11,7 @@ from hub_store import (
     BlobDigestMismatch,
     BlobNotFound,
     Conflict,
+    InsufficientStorage,
     InvalidIdentifier,
     NotFound,
     StoreError,
@@ -46,6 +47,8 @@ def status_for(exc: BaseException) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, InsufficientStorage):
+        return 507
     if isinstance(exc, BlobCorrupt):
         return 500
     if isinstance(exc, LimitExceeded):

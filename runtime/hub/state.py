@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from hub_store import BlobCorrupt, BlobNotFound, HubData
+from hub_store import DEFAULT_RESERVE_BYTES, BlobCorrupt, BlobNotFound, HubData, disk_free_bytes
 
 T = TypeVar("T")
 
@@ -38,6 +38,9 @@ class HubSettings:
     verify_on_serve: bool = True
     download_chunk_bytes: int = DEFAULT_DOWNLOAD_CHUNK
     threads: int = 8
+    # A publish must leave this much free on the data dir's disk (507 otherwise).
+    disk_reserve_bytes: int = DEFAULT_RESERVE_BYTES
+    free_space: Callable[[Path], int] = disk_free_bytes  # a seam for tests
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Faults with a real server: concurrent ranges, cut-off uploads, corrupt blobs, GC during publish."""
+"""Faults with a real server: concurrent ranges, cut-off uploads, corrupt blobs, GC during publish,
+a full disk."""
 
 import hashlib
+import json
 import os
 
 import httpx
@@ -8,7 +10,10 @@ import pytest
 import trio
 
 from tests.hub_store.bundles import make_bundle
-from tests.runtime.hub.conftest import ADMIN_KEY, AUTH
+from tests.runtime.hub.conftest import ADMIN_KEY, AUTH, running_hub
+from tests.tmpfs import small_tmpfs
+
+MIB = 1 << 20
 
 
 async def poll_until(predicate) -> None:
@@ -141,3 +146,69 @@ async def test_gc_in_a_loop_during_publishes(hub, tmp_path):
         for packed in bundles:
             r = await hub.get(f"/storage/services/echo/{packed.manifest.version}.fbundle")
             assert hashlib.sha256(r.content).hexdigest() == packed.sha256
+
+
+async def read_response(stream) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length body, read off a raw stream."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, f"connection closed before the response's head: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = await stream.receive_some(65536)
+        assert chunk, "connection closed inside the response's body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_a_publish_that_would_eat_the_reserve_is_refused_before_its_body_is_read(tmp_path):
+    with small_tmpfs(tmp_path / "disk", 2 * MIB) as disk, trio.fail_after(30):
+        async with running_hub(disk / "hub", disk_reserve_bytes=MIB // 2) as (url, state):
+            announced = 3 * MIB // 2  # fits on the disk, but not above the reserve
+            host, port = url.removeprefix("http://").split(":")
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all((f"PUT /api/services/echo/1.0.0 HTTP/1.1\r\nHost: x\r\n"
+                                       f"Authorization: Bearer {ADMIN_KEY}\r\n"
+                                       f"Content-Length: {announced}\r\n\r\n").encode())  # no body
+                status, _, body = await read_response(stream)
+            assert status == 507
+            detail = json.loads(body)["detail"]
+            assert detail.startswith(f"not enough disk space for a bundle of {announced} bytes: "
+                                     f"needs {announced} bytes, ") and "\n" not in detail
+            assert detail.endswith(f"(of which {MIB // 2} are kept in reserve)")
+            assert list(state.data.store.iter_temp()) == []
+
+
+async def test_the_default_reserve_is_kept_free(tmp_path):
+    packed = make_bundle(tmp_path)
+    with trio.fail_after(30):
+        async with running_hub(tmp_path / "hub", free_space=lambda _: 200 * MIB) as (url, state):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                r = await client.put("/api/services/echo/1.0.0", content=packed.path.read_bytes(), headers=AUTH)
+            assert r.status_code == 507 and "of which 268435456 are kept in reserve" in r.json()["detail"]
+            assert state.data.catalog.services() == []
+
+
+async def test_a_disk_that_fills_up_during_the_upload_answers_507_and_keeps_nothing(tmp_path):
+    noise = os.urandom(3 * MIB)  # more than the disk holds, and no Content-Length to check up front
+
+    async def chunked():
+        for start in range(0, len(noise), 64 * 1024):
+            yield noise[start:start + 64 * 1024]
+
+    small = make_bundle(tmp_path).path.read_bytes()
+    with small_tmpfs(tmp_path / "disk", 2 * MIB) as disk, trio.fail_after(60):
+        async with running_hub(disk / "hub", disk_reserve_bytes=0) as (url, state):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                r = await client.put("/api/services/echo/1.0.0", content=chunked(), headers=AUTH)
+                assert r.status_code == 507, r.text
+                assert r.json()["detail"] == ("the hub's disk is full: the upload of echo@1.0.0 could not "
+                                              "be stored; free some space and retry")
+                assert list(state.data.store.iter_temp()) == [] and state.data.catalog.services() == []
+                # The space came back with the clean-up: the next publish goes through.
+                r = await client.put("/api/services/echo/1.0.0", content=small, headers=AUTH)
+                assert r.status_code == 201, r.text
