@@ -118,12 +118,12 @@ async def hang_up(url: str, key: str, after: float) -> None:
                     pass
 
 
-async def bystander(url: str, key: str, results: dict[str, int], stop: trio.Event) -> None:
+async def bystander(url: str, key: str, results: dict, stop: trio.Event) -> None:
     """Long replies streamed whole, one after another, until `stop`; each checked."""
     body = {**CHAT, "echo_tokens": BYSTANDER_TOKENS, "echo_delay_s": 0.002}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         while not stop.is_set():
-            text, done = [], False
+            text, done, why = [], False, ""
             try:
                 async with client.stream("POST", "/v1/chat/completions", json=body,
                                          headers={"Authorization": f"Bearer {key}"}) as r:
@@ -131,12 +131,22 @@ async def bystander(url: str, key: str, results: dict[str, int], stop: trio.Even
                         if line == "data: [DONE]":
                             done = True
                         elif line.startswith("data: "):
-                            choices = json.loads(line[6:])["choices"]
+                            chunk = json.loads(line[6:])
+                            if "error" in chunk:
+                                why = f"error event: {chunk['error'].get('message')}"
+                            choices = chunk.get("choices")
                             text.append(choices[0]["delta"].get("content") or "" if choices else "")
-                ok = r.status_code == 200 and done and "".join(text) == EXPECTED
-            except httpx.HTTPError:
-                ok = False
-            results["whole" if ok else "broken"] += 1
+                if r.status_code != 200:
+                    why = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+                elif not why and (not done or "".join(text) != EXPECTED):
+                    why = f"done={done}, {len(''.join(text))} of {len(EXPECTED)} characters"
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if why:
+                results["broken"] += 1
+                results["why"].append(why)
+            else:
+                results["whole"] += 1
 
 
 async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict:
@@ -166,7 +176,7 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict:
             keys[tenant] = (await cli(env, "keys", "create", "--tenant", tenant)).strip().splitlines()[0]
 
         rng = random.Random(2000)
-        results = {"whole": 0, "broken": 0}
+        results: dict = {"whole": 0, "broken": 0, "why": []}
         cut, began = 0, time.monotonic()
         stop = trio.Event()
         with trio.move_on_after(args.limit_s):
@@ -185,6 +195,7 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict:
     return {
         "cut_streams": cut, "seconds": round(elapsed, 1), "cuts_per_s": round(cut / elapsed, 1),
         "bystander_whole": results["whole"], "bystander_broken": results["broken"],
+        "bystander_failures": results["why"][:5],
         "node_connections_replaced": sum(nodes[name]["connection"] != epoch for name, epoch in epochs.items()),
         "nodes_ready": sum(n["state"] == "ready" for n in nodes.values()),
         "connection_lost_lines": sum(children.log(name).count("connection lost") for name in ("plane", "edge")),
@@ -221,6 +232,8 @@ def main() -> None:
         print(f"machine: {figures['machine']}")
         print(f"cut {figures['cut_streams']} streams in {figures['seconds']} s ({figures['cuts_per_s']}/s)")
         print(f"bystander replies: {figures['bystander_whole']} whole, {figures['bystander_broken']} broken")
+        for why in figures["bystander_failures"]:
+            print(f"  broken: {why}")
         print(f"node connections replaced: {figures['node_connections_replaced']}, "
               f"'connection lost' log lines: {figures['connection_lost_lines']}, "
               f"processes alive: {figures['processes_alive']}/2")
