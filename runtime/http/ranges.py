@@ -24,8 +24,11 @@ __all__ = [
     "select",
 ]
 
-_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+_RANGE_SPEC = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*")
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+# A byte position with more significant digits than this is past the end of any file (10**18
+# bytes is an exabyte), so it is compared as a string, never converted.
+_MAX_POSITION_DIGITS = 18
 
 
 @dataclass(frozen=True)
@@ -53,27 +56,40 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Unsat
         return None
     first, last = match.group(1), match.group(2)
     if first:
-        start = int(first)
-        if last:
-            end = int(last)
-            if end < start:
-                return None  # syntactically invalid: ignored, not 416
-            stop = min(end + 1, size)
-        else:
-            stop = size
+        if last and _magnitude(last) < _magnitude(first):
+            return None  # syntactically invalid: ignored, not 416
         if size == 0:
             return None
-        if start >= size:
+        start = _position(first)
+        if start is None or start >= size:
             return Unsatisfiable(size)
-        return start, stop
+        end = _position(last) if last else None
+        return start, size if end is None else min(end + 1, size)
     if not last:
         return None  # "bytes=-" is not a range
     if size == 0:
         return None
-    suffix = int(last)
+    suffix = _position(last)
     if suffix == 0:
         return Unsatisfiable(size)
-    return max(size - suffix, 0), size
+    if suffix is None or suffix >= size:
+        return 0, size
+    return size - suffix, size
+
+
+def _position(digits: str) -> int | None:
+    """The number `digits` spell, or None when it is longer than any representation can be.
+
+    Never `int()` on an unbounded string: past 4,300 digits Python refuses (ValueError).
+    """
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= _MAX_POSITION_DIGITS else None
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """A key that orders digit strings of any length as the numbers they spell."""
+    significant = digits.lstrip("0")
+    return len(significant), significant
 
 
 def content_range(start: int, stop: int, size: int) -> str:
@@ -111,7 +127,7 @@ def _parse_http_date(value: str) -> float | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a zone offset past C int: Overflow
         return None
     if parsed.tzinfo is None:
         return None

@@ -100,3 +100,32 @@ def test_select_precedence() -> None:
 def test_select_reads_headers_in_any_case() -> None:
     headers = {"range": "bytes=0-0", "IF-RANGE": '"e"'}
     assert select(headers, size=10, etag="e") == Selection(206, 0, 1)
+
+
+HUGE = "9" * 5000  # past int()'s 4,300-digit limit
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (f"bytes={HUGE}-", Unsatisfiable(1000)),  # valid syntax, starts past the end: 416
+        (f"bytes={HUGE}-{HUGE}", Unsatisfiable(1000)),
+        (f"bytes=0-{HUGE}", (0, 1000)),  # the end is clipped
+        (f"bytes=-{HUGE}", (0, 1000)),  # a suffix longer than the file: all of it
+        (f"bytes={HUGE}-5", None),  # last < first: invalid, ignored
+        (f"bytes={HUGE}9-{HUGE}", None),
+        (f"bytes={'0' * 5000}12-{'0' * 5000}13", (12, 14)),  # leading zeros are not magnitude
+        ("bytes=\u0663-\u0664", None),  # RFC 9110 DIGIT is ASCII only
+    ],
+)
+def test_parse_range_with_positions_of_any_length(header: str, expected: object) -> None:
+    assert parse_range(header, 1000) == expected
+
+
+def test_dates_with_absurd_fields_are_ignored() -> None:
+    # A zone offset past a C int raised OverflowError from email.utils.
+    absurd = "Sun, 06 Nov 1994 08:49:37 +99999999999999999999"
+    for name in ("If-Modified-Since", "If-Unmodified-Since"):
+        assert select({name: absurd}, size=10, etag="e", last_modified=1_000_000) == Selection(200, 0, 10)
+    headers = {"Range": "bytes=2-", "If-Range": absurd}
+    assert select(headers, size=10, etag="e", last_modified=1_000_000) == Selection(200, 0, 10)

@@ -217,7 +217,9 @@ async def test_small_blob_fast_path_matches_the_quart_path(hub, tmp_path):
         url = f"/blobs/sha256:{digest}"
         cases = [{}, {"Range": "bytes=5-9"}, {"Range": "bytes=-3"}, {"Range": "bytes=900-"},
                  {"If-None-Match": f'"{digest}"'}, {"If-Match": '"nope"'},
-                 {"Range": "bytes=0-1", "If-Range": '"other"'}]
+                 {"Range": "bytes=0-1", "If-Range": '"other"'},
+                 {"Range": f"bytes={'9' * 5000}-"}, {"Range": f"bytes=0-{'9' * 5000}"},  # past int()'s limit
+                 {"Range": "bytes=0-1", "If-Range": "Sun, 06 Nov 1994 08:49:37 +99999999999999999999"}]
         for headers in cases:
             r = await hub.get(url, headers=headers)
             expected = await serve_bytes(data, etag=digest, request_headers=headers, method="GET",
