@@ -27,6 +27,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from runtime.errors import FlowError
+from runtime.http.guard import DEFAULT_UNREAD_BODY_LIMIT, DEFAULT_UNREAD_BODY_TIMEOUT, Guard
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -50,7 +51,6 @@ DEFAULT_STALL_TIMEOUT = 60.0
 DEFAULT_BACKLOG = 128
 # Extra time, past the drain, for hypercorn's lifespan shutdown before we cancel it.
 _SHUTDOWN_SLACK = 2.0
-CLOSE_GOING_AWAY = 1001
 
 _TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
 # Like hypercorn's default but with the query string (redacted) and the time taken.
@@ -84,6 +84,8 @@ async def serve_app(
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     read_timeout: float | None = None,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    unread_body_timeout: float = DEFAULT_UNREAD_BODY_TIMEOUT,
+    unread_body_limit: int = DEFAULT_UNREAD_BODY_LIMIT,
     backlog: int = DEFAULT_BACKLOG,
     websocket_ping_interval: float | None = None,
     access_log: logging.Logger | None = None,
@@ -93,12 +95,15 @@ async def serve_app(
 
     Calls ``task_status.started(urls)`` once listening, with the real port when `port` is
     0 (``["http://127.0.0.1:54321"]``). Request line and headers over `max_header_bytes`
-    get 431. A connection idle (or still sending its headers) for `keep_alive_timeout` is
+    get 431, and two ``Authorization`` headers 400 (runtime/http/guard.py). A connection idle (or still sending its headers) for `keep_alive_timeout` is
     closed; one whose client accepts no response bytes for `stall_timeout` is aborted by
     the kernel (TCP_USER_TIMEOUT), since hypercorn's sends cannot be cancelled.
     `read_timeout` bounds each socket read; hypercorn applies it even while a response
     streams out, so leave it None for servers of large downloads and put deadlines on
-    request bodies in the handlers. WebSockets are pinged every `websocket_ping_interval`
+    request bodies in the handlers. A reply that starts before its request's body has
+    arrived (an early 401, 413, ...) first waits up to `unread_body_timeout` seconds for the
+    rest of a body of up to `unread_body_limit` bytes, so the connection can be reused, and
+    otherwise carries ``Connection: close``. WebSockets are pinged every `websocket_ping_interval`
     seconds (default: half of `stall_timeout`), so a dead peer leaves unacknowledged bytes
     and the kernel drops it within two ping intervals. Access logs are off unless `access_log` is given;
     when on, token query values and credential headers are redacted.
@@ -118,7 +123,8 @@ async def serve_app(
     )
     config.websocket_ping_interval = (websocket_ping_interval if websocket_ping_interval is not None
                                       else stall_timeout / 2)
-    guard = _Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout)
+    guard = Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout,
+                  unread_body_timeout=unread_body_timeout, unread_body_limit=unread_body_limit)
     guarded = wrap_app(guard, config.wsgi_max_body_size, "asgi")
     sock = await _listen(host, port, stall_timeout=stall_timeout, backlog=backlog)
     stop = trio.Event()
@@ -181,7 +187,7 @@ async def open_test_server(app: Any, **limits: Any) -> AsyncIterator[str]:
 async def _serve_in(
     scope: trio.CancelScope,
     app: Any,
-    guard: _Guard,
+    guard: Guard,
     config: HypercornConfig,
     sock: socket.socket,
     stop: trio.Event,
@@ -240,117 +246,6 @@ def _hypercorn_config(
     config.logger_class = _RedactingLogger
     config.include_server_header = False
     return config
-
-
-class _Guard:
-    """ASGI wrapper: the real header cap, responses finished under a shield, the drain.
-
-    h11's `max_incomplete_event_size` only limits a request still arriving: a 20 KiB
-    header block that lands in one read passes it. So the size of the request line and
-    headers is checked here too.
-
-    quart-trio cancels its request task as soon as hypercorn reports the stream closed,
-    which hypercorn does from inside the app's last ``send``; that cancel also kills the
-    keep-alive idle timer hypercorn starts there, and the connection then idles forever.
-    Finishing the last send under a (bounded) shield lets the timer start.
-
-    It also counts the HTTP requests and WebSockets in the app, so `drain` knows when
-    nothing is left, and can close the WebSockets (hypercorn leaves them open).
-    """
-
-    def __init__(self, app: Any, *, max_header_bytes: int, finish_timeout: float) -> None:
-        self._app = app
-        self._max_header_bytes = max_header_bytes
-        self._finish_timeout = finish_timeout
-        self._requests = 0
-        self._websockets: set[trio.CancelScope] = set()
-        self._closing_websockets = False
-        self._changed = trio.Event()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self._app(scope, receive, send)
-            return
-        target = scope.get("raw_path") or scope["path"].encode()
-        size = len(target) + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-        if size > self._max_header_bytes:
-            await _refuse(scope, send)
-            return
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-            return
-        self._requests += 1
-        try:
-            await self._app(scope, receive, partial(self._send, send))
-        finally:
-            self._requests -= 1
-            self._notify()
-
-    async def drain(self) -> None:
-        """Wait for the HTTP requests in flight, then close every WebSocket with 1001 and wait for them."""
-        while self._requests:
-            await self._wait_for_change()
-        # Only now: a WebSocket (the node tunnel) may be carrying those requests.
-        self._closing_websockets = True
-        for scope in self._websockets:
-            scope.cancel()
-        while self._websockets or self._requests:
-            await self._wait_for_change()
-
-    async def _wait_for_change(self) -> None:
-        await self._changed.wait()
-        self._changed = trio.Event()
-
-    def _notify(self) -> None:
-        self._changed.set()
-
-    async def _websocket(self, scope: Any, receive: Any, send: Any) -> None:
-        closed = False
-
-        async def tracked(message: Any) -> None:
-            nonlocal closed
-            if message["type"] in ("websocket.close", "websocket.http.response.start"):
-                closed = True
-            await send(message)
-
-        cancel = trio.CancelScope()
-        self._websockets.add(cancel)
-        if self._closing_websockets:
-            cancel.cancel()
-        try:
-            with cancel:
-                await self._app(scope, receive, tracked)
-            if cancel.cancel_called and not closed:
-                # Before accept this is an HTTP 403; after, a close frame.
-                with trio.CancelScope(shield=True) as shielded:
-                    shielded.deadline = trio.current_time() + self._finish_timeout
-                    await send({"type": "websocket.close", "code": CLOSE_GOING_AWAY,
-                                "reason": "server shutting down"})
-        finally:
-            self._websockets.discard(cancel)
-            self._notify()
-
-    async def _send(self, send: Any, message: Any) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self._finish_timeout
-                await send(message)
-            # A cancel held off by the shield is delivered now.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        await send(message)
-
-
-async def _refuse(scope: Any, send: Any) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1009})  # before accept: an HTTP 403
-        return
-    await send({
-        "type": "http.response.start",
-        "status": 431,
-        "headers": [(b"content-length", b"0"), (b"connection", b"close")],
-    })
-    await send({"type": "http.response.body", "body": b""})
 
 
 class _RedactingLogger(HypercornLogger):
