@@ -1,4 +1,4 @@
-"""Start-up time of the CLI: median wall time of `flowctl --help` and `flowctl pack` of a tiny dir.
+"""Start-up time of the CLI: median wall time of `flowctl --help`, `pack`, `status` and `tenants ls`.
 
     .venv/bin/python bench/startup.py [--runs 15]
 
@@ -6,6 +6,10 @@ Each run is a whole process (`python -m flowctl ...`), as a user would start it,
 with bytecode caching on (PYTHONDONTWRITEBYTECODE is dropped from the environment:
 where it is set, every run would recompile the project's modules, which no user
 pays). Also prints `python -c pass` as the floor. The machine is shared: compare medians.
+
+`status` and `tenants ls` run against a closed port of 127.0.0.1: they import what a
+real run imports, start Trio, are refused at once and exit 1 with a one-line error,
+so the figure is their start-up cost without a control plane's answer time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +34,7 @@ def _child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], runs: int) -> tuple[float, float, float]:
+def timed(argv: list[str], runs: int, *, expect: int = 0) -> tuple[float, float, float]:
     """(median wall, min wall, median CPU) seconds over `runs` runs after one warm-up.
 
     CPU time (user + sys) is less disturbed than wall time when other work shares the machine.
@@ -41,12 +46,19 @@ def timed(argv: list[str], runs: int) -> tuple[float, float, float]:
         proc = subprocess.run(argv, capture_output=True, env=_ENV)
         elapsed = time.perf_counter() - start
         cpu = _child_cpu() - cpu
-        if proc.returncode != 0:
-            sys.exit(f"{argv} failed: {proc.stderr.decode()}")
+        if proc.returncode != expect:
+            sys.exit(f"{argv} exited {proc.returncode}, not {expect}: {proc.stderr.decode()}")
         if i:
             times.append(elapsed)
             cpus.append(cpu)
     return statistics.median(times), min(times), statistics.median(cpus)
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _load() -> str:
@@ -67,14 +79,18 @@ def main() -> None:
         (src / "service.json").write_text(json.dumps(
             {"service_id": "tiny", "version": "0.1.0", "startup_command": "python main.py"}))
         (src / "main.py").write_text("print('tiny')\n")
+        nowhere = f"http://127.0.0.1:{closed_port()}"
+        flowctl = [sys.executable, "-m", "flowctl"]
         cases = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "flowctl --help": [sys.executable, "-m", "flowctl", "--help"],
-            "flowctl pack TINY": [sys.executable, "-m", "flowctl", "pack", str(src), "-o", str(tmp / "dist")],
+            "python -c pass": ([sys.executable, "-c", "pass"], 0),
+            "flowctl --help": ([*flowctl, "--help"], 0),
+            "flowctl pack TINY": ([*flowctl, "pack", str(src), "-o", str(tmp / "dist")], 0),
+            "flowctl status": ([*flowctl, "status", "--server", nowhere], 1),
+            "flowctl tenants ls": ([*flowctl, "tenants", "ls", "--server", nowhere], 1),
         }
         print(f"{'command':22}{'median':>9}{'min':>9}{'cpu':>9}   ({args.runs} runs; load {_load()})")
-        for name, argv in cases.items():
-            median, best, cpu = timed(argv, args.runs)
+        for name, (argv, expect) in cases.items():
+            median, best, cpu = timed(argv, args.runs, expect=expect)
             print(f"{name:22}{median * 1000:7.0f}ms{best * 1000:7.0f}ms{cpu * 1000:7.0f}ms")
 
 
