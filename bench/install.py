@@ -68,7 +68,7 @@ def write_source(root: Path, version: str, size_mib: int, model: Path) -> Path:
 def publish(url: str, bundles: list[Path]) -> None:
     import trio
 
-    from runtime.hub.client import HubClient
+    from runtime.clients.hub import HubClient
 
     async def main() -> None:
         async with HubClient(url, token=ADMIN_KEY) as client:

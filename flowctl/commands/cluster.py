@@ -23,7 +23,7 @@ def run_client(server: str | None, token: str | None, call):
     """Run `await call(client)` against the control plane, under Trio."""
     import trio
 
-    from runtime.scheduler.client import ClusterClient
+    from runtime.clients.cluster import ClusterClient
 
     url, key = plane_settings(server, token)
 

@@ -14,7 +14,7 @@ def _run(server: str | None, token: str | None, call):
     import trio
 
     from flowctl.commands.cluster import plane_settings
-    from runtime.gateway.client import GatewayAdminClient
+    from runtime.clients.gateway import GatewayAdminClient
 
     url, key = plane_settings(server, token)
 

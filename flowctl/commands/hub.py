@@ -22,7 +22,7 @@ def _call(hub: str | None, token: str | None, fn: Any) -> Any:
     """Run `fn(client)` against the configured hub."""
     import trio
 
-    from runtime.hub.client import HubClient
+    from runtime.clients.hub import HubClient
 
     url, key = hub_settings(hub, token)
 

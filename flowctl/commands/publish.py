@@ -37,7 +37,7 @@ def publish(
 
     from flowctl.console import byte_progress, human_bytes, print_json
     from flowctl.console import out as stdout
-    from runtime.hub.client import HubClient
+    from runtime.clients.hub import HubClient
 
     url, key = hub_settings(hub, token)
     size = bundle.stat().st_size

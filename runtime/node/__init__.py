@@ -9,7 +9,6 @@ from runtime.node.errors import (
     BlobMismatch,
     DowngradeRefused,
     DownloadFailed,
-    HubRequestFailed,
     InvalidReference,
     NodeError,
     NotEnoughSpace,
@@ -28,7 +27,7 @@ from runtime.node.verify import VerifyReport, verify_installed
 
 __all__ = [
     "ActivateResult", "BlobMismatch", "DowngradeRefused", "DownloadFailed", "FetchPolicy",
-    "FetchResult", "GcReport", "HubRequestFailed", "InstallOptions", "InstallReport",
+    "FetchResult", "GcReport", "InstallOptions", "InstallReport",
     "InstalledVersion", "InvalidReference", "NodeError", "NodeLayout", "NotEnoughSpace", "NotInstalled",
     "TransferStalled", "TrustRefused", "VenvFailed", "VerifyFailed", "VerifyReport",
     "VersionInUse", "activate", "fetch_blob", "gc", "install", "list_installed",

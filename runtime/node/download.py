@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from runtime.node.errors import BlobMismatch, DownloadFailed, HubRequestFailed, TransferStalled
+from runtime.clients.errors import HubRequestFailed
+from runtime.node.errors import BlobMismatch, DownloadFailed, TransferStalled
 from runtime.node.fsutil import start_writeback
 
 CHUNK = 1 << 20
@@ -235,7 +236,7 @@ async def _accept(resp: httpx.Response, url: str, size: int, part: _Partial, ran
     etag = resp.headers.get("etag")
     status = resp.status_code
     if status == 404:
-        raise HubRequestFailed(url, "blob not found on the hub (404)")
+        raise HubRequestFailed("GET", url, 404, "blob not found on the hub")
     if status == 416:
         report(-part.offset)
         await trio.to_thread.run_sync(part.restart)

@@ -2,7 +2,6 @@
 
     NodeError (runtime.errors.FlowError)
     ├── InvalidReference     a service id or version that does not parse
-    ├── HubRequestFailed     the hub answered with an unexpected status or unusable body
     ├── DownloadFailed       a blob could not be fetched after every retry
     │   └── TransferStalled  a transfer stayed below the minimum rate for the stall window
     ├── BlobMismatch         downloaded bytes do not hash to the digest the manifest names
@@ -30,15 +29,6 @@ class InvalidReference(NodeError, ValueError):
         self.kind = kind
         self.value = value
         super().__init__(f"invalid {kind}: {value!r}")
-
-
-class HubRequestFailed(NodeError):
-    """The hub answered with an unexpected status, or could not be reached."""
-
-    def __init__(self, url: str, problem: str):
-        self.url = url
-        self.problem = problem
-        super().__init__(f"{url}: {problem}")
 
 
 class DownloadFailed(NodeError):

@@ -18,17 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from hub_store.blobs import LocalBlobStore
 from packer.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse_bundle_manifest
 from packer.semver import parse_version
+from runtime.clients.errors import HubRequestFailed
+from runtime.clients.hub import HubClient
 from runtime.node import fsutil
 from runtime.node.activate import activate
 from runtime.node.download import FetchPolicy, fetch_blob
-from runtime.node.errors import DowngradeRefused, HubRequestFailed, NodeError, NotEnoughSpace
-from runtime.node.hubclient import HubClient, new_client
+from runtime.node.errors import DowngradeRefused, NodeError, NotEnoughSpace
 from runtime.node.layout import NodeLayout
 from runtime.node.lock import hold_lock
 from runtime.node.trust import check_trust
@@ -100,31 +100,31 @@ class _Tally:
 
 async def install(layout: NodeLayout, hub_url: str, service: str, version: str = "latest", *,
                   options: InstallOptions = InstallOptions(),
-                  client: httpx.AsyncClient | None = None,
+                  hub: HubClient | None = None,
                   on_progress: ProgressHook | None = None) -> InstallReport:
     """Install `service@version` from the hub at `hub_url` into `layout`; see the module doc.
 
-    Error handling: HubRequestFailed, TrustRefused, DowngradeRefused, NotEnoughSpace,
-    DownloadFailed, BlobMismatch (all NodeError), PackerError for a bad manifest.
+    Error handling: TrustRefused, DowngradeRefused, NotEnoughSpace, DownloadFailed,
+    BlobMismatch (all NodeError), HubUnreachable and HubRequestFailed (HubError),
+    PackerError for a bad manifest.
     Cancellation: leaves only resumable partials and staging dirs the next run sweeps.
     """
     started = time.monotonic()
-    if client is None:
-        async with new_client(hub_url) as own:
+    if hub is None:
+        async with HubClient(hub_url) as own:
             return await install(layout, hub_url, service, version, options=options,
-                                 client=own, on_progress=on_progress)
+                                 hub=own, on_progress=on_progress)
     layout.service_dir(service)  # validate before the id goes into a URL
     if version != "latest":
         layout.version_dir(service, version)
-    hub = HubClient(hub_url, client)
     fetched = await hub.fetch_manifest(service, version)
     manifest = parse_bundle_manifest(fetched.raw, source=f"{service}@{version}/{MANIFEST_NAME}")
     if manifest.service_id != service or (version != "latest" and manifest.version != version):
-        raise HubRequestFailed(hub_url, f"asked for {service}@{version}, got "
-                                        f"{manifest.service_id}@{manifest.version}")
+        raise HubRequestFailed("GET", fetched.url, 200, f"asked for {service}@{version}, got "
+                               f"{manifest.service_id}@{manifest.version}")
     if fetched.version is not None and fetched.version != manifest.version:
-        raise HubRequestFailed(hub_url, f"the hub resolved {version!r} to {fetched.version!r} but "
-                                        f"served the manifest of {manifest.version!r}")
+        raise HubRequestFailed("GET", fetched.url, 200, f"the hub resolved {version!r} to "
+                               f"{fetched.version!r} but served the manifest of {manifest.version!r}")
     version = manifest.version
     signature = await hub.fetch_signature(service, version)
     signed_by = check_trust(service, version, fetched.raw, signature, options.trusted_keys)
@@ -139,7 +139,7 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
             _check_same(layout, service, version, fetched.raw)
             reused = manifest.total_size
         else:
-            reused = await _build_tree(layout, store, hub, client, manifest, fetched.raw, signature,
+            reused = await _build_tree(layout, store, hub, manifest, fetched.raw, signature,
                                        options, tally)
     venv = None
     key = venv_key(manifest)
@@ -180,8 +180,8 @@ def _check_same(layout: NodeLayout, service: str, version: str, raw: bytes) -> N
 
 
 async def _build_tree(layout: NodeLayout, store: LocalBlobStore, hub: HubClient,
-                      client: httpx.AsyncClient, manifest: Manifest, raw: bytes,
-                      signature: bytes | None, options: InstallOptions, tally: _Tally) -> int:
+                      manifest: Manifest, raw: bytes, signature: bytes | None,
+                      options: InstallOptions, tally: _Tally) -> int:
     """Download what is missing and rename a complete, fsynced tree into place; reused bytes."""
     service, version = manifest.service_id, manifest.version
     for leftover in layout.staging_dirs(service, version):
@@ -201,7 +201,7 @@ async def _build_tree(layout: NodeLayout, store: LocalBlobStore, hub: HubClient,
             if size == 0 and digest == EMPTY_SHA256:
                 await trio.to_thread.run_sync(_store_empty, layout, store)
                 return
-            result = await fetch_blob(client, hub.blob_url(digest), digest, size,
+            result = await fetch_blob(hub.http, hub.blob_url(digest), digest, size,
                                       layout.partial_path(digest), store.adopt,
                                       policy=options.policy, on_progress=tally.advance)
             tally.downloaded += result.downloaded

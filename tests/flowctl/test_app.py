@@ -1,10 +1,13 @@
 """The CLI as a user runs it: a real subprocess, exit codes and output."""
 
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.hub_store.bundles import make_bundle
 
 
 def flowctl(*args, **kw):
@@ -39,6 +42,37 @@ def test_help_does_not_import_the_server_stack(args):
         "print('HEAVY', heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def _closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [
+    ["status"], ["tenants", "ls"], ["keys", "ls"], ["usage"], ["node", "token", "ls"], ["hub", "ls"],
+    ["publish", "BUNDLE"],
+])
+def test_listing_commands_import_no_server_stack(args, tmp_path):
+    # Run for real against a closed port: the command imports all it needs, then fails in one line.
+    nowhere = f"http://127.0.0.1:{_closed_port()}"
+    if args[0] in ("hub", "publish"):
+        args = [a if a != "BUNDLE" else str(make_bundle(tmp_path).path) for a in args]
+        args += ["--hub", nowhere]
+    else:
+        args += ["--server", nowhere]
+    code = (
+        f"import sys, runpy; sys.argv=['flowctl', *{args!r}]\n"
+        "try:\n    runpy.run_module('flowctl', run_name='__main__')\n"
+        "except SystemExit as exc: print('EXIT', exc.code)\n"
+        "heavy = [m for m in ('quart', 'quart_trio', 'hypercorn', 'runtime.hub', 'runtime.gateway')\n"
+        "         if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "EXIT 1" in result.stdout and "unreachable" in result.stderr, result.stdout + result.stderr
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 

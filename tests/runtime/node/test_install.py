@@ -8,9 +8,9 @@ import stat
 import pytest
 import trio
 
+from runtime.clients import HubRequestFailed
 from runtime.node import (
     DowngradeRefused,
-    HubRequestFailed,
     NotEnoughSpace,
     install,
     verify_installed,

@@ -7,7 +7,7 @@ import trio
 
 from packer.pack import pack_dir
 from packer.signing import generate_keypair, load_public_key
-from runtime.hub.client import HubClient
+from runtime.clients.hub import HubClient
 from runtime.node import InstallOptions, install, verify_installed
 from tests.runtime.hub.conftest import ADMIN_KEY, running_hub
 

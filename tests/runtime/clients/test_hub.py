@@ -1,19 +1,26 @@
+"""The hub client against a real hub: publish, flags, errors, resumable pulls."""
+
 import hashlib
 import os
 
 import pytest
 import trio
 
-from runtime.hub import HubRequestFailed, HubUnreachable, PullFailed
-from runtime.hub.client import HubClient
+from runtime.clients import HubClient, HubRequestFailed, HubUnreachable, PullFailed
 from tests.hub_store.bundles import make_bundle
-from tests.runtime.hub.conftest import ADMIN_KEY
+from tests.runtime.hub.conftest import ADMIN_KEY, running_hub
 
 
-async def test_publish_list_flags_and_idempotence(hub, tmp_path):
+@pytest.fixture
+async def hub_url(tmp_path):
+    async with running_hub(tmp_path / "hub") as (url, _state):
+        yield url
+
+
+async def test_publish_list_flags_and_idempotence(hub_url, tmp_path):
     with trio.fail_after(30):
         packed = make_bundle(tmp_path)
-        async with HubClient(hub.url, token=ADMIN_KEY) as client:
+        async with HubClient(hub_url, token=ADMIN_KEY) as client:
             first = await client.publish(packed.path)
             assert first["created"] is True and first["sha256"] == packed.sha256
             again = await client.publish(packed.path)
@@ -22,7 +29,7 @@ async def test_publish_list_flags_and_idempotence(hub, tmp_path):
             assert (await client.set_flag("echo", "1.0.0", "yank"))["yanked"] is True
             assert (await client.gc(dry_run=True))["dry_run"] is True
             assert (await client.fsck())["ok"] is True
-        async with HubClient(hub.url) as anonymous:
+        async with HubClient(hub_url) as anonymous:
             with pytest.raises(HubRequestFailed) as info:
                 await anonymous.set_flag("echo", "1.0.0", "unyank")
             assert info.value.status == 401
@@ -35,11 +42,11 @@ async def test_unreachable_hub_is_one_clear_error():
                 await client.services()
 
 
-async def test_pull_interrupted_then_resumed(hub, tmp_path):
+async def test_pull_interrupted_then_resumed(hub_url, tmp_path):
     with trio.fail_after(60):
         packed = make_bundle(tmp_path, files={"big.bin": os.urandom(6 * 1024 * 1024)})
         out = tmp_path / "out"
-        async with HubClient(hub.url, token=ADMIN_KEY) as client:
+        async with HubClient(hub_url, token=ADMIN_KEY) as client:
             await client.publish(packed.path)
             got = 0
 
@@ -62,13 +69,13 @@ async def test_pull_interrupted_then_resumed(hub, tmp_path):
             assert again.already_complete
 
 
-async def test_pull_with_a_corrupt_partial_fails_then_recovers(hub, tmp_path):
+async def test_pull_with_a_corrupt_partial_fails_then_recovers(hub_url, tmp_path):
     with trio.fail_after(60):
         packed = make_bundle(tmp_path)
         out = tmp_path / "out"
         out.mkdir()
         (out / "echo-1.0.0.fbundle.part").write_bytes(b"garbage" * 10)
-        async with HubClient(hub.url, token=ADMIN_KEY) as client:
+        async with HubClient(hub_url, token=ADMIN_KEY) as client:
             await client.publish(packed.path)
             with pytest.raises(PullFailed):
                 await client.pull("echo", "latest", out)

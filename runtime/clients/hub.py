@@ -1,4 +1,5 @@
-"""A client for the hub's HTTP API: listing, publishing (streamed), flags, GC, resumable pulls."""
+"""A client for the hub's HTTP API: listing, publishing (streamed), flags, GC, resumable pulls,
+and the few endpoints a node installs from (a version's manifest, its signature, blob URLs)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import httpx
 import trio
 
 from hub_store import ids
-from runtime.hub.errors import HubRequestFailed, HubUnreachable, PullFailed
+from runtime.clients._base import READ_TIMEOUT, ApiClient, error_detail
+from runtime.clients.errors import HubRequestFailed, HubUnreachable, PullFailed
 
 CHUNK = 1 << 20
-DEFAULT_TIMEOUT = 30.0
+MANIFEST_LIMIT = 64 << 20
 Progress = Callable[[int], None]
 
 
@@ -33,30 +35,41 @@ class PullResult:
     already_complete: bool = False
 
 
-class HubClient:
-    """Talks to one hub; use as `async with HubClient(url, token=...) as hub:`."""
+@dataclass(frozen=True)
+class ManifestResponse:
+    """A version's canonical service.json as served, with its URL and the version the hub resolved."""
 
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+    url: str
+    raw: bytes
+    version: str | None
+
+
+class HubClient(ApiClient):
+    """Talks to one hub; use as `async with HubClient(url, token=...) as hub:`.
+
+    Error handling: HubUnreachable when the hub does not answer, HubRequestFailed
+    when it answers with an error status or an unusable body (both HubError).
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = READ_TIMEOUT,
                  transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         # Reads may stall while the hub hashes a large blob once; connect fast, read patiently.
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, transport=transport,
-                                       timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        super().__init__(base_url, token=token, timeout=timeout, transport=transport)
 
-    async def __aenter__(self) -> HubClient:
-        return self
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The connection pool, for downloads the caller streams itself (the node's blob fetches)."""
+        return self._http
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
+    def _unreachable(self, reason: str) -> HubUnreachable:
+        return HubUnreachable(self.base_url, reason)
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
-        _raise_for_status(method, response)
-        return response
+    def _refused(self, method: str, response: httpx.Response) -> HubRequestFailed:
+        return HubRequestFailed(method, str(response.url), response.status_code, error_detail(response))
+
+    def blob_url(self, digest: str) -> str:
+        """The URL of blob `digest` (bare hex)."""
+        return self.url(f"/blobs/sha256:{digest}")
 
     async def services(self) -> list[dict[str, Any]]:
         """`GET /api/services`."""
@@ -73,6 +86,36 @@ class HubClient:
     async def checksum(self, service_id: str, ref: str = ids.LATEST) -> dict[str, Any]:
         """`GET /api/services/{id}/{version}/checksum`."""
         return (await self._request("GET", f"/api/services/{service_id}/{ref}/checksum")).json()
+
+    async def fetch_manifest(self, service: str, version: str) -> ManifestResponse:
+        """GET a version's manifest; its ETag (when sent) must be the sha256 of the body."""
+        path = f"/api/services/{service}/{version}/manifest"
+        try:
+            resp = await self._request("GET", path)
+        except HubRequestFailed as exc:
+            if exc.status != 404:
+                raise
+            raise HubRequestFailed("GET", exc.url, 404, f"{service}@{version} is not on the hub") from None
+        url = self.url(path)
+        if resp.status_code != 200:
+            raise HubRequestFailed("GET", url, resp.status_code, "expected 200 and the manifest")
+        raw = resp.content
+        if len(raw) > MANIFEST_LIMIT:
+            raise HubRequestFailed("GET", url, 200, f"manifest is larger than {MANIFEST_LIMIT} bytes")
+        etag = resp.headers.get("etag", "").strip().removeprefix("W/").strip('"')
+        if etag and etag != hashlib.sha256(raw).hexdigest():
+            raise HubRequestFailed("GET", url, 200, f"manifest body does not match its ETag {etag!r}")
+        return ManifestResponse(url, raw, resp.headers.get("x-flowctl-version"))
+
+    async def fetch_signature(self, service: str, version: str) -> bytes | None:
+        """The raw signature bytes, or None when the version is unsigned (404)."""
+        try:
+            resp = await self._request("GET", f"/api/services/{service}/{version}/signature")
+        except HubRequestFailed as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return resp.content
 
     async def ranking(self, limit: int = 10) -> list[dict[str, Any]]:
         """`GET /api/model-usage/ranking`."""
@@ -133,7 +176,7 @@ class HubClient:
             progress(have)
         resumed_from = have
         headers = {"Range": f"bytes={have}-", "If-Range": f'"{digest}"'} if have else {}
-        url = f"/storage/services/{service_id}/{version}.fbundle"
+        url = self.url(f"/storage/services/{service_id}/{version}.fbundle")
         try:
             async with self._http.stream("GET", url, headers=headers,
                                          timeout=httpx.Timeout(60.0, connect=10.0)) as response:
@@ -141,7 +184,7 @@ class HubClient:
                     resumed_from, hasher = 0, hashlib.sha256()  # the hub sent it all: start over
                 elif response.status_code not in (200, 206):
                     await response.aread()
-                    _raise_for_status("GET", response)
+                    raise self._refused("GET", response)
                 mode = "ab" if resumed_from else "wb"
                 f = await trio.to_thread.run_sync(open, part, mode)
                 try:
@@ -162,16 +205,6 @@ class HubClient:
                              "the partial download was removed, pull again")
         await trio.to_thread.run_sync(os.replace, part, final)
         return PullResult(final, service_id, version, digest, size, resumed_from)
-
-
-def _raise_for_status(method: str, response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        detail = response.json().get("detail", response.text)
-    except Exception:
-        detail = response.text[:200] or response.reason_phrase
-    raise HubRequestFailed(method, str(response.url), response.status_code, str(detail))
 
 
 def _describe(bundle: Path) -> tuple[str, str, str, int]:
