@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from runtime.node.agent import AgentConfig, run_agent
+from runtime.node.agent import AgentConfig, JoinRefused, run_agent
 from runtime.plane import PlaneSettings, serve_control_plane
 from tests.hub_store.bundles import make_bundle
 from tests.runtime.scheduler.test_cluster import FakeExecutor
@@ -47,7 +47,20 @@ async def test_token_deploy_status_scale_undeploy(plane, nursery):
         assert code == 0 and [t["name"] for t in json.loads(out)] == ["desk"]
 
         config = AgentConfig(url=plane, token=token, node_id="n1", name="desk")
-        await nursery.start(run_agent, config, FakeExecutor("http://127.0.0.1:1", models=("echo-model",)))
+        refused = []
+        ended = trio.Event()
+
+        async def agent(task_status=trio.TASK_STATUS_IGNORED):
+            try:
+                await run_agent(config, FakeExecutor("http://127.0.0.1:1", models=("echo-model",)),
+                                task_status=task_status)
+            except JoinRefused as exc:
+                refused.append(exc)
+            ended.set()
+
+        await nursery.start(agent)
+        code, out, _ = await flowctl("node", "token", "ls", "--json", server=plane)
+        assert code == 0 and [t["nodes"] for t in json.loads(out)] == [["n1"]]
 
         code, out, err = await flowctl("deploy", "echo", "--replicas", "1", "--json", server=plane)
         assert code == 0, err
@@ -70,6 +83,8 @@ async def test_token_deploy_status_scale_undeploy(plane, nursery):
         assert code == 0 and "undeployed echo" in out
         code, out, err = await flowctl("node", "token", "revoke", "desk", server=plane)
         assert code == 0
+        await ended.wait()  # revoking the token disconnected the node it enrolled, for good
+        assert "revoked this node" in str(refused[0])
 
 
 @pytest.mark.parametrize(
