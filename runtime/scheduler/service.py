@@ -147,20 +147,26 @@ class Scheduler:
 
     # -- what nodes say ----------------------------------------------------------------------
 
-    def attach(self, node_id: str, link: NodeLink) -> bool:
+    def attach(self, node_id: str, link: NodeLink) -> None:
         """A node's connection is up; a connection it had before is told so and closed.
 
-        False (nothing attached) if the join token behind `link` was revoked meanwhile.
+        `link` itself is closed instead if its join token was revoked meanwhile, or if a
+        newer connection of the node said hello meanwhile (the registry's epoch is newer):
+        the newest hello always wins, whatever order the connections get here in.
         """
+        node = self.registry.get(node_id)
         if link.token_id in self._revoked_tokens:
-            return False
+            link.close("the join token that enrolled this node was revoked", REVOKED)
+            return
+        if node is None or node.epoch != link.epoch:
+            link.close(REPLACED_REASON, REPLACED)
+            return
         old = self._links.get(node_id)
         self._links[node_id] = link
         self._sent.pop(node_id, None)
         if old is not None and old.epoch != link.epoch:
             old.close(REPLACED_REASON, REPLACED)
         self.wake()
-        return True
 
     def detach(self, node_id: str, epoch: int) -> None:
         """A node's connection closed (ignored if a newer one replaced it)."""

@@ -136,13 +136,12 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
         async def send_assign(assign: Assign) -> None:
             await mux.send_control(messages.encode(assign))
 
-        if not scheduler.attach(hello.node_id, NodeLink(epoch, send_assign, mux, auth.token_id, closer.close)):
-            closer.close("the join token of this node was revoked", messages.REVOKED)
+        scheduler.attach(hello.node_id, NodeLink(epoch, send_assign, mux, auth.token_id, closer.close))
         token_name = auth.token_name if isinstance(auth, NodeCredential) else auth.name
         log.info("node %s (%s) %s from %s (join token %r)", hello.name, hello.node_id,
                  "enrolled" if credential else "joined", peer, token_name)
         with closer.scope:
-            for report in hello.replicas:
+            for report in hello.replicas if closer.why is None else ():
                 scheduler.report(hello.node_id, report)
             while True:
                 try:

@@ -11,10 +11,12 @@ import trio_websocket
 from runtime.control import messages
 from runtime.control.messages import Error, Hello, Welcome
 from runtime.node.agent import AgentConfig, JoinRefused, run_agent
+from runtime.scheduler.service import NodeLink, Scheduler
+from runtime.scheduler.store import ClusterStore
 from runtime.tunnel import TunnelError, open_mux
 from runtime.tunnel.http import send_request
 from tests.polling import wait_until
-from tests.runtime.scheduler.test_cluster import FakeExecutor
+from tests.runtime.scheduler.test_cluster import FakeExecutor, resolve
 
 
 class Agent:
@@ -180,3 +182,48 @@ async def test_revoking_a_token_disconnects_its_nodes_for_good(plane, worker, nu
             await run_agent(config(plane, "alpha", spare), FakeExecutor(None))
         assert plane.scheduler.store.enrolled_nodes().get(plane.scheduler.store.check_token(spare).token_id) is None
 
+
+
+class Link:
+    """A stand-in node connection for the scheduler's bookkeeping (no socket)."""
+
+    def __init__(self, scheduler, node_id, token_id="t"):
+        self.epoch = scheduler.registry.connect(
+            Hello(node_id=node_id, name=node_id, agent_version="0", cpu_count=1, ram_mb=1000))
+        self.closed = None
+        self.link = NodeLink(self.epoch, self.send, object(), token_id, self.close)
+
+    async def send(self, assign):
+        pass
+
+    def close(self, reason, code):
+        self.closed = code
+
+
+async def test_the_newest_hello_wins_whatever_order_connections_attach_in(tmp_path):
+    store = ClusterStore(tmp_path / "cluster.db")
+    try:
+        scheduler = Scheduler(store, resolve, hub_url="http://127.0.0.1:1")
+        older, newer = Link(scheduler, "n1"), Link(scheduler, "n1")
+        scheduler.attach("n1", newer.link)
+        scheduler.attach("n1", older.link)  # late: a newer connection said hello meanwhile
+        assert older.closed == "replaced" and newer.closed is None
+        assert scheduler.mux_for("n1") is newer.link.mux
+        newest = Link(scheduler, "n1")
+        scheduler.attach("n1", newest.link)
+        assert newer.closed == "replaced" and scheduler.mux_for("n1") is newest.link.mux
+    finally:
+        store.close()
+
+
+async def test_a_connection_admitted_before_a_revocation_never_attaches_after_it(tmp_path):
+    store = ClusterStore(tmp_path / "cluster.db")
+    try:
+        scheduler = Scheduler(store, resolve, hub_url="http://127.0.0.1:1")
+        record, _ = store.create_token("desk")
+        admitted = Link(scheduler, "n1", token_id=record.token_id)  # hello checked, not attached yet
+        assert await scheduler.revoke_token("desk") == 1
+        scheduler.attach("n1", admitted.link)
+        assert admitted.closed == "revoked" and scheduler.mux_for("n1") is None
+    finally:
+        store.close()
