@@ -1,8 +1,9 @@
 """The gateway's bare ASGI app (no framework on the hot path) and the dispatcher in front of quart.
 
-Per request: authenticate the key, read the body (capped), validate just enough to
-route, check the key's model allow-list and limits, pick a replica, send the request
-through the node's tunnel, relay the reply chunk by chunk. A failure before the first
+Per request: authenticate the key, take one of its concurrent-request slots, read the
+body (capped, under a deadline), validate just enough to route, check the key's model
+allow-list and rate limits, pick a replica, send the request through the node's tunnel,
+relay the reply chunk by chunk. A failure before the first
 byte reached the client is retried once on another replica; a client that goes away
 resets the tunnel stream, which closes the worker's connection.
 """
@@ -18,6 +19,7 @@ import trio
 
 from runtime.exception_groups import collapse
 from runtime.gateway import openapi
+from runtime.gateway.body import DEFAULT_BODY_TIMEOUT, read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.limits import Limiter, Principal
 from runtime.gateway.metrics import Metrics
@@ -32,7 +34,6 @@ log = logging.getLogger("flowctl.gateway")
 MAX_BODY = 4 << 20  # audio uploads fit; chat bodies are far smaller
 DEFAULT_FIRST_BYTE_TIMEOUT = 120.0
 DEFAULT_IDLE_TIMEOUT = 300.0
-DRAIN_LIMIT = 64 << 20
 MAX_USAGE_SCAN = 8 << 20  # a non-streamed body larger than this is relayed without reading usage
 FORWARDED = frozenset({b"content-type", b"accept", b"x-request-id", b"openai-organization"})
 PATHS = frozenset({"/v1/models", "/metrics", "/v1/openapi.json", *ENDPOINTS})
@@ -62,12 +63,14 @@ class Gateway:
     """The OpenAI-compatible API over the scheduler's routes (an ASGI app for PATHS)."""
 
     def __init__(self, scheduler: Scheduler, authenticate: Authenticate, *, on_usage: UsageSink | None = None,
-                 max_body: int = MAX_BODY, first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT,
+                 max_body: int = MAX_BODY, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                 first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         self.scheduler = scheduler
         self.authenticate = authenticate
         self.on_usage = on_usage
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.router = Router()
@@ -105,6 +108,7 @@ class Gateway:
 
     async def _handle(self, scope: dict[str, Any], receive: Any, reply: _Reply, labels: dict[str, str]) -> None:
         path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])  # two Authorization headers never get here (runtime/http/guard.py)
         if path == "/metrics":
             _only(method, "GET")
             await reply.whole(200, self.metrics.render().encode(),
@@ -114,7 +118,6 @@ class Gateway:
             _only(method, "GET")
             await reply.whole(200, openapi.document(), [_JSON])
             return
-        headers = dict(scope["headers"])
         auth = headers.get(b"authorization")
         who = await self.authenticate(auth.decode("latin-1") if auth is not None else None)
         labels["tenant"] = who.tenant
@@ -123,7 +126,20 @@ class Gateway:
             await reply.whole(200, self._models(who), [_JSON])
             return
         _only(method, "POST")
-        raw = await self._read_body(receive, headers)
+        refuse_declared_length(headers, self.max_body)
+        # The slot is taken before the body is read: a slow upload counts against the key's
+        # max_concurrency. Rates (and tokens) are checked once the body says which model.
+        self.limiter.enter(who)
+        try:
+            await self._complete(who, scope, receive, headers, reply, labels)
+        finally:
+            self.limiter.release(who)
+
+    async def _complete(self, who: Principal, scope: dict[str, Any], receive: Any, headers: dict[bytes, bytes],
+                        reply: _Reply, labels: dict[str, str]) -> None:
+        """Read, check, route and relay one request that holds a concurrency slot."""
+        path = scope["path"]
+        raw = await read_body(receive, limit=self.max_body, body_timeout=self.body_timeout)
         parsed = parse_body(path, raw, headers.get(b"content-type", b"application/json").decode("latin-1"))
         if not who.allows(parsed.model):
             raise GatewayError(403, f"this key may not use the model {parsed.model!r}", "model_not_allowed",
@@ -137,42 +153,18 @@ class Gateway:
                                param="model")
         labels["model"] = parsed.model
         self.limiter.admit(who)
-        try:
-            forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]
-            target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
-            with collapse():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    await self._forward(who, parsed.model, target, forward, raw, reply, routes)
-                    nursery.cancel_scope.cancel()
-        finally:
-            self.limiter.release(who)
+        forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]
+        target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        with collapse():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                await self._forward(who, parsed.model, target, forward, raw, reply, routes)
+                nursery.cancel_scope.cancel()
 
     def _models(self, who: Principal) -> bytes:
         data = [{"id": model, "object": "model", "created": 0, "owned_by": routes[0].replica.service_id}
                 for model, routes in self.scheduler.models().items() if who.allows(model)]
         return json.dumps({"object": "list", "data": data}).encode()
-
-    async def _read_body(self, receive: Any, headers: dict[bytes, bytes]) -> bytes:
-        declared = headers.get(b"content-length")
-        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_body
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise trio.BrokenResourceError("client went away")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            # An oversized body is read and dropped (up to a bound) so the client gets its 413
-            # instead of a connection stuck on an upload nobody reads.
-            too_large = too_large or size > self.max_body
-            if not too_large:
-                chunks.append(chunk)
-            if not message.get("more_body", False) or size > DRAIN_LIMIT:
-                break
-        if too_large:
-            raise GatewayError(413, f"the request body is larger than {self.max_body} bytes", "request_too_large")
-        return b"".join(chunks)
 
     async def _forward(self, who: Principal, model: str, target: str, headers: list[tuple[str, str]],
                        raw: bytes, reply: _Reply, routes: list) -> None:

@@ -1,5 +1,8 @@
 """Per key and per tenant limits: requests/minute (GCRA), tokens/minute, concurrent requests.
 
+A request takes a concurrency slot (`enter`) before its body is read and is checked
+against the rates (`admit`) once the body names a model; `release` gives the slot back.
+
 GCRA keeps one "theoretical arrival time" per subject: requests are spaced by
 60/rpm seconds on average, with a burst of up to `burst` back to back; nothing
 resets on a minute boundary. Tokens use a bucket that refills at tpm/60 per second
@@ -70,16 +73,25 @@ class Limiter:
         level, at = self._tokens.get(subject, (float(tpm), now))
         return min(float(tpm), level + (now - at) * tpm / 60.0)
 
-    def admit(self, who: Principal) -> None:
-        """Count a new request against every limit or raise 429 (with Retry-After); then `release`."""
-        now = trio.current_time()
-        subjects = ((f"key:{who.key_id}", who.key_limits, "key"),
-                    (f"tenant:{who.tenant}", who.tenant_limits, "tenant"))
+    def enter(self, who: Principal) -> None:
+        """Take one of the key's and the tenant's concurrent-request slots or raise 429; then `release`.
+
+        Taken before the request's body is read, so a slow upload holds a slot too.
+        """
+        subjects = _subjects(who)
         for subject, limits, kind in subjects:
             if limits.max_concurrency is not None and self.active.get(subject, 0) >= limits.max_concurrency:
                 raise GatewayError(429, f"too many concurrent requests for this {kind} "
                                    f"(limit {limits.max_concurrency})", "concurrency_limit_exceeded",
                                    retry_after=1)
+        for subject, _, _ in subjects:
+            self.active[subject] = self.active.get(subject, 0) + 1
+
+    def admit(self, who: Principal) -> None:
+        """Count a request (holding a slot from `enter`) against the rate limits or raise 429 (with Retry-After)."""
+        now = trio.current_time()
+        subjects = _subjects(who)
+        for subject, limits, kind in subjects:
             if limits.tpm is not None:
                 level = self._token_level(subject, limits.tpm, now)
                 if level <= 0:
@@ -96,7 +108,6 @@ class Limiter:
         for subject, limits, _ in subjects:
             if limits.rpm is not None:
                 self._gcra(subject, limits.rpm, now)
-            self.active[subject] = self.active.get(subject, 0) + 1
 
     def _peek_gcra(self, subject: str, rpm: int, now: float) -> float:
         interval = 60.0 / rpm
@@ -105,7 +116,7 @@ class Limiter:
         return wait if wait > 1e-9 else 0.0
 
     def release(self, who: Principal) -> None:
-        """The request admitted by `admit` has ended."""
+        """The request that took a slot with `enter` has ended."""
         for subject in (f"key:{who.key_id}", f"tenant:{who.tenant}"):
             left = self.active.get(subject, 1) - 1
             if left > 0:
@@ -121,3 +132,7 @@ class Limiter:
         for subject, limits in ((f"key:{who.key_id}", who.key_limits), (f"tenant:{who.tenant}", who.tenant_limits)):
             if limits.tpm is not None:
                 self._tokens[subject] = (self._token_level(subject, limits.tpm, now) - tokens, now)
+
+
+def _subjects(who: Principal) -> tuple[tuple[str, Limits, str], ...]:
+    return ((f"key:{who.key_id}", who.key_limits, "key"), (f"tenant:{who.tenant}", who.tenant_limits, "tenant"))

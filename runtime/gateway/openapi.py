@@ -15,7 +15,7 @@ _ERROR = {"description": "OpenAI-style error", "content": {"application/json": {
     "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string", "nullable": True},
         "param": {"type": "string", "nullable": True}}}}}}}}
-_ERRORS = {str(s): _ERROR for s in (400, 401, 403, 404, 405, 413, 429, 502, 503, 504)}
+_ERRORS = {str(s): _ERROR for s in (400, 401, 403, 404, 405, 408, 413, 429, 502, 503, 504)}
 _MESSAGE = {"type": "object", "required": ["role", "content"],
             "properties": {"role": {"type": "string"}, "content": {"type": "string"}}}
 _COMMON = {"model": {"type": "string"}, "stream": {"type": "boolean"}, "n": {"type": "integer", "minimum": 1},

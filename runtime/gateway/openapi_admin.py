@@ -74,7 +74,8 @@ _TENANT_QUERY = [{"name": "tenant", "in": "query", "required": False, "schema": 
                   "description": "only this tenant's"}]
 _COMMON = {"401": _error("not the admin key (WWW-Authenticate: Bearer)")}
 _BODY_ERRORS = {"400": _error("not a JSON object, or a field of the wrong type or range"),
-                "413": _error("body over 64 KiB")}
+                "408": _error("the body did not arrive within 10 s"),
+                "413": _error("body over 64 KiB (refused unread when Content-Length says so)")}
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None) -> dict:

@@ -4,6 +4,9 @@ The admin API (admin key only) is a small ASGI app under /api/gateway/:
     GET/POST /api/gateway/tenants, DELETE /api/gateway/tenants/{name}
     GET/POST /api/gateway/keys[?tenant=T], DELETE /api/gateway/keys/{key_id}
     GET /api/gateway/usage[?tenant=T]
+
+Bodies are JSON objects of at most 64 KiB (a larger declared length is refused unread)
+that must arrive within `admin_body_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from urllib.parse import parse_qs
 
 import trio
 
+from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.keys import KeyStore, KeyStoreError, parse_key
 from runtime.gateway.limits import Limits, Principal
+from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.hub.auth import bearer_ok
 
 log = logging.getLogger("flowctl.gateway")
 CACHE_TTL = 30.0
 USAGE_FLUSH_INTERVAL = 2.0
+MAX_ADMIN_BODY = 64 * 1024
+DEFAULT_ADMIN_BODY_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
 MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
 # (first path part after /api/gateway/, number of parts) -> the methods _admin serves there.
@@ -38,9 +45,11 @@ ADMIN_METHODS = {("tenants", 1): "GET, POST", ("tenants", 2): "DELETE", ("keys",
 class KeyService:
     """Keys, tenants and usage over a KeyStore, with every SQLite call in a bounded thread pool."""
 
-    def __init__(self, store: KeyStore, admin_key_hash: str, *, threads: int = 4) -> None:
+    def __init__(self, store: KeyStore, admin_key_hash: str, *, threads: int = 4,
+                 admin_body_timeout: float = DEFAULT_ADMIN_BODY_TIMEOUT) -> None:
         self.store = store
         self.admin_key_hash = admin_key_hash
+        self.admin_body_timeout = admin_body_timeout
         self.limiter = trio.CapacityLimiter(threads)
         self._cache: dict[str, tuple[str, Principal, float]] = {}  # key_id -> (digest, who, until)
         self._pending: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -128,6 +137,8 @@ class KeyService:
                         "headers": [*exc.headers(), (b"content-length", str(len(data)).encode())]})
             await send({"type": "http.response.body", "body": data})
             return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client went away while sending its body
         data = b"" if status == 204 else json.dumps(body).encode()
         headers = [_JSON, (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -145,7 +156,7 @@ class KeyService:
             case ("GET", ["tenants"]):
                 return 200, await self.run_store(store.tenants)
             case ("POST", ["tenants"]):
-                body = await _json_body(receive)
+                body = await self._json_body(scope, receive)
                 return 201, await self.run_store(store.create_tenant, body.get("name"), _limits(body))
             case ("DELETE", ["tenants", name]):
                 self._revoked(await self.run_store(store.delete_tenant, name), name)
@@ -153,7 +164,7 @@ class KeyService:
             case ("GET", ["keys"]):
                 return 200, [k.public() for k in await self.run_store(store.keys, query.get("tenant"))]
             case ("POST", ["keys"]):
-                body = await _json_body(receive)
+                body = await self._json_body(scope, receive)
                 models = body.get("models") or []
                 expires = body.get("expires_at")
                 # Stored comma-joined, so a comma would split one pattern into two.
@@ -182,25 +193,17 @@ class KeyService:
                                "method_not_allowed", allow=allowed)
         raise GatewayError(404, f"no such admin endpoint: {method} {scope['path']}", "not_found")
 
+    async def _json_body(self, scope: dict[str, Any], receive: Any) -> dict:
+        refuse_declared_length(dict(scope["headers"]), MAX_ADMIN_BODY)
+        raw = await read_body(receive, limit=MAX_ADMIN_BODY, body_timeout=self.admin_body_timeout)
+        try:
+            body = decode_json(raw)
+        except InvalidJson as exc:
+            raise GatewayError(400, str(exc), "invalid_json") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "the request body must be a JSON object", "invalid_json")
+        return body
 
-async def _json_body(receive: Any) -> dict:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > 64 * 1024:
-            raise GatewayError(413, "the request body is too large", "request_too_large")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "the request body is not valid JSON", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the request body must be a JSON object", "invalid_json")
-    return body
 
 
 def _unix_time(value: Any) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.gateway.errors import GatewayError
+from runtime.http.jsonbody import InvalidJson, decode_json
 
 # A model id travels in logs, metrics and headers: no control characters, spaces or CR/LF.
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
@@ -43,9 +43,9 @@ def parse_body(path: str, raw: bytes, content_type: str = "application/json") ->
     if path == "/v1/audio/transcriptions" and content_type.startswith("multipart/form-data"):
         return Parsed(_multipart_model(raw, content_type), False, False)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+        body = decode_json(raw)
+    except InvalidJson as exc:
+        raise _bad(str(exc), code="invalid_json") from None
     if not isinstance(body, dict):
         raise _bad(f"the request body must be a JSON object, not {type(body).__name__}", code="invalid_json")
     model = body.get("model")

@@ -21,6 +21,7 @@ from quart import Response, request, websocket
 
 from packer.manifest import SERVICE_ID_PATTERN
 from packer.semver import is_version
+from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.hub.auth import bearer_ok
 from runtime.hub.responses import error_response, json_response
 from runtime.scheduler.placement import PlacementError
@@ -66,7 +67,11 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
                               {"WWW-Authenticate": "Bearer"})
 
     async def body() -> dict[str, Any]:
-        data = await request.get_json(force=True, silent=True)
+        # get_data: capped by MAX_CONTENT_LENGTH (413) and quart's BODY_TIMEOUT (408).
+        try:
+            data = decode_json(await request.get_data(cache=False))
+        except InvalidJson as exc:
+            raise DeployError(str(exc)) from None
         if not isinstance(data, dict):
             raise DeployError("the request body must be a JSON object")
         return data

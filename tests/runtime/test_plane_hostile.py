@@ -1,8 +1,8 @@
 """Hostile requests against every route family of one control plane (hub, cluster, gateway, admin, sessions).
 
 Each family parses its own credentials and bodies; these check that the answers agree:
-two Authorization headers are a 400 everywhere, and an early refusal on a quart route
-tells the client to close when its body never came.
+two Authorization headers are a 400 everywhere, deeply nested JSON is a one-line 400, and
+an early refusal on a quart route tells the client to close when its body never came.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tests.runtime.http.rawhttp import open_raw_connection
 ADMIN = "hostile-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 TIMEOUT = 30
+NESTED = b"[" * 50_000  # deeper than Python's recursion limit
 WS_HEAD = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
 
@@ -62,6 +63,16 @@ async def test_two_authorization_headers_are_refused_before_a_websocket_upgrade(
         async with open_raw_connection(plane.url) as conn:
             await conn.send_head("GET", path, [*WS_HEAD, ("Authorization", "Bearer a"), ("Authorization", "Bearer b")])
             assert (await conn.response()).status == 400
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/deployments"), ("PATCH", "/api/deployments/echo"), ("POST", "/api/cluster/tokens"),
+])
+async def test_deeply_nested_json_on_the_cluster_routes_is_a_400(plane, method, path):
+    with trio.fail_after(TIMEOUT):
+        r = await plane.request(method, path, headers=AUTH, content=NESTED)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": "the request body is not valid JSON (nested too deeply)"}
 
 
 @pytest.mark.parametrize("path", ["/api/deployments", "/api/admin/gc"])
