@@ -27,7 +27,7 @@ from runtime.gateway.errors import GatewayError
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
-from runtime.hub.auth import ensure_admin_key
+from runtime.hub.auth import ensure_admin_key, hash_key
 from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
@@ -71,13 +71,15 @@ async def serve_control_plane(
     settings: PlaneSettings,
     *,
     admin_key: str | None = None,
+    metrics_token: str | None = None,
     on_new_key: Callable[[str], Any] | None = None,
     task_status: trio.TaskStatus[PlaneHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the chosen roles until cancelled; `started(PlaneHandle)` once listening.
 
     The admin key (FLOWCTL_ADMIN_KEY, else generated on first start and handed to
-    `on_new_key` once) guards publishing, deployments and join tokens.
+    `on_new_key` once) guards publishing, deployments and join tokens; /metrics takes
+    it or `metrics_token` (FLOWCTL_METRICS_TOKEN), a key that reads nothing else.
 
     Cancellation: stops accepting, drains requests in flight, closes the state files.
     """
@@ -115,8 +117,9 @@ async def serve_control_plane(
                                     roles=settings.roles)
         if "gateway" in settings.roles and scheduler is not None:
             keys = KeyService.open(settings.data_dir, key_hash)
+            metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
             gateway = Gateway(scheduler, keys.authenticate, on_usage=keys.record_usage,
-                              **settings.extra.get("gateway", {}))
+                              metrics_key_hashes=metrics_keys, **settings.extra.get("gateway", {}))
             sessions = SessionManager(**settings.extra.get("sessions", {}))
             session_routes.register(app, sessions, ClusterBackend(scheduler), scheduler,
                                     authenticate=partial(_session_tenant, keys))

@@ -38,7 +38,8 @@ def serve(
 
     The admin key comes from FLOWCTL_ADMIN_KEY; without it one is generated on the
     first start and printed once (only its hash is kept in the data dir). Clients
-    pass it with --token or FLOWCTL_TOKEN. Stop with Ctrl-C: requests in flight drain.
+    pass it with --token or FLOWCTL_TOKEN. With the gateway role, /metrics takes the admin
+    key or FLOWCTL_METRICS_TOKEN. Stop with Ctrl-C: requests in flight drain.
     """
     import os
 
@@ -95,6 +96,7 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                                       hub=settings, hub_url=hub_url, heartbeat_interval=heartbeat_interval,
                                       lost_after=lost_after)
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
+                                                     metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
                                                      on_new_key=new_key))
                 urls = handle.urls
             err.print(f"{'+'.join(roles)} serving {settings.data_dir} on {', '.join(map(str, urls))} "

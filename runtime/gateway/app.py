@@ -25,6 +25,7 @@ from runtime.gateway.limits import Limiter, Principal
 from runtime.gateway.metrics import Metrics
 from runtime.gateway.router import Router
 from runtime.gateway.validate import ENDPOINTS, parse_body
+from runtime.hub.auth import bearer_ok
 from runtime.scheduler.service import Scheduler
 from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import TunnelError
@@ -36,6 +37,8 @@ DEFAULT_FIRST_BYTE_TIMEOUT = 120.0
 DEFAULT_IDLE_TIMEOUT = 300.0
 MAX_USAGE_SCAN = 8 << 20  # a non-streamed body larger than this is relayed without reading usage
 FORWARDED = frozenset({b"content-type", b"accept", b"x-request-id", b"openai-organization"})
+# The worker's own; hypercorn writes the gateway's Date, and two Date headers confuse caches.
+NOT_RELAYED = frozenset({"date", "server"})
 PATHS = frozenset({"/v1/models", "/metrics", "/v1/openapi.json", *ENDPOINTS})
 
 Authenticate = Callable[[str | None], Awaitable[Principal]]
@@ -65,12 +68,14 @@ class Gateway:
     def __init__(self, scheduler: Scheduler, authenticate: Authenticate, *, on_usage: UsageSink | None = None,
                  max_body: int = MAX_BODY, body_timeout: float = DEFAULT_BODY_TIMEOUT,
                  first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, metrics_key_hashes: tuple[str, ...] = ()) -> None:
         self.scheduler = scheduler
         self.authenticate = authenticate
         self.on_usage = on_usage
         self.max_body = max_body
         self.body_timeout = body_timeout
+        # sha256 of the keys that may read /metrics (the admin key, a metrics token); none: nobody.
+        self.metrics_key_hashes = metrics_key_hashes
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.router = Router()
@@ -111,6 +116,7 @@ class Gateway:
         headers = dict(scope["headers"])  # two Authorization headers never get here (runtime/http/guard.py)
         if path == "/metrics":
             _only(method, "GET")
+            self._check_metrics_key(headers)
             await reply.whole(200, self.metrics.render().encode(),
                               [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
             return
@@ -161,6 +167,12 @@ class Gateway:
                 await self._forward(who, parsed.model, target, forward, raw, reply, routes)
                 nursery.cancel_scope.cancel()
 
+    def _check_metrics_key(self, headers: dict[bytes, bytes]) -> None:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if not any(bearer_ok(auth, digest) for digest in self.metrics_key_hashes):
+            raise GatewayError(401, "/metrics needs the admin key or the metrics token (Authorization: Bearer)",
+                               "invalid_metrics_key")
+
     def _models(self, who: Principal) -> bytes:
         data = [{"id": model, "object": "model", "created": 0, "owned_by": routes[0].replica.service_id}
                 for model, routes in self.scheduler.models().items() if who.allows(model)]
@@ -209,7 +221,8 @@ class Gateway:
 
     async def _relay(self, who: Principal, model: str, response: TunnelResponse, first: bytes | None,
                      reply: _Reply) -> None:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+                   if k.lower() not in NOT_RELAYED]
         sse = any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in response.headers)
         counter = _UsageCounter(sse)
         await reply.start(response.status, headers)

@@ -43,7 +43,10 @@ def document() -> bytes:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "an API key (fgk_...)"},
                                            "adminKey": {"type": "http", "scheme": "bearer",
-                                                        "description": "the control plane's admin key"}},
+                                                        "description": "the control plane's admin key"},
+                                           "metricsToken": {"type": "http", "scheme": "bearer",
+                                                            "description": "FLOWCTL_METRICS_TOKEN: reads "
+                                                                           "/metrics and nothing else"}},
                        "schemas": openapi_admin.SCHEMAS},
         "paths": {
             "/v1/models": {"get": {"summary": "The ready models this key may use (OpenAI list format)",
@@ -62,7 +65,10 @@ def document() -> bytes:
                 ["model"], file={"type": "string"})),
             "/v1/openapi.json": {"get": {"summary": "This description", "responses": {
                 "200": {"description": "OpenAPI 3.0 JSON"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (every tenant's traffic: admin key or metrics token)",
+                                 "security": [{"adminKey": []}, {"metricsToken": []}],
+                                 "responses": {"200": {"description": "Prometheus text format 0.0.4"},
+                                               "401": _ERROR, "405": _ERROR}}},
             **openapi_admin.PATHS,
         },
     }

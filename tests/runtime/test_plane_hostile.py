@@ -1,8 +1,9 @@
 """Hostile requests against every route family of one control plane (hub, cluster, gateway, admin, sessions).
 
 Each family parses its own credentials and bodies; these check that the answers agree:
-two Authorization headers are a 400 everywhere, deeply nested JSON is a one-line 400, and
-an early refusal on a quart route tells the client to close when its body never came.
+two Authorization headers are a 400 everywhere, deeply nested JSON is a one-line 400,
+/metrics needs the admin key or the metrics token, and an early refusal on a quart route
+tells the client to close when its body never came.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from runtime.plane import PlaneSettings, serve_control_plane
 from tests.runtime.http.rawhttp import open_raw_connection
 
 ADMIN = "hostile-admin-key"
+METRICS = "hostile-metrics-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 TIMEOUT = 30
 NESTED = b"[" * 50_000  # deeper than Python's recursion limit
@@ -27,7 +29,7 @@ WS_HEAD = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-
 @pytest.fixture
 async def plane(nursery, tmp_path):
     settings = PlaneSettings(data_dir=tmp_path / "plane", port=0)
-    handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN, metrics_token=METRICS))
     async with httpx.AsyncClient(base_url=handle.url, timeout=TIMEOUT) as client:
         client.url = handle.url
         yield client
@@ -73,6 +75,25 @@ async def test_deeply_nested_json_on_the_cluster_routes_is_a_400(plane, method, 
         r = await plane.request(method, path, headers=AUTH, content=NESTED)
     assert r.status_code == 400, r.text
     assert r.json() == {"detail": "the request body is not valid JSON (nested too deeply)"}
+
+
+async def test_metrics_need_the_admin_key_or_the_metrics_token(plane):
+    key = await tenant_key(plane)
+    with trio.fail_after(TIMEOUT):
+        for headers in ({}, {"Authorization": f"Bearer {key}"}, {"Authorization": "Bearer nope"},
+                        {"Authorization": f"Basic {ADMIN}"}):
+            r = await plane.get("/metrics", headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", headers
+            assert r.json()["error"]["code"] == "invalid_metrics_key"
+            assert "acme" not in r.text
+        for token in (ADMIN, METRICS):
+            r = await plane.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200 and "flowctl_gateway_retries_total" in r.text
+        # The metrics token reads nothing else.
+        assert (await plane.get("/api/gateway/tenants", headers={"Authorization": f"Bearer {METRICS}"})
+                ).status_code == 401
+        assert (await plane.get("/api/cluster/status", headers={"Authorization": f"Bearer {METRICS}"})
+                ).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/api/deployments", "/api/admin/gc"])

@@ -59,7 +59,7 @@ async def test_rpm_limit_answers_429_with_retry_after(cluster):
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["type"] == "rate_limit_error"
     assert 'flowctl_gateway_rate_limited_total{tenant="acme",limit="rate_limit_exceeded"} 1' in \
-        (await cluster.client.get("/metrics")).text
+        (await cluster.client.get("/metrics", headers=ADMIN_AUTH)).text
 
 
 async def test_usage_is_recorded_per_tenant_and_key(cluster):

@@ -67,7 +67,9 @@ def test_admin_operations_need_the_admin_key_and_v1_ones_an_api_key():
     for path, item in doc["paths"].items():
         for op in item.values():
             expected = [{"adminKey": []}] if path.startswith(ADMIN_PREFIX) else [{"bearer": []}]
-            if path not in ("/metrics", "/v1/openapi.json"):
+            if path == "/metrics":
+                expected = [{"adminKey": []}, {"metricsToken": []}]
+            if path != "/v1/openapi.json":
                 assert op["security"] == expected, path
                 assert "401" in op["responses"], path
 

@@ -146,6 +146,17 @@ async def test_bad_requests_get_openai_errors(cluster, method, path, body, heade
     assert key not in r.text
 
 
+async def test_the_workers_date_and_server_headers_are_not_relayed(cluster):
+    key = await cluster.key()
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=cluster.worker_url, timeout=5) as worker:
+            direct = await worker.post("/v1/chat/completions", json=CHAT)
+        assert "server" in direct.headers and "date" in direct.headers  # what there is to drop
+        r = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
+    assert r.status_code == 200
+    assert len(r.headers.get_list("date")) == 1 and "server" not in r.headers
+
+
 async def test_no_ready_replica_is_a_503(cluster):
     key = await cluster.key()
     r = await cluster.client.patch("/api/deployments/echo", headers=ADMIN_AUTH, json={"replicas": 0})
@@ -186,7 +197,7 @@ async def test_health_and_metrics(cluster):
     metrics = cluster.handle.gateway.metrics
     with trio.fail_after(5):  # counted just after the last byte went out
         await wait_until(lambda: metrics.requests)
-    text = (await cluster.client.get("/metrics")).text
+    text = (await cluster.client.get("/metrics", headers=ADMIN_AUTH)).text
     assert 'flowctl_gateway_requests_total{model="echo",tenant="acme",status="200"} 1' in text
     assert 'flowctl_gateway_tokens_total{model="echo",tenant="acme",kind="completion"} 3' in text
     assert "flowctl_gateway_request_seconds_bucket" in text
