@@ -50,6 +50,8 @@ def parse_client(raw: str | bytes, *, max_text_chars: int = MAX_TEXT_CHARS) -> C
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MessageError(f"message is not JSON ({exc})") from None
+    except RecursionError:
+        raise MessageError("message is nested too deeply") from None
     if not isinstance(data, dict):
         raise MessageError("message must be a JSON object with a \"type\"")
     kind = data.get("type")
@@ -59,6 +61,7 @@ def parse_client(raw: str | bytes, *, max_text_chars: int = MAX_TEXT_CHARS) -> C
             raise MessageError("text message needs a non-empty string \"content\"")
         if len(content) > max_text_chars:
             raise MessageError(f"text of {len(content)} characters exceeds the limit of {max_text_chars}")
+        _check_unicode(content)
         return TextIn(content)
     if kind == "audio":
         encoded = data.get("data")
@@ -77,6 +80,15 @@ def parse_client(raw: str | bytes, *, max_text_chars: int = MAX_TEXT_CHARS) -> C
     raise MessageError(f"unknown message type {kind!r} (expected text, audio or cancel)")
 
 
+def _check_unicode(text: str) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 frame can carry back.
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise MessageError(f"text holds a lone surrogate {text[exc.start]!r} at character {exc.start}; "
+                           "send valid Unicode") from None
+
+
 def now_iso() -> str:
     """The current UTC time, as the seed's timestamps are written."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -85,4 +97,9 @@ def now_iso() -> str:
 def server_message(kind: str, utterance_id: str | None, **fields: Any) -> str:
     """One server message as JSON text, with its timestamp and utterance id."""
     message = {"type": kind, **fields, "utterance_id": utterance_id, "timestamp": now_iso()}
-    return json.dumps(message, ensure_ascii=False)
+    text = json.dumps(message, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a model's output with a lone surrogate: escaped, still valid JSON
+        return json.dumps(message)
+    return text

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,15 @@ def _error(status: int, detail: str) -> Response:
                                                     "code": status}})
     response.status_code = status
     return response
+
+
+def _json_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SessionError(400, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise SessionError(400, "the request body is nested too deeply") from None
 
 
 def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
@@ -99,7 +109,7 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
 
     async def create() -> Response:
         owner = await tenant()
-        fields = _session_request(await request.get_json(force=True, silent=True), scheduler)
+        fields = _session_request(_json_body(await request.get_data()), scheduler)
         session = manager.create(owner, **fields, tenant_limit=tenant_limit(owner) if tenant_limit else None)
         body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
         response = jsonify(body)

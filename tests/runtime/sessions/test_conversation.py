@@ -153,6 +153,10 @@ async def test_cancel_stops_the_reply_at_once(harness):
         ('{"type": "text", "content": "' + "x" * 20000 + '"}', "exceeds the limit"),
         ('{"type": "audio", "data": "%%%"}', "not valid base64"),
         ('{"type": "audio", "data": "aGk="}', "no ASR model"),
+        pytest.param('{"type": "text", "content": "a\\ud800"}', "lone surrogate '\\ud800' at character 1",
+                     id="lone-surrogate"),
+        pytest.param("[" * 60_000, "nested too deeply", id="nested-list"),
+        pytest.param('{"type": "text", "content": ' + '{"a": ' * 10_000, "nested too deeply", id="nested-object"),
     ],
 )
 async def test_bad_messages_get_an_error_and_the_session_stays_usable(harness, raw, problem):

@@ -159,3 +159,29 @@ async def test_cancel_stops_generation_on_the_worker(gateway):
                 with trio.fail_after(1):  # the worker sees the cancellation within a second
                     while (await worker.get("/health")).json()["active_requests"]:  # noqa: ASYNC110
                         await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/mgmt/v1/sessions"])
+async def test_deeply_nested_json_is_a_400(gateway, path):
+    with trio.fail_after(10):
+        r = await gateway.post(path, headers={"Authorization": "Bearer key-a", "Content-Type": "application/json"},
+                               content=b"[" * 100_000)
+        assert r.status_code == 400 and r.json()["detail"] == "the request body is nested too deeply"
+        r = await gateway.post(path, headers={"Authorization": "Bearer key-a"}, content=b"{nope")
+        assert r.status_code == 400 and r.json()["detail"] == "the request body is not valid JSON"
+
+
+async def test_a_bad_frame_gets_an_error_and_the_socket_stays_usable(gateway):
+    created = (await gateway.post("/v1/sessions", headers={"Authorization": "Bearer key-a"},
+                                  json={"model": "echo"})).json()
+    with trio.fail_after(30):
+        async with await open_socket(gateway, created) as ws:
+            for frame, problem in (('{"type": "text", "content": "\\ud800"}', "lone surrogate"),
+                                   ("[" * 100_000, "nested too deeply")):
+                await ws.send_message(frame)
+                message = json.loads(await ws.get_message())
+                assert message["type"] == "error" and problem in message["content"]
+            await ws.send_message(json.dumps({"type": "text", "content": "fine"}))
+            while "delta" in (message := json.loads(await ws.get_message())):
+                pass
+            assert message["content"] == "fine"
