@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from runtime.errors import FlowError
+from runtime.exception_groups import collapse
 from runtime.http.sse import SSEError, sse_batches
 from runtime.scheduler.service import Route, Scheduler
 from runtime.sessions.manager import Session
@@ -75,12 +76,13 @@ class ClusterBackend:
         if mux is None:
             raise BackendError(f"the node of replica {route.replica.replica_id} is not connected")
         try:
-            response = await send_request(mux, "POST", path, [("content-type", content_type)], body,
-                                          route={"replica_id": route.replica.replica_id})
+            with collapse():  # send_request runs a nursery: its one TunnelError comes in a group
+                response = await send_request(mux, "POST", path, [("content-type", content_type)], body,
+                                              route={"replica_id": route.replica.replica_id})
         except TunnelError as exc:
             raise BackendError(f"replica {route.replica.replica_id} is unreachable: {exc}") from None
         if response.status != 200:
-            detail = (await response.read())[:500].decode("utf-8", "replace")
+            detail = (await _read(response))[:500].decode("utf-8", "replace")
             raise BackendError(f"model {model!r} answered HTTP {response.status}: {_error_text(detail)}")
         return response
 
@@ -128,8 +130,8 @@ class ClusterBackend:
         response = await self._call(session, session.asr_model, "/v1/audio/transcriptions", body,
                                     f"multipart/form-data; boundary={boundary}")
         try:
-            text = json.loads(await response.read()).get("text", "")
-        except (ValueError, AttributeError):
+            text = json.loads(await _read(response)).get("text", "")
+        except (ValueError, AttributeError, RecursionError):
             raise BackendError("the ASR model's answer is not JSON with a \"text\"") from None
         return str(text)
 
@@ -138,19 +140,26 @@ class ClusterBackend:
         assert session.tts_model
         body = json.dumps({"model": session.tts_model, "input": text}).encode()
         response = await self._call(session, session.tts_model, "/v1/audio/speech", body, "application/json")
+        return await _read(response)
+
+
+async def _read(response: TunnelResponse) -> bytes:
+    try:
         return await response.read()
+    except TunnelError as exc:
+        raise BackendError(f"the reply broke off: {exc}") from None
 
 
 def _delta(data: str) -> str:
     try:
         chunk = json.loads(data)
         return chunk["choices"][0]["delta"].get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         return ""
 
 
 def _error_text(body: str) -> str:
     try:
         return json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return body.strip() or "no detail"

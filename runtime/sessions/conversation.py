@@ -4,17 +4,21 @@ Each utterance (a text, or audio transcribed first) gets an id; the reply
 streams as `text` messages with a `delta`, then one `text` message with the
 whole `content` (and `audio` when the session has a TTS model). `cancel` stops
 the reply at once: the stream to the worker is reset, so generation stops
-there too. Bad input gets an `error` message and the session stays usable.
+there too. A session answers one utterance at a time, whichever of its sockets
+sent it. Bad input and failed replies get an `error` message and the session
+stays usable.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from typing import Protocol
 
 import trio
 
+from runtime.exception_groups import describe, split_cancelled
 from runtime.sessions.backend import BackendError, ChatBackend
 from runtime.sessions.manager import Session
 from runtime.sessions.protocol import (
@@ -26,6 +30,7 @@ from runtime.sessions.protocol import (
     server_message,
 )
 
+log = logging.getLogger("flowctl.sessions")
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
@@ -51,15 +56,60 @@ class _Conversation:
         self.session = session
         self.socket = socket
         self.backend = backend
-        self.current: trio.CancelScope | None = None
         self._send_lock = trio.Lock()
 
     async def send(self, kind: str, utterance_id: str | None, **fields: object) -> None:
         async with self._send_lock:
             await self.socket.send(server_message(kind, utterance_id, **fields))
 
+    async def handle(self, raw: str | bytes, nursery: trio.Nursery) -> None:
+        """Act on one client message; an utterance's reply runs as a task in `nursery`."""
+        try:
+            message = parse_client(raw)
+        except MessageError as exc:
+            await self.send("error", None, content=str(exc))
+            return
+        session = self.session
+        if isinstance(message, CancelIn):
+            if session.reply is not None:
+                session.reply.cancel()
+            return
+        if session.reply is not None:
+            await self.send("error", None, content="a reply is still being generated; send cancel first")
+            return
+        # Busy from now on, for every socket of the session, so a second message right
+        # behind is refused and a cancel arriving before the task runs still reaches it.
+        session.reply = trio.CancelScope()
+        nursery.start_soon(self.utterance, message, session.reply)
+
     async def utterance(self, message: TextIn | AudioIn, scope: trio.CancelScope) -> None:
+        """Answer one utterance; the session is busy until its reply is complete.
+
+        Error handling: a failure of any type (a group included) ends only this
+        utterance: it is logged in one line and the client gets an `error`.
+        """
         uid = uuid.uuid4().hex[:12]
+        try:
+            await self._answer(uid, message, scope)
+        except BaseException as exc:
+            travel, errors = split_cancelled(exc)
+            if errors is None:
+                raise
+            log.warning("session %s: utterance %s failed: %s", self.session.session_id, uid, describe(errors))
+            self._forget_question()
+            if travel is not None:
+                raise travel from None
+            await self.send("error", uid, content="the reply failed on the gateway; try again")
+        finally:
+            if self.session.reply is scope:
+                self.session.reply = None
+
+    def _forget_question(self) -> None:
+        turns = self.session.history.turns
+        if turns and turns[-1][0] == "user":
+            turns.pop()  # unanswered: the next utterance starts clean
+
+    async def _answer(self, uid: str, message: TextIn | AudioIn, scope: trio.CancelScope) -> None:
         session = self.session
         parts: list[str] = []
         with scope:
@@ -72,12 +122,12 @@ class _Conversation:
                 session.history.add("user", text)
                 await self._reply(uid, parts)
             except BackendError as exc:
-                if session.history.turns and session.history.turns[-1][0] == "user":
-                    session.history.turns.pop()  # unanswered: the next utterance starts clean
+                self._forget_question()
                 await self.send("error", uid, content=str(exc))
                 return
             finally:
-                self.current = None
+                if session.reply is scope:
+                    session.reply = None
         reply = "".join(parts)
         if scope.cancelled_caught:
             if reply:
@@ -114,46 +164,30 @@ async def serve_session(session: Session, socket: SessionSocket, backend: ChatBa
                         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
     """Serve one WebSocket of `session` until the client leaves or the session closes.
 
-    Cancellation: stops the reply in progress (resetting the worker stream) and returns.
+    The session generates one reply at a time across all its sockets: an utterance
+    while one is in progress gets an `error`, and `cancel` from any of them stops it.
+
+    Cancellation: stops the reply this socket asked for (resetting the worker stream)
+    and returns.
+
+    Error handling: a bad message or a failed reply gets an `error` and the socket stays
+    usable; only a broken socket ends it.
     """
     conversation = _Conversation(session, socket, backend)
-    session.connections += 1
     session.touch()
-    try:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
 
-            async def end_with_session() -> None:
-                await session.closed.wait()
-                await conversation.send("error", None, content=session.close_reason)
-                await socket.close(CLOSE_SESSION_ENDED, session.close_reason[:120])
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(end_with_session)
-            while True:
-                raw = await socket.receive()
-                if raw is None:
-                    break
-                if len(raw) > max_message_bytes:
-                    await socket.close(CLOSE_TOO_BIG, f"message over {max_message_bytes} bytes")
-                    break
-                session.touch()
-                try:
-                    message = parse_client(raw)
-                except MessageError as exc:
-                    await conversation.send("error", None, content=str(exc))
-                    continue
-                if isinstance(message, CancelIn):
-                    if conversation.current is not None:
-                        conversation.current.cancel()
-                    continue
-                if conversation.current is not None:
-                    await conversation.send("error", None,
-                                            content="a reply is still being generated; send cancel first")
-                    continue
-                # Busy from now on, so a second message right behind is refused and a
-                # cancel arriving before the task runs still reaches it.
-                conversation.current = trio.CancelScope()
-                nursery.start_soon(conversation.utterance, message, conversation.current)
+        async def end_with_session() -> None:
+            await session.closed.wait()
+            await conversation.send("error", None, content=session.close_reason)
+            await socket.close(CLOSE_SESSION_ENDED, session.close_reason[:120])
             nursery.cancel_scope.cancel()
-    finally:
-        session.connections -= 1
+
+        nursery.start_soon(end_with_session)
+        while (raw := await socket.receive()) is not None:
+            if len(raw) > max_message_bytes:
+                await socket.close(CLOSE_TOO_BIG, f"message over {max_message_bytes} bytes")
+                break
+            session.touch()
+            await conversation.handle(raw, nursery)
+        nursery.cancel_scope.cancel()

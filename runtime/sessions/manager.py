@@ -21,6 +21,7 @@ from runtime.sessions.protocol import now_iso
 
 DEFAULT_MAX_SESSIONS = 1000
 DEFAULT_IDLE_TIMEOUT = 3600.0
+DEFAULT_MAX_SOCKETS = 4  # WebSockets open on one session at once
 MAX_REAP_INTERVAL = 30.0
 
 
@@ -53,6 +54,7 @@ class Session:
     close_reason: str = ""
     closed: trio.Event = field(default_factory=trio.Event)
     connections: int = 0
+    reply: trio.CancelScope | None = None  # the reply being generated, whichever socket asked
 
     @property
     def status(self) -> str:
@@ -93,8 +95,10 @@ class SessionManager:
     """The sessions of one gateway, with global and per-tenant limits and idle expiry."""
 
     def __init__(self, *, max_sessions: int = DEFAULT_MAX_SESSIONS, max_per_tenant: int | None = None,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, history_tokens: int = DEFAULT_MAX_TOKENS):
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, history_tokens: int = DEFAULT_MAX_TOKENS,
+                 max_sockets: int = DEFAULT_MAX_SOCKETS):
         self.max_sessions = max_sessions
+        self.max_sockets = max_sockets
         self.max_per_tenant = max_per_tenant
         self.idle_timeout = idle_timeout
         self.history_tokens = history_tokens

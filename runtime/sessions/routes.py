@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Response, jsonify, request, websocket
 
+from runtime.exception_groups import boundary, describe
 from runtime.scheduler.service import Scheduler
 from runtime.sessions.backend import ChatBackend
 from runtime.sessions.conversation import serve_session
@@ -26,6 +28,7 @@ Authenticator = Callable[[str | None], Awaitable[str]]
 TenantLimit = Callable[[str], int | None]
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+log = logging.getLogger("flowctl.sessions")
 _SEED_FIELDS = ("tutor_id", "student_id", "kb_id")
 MAX_SYSTEM_PROMPT = 32_000
 MAX_METADATA_BYTES = 16_384
@@ -140,8 +143,18 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         if session is None:
             # Refused before the upgrade completes; the same answer for a wrong id or token.
             return _error(403, "unknown session or wrong engine token")
-        await websocket.accept()
-        await serve_session(session, QuartSocket(), backend)
+        if session.connections >= manager.max_sockets:
+            return _error(429, f"this session already has {manager.max_sockets} WebSockets open, "
+                               "the most it may have; close one first")
+        # Counted before the first await, so sockets racing in cannot pass the cap together.
+        session.connections += 1
+        try:
+            # One socket's failure, whatever it is, ends only that socket.
+            with boundary(lambda exc: log.warning("session %s: socket failed: %s", session_id, describe(exc))):
+                await websocket.accept()
+                await serve_session(session, QuartSocket(), backend)
+        finally:
+            session.connections -= 1
         return None
 
     app.add_websocket("/ws/sessions/<session_id>", "session_socket", connect)

@@ -20,24 +20,32 @@ class FakeBackend:
     def __init__(self):
         self.fail_before_output = 0
         self.stall = False
+        self.explode = None  # an exception to raise after the first delta
         self.cancelled = trio.Event()
         self.seen = []
+        self.generating = self.most_at_once = 0
 
     async def stream_chat(self, session, messages):
         self.seen.append(messages)
         if self.fail_before_output:
             self.fail_before_output -= 1
             raise BackendError("replica gone")
+        self.generating += 1
+        self.most_at_once = max(self.most_at_once, self.generating)
         try:
             for word in messages[-1]["content"].split():
                 yield word + " "
                 await trio.lowlevel.checkpoint()
+                if self.explode is not None:
+                    raise self.explode
             while self.stall:
                 yield "."
                 await trio.sleep(0.01)
         except BaseException:
             self.cancelled.set()
             raise
+        finally:
+            self.generating -= 1
 
     async def transcribe(self, session, audio, fmt):
         if not session.asr_model:
@@ -225,3 +233,49 @@ async def test_a_deleted_session_tells_its_socket_why_and_closes_it(harness):
             with pytest.raises(trio_websocket.ConnectionClosed) as info:
                 await ws.get_message()
     assert info.value.reason.code == 4000
+
+
+async def test_a_session_answers_one_utterance_at_a_time_across_its_sockets(harness):
+    manager, backend, connect = harness
+    backend.stall = True
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as first, await connect(session) as second, \
+                await connect(session) as third:
+            await send(first, type="text", content="go on forever")
+            assert "delta" in await receive(first)
+            for ws in (second, third):
+                await send(ws, type="text", content="me too")
+                message = await receive(ws)
+                assert message["type"] == "error" and "send cancel first" in message["content"]
+            assert backend.most_at_once == 1 and len(backend.seen) == 1
+            await send(third, type="cancel")  # any socket of the session may stop its reply
+            while not (message := await receive(first)).get("cancelled"):
+                pass
+            backend.stall = False
+            await send(second, type="text", content="my turn")
+            _, final, _ = await reply_of(second)
+    assert final["content"] == "my turn " and backend.most_at_once == 1
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), ExceptionGroup("relay", [KeyError("boom")])],
+                         ids=["error", "group"])
+async def test_a_failing_reply_ends_only_itself(harness, failure, caplog):
+    manager, backend, connect = harness
+    session = manager.create("a", "echo")
+    with trio.fail_after(10):
+        async with await connect(session) as ws, await connect(session) as bystander:
+            backend.explode = failure
+            await send(ws, type="text", content="break now")
+            _, final, _ = await reply_of(ws)
+            assert final["type"] == "error" and "the reply failed" in final["content"]
+            backend.explode = None
+            await send(ws, type="text", content="still here")
+            _, final, _ = await reply_of(ws)
+            assert final["content"] == "still here "
+            await send(bystander, type="text", content="me too")
+            _, final, _ = await reply_of(bystander)
+            assert final["content"] == "me too "
+    assert [r for r, _ in session.history.turns] == ["user", "assistant", "user", "assistant"]
+    logged = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(logged) == 1 and "boom" in logged[0] and "\n" not in logged[0]

@@ -1,6 +1,7 @@
 """Session API + WebSocket over real HTTP, through the tunnel to the real echo worker."""
 
 import json
+from contextlib import AsyncExitStack
 from functools import partial
 
 import httpx
@@ -15,7 +16,7 @@ from runtime.scheduler.service import Scheduler
 from runtime.scheduler.store import ClusterStore
 from runtime.sessions import routes
 from runtime.sessions.backend import ClusterBackend
-from runtime.sessions.manager import SessionError, SessionManager
+from runtime.sessions.manager import DEFAULT_MAX_SOCKETS, SessionError, SessionManager
 from tests.examples.workers import EXAMPLES, spawn_worker
 from tests.polling import wait_until
 from tests.runtime.scheduler.test_cluster import FakeExecutor, resolve
@@ -169,6 +170,30 @@ async def test_deeply_nested_json_is_a_400(gateway, path):
         assert r.status_code == 400 and r.json()["detail"] == "the request body is nested too deeply"
         r = await gateway.post(path, headers={"Authorization": "Bearer key-a"}, content=b"{nope")
         assert r.status_code == 400 and r.json()["detail"] == "the request body is not valid JSON"
+
+
+async def test_a_session_takes_a_few_sockets_and_refuses_more_before_the_upgrade(gateway):
+    created = (await gateway.post("/v1/sessions", headers={"Authorization": "Bearer key-a"},
+                                  json={"model": "echo"})).json()
+    session = gateway.manager.get(created["session_id"], "tenant-a")
+    refused = None
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            for _ in range(DEFAULT_MAX_SOCKETS):
+                await stack.enter_async_context(await open_socket(gateway, created))
+            try:
+                async with await open_socket(gateway, created):
+                    pass
+            except trio_websocket.ConnectionRejected as exc:
+                refused = exc
+        # Checked out here: trio-websocket can end a block early when a socket closes under it.
+        assert refused is not None and refused.status_code == 429 and b"WebSockets open" in refused.body
+        await wait_until(lambda: session.connections == 0)
+        async with await open_socket(gateway, created) as ws:  # the slots are free again
+            await ws.send_message(json.dumps({"type": "text", "content": "hi"}))
+            while "delta" in (message := json.loads(await ws.get_message())):
+                pass
+    assert message["content"] == "hi"
 
 
 async def test_a_bad_frame_gets_an_error_and_the_socket_stays_usable(gateway):
