@@ -140,16 +140,22 @@ async def test_a_request_whose_body_is_still_arriving_holds_its_slot(served: Ser
             assert third.status_code == 404
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (NESTED, "nested too deeply"),
+    (b'{"tenant": "acme", "name": "\\ud800", "model": "echo", "messages": []}', "lone UTF-16 surrogate"),
+], ids=["nested", "surrogate"])
 @pytest.mark.parametrize(("path", "admin"), [("/v1/chat/completions", False), ("/v1/embeddings", False),
                                              ("/api/gateway/tenants", True), ("/api/gateway/keys", True)])
-async def test_deeply_nested_json_is_a_400(served: Served, path: str, admin: bool) -> None:
+async def test_hostile_json_is_a_one_line_400(served: Served, path: str, admin: bool, body: bytes,
+                                              reason: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(base_url=served.url) as client:
-            r = await client.post(path, headers=[bearer(ADMIN if admin else served.key)], content=NESTED)
+            r = await client.post(path, headers=[bearer(ADMIN if admin else served.key)], content=body)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == "invalid_json"
-    assert error["message"] == "the request body is not valid JSON (nested too deeply)"
+    assert error["message"].startswith("the request body is not valid JSON (") and reason in error["message"]
+    assert "\n" not in error["message"]
 
 
 async def test_an_early_401_keeps_the_connection_when_the_body_arrives(served: Served) -> None:
