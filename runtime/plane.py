@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 from hub_store import make_private_dir, open_data_dir
 from runtime.gateway import Gateway, GatewayDispatcher
 from runtime.gateway.errors import GatewayError
+from runtime.gateway.limits import Principal
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
@@ -122,7 +123,8 @@ async def serve_control_plane(
                               metrics_key_hashes=metrics_keys, **settings.extra.get("gateway", {}))
             sessions = SessionManager(**settings.extra.get("sessions", {}))
             session_routes.register(app, sessions, ClusterBackend(scheduler), scheduler,
-                                    authenticate=partial(_session_tenant, keys))
+                                    authenticate=partial(_session_caller, keys))
+            keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
         app.asgi_app = GatewayDispatcher(  # type: ignore[method-assign]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
         async with trio.open_nursery() as nursery:
@@ -148,10 +150,10 @@ async def serve_control_plane(
             data.close()
 
 
-async def _session_tenant(keys: KeyService, authorization: str | None) -> str:
-    """Sessions belong to the tenant of the caller's API key."""
+async def _session_caller(keys: KeyService, authorization: str | None) -> Principal:
+    """Sessions belong to the caller's API key and its tenant."""
     try:
-        return (await keys.authenticate(authorization)).tenant
+        return await keys.authenticate(authorization)
     except GatewayError as exc:
         raise SessionError(exc.status, exc.message) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class Session:
     model: str
     token: str
     history: History
+    key_id: str | None = None  # the API key that opened it: revoking the key closes it
     asr_model: str | None = None
     tts_model: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +113,7 @@ class SessionManager:
 
     def create(self, tenant: str, model: str, *, system_prompt: str = "", asr_model: str | None = None,
                tts_model: str | None = None, metadata: dict[str, Any] | None = None,
-               tenant_limit: int | None = None) -> Session:
+               tenant_limit: int | None = None, key_id: str | None = None) -> Session:
         """Open a session; SessionError 503 when the gateway is full, 429 when the tenant is."""
         if len(self._sessions) >= self.max_sessions:
             raise SessionError(503, f"maximum number of sessions ({self.max_sessions}) reached; "
@@ -122,7 +124,8 @@ class SessionManager:
         session = Session(session_id=str(uuid.uuid4()), tenant=tenant, model=model,
                           token=secrets.token_urlsafe(32),
                           history=History(system_prompt=system_prompt, max_tokens=self.history_tokens),
-                          asr_model=asr_model, tts_model=tts_model, metadata=dict(metadata or {}))
+                          asr_model=asr_model, tts_model=tts_model, metadata=dict(metadata or {}),
+                          key_id=key_id)
         self._sessions[session.session_id] = session
         return session
 
@@ -149,6 +152,14 @@ class SessionManager:
         if not token or not hmac.compare_digest(expected.encode(), token.encode()) or session is None:
             return None
         return session
+
+    def close_revoked(self, key_ids: Iterable[str], tenant: str | None = None) -> None:
+        """Close the sessions opened with a revoked key, and every session of a removed tenant."""
+        revoked = set(key_ids)
+        gone = [s for s in self._sessions.values() if s.key_id in revoked or s.tenant == tenant]
+        for session in gone:
+            self._forget(session, f"tenant {tenant!r} was removed" if session.tenant == tenant
+                         else f"the API key {session.key_id} that opened this session was revoked")
 
     def expire_idle(self) -> list[Session]:
         """Close sessions idle longer than the timeout; returns them."""

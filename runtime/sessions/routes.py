@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from quart import Response, jsonify, request, websocket
 
@@ -23,8 +23,19 @@ from runtime.sessions.backend import ChatBackend
 from runtime.sessions.conversation import serve_session
 from runtime.sessions.manager import SessionError, SessionManager
 
-# Returns the caller's tenant id, or raises SessionError(401/403).
-Authenticator = Callable[[str | None], Awaitable[str]]
+
+class Caller(Protocol):
+    """Who calls the session API (the gateway's Principal): a session belongs to its tenant and key."""
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+
+# Returns the caller of an Authorization header, or raises SessionError(401/403).
+Authenticator = Callable[[str | None], Awaitable[Caller]]
 TenantLimit = Callable[[str], int | None]
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -103,17 +114,22 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
              authenticate: Authenticator, tenant_limit: TenantLimit | None = None) -> None:
     """Attach the session routes to a quart-trio app."""
 
-    async def tenant() -> str:
+    async def caller() -> Caller:
         return await authenticate(request.headers.get("Authorization"))
+
+    async def tenant() -> str:
+        return (await caller()).tenant
 
     def engine_url(session_id: str) -> str:
         scheme = "wss" if request.scheme in ("https", "wss") else "ws"
         return f"{scheme}://{request.host}/ws/sessions/{session_id}"
 
     async def create() -> Response:
-        owner = await tenant()
+        await caller()  # no body is read for a caller without a valid key
         fields = _session_request(_json_body(await request.get_data()), scheduler)
-        session = manager.create(owner, **fields, tenant_limit=tenant_limit(owner) if tenant_limit else None)
+        who = await caller()  # again: the key may have been revoked while the body arrived
+        session = manager.create(who.tenant, **fields, key_id=who.key_id,
+                                 tenant_limit=tenant_limit(who.tenant) if tenant_limit else None)
         body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
         response = jsonify(body)
         response.status_code = 201

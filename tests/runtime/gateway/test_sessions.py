@@ -1,9 +1,14 @@
 """Sessions on the real control plane: behind the gateway's API keys, through the tunnel to echo."""
 
 import json
+from functools import partial
 
+import pytest
 import trio
 import trio_websocket
+
+from runtime.gateway.keys import parse_key
+from tests.runtime.gateway.conftest import ADMIN_AUTH
 
 
 def bearer(key):
@@ -32,4 +37,64 @@ async def test_sessions_use_the_gateways_keys_and_tenants(cluster):
         assert message["content"] == "hi there" and message["done"]
         r = await client.delete(f"/v1/sessions/{created['session_id']}", headers=bearer(acme))
         assert r.status_code == 204
+        assert (await client.get("/health")).json()["active_sessions"] == 0
+
+
+async def _open_session(cluster, key):
+    r = await cluster.client.post("/v1/sessions", headers=bearer(key), json={"model": "echo"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    port = int(cluster.url.rsplit(":", 1)[1])
+    path = "/" + created["engine_url"].split("/", 3)[3] + f"?token={created['engine_token']}"
+    return created, partial(trio_websocket.open_websocket, "127.0.0.1", port, path, use_ssl=False)
+
+
+async def _ending(ws):
+    """The session's last message on `ws` and the close that follows it."""
+    message = json.loads(await ws.get_message())
+    with pytest.raises(trio_websocket.ConnectionClosed) as info:
+        await ws.get_message()
+    return message, info.value.reason
+
+
+def _told(ending, reason):
+    message, close = ending
+    assert message["type"] == "error" and reason in message["content"]
+    assert close.code == 4000 and reason in close.reason
+
+
+async def _refused(connect):
+    try:
+        async with connect():
+            pass
+    except trio_websocket.ConnectionRejected as exc:
+        return exc.status_code
+    return None
+
+
+async def test_revoking_a_key_or_removing_a_tenant_ends_its_sessions(cluster):
+    first, second = await cluster.key("acme"), await cluster.key("acme")
+    client = cluster.client
+    ended = {}
+    # Results are checked outside the socket blocks: trio-websocket can end a block early.
+    with trio.fail_after(30):
+        _, connect_first = await _open_session(cluster, first)
+        _, connect_second = await _open_session(cluster, second)
+        async with connect_first() as ws:
+            r = await client.delete(f"/api/gateway/keys/{parse_key(first)[0]}", headers=ADMIN_AUTH)
+            assert r.status_code == 204
+            ended["key"] = await _ending(ws)
+        _told(ended["key"], "revoked")
+        assert await _refused(connect_first) == 403
+        assert (await client.get("/health")).json()["active_sessions"] == 1  # its slot is free
+
+        async with connect_second() as ws:  # the tenant's other key's session lives on
+            await ws.send_message(json.dumps({"type": "text", "content": "still here"}))
+            while "delta" in (message := json.loads(await ws.get_message())):
+                pass
+            assert message["content"] == "still here"
+            assert (await client.delete("/api/gateway/tenants/acme", headers=ADMIN_AUTH)).status_code == 204
+            ended["tenant"] = await _ending(ws)
+        _told(ended["tenant"], "tenant 'acme' was removed")
+        assert await _refused(connect_second) == 403
         assert (await client.get("/health")).json()["active_sessions"] == 0

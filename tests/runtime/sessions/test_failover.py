@@ -7,6 +7,7 @@ import trio
 import trio_websocket
 from quart_trio import QuartTrio
 
+from runtime.gateway.limits import Principal
 from runtime.http import open_test_server
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.scheduler import routes as cluster_routes
@@ -34,7 +35,7 @@ async def test_session_moves_to_another_replica_with_its_history(tmp_path):
     manager = SessionManager()
 
     async def authenticate(header):
-        return "tenant"
+        return Principal("tenant", key_id="k")
 
     app = QuartTrio("failover")
     routes.register(app, manager, ClusterBackend(scheduler), scheduler, authenticate=authenticate)

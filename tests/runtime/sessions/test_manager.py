@@ -53,6 +53,22 @@ async def test_idle_sessions_expire_and_activity_postpones_it(autojump_clock):
     assert not busy.closed.is_set() and manager.active == 1
 
 
+async def test_revoking_a_key_or_removing_a_tenant_closes_its_sessions():
+    manager = SessionManager(max_sessions=4)
+    by_k1, by_k2 = manager.create("a", "echo", key_id="k1"), manager.create("a", "echo", key_id="k2")
+    other = manager.create("b", "echo", key_id="k3")
+    manager.close_revoked(["k1"])
+    assert by_k1.closed.is_set() and "API key k1" in by_k1.close_reason and "revoked" in by_k1.close_reason
+    assert manager.authenticate(by_k1.session_id, by_k1.token) is None  # a new socket is refused
+    assert not by_k2.closed.is_set() and manager.active == 2
+    manager.close_revoked(["k2"], "a")
+    assert by_k2.close_reason == "tenant 'a' was removed" and manager.list("a") == []
+    assert not other.closed.is_set() and manager.active == 1
+    manager.create("c", "echo")
+    manager.create("c", "echo")
+    manager.create("c", "echo")  # the slots came back
+
+
 def test_history_drops_the_oldest_turns_and_keeps_the_system_prompt():
     history = History(system_prompt="be brief", max_tokens=60)
     for i in range(20):

@@ -10,6 +10,7 @@ import trio
 import trio_websocket
 from quart_trio import QuartTrio
 
+from runtime.gateway.limits import Principal
 from runtime.http import open_test_server
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.scheduler.service import Scheduler
@@ -26,7 +27,7 @@ KEYS = {"Bearer key-a": "tenant-a", "Bearer key-b": "tenant-b"}
 
 async def authenticate(header):
     try:
-        return KEYS[header]
+        return Principal(KEYS[header], key_id=header)
     except KeyError:
         raise SessionError(401, "a valid API key is required") from None
 
