@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from quart import Response
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
 from runtime.gateway import Gateway, GatewayDispatcher
@@ -28,7 +30,10 @@ from runtime.gateway.limits import Principal
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
+from runtime.hub.app import MAX_SMALL_BODY
 from runtime.hub.auth import ensure_admin_key, hash_key
+from runtime.hub.responses import error_response
+from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
@@ -109,7 +114,7 @@ async def serve_control_plane(
             state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
             app = create_hub_app(state)
         else:
-            app = QuartTrio("flowctl.plane")
+            app = _app_without_hub()
         if "scheduler" in settings.roles:
             scheduler = Scheduler.open(settings.data_dir, hub_manifest_resolver(lambda: location["hub_url"]),
                                        hub_url=location["hub_url"], lost_after=settings.lost_after,
@@ -174,6 +179,19 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
         # Seed 002's health fields, at the top level where its clients read them.
         health.update(active_sessions=sessions.active, max_sessions=sessions.max_sessions)
     return health
+
+
+def _app_without_hub() -> QuartTrio:
+    """The quart app when no hub runs here: the hub app's body limits and JSON errors all the same."""
+    app = QuartTrio("flowctl.plane")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_SMALL_BODY  # quart's default is 16 MiB
+    app.config["BODY_TIMEOUT"] = DEFAULT_UPLOAD_IDLE_TIMEOUT
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    return app
 
 
 def _host_for_url(host: str) -> str:

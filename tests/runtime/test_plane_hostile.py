@@ -107,3 +107,16 @@ async def test_an_early_401_on_a_quart_route_closes_when_the_body_never_comes(pl
             r = await conn.response()
             assert r.status == 401 and r.header("connection") == "close"
             assert await conn.closed_by_server()
+
+
+async def test_without_a_hub_the_cluster_routes_keep_the_hub_apps_limits_and_json_errors(nursery, tmp_path):
+    settings = PlaneSettings(data_dir=tmp_path / "plane", port=0, roles=("scheduler", "gateway"))
+    handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    async with httpx.AsyncClient(base_url=handle.url, timeout=TIMEOUT) as client:
+        with trio.fail_after(TIMEOUT):
+            big = await client.post("/api/deployments", headers=AUTH, content=b" " * (2 << 20))
+            nested = await client.post("/api/cluster/tokens", headers=AUTH, content=NESTED)
+    assert big.status_code == 413 and big.headers["content-type"] == "application/json"
+    assert big.json()["detail"]
+    assert nested.status_code == 400
+    assert nested.json() == {"detail": "the request body is not valid JSON (nested too deeply)"}
