@@ -24,9 +24,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
-from runtime.gateway import Gateway, GatewayDispatcher
+from runtime.dispatch import Dispatcher
+from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
+from runtime.dispatch.limits import Principal
+from runtime.gateway.app import FrontDoor, Gateway
 from runtime.gateway.errors import GatewayError
-from runtime.gateway.limits import Principal
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
@@ -71,6 +73,7 @@ class PlaneHandle:
     url: str
     scheduler: Scheduler | None
     gateway: Gateway | None = None
+    dispatcher: Dispatcher | None = None
 
 
 async def serve_control_plane(
@@ -124,13 +127,15 @@ async def serve_control_plane(
         if "gateway" in settings.roles and scheduler is not None:
             keys = KeyService.open(settings.data_dir, key_hash)
             metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
-            gateway = Gateway(scheduler, keys.authenticate, on_usage=keys.record_usage,
-                              metrics_key_hashes=metrics_keys, **settings.extra.get("gateway", {}))
+            options = dict(settings.extra.get("gateway", {}))
+            dispatcher = Dispatcher(scheduler, on_usage=keys.record_usage, first_byte_timeout=options.pop(
+                "first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
+            gateway = Gateway(dispatcher, keys.authenticate, metrics_key_hashes=metrics_keys, **options)
             sessions = SessionManager(**settings.extra.get("sessions", {}))
-            session_routes.register(app, sessions, ClusterBackend(scheduler), scheduler,
-                                    authenticate=partial(_session_caller, keys))
+            session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
+                                    authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
-        app.asgi_app = GatewayDispatcher(  # type: ignore[method-assign]
+        app.asgi_app = FrontDoor(  # type: ignore[method-assign]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
@@ -145,7 +150,8 @@ async def serve_control_plane(
             if sessions is not None:
                 await nursery.start(sessions.run_reaper)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
-            task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway))
+            task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway,
+                                            dispatcher=gateway.dispatcher if gateway is not None else None))
     finally:
         if keys is not None:
             keys.store.close()

@@ -1,10 +1,26 @@
-"""The OpenAI-compatible gateway: authenticate, limit, route over the tunnel, relay, account.
+"""The OpenAI-compatible gateway: authenticate, read and check the request, dispatch, relay.
 
-    gateway = Gateway(scheduler, keys=KeyStore.open(data_dir / "gateway.db"))
-    app.asgi_app = GatewayDispatcher(gateway, app.asgi_app)   # /v1/* bypasses quart
+    gateway = Gateway(dispatcher, keys.authenticate)
+    app.asgi_app = FrontDoor(gateway, app.asgi_app)   # /v1/* bypasses quart
+
+The names load on first use, so `runtime.gateway.errors` (which the dispatcher and the
+clients' callers import) never drags in the server.
 """
 
-from runtime.gateway.app import Gateway, GatewayDispatcher
-from runtime.gateway.errors import GatewayError
+from __future__ import annotations
 
-__all__ = ["Gateway", "GatewayDispatcher", "GatewayError"]
+from typing import Any
+
+__all__ = ["Gateway", "FrontDoor", "GatewayError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Gateway", "FrontDoor"):
+        from runtime.gateway import app
+
+        return getattr(app, name)
+    if name == "GatewayError":
+        from runtime.gateway.errors import GatewayError
+
+        return GatewayError
+    raise AttributeError(f"module 'runtime.gateway' has no attribute {name!r}")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub_store import make_private_database
+from runtime.dispatch.limits import Limits, Principal
 from runtime.errors import FlowError
-from runtime.gateway.limits import Limits, Principal
 
 KEY_PREFIX = "fgk_"
 SCHEMA_VERSION = 1

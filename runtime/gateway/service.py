@@ -23,10 +23,10 @@ from urllib.parse import parse_qs
 
 import trio
 
+from runtime.dispatch.limits import Limits, Principal
 from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.keys import KeyStore, KeyStoreError, parse_key
-from runtime.gateway.limits import Limits, Principal
 from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.hub.auth import bearer_ok
 
@@ -97,7 +97,7 @@ class KeyService:
         self._cache[key_id] = (digest, who, until)
         return who
 
-    def record_usage(self, who: Principal, model: str, prompt: int, completion: int) -> None:
+    def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http") -> None:
         """Count one request's usage; written to SQLite in batches by `run`."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
         row = self._pending[(day, who.tenant, who.key_id, model)]

@@ -65,11 +65,12 @@ class NodeLink:
 
 @dataclass(frozen=True)
 class Route:
-    """A ready replica that serves a model, and how to reach its node."""
+    """A ready replica that serves a model, and the live link to its node."""
 
     replica: Replica
     node_id: str
     max_concurrency: int
+    link: NodeLink
 
 
 class Scheduler:
@@ -255,9 +256,14 @@ class Scheduler:
         found = []
         for r in self._replicas:
             report = self._reports.get(r.replica_id)
-            if self._serving(r) and report is not None and model_id in report.models:
-                found.append(Route(r, r.node_id, report.max_concurrency))
+            link = self._links.get(r.node_id)
+            if self._serving(r) and report is not None and link is not None and model_id in report.models:
+                found.append(Route(r, r.node_id, report.max_concurrency, link))
         return found
+
+    def deploys(self, model_id: str) -> bool:
+        """Whether any deployment serves `model_id` (ready or not): tells 503 from 404."""
+        return any(model_id in d.models for d in self._deployments.values())
 
     def _serving(self, r: Replica) -> bool:
         """Ready as its node last said, and that node is ready and connected now."""

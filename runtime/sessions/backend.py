@@ -1,32 +1,36 @@
-"""Where a session's utterances go: a replica of its model, pinned for the whole session.
+"""Where a session's utterances go: the dispatcher, pinned to one replica per model.
 
 Consecutive utterances of a session form an utterance group that stays on one
 replica (its caches stay warm, its load stays predictable). When that replica
 is gone, the next utterance re-pins the session to another ready replica and the
-conversation continues from the history the session keeps.
+conversation continues from the history the session keeps. Every call holds a
+concurrency slot of the session's key and counts against its rpm/tpm and usage,
+exactly like an HTTP call (runtime/dispatch).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
+from runtime.dispatch import Call, Dispatcher, Pin
 from runtime.errors import FlowError
-from runtime.exception_groups import collapse
+from runtime.gateway.errors import GatewayError
 from runtime.http.sse import SSEError, sse_batches
-from runtime.scheduler.service import Route, Scheduler
 from runtime.sessions.manager import Session
 from runtime.tunnel import TunnelError
-from runtime.tunnel.http import TunnelResponse, send_request
 
 
 class BackendError(FlowError):
     """The model could not answer; `before_output` tells whether nothing reached the client yet."""
 
-    def __init__(self, message: str, *, before_output: bool = True):
+    def __init__(self, message: str, *, before_output: bool = True, code: str | None = None,
+                 retry_after: float | None = None):
         self.before_output = before_output
+        self.code = code  # a limit's code (rate_limit_exceeded, ...) when the dispatcher refused it
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -47,44 +51,35 @@ class ChatBackend(Protocol):
 
 
 class ClusterBackend:
-    """Sends a session's requests through the tunnel to its pinned replica."""
+    """A session's model calls, through the dispatcher: the key's limits, usage and metrics apply
+    as to HTTP calls (via="session"), and each model of the session is pinned to one replica."""
 
-    def __init__(self, scheduler: Scheduler, *, rng: random.Random | None = None):
-        self.scheduler = scheduler
-        self._rng = rng or random.Random()
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
 
-    def pin(self, session: Session, model: str) -> Route:
-        """The session's replica for `model`, re-pinned if it is no longer ready."""
-        routes = self.scheduler.routes(model)
-        if not routes:
-            raise BackendError(f"no ready replica serves model {model!r}")
-        if model == session.model:
-            for route in routes:
-                if route.replica.replica_id == session.replica_id:
-                    session.node_id = route.node_id  # a replica keeps its id when it moves
-                    return route
-            # Least-loaded by the number of sessions pinned there is not known here; spread at random.
-            route = self._rng.choice(routes)
-            session.replica_id, session.node_id = route.replica.replica_id, route.node_id
-            return route
-        return self._rng.choice(routes)
-
+    @asynccontextmanager
     async def _call(self, session: Session, model: str, path: str, body: bytes,
-                    content_type: str) -> TunnelResponse:
-        route = self.pin(session, model)
-        mux = self.scheduler.mux_for(route.node_id)
-        if mux is None:
-            raise BackendError(f"the node of replica {route.replica.replica_id} is not connected")
+                    content_type: str) -> AsyncIterator[Call]:
+        """One model call holding a concurrency slot of the session's key until it ends."""
+        who = session.principal
+        if who is None:
+            raise BackendError("this session has no API key to account its calls to")
+        pin = session.pins.setdefault(model, Pin())
+        if model == session.model:
+            pin.replica_id = session.replica_id  # None after a failure: choose afresh
         try:
-            with collapse():  # send_request runs a nursery: its one TunnelError comes in a group
-                response = await send_request(mux, "POST", path, [("content-type", content_type)], body,
-                                              route={"replica_id": route.replica.replica_id})
-        except TunnelError as exc:
-            raise BackendError(f"replica {route.replica.replica_id} is unreachable: {exc}") from None
-        if response.status != 200:
-            detail = (await _read(response))[:500].decode("utf-8", "replace")
-            raise BackendError(f"model {model!r} answered HTTP {response.status}: {_error_text(detail)}")
-        return response
+            with self.dispatcher.slot(who):
+                call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,
+                                                  headers=[("content-type", content_type)])
+                if model == session.model:
+                    session.replica_id, session.node_id = pin.replica_id, pin.node_id
+                async with call:
+                    if call.status != 200:
+                        detail = (await _read(call))[:500].decode("utf-8", "replace")
+                        raise BackendError(f"model {model!r} answered HTTP {call.status}: {_error_text(detail)}")
+                    yield call
+        except GatewayError as exc:
+            raise BackendError(exc.message, code=exc.code, retry_after=exc.retry_after) from None
 
     async def stream_chat(self, session: Session, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """Yield text deltas of a streamed chat completion.
@@ -97,27 +92,25 @@ class ClusterBackend:
         worker stops generating at once.
         """
         body = json.dumps({"model": session.model, "messages": messages, "stream": True}).encode()
-        response = await self._call(session, session.model, "/v1/chat/completions", body, "application/json")
         produced = False
-        try:
-            async for batch in sse_batches(response.body()):
-                done = False
-                deltas = []
-                for data in batch:
-                    if data.strip() == "[DONE]":
-                        done = True
+        async with self._call(session, session.model, "/v1/chat/completions", body, "application/json") as call:
+            try:
+                async for batch in sse_batches(call.body()):
+                    done = False
+                    deltas = []
+                    for data in batch:
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        deltas.append(_delta(data))
+                    delta = "".join(deltas)
+                    if delta:
+                        produced = True
+                        yield delta
+                    if done:
                         break
-                    deltas.append(_delta(data))
-                delta = "".join(deltas)
-                if delta:
-                    produced = True
-                    yield delta
-                if done:
-                    break
-        except (TunnelError, SSEError) as exc:
-            raise BackendError(f"the reply broke off: {exc}", before_output=not produced) from None
-        finally:
-            response.close()
+            except (TunnelError, SSEError) as exc:
+                raise BackendError(f"the reply broke off: {exc}", before_output=not produced) from None
 
     async def transcribe(self, session: Session, audio: bytes, fmt: str) -> str:
         """Speech to text through the ASR model's `/v1/audio/transcriptions`."""
@@ -127,10 +120,11 @@ class ClusterBackend:
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{session.asr_model}\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audio.{fmt}\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-        response = await self._call(session, session.asr_model, "/v1/audio/transcriptions", body,
-                                    f"multipart/form-data; boundary={boundary}")
+        async with self._call(session, session.asr_model, "/v1/audio/transcriptions", body,
+                              f"multipart/form-data; boundary={boundary}") as call:
+            answer = await _read(call)
         try:
-            text = json.loads(await _read(response)).get("text", "")
+            text = json.loads(answer).get("text", "")
         except (ValueError, AttributeError, RecursionError):
             raise BackendError("the ASR model's answer is not JSON with a \"text\"") from None
         return str(text)
@@ -139,13 +133,13 @@ class ClusterBackend:
         """Text to speech through the TTS model's `/v1/audio/speech`."""
         assert session.tts_model
         body = json.dumps({"model": session.tts_model, "input": text}).encode()
-        response = await self._call(session, session.tts_model, "/v1/audio/speech", body, "application/json")
-        return await _read(response)
+        async with self._call(session, session.tts_model, "/v1/audio/speech", body, "application/json") as call:
+            return await _read(call)
 
 
-async def _read(response: TunnelResponse) -> bytes:
+async def _read(call: Call) -> bytes:
     try:
-        return await response.read()
+        return await call.read()
     except TunnelError as exc:
         raise BackendError(f"the reply broke off: {exc}") from None
 

@@ -45,6 +45,8 @@ class Session:
     token: str
     history: History
     key_id: str | None = None  # the API key that opened it: revoking the key closes it
+    principal: Any = None  # that key as the dispatcher sees it: its limits apply to every utterance
+    pins: dict[str, Any] = field(default_factory=dict)  # model -> the replica it is pinned to
     asr_model: str | None = None
     tts_model: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +115,7 @@ class SessionManager:
 
     def create(self, tenant: str, model: str, *, system_prompt: str = "", asr_model: str | None = None,
                tts_model: str | None = None, metadata: dict[str, Any] | None = None,
-               tenant_limit: int | None = None, key_id: str | None = None) -> Session:
+               tenant_limit: int | None = None, key_id: str | None = None, principal: Any = None) -> Session:
         """Open a session; SessionError 503 when the gateway is full, 429 when the tenant is."""
         if len(self._sessions) >= self.max_sessions:
             raise SessionError(503, f"maximum number of sessions ({self.max_sessions}) reached; "
@@ -125,7 +127,7 @@ class SessionManager:
                           token=secrets.token_urlsafe(32),
                           history=History(system_prompt=system_prompt, max_tokens=self.history_tokens),
                           asr_model=asr_model, tts_model=tts_model, metadata=dict(metadata or {}),
-                          key_id=key_id)
+                          key_id=key_id, principal=principal)
         self._sessions[session.session_id] = session
         return session
 

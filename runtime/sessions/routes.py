@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from quart import Response, jsonify, request, websocket
 
 from runtime.exception_groups import boundary, describe
+from runtime.gateway.errors import GatewayError
 from runtime.scheduler.service import Scheduler
 from runtime.sessions.backend import ChatBackend
 from runtime.sessions.conversation import serve_session
@@ -36,7 +37,13 @@ class Caller(Protocol):
 
 # Returns the caller of an Authorization header, or raises SessionError(401/403).
 Authenticator = Callable[[str | None], Awaitable[Caller]]
-TenantLimit = Callable[[str], int | None]
+Admit = Callable[[Any], None]
+
+
+def _max_sessions(who: Any) -> int | None:
+    """The tenant's own cap on open sessions, when its key carries one."""
+    limits = getattr(who, "tenant_limits", None)
+    return getattr(limits, "max_sessions", None)
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 log = logging.getLogger("flowctl.sessions")
@@ -111,7 +118,7 @@ def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
 
 
 def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
-             authenticate: Authenticator, tenant_limit: TenantLimit | None = None) -> None:
+             authenticate: Authenticator, admit: Admit | None = None) -> None:
     """Attach the session routes to a quart-trio app."""
 
     async def caller() -> Caller:
@@ -128,8 +135,13 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         await caller()  # no body is read for a caller without a valid key
         fields = _session_request(_json_body(await request.get_data()), scheduler)
         who = await caller()  # again: the key may have been revoked while the body arrived
-        session = manager.create(who.tenant, **fields, key_id=who.key_id,
-                                 tenant_limit=tenant_limit(who.tenant) if tenant_limit else None)
+        if admit is not None:
+            try:
+                admit(who)  # opening a session counts against the key's request rate
+            except GatewayError as exc:
+                raise SessionError(exc.status, exc.message) from None
+        session = manager.create(who.tenant, **fields, key_id=who.key_id, principal=who,
+                                 tenant_limit=_max_sessions(who))
         body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
         response = jsonify(body)
         response.status_code = 201

@@ -15,9 +15,10 @@ import httpx
 import pytest
 import trio
 
-from runtime.gateway import Gateway, GatewayDispatcher
+from runtime.dispatch import Dispatcher
+from runtime.dispatch.limits import Limits
+from runtime.gateway import FrontDoor, Gateway
 from runtime.gateway.keys import KeyStore
-from runtime.gateway.limits import Limits
 from runtime.gateway.service import KeyService
 from runtime.http import open_test_server
 from runtime.hub.auth import hash_key
@@ -38,11 +39,11 @@ class NoReplicas:
     def routes(self, model: str) -> list:
         return []
 
+    def deploys(self, model: str) -> bool:
+        return False
+
     def models(self) -> dict:
         return {}
-
-    def status(self) -> dict:
-        return {"deployments": []}
 
 
 async def not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -71,8 +72,9 @@ async def served(tmp_path) -> AsyncIterator[Served]:
         store.create_tenant("acme")
         key, record = store.create_key("acme", limits=Limits(max_concurrency=1))
         keys = KeyService(store, hash_key(ADMIN), admin_body_timeout=BODY_TIMEOUT)
-        gateway = Gateway(NoReplicas(), keys.authenticate, max_body=MAX_BODY, body_timeout=BODY_TIMEOUT)
-        app = GatewayDispatcher(gateway, not_found, extra=keys)
+        gateway = Gateway(Dispatcher(NoReplicas()), keys.authenticate, max_body=MAX_BODY,
+                          body_timeout=BODY_TIMEOUT)
+        app = FrontDoor(gateway, not_found, extra=keys)
         async with open_test_server(app, unread_body_timeout=0.2) as url:
             yield Served(url, gateway, key, record.key_id)
     finally:

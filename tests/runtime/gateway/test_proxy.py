@@ -198,6 +198,6 @@ async def test_health_and_metrics(cluster):
     with trio.fail_after(5):  # counted just after the last byte went out
         await wait_until(lambda: metrics.requests)
     text = (await cluster.client.get("/metrics", headers=ADMIN_AUTH)).text
-    assert 'flowctl_gateway_requests_total{model="echo",tenant="acme",status="200"} 1' in text
-    assert 'flowctl_gateway_tokens_total{model="echo",tenant="acme",kind="completion"} 3' in text
+    assert 'flowctl_gateway_requests_total{model="echo",tenant="acme",status="200",via="http"} 1' in text
+    assert 'flowctl_gateway_tokens_total{model="echo",tenant="acme",kind="completion",via="http"} 3' in text
     assert "flowctl_gateway_request_seconds_bucket" in text

@@ -7,7 +7,8 @@ import trio
 import trio_websocket
 from quart_trio import QuartTrio
 
-from runtime.gateway.limits import Principal
+from runtime.dispatch import Dispatcher
+from runtime.dispatch.limits import Principal
 from runtime.http import open_test_server
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.scheduler import routes as cluster_routes
@@ -38,7 +39,7 @@ async def test_session_moves_to_another_replica_with_its_history(tmp_path):
         return Principal("tenant", key_id="k")
 
     app = QuartTrio("failover")
-    routes.register(app, manager, ClusterBackend(scheduler), scheduler, authenticate=authenticate)
+    routes.register(app, manager, ClusterBackend(Dispatcher(scheduler)), scheduler, authenticate=authenticate)
     cluster_routes.register(app, scheduler, admin_key_hash="0" * 64, version="t", roles=("scheduler",))
     try:
         with trio.fail_after(60):
@@ -57,7 +58,8 @@ async def test_session_moves_to_another_replica_with_its_history(tmp_path):
                                         FakeExecutor(worker.url))
                 await scheduler.deploy("echo", replicas=2)
                 await wait_until(lambda: len(scheduler.routes("echo")) == 2)
-                session = manager.create("tenant", "echo", system_prompt="remember me")
+                session = manager.create("tenant", "echo", system_prompt="remember me",
+                                         principal=Principal("tenant", key_id="k"))
                 port = int(url.rsplit(":", 1)[1])
                 async with trio_websocket.open_websocket(
                         "127.0.0.1", port, f"/ws/sessions/{session.session_id}?token={session.token}",

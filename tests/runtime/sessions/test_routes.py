@@ -10,7 +10,8 @@ import trio
 import trio_websocket
 from quart_trio import QuartTrio
 
-from runtime.gateway.limits import Principal
+from runtime.dispatch import Dispatcher
+from runtime.dispatch.limits import Principal
 from runtime.http import open_test_server
 from runtime.node.agent import AgentConfig, run_agent
 from runtime.scheduler.service import Scheduler
@@ -40,7 +41,7 @@ async def gateway(nursery, tmp_path, request):
     scheduler = Scheduler(store, resolve, hub_url="http://127.0.0.1:1", heartbeat_interval=0.5)
     manager = SessionManager(max_sessions=3, max_per_tenant=2)
     app = QuartTrio("test")
-    routes.register(app, manager, ClusterBackend(scheduler), scheduler, authenticate=authenticate)
+    routes.register(app, manager, ClusterBackend(Dispatcher(scheduler)), scheduler, authenticate=authenticate)
 
     from runtime.scheduler import routes as cluster_routes
 

@@ -20,16 +20,17 @@ class Metrics:
     """Counters and histograms kept in memory; `render()` is the /metrics body."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.tokens: dict[tuple[str, str, str], int] = defaultdict(int)
+        # Keyed by (model, tenant, status | kind, via): via is http, session or job.
+        self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.tokens: dict[tuple[str, str, str, str], int] = defaultdict(int)
         self.rejections: dict[tuple[str, str], int] = defaultdict(int)
         self.retries = 0
         self.upstream_failures = 0
         self._hist: dict[tuple[str, str], list[float]] = {}
 
-    def observe(self, model: str, tenant: str, status: int, seconds: float) -> None:
+    def observe(self, model: str, tenant: str, status: int, seconds: float, *, via: str = "http") -> None:
         """One finished request."""
-        self.requests[(model, tenant, str(status))] += 1
+        self.requests[(model, tenant, str(status), via)] += 1
         hist = self._hist.get((model, tenant))
         if hist is None:
             hist = self._hist[(model, tenant)] = [0.0] * (len(BUCKETS) + 2)
@@ -40,10 +41,10 @@ class Metrics:
         hist[-2] += 1
         hist[-1] += seconds
 
-    def count_tokens(self, model: str, tenant: str, prompt: int, completion: int) -> None:
+    def count_tokens(self, model: str, tenant: str, prompt: int, completion: int, *, via: str = "http") -> None:
         """Tokens the worker reported (or that a stream relayed)."""
-        self.tokens[(model, tenant, "prompt")] += prompt
-        self.tokens[(model, tenant, "completion")] += completion
+        self.tokens[(model, tenant, "prompt", via)] += prompt
+        self.tokens[(model, tenant, "completion", via)] += completion
 
     def reject(self, tenant: str, limit: str) -> None:
         """A request refused by a limit (rpm, tpm or concurrency)."""
@@ -51,10 +52,11 @@ class Metrics:
 
     def render(self) -> str:
         """The Prometheus text exposition."""
-        out = ["# HELP flowctl_gateway_requests_total Requests answered, by model, tenant and status.",
-               "# TYPE flowctl_gateway_requests_total counter"]
-        for (model, tenant, status), n in sorted(self.requests.items()):
-            out.append(f"flowctl_gateway_requests_total{_labels(model=model, tenant=tenant, status=status)} {n}")
+        out = ["# HELP flowctl_gateway_requests_total Model calls answered, by model, tenant, status and "
+               "via (http, session, job).", "# TYPE flowctl_gateway_requests_total counter"]
+        for (model, tenant, status, via), n in sorted(self.requests.items()):
+            labels = _labels(model=model, tenant=tenant, status=status, via=via)
+            out.append(f"flowctl_gateway_requests_total{labels} {n}")
         out += ["# HELP flowctl_gateway_request_seconds Time to the end of the response.",
                 "# TYPE flowctl_gateway_request_seconds histogram"]
         for (model, tenant), hist in sorted(self._hist.items()):
@@ -68,10 +70,10 @@ class Metrics:
             base = _labels(model=model, tenant=tenant)
             out.append(f"flowctl_gateway_request_seconds_count{base} {int(hist[-2])}")
             out.append(f"flowctl_gateway_request_seconds_sum{base} {hist[-1]:.6f}")
-        out += ["# HELP flowctl_gateway_tokens_total Tokens by model, tenant and kind (prompt, completion).",
+        out += ["# HELP flowctl_gateway_tokens_total Tokens by model, tenant, kind (prompt, completion) and via.",
                 "# TYPE flowctl_gateway_tokens_total counter"]
-        for (model, tenant, kind), n in sorted(self.tokens.items()):
-            out.append(f"flowctl_gateway_tokens_total{_labels(model=model, tenant=tenant, kind=kind)} {n}")
+        for (model, tenant, kind, via), n in sorted(self.tokens.items()):
+            out.append(f"flowctl_gateway_tokens_total{_labels(model=model, tenant=tenant, kind=kind, via=via)} {n}")
         out += ["# HELP flowctl_gateway_rate_limited_total Requests refused by a limit.",
                 "# TYPE flowctl_gateway_rate_limited_total counter"]
         for (tenant, limit), n in sorted(self.rejections.items()):

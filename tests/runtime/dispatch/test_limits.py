@@ -3,8 +3,8 @@
 import pytest
 import trio
 
+from runtime.dispatch.limits import Limiter, Limits, Principal
 from runtime.gateway.errors import GatewayError
-from runtime.gateway.limits import Limiter, Limits, Principal
 
 
 def who(**key):

@@ -28,6 +28,7 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None
+    max_sessions: int | None = None  # realtime sessions open at once (a tenant's setting)
 
 
 @dataclass(frozen=True)
