@@ -123,7 +123,7 @@ class _Conversation:
                 await self._reply(uid, parts)
             except BackendError as exc:
                 self._forget_question()
-                await self.send("error", uid, content=str(exc))
+                await self.send("error", uid, content=str(exc), **_limit_fields(exc))
                 return
             finally:
                 if session.reply is scope:
@@ -158,6 +158,16 @@ class _Conversation:
                 if attempt == 2 or parts or not exc.before_output:
                     raise
                 self.session.replica_id = None
+
+
+def _limit_fields(exc: BackendError) -> dict[str, object]:
+    """A refusal by one of the key's limits names it and when to try again (whole seconds)."""
+    if exc.code is None:
+        return {}
+    fields: dict[str, object] = {"code": exc.code}
+    if exc.retry_after is not None:
+        fields["retry_after"] = max(1, int(-(-exc.retry_after // 1)))
+    return fields
 
 
 async def serve_session(session: Session, socket: SessionSocket, backend: ChatBackend, *,
