@@ -192,7 +192,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _kill_with_group(pid: int) -> None:
-    # Workers run in process groups of their own (runtime/node/pgroups.py).
+    # Workers run in process groups of their own (runtime/node/workers/pgroups.py).
     try:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

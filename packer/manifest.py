@@ -42,7 +42,7 @@ MAX_PATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
-# The node sets these for the worker contract (runtime/node/process.py); a bundle cannot.
+# The node sets these for the worker contract (runtime/node/workers/process.py); a bundle cannot.
 RESERVED_ENV_PREFIX = "FLOWCTL_"
 MAX_ENV_VARS = 256
 

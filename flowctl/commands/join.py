@@ -39,7 +39,7 @@ def join(
 def node_has_credential(data_dir: Path | None) -> bool:
     """Whether this machine's node joined before (it then connects with its credential, no token)."""
     from flowctl.config import load_config
-    from runtime.node.identity import read_credential
+    from runtime.node.agent import read_credential
 
     return bool(read_credential(Path(load_config(data_dir=data_dir).data_dir) / "node"))
 
@@ -52,8 +52,7 @@ def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: 
     from flowctl.config import load_config
     from flowctl.console import err
     from flowctl.lifecycle import run_until_signal
-    from runtime.node.executor import ExecutorSettings
-    from runtime.node.serve import NodeSettings, run_node
+    from runtime.node.agent import ExecutorSettings, NodeSettings, run_node
 
     cfg = load_config(data_dir=data_dir)
     settings = NodeSettings(url=url, token=token, data_dir=Path(cfg.data_dir) / "node", name=name or "",

@@ -96,9 +96,7 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     from flowctl.console import err
     from flowctl.console import out as stdout
     from flowctl.lifecycle import run_until_signal
-    from runtime.node.executor import ExecutorSettings
-    from runtime.node.identity import read_credential
-    from runtime.node.serve import NodeSettings
+    from runtime.node.agent import ExecutorSettings, NodeSettings, read_credential
     from runtime.plane import PlaneSettings, serve_control_plane
 
     cfg = load_config(data_dir=data_dir)
@@ -143,8 +141,7 @@ async def _serve_local_node(settings, *, task_status) -> None:
     import trio
 
     from flowctl.console import err
-    from runtime.node.agent import JoinRefused
-    from runtime.node.serve import run_node
+    from runtime.node.agent import JoinRefused, run_node
 
     joined = False
     try:

@@ -1,35 +1,51 @@
-"""The node package manager: install service versions from a hub, switch, verify, remove.
+"""The node: its package manager, worker supervision, and the agent that joins it to a cluster.
 
-Library first; `flowctl node …` is a thin CLI over these names.
+    runtime.node.packages   install service versions from a hub, switch, verify, remove
+    runtime.node.workers    run one worker process, gate it on health, restart it with backoff
+    runtime.node.agent      the control-plane connection and the composition root (`run_node`)
+
+This package re-exports the package manager, the library that `flowctl node …` drives;
+the agent and the workers are imported from their own packages.
 """
 
-from runtime.node.activate import ActivateResult, activate
-from runtime.node.download import FetchPolicy, FetchResult, fetch_blob
-from runtime.node.errors import (
+from runtime.node.packages import (
+    ActivateResult,
     BlobMismatch,
     DowngradeRefused,
     DownloadFailed,
+    FetchPolicy,
+    FetchResult,
+    GcReport,
+    InstalledVersion,
+    InstallOptions,
+    InstallReport,
     InvalidReference,
-    NodeError,
+    NodeLayout,
     NotEnoughSpace,
     NotInstalled,
+    PackageError,
     TransferStalled,
     TrustRefused,
+    VenvFailed,
     VerifyFailed,
+    VerifyReport,
     VersionInUse,
+    activate,
+    fetch_blob,
+    gc,
+    install,
+    list_installed,
+    load_trusted_keys,
+    uninstall,
+    use,
+    verify_installed,
 )
-from runtime.node.install import InstallOptions, InstallReport, install
-from runtime.node.layout import NodeLayout
-from runtime.node.manage import GcReport, InstalledVersion, gc, list_installed, uninstall, use
-from runtime.node.trust import load_trusted_keys
-from runtime.node.venv import VenvFailed
-from runtime.node.verify import VerifyReport, verify_installed
 
 __all__ = [
     "ActivateResult", "BlobMismatch", "DowngradeRefused", "DownloadFailed", "FetchPolicy",
     "FetchResult", "GcReport", "InstallOptions", "InstallReport",
-    "InstalledVersion", "InvalidReference", "NodeError", "NodeLayout", "NotEnoughSpace", "NotInstalled",
-    "TransferStalled", "TrustRefused", "VenvFailed", "VerifyFailed", "VerifyReport",
+    "InstalledVersion", "InvalidReference", "NodeLayout", "NotEnoughSpace", "NotInstalled",
+    "PackageError", "TransferStalled", "TrustRefused", "VenvFailed", "VerifyFailed", "VerifyReport",
     "VersionInUse", "activate", "fetch_blob", "gc", "install", "list_installed",
     "load_trusted_keys", "uninstall", "use", "verify_installed",
 ]

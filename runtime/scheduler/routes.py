@@ -24,6 +24,7 @@ from packer.semver import is_version
 from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.hub.auth import bearer_ok
 from runtime.hub.responses import error_response, json_response
+from runtime.scheduler.node_connection import authenticate, serve_node
 from runtime.scheduler.placement import PlacementError
 from runtime.scheduler.service import (
     DeployConflict,
@@ -32,7 +33,6 @@ from runtime.scheduler.service import (
     Scheduler,
     UnknownService,
 )
-from runtime.scheduler.sessions import authenticate, serve_node
 from runtime.scheduler.store import TokenError
 
 HANDSHAKE_KIND = "flowctl-control-plane"

@@ -4,7 +4,7 @@ One `Scheduler` per control plane. `run()` keeps the cluster converging: it
 sweeps for lost nodes and, whenever something changed (a deploy, a node joining
 or going silent, a replica reporting), recomputes placements with
 `reconcile()`, persists them and sends each connected node its complete desired
-state. Node connections themselves are served by `runtime.scheduler.sessions`.
+state. Node connections themselves are served by `runtime.scheduler.node_connection`.
 """
 
 from __future__ import annotations

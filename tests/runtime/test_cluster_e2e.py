@@ -14,8 +14,7 @@ import httpx
 import trio
 
 from packer import pack_dir
-from runtime.node.executor import ExecutorSettings
-from runtime.node.serve import NodeSettings, run_node
+from runtime.node.agent import ExecutorSettings, NodeSettings, run_node
 from runtime.plane import PlaneSettings, serve_control_plane
 from runtime.tunnel.http import send_request
 

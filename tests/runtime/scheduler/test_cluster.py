@@ -18,8 +18,8 @@ from packer import parse_source_manifest
 from runtime.control import messages
 from runtime.control.messages import ReplicaReport
 from runtime.node.agent import AgentConfig, JoinRefused, run_agent
+from runtime.scheduler.node_connection import authenticate, serve_node
 from runtime.scheduler.service import DeployError, Scheduler
-from runtime.scheduler.sessions import authenticate, serve_node
 from runtime.scheduler.store import TokenError
 from runtime.tunnel.http import send_request
 from tests.polling import wait_until

@@ -1,0 +1,62 @@
+"""A node's composition root: its layout, its executor and its agent, in one nursery."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from runtime.control.messages import Welcome
+from runtime.exception_groups import collapse
+from runtime.node.agent import identity
+from runtime.node.agent.connection import AgentConfig, run_agent
+from runtime.node.agent.errors import JoinRefused
+from runtime.node.agent.executor import ExecutorSettings, NodeExecutor
+from runtime.node.packages import NodeLayout
+from runtime.node.workers import orphans
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """How this node joins a control plane.
+
+    `token` (a join token) is needed only until the node has a credential in
+    `data_dir/node_credential`, which its first join leaves there.
+    """
+
+    url: str
+    token: str
+    data_dir: Path
+    name: str = ""
+    agent_version: str = "0"
+    executor: ExecutorSettings | None = None
+
+
+async def run_node(settings: NodeSettings, *,
+                   task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
+    """Join the control plane and run what it assigns, until cancelled.
+
+    `task_status.started(welcome)` after the first successful join.
+
+    Cancellation: every worker is stopped (SIGTERM, then SIGKILL after the grace period).
+    Error handling: JoinRefused for a refused token or credential, or for a node that has
+    neither; connection trouble is retried.
+    """
+    layout = await trio.to_thread.run_sync(NodeLayout.create, settings.data_dir)
+    await orphans.sweep(layout.root / "run")
+    node_id = await trio.to_thread.run_sync(identity.node_identity, settings.data_dir)
+    credential = await trio.to_thread.run_sync(identity.read_credential, settings.data_dir)
+    if not credential and not settings.token:
+        raise JoinRefused(f"node {node_id} has no credential in {settings.data_dir} yet: its first join "
+                          "needs a join token (`flowctl node token create NAME` on the control plane)")
+    config = AgentConfig(url=settings.url, token=settings.token, credential=credential, node_id=node_id,
+                         name=settings.name or socket.gethostname(), agent_version=settings.agent_version)
+    with collapse():
+        async with trio.open_nursery() as nursery:
+            executor = NodeExecutor(layout, nursery, settings.executor)
+            welcome = await nursery.start(partial(
+                run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir)))
+            task_status.started(welcome)
