@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hub_store.blobs import BlobInfo, LocalBlobStore
 from hub_store.catalog import Catalog
+from hub_store.errors import BlobNotFound
 
 _BATCH = 256
 
@@ -66,7 +67,7 @@ def collect_garbage(store: LocalBlobStore, catalog: Catalog, *, min_age_s: float
                     if store.stat(info.digest).mtime >= cutoff:
                         kept_recent += 1
                         continue
-                except Exception:  # already gone
+                except BlobNotFound:  # deleted meanwhile (a GC beside this one)
                     continue
                 if not dry_run and store.delete(info.digest):
                     deleted += 1

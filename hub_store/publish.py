@@ -129,11 +129,8 @@ def ingest_bundle(
         new = _new_version(manifest, sha256, size, manifest_digest, reader.signature, signer, stable)
         try:
             record = catalog.add_version(new, lease_id=lease_id)
-        except StoreError:
-            raise
-        except Exception as exc:  # a concurrent publish of the same version won the race
-            if is_disk_full(exc):
-                raise
+        except sqlite3.IntegrityError as exc:
+            # A concurrent publish of the same version won the race since find_version above.
             existing = catalog.find_version(manifest.service_id, manifest.version)
             if existing is None:
                 raise StoreError(f"catalog insert failed: {exc}") from exc

@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+
 from hub_store import FileRecord, NewVersion, collect_garbage, open_data_dir
 
 
@@ -72,3 +74,30 @@ def test_gc_in_a_loop_during_publishes_never_loses_a_referenced_blob(tmp_path):
         assert not errors
         missing = [d for d in hub.catalog.referenced_digests() if not hub.store.exists(d)]
         assert missing == []
+
+
+def test_a_blob_deleted_during_gc_is_skipped(tmp_path, monkeypatch):
+    with open_data_dir(tmp_path) as hub:
+        stray = hub.store.put_bytes(b"nobody wants me").digest
+        stat = hub.store.stat
+
+        def deleted_meanwhile(digest):
+            hub.store.delete(digest)  # by another GC, between the scan and the decision
+            return stat(digest)
+
+        monkeypatch.setattr(hub.store, "stat", deleted_meanwhile)
+        report = collect_garbage(hub.store, hub.catalog, min_age_s=-60)
+        assert report.deleted == 0 and not hub.store.exists(stray)
+
+
+def test_an_unreadable_blob_stops_gc(tmp_path, monkeypatch):
+    with open_data_dir(tmp_path) as hub:
+        stray = hub.store.put_bytes(b"nobody wants me").digest
+
+        def unreadable(digest):
+            raise PermissionError(13, "Permission denied", str(hub.store.path(digest)))
+
+        monkeypatch.setattr(hub.store, "stat", unreadable)
+        with pytest.raises(PermissionError):
+            collect_garbage(hub.store, hub.catalog, min_age_s=-60)
+        assert hub.store.exists(stray)

@@ -1,4 +1,5 @@
 import os
+import sqlite3
 
 import pytest
 
@@ -38,6 +39,44 @@ def test_republish_identical_is_idempotent_and_other_bytes_conflict(hub, tmp_pat
         publish_file(hub.store, hub.catalog, other.path)
     assert list(hub.store.iter_temp()) == []
 
+
+
+def _lose_the_race_to(hub, monkeypatch, bundle):
+    """Another publish of `bundle` lands between this publish's existence check and its insert."""
+    find_version = hub.catalog.find_version
+
+    def racing(service_id, version):
+        monkeypatch.setattr(hub.catalog, "find_version", find_version)
+        publish_file(hub.store, hub.catalog, bundle.path)
+        return None
+
+    monkeypatch.setattr(hub.catalog, "find_version", racing)
+
+
+def test_a_concurrent_publish_of_the_same_version_with_other_bytes_is_a_conflict(hub, tmp_path, monkeypatch):
+    packed = make_bundle(tmp_path)
+    _lose_the_race_to(hub, monkeypatch, make_bundle(tmp_path / "other", files={"worker.py": b"different\n"}))
+    with pytest.raises(Conflict):
+        publish_file(hub.store, hub.catalog, packed.path)
+    assert hub.catalog.get_version("echo", "1.0.0").sha256 != packed.sha256
+    assert list(hub.store.iter_temp()) == [] and hub.catalog.live_leases() == set()
+
+
+def test_a_concurrent_publish_of_the_same_bytes_is_idempotent(hub, tmp_path, monkeypatch):
+    packed = make_bundle(tmp_path)
+    _lose_the_race_to(hub, monkeypatch, packed)
+    result = publish_file(hub.store, hub.catalog, packed.path)
+    assert not result.created and result.record.sha256 == packed.sha256
+
+
+def test_an_unrelated_catalog_error_is_not_taken_for_a_race(hub, tmp_path, monkeypatch):
+    def broken(new, *, lease_id=None):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(hub.catalog, "add_version", broken)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        publish_file(hub.store, hub.catalog, make_bundle(tmp_path).path)
+    assert hub.catalog.find_version("echo", "1.0.0") is None
 
 def test_second_version_stores_only_new_blobs(hub, tmp_path):
     publish_file(hub.store, hub.catalog, make_bundle(tmp_path).path)
