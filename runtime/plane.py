@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
+from runtime.api import ensure_admin_key, error_response, hash_key
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
 from runtime.dispatch.limits import Principal
@@ -33,8 +34,6 @@ from runtime.gateway.service import KeyService
 from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
-from runtime.hub.auth import ensure_admin_key, hash_key
-from runtime.hub.responses import error_response
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER

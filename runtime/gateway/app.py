@@ -16,13 +16,13 @@ from typing import Any
 
 import trio
 
+from runtime.api import bearer_ok
 from runtime.dispatch import Call, Dispatcher, Principal
 from runtime.exception_groups import collapse
 from runtime.gateway import openapi
 from runtime.gateway.body import DEFAULT_BODY_TIMEOUT, read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.validate import ENDPOINTS, parse_body
-from runtime.hub.auth import bearer_ok
 from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import TunnelError
 

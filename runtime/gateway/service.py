@@ -23,12 +23,12 @@ from urllib.parse import parse_qs
 
 import trio
 
+from runtime.api import bearer_ok
 from runtime.dispatch.limits import Limits, Principal
 from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.keys import KeyStore, KeyStoreError, parse_key
 from runtime.http.jsonbody import InvalidJson, decode_json
-from runtime.hub.auth import bearer_ok
 
 log = logging.getLogger("flowctl.gateway")
 CACHE_TTL = 30.0

@@ -1,7 +1,6 @@
 """The hub's HTTP API (seed-compatible) on hypercorn + quart-trio; its client is runtime.clients.hub."""
 
 from runtime.hub.app import create_hub_app
-from runtime.hub.auth import ensure_admin_key
 from runtime.hub.serve import serve_hub
 from runtime.hub.state import HubSettings, HubState
 
@@ -9,6 +8,5 @@ __all__ = [
     "HubSettings",
     "HubState",
     "create_hub_app",
-    "ensure_admin_key",
     "serve_hub",
 ]

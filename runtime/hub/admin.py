@@ -19,9 +19,8 @@ from hub_store import (
     ingest_bundle,
     is_disk_full,
 )
+from runtime.api import ApiError, bearer_ok, json_response
 from runtime.hub.api import version_json
-from runtime.hub.auth import bearer_ok
-from runtime.hub.responses import ApiError, json_response
 from runtime.hub.state import HubState
 
 SPOOL_CHUNK = 1 << 20

@@ -7,8 +7,8 @@ from typing import Any
 from quart import Response, request
 
 from hub_store import Catalog, ModelRecord, ServiceRecord, VersionRecord, ids
+from runtime.api import ApiError, json_response
 from runtime.hub.downloads import resolve
-from runtime.hub.responses import ApiError, json_response
 from runtime.hub.state import HubState
 
 

@@ -9,12 +9,20 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from hub_store import StoreError
-from packer import PackerError
+from hub_store import (
+    BlobCorrupt,
+    BlobDigestMismatch,
+    BlobNotFound,
+    Conflict,
+    InsufficientStorage,
+    InvalidIdentifier,
+    NotFound,
+    StoreError,
+)
+from packer import LimitExceeded, PackerError, SignatureError
+from runtime.api import ApiError, bearer_ok, error_response
 from runtime.hub import admin, api, downloads, openapi
-from runtime.hub.auth import bearer_ok
 from runtime.hub.fastpath import BlobFastPath
-from runtime.hub.responses import ApiError, error_response, status_for
 from runtime.hub.state import HubState
 
 log = logging.getLogger("flowctl.hub")
@@ -78,3 +86,24 @@ def create_hub_app(state: HubState) -> QuartTrio:
     openapi.register(app)
     app.asgi_app = BlobFastPath(app.asgi_app, state)  # type: ignore[method-assign]
     return app
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status for a store or packer error."""
+    if isinstance(exc, InvalidIdentifier | BlobDigestMismatch):
+        return 400
+    if isinstance(exc, NotFound | BlobNotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, InsufficientStorage):
+        return 507
+    if isinstance(exc, BlobCorrupt):
+        return 500
+    if isinstance(exc, LimitExceeded):
+        return 413
+    if isinstance(exc, SignatureError):
+        return 403
+    if isinstance(exc, PackerError | StoreError):
+        return 400
+    return 500

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from quart import Response, request
 
 from hub_store import BlobCorrupt, BlobNotFound, VersionRecord, export_zip, ids
+from runtime.api import ApiError
 from runtime.http import FileChanged, serve_bytes, serve_file
-from runtime.hub.responses import ApiError
 from runtime.hub.state import HubState
 
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -131,7 +131,7 @@ def register(app) -> None:
 
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
-        from runtime.hub.responses import json_response
+        from runtime.api import json_response
 
         return json_response(document)
 

@@ -9,9 +9,9 @@ from typing import Any
 import trio
 
 from hub_store import open_data_dir
+from runtime.api import ensure_admin_key
 from runtime.http import serve_app
 from runtime.hub.app import create_hub_app
-from runtime.hub.auth import ensure_admin_key
 from runtime.hub.state import HubSettings, HubState
 
 log = logging.getLogger("flowctl.hub")

@@ -21,9 +21,8 @@ from quart import Response, request, websocket
 
 from packer.manifest import SERVICE_ID_PATTERN
 from packer.semver import is_version
+from runtime.api import bearer_ok, error_response, json_response
 from runtime.http.jsonbody import InvalidJson, decode_json
-from runtime.hub.auth import bearer_ok
-from runtime.hub.responses import error_response, json_response
 from runtime.scheduler.node_connection import authenticate, serve_node
 from runtime.scheduler.placement import PlacementError
 from runtime.scheduler.service import (

@@ -15,13 +15,13 @@ import httpx
 import pytest
 import trio
 
+from runtime.api import hash_key
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.limits import Limits
 from runtime.gateway import FrontDoor, Gateway
 from runtime.gateway.keys import KeyStore
 from runtime.gateway.service import KeyService
 from runtime.http import open_test_server
-from runtime.hub.auth import hash_key
 from tests.polling import wait_until
 from tests.runtime.http.rawhttp import open_raw_connection
 

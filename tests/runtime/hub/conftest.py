@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from hub_store import open_data_dir
+from runtime.api import hash_key
 from runtime.http import open_test_server
 from runtime.hub import HubSettings, HubState, create_hub_app
-from runtime.hub.auth import hash_key
 
 ADMIN_KEY = "test-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -1,21 +1,10 @@
-"""JSON errors and the mapping from library errors to HTTP statuses."""
+"""JSON replies of the admin APIs: a body as JSON, an error as `{"detail": message}`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from quart import Response, jsonify
-
-from hub_store import (
-    BlobCorrupt,
-    BlobDigestMismatch,
-    BlobNotFound,
-    Conflict,
-    InsufficientStorage,
-    InvalidIdentifier,
-    NotFound,
-    StoreError,
-)
 
 
 class ApiError(Exception):
@@ -35,29 +24,6 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
     for k, v in (headers or {}).items():
         response.headers[k] = v
     return response
-
-
-def status_for(exc: BaseException) -> int:
-    """The HTTP status for a store or packer error."""
-    from packer import LimitExceeded, PackerError, SignatureError
-
-    if isinstance(exc, InvalidIdentifier | BlobDigestMismatch):
-        return 400
-    if isinstance(exc, NotFound | BlobNotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, InsufficientStorage):
-        return 507
-    if isinstance(exc, BlobCorrupt):
-        return 500
-    if isinstance(exc, LimitExceeded):
-        return 413
-    if isinstance(exc, SignatureError):
-        return 403
-    if isinstance(exc, PackerError | StoreError):
-        return 400
-    return 500
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

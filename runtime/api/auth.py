@@ -1,4 +1,4 @@
-"""The hub's admin key: taken from FLOWCTL_ADMIN_KEY, else generated once; stored hashed."""
+"""The control plane's admin key: taken from FLOWCTL_ADMIN_KEY, else generated once; stored hashed."""
 
 from __future__ import annotations
 
