@@ -3,6 +3,7 @@ errors name the field (`service.json: port 70000 is out of range (1..65535)`).""
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from typing import Any
@@ -80,7 +81,7 @@ class _Fields:
             raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def int(self, key: str, default: int | None = None, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    def int(self, key: builtins.str, default: int | None = None, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
         if key not in self.data:
             if default is None:
                 raise self.error(key, "is required")
@@ -92,19 +93,19 @@ class _Fields:
             raise self.error(key, f"{value} is out of range ({lo}..{hi})")
         return value
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: builtins.str, default: float) -> float:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
             raise self.error(key, f"{value!r} must be a number of seconds in (0, 86400]")
         return float(value)
 
-    def list(self, key: str) -> list[Any]:
+    def list(self, key: builtins.str) -> list[Any]:
         value = self.data.get(key, [])
         if not isinstance(value, list):
             raise self.error(key, f"must be a list, not {type(value).__name__}")
         return value
 
-    def unknown(self, allowed: set[str]) -> None:
+    def unknown(self, allowed: set[builtins.str]) -> None:
         extra = sorted(set(self.data) - allowed)
         if extra:
             raise ManifestError(f"unknown field {extra[0]!r} (allowed: {', '.join(sorted(allowed))})",

@@ -133,7 +133,9 @@ class BundleReader:
         self.limits = limits
         self._raw = _Compressed(fileobj, observer)
         decoder = zstandard.ZstdDecompressor(max_window_size=limits.max_window_size)
-        self._reader = decoder.stream_reader(self._raw, read_size=_READ_SIZE, read_across_frames=True)
+        # zstandard reads from any object with read(n); its stubs ask for IO[bytes].
+        self._reader = decoder.stream_reader(
+            self._raw, read_size=_READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
         prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
         self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size)
         self._pending: Header | None = None

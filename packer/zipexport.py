@@ -61,5 +61,5 @@ def _info(name: str, stamp: tuple[int, int, int, int, int, int], mode: int, size
     info.file_size = size
     if size <= DEFLATE_MAX:
         info.compress_type = zipfile.ZIP_DEFLATED
-        info._compresslevel = 6  # no public setter before Python 3.13
+        info._compresslevel = 6  # type: ignore[attr-defined]  # no public setter before 3.13
     return info
