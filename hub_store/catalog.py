@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hub_store import ids
 from hub_store.errors import NotFound, StoreError
@@ -42,8 +43,12 @@ _VERSION_COLS = ("service_id, version, sha256, size_bytes, manifest_sha256, unpa
                  "created_at, published_at, signature IS NOT NULL, signer, stable, yanked, zip_sha256, zip_size")
 
 
-def _version(row: tuple) -> VersionRecord:
-    return VersionRecord(*row[:9], bool(row[9]), row[10], bool(row[11]), bool(row[12]), row[13], row[14])
+def _version(row: tuple[Any, ...]) -> VersionRecord:
+    (service_id, version, sha256, size_bytes, manifest_sha256, unpacked_size, file_count,
+     created_at, published_at, signed, signer, stable, yanked, zip_sha256, zip_size) = row
+    return VersionRecord(service_id, version, sha256, size_bytes, manifest_sha256, unpacked_size,
+                         file_count, created_at, published_at, bool(signed), signer, bool(stable),
+                         bool(yanked), zip_sha256, zip_size)
 
 
 class Catalog:
@@ -210,8 +215,9 @@ class Catalog:
             raise NotFound(f"service {service_id!r} is not published")
         versions = self.versions(service_id)
         latest = pick_latest(versions)
-        return ServiceRecord(*rows[0], versions=tuple(versions),
-                             latest=latest.version if latest else None)
+        service_id, name, service_type, port, description = rows[0]
+        return ServiceRecord(service_id, name, service_type, port, description,
+                             versions=tuple(versions), latest=latest.version if latest else None)
 
     def files(self, service_id: str, version: str) -> list[FileRecord]:
         """The files of a version, sorted by path."""
