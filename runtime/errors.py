@@ -1,4 +1,62 @@
-"""The runtime's base error; each runtime component derives its own from it."""
+"""The runtime's errors: one tree under FlowError, each component's errors in a module of its own.
+
+    FlowError                            runtime.errors
+    ├── ListenError                      runtime.http.server
+    ├── FileChanged                      runtime.http.files
+    ├── InvalidJson                      runtime.http.jsonbody
+    ├── ApiError                         runtime.api.responses
+    ├── TunnelError                      runtime.tunnel.errors
+    │   ├── TunnelProtocolError          runtime.tunnel.errors
+    │   ├── TunnelClosed                 runtime.tunnel.errors
+    │   └── StreamReset                  runtime.tunnel.errors
+    ├── TokenError                       runtime.scheduler.store
+    │   └── CredentialError              runtime.scheduler.store
+    ├── EnrollError                      runtime.scheduler.store
+    ├── PlacementError                   runtime.scheduler.placement
+    ├── DeployError                      runtime.scheduler.service
+    │   ├── NotDeployed                  runtime.scheduler.service
+    │   ├── UnknownService               runtime.scheduler.service
+    │   └── DeployConflict               runtime.scheduler.service
+    ├── GatewayError                     runtime.gateway.errors
+    ├── KeyStoreError                    runtime.gateway.keys
+    ├── SessionError                     runtime.sessions.manager
+    ├── BackendError                     runtime.sessions.backend
+    ├── PackageError                     runtime.node.packages.errors
+    │   ├── InvalidReference             runtime.node.packages.errors
+    │   ├── NotInstalled                 runtime.node.packages.errors
+    │   ├── VersionInUse                 runtime.node.packages.errors
+    │   ├── DowngradeRefused             runtime.node.packages.errors
+    │   ├── NotEnoughSpace               runtime.node.packages.errors
+    │   ├── DownloadFailed               runtime.node.packages.errors
+    │   ├── TransferStalled              runtime.node.packages.errors
+    │   ├── BlobMismatch                 runtime.node.packages.errors
+    │   ├── TrustRefused                 runtime.node.packages.errors
+    │   ├── VenvFailed                   runtime.node.packages.errors
+    │   └── VerifyFailed                 runtime.node.packages.errors
+    ├── SupervisionError                 runtime.node.workers.errors
+    │   ├── BadPassthrough               runtime.node.workers.errors
+    │   └── WorkerError                  runtime.node.workers.errors
+    │       ├── WorkerStartFailed        runtime.node.workers.errors
+    │       ├── WorkerExited             runtime.node.workers.errors
+    │       └── WorkerUnhealthy          runtime.node.workers.errors
+    ├── AgentError                       runtime.node.agent.errors
+    │   └── JoinRefused                  runtime.node.agent.errors
+    ├── HubError                         runtime.clients.errors
+    │   ├── HubUnreachable               runtime.clients.errors
+    │   ├── HubRequestFailed             runtime.clients.errors
+    │   └── PullFailed                   runtime.clients.errors
+    └── PlaneError                       runtime.clients.errors
+
+Errors that answer an HTTP request (ApiError, GatewayError, SessionError, KeyStoreError)
+carry its `status`. The CLI prints any FlowError as one line with exit code 1.
+
+Outside the tree, on purpose: the wire parsers' ValueErrors (ProtocolError in
+runtime.control.messages, MessageError in runtime.sessions.protocol, SSEError in
+runtime.http.sse) and the signals WorkerUnreachable, WorkerConnectionError
+(runtime.tunnel.worker_client) and IdentityRefused (runtime.scheduler.node_connection):
+each is caught by its module's caller and never reaches a user as such.
+tests/runtime/test_errors.py keeps this drawing true.
+"""
 
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from quart import Response, jsonify
 
+from runtime.errors import FlowError
 
-class ApiError(Exception):
+
+class ApiError(FlowError):
     """An HTTP error answered as `{"detail": message}` (FastAPI's shape, as the seed's hub used)."""
 
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
