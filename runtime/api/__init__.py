@@ -8,12 +8,14 @@ The hub, the scheduler and the gateway import it as peers; none imports another 
 """
 
 from runtime.api.auth import bearer_ok, ensure_admin_key, hash_key
-from runtime.api.responses import ApiError, error_response, json_response
+from runtime.api.responses import ERROR_SCHEMA, ApiError, error_body, error_response, json_response
 
 __all__ = [
+    "ERROR_SCHEMA",
     "ApiError",
     "bearer_ok",
     "ensure_admin_key",
+    "error_body",
     "error_response",
     "hash_key",
     "json_response",

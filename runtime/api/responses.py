@@ -19,9 +19,20 @@ class ApiError(FlowError):
         super().__init__(detail)
 
 
+# error_body's OpenAPI schema, for the descriptions of every admin API.
+ERROR_SCHEMA = {"type": "object", "required": ["detail"], "properties": {"detail": {
+    "type": "string", "description": "what went wrong, in one line"}},
+    "description": "the admin APIs' error body (docs/api-errors.md)"}
+
+
+def error_body(detail: str) -> dict[str, str]:
+    """The admin APIs' error body (docs/api-errors.md): FastAPI's, which the seeds' clients read."""
+    return {"detail": detail}
+
+
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     """A JSON error response."""
-    response = jsonify({"detail": detail})
+    response = jsonify(error_body(detail))
     response.status_code = status
     for k, v in (headers or {}).items():
         response.headers[k] = v

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from hub_store import BlobCorrupt, BlobNotFound, InvalidIdentifier, ids
+from runtime.api import error_body
 from runtime.http import content_range, select
 from runtime.hub.downloads import IMMUTABLE, read_small_checked
 from runtime.hub.state import HubState
@@ -45,7 +46,7 @@ class BlobFastPath:
             return False  # quart answers with the JSON error
         except BlobCorrupt as exc:  # quarantined by now: quart would say 404, the truth is 500
             log.error("hub: %s", exc)
-            body = json.dumps({"detail": str(exc)}).encode()
+            body = json.dumps(error_body(str(exc))).encode()
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})

@@ -9,6 +9,7 @@ from quart import Response
 
 from hub_store.ids import DIGEST_PATTERN
 from packer.manifest import MODEL_ID_PATTERN, SERVICE_ID_PATTERN
+from runtime.api import ERROR_SCHEMA
 
 _SEMVER_OR_LATEST = "SemVer 2.0.0 (e.g. 1.2.3) or `latest` = highest stable, non-yanked version"
 _RANGE = ("HEAD supported. Range (single, suffix ranges included) -> 206 with Content-Range, "
@@ -31,7 +32,7 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, *, desc: str =
         responses: dict[str, str] | None = None, auth: bool = False,
         body: str | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "parameters": params or [],
-                          "responses": {k: {"description": v} for k, v in
+                          "responses": {k: _response(k, v) for k, v in
                                         (responses or {"200": "OK", "404": "not found"}).items()}}
     if desc:
         op["description"] = desc
@@ -41,6 +42,13 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, *, desc: str =
         op["requestBody"] = {"required": True, "content": {body: {"schema": {"type": "string",
                                                                               "format": "binary"}}}}
     return op
+
+
+def _response(status: str, description: str) -> dict[str, Any]:
+    if int(status) < 400:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/Error"}}}}
 
 
 def spec() -> dict[str, Any]:
@@ -102,9 +110,11 @@ def spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "flowctl hub", "version": "1",
-                 "description": "Bundles, blobs and models. Errors are JSON: {\"detail\": message}."},
+                 "description": "Bundles, blobs and models. Errors are JSON: {\"detail\": message}, "
+                                "as on every admin API of the control plane (docs/api-errors.md)."},
         "paths": paths,
-        "components": {"securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {"Error": ERROR_SCHEMA}},
     }
 
 
