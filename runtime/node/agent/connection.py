@@ -26,6 +26,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,7 +49,7 @@ from runtime.control.messages import (
 from runtime.exception_groups import boundary, collapse, describe
 from runtime.node.agent import sysinfo
 from runtime.node.agent.errors import JoinRefused
-from runtime.tunnel import Mux, Stream, TunnelError, open_mux
+from runtime.tunnel import MessageTransport, Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
 from runtime.tunnel.worker_client import WorkerClient
 
@@ -104,6 +105,21 @@ class AgentConfig:
         return base if base.endswith(CONNECT_PATH) else base + CONNECT_PATH
 
 
+Connect = Callable[[AgentConfig, str], AbstractAsyncContextManager[MessageTransport]]
+
+
+def open_control_socket(config: AgentConfig, bearer: str) -> AbstractAsyncContextManager[MessageTransport]:
+    """The WebSocket to the plane's connect endpoint, authenticated with `bearer`.
+
+    Error handling: trio_websocket.ConnectionRejected for an HTTP refusal, OSError or
+    HandshakeError when the plane cannot be reached.
+    """
+    return trio_websocket.open_websocket_url(
+        config.ws_url, extra_headers=[("Authorization", f"Bearer {bearer}")],
+        max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
+    )
+
+
 def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
     return rng.uniform(0, min(maximum, initial * 2 ** min(attempt, 32)))
@@ -111,11 +127,13 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.R
 
 async def run_agent(config: AgentConfig, executor: Executor, *,
                     keep_credential: Callable[[str], None] | None = None,
+                    connect: Connect = open_control_socket,
                     task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Keep the node connected until cancelled; `started(welcome)` after the first join.
 
     `keep_credential(credential)` (blocking; run in a thread) stores the credential the
     plane issues at this node's first join; the agent connects with it from then on.
+    `connect(config, bearer)` opens one connection to the plane (a seam for tests).
 
     Error handling: connection problems are retried with backoff; JoinRefused is raised.
     """
@@ -132,10 +150,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
             what = "this node's credential" if credential else "the join token"
             # except*: the connection's tasks can fail together, so errors may come grouped.
             try:
-                async with trio_websocket.open_websocket_url(
-                    config.ws_url, extra_headers=[("Authorization", f"Bearer {credential or config.token}")],
-                    max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
-                ) as ws, open_mux(ws, opener=True) as mux:
+                async with connect(config, credential or config.token) as ws, open_mux(ws, opener=True) as mux:
 
                     async def on_welcome(welcome: Welcome) -> None:
                         nonlocal started, credential
