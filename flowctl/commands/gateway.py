@@ -1,4 +1,4 @@
-"""`flowctl tenants create/ls/rm`, `flowctl keys create/ls/revoke`, `flowctl usage`: the gateway's keys."""
+"""`flowctl tenants create/update/ls/rm`, `flowctl keys create/ls/revoke`, `flowctl usage`: the gateway's keys."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import typer
 
 from flowctl.commands.cluster import SERVER_HELP, TOKEN_HELP
 
+MAX_SESSIONS_HELP = "Realtime sessions the tenant may have open at once (0: none)."
 tenants_app = typer.Typer(name="tenants", help="Manage the gateway's tenants.", no_args_is_help=True,
                           rich_markup_mode=None)
 
@@ -40,15 +41,53 @@ def tenants_create(
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Tenant-wide requests per minute."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tenant-wide tokens per minute."),
     max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="Tenant-wide concurrent requests."),
+    max_sessions: int | None = typer.Option(None, "--max-sessions", min=0, help=MAX_SESSIONS_HELP),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the tenant as JSON."),
 ) -> None:
-    """Create a tenant. Example: flowctl tenants create acme --rpm 600"""
+    """Create a tenant. Example: flowctl tenants create acme --rpm 600 --max-sessions 50"""
     from flowctl.console import echo, print_json
 
-    tenant = _run(server, token, lambda c: c.create_tenant(name, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency))
+    limits = {"rpm": rpm, "tpm": tpm, "max_concurrency": max_concurrency, "max_sessions": max_sessions}
+    tenant = _run(server, token, lambda c: c.create_tenant(name, **limits))
     print_json(tenant) if json_out else echo(f"tenant {tenant['name']} created")
+
+
+@tenants_app.command("update")
+def tenants_update(
+    name: str = typer.Argument(..., help="Tenant name."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, help="Tenant-wide requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tenant-wide tokens per minute."),
+    max_concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="Tenant-wide concurrent requests."),
+    max_sessions: int | None = typer.Option(None, "--max-sessions", min=0, help=MAX_SESSIONS_HELP),
+    unset: list[str] = typer.Option([], "--unset", help="Make a limit unlimited again: rpm, tpm, max-concurrency "
+                                    "or max-sessions (repeatable)."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the tenant as JSON."),
+) -> None:
+    """Change a tenant's limits; they apply at once. Example: flowctl tenants update acme --max-sessions 20"""
+    from flowctl.console import echo, print_json
+
+    given = {"rpm": rpm, "tpm": tpm, "max_concurrency": max_concurrency, "max_sessions": max_sessions}
+    changes: dict[str, int | None] = {field: value for field, value in given.items() if value is not None}
+    for option in unset:
+        field = option.replace("-", "_")
+        if field not in given:
+            raise typer.BadParameter(f"{option!r} is not one of rpm, tpm, max-concurrency, max-sessions",
+                                     param_hint="--unset")
+        if field in changes:
+            raise typer.BadParameter(f"{option!r} is both set and unset", param_hint="--unset")
+        changes[field] = None
+    if not changes:
+        raise typer.BadParameter("give a limit to change (--rpm, --tpm, --max-concurrency, --max-sessions, --unset)")
+    tenant = _run(server, token, lambda c: c.update_tenant(name, **changes))
+    if json_out:
+        print_json(tenant)
+        return
+    shown = ", ".join(f"{field} {'unlimited' if tenant[field] is None else tenant[field]}" for field in changes)
+    echo(f"tenant {tenant['name']} updated: {shown}")
 
 
 @tenants_app.command("ls")
@@ -61,7 +100,7 @@ def tenants_ls(
     from flowctl.console import print_json
 
     rows = _run(server, token, lambda c: c.tenants())
-    print_json(rows) if json_out else _table(rows, ["name", "keys", "rpm", "tpm", "max_concurrency"])
+    print_json(rows) if json_out else _table(rows, ["name", "keys", "rpm", "tpm", "max_concurrency", "max_sessions"])
 
 
 @tenants_app.command("rm")
@@ -140,11 +179,14 @@ def usage(
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Requests and tokens per day, tenant, key and model. Example: flowctl usage --tenant acme"""
+    """Requests and tokens per day, tenant, key, model and via (http, session, job).
+
+    Example: flowctl usage --tenant acme
+    """
     from flowctl.console import print_json
 
     rows = _run(server, token, lambda c: c.usage(tenant))
-    print_json(rows) if json_out else _table(rows, ["day", "tenant", "key_id", "model", "requests",
+    print_json(rows) if json_out else _table(rows, ["day", "tenant", "key_id", "model", "via", "requests",
                                                     "prompt_tokens", "completion_tokens"])
 
 

@@ -16,8 +16,12 @@ class GatewayAdminClient(PlaneClient):
     """
 
     async def create_tenant(self, name: str, **limits: int | None) -> dict[str, Any]:
-        """A new tenant, with optional tenant-wide rpm/tpm/max_concurrency."""
+        """A new tenant, with optional tenant-wide rpm/tpm/max_concurrency/max_sessions."""
         return await self._json("POST", f"{PREFIX}/tenants", json={"name": name, **limits})
+
+    async def update_tenant(self, name: str, **limits: int | None) -> dict[str, Any]:
+        """Change the given limits of a tenant (None: unlimited); the others stay."""
+        return await self._json("PATCH", f"{PREFIX}/tenants/{name}", json=limits)
 
     async def tenants(self) -> list[dict[str, Any]]:
         """Every tenant."""
@@ -40,5 +44,5 @@ class GatewayAdminClient(PlaneClient):
         await self._json("DELETE", f"{PREFIX}/keys/{key_id}")
 
     async def usage(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        """Usage per day, tenant, key and model."""
+        """Usage per day, tenant, key, model and via (http, session, job)."""
         return await self._json("GET", f"{PREFIX}/usage", params={"tenant": tenant} if tenant else None)

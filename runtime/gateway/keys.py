@@ -23,20 +23,41 @@ from runtime.dispatch.limits import Limits, Principal
 from runtime.errors import FlowError
 
 KEY_PREFIX = "fgk_"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _KEY = re.compile(r"fgk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, rpm INTEGER, tpm INTEGER, max_concurrency INTEGER,
-                                    created_at REAL NOT NULL);
+                                    created_at REAL NOT NULL, max_sessions INTEGER);
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
                                  name TEXT NOT NULL, key_hash TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
                                  max_concurrency INTEGER, models TEXT NOT NULL, expires_at REAL,
                                  created_at REAL NOT NULL, revoked_at REAL);
 CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
-                                  model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
-                                  completion_tokens INTEGER NOT NULL, PRIMARY KEY (day, tenant, key_id, model));
+                                  model TEXT NOT NULL, via TEXT NOT NULL, requests INTEGER NOT NULL,
+                                  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                                  PRIMARY KEY (day, tenant, key_id, model, via));
 """
+# Version 1 -> 2: tenants get max_sessions; usage rows get `via` in their key (old rows were HTTP
+# traffic, the only kind counted then). SQLite cannot change a primary key, so usage is rebuilt.
+_MIGRATE_FROM_1 = """
+BEGIN;
+ALTER TABLE tenants ADD COLUMN max_sessions INTEGER;
+CREATE TABLE usage_v2 (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+                       model TEXT NOT NULL, via TEXT NOT NULL, requests INTEGER NOT NULL,
+                       prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                       PRIMARY KEY (day, tenant, key_id, model, via));
+INSERT INTO usage_v2 SELECT day, tenant, key_id, model, 'http', requests, prompt_tokens, completion_tokens
+                     FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_v2 RENAME TO usage;
+PRAGMA user_version=2;
+COMMIT;
+"""
+# What a tenant shows; `LIMIT_FIELDS` may change with `update_tenant` (None: unlimited).
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_sessions")
+_TENANT_FIELDS = ("name", "rpm", "tpm", "max_concurrency", "max_sessions", "created_at")
+_USAGE_FIELDS = ("day", "tenant", "key_id", "model", "via", "requests", "prompt_tokens", "completion_tokens")
 
 
 class KeyStoreError(FlowError):
@@ -91,8 +112,16 @@ class KeyStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise KeyStoreError(500, f"{path} has schema {version}, newer than this flowctl ({SCHEMA_VERSION})")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version == 1:
+                try:
+                    self._db.executescript(_MIGRATE_FROM_1)  # one transaction: all of it or none
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            else:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database."""
@@ -107,30 +136,45 @@ class KeyStore:
             raise KeyStoreError(400, "a tenant name is 1-63 of a-z 0-9 . _ - (starting with a letter or digit)")
         try:
             with self._lock:
-                self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
-                                 (name, limits.rpm, limits.tpm, limits.max_concurrency, time.time()))
+                self._db.execute(f"INSERT INTO tenants ({', '.join(_TENANT_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                                 (name, limits.rpm, limits.tpm, limits.max_concurrency, limits.max_sessions,
+                                  time.time()))
         except sqlite3.IntegrityError:
             raise KeyStoreError(409, f"tenant {name!r} already exists") from None
+        return self.tenant(name)
+
+    def update_tenant(self, name: str, changes: dict[str, int | None]) -> dict:
+        """Set some of a tenant's limits (None: unlimited); the tenant as it is now, or 404."""
+        unknown = set(changes) - set(LIMIT_FIELDS)
+        if unknown:
+            raise KeyStoreError(400, f"a tenant's limits are {', '.join(LIMIT_FIELDS)}, not {sorted(unknown)!r}")
+        if changes:
+            columns = ", ".join(f"{field}=?" for field in changes)  # names checked above
+            with self._lock:
+                updated = self._db.execute(f"UPDATE tenants SET {columns} WHERE name=?",
+                                           (*changes.values(), name)).rowcount
+            if not updated:
+                raise KeyStoreError(404, f"no tenant {name!r}")
         return self.tenant(name)
 
     def tenant(self, name: str) -> dict:
         """One tenant; 404 if none."""
         with self._lock:
-            row = self._db.execute("SELECT name, rpm, tpm, max_concurrency, created_at FROM tenants WHERE name=?",
+            row = self._db.execute(f"SELECT {', '.join(_TENANT_FIELDS)} FROM tenants WHERE name=?",
                                    (name,)).fetchone()
         if row is None:
             raise KeyStoreError(404, f"no tenant {name!r}")
-        return dict(zip(("name", "rpm", "tpm", "max_concurrency", "created_at"), row, strict=True))
+        return dict(zip(_TENANT_FIELDS, row, strict=True))
 
     def tenants(self) -> list[dict]:
         """Every tenant with its count of live keys."""
+        columns = ", ".join(f"t.{field}" for field in _TENANT_FIELDS)
         with self._lock:
             rows = self._db.execute(
-                "SELECT t.name, t.rpm, t.tpm, t.max_concurrency, t.created_at, "
+                f"SELECT {columns}, "
                 "(SELECT COUNT(*) FROM keys k WHERE k.tenant=t.name AND k.revoked_at IS NULL) "
                 "FROM tenants t ORDER BY t.name").fetchall()
-        return [dict(zip(("name", "rpm", "tpm", "max_concurrency", "created_at", "keys"), r, strict=True))
-                for r in rows]
+        return [dict(zip((*_TENANT_FIELDS, "keys"), r, strict=True)) for r in rows]
 
     def delete_tenant(self, name: str) -> list[str]:
         """Remove a tenant and revoke its keys; returns the revoked key ids."""
@@ -204,28 +248,33 @@ class KeyStore:
             tenant = self.tenant(record.tenant)
         except KeyStoreError:
             return None
-        return Principal(record.tenant, key_id, record.limits,
-                         Limits(tenant["rpm"], tenant["tpm"], tenant["max_concurrency"]), record.models)
+        return Principal(record.tenant, key_id, record.limits, tenant_limits(tenant), record.models)
 
     # -- usage ------------------------------------------------------------------------------
 
-    def add_usage(self, rows: list[tuple[str, str, str, str, int, int, int]]) -> None:
-        """Add (day, tenant, key_id, model, requests, prompt, completion) rows in one transaction."""
+    def add_usage(self, rows: list[tuple[str, str, str, str, str, int, int, int]]) -> None:
+        """Add (day, tenant, key_id, model, via, requests, prompt, completion) rows in one transaction."""
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, tenant, key_id, model) DO UPDATE "
+                f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (day, tenant, key_id, model, via) DO UPDATE "
                 "SET requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, "
                 "completion_tokens=completion_tokens+excluded.completion_tokens", rows)
             self._db.execute("COMMIT")
 
     def usage(self, tenant: str | None = None) -> list[dict]:
-        """Usage per day, tenant, key and model."""
-        query = "SELECT * FROM usage" + (" WHERE tenant=?" if tenant else "") + " ORDER BY day, tenant, key_id, model"
+        """Usage per day, tenant, key, model and via (http, session, job)."""
+        query = (f"SELECT {', '.join(_USAGE_FIELDS)} FROM usage" + (" WHERE tenant=?" if tenant else "")
+                 + " ORDER BY day, tenant, key_id, model, via")
         with self._lock:
             rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
-        names = ("day", "tenant", "key_id", "model", "requests", "prompt_tokens", "completion_tokens")
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        return [dict(zip(_USAGE_FIELDS, r, strict=True)) for r in rows]
+
+
+def tenant_limits(tenant: dict) -> Limits:
+    """The limits of a tenant as `tenant()` shows it."""
+    return Limits(*(tenant[field] for field in LIMIT_FIELDS))
 
 
 def _record(row: tuple) -> KeyRecord:

@@ -6,6 +6,7 @@ checks that every route it matches is described here and the other way round.
 
 from __future__ import annotations
 
+from runtime.dispatch.dispatcher import VIAS
 from runtime.gateway.keys import TENANT_NAME
 from runtime.gateway.service import MAX_LIMIT
 
@@ -34,15 +35,21 @@ def _list_of(name: str) -> dict:
 _LIMIT = _nullable({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})
 _LIMITS_IN = {"rpm": {**_LIMIT, "description": "requests per minute"},
               "tpm": {**_LIMIT, "description": "tokens per minute"},
-              "max_concurrency": {**_LIMIT, "description": "requests in flight"}}
+              "max_concurrency": {**_LIMIT, "description": "requests in flight (session replies included)"}}
+_MAX_SESSIONS_IN = {"max_sessions": _nullable({
+    "type": "integer", "minimum": 0, "maximum": MAX_LIMIT,
+    "description": "realtime sessions open at once (0: none; null: the plane's default)"})}
+_TENANT_LIMITS_IN = {**_LIMITS_IN, **_MAX_SESSIONS_IN}
 _LIMITS_OUT = {name: _nullable(_INT) for name in _LIMITS_IN}
-_TENANT = {"name": {"type": "string"}, **_LIMITS_OUT, "created_at": _TIME}
+_TENANT = {"name": {"type": "string"}, **_LIMITS_OUT, "max_sessions": _nullable(_INT), "created_at": _TIME}
 _KEY = {"key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "tenant": {"type": "string"},
         "name": {"type": "string"}, **_LIMITS_OUT,
         "models": {"type": "array", "items": {"type": "string"}}, "expires_at": _nullable(_TIME),
         "created_at": _TIME, "revoked": {"type": "boolean"}}
 _USAGE = {"day": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}, "tenant": {"type": "string"},
-          "key_id": {"type": "string"}, "model": {"type": "string"}, "requests": _INT,
+          "key_id": {"type": "string"}, "model": {"type": "string"},
+          "via": {"type": "string", "enum": list(VIAS), "description": "how the calls came: the /v1 HTTP API, "
+                  "realtime sessions or jobs"}, "requests": _INT,
           "prompt_tokens": _INT, "completion_tokens": _INT}
 
 
@@ -62,7 +69,10 @@ SCHEMAS = {
     "Usage": _object(_USAGE),
 }
 
-_TENANT_IN = _object({"name": {"type": "string", "pattern": f"^{TENANT_NAME.pattern}$"}, **_LIMITS_IN}, ["name"])
+_TENANT_IN = _object({"name": {"type": "string", "pattern": f"^{TENANT_NAME.pattern}$"}, **_TENANT_LIMITS_IN},
+                     ["name"])
+_TENANT_CHANGES = {**_object(_TENANT_LIMITS_IN, []), "minProperties": 1, "additionalProperties": False,
+                   "description": "the limits to change (null: unlimited); the others stay as they are"}
 _KEY_IN = _object({
     "tenant": {"type": "string", "description": "an existing tenant (404 otherwise)"},
     "name": {"type": "string", "description": "a label for listings"}, **_LIMITS_IN,
@@ -99,6 +109,9 @@ PATHS = {
                                         **_BODY_ERRORS, "409": _error("the name is taken")}, body=_TENANT_IN),
     },
     "/api/gateway/tenants/{name}": {
+        "patch": _op("Change some of a tenant's limits; they apply at once, to open sessions too",
+                     {"200": _json("the tenant", {"$ref": "#/components/schemas/Tenant"}), **_BODY_ERRORS,
+                      "404": _error("no such tenant")}, body=_TENANT_CHANGES, params=_path_param("name", "the tenant")),
         "delete": _op("Remove a tenant and revoke its keys",
                       {"204": {"description": "removed"}, "404": _error("no such tenant")},
                       params=_path_param("name", "the tenant")),
@@ -116,7 +129,7 @@ PATHS = {
                       params=_path_param("key_id", "the key's id (16 hex digits, the part after fgk_)")),
     },
     "/api/gateway/usage": {
-        "get": _op("Requests and tokens per day, tenant, key and model (pending counts flushed first)",
+        "get": _op("Requests and tokens per day, tenant, key, model and via (pending counts flushed first)",
                    {"200": _json("usage rows", _list_of("Usage"))}, params=_TENANT_QUERY),
     },
 }

@@ -1,7 +1,7 @@
 """The gateway's key service: authentication with a revocable cache, batched usage, the admin API.
 
 The admin API (admin key only) is a small ASGI app under /api/gateway/:
-    GET/POST /api/gateway/tenants, DELETE /api/gateway/tenants/{name}
+    GET/POST /api/gateway/tenants, PATCH/DELETE /api/gateway/tenants/{name}
     GET/POST /api/gateway/keys[?tenant=T], DELETE /api/gateway/keys/{key_id}
     GET /api/gateway/usage[?tenant=T]
 
@@ -27,7 +27,7 @@ from runtime.api import bearer_ok
 from runtime.dispatch.limits import Limits, Principal
 from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
-from runtime.gateway.keys import KeyStore, KeyStoreError, parse_key
+from runtime.gateway.keys import LIMIT_FIELDS, KeyStore, KeyStoreError, parse_key, tenant_limits
 from runtime.http.jsonbody import InvalidJson, decode_json
 
 log = logging.getLogger("flowctl.gateway")
@@ -37,8 +37,9 @@ MAX_ADMIN_BODY = 64 * 1024
 DEFAULT_ADMIN_BODY_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
 MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
+KEY_LIMITS = ("rpm", "tpm", "max_concurrency")  # a tenant has these and max_sessions
 # (first path part after /api/gateway/, number of parts) -> the methods _admin serves there.
-ADMIN_METHODS = {("tenants", 1): "GET, POST", ("tenants", 2): "DELETE", ("keys", 1): "GET, POST",
+ADMIN_METHODS = {("tenants", 1): "GET, POST", ("tenants", 2): "PATCH, DELETE", ("keys", 1): "GET, POST",
                  ("keys", 2): "DELETE", ("usage", 1): "GET"}
 
 
@@ -52,8 +53,13 @@ class KeyService:
         self.admin_body_timeout = admin_body_timeout
         self.limiter = trio.CapacityLimiter(threads)
         self._cache: dict[str, tuple[str, Principal, float]] = {}  # key_id -> (digest, who, until)
-        self._pending: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        # Bumped whenever cached principals are dropped, so a lookup that read the store before
+        # a revocation or a change of limits does not put its stale answer back in the cache.
+        self._generation = 0
+        # (day, tenant, key_id, model, via) -> [requests, prompt, completion]
+        self._pending: dict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         self._on_revoked: list[Callable[[list[str], str | None], None]] = []
+        self._on_tenant_changed: list[Callable[[str, Limits], None]] = []
 
     @classmethod
     def open(cls, data_dir: Path, admin_key_hash: str) -> KeyService:
@@ -64,11 +70,24 @@ class KeyService:
         """Call `callback(key_ids, tenant)` once keys are revoked; `tenant` when it was removed, else None."""
         self._on_revoked.append(callback)
 
+    def on_tenant_changed(self, callback: Callable[[str, Limits], None]) -> None:
+        """Call `callback(tenant, limits)` once a tenant's limits were changed."""
+        self._on_tenant_changed.append(callback)
+
     def _revoked(self, key_ids: list[str], tenant: str | None = None) -> None:
+        self._generation += 1
         for key_id in key_ids:
             self._cache.pop(key_id, None)  # revocation is effective at once
         for callback in self._on_revoked:
             callback(key_ids, tenant)
+
+    def _tenant_changed(self, tenant: dict) -> None:
+        self._generation += 1
+        # New limits are effective at once: the tenant's keys are looked up afresh.
+        for key_id in [k for k, (_, who, _) in self._cache.items() if who.tenant == tenant["name"]]:
+            del self._cache[key_id]
+        for callback in self._on_tenant_changed:
+            callback(tenant["name"], tenant_limits(tenant))
 
     async def run_store(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a KeyStore method off the event loop."""
@@ -86,6 +105,7 @@ class KeyService:
         now = trio.current_time()
         if cached is not None and cached[2] > now and cached[0] == digest:
             return cached[1]
+        generation = self._generation
         who = await self.run_store(self.store.principal, token)
         if who is None:
             self._cache.pop(key_id, None)
@@ -94,13 +114,14 @@ class KeyService:
         until = now + CACHE_TTL
         if record.expires_at is not None:
             until = min(until, now + max(0.0, record.expires_at - time.time()))
-        self._cache[key_id] = (digest, who, until)
+        if generation == self._generation:
+            self._cache[key_id] = (digest, who, until)
         return who
 
     def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http") -> None:
-        """Count one request's usage; written to SQLite in batches by `run`."""
+        """Count one request's usage under its via (http, session, job); written to SQLite in batches by `run`."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        row = self._pending[(day, who.tenant, who.key_id, model)]
+        row = self._pending[(day, who.tenant, who.key_id, model, via)]
         row[0] += 1
         row[1] += prompt
         row[2] += completion
@@ -157,7 +178,13 @@ class KeyService:
                 return 200, await self.run_store(store.tenants)
             case ("POST", ["tenants"]):
                 body = await self._json_body(scope, receive)
-                return 201, await self.run_store(store.create_tenant, body.get("name"), _limits(body))
+                return 201, await self.run_store(store.create_tenant, body.get("name"),
+                                                 Limits(**_limits(body, LIMIT_FIELDS)))
+            case ("PATCH", ["tenants", name]):
+                changes = _changes(await self._json_body(scope, receive))
+                tenant = await self.run_store(store.update_tenant, name, changes)
+                self._tenant_changed(tenant)
+                return 200, tenant
             case ("DELETE", ["tenants", name]):
                 self._revoked(await self.run_store(store.delete_tenant, name), name)
                 return 204, None
@@ -178,7 +205,8 @@ class KeyService:
                 if not isinstance(body.get("name", ""), str):
                     raise GatewayError(400, "'name' must be a string", "invalid")
                 key, record = await self.run_store(store.create_key, body["tenant"], name=body.get("name", ""),
-                                                   limits=_limits(body), models=tuple(models), expires_at=expires)
+                                                   limits=Limits(**_limits(body, KEY_LIMITS)),
+                                                   models=tuple(models), expires_at=expires)
                 return 201, {**record.public(), "key": key}
             case ("DELETE", ["keys", key_id]):
                 await self.run_store(store.revoke, key_id)
@@ -216,12 +244,24 @@ def _unix_time(value: Any) -> float:
         raise GatewayError(400, "'expires_at' must be a Unix time", "invalid") from None
 
 
-def _limits(body: dict) -> Limits:
-    values = []
-    for name in ("rpm", "tpm", "max_concurrency"):
+def _limits(body: dict, names: tuple[str, ...]) -> dict[str, int | None]:
+    """The limits `names` of `body` (None: unlimited), each checked; a 400 names the first bad one."""
+    values = {}
+    for name in names:
         value = body.get(name)
+        low = 0 if name == "max_sessions" else 1  # 0 sessions: the tenant may open none
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 1 <= value <= MAX_LIMIT):
-            raise GatewayError(400, f"'{name}' must be an integer from 1 to {MAX_LIMIT}", "invalid")
-        values.append(value)
-    return Limits(*values)
+                                  or not low <= value <= MAX_LIMIT):
+            raise GatewayError(400, f"'{name}' must be an integer from {low} to {MAX_LIMIT}", "invalid")
+        values[name] = value
+    return values
+
+
+def _changes(body: dict) -> dict[str, int | None]:
+    """The limits a PATCH of a tenant sets: only those in the body (null: unlimited)."""
+    unknown = sorted(set(body) - set(LIMIT_FIELDS))
+    if unknown:
+        raise GatewayError(400, f"a tenant's limits are {', '.join(LIMIT_FIELDS)}; not {unknown[0]!r}", "invalid")
+    if not body:
+        raise GatewayError(400, f"give at least one of {', '.join(LIMIT_FIELDS)}", "invalid")
+    return {name: value for name, value in _limits(body, LIMIT_FIELDS).items() if name in body}

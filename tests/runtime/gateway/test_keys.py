@@ -1,6 +1,7 @@
 """Keys, tenants, limits, usage and isolation through the real gateway, and the CLI."""
 
 import json
+import sqlite3
 import time
 from functools import partial
 
@@ -9,7 +10,8 @@ import trio
 from typer.testing import CliRunner
 
 from flowctl.app import app as cli
-from runtime.gateway.keys import KeyStore
+from runtime.dispatch.limits import Limits
+from runtime.gateway.keys import KeyStore, KeyStoreError
 from tests.runtime.gateway.conftest import ADMIN, ADMIN_AUTH
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two"}]}
@@ -29,6 +31,63 @@ def test_keys_are_stored_hashed_and_checked(tmp_path):
     assert store.principal(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     store.close()  # checkpoints the WAL into the main file
     assert secret.encode() not in (tmp_path / "gateway.db").read_bytes()
+
+
+# gateway.db as flowctl wrote it before schema 2 (no max_sessions, no via).
+SCHEMA_1 = """
+CREATE TABLE tenants (name TEXT PRIMARY KEY, rpm INTEGER, tpm INTEGER, max_concurrency INTEGER,
+                      created_at REAL NOT NULL);
+CREATE TABLE keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+                   name TEXT NOT NULL, key_hash TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
+                   max_concurrency INTEGER, models TEXT NOT NULL, expires_at REAL,
+                   created_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+                    model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+                    completion_tokens INTEGER NOT NULL, PRIMARY KEY (day, tenant, key_id, model));
+PRAGMA user_version=1;
+"""
+
+
+def test_a_schema_1_database_keeps_its_data_and_gains_max_sessions_and_via(tmp_path):
+    path = tmp_path / "gateway.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO tenants VALUES ('acme', 600, NULL, 4, 1.0)")
+    db.execute("INSERT INTO keys VALUES ('00000000000000aa', 'acme', 'k', 'h', 60, NULL, NULL, 'echo', NULL, 2.0, NULL)")
+    db.execute("INSERT INTO usage VALUES ('2026-11-30', 'acme', '00000000000000aa', 'echo', 3, 10, 20)")
+    db.commit()
+    db.close()
+
+    store = KeyStore(path)
+    assert store.tenant("acme") == {"name": "acme", "rpm": 600, "tpm": None, "max_concurrency": 4,
+                                    "max_sessions": None, "created_at": 1.0}
+    assert store.key("00000000000000aa").limits.rpm == 60
+    assert store.usage() == [{"day": "2026-11-30", "tenant": "acme", "key_id": "00000000000000aa", "model": "echo",
+                              "via": "http", "requests": 3, "prompt_tokens": 10, "completion_tokens": 20}]
+    # The same day, key and model, apart by via: two rows; the old one keeps adding up.
+    store.add_usage([("2026-11-30", "acme", "00000000000000aa", "echo", "session", 1, 1, 2),
+                     ("2026-11-30", "acme", "00000000000000aa", "echo", "http", 1, 1, 1)])
+    assert [(u["via"], u["requests"]) for u in store.usage("acme")] == [("http", 4), ("session", 1)]
+    assert store.update_tenant("acme", {"max_sessions": 2})["max_sessions"] == 2
+    store.close()
+    reopened = KeyStore(path)  # schema 2 opens as it is
+    assert reopened.tenant("acme")["max_sessions"] == 2 and len(reopened.usage()) == 2
+    reopened.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_tenant_limits_reach_the_principal_and_update_only_what_is_given(tmp_path):
+    store = KeyStore(tmp_path / "gateway.db")
+    store.create_tenant("acme", Limits(rpm=600, max_sessions=3))
+    key, _ = store.create_key("acme")
+    assert store.principal(key).tenant_limits == Limits(rpm=600, max_sessions=3)
+    assert store.update_tenant("acme", {"max_sessions": 0, "rpm": None})["tpm"] is None
+    assert store.principal(key).tenant_limits == Limits(max_sessions=0)
+    for name, changes, status in [("nobody", {"rpm": 1}, 404), ("acme", {"name": "x"}, 400)]:
+        with pytest.raises(KeyStoreError) as info:
+            store.update_tenant(name, changes)
+        assert info.value.status == status
+    store.close()
 
 
 async def test_revocation_is_immediate(cluster):
@@ -109,7 +168,13 @@ async def test_the_cli_manages_tenants_keys_and_usage(cluster):
         return result.output
 
     with trio.fail_after(60):
-        assert "tenant acme created" in await flowctl("tenants", "create", "acme")
+        assert "tenant acme created" in await flowctl("tenants", "create", "acme", "--rpm", "600",
+                                                      "--max-sessions", "5")
+        updated = await flowctl("tenants", "update", "acme", "--max-sessions", "2", "--unset", "rpm")
+        assert "tenant acme updated: max_sessions 2, rpm unlimited" in updated
+        [tenant] = json.loads(await flowctl("tenants", "ls", "--json"))
+        assert (tenant["rpm"], tenant["max_sessions"]) == (None, 2)
+        assert "MAX_SESSIONS" in await flowctl("tenants", "ls")
         created = json.loads(await flowctl("keys", "create", "--tenant", "acme", "--rpm", "100", "--models",
                                            "echo", "--expires", "2999-01-01", "--json"))
         key = created["key"]
@@ -117,8 +182,15 @@ async def test_the_cli_manages_tenants_keys_and_usage(cluster):
         assert created["key_id"] in listed and key not in listed
         assert (await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)).status_code == 200
         usage = json.loads(await flowctl("usage", "--tenant", "acme", "--json"))
-        assert usage[0]["requests"] == 1
+        assert (usage[0]["requests"], usage[0]["via"]) == (1, "http")
+        assert "VIA" in await flowctl("usage", "--tenant", "acme")
         assert "acme" in await flowctl("tenants", "ls")
         assert "revoked" in await flowctl("keys", "revoke", created["key_id"])
         assert (await cluster.client.get("/v1/models", headers=bearer(key))).status_code == 401
         assert "removed" in await flowctl("tenants", "rm", "acme")
+        for args, code, message in [(["tenants", "update", "acme"], 2, "give a limit to change"),
+                                    (["tenants", "update", "acme", "--unset", "x"], 2, "not one of"),
+                                    (["tenants", "update", "acme", "--rpm", "5"], 1, "no tenant 'acme'"),
+                                    (["tenants", "update", "a", "--max-sessions", "-1"], 2, "--max-sessions")]:
+            result = await trio.to_thread.run_sync(partial(runner.invoke, cli, args, env=env))
+            assert result.exit_code == code and message in f"{result.output}{result.exception}", (args, result.output)

@@ -44,7 +44,7 @@ def admin_routes():
 
 def test_every_admin_route_is_described_with_its_methods():
     routes = admin_routes()
-    assert len(routes) == 7  # the parse found the cases (tenants, keys, usage)
+    assert len(routes) == 8  # the parse found the cases (tenants, keys, usage)
     admin_described = {(m, p) for m, p in described() if p.startswith(ADMIN_PREFIX + "/")}
     assert routes == admin_described
 
@@ -91,6 +91,9 @@ async def test_a_real_walk_through_the_admin_api_answers_as_documented(cluster):
                                                 "expires_at": 4102444800, "tpm": 1000}, 201),
              ("POST", "/api/gateway/keys", {}, {"tenant": "nobody"}, 404),
              ("POST", "/api/gateway/keys", {}, {"tenant": "walk", "rpm": 0}, 400),
+             ("PATCH", "/api/gateway/tenants/{name}", {}, {"max_sessions": 2, "rpm": None}, 200),
+             ("PATCH", "/api/gateway/tenants/{name}", {}, {"max_sessions": -1}, 400),
+             ("PATCH", "/api/gateway/tenants/{name}", {}, {"burst": 3}, 400),
              ("GET", "/api/gateway/tenants", {}, None, 200),
              ("GET", "/api/gateway/keys", {"tenant": "walk"}, None, 200),
              ("GET", "/api/gateway/usage", {}, None, 200),
