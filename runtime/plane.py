@@ -134,6 +134,7 @@ async def serve_control_plane(
             session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
+            keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         app.asgi_app = FrontDoor(  # type: ignore[method-assign]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
         async with trio.open_nursery() as nursery:

@@ -7,6 +7,7 @@ and no call reveals one tenant's session to another (a foreign id is a 404).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import secrets
 import uuid
@@ -162,6 +163,12 @@ class SessionManager:
         for session in gone:
             self._forget(session, f"tenant {tenant!r} was removed" if session.tenant == tenant
                          else f"the API key {session.key_id} that opened this session was revoked")
+
+    def retune(self, tenant: str, limits: Any) -> None:
+        """The tenant's limits changed: its open sessions' calls are held to the new ones from now on."""
+        for session in self._sessions.values():
+            if session.tenant == tenant and session.principal is not None:
+                session.principal = dataclasses.replace(session.principal, tenant_limits=limits)
 
     def expire_idle(self) -> list[Session]:
         """Close sessions idle longer than the timeout; returns them."""

@@ -1,6 +1,7 @@
 import pytest
 import trio
 
+from runtime.dispatch.limits import Limits, Principal
 from runtime.sessions.history import History
 from runtime.sessions.manager import SessionError, SessionManager
 
@@ -69,7 +70,16 @@ async def test_revoking_a_key_or_removing_a_tenant_closes_its_sessions():
     manager.create("c", "echo")  # the slots came back
 
 
-def test_history_drops_the_oldest_turns_and_keeps_the_system_prompt():
+
+async def test_a_tenants_new_limits_reach_its_open_sessions():
+    manager = SessionManager()
+    mine = manager.create("a", "echo", key_id="k1", principal=Principal("a", "k1", Limits(rpm=5), Limits(rpm=60)))
+    theirs = manager.create("b", "echo", key_id="k2", principal=Principal("b", "k2"))
+    manager.retune("a", Limits(rpm=1, max_sessions=3))
+    assert mine.principal == Principal("a", "k1", Limits(rpm=5), Limits(rpm=1, max_sessions=3))
+    assert theirs.principal == Principal("b", "k2")
+
+
     history = History(system_prompt="be brief", max_tokens=60)
     for i in range(20):
         history.add("user", f"question {i} " * 3)
