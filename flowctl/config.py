@@ -195,11 +195,12 @@ def _resolve(
     if flag_value is not None and not (_is_sequence(flag_value) and len(flag_value) == 0):
         return _convert(setting, flag_value, "command-line flag", base=Path.cwd()), "flag"
     if environ.get(env_name):
-        value = environ[env_name]
+        raw = environ[env_name]
+        value: str | list[str] = raw
         if setting.kind == "paths":
-            value = [p for p in value.split(os.pathsep) if p]
+            value = [p for p in raw.split(os.pathsep) if p]
         elif setting.kind == "names":
-            value = value.replace(",", " ").split()
+            value = raw.replace(",", " ").split()
         return _convert(setting, value, env_name, base=Path.cwd()), env_name
     if file_values is None:
         path = config_path(environ)

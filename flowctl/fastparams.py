@@ -88,5 +88,6 @@ def install() -> None:
                                                         target=plain[0], is_list=plain[1])
         return self._runtime_param
 
-    core._TyperParameter.get_runtime_param = get_runtime_param
-    core._TyperParameter._flowctl_light = True
+    # Patching typer's class is this module's purpose; its stubs rightly know nothing of it.
+    core._TyperParameter.get_runtime_param = get_runtime_param  # type: ignore[method-assign]
+    core._TyperParameter._flowctl_light = True  # type: ignore[attr-defined]

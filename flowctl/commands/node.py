@@ -37,17 +37,23 @@ def _keys(trust: list[Path]) -> tuple[Any, ...]:
     return load_trusted_keys(load_config(trusted_keys=trust or None).trusted_keys)
 
 
-def _split(ref: str, *, need_version: bool = False) -> tuple[str, str | None]:
-    from flowctl.errors import CliError
+def _split(ref: str) -> tuple[str, str | None]:
     from hub_store import ids
 
     service, _, version = ref.partition("@")
     ids.service_id(service)
     if version:
         ids.version_ref(version)
-    elif need_version:
-        raise CliError(f"{ref!r}: give SERVICE@VERSION")
     return service, version or None
+
+
+def _split_exact(ref: str) -> tuple[str, str]:
+    from flowctl.errors import CliError
+
+    service, version = _split(ref)
+    if version is None:
+        raise CliError(f"{ref!r}: give SERVICE@VERSION")
+    return service, version
 
 
 @node_app.command("install")
@@ -79,7 +85,8 @@ def install(
 
     service, version = _split(ref)
     config = load_config(hub_url=hub, data_dir=data_dir, trusted_keys=trust or None)
-    if not config.hub_url:
+    hub_url = config.hub_url
+    if not hub_url:
         raise CliError("no hub URL: pass --hub URL or set FLOWCTL_HUB_URL")
     from runtime.node import NodeLayout, load_trusted_keys
 
@@ -87,7 +94,7 @@ def install(
     options = InstallOptions(allow_downgrade=allow_downgrade, activate=not no_activate, keep=keep,
                              trusted_keys=load_trusted_keys(config.trusted_keys), venv=not no_venv)
     with _Bar(f"{service}") as hook:
-        report = trio.run(lambda: run_install(layout, config.hub_url, service, version or "latest",
+        report = trio.run(lambda: run_install(layout, hub_url, service, version or "latest",
                                               options=options, on_progress=hook))
     if json_out:
         print_json(report.to_dict())
@@ -179,7 +186,7 @@ def use(
     from flowctl.console import out as stdout
     from runtime.node import use as run_use
 
-    service, version = _split(ref, need_version=True)
+    service, version = _split_exact(ref)
     layout = _layout(data_dir)
     result = trio.run(run_use, layout, service, version)
     stdout.print(f"current -> {version}" + (f" (was {result.previous})" if result.previous else ""))
