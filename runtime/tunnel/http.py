@@ -15,13 +15,14 @@ Reply head (HEAD):   {"status": 200, "headers": [[k, v], ...]}
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from runtime.exception_groups import collapse
+from runtime.exception_groups import collapse, leaves
 from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import TunnelError
 from runtime.tunnel.mux import Mux, Stream
@@ -83,27 +84,42 @@ async def send_request(
     head = {**(route or {}), "method": method, "path": path, "headers": clean_headers(headers)}
     stream = await mux.open_stream(head)
     try:
-        async with trio.open_nursery() as nursery:
+        with _plain_tunnel_error():
+            async with trio.open_nursery() as nursery:
 
-            async def upload() -> None:
-                if isinstance(body, bytes):
-                    if body:
-                        await stream.send(body)
-                else:
-                    async for chunk in body:
-                        await stream.send(chunk)
-                stream.send_eof()
+                async def upload() -> None:
+                    if isinstance(body, bytes):
+                        if body:
+                            await stream.send(body)
+                    else:
+                        async for chunk in body:
+                            await stream.send(chunk)
+                    stream.send_eof()
 
-            nursery.start_soon(upload)
-            head = await stream.receive_head()
-            # A worker may answer before reading the whole body (e.g. 413): stop uploading.
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(upload)
+                head = await stream.receive_head()
+                # A worker may answer before reading the whole body (e.g. 413): stop uploading.
+                nursery.cancel_scope.cancel()
         stream.send_eof()
         return TunnelResponse(status=int(head["status"]),
                               headers=[(k, v) for k, v in head.get("headers", [])], stream=stream)
     except BaseException:
         stream.reset("request abandoned")
         raise
+
+
+@contextmanager
+def _plain_tunnel_error() -> Iterator[None]:
+    """A group of tunnel errors only (the upload and the wait for the head both saw the reset)
+    is raised as its first one: callers catch TunnelError, not groups. Anything else, Cancelled
+    included, passes unchanged."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        tunnel, rest = group.split(TunnelError)
+        if tunnel is None or rest is not None:
+            raise
+        raise next(leaves(tunnel)) from None
 
 
 async def forward_to_worker(stream: Stream, client: WorkerClient, base_url: str) -> None:

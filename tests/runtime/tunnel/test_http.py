@@ -8,7 +8,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from runtime.tunnel import open_mux
+from runtime.tunnel import StreamReset, open_mux
 from runtime.tunnel.http import forward_to_worker, send_request
 from runtime.tunnel.worker_client import WorkerClient
 from tests.runtime.tunnel.test_mux import transport_pair
@@ -163,3 +163,22 @@ async def test_unreachable_worker_is_a_502():
             body = json.loads(await response.read())
             nursery.cancel_scope.cancel()
     assert body["error"]["type"] == "upstream_error"
+
+
+@pytest.mark.parametrize("body_size", [0, 1 << 20])
+async def test_a_reset_before_the_reply_head_is_a_plain_stream_reset(body_size):
+    """Callers (the dispatcher's retry) catch TunnelError: never a group, even when the upload
+    and the wait for the head both see the reset."""
+    node_end, plane_end = transport_pair()
+    with trio.fail_after(10):
+        async with open_mux(node_end, opener=True) as node_mux, \
+                open_mux(plane_end, opener=False, window=64 * 1024) as mux, trio.open_nursery() as nursery:
+
+            async def reset_everything():
+                while True:
+                    (await node_mux.accept_stream()).reset("node gave up")
+
+            nursery.start_soon(reset_everything)
+            with pytest.raises(StreamReset, match="node gave up"):
+                await send_request(mux, "POST", "/v1/x", [], b"x" * body_size)
+            nursery.cancel_scope.cancel()
