@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
-def leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+def leaves(group: BaseExceptionGroup[E]) -> Iterator[E]:
     """Every non-group exception inside `group`, depth first."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):

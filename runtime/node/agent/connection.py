@@ -46,7 +46,7 @@ from runtime.control.messages import (
     Status,
     Welcome,
 )
-from runtime.exception_groups import boundary, collapse, describe
+from runtime.exception_groups import boundary, collapse, describe, leaves
 from runtime.node.agent import sysinfo
 from runtime.node.agent.errors import JoinRefused
 from runtime.tunnel import MessageTransport, Mux, Stream, TunnelError, open_mux
@@ -115,7 +115,7 @@ def open_control_socket(config: AgentConfig, bearer: str) -> AbstractAsyncContex
     HandshakeError when the plane cannot be reached.
     """
     return trio_websocket.open_websocket_url(
-        config.ws_url, extra_headers=[("Authorization", f"Bearer {bearer}")],
+        config.ws_url, extra_headers=[(b"Authorization", f"Bearer {bearer}".encode("ascii"))],
         max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
     )
 
@@ -164,13 +164,13 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
 
                     await _session(config, executor, mux, client, on_welcome)
             except* JoinRefused as group:
-                refused = group.exceptions[0]  # type: ignore[assignment]
+                refused = next(leaves(group))
             except* trio_websocket.ConnectionRejected as group:
-                rejected = group.exceptions[0]
-                status = rejected.status_code  # type: ignore[attr-defined]
+                rejected = next(leaves(group))
+                status = rejected.status_code
                 if status in (401, 403):
                     refused = JoinRefused(f"control plane at {config.url} refused {what} (HTTP {status}): "
-                                          f"{_detail(rejected.body)}")  # type: ignore[attr-defined]
+                                          f"{_detail(rejected.body)}")
                 else:
                     log.warning("control plane rejected the connection: HTTP %s", status)
             except* _Replaced as group:

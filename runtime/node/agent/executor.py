@@ -146,7 +146,7 @@ class NodeExecutor:
         manifest, _ = await trio.to_thread.run_sync(self.layout.read_manifest, a.service_id, a.version)
         replica.models = tuple(m.model_id for m in manifest.models)
         replica.port = free_port()
-        python = Path(result.venv) / "bin" / "python" if result.venv else None
+        python = Path(result.venv) / "bin" / "python" if result.venv else WorkerSpec.python
         siblings = [r for r in self._replicas.values() if r.assignment.service_id == a.service_id]
         log_name = a.service_id if siblings and siblings[0] is replica else f"{a.service_id}-{a.replica_id}"
         spec = WorkerSpec(
@@ -155,7 +155,7 @@ class NodeExecutor:
             port=replica.port, health=manifest.health_check,
             log_path=self.layout.root / "logs" / f"{log_name}.log", grace_s=self.settings.grace_s,
             env={**dict(manifest.env), "FLOWCTL_REPLICA_ID": a.replica_id},
-            passthrough=self.settings.worker_env_passthrough, **({"python": python} if python else {}),
+            passthrough=self.settings.worker_env_passthrough, python=python,
         )
 
         activated = False

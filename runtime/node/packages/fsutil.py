@@ -7,7 +7,9 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 CHUNK = 1 << 20
 FILE_MODE = 0o444
@@ -97,7 +99,7 @@ def free_space(path: str | os.PathLike[str]) -> int:
 
 
 _SYNC_FILE_RANGE_WRITE = 2
-_libc: object = None
+_libc: Callable[[int, int, int, int], int] | Literal[False] | None = None  # False: unavailable
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

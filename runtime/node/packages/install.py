@@ -146,7 +146,8 @@ async def install(layout: NodeLayout, hub_url: str, service: str, version: str =
     if key is not None and options.venv:
         venv = str(await ensure_venv(layout, target, key))
     previous = layout.current_version(service)
-    activated, removed = False, ()
+    activated = False
+    removed: tuple[str, ...] = ()
     if options.activate:
         result = await activate(layout, service, version, keep=options.keep,
                                 check=lambda cur: _refuse_downgrade(service, version, cur, options))
@@ -224,9 +225,10 @@ def _first_failure(group: BaseExceptionGroup) -> BaseException:
     _, rest = group.split(trio.Cancelled)
     if rest is None:
         return group  # only cancellation: let it propagate unchanged
-    while isinstance(rest, BaseExceptionGroup):
-        rest = rest.exceptions[0]
-    return rest
+    failure: BaseException = rest
+    while isinstance(failure, BaseExceptionGroup):
+        failure = failure.exceptions[0]
+    return failure
 
 
 def _check_space(layout: NodeLayout, manifest: Manifest, missing: dict[str, int],

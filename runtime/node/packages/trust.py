@@ -14,7 +14,7 @@ def load_trusted_keys(paths: Sequence[str | os.PathLike[str]]) -> tuple[Any, ...
     """Load Ed25519 public keys (PEM); a directory contributes every `*.pub` in it."""
     from packer.signing import load_public_key
 
-    keys = []
+    keys: list[Any] = []
     for p in map(Path, paths):
         files = sorted(p.glob("*.pub")) if p.is_dir() else [p]
         keys.extend(load_public_key(f) for f in files)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import trio
@@ -96,7 +97,7 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
     and report). Later deaths, including failed restarts, are retried forever.
     """
     report = on_state or (lambda state: None)
-    ident = {"service_id": spec.service_id, "version": spec.version}
+    state = partial(WorkerState, service_id=spec.service_id, version=spec.version)
     first = True
     restarts = 0
     delay: float | None = None
@@ -105,13 +106,13 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
     def ready(handle: WorkerHandle) -> None:
         nonlocal ready_at
         ready_at = trio.current_time()
-        report(WorkerState("ready", **ident, pid=handle.pid, port=handle.port, restarts=restarts))
+        report(state("ready", pid=handle.pid, port=handle.port, restarts=restarts))
         if first:
             task_status.started(handle)
 
     try:
         while True:
-            report(WorkerState("starting", **ident, restarts=restarts))
+            report(state("starting", restarts=restarts))
             ready_at = None
             try:
                 await run_worker(spec, task_status=_OnStarted(ready),
@@ -120,8 +121,8 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
                                  liveness_failures=liveness_failures)
             except WorkerStartFailed as error:
                 if first:
-                    report(WorkerState("failed", **ident, code=error.code, reason=error.reason,
-                                       log_tail=tuple(error.log_tail)))
+                    report(state("failed", code=error.code, reason=error.reason,
+                                 log_tail=tuple(error.log_tail)))
                     raise
                 crash: WorkerStartFailed | WorkerExited | WorkerUnhealthy = error
             except (WorkerExited, WorkerUnhealthy) as error:
@@ -132,14 +133,14 @@ async def supervise(spec: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED,
             uptime = 0.0 if ready_at is None else trio.current_time() - ready_at
             delay = next_backoff(delay, uptime=uptime, initial=backoff_initial,
                                  maximum=backoff_max, stable_after=stable_after)
-            report(WorkerState("crashed", **ident, code=crash.code, reason=crash.reason,
-                               restarts=restarts, log_tail=tuple(crash.log_tail)))
-            report(WorkerState("backoff", **ident, delay=delay, restarts=restarts))
+            report(state("crashed", code=crash.code, reason=crash.reason,
+                         restarts=restarts, log_tail=tuple(crash.log_tail)))
+            report(state("backoff", delay=delay, restarts=restarts))
             await trio.sleep(delay)
             restarts += 1
     except BaseException as error:
         if _only_cancelled(error):
-            report(WorkerState("stopped", **ident, restarts=restarts))
+            report(state("stopped", restarts=restarts))
         raise
 
 
