@@ -47,8 +47,11 @@
     │   └── PullFailed                   runtime.clients.errors
     └── PlaneError                       runtime.clients.errors
 
-Errors that answer an HTTP request (ApiError, GatewayError, SessionError, KeyStoreError)
-carry its `status`. The CLI prints any FlowError as one line with exit code 1.
+Errors that answer an HTTP request carry its `status`, and each API family answers them in
+one body (docs/api-errors.md): GatewayError and SessionError in OpenAI's shape on /v1;
+ApiError, DeployError, PlacementError, TokenError, KeyStoreError, and a GatewayError of the
+gateway's admin API, in the admin APIs' `{"detail": message}`. The CLI prints any FlowError
+as one line with exit code 1.
 
 Outside the tree, on purpose: the wire parsers' ValueErrors (ProtocolError in
 runtime.control.messages, MessageError in runtime.sessions.protocol, SSEError in

@@ -6,6 +6,7 @@ checks that every route it matches is described here and the other way round.
 
 from __future__ import annotations
 
+from runtime.api import ERROR_SCHEMA
 from runtime.dispatch.dispatcher import VIAS
 from runtime.gateway.keys import TENANT_NAME
 from runtime.gateway.service import MAX_LIMIT
@@ -58,9 +59,7 @@ def _object(props: dict, required: list[str] | None = None) -> dict:
 
 
 SCHEMAS = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": _object(
-        {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"},
-         "param": _nullable({"type": "string"})}, ["message", "type", "code"])}},
+    "Error": ERROR_SCHEMA,
     "Tenant": _object(_TENANT),
     "TenantListed": _object({**_TENANT, "keys": {**_INT, "description": "live (unrevoked) keys"}}),
     "Key": _object(_KEY),

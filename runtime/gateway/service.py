@@ -5,8 +5,9 @@ The admin API (admin key only) is a small ASGI app under /api/gateway/:
     GET/POST /api/gateway/keys[?tenant=T], DELETE /api/gateway/keys/{key_id}
     GET /api/gateway/usage[?tenant=T]
 
-Bodies are JSON objects of at most 64 KiB (a larger declared length is refused unread)
-that must arrive within `admin_body_timeout` seconds.
+Errors are the admin APIs' `{"detail": message}` (docs/api-errors.md), with WWW-Authenticate
+on a 401 and Allow on a 405. Bodies are JSON objects of at most 64 KiB (a larger declared
+length is refused unread) that must arrive within `admin_body_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from runtime.api import bearer_ok
+from runtime.api import bearer_ok, error_body
 from runtime.dispatch.limits import Limits, Principal
 from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
@@ -150,10 +151,9 @@ class KeyService:
         try:
             status, body = await self._admin(scope, receive)
         except KeyStoreError as exc:
-            status, body = exc.status, {"error": {"message": str(exc), "type": "invalid_request_error",
-                                                  "code": "not_found" if exc.status == 404 else "invalid"}}
-        except GatewayError as exc:
-            data = exc.body()
+            status, body = exc.status, error_body(str(exc))
+        except GatewayError as exc:  # the admin APIs' shape, not the OpenAI one of /v1
+            data = json.dumps(error_body(exc.message)).encode()
             await send({"type": "http.response.start", "status": exc.status,
                         "headers": [*exc.headers(), (b"content-length", str(len(data)).encode())]})
             await send({"type": "http.response.body", "body": data})

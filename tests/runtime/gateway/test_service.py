@@ -22,7 +22,7 @@ async def test_out_of_range_values_are_refused(cluster, path, body, field):
     with trio.fail_after(20):
         r = await cluster.client.post(path, headers={**ADMIN_AUTH, "content-type": "application/json"}, content=body)
     assert r.status_code == 400, r.text
-    assert field in r.json()["error"]["message"]
+    assert field in r.json()["detail"]
 
 
 async def test_a_large_integer_expiry_is_stored_as_a_time(cluster):
@@ -40,8 +40,8 @@ async def test_a_large_integer_expiry_is_stored_as_a_time(cluster):
 async def test_a_wrong_method_on_an_admin_path_is_a_405_naming_the_allowed_ones(cluster, method, path, allow):
     r = await cluster.client.request(method, path, headers=ADMIN_AUTH)
     assert r.status_code == 405 and r.headers["allow"] == allow
-    assert r.json()["error"]["code"] == "method_not_allowed" and allow in r.json()["error"]["message"]
+    assert allow in r.json()["detail"]
     missing = await cluster.client.get("/api/gateway/nothing", headers=ADMIN_AUTH)
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.status_code == 404 and "no such admin endpoint" in missing.json()["detail"]
     unauthorized = await cluster.client.request(method, path)
     assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"
