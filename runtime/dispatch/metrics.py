@@ -61,8 +61,8 @@ class Metrics:
                 "# TYPE flowctl_gateway_request_seconds histogram"]
         for (model, tenant), hist in sorted(self._hist.items()):
             cumulative = 0.0
-            for bound, n in zip(BUCKETS, hist, strict=False):
-                cumulative += n
+            for bound, in_bucket in zip(BUCKETS, hist, strict=False):
+                cumulative += in_bucket
                 le = _labels(model=model, tenant=tenant, le=repr(bound))
                 out.append(f"flowctl_gateway_request_seconds_bucket{le} {int(cumulative)}")
             inf = _labels(model=model, tenant=tenant, le="+Inf")

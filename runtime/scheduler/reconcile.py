@@ -16,7 +16,7 @@ messages and persists it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from packer.manifest import Resources
@@ -55,7 +55,7 @@ class Plan:
     unplaced: Mapping[str, str]
 
 
-def _ids(existing: Iterable[Replica]) -> Iterable[str]:
+def _ids(existing: Iterable[Replica]) -> Iterator[str]:
     used = {r.replica_id for r in existing}
     for n in itertools.count(1):
         if f"r{n}" not in used:

@@ -66,9 +66,10 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
                               {"WWW-Authenticate": "Bearer"})
 
     async def body() -> dict[str, Any]:
-        # get_data: capped by MAX_CONTENT_LENGTH (413) and quart's BODY_TIMEOUT (408).
+        # get_data: capped by MAX_CONTENT_LENGTH (413) and quart's BODY_TIMEOUT (408); all three
+        # arguments given, as quart types only that form as bytes.
         try:
-            data = decode_json(await request.get_data(cache=False))
+            data = decode_json(await request.get_data(cache=False, as_text=False, parse_form_data=False))
         except InvalidJson as exc:
             raise DeployError(str(exc)) from None
         if not isinstance(data, dict):

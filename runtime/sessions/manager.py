@@ -7,6 +7,7 @@ and no call reveals one tenant's session to another (a foreign id is a 404).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hmac
 import secrets
@@ -170,7 +171,7 @@ class SessionManager:
             if session.tenant == tenant and session.principal is not None:
                 session.principal = dataclasses.replace(session.principal, tenant_limits=limits)
 
-    def expire_idle(self) -> list[Session]:
+    def expire_idle(self) -> builtins.list[Session]:  # `list` here is the method above
         """Close sessions idle longer than the timeout; returns them."""
         now = trio.current_time()
         idle = [s for s in self._sessions.values() if now - s.last_activity >= self.idle_timeout]

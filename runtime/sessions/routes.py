@@ -133,7 +133,8 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
 
     async def create() -> Response:
         await caller()  # no body is read for a caller without a valid key
-        fields = _session_request(_json_body(await request.get_data()), scheduler)
+        raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)  # quart types this form as bytes
+        fields = _session_request(_json_body(raw), scheduler)
         who = await caller()  # again: the key may have been revoked while the body arrived
         if admit is not None:
             try:

@@ -55,7 +55,7 @@ class Mux:
         self._streams: dict[int, Stream] = {}
         self._next_id = 1 if opener else 2
         self._peer_parity = 0 if opener else 1
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[bytes | str] = collections.deque()  # str: control messages
         self._queued_data = 0
         self._queue_changed = trio.lowlevel.ParkingLot()
         self._incoming_send, self._incoming = trio.open_memory_channel[Stream](max_streams)

@@ -46,11 +46,13 @@ class _Connection:
         if data:
             await self.stream.send_all(data)
 
-    async def next_event(self) -> h11.Event:
+    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.protocol.next_event()
-            if event is not h11.NEED_DATA:
+            if isinstance(event, h11.Event):
                 return event
+            if event is h11.PAUSED:  # h11's sentinels are classes: `is` does not narrow them
+                return h11.PAUSED
             self.protocol.receive_data(await self.stream.receive_some(READ_SIZE))
 
     def reusable(self) -> bool:
