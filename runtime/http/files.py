@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from stat import S_ISREG
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import trio
@@ -26,6 +27,9 @@ from quart.wrappers.response import Response, ResponseBody
 
 from runtime.errors import FlowError
 from runtime.http.ranges import Selection, content_range, http_date, select
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -140,12 +144,12 @@ def _check_etag(etag: str) -> None:
 
 def _request_parts(
     headers: Mapping[str, str] | None, method: str | None
-) -> tuple[Mapping[str, str], str]:
+) -> tuple[Mapping[str, str] | Headers, str]:
     if headers is None or method is None:
         from quart import request
 
-        headers = request.headers if headers is None else headers
-        method = request.method if method is None else method
+        return (request.headers if headers is None else headers,
+                (request.method if method is None else method).upper())
     return headers, method.upper()
 
 

@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
 
 __all__ = [
     "Selection",
@@ -149,7 +153,7 @@ class Selection:
 
 
 def select(
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Headers,
     *,
     size: int,
     etag: str,
@@ -190,7 +194,7 @@ def select(
     return Selection(206, *span)
 
 
-def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
+def _lowercase(headers: Mapping[str, str] | Headers) -> dict[str, str]:
     # The first value of a repeated header wins, as with werkzeug's Headers.get.
     lowered: dict[str, str] = {}
     for name, value in headers.items():

@@ -15,10 +15,11 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.logging import AccessLogAtoms
 from hypercorn.logging import Logger as HypercornLogger
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -252,8 +253,9 @@ class _RedactingLogger(HypercornLogger):
     """hypercorn's logger with secrets taken out of access-log lines."""
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Any:
-        atoms = super().atoms(request, response, request_time)
-        # AccessLogAtoms is a dict with a lenient __getitem__: edit it in place to keep that.
+        # hypercorn declares a Mapping but builds an AccessLogAtoms: a dict with a lenient
+        # __getitem__; edit it in place to keep that.
+        atoms = cast(AccessLogAtoms, super().atoms(request, response, request_time))
         for key, value in list(atoms.items()):
             if key in _SECRET_HEADERS:
                 atoms[key] = "***"
