@@ -135,7 +135,8 @@ async def serve_control_plane(
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
-        app.asgi_app = FrontDoor(  # type: ignore[method-assign]
+        # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
+        app.asgi_app = FrontDoor(  # type: ignore[method-assign, assignment]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))

@@ -11,7 +11,7 @@ from runtime.dispatch.dispatcher import VIAS
 from runtime.gateway.keys import TENANT_NAME
 from runtime.gateway.service import MAX_LIMIT
 
-SECURITY = [{"adminKey": []}]
+SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]
 _INT = {"type": "integer"}
 _TIME = {"type": "number", "description": "Unix time"}
 
