@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from quart import Response, request
@@ -12,7 +13,7 @@ from runtime.hub.downloads import resolve
 from runtime.hub.state import HubState
 
 
-def version_json(v: VersionRecord, *, detail: bool = False, models: list[ModelRecord] = ()) -> dict[str, Any]:
+def version_json(v: VersionRecord, *, detail: bool = False, models: Sequence[ModelRecord] = ()) -> dict[str, Any]:
     """One version as the seed shows it (plus yanked, signed, sha256)."""
     data: dict[str, Any] = {"version": v.version, "size_bytes": v.size_bytes, "created_at": v.created_at,
                             "stable": v.stable, "yanked": v.yanked, "sha256": v.sha256}

@@ -7,6 +7,7 @@ from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from hub_store import (
@@ -29,11 +30,11 @@ log = logging.getLogger("flowctl.hub")
 MAX_SMALL_BODY = 1 << 20
 
 
-def _request_class(base: type, publish_limit: int) -> type:
+def _request_class(base: type[TrioRequest], publish_limit: int) -> type[TrioRequest]:
     """quart buffers any request body up to the cap fixed when the request is built; only a
     publish (PUT /api/services/...) may be large, everything else is capped at 1 MiB."""
 
-    class HubRequest(base):  # type: ignore[misc, valid-type]
+    class HubRequest(base):  # type: ignore[misc, valid-type]  # mypy cannot follow a variable base
         def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
             if method == "PUT" and path.startswith("/api/services/"):
                 kwargs["max_content_length"] = publish_limit
@@ -84,7 +85,8 @@ def create_hub_app(state: HubState) -> QuartTrio:
     downloads.register(app, state)
     admin.register(app, state)
     openapi.register(app)
-    app.asgi_app = BlobFastPath(app.asgi_app, state)  # type: ignore[method-assign]
+    # quart types asgi_app as a method over hypercorn's TypedDict scopes; the middleware takes dicts.
+    app.asgi_app = BlobFastPath(app.asgi_app, state)  # type: ignore[method-assign, assignment]
     return app
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Response, request
 
-from hub_store import BlobCorrupt, BlobNotFound, VersionRecord, export_zip, ids
+from hub_store import BlobCorrupt, BlobNotFound, FileRecord, VersionRecord, export_zip, ids
 from runtime.api import ApiError
 from runtime.http import FileChanged, serve_bytes, serve_file
 from runtime.hub.state import HubState
@@ -164,7 +164,7 @@ def register(app, state: HubState) -> None:
         ref = ids.model_version_ref(version)
         rel = ids.file_path(file_path)
         model, record = await state.run(state.data.catalog.resolve_model, mid, ref)
-        entry = None
+        entry: FileRecord | None = None
         for candidate in model_members(model.path, rel):
             entry = entry or await state.run(state.data.catalog.file, record.service_id,
                                              record.version, candidate)
