@@ -20,18 +20,12 @@ def plane_settings(server: str | None, token: str | None) -> tuple[str, str | No
 
 
 def run_client(server: str | None, token: str | None, call):
-    """Run `await call(client)` against the control plane, under Trio."""
-    import trio
-
+    """Run `call(client)` against the control plane's cluster API."""
     from runtime.clients.cluster import ClusterClient
 
     url, key = plane_settings(server, token)
-
-    async def main():
-        async with ClusterClient(url, token=key) as client:
-            return await call(client)
-
-    return trio.run(main)
+    with ClusterClient(url, token=key) as client:
+        return call(client)
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -55,44 +49,43 @@ def deploy(
     """
     service, version = _split(ref)
 
-    async def call(client):
-        dep = await client.deploy(service, version, replicas=replicas, nodes=node)
+    def call(client):
+        dep = client.deploy(service, version, replicas=replicas, nodes=node)
         if wait:
-            dep["status"] = await _wait_ready(client, service, dep["version"], replicas, timeout, quiet=json_out)
+            dep["status"] = _wait_ready(client, service, dep["version"], replicas, timeout, quiet=json_out)
         return dep
 
     dep = run_client(server, token, call)
     _print_deployment(dep, json_out)
 
 
-async def _wait_ready(client, service: str, version: str, desired: int, limit_s: float, *, quiet: bool):
-    import trio
+def _wait_ready(client, service: str, version: str, desired: int, limit_s: float, *, quiet: bool):
+    import time
 
     from flowctl.console import err
     from flowctl.errors import CliError
 
     last = None
-    try:
-        with trio.fail_after(limit_s):
-            while True:
-                status = await client.status()
-                dep = next((d for d in status["deployments"] if d["service"] == service), None)
-                if dep is None:
-                    raise CliError(f"deployment {service!r} disappeared while waiting")
-                line = f"{service}@{version}: {dep['ready']}/{desired} ready"
-                if dep.get("unplaced"):
-                    line += f" ({dep['unplaced']})"
-                failed = [r for r in dep["replicas"] if r["state"] == "failed" and r["version"] == version]
-                if failed and failed[0].get("detail"):
-                    line += f" (replica {failed[0]['replica_id']}: {failed[0]['detail']})"
-                if line != last and not quiet:
-                    err.print(line)
-                    last = line
-                if dep["ready"] >= desired and all(r["version"] == version for r in dep["replicas"]):
-                    return dep
-                await trio.sleep(0.5)
-    except trio.TooSlowError:
-        raise CliError(f"{service}@{version} was not ready after {limit_s:.0f} s: {last}") from None
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = client.status()
+        dep = next((d for d in status["deployments"] if d["service"] == service), None)
+        if dep is None:
+            raise CliError(f"deployment {service!r} disappeared while waiting")
+        line = f"{service}@{version}: {dep['ready']}/{desired} ready"
+        if dep.get("unplaced"):
+            line += f" ({dep['unplaced']})"
+        failed = [r for r in dep["replicas"] if r["state"] == "failed" and r["version"] == version]
+        if failed and failed[0].get("detail"):
+            line += f" (replica {failed[0]['replica_id']}: {failed[0]['detail']})"
+        if line != last and not quiet:
+            err.print(line)
+            last = line
+        if dep["ready"] >= desired and all(r["version"] == version for r in dep["replicas"]):
+            return dep
+        if time.monotonic() >= deadline:
+            raise CliError(f"{service}@{version} was not ready after {limit_s:.0f} s: {last}")
+        time.sleep(0.5)
 
 
 def _print_deployment(dep: dict, json_out: bool) -> None:

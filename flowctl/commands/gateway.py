@@ -12,18 +12,12 @@ tenants_app = typer.Typer(name="tenants", help="Manage the gateway's tenants.", 
 
 
 def _run(server: str | None, token: str | None, call):
-    import trio
-
     from flowctl.commands.cluster import plane_settings
     from runtime.clients.gateway import GatewayAdminClient
 
     url, key = plane_settings(server, token)
-
-    async def main():
-        async with GatewayAdminClient(url, token=key) as client:
-            return await call(client)
-
-    return trio.run(main)
+    with GatewayAdminClient(url, token=key) as client:
+        return call(client)
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:

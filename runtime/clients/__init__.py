@@ -1,7 +1,9 @@
 """Clients of the control plane's HTTP APIs (hub, cluster, gateway admin), apart from the servers.
 
-Importing them loads httpx and Trio, never quart, hypercorn or a server module, so the
-CLI's listing commands start fast (tests/runtime/clients/test_imports.py).
+Importing them never loads quart, hypercorn or a server module, and the admin clients (cluster,
+gateway) use only the standard library's http.client, not httpx (whose httpcore imports Trio
+and anyio), so the CLI's admin commands start fast (tests/runtime/clients/test_imports.py).
+The hub's client is async (httpx under Trio): the node streams downloads with it.
 """
 
 from runtime.clients.errors import (

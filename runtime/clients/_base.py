@@ -1,4 +1,4 @@
-"""What every client shares: one httpx client per API, bearer auth, bounded waits, error mapping."""
+"""What the async clients (the hub's) share: one httpx client per API, bearer auth, bounded waits, error mapping."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from typing import Any, Self
 
 import httpx
 
-from runtime.clients.errors import PlaneError
 from runtime.errors import FlowError
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
-PLANE_CONNECT_TIMEOUT = 5.0
 
 
 def open_http(base_url: str, *, token: str | None = None, timeout: float = READ_TIMEOUT,
@@ -92,20 +90,3 @@ class ApiClient:
 
     def _refused(self, method: str, response: httpx.Response) -> FlowError:
         raise NotImplementedError
-
-
-class PlaneClient(ApiClient):
-    """A client of one of the control plane's admin APIs: every failure is a PlaneError."""
-
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = READ_TIMEOUT,
-                 connect_timeout: float = PLANE_CONNECT_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None):
-        super().__init__(base_url, token=token, timeout=timeout, connect_timeout=connect_timeout,
-                         transport=transport)
-
-    def _unreachable(self, reason: str) -> FlowError:
-        return PlaneError(f"control plane {self.base_url!r} is unreachable: {reason}")
-
-    def _refused(self, method: str, response: httpx.Response) -> FlowError:
-        return PlaneError(f"{error_detail(response)} (HTTP {response.status_code})",
-                          status=response.status_code)
