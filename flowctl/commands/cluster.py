@@ -35,7 +35,9 @@ def _split(ref: str) -> tuple[str, str]:
 
 def deploy(
     ref: str = typer.Argument(..., metavar="SERVICE[@VERSION]", help="What to deploy (default: latest)."),
-    replicas: int = typer.Option(1, "--replicas", "-r", min=0, max=1000, help="How many replicas."),
+    replicas: int | None = typer.Option(
+        None, "--replicas", "-r", min=0, max=1000,
+        help="How many replicas [default: 1 for a new deployment, the current count for an upgrade]."),
     node: list[str] = typer.Option([], "--node", help="Only place on this node (repeatable)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until every replica is ready."),
     timeout: float = typer.Option(DEFAULT_WAIT_S, "--timeout", help="Seconds to wait with --wait."),
@@ -52,7 +54,7 @@ def deploy(
     def call(client):
         dep = client.deploy(service, version, replicas=replicas, nodes=node)
         if wait:
-            dep["status"] = _wait_ready(client, service, dep["version"], replicas, timeout, quiet=json_out)
+            dep["status"] = _wait_ready(client, service, dep["version"], dep["replicas"], timeout, quiet=json_out)
         return dep
 
     dep = run_client(server, token, call)

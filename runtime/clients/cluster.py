@@ -21,11 +21,13 @@ class ClusterClient(PlaneClient):
         """Nodes, deployments and models."""
         return self._json("GET", "/api/cluster/status")
 
-    def deploy(self, service: str, version: str = "latest", *, replicas: int = 1,
-                     nodes: list[str] | None = None) -> dict[str, Any]:
-        """Create or upgrade a deployment."""
-        return self._json("POST", "/api/deployments", json_body={
-            "service": service, "version": version, "replicas": replicas, "nodes": nodes or []})
+    def deploy(self, service: str, version: str = "latest", *, replicas: int | None = None,
+               nodes: list[str] | None = None) -> dict[str, Any]:
+        """Create or upgrade a deployment (`replicas` None keeps an existing count; new: 1)."""
+        body: dict[str, Any] = {"service": service, "version": version, "nodes": nodes or []}
+        if replicas is not None:
+            body["replicas"] = replicas
+        return self._json("POST", "/api/deployments", json_body=body)
 
     def scale(self, service: str, replicas: int) -> dict[str, Any]:
         """Change a deployment's replica count."""

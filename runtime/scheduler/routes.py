@@ -109,8 +109,8 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
         version = data.get("version") or "latest"
         if not isinstance(version, str) or not (version == "latest" or is_version(version)):
             raise DeployError(f"version {version!r} is not SemVer or 'latest'")
-        replicas = data.get("replicas", 1)
-        if isinstance(replicas, bool) or not isinstance(replicas, int):
+        replicas = data.get("replicas")  # absent: keep an existing deployment's count (new: 1)
+        if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int)):
             raise DeployError(f"replicas {replicas!r} is not an integer")
         nodes = data.get("nodes") or []
         if not isinstance(nodes, list) or not all(isinstance(n, str) and _NAME.match(n) for n in nodes):

@@ -110,9 +110,16 @@ class Scheduler:
 
     # -- operator API ------------------------------------------------------------------------
 
-    async def deploy(self, service_id: str, version: str = "latest", *, replicas: int = 1,
+    async def deploy(self, service_id: str, version: str = "latest", *, replicas: int | None = None,
                      nodes: tuple[str, ...] = ()) -> Deployment:
-        """Create or upgrade a deployment; the version is resolved against the hub."""
+        """Create or upgrade a deployment; the version is resolved against the hub.
+
+        `replicas` None keeps an existing deployment's count (a new one gets 1), so an
+        upgrade after `flowctl scale` does not shrink the deployment.
+        """
+        if replicas is None:
+            existing = self._deployments.get(service_id)
+            replicas = existing.replicas if existing is not None else 1
         if not 0 <= replicas <= 1000:
             raise DeployError(f"replicas must be between 0 and 1000, not {replicas}")
         manifest = await self._resolve(service_id, version)

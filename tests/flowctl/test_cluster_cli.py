@@ -109,3 +109,30 @@ async def test_wrong_admin_key_and_unreachable_plane(plane):
         assert code == 1 and "admin key" in err and "HTTP 401" in err
         code, _, err = await flowctl("status", server="http://127.0.0.1:1")
         assert code == 1 and "is unreachable" in err
+
+
+async def _join(plane, nursery, name):
+    """A stand-in node named `name` joined to the plane (its token made over the API)."""
+    async with httpx.AsyncClient(base_url=plane, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        token = (await client.post("/api/cluster/tokens", json={"name": name})).json()["token"]
+    config = AgentConfig(url=plane, token=token, node_id=f"id-{name}", name=name, backoff_initial=0.05)
+    await nursery.start(run_agent, config, FakeExecutor("http://127.0.0.1:1", models=("echo-model",)))
+
+
+async def test_an_upgrade_keeps_the_replica_count_unless_told(plane, nursery, tmp_path):
+    with trio.fail_after(60):
+        await _join(plane, nursery, "desk")
+        async with httpx.AsyncClient(base_url=plane, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+            bundle = make_bundle(tmp_path, "1.1.0")
+            await client.put("/api/services/echo/1.1.0", content=bundle.path.read_bytes())
+        code, out, err = await flowctl("deploy", "echo@1.0.0", "--json", server=plane)
+        assert code == 0 and json.loads(out)["replicas"] == 1, err
+        code, out, err = await flowctl("scale", "echo", "3", server=plane)
+        assert code == 0, err
+        code, out, err = await flowctl("deploy", "echo@1.1.0", "--json", server=plane)
+        assert code == 0, err
+        dep = json.loads(out)
+        assert dep["replicas"] == 3 and dep["status"]["ready"] == 3
+        code, out, err = await flowctl("deploy", "echo@1.1.0", "-r", "2", "--no-wait", server=plane)
+        assert code == 0 and "echo@1.1.0: 2 replica(s)" in out, err
+

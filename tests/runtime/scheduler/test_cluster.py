@@ -214,3 +214,10 @@ async def test_model_conflict_is_refused_at_deploy_time(plane):
     plane.scheduler._resolve = other_claims_echo
     with pytest.raises(DeployError, match="model 'echo' is already served by service 'echo'"):
         await plane.scheduler.deploy("other")
+
+
+async def test_a_deploy_without_a_count_keeps_the_current_one(plane):
+    assert (await plane.scheduler.deploy("echo")).replicas == 1
+    await plane.scheduler.scale("echo", 3)
+    assert (await plane.scheduler.deploy("echo", "1.0.0")).replicas == 3
+    assert (await plane.scheduler.deploy("echo", replicas=2)).replicas == 2
