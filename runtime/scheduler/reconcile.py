@@ -97,10 +97,11 @@ def reconcile(
         current = [r for r in mine if r.version == dep.version]
         old = [r for r in mine if r.version != dep.version]
 
-        # Move replicas whose node is gone; keep the id, bump the attempt.
+        # Move replicas whose node is gone (or no longer among the pinned ones); keep the id, bump the attempt.
         moved: list[Replica] = []
         for r in current:
-            if r.node_id in ready_nodes:
+            node = ready_nodes.get(r.node_id)
+            if node is not None and (not dep.nodes or node.node_id in dep.nodes or node.name in dep.nodes):
                 moved.append(r)
                 continue
             try:

@@ -122,6 +122,7 @@ class Scheduler:
             replicas = existing.replicas if existing is not None else 1
         if not 0 <= replicas <= 1000:
             raise DeployError(f"replicas must be between 0 and 1000, not {replicas}")
+        await self._check_nodes(nodes)
         manifest = await self._resolve(service_id, version)
         dep = Deployment(manifest.service_id, manifest.version, replicas, manifest.resources,
                          tuple(m.model_id for m in manifest.models), tuple(nodes))
@@ -133,6 +134,18 @@ class Scheduler:
             self._deployments[dep.service_id] = dep
         self.wake()
         return dep
+
+    async def _check_nodes(self, nodes: tuple[str, ...]) -> None:
+        """Refuse node names (or ids) that no node that ever joined this plane has."""
+        if not nodes:
+            return
+        known = {n for rec in self.registry.nodes() for n in (rec.node_id, rec.name)}
+        stored = await trio.to_thread.run_sync(self.store.known_nodes)
+        known.update(n for node_id, name, _ in stored for n in (node_id, name))
+        unknown = [n for n in nodes if n not in known]
+        if unknown:
+            names = ", ".join(sorted({rec.name for rec in self.registry.nodes()} | {name for _, name, _ in stored})) or "none"
+            raise DeployError(f"no node named {unknown[0]!r} has joined this plane (nodes: {names})")
 
     async def scale(self, service_id: str, replicas: int) -> Deployment:
         """Change the replica count of an existing deployment."""

@@ -136,3 +136,17 @@ async def test_an_upgrade_keeps_the_replica_count_unless_told(plane, nursery, tm
         code, out, err = await flowctl("deploy", "echo@1.1.0", "-r", "2", "--no-wait", server=plane)
         assert code == 0 and "echo@1.1.0: 2 replica(s)" in out, err
 
+
+
+async def test_deploy_refuses_a_node_that_does_not_exist(plane, nursery):
+    with trio.fail_after(60):
+        await _join(plane, nursery, "desk")
+        refusal = "no node named 'ghost' has joined this plane (nodes: desk) (HTTP 400)"
+        code, out, err = await flowctl("deploy", "echo", "--node", "ghost", server=plane)
+        assert code == 1 and refusal in err and len(err.strip().splitlines()) == 1, (out, err)
+        code, out, err = await flowctl("deploy", "echo", "-r", "2", server=plane)
+        assert code == 0, err
+        code, out, err = await flowctl("deploy", "echo", "--node", "ghost", server=plane)  # an upgrade
+        assert code == 1 and refusal in err and "replica(s) on ghost" not in out, (out, err)
+        code, out, err = await flowctl("deploy", "echo", "--node", "id-desk", server=plane)
+        assert code == 0 and "2 replica(s) on id-desk" in out, err

@@ -80,3 +80,11 @@ def test_replica_ids_are_not_reused_across_deployments():
     plan = reconcile([Deployment("a", "1.0.0", 1), Deployment("b", "1.0.0", 1)],
                      [Replica("r1", "a", "1.0.0", "a", state="ready")], [A, B])
     assert sorted(r.replica_id for r in plan.replicas) == ["r1", "r2"]
+
+
+def test_pinning_a_deployment_moves_replicas_off_other_nodes():
+    placed = ready(reconcile([Deployment("echo", "1.0.0", 2)], [], [A, B]).replicas)
+    plan = reconcile([Deployment("echo", "1.0.0", 2, nodes=("beta",))], placed, [A, B])
+    assert [(r.node_id, r.attempt) for r in plan.replicas] == [("b", 2), ("b", 1)]
+    plan = reconcile([Deployment("echo", "1.0.0", 2, nodes=("ghost",))], placed, [A, B])
+    assert {r.node_id for r in plan.replicas} == {"a", "b"} and "named ghost" in plan.unplaced["echo"]
