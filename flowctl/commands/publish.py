@@ -1,4 +1,4 @@
-"""`flowctl publish BUNDLE`: upload a bundle to a hub."""
+"""`flowctl publish BUNDLE|DIR`: upload a bundle (or pack a directory and upload it) to a hub."""
 
 from __future__ import annotations
 
@@ -6,22 +6,31 @@ from pathlib import Path
 
 import typer
 
-HUB_HELP = "Hub URL [env FLOWCTL_HUB_URL; config hub_url; default http://127.0.0.1:5000]."
+HUB_HELP = ("Hub URL [env FLOWCTL_HUB_URL, else FLOWCTL_SERVER (the plane serves the hub); "
+            "config hub_url, else server_url; default http://127.0.0.1:5000].")
 TOKEN_HELP = "The hub's admin key [env FLOWCTL_TOKEN; config token]."
 DEFAULT_HUB = "http://127.0.0.1:5000"
 
 
 def hub_settings(hub: str | None, token: str | None) -> tuple[str, str | None]:
-    """(hub URL, token) from flag > env > config file > default."""
+    """(hub URL, token) from --hub > FLOWCTL_HUB_URL > FLOWCTL_SERVER > config file > default.
+
+    The control plane serves the hub on its own port, so the plane's URL is the hub's
+    unless a hub URL is set at the same level or above.
+    """
     from flowctl.config import load_config
 
     cfg = load_config(hub_url=hub, token=token)
-    return cfg.hub_url or DEFAULT_HUB, cfg.token
+    if cfg.hub_url and cfg.sources["hub_url"] in ("flag", "FLOWCTL_HUB_URL"):
+        return cfg.hub_url, cfg.token
+    if cfg.server_url and cfg.sources["server_url"] == "FLOWCTL_SERVER":
+        return cfg.server_url, cfg.token
+    return cfg.hub_url or cfg.server_url or DEFAULT_HUB, cfg.token
 
 
 def publish(
-    bundle: Path = typer.Argument(..., metavar="BUNDLE", exists=True, dir_okay=False,
-                                  help="The .fbundle file (from `flowctl pack`)."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE|DIR", exists=True,
+                                  help="The .fbundle file (from `flowctl pack`), or a service directory to pack."),
     hub: str | None = typer.Option(None, "--hub", help=HUB_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     stable: bool | None = typer.Option(None, "--stable/--unstable",
@@ -30,9 +39,25 @@ def publish(
 ) -> None:
     """Publish BUNDLE to a hub: streamed upload, verified there (digest, files, signature).
 
+    A directory is packed first (as `flowctl pack DIR` does, into a temporary file).
     A version is immutable: publishing the same bytes again is a no-op, other bytes
     for a published version are refused.
+
+    Example: flowctl publish examples/echo
     """
+    if bundle.is_dir():
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="flowctl-publish-") as tmp:
+            from packer.pack import pack_dir
+
+            packed = pack_dir(bundle, Path(tmp)).path
+            _publish(packed, hub, token, stable, json_out)
+        return
+    _publish(bundle, hub, token, stable, json_out)
+
+
+def _publish(bundle: Path, hub: str | None, token: str | None, stable: bool | None, json_out: bool) -> None:
     import trio
 
     from flowctl.console import byte_progress, human_bytes, print_json

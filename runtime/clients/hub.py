@@ -145,13 +145,18 @@ class HubClient(ApiClient):
             if exc.status != 404:
                 raise
             existing = None
-        if existing is not None and existing["sha256"] == digest:
-            return {**existing, "created": False}
         params = {} if stable is None else {"stable": str(stable).lower()}
-        headers = {"X-Flowctl-Sha256": digest, "Content-Length": str(size),
-                   "Content-Type": "application/octet-stream"}
-        response = await self._request("PUT", f"/api/services/{service_id}/{version}", params=params,
-                                       headers=headers, content=_file_chunks(Path(bundle), progress),
+        headers = {"X-Flowctl-Sha256": digest, "Content-Type": "application/octet-stream"}
+        path = f"/api/services/{service_id}/{version}"
+        if existing is not None and existing["sha256"] == digest:
+            # Not uploaded again, but still a PUT: the hub checks the key before it answers
+            # from the announced digest alone, so a wrong key is refused, not told "published".
+            response = await self._request("PUT", path, params=params, content=b"",
+                                           headers={**headers, "Content-Length": "0"})
+            return {**existing, **response.json(), "created": False}
+        response = await self._request("PUT", path, params=params,
+                                       headers={**headers, "Content-Length": str(size)},
+                                       content=_file_chunks(Path(bundle), progress),
                                        timeout=httpx.Timeout(None, connect=10.0))
         return response.json()
 

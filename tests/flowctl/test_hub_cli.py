@@ -111,3 +111,25 @@ def test_local_fsck_finds_corruption(tmp_path):
     path.write_bytes(b"rot")
     r = flowctl("hub", "fsck", "--data-dir", str(tmp_path / "data"))
     assert r.returncode == 1 and "1 corrupt" in r.stdout
+
+
+def test_publish_finds_the_hub_through_flowctl_server_and_checks_the_key_first(served_hub, tmp_path):
+    url, env = served_hub
+    env = {k: v for k, v in env.items() if k != "FLOWCTL_HUB_URL"} | {"FLOWCTL_SERVER": url}
+    packed = make_bundle(tmp_path)
+    r = flowctl("publish", str(packed.path), env=env)  # the plane serves the hub: FLOWCTL_SERVER is enough
+    assert r.returncode == 0 and f"published: echo@1.0.0 sha256:{packed.sha256}" in r.stdout, r.stderr
+    r = flowctl("publish", str(packed.path), env={**env, "FLOWCTL_TOKEN": "wrong"})
+    assert r.returncode == 1 and "admin key" in r.stderr and "already published" not in r.stdout, r.stdout
+    r = flowctl("publish", str(packed.path), "--hub", "http://127.0.0.1:1", env=env)  # the flag wins
+    assert r.returncode == 1 and "127.0.0.1:1" in r.stderr
+
+
+def test_publish_a_directory_packs_it_first(served_hub, tmp_path):
+    url, env = served_hub
+    packed = make_bundle(tmp_path, "1.2.0")
+    source = tmp_path / "src-echo-1.2.0"
+    r = flowctl("publish", str(source), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sha256"] == packed.sha256  # packing is deterministic
+    assert not (source / "dist").exists()
