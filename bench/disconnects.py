@@ -173,7 +173,7 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict:
         keys = {}
         for tenant in ("cutter", "bystander"):
             await cli(env, "tenants", "create", tenant)
-            keys[tenant] = (await cli(env, "keys", "create", "--tenant", tenant)).strip().splitlines()[0]
+            keys[tenant] = (await cli(env, "keys", "create", "--tenant", tenant)).strip()  # only the key is on stdout
 
         rng = random.Random(2000)
         results: dict = {"whole": 0, "broken": 0, "why": []}

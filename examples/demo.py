@@ -61,8 +61,8 @@ def run(args: argparse.Namespace, work: Path, plane: Plane, cli: Cli) -> None:
     cli("deploy", f"{service}@{version}", "--timeout", str(DEPLOY_TIMEOUT_S))
     cli("tenants", "create", "demo")
     created = cli("keys", "create", "--tenant", "demo", "--name", "demo", capture=True)
-    key = next((w for w in created.split() if w.startswith("fgk_")), None)
-    if key is None:
+    key = created.strip()  # only the key is on stdout
+    if not key.startswith("fgk_"):
         raise DemoError("flowctl keys create printed no key")
 
     plane.show_held()

@@ -122,11 +122,11 @@ def keys_create(
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON (with the key)."),
 ) -> None:
-    """Create an API key; it is printed once and never again.
+    """Create an API key; it is printed once (alone on stdout) and never again.
 
-    Example: flowctl keys create --tenant acme --rpm 60 --models 'echo,llama-*'
+    Example: KEY=$(flowctl keys create --tenant acme --rpm 60 --models 'echo,llama-*')
     """
-    from flowctl.console import echo, print_json
+    from flowctl.console import echo, err, print_json
 
     options = {"name": name, "rpm": rpm, "tpm": tpm, "max_concurrency": max_concurrency,
                "models": [m.strip() for m in models.split(",") if m.strip()],
@@ -135,8 +135,9 @@ def keys_create(
     if json_out:
         print_json(created)
         return
+    # Only the secret on stdout, so KEY=$(flowctl keys create ...) captures it alone.
+    err.print(f"key id {created['key_id']} for tenant {created['tenant']}; shown only this once, store it now:")
     echo(created["key"])
-    echo(f"key id {created['key_id']} for tenant {created['tenant']}: store the key now, it is not shown again")
 
 
 def keys_ls(

@@ -52,7 +52,8 @@ def test_up_then_the_openai_package_then_ctrl_c(tmp_path):
         cli("deploy", "echo", "--timeout", "30")
         cli("tenants", "create", "acme")
         created = cli("keys", "create", "--tenant", "acme", "--models", "echo", capture=True)
-        key = next(w for w in created.split() if w.startswith("fgk_"))
+        key = created.strip()  # only the key is on stdout
+        assert key.startswith("fgk_") and "\n" not in key
         started = descendants(plane.proc.pid)
         assert any("worker.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
                    for pid in started if alive(pid)), "the echo worker should be running under up"

@@ -178,6 +178,10 @@ async def test_the_cli_manages_tenants_keys_and_usage(cluster):
         created = json.loads(await flowctl("keys", "create", "--tenant", "acme", "--rpm", "100", "--models",
                                            "echo", "--expires", "2999-01-01", "--json"))
         key = created["key"]
+        plain = await trio.to_thread.run_sync(partial(runner.invoke, cli, ["keys", "create", "--tenant", "acme"],
+                                                      env=env))
+        assert plain.exit_code == 0 and plain.stdout.startswith("fgk_")
+        assert len(plain.stdout.splitlines()) == 1 and "key id" in plain.stderr  # KEY=$(flowctl keys create ...)
         listed = await flowctl("keys", "ls", "--tenant", "acme")
         assert created["key_id"] in listed and key not in listed
         assert (await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)).status_code == 200
