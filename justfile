@@ -6,14 +6,16 @@ py := venv / "bin/python"
 setup:
     python3 -m venv {{venv}} && {{venv}}/bin/pip install -q -e '.[dev]'
 
-# Lint and run the whole test suite, real-model tests included (what CI runs).
+# Lint, type-check and run the whole test suite, real-model tests included (what CI runs).
 test: llm-setup
     {{venv}}/bin/ruff check .
+    {{venv}}/bin/mypy
     {{py}} -m pytest -q
 
-# Lint only.
+# Lint and type-check only.
 lint: setup
     {{venv}}/bin/ruff check .
+    {{venv}}/bin/mypy
 
 # --- llm: the llama-chat example (Gemma 3 270M on llama-cpp-python) ---
 
