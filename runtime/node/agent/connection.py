@@ -142,6 +142,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
     started = False
     credential = config.credential
     replaced_at: float | None = None
+    away_since: float | None = None  # when a joined node lost the plane, until it is welcomed back
     async with WorkerClient() as client:
         while True:
             began = trio.current_time()
@@ -153,7 +154,12 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                 async with connect(config, credential or config.token) as ws, open_mux(ws, opener=True) as mux:
 
                     async def on_welcome(welcome: Welcome) -> None:
-                        nonlocal started, credential
+                        nonlocal started, credential, away_since
+                        if away_since is not None:
+                            # WARNING, like the loss: the default logging shows nothing below it.
+                            log.warning("reconnected to the control plane after %.1f s",
+                                        trio.current_time() - away_since)
+                            away_since = None
                         if welcome.credential:
                             credential = welcome.credential  # reconnects use it even if keeping it fails
                             if keep_credential is not None:
@@ -189,6 +195,8 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                           exc_info=group)
             if refused is not None:
                 raise refused
+            if started and away_since is None:
+                away_since = trio.current_time()
             if retry_now:
                 log.info("reconnecting at once")
                 continue

@@ -19,6 +19,7 @@ from runtime.node.agent import AgentConfig, JoinRefused, connection, run_agent, 
 from runtime.node.agent.connection import STABLE_AFTER, backoff_delay
 from runtime.tunnel import StreamReset, TunnelError, open_mux
 from runtime.tunnel.http import send_request
+from tests.polling import wait_until
 from tests.runtime.tunnel.test_mux import transport_pair
 
 LIMIT = 3600  # virtual seconds: on the autojump clock a hang fails at once, not after an hour
@@ -215,3 +216,17 @@ async def test_a_request_that_fails_unexpectedly_ends_only_that_request(autojump
         await trio.sleep(12)
     assert len(plane.heartbeats) == beats + 2
     assert len(plane.attempts) == 1 and plane.dropped == []
+
+
+async def test_a_lost_connection_says_why_and_a_reconnect_says_how_long_it_was_away(
+        autojump_clock, nursery, top_of_range, caplog):
+    plane = FakePlane(nursery, [10.0, 503, 503, None])
+    with trio.fail_after(LIMIT):
+        await nursery.start(partial(run_agent, config(backoff_initial=1, backoff_max=64),
+                                    FakeExecutor(), connect=plane.connect))
+        await plane.settled.wait()
+        await wait_until(lambda: any("reconnected" in r.getMessage() for r in caplog.records))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    lost = [w for w in warnings if w.startswith("control plane connection lost: ")]
+    assert lost and all(w.removeprefix("control plane connection lost: ").strip() for w in lost), warnings
+    assert warnings[-1] == "reconnected to the control plane after 7.0 s", warnings
