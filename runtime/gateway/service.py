@@ -100,7 +100,10 @@ class KeyService:
         token = token.strip()
         parsed = parse_key(token) if scheme.lower() == "bearer" else None
         if parsed is None:
-            raise GatewayError(401, "a valid API key is required (Authorization: Bearer fgk_...)", "invalid_api_key")
+            # Missing and malformed told apart: a client sending another product's key learns why.
+            reason = ("this is not a flowctl API key (expected Authorization: Bearer fgk_...)" if token
+                      else "no API key was given (Authorization: Bearer fgk_...)")
+            raise GatewayError(401, reason, "invalid_api_key")
         key_id, digest = parsed
         cached = self._cache.get(key_id)
         now = trio.current_time()

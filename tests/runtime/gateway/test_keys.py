@@ -100,6 +100,18 @@ async def test_revocation_is_immediate(cluster):
     assert r.status_code == 401 and key not in r.text
 
 
+async def test_a_missing_a_malformed_and_a_wrong_key_are_told_apart(cluster):
+    key = await cluster.key()
+    wrong = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+    with trio.fail_after(20):
+        replies = [await cluster.client.get("/v1/models", headers=headers)
+                   for headers in ({}, {"Authorization": "Bearer sk-not-ours"}, bearer(wrong))]
+    assert [r.status_code for r in replies] == [401, 401, 401]
+    messages = [r.json()["error"]["message"] for r in replies]
+    assert "no API key" in messages[0] and "not a flowctl API key" in messages[1]
+    assert "not valid" in messages[2] and len(set(messages)) == 3 and wrong not in replies[2].text
+
+
 async def test_expired_key_and_model_allow_list(cluster):
     expired = await cluster.key(expires_at=time.time() - 1)
     limited = await cluster.key(models=["llama-*"])
