@@ -34,7 +34,12 @@ def serve(
                                      help="With the scheduler role: a node silent this long is lost and "
                                           "its replicas move."),
 ) -> None:
-    """Serve a hub: bundles, blobs and models over HTTP, with publish behind an admin key.
+    """Serve the hub, scheduler and gateway roles.
+
+    --roles chooses which run, on one port (default: the hub alone).
+
+    The hub serves bundles, blobs and models over HTTP, with publish behind an admin key;
+    the scheduler takes nodes and deployments; the gateway serves the /v1 API.
 
     The admin key comes from FLOWCTL_ADMIN_KEY; without it one is generated on the
     first start and printed once (only its hash is kept in the data dir). Clients

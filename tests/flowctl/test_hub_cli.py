@@ -133,3 +133,9 @@ def test_publish_a_directory_packs_it_first(served_hub, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["sha256"] == packed.sha256  # packing is deterministic
     assert not (source / "dist").exists()
+
+
+def test_serve_help_names_every_role(tmp_path):
+    r = flowctl("--help", env={**os.environ, "FLOWCTL_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200"})
+    [line] = [x for x in r.stdout.splitlines() if re.match(r"[│ ]*serve {2,}", x)]
+    assert "hub" in line and "scheduler" in line and "gateway" in line, line
