@@ -22,6 +22,9 @@ CLOSE_GOING_AWAY = 1001
 # An early reply waits this long at most for the rest of a body of up to this many bytes.
 DEFAULT_UNREAD_BODY_TIMEOUT = 1.0
 DEFAULT_UNREAD_BODY_LIMIT = 1 << 20
+# After an early reply, the rest of the body is read and dropped until hypercorn reports the
+# request over (milliseconds after the app returns); this only bounds a case that never ends.
+DRAIN_AFTER_REPLY_TIMEOUT = 10.0
 _CLOSE = (b"connection", b"close")
 
 
@@ -53,6 +56,8 @@ class Guard:
         self._websockets: set[trio.CancelScope] = set()
         self._closing_websockets = False
         self._changed = trio.Event()
+        # Where the drains after early replies run (serve_app's nursery; see _drain_after_reply).
+        self.drainers: trio.Nursery | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -76,6 +81,8 @@ class Guard:
         finally:
             self._requests -= 1
             self._notify()
+            if body.pending and self.drainers is not None:
+                self.drainers.start_soon(_drain_after_reply, body)
 
     async def drain(self) -> None:
         """Wait for the HTTP requests in flight, then close every WebSocket with 1001 and wait for them."""
@@ -186,6 +193,25 @@ class _RequestBody:
                     await self._arrived.wait()
                 else:
                     await self.receive()
+
+
+async def _drain_after_reply(body: _RequestBody, *, limit_s: float = DRAIN_AFTER_REPLY_TIMEOUT) -> None:
+    """Read and drop the rest of a body the app left unread, until the request is over.
+
+    hypercorn hands a body to the app through a queue of ten parts and, once the app has
+    returned, puts `http.disconnect` on that same queue before it closes the connection. With
+    nobody reading, a client still uploading fills the queue and both wait forever: the
+    connection is never closed (seen with a 5 MiB body refused with 413 under load). Reading
+    until that `http.disconnect` lets hypercorn close it at once.
+    """
+    with trio.move_on_after(limit_s):
+        while True:
+            try:
+                message = await body.receive()
+            except (trio.ClosedResourceError, trio.EndOfChannel, trio.BrokenResourceError):
+                return
+            if message["type"] == "http.disconnect":
+                return
 
 
 async def _refuse(scope: Any, send: Any, status: int, message: str = "") -> None:

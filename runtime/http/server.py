@@ -135,6 +135,7 @@ async def serve_app(
     shield = trio.CancelScope()
     with sock:
         async with trio.open_nursery() as nursery:
+            guard.drainers = nursery
             urls = await nursery.start(partial(_serve_in, shield, guarded, guard, config, sock, stop))
             shield.shield = True
             try:

@@ -146,3 +146,45 @@ async def test_replies_to_whole_requests_keep_the_connection(apps: tuple[Apps, A
                 r = await conn.request("POST", "/refuse", body=b"x" * 1000)
                 assert r.status == 401 and r.header("connection") is None
                 assert (await conn.request("GET", "/hello")).status == 200
+
+
+async def test_an_early_reply_to_a_large_upload_still_closes_the_connection():
+    """hypercorn queues at most ten body parts for the app and, once the app has returned, puts
+    http.disconnect on that full queue: nobody read it, so the connection stayed open for good
+    while the client kept uploading. The guard reads what is left until the request is over."""
+    queue_full = trio.Event()
+
+    async def slow_refusal(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await queue_full.wait()  # the upload fills hypercorn's queue before the app answers
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    with trio.fail_after(TIMEOUT):
+        async with open_test_server(slow_refusal) as url, open_raw_connection(url) as conn:
+            await conn.send_head("POST", "/upload", [("Content-Length", str(64 << 20))])
+
+            async def upload() -> None:
+                chunk = b"x" * (64 << 10)
+                try:
+                    for _ in range(1024):
+                        # A send that stalls means the server stopped reading: its queue is full.
+                        with trio.move_on_after(0.5) as stalled:
+                            await conn.send(chunk)
+                        if stalled.cancelled_caught:
+                            queue_full.set()
+                            await conn.send(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the server closed the connection: what this test waits for
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(upload)
+                r = await conn.response()
+                assert r.status == 413 and r.header("connection") == "close"
+                while not await conn.closed_by_server():
+                    pass
+                nursery.cancel_scope.cancel()
