@@ -1,8 +1,9 @@
 """One session WebSocket: utterances in, streamed replies out, cancel at any time.
 
 Each utterance (a text, or audio transcribed first) gets an id; the reply
-streams as `text` messages with a `delta`, then one `text` message with the
-whole `content` (and `audio` when the session has a TTS model). `cancel` stops
+streams as `text_delta` messages (seed 002's clients ignore them), then one
+`text` message with the whole `content`, as the seed sends it (and `audio`
+when the session has a TTS model). `cancel` stops
 the reply at once: the stream to the worker is reset, so generation stops
 there too. A session answers one utterance at a time, whichever of its sockets
 sent it. Bad input and failed replies get an `error` message and the session
@@ -152,7 +153,7 @@ class _Conversation:
             try:
                 async for delta in self.backend.stream_chat(self.session, self.session.history.messages()):
                     parts.append(delta)
-                    await self.send("text", uid, delta=delta, role="assistant")
+                    await self.send("text_delta", uid, delta=delta, role="assistant")
                 return
             except BackendError as exc:
                 if attempt == 2 or parts or not exc.before_output:

@@ -1,8 +1,8 @@
 """The session WebSocket's messages (seed 002), parsed strictly and answered in one shape.
 
 Client -> server: {"type": "text", "content"}, {"type": "audio", "data": base64, "format"?},
-{"type": "cancel"}. Server -> client: transcription, text (streamed deltas, then the whole
-content), audio, error; each with a timestamp and the utterance id it belongs to.
+{"type": "cancel"}. Server -> client: transcription, text_delta (the reply as it streams),
+text (the whole reply, as seed 002 sends it), audio, error; each with a timestamp and the utterance id it belongs to.
 """
 
 from __future__ import annotations

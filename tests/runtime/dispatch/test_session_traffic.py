@@ -159,7 +159,7 @@ async def test_a_session_and_http_requests_share_the_keys_concurrency(cluster):
             first = json.loads(await ws.get_message())  # the reply streams: it holds the key's one slot
             during = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
             while not (last := json.loads(await ws.get_message())).get("done"):
-                assert last["type"] == "text", last
+                assert last["type"] == "text_delta", last
             after = await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
             # The gateway frees a slot once its handler returns, which may be just after the client has the body.
             await wait_until(lambda: not cluster.handle.dispatcher.limiter.active)
@@ -171,7 +171,7 @@ async def test_a_session_and_http_requests_share_the_keys_concurrency(cluster):
                 refused = await ask(ws, "my turn")
             await wait_until(lambda: not cluster.handle.dispatcher.limiter.active)  # the stream is dropped
             final = await ask(ws, "my turn")
-    assert "delta" in first, first
+    assert first["type"] == "text_delta", first
     assert during.status_code == 429 and during.json()["error"]["code"] == "concurrency_limit_exceeded", during.text
     assert after.status_code == 200, after.text
     assert refused["type"] == "error" and refused["code"] == "concurrency_limit_exceeded", refused

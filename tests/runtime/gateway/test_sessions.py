@@ -32,7 +32,7 @@ async def test_sessions_use_the_gateways_keys_and_tenants(cluster):
         path = "/" + created["engine_url"].split("/", 3)[3] + f"?token={created['engine_token']}"
         async with trio_websocket.open_websocket("127.0.0.1", port, path, use_ssl=False) as ws:
             await ws.send_message(json.dumps({"type": "text", "content": "hi there"}))
-            while "delta" in (message := json.loads(await ws.get_message())):
+            while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                 pass
         assert message["content"] == "hi there" and message["done"]
         r = await client.delete(f"/v1/sessions/{created['session_id']}", headers=bearer(acme))
@@ -90,7 +90,7 @@ async def test_revoking_a_key_or_removing_a_tenant_ends_its_sessions(cluster):
 
         async with connect_second() as ws:  # the tenant's other key's session lives on
             await ws.send_message(json.dumps({"type": "text", "content": "still here"}))
-            while "delta" in (message := json.loads(await ws.get_message())):
+            while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                 pass
             assert message["content"] == "still here"
             assert (await client.delete("/api/gateway/tenants/acme", headers=ADMIN_AUTH)).status_code == 204
@@ -98,3 +98,24 @@ async def test_revoking_a_key_or_removing_a_tenant_ends_its_sessions(cluster):
         _told(ended["tenant"], "tenant 'acme' was removed")
         assert await _refused(connect_second) == 403
         assert (await client.get("/health")).json()["active_sessions"] == 0
+
+
+async def test_a_seed_client_sees_one_whole_text_message_per_reply(cluster):
+    """Seed 002's frontend renders every `text` message's `content`: streamed pieces must not be `text`."""
+    await cluster.deploy()
+    key = await cluster.key("acme")
+    with trio.fail_after(30):
+        _, connect = await _open_session(cluster, key)
+        async with connect() as ws:
+            await ws.send_message(json.dumps({"type": "text", "content": "hello seed client"}))
+            messages = []
+            while not (message := json.loads(await ws.get_message())).get("done"):
+                messages.append(message)
+            messages.append(message)
+    texts = [m for m in messages if m["type"] == "text"]
+    assert texts == [message] and message["content"] == "hello seed client", messages
+    assert message["role"] == "assistant" and message["timestamp"]
+    deltas = [m for m in messages if m["type"] == "text_delta"]
+    assert deltas and "".join(m["delta"] for m in deltas) == message["content"]
+    assert all(m["role"] == "assistant" and m["utterance_id"] == message["utterance_id"] and m["timestamp"]
+               for m in deltas)

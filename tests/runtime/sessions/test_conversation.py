@@ -106,7 +106,7 @@ async def reply_of(ws):
     while True:
         message = await receive(ws)
         messages.append(message)
-        if message["type"] == "text" and "delta" in message:
+        if message["type"] == "text_delta":
             deltas.append(message["delta"])
         elif message["type"] in ("text", "error"):
             return deltas, message, messages
@@ -136,14 +136,14 @@ async def test_cancel_stops_the_reply_at_once(harness):
     with trio.fail_after(10):
         async with await connect(session) as ws:
             await send(ws, type="text", content="go on forever")
-            assert "delta" in await receive(ws)
+            assert (await receive(ws))["type"] == "text_delta"
             await send(ws, type="text", content="too soon")
             while (message := await receive(ws))["type"] != "error":
                 pass
             assert "send cancel first" in message["content"]
             await send(ws, type="cancel")
             while not (message := await receive(ws)).get("cancelled"):
-                assert message["type"] == "text"
+                assert message["type"] == "text_delta"
             await backend.cancelled.wait()
             backend.stall = False
             await send(ws, type="text", content="still here")
@@ -243,7 +243,7 @@ async def test_a_session_answers_one_utterance_at_a_time_across_its_sockets(harn
         async with await connect(session) as first, await connect(session) as second, \
                 await connect(session) as third:
             await send(first, type="text", content="go on forever")
-            assert "delta" in await receive(first)
+            assert (await receive(first))["type"] == "text_delta"
             for ws in (second, third):
                 await send(ws, type="text", content="me too")
                 message = await receive(ws)

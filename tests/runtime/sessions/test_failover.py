@@ -24,7 +24,7 @@ from tests.runtime.scheduler.test_cluster import FakeExecutor, resolve
 
 async def talk(ws, text):
     await ws.send_message(json.dumps({"type": "text", "content": text}))
-    while "delta" in (message := json.loads(await ws.get_message())):
+    while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
         pass
     return message
 

@@ -131,8 +131,8 @@ async def utter(ws, text):
     """Send one text; the streamed deltas and the final message."""
     await ws.send_message(json.dumps({"type": "text", "content": text}))
     deltas = []
-    while "delta" in (message := json.loads(await ws.get_message())):
-        assert message["type"] == "text" and message["role"] == "assistant"
+    while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
+        assert message["role"] == "assistant"
         deltas.append(message["delta"])
     return deltas, message
 
@@ -176,12 +176,12 @@ async def test_cancel_stops_generation_promptly_and_keeps_the_partial_reply(clus
                 deltas = []
                 while len(deltas) < 3:
                     message = json.loads(await ws.get_message())
-                    assert "delta" in message, message  # still generating: 600 tokens take many seconds
+                    assert message["type"] == "text_delta", message  # still generating: 600 tokens take many seconds
                     deltas.append(message["delta"])
                 before = (await worker.get("/health")).json()["tokens_generated"]
                 began = time.monotonic()
                 await ws.send_message(json.dumps({"type": "cancel"}))
-                while "delta" in (message := json.loads(await ws.get_message())):
+                while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                     deltas.append(message["delta"])
                 cancelled_in = time.monotonic() - began
                 idle = await wait_for_health(worker, lambda b: b["active_requests"] == 0, deadline_s=2)

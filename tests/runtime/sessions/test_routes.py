@@ -86,7 +86,7 @@ async def test_create_talk_cancel_and_delete(gateway):
         async with await open_socket(gateway, created) as ws:
             await ws.send_message(json.dumps({"type": "text", "content": "hello world"}))
             deltas = []
-            while "delta" in (message := json.loads(await ws.get_message())):
+            while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                 deltas.append(message["delta"])
             assert message["content"] == "hello world" and "".join(deltas) == "hello world"
 
@@ -153,7 +153,7 @@ async def test_cancel_stops_generation_on_the_worker(gateway):
     with trio.fail_after(30):
         async with await open_socket(gateway, created) as ws:
             await ws.send_message(json.dumps({"type": "text", "content": "word " * 400}))
-            assert "delta" in json.loads(await ws.get_message())
+            assert json.loads(await ws.get_message())["type"] == "text_delta"
             async with httpx.AsyncClient(base_url=gateway.worker_url) as worker:
                 assert (await worker.get("/health")).json()["active_requests"] == 1
                 await ws.send_message(json.dumps({"type": "cancel"}))
@@ -193,7 +193,7 @@ async def test_a_session_takes_a_few_sockets_and_refuses_more_before_the_upgrade
         await wait_until(lambda: session.connections == 0)
         async with await open_socket(gateway, created) as ws:  # the slots are free again
             await ws.send_message(json.dumps({"type": "text", "content": "hi"}))
-            while "delta" in (message := json.loads(await ws.get_message())):
+            while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                 pass
     assert message["content"] == "hi"
 
@@ -209,6 +209,6 @@ async def test_a_bad_frame_gets_an_error_and_the_socket_stays_usable(gateway):
                 message = json.loads(await ws.get_message())
                 assert message["type"] == "error" and problem in message["content"]
             await ws.send_message(json.dumps({"type": "text", "content": "fine"}))
-            while "delta" in (message := json.loads(await ws.get_message())):
+            while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
                 pass
             assert message["content"] == "fine"
