@@ -5,6 +5,7 @@ from packer.errors import (
     DigestMismatch,
     LimitExceeded,
     ManifestError,
+    NotABundle,
     PackerError,
     SignatureError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ModelSpec",
+    "NotABundle",
     "PackResult",
     "PackerError",
     "PublicKey",

@@ -3,6 +3,7 @@
     PackerError
     ├── ManifestError        service.json is missing, malformed or invalid
     ├── BundleError          a bundle is corrupt, hostile or does not match its manifest
+    │   ├── NotABundle       the file is not a bundle at all (empty, or not a zstd stream)
     │   └── LimitExceeded    a bundle exceeds a size limit (total, per file, decompressed)
     ├── DigestMismatch       a digest differs from the expected one
     └── SignatureError       a signature is missing, malformed or does not verify
@@ -33,6 +34,19 @@ class BundleError(PackerError):
         self.problem = problem
         self.member = member
         super().__init__(f"{member!r}: {problem}" if member else problem)
+
+
+class NotABundle(BundleError):
+    """The input is not a flowctl bundle at all: it is empty or does not start with a zstd frame.
+
+    `source` names the file when the caller knows it (`open_bundle(..., source=path)`).
+    """
+
+    def __init__(self, reason: str, *, source: str | None = None):
+        self.reason = reason
+        self.source = source
+        what = f"{source!r} is not" if source else "not"
+        super().__init__(f"{what} a flowctl bundle (.fbundle): {reason}")
 
 
 class LimitExceeded(BundleError):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-from packer.errors import BundleError, DigestMismatch, LimitExceeded, PackerError
+from packer.errors import BundleError, DigestMismatch, LimitExceeded, NotABundle, PackerError
 from packer.limits import Limits
 from packer.manifest import (
     MANIFEST_NAME,
@@ -64,10 +64,12 @@ class _Compressed:
 class _Decoded:
     """The decompressed tar stream, with a running byte budget."""
 
-    def __init__(self, reader, budget: int, on_eof: Callable[[], None], max_window: int):
+    def __init__(self, reader, budget: int, on_eof: Callable[[], None], max_window: int,
+                 on_corrupt: Callable[[], None]):
         self._r = reader
         self.max_window = max_window
         self._on_eof = on_eof  # raises a more precise error when the compressed stream is cut
+        self._on_corrupt = on_corrupt  # raises NotABundle when the input never was a zstd stream
         self._buf = b""
         self._pos = 0
         self.consumed = 0  # tar bytes handed out
@@ -87,6 +89,7 @@ class _Decoded:
             if "too much memory" in str(exc):
                 raise LimitExceeded(f"zstd frame needs a window over the limit of {self.max_window} bytes "
                                     "(too much memory to decode)") from None
+            self._on_corrupt()
             raise BundleError(f"corrupt zstd data ({exc})") from None
         if not data:
             self._on_eof()
@@ -137,7 +140,8 @@ class BundleReader:
         self._reader = decoder.stream_reader(
             self._raw, read_size=_READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
         prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
-        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size)
+        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size,
+                             self._raw.walker.check_started)
         self._pending: Header | None = None
         self._seen: set[str] = set()
         self._iterated = False
@@ -328,9 +332,17 @@ class BundleReader:
 
 
 def open_bundle(fileobj: BinaryIO, *, limits: Limits = Limits(),
-                observer: Callable[[bytes], None] | None = None) -> BundleReader:
+                observer: Callable[[bytes], None] | None = None, source: str | None = None) -> BundleReader:
     """Open a bundle stream (never seeks); reads and checks the manifest and signature member.
 
     `observer`, if given, sees every compressed chunk in order (e.g. to hash the file).
+
+    Error handling: NotABundle for input that is not a bundle at all, naming `source` if given
+    (a file's path); other BundleErrors for a corrupt or hostile one.
     """
-    return BundleReader(fileobj, limits, observer)
+    try:
+        return BundleReader(fileobj, limits, observer)
+    except NotABundle as exc:
+        if source is None or exc.source is not None:
+            raise
+        raise NotABundle(exc.reason, source=source) from None

@@ -41,7 +41,7 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
     staging = dest.parent / f".{dest.name}.unpack-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
-        with open(path, "rb", buffering=0) as f, open_bundle(f, limits=limits) as reader, \
+        with open(path, "rb", buffering=0) as f, open_bundle(f, limits=limits, source=str(path)) as reader, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack-write") as writer:
             check_signature(reader, trusted_keys, require_signature)
             made: set[str] = set()

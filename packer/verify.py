@@ -73,7 +73,7 @@ def verify_bundle(path: Path, *, expected_sha256: str | None = None,
             if progress is not None:
                 progress(len(chunk))
 
-        with open_bundle(f, limits=limits, observer=observe) as reader:
+        with open_bundle(f, limits=limits, observer=observe, source=str(path)) as reader:
             status, kid = check_signature(reader, trusted_keys, require_signature)
             for _entry, chunks in reader.iter_files():
                 for _ in chunks:

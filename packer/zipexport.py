@@ -30,7 +30,7 @@ def write_zip(bundle_path: Path, zip_path: Path, *, limits: Limits = Limits()) -
     fd, tmp_name = tempfile.mkstemp(dir=zip_path.parent, prefix=f".{zip_path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out, open(bundle_path, "rb", buffering=0) as f, \
-                open_bundle(f, limits=limits) as reader, zipfile.ZipFile(out, "w") as zf:
+                open_bundle(f, limits=limits, source=str(bundle_path)) as reader, zipfile.ZipFile(out, "w") as zf:
             stamp = _date_time(reader.manifest.created_at)
             lines = [f"{hashlib.sha256(reader.manifest_bytes).hexdigest()}  {MANIFEST_NAME}\n"]
             zf.writestr(_info(MANIFEST_NAME, stamp, 0o644, len(reader.manifest_bytes)), reader.manifest_bytes)

@@ -11,7 +11,7 @@ It costs a few Python operations per 128 KiB block.
 
 from __future__ import annotations
 
-from packer.errors import BundleError
+from packer.errors import BundleError, NotABundle
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _FCS_SIZES = (0, 2, 4, 8)
@@ -58,10 +58,15 @@ class FrameWalker:
                 self._on_field(field)
         self.offset += end
 
+    def check_started(self) -> None:
+        """Raise NotABundle unless the input so far began with a zstd frame's magic number."""
+        if self._frames == 0 and self._state == _MAGIC:
+            raise NotABundle("it does not start with a zstd frame")
+
     def finish(self) -> None:
         """Raise BundleError unless the input ended exactly after a complete frame."""
-        if self._frames == 0 and self._state == _MAGIC and self._need == 4:
-            raise BundleError("not a zstd stream (empty file)")
+        if self._frames == 0 and self._state == _MAGIC:
+            raise NotABundle("the file is empty" if self._need == 4 else "it does not start with a zstd frame")
         if self._state != _MAGIC or self._need != 4 or self._field:
             raise BundleError(f"truncated zstd stream (the last frame is incomplete at byte {self.offset})")
 
@@ -90,8 +95,9 @@ class FrameWalker:
                 return
             if field[1:] == b"\x2a\x4d\x18" and field[0] & 0xF0 == 0x50:
                 raise BundleError(f"skippable zstd frame at byte {self._here} (not allowed in a bundle)")
-            what = "trailing data after the last zstd frame" if self._frames else "not a zstd stream"
-            raise BundleError(f"{what} (bad magic at byte {self._here})")
+            if not self._frames:
+                raise NotABundle("it does not start with a zstd frame")
+            raise BundleError(f"trailing data after the last zstd frame (bad magic at byte {self._here})")
         if self._state == _FHD:
             fhd = field[0]
             if fhd & 0x08:

@@ -108,7 +108,7 @@ def inspect(
     from packer.verify import check_signature
 
     keys = _trusted(trust)
-    with open(bundle, "rb") as f, open_bundle(f) as reader:
+    with open(bundle, "rb") as f, open_bundle(f, source=str(bundle)) as reader:
         status, kid = check_signature(reader, keys, bool(keys))
         m = reader.manifest
     size = bundle.stat().st_size
@@ -158,7 +158,7 @@ def unpack(
     keys = _trusted(trust)
     total = 0
     if progress_enabled():  # the bar needs the total: read the manifest first
-        with open(bundle, "rb") as f, open_bundle(f) as reader:
+        with open(bundle, "rb") as f, open_bundle(f, source=str(bundle)) as reader:
             total = reader.manifest.total_size
     with byte_progress(total, "unpacking") as advance:
         manifest = unpack_bundle(bundle, dest, trusted_keys=keys, require_signature=bool(keys),

@@ -83,6 +83,9 @@ def install(
     from runtime.node import InstallOptions
     from runtime.node import install as run_install
 
+    if ref.endswith(".fbundle") or "/" in ref or Path(ref).is_file():
+        raise CliError(f"{ref!r} is a file: `node install` takes SERVICE[@VERSION] from a hub; "
+                       f"publish the bundle first (flowctl publish {ref})")
     service, version = _split(ref)
     config = load_config(hub_url=hub, data_dir=data_dir, trusted_keys=trust or None)
     hub_url = config.hub_url

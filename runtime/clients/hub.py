@@ -215,7 +215,7 @@ class HubClient(ApiClient):
 def _describe(bundle: Path) -> tuple[str, str, str, int]:
     from packer import open_bundle, sha256_file
 
-    with open(bundle, "rb") as f, open_bundle(f) as reader:
+    with open(bundle, "rb") as f, open_bundle(f, source=str(bundle)) as reader:
         manifest = reader.manifest
     return manifest.service_id, manifest.version, sha256_file(bundle), bundle.stat().st_size
 

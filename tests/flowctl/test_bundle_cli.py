@@ -89,6 +89,22 @@ def test_corrupt_bundle_is_one_line_exit_1(packed):
     assert not (bundle.parent / "out").exists()
 
 
+def test_a_file_that_is_not_a_bundle_is_named_one_line_exit_1(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    expected = f"error: {str(notes)!r} is not a flowctl bundle (.fbundle): it does not start with a zstd frame"
+    for command in (["verify", notes], ["inspect", notes], ["unpack", notes, tmp_path / "out"],
+                    ["publish", notes, "--hub", "http://127.0.0.1:9"]):
+        result = flowctl(*command)
+        assert result.returncode == 1, command
+        assert _one_error_line(result) == expected, command
+    assert not (tmp_path / "out").exists()
+    result = flowctl("node", "install", notes, "--hub", "http://127.0.0.1:9", "--data-dir", tmp_path / "node")
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert "is a file" in line and "flowctl publish" in line
+
+
 def test_unpack(packed, tmp_path):
     bundle, _, _ = packed
     dest = tmp_path / "out"

@@ -2,7 +2,15 @@ import hashlib
 
 import pytest
 
-from packer import Limits, PackerError, open_bundle, pack_dir
+from packer import (
+    Limits,
+    NotABundle,
+    PackerError,
+    open_bundle,
+    pack_dir,
+    unpack_bundle,
+    verify_bundle,
+)
 from packer.reader import CHUNK
 from tests.packer.conftest import write_source
 from tests.packer.test_hostile import NonSeekable
@@ -78,3 +86,31 @@ def test_manifest_budget_bounds_decoding_before_the_manifest_is_known():
     reader_limits = Limits(max_manifest_bytes=1 << 20)
     with pytest.raises(PackerError, match="limit"):
         open_bundle(NonSeekable(blob), limits=reader_limits)
+
+
+@pytest.mark.parametrize("blob, reason", [(b"hello, world\n", "it does not start with a zstd frame"),
+                                          (b"PK", "it does not start with a zstd frame"),
+                                          (b"", "the file is empty")])
+def test_a_file_that_is_not_a_bundle_says_so_and_names_the_file(tmp_path, blob, reason):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(blob)
+    with pytest.raises(NotABundle) as info, open(path, "rb") as f:
+        open_bundle(f, source=str(path))
+    assert info.value.source == str(path) and info.value.reason == reason
+    assert str(info.value) == f"{str(path)!r} is not a flowctl bundle (.fbundle): {reason}"
+    for check in (lambda: verify_bundle(path), lambda: unpack_bundle(path, tmp_path / "out")):
+        with pytest.raises(NotABundle, match="notes.txt' is not a flowctl bundle"):
+            check()
+    with pytest.raises(NotABundle) as anonymous:
+        open_bundle(NonSeekable(blob))
+    assert str(anonymous.value) == f"not a flowctl bundle (.fbundle): {reason}"
+
+
+def test_trailing_data_is_not_called_not_a_bundle(bundle):
+    with pytest.raises(PackerError) as info:
+        with open_bundle(NonSeekable(bundle.path.read_bytes() + b"GARBAGE!")) as reader:
+            for _entry, chunks in reader.iter_files():
+                for _ in chunks:
+                    pass
+    assert not isinstance(info.value, NotABundle)
+    assert "trailing data" in str(info.value)
