@@ -46,6 +46,7 @@ from runtime.sessions.manager import SessionError, SessionManager
 log = logging.getLogger("flowctl.plane")
 ALL_ROLES = ("hub", "scheduler", "gateway")
 DEFAULT_PORT = 8080
+SERVICE_NAME = "flowctl control plane"
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,9 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
                               "models": len(scheduler.models())}
     if gateway is not None:
         parts["gateway"] = gateway.health()
-    health: dict[str, Any] = {"status": "ok", "roles": parts}
+    # Seed 002's fields at the top level, where its clients read them ("healthy" is its word).
+    health: dict[str, Any] = {"status": "healthy", "service": SERVICE_NAME, "roles": parts}
     if sessions is not None:
-        # Seed 002's health fields, at the top level where its clients read them.
         health.update(active_sessions=sessions.active, max_sessions=sessions.max_sessions)
     return health
 

@@ -192,7 +192,7 @@ async def test_a_failing_replica_is_retried_on_another(cluster):
 async def test_health_and_metrics(cluster):
     key = await cluster.key()
     health = (await cluster.client.get("/health")).json()
-    assert health["status"] == "ok" and set(health["roles"]) == {"hub", "scheduler", "gateway"}
+    assert health["status"] == "healthy" and set(health["roles"]) == {"hub", "scheduler", "gateway"}
     await cluster.client.post("/v1/chat/completions", headers=bearer(key), json=CHAT)
     metrics = cluster.handle.gateway.metrics
     with trio.fail_after(5):  # counted just after the last byte went out

@@ -8,6 +8,7 @@ import trio
 import trio_websocket
 
 from runtime.gateway.keys import parse_key
+from runtime.plane import SERVICE_NAME
 from tests.runtime.gateway.conftest import ADMIN_AUTH
 
 
@@ -119,3 +120,11 @@ async def test_a_seed_client_sees_one_whole_text_message_per_reply(cluster):
     assert deltas and "".join(m["delta"] for m in deltas) == message["content"]
     assert all(m["role"] == "assistant" and m["utterance_id"] == message["utterance_id"] and m["timestamp"]
                for m in deltas)
+
+
+async def test_health_carries_the_seeds_fields_beside_flowctls(cluster):
+    health = (await cluster.client.get("/health")).json()
+    # Seed 002's /health: {"status": "healthy", "service", "active_sessions", "max_sessions"}.
+    assert health["status"] == "healthy" and health["service"] == SERVICE_NAME
+    assert health["active_sessions"] == 0 and health["max_sessions"] >= 1
+    assert set(health["roles"]) == {"hub", "scheduler", "gateway"} and health["roles"]["gateway"]["in_flight"] == 0
