@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from rich.table import Table
@@ -18,14 +19,21 @@ def _state(state: str) -> str:
     return f"[{style}]{state}[/]" if style else state
 
 
+def node_labels(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """Each node's label in every table: its name, with its id where two nodes share the name."""
+    counts = Counter(n["name"] for n in nodes)
+    return {n["node_id"]: n["name"] if counts[n["name"]] == 1 else f"{n['name']} ({n['node_id']})" for n in nodes}
+
+
 def render_status(data: dict[str, Any]) -> None:
-    """Print nodes, deployments and models as three tables."""
+    """Print nodes, deployments and models as three tables; nodes are named the same way in each."""
+    label = node_labels(data["nodes"])
     nodes = Table(title="Nodes", title_justify="left")
     for col in ("NAME", "STATE", "LAST HEARTBEAT", "IN FLIGHT", "CPU", "RAM FREE / TOTAL", "GPUS", "REPLICAS"):
         nodes.add_column(col)
     for n in data["nodes"]:
         gpus = ", ".join(f"{g['name']} ({g['vram_mb']} MB)" for g in n["gpus"]) or "-"
-        nodes.add_row(n["name"], _state(n["state"]), f"{n['last_heartbeat_s']:.1f} s ago",
+        nodes.add_row(label[n["node_id"]], _state(n["state"]), f"{n['last_heartbeat_s']:.1f} s ago",
                       str(n["outstanding"]), str(n["cpu_count"]), f"{n['free_ram_mb']} / {n['ram_mb']} MB",
                       gpus, str(n["replicas"]))
     out.print(nodes if data["nodes"] else "No nodes have joined.")
@@ -34,7 +42,8 @@ def render_status(data: dict[str, Any]) -> None:
     for col in ("SERVICE", "VERSION", "READY", "REPLICAS", "NOTE"):
         deps.add_column(col)
     for d in data["deployments"]:
-        placed = ", ".join(f"{r['replica_id']}@{r['node_id']} {_state(r['state'])}" for r in d["replicas"]) or "-"
+        placed = ", ".join(f"{r['replica_id']}@{label.get(r['node_id'], r['node_id'])} {_state(r['state'])}"
+                           for r in d["replicas"]) or "-"
         deps.add_row(d["service"], d["version"], f"{d['ready']}/{d['desired']}", placed, d.get("unplaced") or "")
     out.print(deps if data["deployments"] else "No deployments.")
 
