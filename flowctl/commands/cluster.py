@@ -38,7 +38,10 @@ def deploy(
     replicas: int | None = typer.Option(
         None, "--replicas", "-r", min=0, max=1000,
         help="How many replicas [default: 1 for a new deployment, the current count for an upgrade]."),
-    node: list[str] = typer.Option([], "--node", help="Only place on this node (repeatable)."),
+    node: list[str] = typer.Option(
+        [], "--node", help="Only place on this node (repeatable) [default: a new deployment anywhere, "
+        "an upgrade where it was pinned]."),
+    any_node: bool = typer.Option(False, "--any-node", help="Remove the deployment's pin: place on any node."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until every replica is ready."),
     timeout: float = typer.Option(DEFAULT_WAIT_S, "--timeout", help="Seconds to wait with --wait."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
@@ -50,9 +53,12 @@ def deploy(
     Example: flowctl deploy llama-chat@1.0.0 --replicas 2
     """
     service, version = _split(ref)
+    if any_node and node:
+        raise typer.BadParameter("give --node or --any-node, not both", param_hint="--any-node")
+    nodes: list[str] | None = [] if any_node else node or None  # None: keep the current pin
 
     def call(client):
-        dep = client.deploy(service, version, replicas=replicas, nodes=node)
+        dep = client.deploy(service, version, replicas=replicas, nodes=nodes)
         if wait:
             dep["status"] = _wait_ready(client, service, dep["version"], dep["replicas"], timeout, quiet=json_out)
         return dep

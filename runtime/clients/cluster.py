@@ -23,10 +23,16 @@ class ClusterClient(PlaneClient):
 
     def deploy(self, service: str, version: str = "latest", *, replicas: int | None = None,
                nodes: list[str] | None = None) -> dict[str, Any]:
-        """Create or upgrade a deployment (`replicas` None keeps an existing count; new: 1)."""
-        body: dict[str, Any] = {"service": service, "version": version, "nodes": nodes or []}
+        """Create or upgrade a deployment.
+
+        `replicas` None keeps an existing count (new: 1); `nodes` None keeps an existing pin
+        (new: anywhere), `[]` removes the pin.
+        """
+        body: dict[str, Any] = {"service": service, "version": version}
         if replicas is not None:
             body["replicas"] = replicas
+        if nodes is not None:
+            body["nodes"] = list(nodes)
         return self._json("POST", "/api/deployments", json_body=body)
 
     def scale(self, service: str, replicas: int) -> dict[str, Any]:

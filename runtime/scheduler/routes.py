@@ -112,10 +112,12 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
         replicas = data.get("replicas")  # absent: keep an existing deployment's count (new: 1)
         if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int)):
             raise DeployError(f"replicas {replicas!r} is not an integer")
-        nodes = data.get("nodes") or []
-        if not isinstance(nodes, list) or not all(isinstance(n, str) and _NAME.match(n) for n in nodes):
+        nodes = data.get("nodes")  # absent (or null): keep an existing deployment's pin; []: anywhere
+        if nodes is not None and (not isinstance(nodes, list)
+                                  or not all(isinstance(n, str) and _NAME.match(n) for n in nodes)):
             raise DeployError("nodes must be a list of node names")
-        dep = await scheduler.deploy(service_id, version, replicas=replicas, nodes=tuple(nodes))
+        dep = await scheduler.deploy(service_id, version, replicas=replicas,
+                                     nodes=None if nodes is None else tuple(nodes))
         return json_response(_deployment_json(dep), 201)
 
     @app.patch("/api/deployments/<service_id>")

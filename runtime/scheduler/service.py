@@ -111,15 +111,18 @@ class Scheduler:
     # -- operator API ------------------------------------------------------------------------
 
     async def deploy(self, service_id: str, version: str = "latest", *, replicas: int | None = None,
-                     nodes: tuple[str, ...] = ()) -> Deployment:
+                     nodes: tuple[str, ...] | None = None) -> Deployment:
         """Create or upgrade a deployment; the version is resolved against the hub.
 
         `replicas` None keeps an existing deployment's count (a new one gets 1), so an
-        upgrade after `flowctl scale` does not shrink the deployment.
+        upgrade after `flowctl scale` does not shrink the deployment. Likewise `nodes`
+        None keeps an existing deployment's pin (a new one may go anywhere); `()` unpins.
         """
+        existing = self._deployments.get(service_id)
         if replicas is None:
-            existing = self._deployments.get(service_id)
             replicas = existing.replicas if existing is not None else 1
+        if nodes is None:
+            nodes = existing.nodes if existing is not None else ()
         if not 0 <= replicas <= 1000:
             raise DeployError(f"replicas must be between 0 and 1000, not {replicas}")
         await self._check_nodes(nodes)

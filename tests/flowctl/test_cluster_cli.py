@@ -150,3 +150,21 @@ async def test_deploy_refuses_a_node_that_does_not_exist(plane, nursery):
         assert code == 1 and refusal in err and "replica(s) on ghost" not in out, (out, err)
         code, out, err = await flowctl("deploy", "echo", "--node", "id-desk", server=plane)
         assert code == 0 and "2 replica(s) on id-desk" in out, err
+
+
+async def test_an_upgrade_keeps_the_node_pin_unless_told(plane, nursery):
+    with trio.fail_after(60):
+        await _join(plane, nursery, "desk")
+        code, out, err = await flowctl("deploy", "echo", "--node", "desk", "--no-wait", server=plane)
+        assert code == 0 and "1 replica(s) on desk" in out, err
+        code, out, err = await flowctl("deploy", "echo@1.0.0", "--no-wait", "--json", server=plane)
+        assert code == 0 and json.loads(out)["nodes"] == ["desk"], err
+        code, out, err = await flowctl("deploy", "echo", "--node", "desk", "--any-node", server=plane)
+        assert code == 2 and "--any-node" in err
+        code, out, err = await flowctl("deploy", "echo", "--any-node", "--no-wait", "--json", server=plane)
+        assert code == 0 and json.loads(out)["nodes"] == [], err
+        async with httpx.AsyncClient(base_url=plane, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+            pinned = await client.post("/api/deployments", json={"service": "echo", "nodes": ["desk"]})
+            kept = await client.post("/api/deployments", json={"service": "echo"})
+            cleared = await client.post("/api/deployments", json={"service": "echo", "nodes": []})
+        assert [r.json()["nodes"] for r in (pinned, kept, cleared)] == [["desk"], ["desk"], []]

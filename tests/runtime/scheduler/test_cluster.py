@@ -221,3 +221,14 @@ async def test_a_deploy_without_a_count_keeps_the_current_one(plane):
     await plane.scheduler.scale("echo", 3)
     assert (await plane.scheduler.deploy("echo", "1.0.0")).replicas == 3
     assert (await plane.scheduler.deploy("echo", replicas=2)).replicas == 2
+
+
+async def test_a_deploy_without_nodes_keeps_the_pin_and_an_empty_list_removes_it(plane, worker, nursery):
+    with trio.fail_after(20):
+        await nursery.start(run_agent, agent_config(plane, "alpha"), FakeExecutor(worker.base_url))
+        assert (await plane.scheduler.deploy("echo")).nodes == ()
+        assert (await plane.scheduler.deploy("echo", nodes=("alpha",))).nodes == ("alpha",)
+        assert (await plane.scheduler.deploy("echo", "1.0.0")).nodes == ("alpha",)
+        assert (await plane.scheduler.scale("echo", 2)).nodes == ("alpha",)
+        assert (await plane.scheduler.deploy("echo", nodes=())).nodes == ()
+        assert (await plane.scheduler.deploy("echo")).nodes == ()
