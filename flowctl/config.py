@@ -9,6 +9,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     data_dir = "~/flowctl-data"        # relative paths are relative to this file
     trusted_keys = ["~/keys/release.pub"]
     worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
+    default_model = "gemma3-270m"      # the model of a session created without one
 
 Only the standard library is imported here, so every command can use it cheaply. Adding
 a setting is one `Setting` line in `SETTINGS`; unknown keys in the file are an error, so
@@ -65,6 +66,8 @@ SETTINGS: dict[str, Setting] = {
                 "public keys (or directories of *.pub) whose signatures are trusted"),
         Setting("worker_env_passthrough", "FLOWCTL_WORKER_ENV_PASSTHROUGH", "names",
                 "variables (or PREFIX*) of the node's environment that workers also see"),
+        Setting("default_model", "FLOWCTL_DEFAULT_MODEL", "str",
+                "the model of a session whose create body names none (seed 002's body)"),
     )
 }
 
@@ -79,6 +82,7 @@ class Config:
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     trusted_keys: tuple[Path, ...] = ()
     worker_env_passthrough: tuple[str, ...] = ()
+    default_model: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -158,6 +162,7 @@ def load_config(
     token: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+    default_model: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """All settings at once; the keyword arguments are the command-line flags (None: not given)."""
@@ -165,7 +170,7 @@ def load_config(
     path = config_path(env)
     file_values = load_file(path)
     flags = {"hub_url": hub_url, "server_url": server_url, "token": token, "data_dir": data_dir,
-             "trusted_keys": trusted_keys}
+             "trusted_keys": trusted_keys, "default_model": default_model}
     defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": (),
                                 "worker_env_passthrough": ()}
     values: dict[str, Any] = {}

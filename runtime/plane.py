@@ -131,9 +131,12 @@ async def serve_control_plane(
             dispatcher = Dispatcher(scheduler, on_usage=keys.record_usage, first_byte_timeout=options.pop(
                 "first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
             gateway = Gateway(dispatcher, keys.authenticate, metrics_key_hashes=metrics_keys, **options)
-            sessions = SessionManager(**settings.extra.get("sessions", {}))
+            session_options = dict(settings.extra.get("sessions", {}))
+            default_model = session_options.pop("default_model", None)
+            sessions = SessionManager(**session_options)
             session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
-                                    authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session)
+                                    authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session,
+                                    default_model=default_model)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.

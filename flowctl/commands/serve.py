@@ -33,6 +33,10 @@ def serve(
     lost_after: float = typer.Option(15.0, "--lost-after", min=0.1, max=86400,
                                      help="With the scheduler role: a node silent this long is lost and "
                                           "its replicas move."),
+    default_model: str | None = typer.Option(None, "--default-model",
+                                             help="With the gateway role: the model of a session whose create body names none, as "
+                                                  "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
+                                                  "default_model]."),
 ) -> None:
     """Serve the hub, scheduler and gateway roles.
 
@@ -59,7 +63,7 @@ def serve(
         raise CliError("the gateway role needs the scheduler role: --roles hub,scheduler,gateway")
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
-    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None)
+    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None, default_model=default_model)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
          require_signature=require_signature, private=private, hub_url=hub_url,
          heartbeat_interval=heartbeat_interval, lost_after=lost_after)
@@ -95,11 +99,12 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                 urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
                                                    on_new_key=new_key))
             else:
+                from flowctl.commands.up import session_settings
                 from runtime.plane import PlaneSettings, serve_control_plane
 
                 plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
                                       hub=settings, hub_url=hub_url, heartbeat_interval=heartbeat_interval,
-                                      lost_after=lost_after)
+                                      lost_after=lost_after, extra={"sessions": session_settings(cfg)})
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
                                                      metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
                                                      on_new_key=new_key))

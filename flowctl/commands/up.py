@@ -28,6 +28,10 @@ def up(
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
     local_node: bool = typer.Option(True, "--node/--no-node",
                                     help="With a new control plane, also run a node in this process."),
+    default_model: str | None = typer.Option(None, "--default-model",
+                                             help="The model of a session whose create body names none, as "
+                                                  "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
+                                                  "default_model]."),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
@@ -38,7 +42,8 @@ def up(
 
     holder = _probe(host, port)
     if holder is None:
-        _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node)
+        _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node,
+                     default_model=default_model)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
 
@@ -84,7 +89,8 @@ def _probe(host: str, port: int) -> dict | None:
     return {"what": f"HTTP {response.status_code} on /api/cluster/handshake"}
 
 
-def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | None, local_node: bool) -> None:
+def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | None, local_node: bool,
+                 default_model: str | None = None) -> None:
     import os
     import socket
     from functools import partial
@@ -99,10 +105,11 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     from runtime.node.agent import ExecutorSettings, NodeSettings, read_credential
     from runtime.plane import PlaneSettings, serve_control_plane
 
-    cfg = load_config(data_dir=data_dir)
+    cfg = load_config(data_dir=data_dir, default_model=default_model)
     root = Path(cfg.data_dir)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
-    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__)
+    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__,
+                          extra={"sessions": session_settings(cfg)})
 
     def new_key(key: str) -> None:
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
@@ -131,6 +138,11 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
                   "$(flowctl node token create NAME)   (Ctrl-C to stop)")
 
     run_until_signal(main)
+
+
+def session_settings(cfg) -> dict:
+    """The plane's session settings (PlaneSettings.extra["sessions"]) from the resolved config."""
+    return {"default_model": cfg.default_model} if cfg.default_model else {}
 
 
 async def _serve_local_node(settings, *, task_status) -> None:

@@ -84,8 +84,11 @@ def _json_body(raw: bytes) -> Any:
         raise SessionError(400, "the request body is nested too deeply") from None
 
 
-def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
-    """Validate a create body; the seed's top-level tutor_id/student_id/kb_id join metadata."""
+def _session_request(data: Any, scheduler: Scheduler, default_model: str | None = None) -> dict[str, Any]:
+    """Validate a create body; the seed's top-level tutor_id/student_id/kb_id join metadata.
+
+    A body without a model (the seed's) gets `default_model`, else the only ready model.
+    """
     if not isinstance(data, dict):
         raise SessionError(400, "the request body must be a JSON object")
     metadata = data.get("metadata") or {}
@@ -96,11 +99,12 @@ def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
             metadata.setdefault(key, data[key])
     if len(repr(metadata)) > MAX_METADATA_BYTES:
         raise SessionError(413, f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    model = data.get("model")
+    model = data.get("model", default_model)
     if model is None:
         ready = sorted(scheduler.models())
         if len(ready) != 1:
-            raise SessionError(400, f"\"model\" is required (ready models: {', '.join(ready) or 'none'})")
+            raise SessionError(400, f"\"model\" is required (ready models: {', '.join(ready) or 'none'}); "
+                                    "or start the plane with --default-model MODEL")
         model = ready[0]
     fields = {"model": model}
     for key in ("model", "asr_model", "tts_model"):
@@ -118,8 +122,8 @@ def _session_request(data: Any, scheduler: Scheduler) -> dict[str, Any]:
 
 
 def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
-             authenticate: Authenticator, admit: Admit | None = None) -> None:
-    """Attach the session routes to a quart-trio app."""
+             authenticate: Authenticator, admit: Admit | None = None, default_model: str | None = None) -> None:
+    """Attach the session routes to a quart-trio app; `default_model` serves bodies that name none."""
 
     async def caller() -> Caller:
         return await authenticate(request.headers.get("Authorization"))
@@ -134,7 +138,7 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
     async def create() -> Response:
         await caller()  # no body is read for a caller without a valid key
         raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)  # quart types this form as bytes
-        fields = _session_request(_json_body(raw), scheduler)
+        fields = _session_request(_json_body(raw), scheduler, default_model)
         who = await caller()  # again: the key may have been revoked while the body arrived
         if admit is not None:
             try:

@@ -19,7 +19,8 @@ from flowctl.config import (
 from flowctl.errors import CliError
 
 ENV_VARS = ("FLOWCTL_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "FLOWCTL_HUB_URL",
-            "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS", "FLOWCTL_WORKER_ENV_PASSTHROUGH")
+            "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS", "FLOWCTL_WORKER_ENV_PASSTHROUGH",
+            "FLOWCTL_DEFAULT_MODEL")
 
 
 @pytest.fixture(autouse=True)
@@ -169,3 +170,12 @@ def test_flowctl_config_at_a_missing_path_means_no_file(
     write_config(home, 'token = "from-home"\n')
     monkeypatch.setenv("FLOWCTL_CONFIG", str(home / "none.toml"))
     assert load_config().token is None
+
+
+def test_default_model_from_flag_env_or_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config().default_model is None
+    write_config(home, 'default_model = "from-file"\n')
+    assert load_config().default_model == "from-file"
+    monkeypatch.setenv("FLOWCTL_DEFAULT_MODEL", "from-env")
+    assert load_config().default_model == "from-env"
+    assert load_config(default_model="from-flag").default_model == "from-flag"

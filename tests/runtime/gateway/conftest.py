@@ -55,20 +55,21 @@ class Cluster:
         return r.json()["key"]
 
 
-async def _start_cluster(nursery, tmp_path, env=None, gateway_settings=None, nodes=1):
+async def _start_cluster(nursery, tmp_path, env=None, gateway_settings=None, nodes=1, node_models=("echo",),
+                         session_settings=None):
     worker = await trio.to_thread.run_sync(partial(spawn_worker, EXAMPLES / "echo", env=env))
     try:
         bundle = make_bundle(tmp_path, "1.0.0", models=ECHO_MODELS)
         settings = PlaneSettings(data_dir=tmp_path / "plane", port=0, roles=("hub", "scheduler", "gateway"),
                                  lost_after=3, heartbeat_interval=0.2,
-                                 extra={"gateway": gateway_settings or {}})
+                                 extra={"gateway": gateway_settings or {}, "sessions": session_settings or {}})
         handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
         client = httpx.AsyncClient(base_url=handle.url, timeout=30)
         put = await client.put("/api/services/echo/1.0.0", headers=ADMIN_AUTH, content=bundle.path.read_bytes())
         assert put.status_code in (200, 201), put.text
         cluster = Cluster(client, handle, worker.url, nursery)
         for _ in range(nodes):
-            await cluster.add_node(worker.url)
+            await cluster.add_node(worker.url, models=node_models)
         return cluster, worker
     except BaseException:
         await trio.to_thread.run_sync(worker.stop)

@@ -9,6 +9,7 @@ import trio_websocket
 
 from runtime.gateway.keys import parse_key
 from runtime.plane import SERVICE_NAME
+from tests.polling import wait_until
 from tests.runtime.gateway.conftest import ADMIN_AUTH
 
 
@@ -128,3 +129,33 @@ async def test_health_carries_the_seeds_fields_beside_flowctls(cluster):
     assert health["status"] == "healthy" and health["service"] == SERVICE_NAME
     assert health["active_sessions"] == 0 and health["max_sessions"] >= 1
     assert set(health["roles"]) == {"hub", "scheduler", "gateway"} and health["roles"]["gateway"]["in_flight"] == 0
+
+
+TWO_MODELS = ("echo", "echo-b")  # one worker serving both
+SEED_BODY = {"tutor_id": 1, "student_id": 2, "kb_id": "test-kb"}
+
+
+@pytest.mark.parametrize("cluster", [{"node_models": TWO_MODELS, "session_settings": {"default_model": "echo-b"}}],
+                         indirect=True)
+async def test_the_seeds_create_body_gets_the_default_model(cluster):
+    key = await cluster.key("acme")
+    with trio.fail_after(30):
+        await wait_until(lambda: len(cluster.handle.scheduler.models()) == 2)
+        r = await cluster.client.post("/v1/sessions", headers=bearer(key), json=SEED_BODY)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        shown = (await cluster.client.get(f"/v1/sessions/{created['session_id']}", headers=bearer(key))).json()
+        named = await cluster.client.post("/v1/sessions", headers=bearer(key), json={"model": "echo", **SEED_BODY})
+    for body in (created, shown):
+        assert body["model"] == "echo-b" and body["metadata"] == SEED_BODY
+        assert (body["tutor_id"], body["student_id"], body["kb_id"]) == (1, 2, "test-kb")
+    assert named.status_code == 201 and named.json()["model"] == "echo", named.text
+
+
+@pytest.mark.parametrize("cluster", [{"node_models": TWO_MODELS}], indirect=True)
+async def test_without_a_default_model_the_seeds_body_is_told_how_to_set_one(cluster):
+    key = await cluster.key("acme")
+    with trio.fail_after(30):
+        await wait_until(lambda: len(cluster.handle.scheduler.models()) == 2)
+        r = await cluster.client.post("/v1/sessions", headers=bearer(key), json=SEED_BODY)
+    assert r.status_code == 400 and "--default-model" in r.json()["detail"], r.text
