@@ -24,7 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
-from runtime.api import ensure_admin_key, error_response, hash_key
+from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
 from runtime.dispatch.limits import Principal
@@ -136,7 +136,7 @@ async def serve_control_plane(
             sessions = SessionManager(**session_options)
             session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session,
-                                    default_model=default_model)
+                                    default_model=default_model, is_admin=partial(_is_admin, key_hash))
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
@@ -172,6 +172,11 @@ async def _session_caller(keys: KeyService, authorization: str | None) -> Princi
         return await keys.authenticate(authorization)
     except GatewayError as exc:
         raise SessionError(exc.status, exc.message) from None
+
+
+def _is_admin(key_hash: str, authorization: str | None) -> bool:
+    """Whether a request carries the plane's admin key."""
+    return bearer_ok(authorization, key_hash)
 
 
 def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gateway | None,

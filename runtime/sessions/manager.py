@@ -140,6 +140,10 @@ class SessionManager:
             raise SessionError(404, f"no session {session_id!r}")
         return session
 
+    def list_all(self) -> list[Session]:
+        """Every tenant's open sessions, oldest first."""
+        return list(self._sessions.values())
+
     def list(self, tenant: str) -> list[Session]:
         """The tenant's open sessions, oldest first."""
         return [s for s in self._sessions.values() if s.tenant == tenant]

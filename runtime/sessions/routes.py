@@ -1,7 +1,7 @@
 """The session API and WebSocket routes (seed 002's management API, behind the gateway's keys).
 
     POST   /v1/sessions            create (also /mgmt/v1/sessions, the seed's path)   -> 201
-    GET    /v1/sessions            the caller's tenant's sessions
+    GET    /v1/sessions            the caller's tenant's sessions (every tenant's with the admin key)
     GET    /v1/sessions/{id}       one session (404 for another tenant's, as for a missing one)
     DELETE /v1/sessions/{id}       close it                                           -> 204
     WS     /ws/sessions/{id}?token=ENGINE_TOKEN   (also /ws/ws/{id}, the seed's path)
@@ -38,6 +38,8 @@ class Caller(Protocol):
 # Returns the caller of an Authorization header, or raises SessionError(401/403).
 Authenticator = Callable[[str | None], Awaitable[Caller]]
 Admit = Callable[[Any], None]
+# Whether an Authorization header carries the plane's admin key.
+IsAdmin = Callable[[str | None], bool]
 
 
 def _max_sessions(who: Any) -> int | None:
@@ -122,8 +124,13 @@ def _session_request(data: Any, scheduler: Scheduler, default_model: str | None 
 
 
 def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
-             authenticate: Authenticator, admit: Admit | None = None, default_model: str | None = None) -> None:
-    """Attach the session routes to a quart-trio app; `default_model` serves bodies that name none."""
+             authenticate: Authenticator, admit: Admit | None = None, default_model: str | None = None,
+             is_admin: IsAdmin | None = None) -> None:
+    """Attach the session routes to a quart-trio app.
+
+    `default_model` serves create bodies that name none; with `is_admin`, the admin key lists
+    every tenant's sessions (seed 002's debug listing).
+    """
 
     async def caller() -> Caller:
         return await authenticate(request.headers.get("Authorization"))
@@ -153,8 +160,11 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         return response
 
     async def list_sessions() -> Response:
-        owner = await tenant()
-        return jsonify({"object": "list", "data": [s.to_json() for s in manager.list(owner)],
+        if is_admin is not None and is_admin(request.headers.get("Authorization")):
+            data = [{**s.to_json(), "tenant": s.tenant} for s in manager.list_all()]
+        else:
+            data = [s.to_json() for s in manager.list(await tenant())]
+        return jsonify({"object": "list", "data": data,
                         "active_sessions": manager.active, "max_sessions": manager.max_sessions})
 
     async def get_session(session_id: str) -> Response:

@@ -159,3 +159,20 @@ async def test_without_a_default_model_the_seeds_body_is_told_how_to_set_one(clu
         await wait_until(lambda: len(cluster.handle.scheduler.models()) == 2)
         r = await cluster.client.post("/v1/sessions", headers=bearer(key), json=SEED_BODY)
     assert r.status_code == 400 and "--default-model" in r.json()["detail"], r.text
+
+
+async def test_the_admin_key_lists_every_tenants_sessions(cluster):
+    acme, other = await cluster.key("acme"), await cluster.key("other")
+    client = cluster.client
+    with trio.fail_after(30):
+        mine = (await client.post("/v1/sessions", headers=bearer(acme), json={"model": "echo"})).json()
+        theirs = (await client.post("/v1/sessions", headers=bearer(other), json=SEED_BODY)).json()
+        listed = {path: (await client.get(path, headers=ADMIN_AUTH)) for path in ("/v1/sessions", "/mgmt/v1/sessions")}
+        own = (await client.get("/v1/sessions", headers=bearer(acme))).json()
+    for r in listed.values():
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert {(s["session_id"], s["tenant"]) for s in body["data"]} == {
+            (mine["session_id"], "acme"), (theirs["session_id"], "other")}
+        assert body["active_sessions"] == 2 and "engine_token" not in r.text
+    assert [s["session_id"] for s in own["data"]] == [mine["session_id"]]
