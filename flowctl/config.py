@@ -10,6 +10,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     trusted_keys = ["~/keys/release.pub"]
     worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
     default_model = "gemma3-270m"      # the model of a session created without one
+    anonymous_tenant = "seed"          # requests without an API key are this tenant's (off if unset)
 
 Only the standard library is imported here, so every command can use it cheaply. Adding
 a setting is one `Setting` line in `SETTINGS`; unknown keys in the file are an error, so
@@ -68,6 +69,8 @@ SETTINGS: dict[str, Setting] = {
                 "variables (or PREFIX*) of the node's environment that workers also see"),
         Setting("default_model", "FLOWCTL_DEFAULT_MODEL", "str",
                 "the model of a session whose create body names none (seed 002's body)"),
+        Setting("anonymous_tenant", "FLOWCTL_ANONYMOUS_TENANT", "str",
+                "the tenant that serves requests without an API key (seed clients); unset: refused"),
     )
 }
 
@@ -83,6 +86,7 @@ class Config:
     trusted_keys: tuple[Path, ...] = ()
     worker_env_passthrough: tuple[str, ...] = ()
     default_model: str | None = None
+    anonymous_tenant: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -163,6 +167,7 @@ def load_config(
     data_dir: str | os.PathLike[str] | None = None,
     trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
     default_model: str | None = None,
+    anonymous_tenant: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """All settings at once; the keyword arguments are the command-line flags (None: not given)."""
@@ -170,7 +175,8 @@ def load_config(
     path = config_path(env)
     file_values = load_file(path)
     flags = {"hub_url": hub_url, "server_url": server_url, "token": token, "data_dir": data_dir,
-             "trusted_keys": trusted_keys, "default_model": default_model}
+             "trusted_keys": trusted_keys, "default_model": default_model,
+             "anonymous_tenant": anonymous_tenant}
     defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": (),
                                 "worker_env_passthrough": ()}
     values: dict[str, Any] = {}

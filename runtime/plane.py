@@ -11,6 +11,7 @@ subset when the roles are split across processes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,9 +126,12 @@ async def serve_control_plane(
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
                                     roles=settings.roles)
         if "gateway" in settings.roles and scheduler is not None:
-            keys = KeyService.open(settings.data_dir, key_hash)
-            metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
             options = dict(settings.extra.get("gateway", {}))
+            anonymous_tenant = options.pop("anonymous_tenant", None)
+            keys = KeyService.open(settings.data_dir, key_hash, anonymous_tenant=anonymous_tenant)
+            if (warning := anonymous_exposure(settings.host, anonymous_tenant)) is not None:
+                log.warning("%s", warning)
+            metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
             dispatcher = Dispatcher(scheduler, on_usage=keys.record_usage, first_byte_timeout=options.pop(
                 "first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
             gateway = Gateway(dispatcher, keys.authenticate, metrics_key_hashes=metrics_keys, **options)
@@ -172,6 +176,23 @@ async def _session_caller(keys: KeyService, authorization: str | None) -> Princi
         return await keys.authenticate(authorization)
     except GatewayError as exc:
         raise SessionError(exc.status, exc.message) from None
+
+
+def anonymous_exposure(host: str, anonymous_tenant: str | None) -> str | None:
+    """The start-up warning when requests without a key are served and the plane listens beyond loopback."""
+    if anonymous_tenant is None or _is_loopback(host):
+        return None
+    return (f"requests without an API key are served as tenant {anonymous_tenant!r} and the control plane "
+            f"listens on {host or '*'} (beyond loopback): anyone who reaches it can use the models")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # "" (every address) or a name that may resolve anywhere
 
 
 def _is_admin(key_hash: str, authorization: str | None) -> bool:

@@ -37,6 +37,10 @@ def serve(
                                              help="With the gateway role: the model of a session whose create body names none, as "
                                                   "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
                                                   "default_model]."),
+    anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
+                                                help="With the gateway role: serve requests without an API key as this tenant, with its "
+                                                     "limits (created if missing); off by default [env "
+                                                     "FLOWCTL_ANONYMOUS_TENANT; config anonymous_tenant]."),
 ) -> None:
     """Serve the hub, scheduler and gateway roles.
 
@@ -63,7 +67,8 @@ def serve(
         raise CliError("the gateway role needs the scheduler role: --roles hub,scheduler,gateway")
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
-    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None, default_model=default_model)
+    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None, default_model=default_model,
+                      anonymous_tenant=anonymous_tenant)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
          require_signature=require_signature, private=private, hub_url=hub_url,
          heartbeat_interval=heartbeat_interval, lost_after=lost_after)
@@ -99,12 +104,13 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                 urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
                                                    on_new_key=new_key))
             else:
-                from flowctl.commands.up import session_settings
+                from flowctl.commands.up import gateway_settings, session_settings
                 from runtime.plane import PlaneSettings, serve_control_plane
 
                 plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
                                       hub=settings, hub_url=hub_url, heartbeat_interval=heartbeat_interval,
-                                      lost_after=lost_after, extra={"sessions": session_settings(cfg)})
+                                      lost_after=lost_after, extra={"sessions": session_settings(cfg),
+                                                                    "gateway": gateway_settings(cfg)})
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
                                                      metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
                                                      on_new_key=new_key))

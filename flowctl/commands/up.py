@@ -32,6 +32,10 @@ def up(
                                              help="The model of a session whose create body names none, as "
                                                   "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
                                                   "default_model]."),
+    anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
+                                                help="Serve requests without an API key as this tenant, with its "
+                                                     "limits (created if missing); off by default [env "
+                                                     "FLOWCTL_ANONYMOUS_TENANT; config anonymous_tenant]."),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
@@ -43,7 +47,7 @@ def up(
     holder = _probe(host, port)
     if holder is None:
         _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node,
-                     default_model=default_model)
+                     default_model=default_model, anonymous_tenant=anonymous_tenant)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
 
@@ -90,7 +94,7 @@ def _probe(host: str, port: int) -> dict | None:
 
 
 def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | None, local_node: bool,
-                 default_model: str | None = None) -> None:
+                 default_model: str | None = None, anonymous_tenant: str | None = None) -> None:
     import os
     import socket
     from functools import partial
@@ -105,11 +109,11 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     from runtime.node.agent import ExecutorSettings, NodeSettings, read_credential
     from runtime.plane import PlaneSettings, serve_control_plane
 
-    cfg = load_config(data_dir=data_dir, default_model=default_model)
+    cfg = load_config(data_dir=data_dir, default_model=default_model, anonymous_tenant=anonymous_tenant)
     root = Path(cfg.data_dir)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
     plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__,
-                          extra={"sessions": session_settings(cfg)})
+                          extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg)})
 
     def new_key(key: str) -> None:
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
@@ -143,6 +147,11 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
 def session_settings(cfg) -> dict:
     """The plane's session settings (PlaneSettings.extra["sessions"]) from the resolved config."""
     return {"default_model": cfg.default_model} if cfg.default_model else {}
+
+
+def gateway_settings(cfg) -> dict:
+    """The plane's gateway settings (PlaneSettings.extra["gateway"]) from the resolved config."""
+    return {"anonymous_tenant": cfg.anonymous_tenant} if cfg.anonymous_tenant else {}
 
 
 async def _serve_local_node(settings, *, task_status) -> None:

@@ -38,6 +38,7 @@ MAX_ADMIN_BODY = 64 * 1024
 DEFAULT_ADMIN_BODY_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
 MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
+ANONYMOUS_KEY_ID = "anonymous"  # the limiter's and usage rows' subject of a request without a key
 KEY_LIMITS = ("rpm", "tpm", "max_concurrency")  # a tenant has these and max_sessions
 # (first path part after /api/gateway/, number of parts) -> the methods _admin serves there.
 ADMIN_METHODS = {("tenants", 1): "GET, POST", ("tenants", 2): "PATCH, DELETE", ("keys", 1): "GET, POST",
@@ -48,8 +49,11 @@ class KeyService:
     """Keys, tenants and usage over a KeyStore, with every SQLite call in a bounded thread pool."""
 
     def __init__(self, store: KeyStore, admin_key_hash: str, *, threads: int = 4,
-                 admin_body_timeout: float = DEFAULT_ADMIN_BODY_TIMEOUT) -> None:
+                 admin_body_timeout: float = DEFAULT_ADMIN_BODY_TIMEOUT,
+                 anonymous_tenant: str | None = None) -> None:
         self.store = store
+        # Requests without an Authorization header are served as this tenant (None: refused, 401).
+        self.anonymous_tenant = anonymous_tenant
         self.admin_key_hash = admin_key_hash
         self.admin_body_timeout = admin_body_timeout
         self.limiter = trio.CapacityLimiter(threads)
@@ -63,9 +67,17 @@ class KeyService:
         self._on_tenant_changed: list[Callable[[str, Limits], None]] = []
 
     @classmethod
-    def open(cls, data_dir: Path, admin_key_hash: str) -> KeyService:
-        """The service over data_dir/gateway.db."""
-        return cls(KeyStore(data_dir / "gateway.db"), admin_key_hash)
+    def open(cls, data_dir: Path, admin_key_hash: str, *, anonymous_tenant: str | None = None) -> KeyService:
+        """The service over data_dir/gateway.db; an anonymous tenant is created (without limits) if missing."""
+        store = KeyStore(data_dir / "gateway.db")
+        if anonymous_tenant is not None:
+            try:
+                store.tenant(anonymous_tenant)
+            except KeyStoreError:
+                store.create_tenant(anonymous_tenant)
+                log.warning("created tenant %r for requests without an API key; it has no limits until "
+                            "they are set (PATCH /api/gateway/tenants/%s)", anonymous_tenant, anonymous_tenant)
+        return cls(store, admin_key_hash, anonymous_tenant=anonymous_tenant)
 
     def on_revoked(self, callback: Callable[[list[str], str | None], None]) -> None:
         """Call `callback(key_ids, tenant)` once keys are revoked; `tenant` when it was removed, else None."""
@@ -79,6 +91,8 @@ class KeyService:
         self._generation += 1
         for key_id in key_ids:
             self._cache.pop(key_id, None)  # revocation is effective at once
+        if tenant is not None and tenant == self.anonymous_tenant:
+            self._cache.pop(ANONYMOUS_KEY_ID, None)
         for callback in self._on_revoked:
             callback(key_ids, tenant)
 
@@ -95,7 +109,13 @@ class KeyService:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """The principal of `Authorization: Bearer <key>`, or 401 (the key never appears in the error)."""
+        """The principal of `Authorization: Bearer <key>`, or 401 (the key never appears in the error).
+
+        With an anonymous tenant, a request with no Authorization header at all is that tenant's
+        (key id "anonymous", the tenant's limits); a header that is wrong is a 401 all the same.
+        """
+        if authorization is None and self.anonymous_tenant is not None:
+            return await self._anonymous(self.anonymous_tenant)
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         parsed = parse_key(token) if scheme.lower() == "bearer" else None
@@ -120,6 +140,22 @@ class KeyService:
             until = min(until, now + max(0.0, record.expires_at - time.time()))
         if generation == self._generation:
             self._cache[key_id] = (digest, who, until)
+        return who
+
+    async def _anonymous(self, tenant: str) -> Principal:
+        cached = self._cache.get(ANONYMOUS_KEY_ID)
+        now = trio.current_time()
+        if cached is not None and cached[2] > now:
+            return cached[1]
+        generation = self._generation
+        try:
+            record = await self.run_store(self.store.tenant, tenant)
+        except KeyStoreError:
+            raise GatewayError(401, f"the anonymous tenant {tenant!r} no longer exists; send an API key "
+                                    "(Authorization: Bearer fgk_...)", "invalid_api_key") from None
+        who = Principal(tenant, ANONYMOUS_KEY_ID, tenant_limits=tenant_limits(record))
+        if generation == self._generation:
+            self._cache[ANONYMOUS_KEY_ID] = ("", who, now + CACHE_TTL)
         return who
 
     def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http") -> None:

@@ -20,7 +20,7 @@ from flowctl.errors import CliError
 
 ENV_VARS = ("FLOWCTL_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "FLOWCTL_HUB_URL",
             "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS", "FLOWCTL_WORKER_ENV_PASSTHROUGH",
-            "FLOWCTL_DEFAULT_MODEL")
+            "FLOWCTL_DEFAULT_MODEL", "FLOWCTL_ANONYMOUS_TENANT")
 
 
 @pytest.fixture(autouse=True)
@@ -179,3 +179,12 @@ def test_default_model_from_flag_env_or_file(home: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("FLOWCTL_DEFAULT_MODEL", "from-env")
     assert load_config().default_model == "from-env"
     assert load_config(default_model="from-flag").default_model == "from-flag"
+
+
+def test_anonymous_tenant_from_flag_env_or_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config().anonymous_tenant is None
+    write_config(home, 'anonymous_tenant = "from-file"\n')
+    assert load_config().anonymous_tenant == "from-file"
+    monkeypatch.setenv("FLOWCTL_ANONYMOUS_TENANT", "from-env")
+    assert load_config().anonymous_tenant == "from-env"
+    assert load_config(anonymous_tenant="from-flag").anonymous_tenant == "from-flag"

@@ -32,6 +32,7 @@ def plane_settings(monkeypatch, tmp_path):
     monkeypatch.setattr(runtime.plane, "serve_control_plane", fake_plane)
     monkeypatch.setenv("FLOWCTL_CONFIG", str(tmp_path / "missing.toml"))
     monkeypatch.delenv("FLOWCTL_DEFAULT_MODEL", raising=False)
+    monkeypatch.delenv("FLOWCTL_ANONYMOUS_TENANT", raising=False)
     return seen
 
 
@@ -46,3 +47,16 @@ def test_default_model_reaches_the_session_settings(plane_settings, tmp_path, mo
     CliRunner().invoke(app, args)
     assert [s.extra["sessions"] for s in plane_settings] == [
         {"default_model": "gemma3-270m"}, {"default_model": "from-env"}, {}]
+
+
+@pytest.mark.parametrize("command", [["up", "--port", str(free_port()), "--no-node"],
+                                     ["serve", "--roles", "hub,scheduler,gateway", "--port", "0"]])
+def test_anonymous_tenant_reaches_the_gateway_settings(plane_settings, tmp_path, monkeypatch, command):
+    args = [*command, "--data-dir", str(tmp_path / "data")]
+    CliRunner().invoke(app, [*args, "--anonymous-tenant", "seed"])
+    monkeypatch.setenv("FLOWCTL_ANONYMOUS_TENANT", "from-env")
+    CliRunner().invoke(app, args)
+    monkeypatch.delenv("FLOWCTL_ANONYMOUS_TENANT")
+    CliRunner().invoke(app, args)
+    assert [s.extra["gateway"] for s in plane_settings] == [{"anonymous_tenant": "seed"},
+                                                            {"anonymous_tenant": "from-env"}, {}]
