@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from flowctl.commands.up import ANONYMOUS_TENANT_HELP, DEFAULT_MODEL_HELP
+
 ROLES = ("hub", "scheduler", "gateway")
 
 
@@ -34,13 +36,9 @@ def serve(
                                      help="With the scheduler role: a node silent this long is lost and "
                                           "its replicas move."),
     default_model: str | None = typer.Option(None, "--default-model",
-                                             help="With the gateway role: the model of a session whose create body names none, as "
-                                                  "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
-                                                  "default_model]."),
+                                             help=f"With the gateway role: {DEFAULT_MODEL_HELP}"),
     anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
-                                                help="With the gateway role: serve requests without an API key as this tenant, with its "
-                                                     "limits (created if missing); off by default [env "
-                                                     "FLOWCTL_ANONYMOUS_TENANT; config anonymous_tenant]."),
+                                                help=f"With the gateway role: {ANONYMOUS_TENANT_HELP}"),
 ) -> None:
     """Serve the hub, scheduler and gateway roles.
 

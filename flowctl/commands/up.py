@@ -15,6 +15,15 @@ from flowctl.commands.join import JOIN_TOKEN_HELP
 
 HANDSHAKE_TIMEOUT_S = 3.0
 LOCAL_ENROLL_TTL_S = 600  # the local node's first join only; its credential outlives the token
+# The gateway's settings shared with `flowctl serve` (which prefixes "With the gateway role: ").
+DEFAULT_MODEL_HELP = ("the model of a session whose create body names none, as seed 002's does "
+                      "[env FLOWCTL_DEFAULT_MODEL; config default_model].")
+ANONYMOUS_TENANT_HELP = ("serve requests without an API key as this tenant, with its limits (created "
+                         "if missing); off by default [env FLOWCTL_ANONYMOUS_TENANT; config anonymous_tenant].")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def up(
@@ -28,14 +37,9 @@ def up(
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
     local_node: bool = typer.Option(True, "--node/--no-node",
                                     help="With a new control plane, also run a node in this process."),
-    default_model: str | None = typer.Option(None, "--default-model",
-                                             help="The model of a session whose create body names none, as "
-                                                  "seed 002's does [env FLOWCTL_DEFAULT_MODEL; config "
-                                                  "default_model]."),
+    default_model: str | None = typer.Option(None, "--default-model", help=_sentence(DEFAULT_MODEL_HELP)),
     anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
-                                                help="Serve requests without an API key as this tenant, with its "
-                                                     "limits (created if missing); off by default [env "
-                                                     "FLOWCTL_ANONYMOUS_TENANT; config anonymous_tenant]."),
+                                                help=_sentence(ANONYMOUS_TENANT_HELP)),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
