@@ -36,7 +36,7 @@ import trio_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from bench._machine import machine_report  # noqa: E402
 from runtime.control import messages  # noqa: E402
 from runtime.control.messages import Heartbeat, Hello  # noqa: E402
 from runtime.tunnel import open_mux  # noqa: E402
@@ -183,9 +183,10 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--interval", type=float, default=5.0, help="heartbeat interval, seconds")
-    parser.add_argument("--window", type=float, default=30.0, help="measurement window, seconds")
-    parser.add_argument("--lost-after", type=float, default=15.0)
-    trio.run(main, parser.parse_args())
+    with machine_report():
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--nodes", type=int, default=1000)
+        parser.add_argument("--interval", type=float, default=5.0, help="heartbeat interval, seconds")
+        parser.add_argument("--window", type=float, default=30.0, help="measurement window, seconds")
+        parser.add_argument("--lost-after", type=float, default=15.0)
+        trio.run(main, parser.parse_args())

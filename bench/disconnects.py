@@ -32,6 +32,9 @@ from pathlib import Path
 import httpx
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "a b c d"}], "stream": True}
 BYSTANDER_TOKENS = 400
@@ -242,4 +245,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_report():
+        main()

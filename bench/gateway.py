@@ -2,6 +2,10 @@
 
     python bench/gateway.py [--duration 5]
 
+Stopping it (Ctrl-C, SIGTERM from `timeout`, or the bench being killed) stops every process
+it started: children run in sessions of their own, are stopped group by group on the way
+out, and get SIGTERM from the kernel if the bench dies without a chance to clean up.
+
 Measures, with the same load generator (httpx on trio, in this process): non-streaming
 req/s, p50 and p99 at c=1 and c=32; one stream's relayed tokens/s; the rate limiter's
 accepted rate at 10x a key's rpm; the framework floor (a quart-trio hello world on
@@ -15,6 +19,7 @@ end, and each one's output goes to a log whose tail is printed if it fails to st
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -33,6 +38,9 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._machine import describe, die_with_parent  # noqa: E402
+from bench._machine import load as machine_load  # noqa: E402
+
 LITELLM = ROOT / "bench" / ".litellm" / "bin" / "litellm"
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -47,7 +55,7 @@ async def _serve(data: Path) -> None:
 
     env = {**os.environ, "FLOWCTL_PORT": "0", "PYTHONUNBUFFERED": "1", "ECHO_MAX_CONCURRENCY": "64"}
     worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT / "examples" / "echo",  # noqa: ASYNC220
-                              env=env, stdout=subprocess.PIPE)
+                              env=env, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
     worker_url = worker.stdout.readline().decode().split(" listening on ")[1].split()[0]
 
     class Executor:  # reports the replica ready at once, pointing at the worker above
@@ -176,7 +184,8 @@ def _spawn(args: list[str], cwd: Path, log: Path, env: dict | None = None, *,
     """A child in a session of its own (its whole group is stopped at the end), output in `log`."""
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
-                                stdout=subprocess.PIPE if stdout_pipe else out, stderr=out)
+                                stdout=subprocess.PIPE if stdout_pipe else out, stderr=out,
+                                preexec_fn=die_with_parent)
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -228,6 +237,16 @@ def _row(name: str, r: dict) -> None:
 
 
 async def main(duration: float) -> None:
+    """Run the whole bench; SIGTERM cancels it like Ctrl-C, so the children are stopped."""
+    print(describe())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope)
+        await _bench(duration)
+        nursery.cancel_scope.cancel()
+    print(f"after: {machine_load()}")
+
+
+async def _bench(duration: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
     served = _spawn([sys.executable, __file__, "--serve", str(tmp)], ROOT, tmp / "served.log", stdout_pipe=True)
     procs = [served]
@@ -311,9 +330,17 @@ async def litellm_peer(tmp: Path, worker_url: str, duration: float, procs: list)
     return {c: await load(url, "/v1/chat/completions", CHAT, c, duration, auth) for c in (1, 32)}
 
 
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load figure (default 5)")
+    parser.add_argument("--serve", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # the child's side
+    return parser.parse_args()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        trio.run(_serve, Path(sys.argv[2]))
+    args = _args()
+    if args.serve:
+        trio.run(_serve, args.serve)
     else:
-        seconds = float(sys.argv[sys.argv.index("--duration") + 1]) if "--duration" in sys.argv else 5.0
-        trio.run(main, seconds)
+        trio.run(main, args.duration)

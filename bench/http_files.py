@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 MIB = 1024 * 1024
 
 
@@ -117,4 +120,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_report():
+        main()

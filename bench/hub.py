@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 MIB = 1024 * 1024
 NGINX_CONF = """
 worker_processes 1;
@@ -222,4 +225,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_report():
+        main()

@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 MIB = 1024 * 1024
 ADMIN_KEY = "bench-admin-key"
 SMALL_FILES = 50
@@ -166,4 +169,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(sys.argv[2])
     else:
-        main()
+        with machine_report():
+            main()

@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 ROOT = Path(__file__).resolve().parent.parent
 _RSS_WRAPPER = (
     "import atexit, resource, sys\n"
@@ -159,4 +162,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_report():
+        main()

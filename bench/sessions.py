@@ -36,6 +36,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._cluster import start_cluster, stop  # noqa: E402
+from bench._machine import machine_report  # noqa: E402
 
 ECHO = ROOT / "examples" / "echo"
 TIME_LIMIT_S = 600.0
@@ -253,4 +254,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with machine_report():
+        sys.exit(main())

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._machine import machine_report
+
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
@@ -95,4 +98,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_report():
+        main()

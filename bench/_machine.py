@@ -1,0 +1,71 @@
+"""What every bench prints beside its figures: the machine, its SHA extensions, its load.
+
+Figures from a shared 2-core box mean little without the load they were taken under, and
+hashing figures depend on whether the CPU has SHA extensions, so each bench prints
+`describe()` before it starts and `load()` again when it ends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU", set()
+    model, flags = "unknown CPU", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages as one short string."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def describe() -> str:
+    """One line: CPU model, cores, SHA extensions (sha_ni / ARMv8 sha2) and the load now."""
+    model, flags = _cpuinfo()
+    sha = "yes" if {"sha_ni", "sha2"} & flags else "no"
+    return f"machine: {model}, {os.cpu_count()} cores, SHA extensions: {sha}, {load()}"
+
+
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when the bench dies, even by SIGKILL (Linux only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class machine_report:
+    """`with machine_report():` prints `describe()` on entry and the load averages on exit.
+
+    Silent when the bench was only asked for `--help`.
+    """
+
+    def __init__(self) -> None:
+        self.quiet = bool({"-h", "--help"} & set(sys.argv[1:]))
+
+    def __enter__(self) -> None:
+        if not self.quiet:
+            print(describe(), flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.quiet:
+            print(f"after: {load()}", flush=True)
