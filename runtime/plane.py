@@ -135,6 +135,7 @@ async def serve_control_plane(
             dispatcher = Dispatcher(scheduler, on_usage=keys.record_usage, first_byte_timeout=options.pop(
                 "first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
             gateway = Gateway(dispatcher, keys.authenticate, metrics_key_hashes=metrics_keys, **options)
+            scheduler.in_flight = dispatcher.router.node_in_flight  # status shows live counts, not a sample
             session_options = dict(settings.extra.get("sessions", {}))
             default_model = session_options.pop("default_model", None)
             sessions = SessionManager(**session_options)

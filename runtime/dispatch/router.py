@@ -18,6 +18,7 @@ class Router:
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.in_flight: dict[str, int] = {}
+        self.by_node: dict[str, int] = {}  # the same requests per node: `flowctl status`'s IN FLIGHT
         self._rng = rng or random.Random()
 
     def load(self, route: Route) -> float:
@@ -38,13 +39,24 @@ class Router:
     @contextmanager
     def hold(self, route: Route) -> Iterator[None]:
         """Count one request in flight on `route` for the block's duration."""
-        rid = route.replica.replica_id
-        self.in_flight[rid] = self.in_flight.get(rid, 0) + 1
+        rid, node = route.replica.replica_id, route.node_id
+        _add(self.in_flight, rid, 1)
+        _add(self.by_node, node, 1)
         try:
             yield
         finally:
-            left = self.in_flight[rid] - 1
-            if left:
-                self.in_flight[rid] = left
-            else:
-                del self.in_flight[rid]
+            _add(self.in_flight, rid, -1)
+            _add(self.by_node, node, -1)
+
+    def node_in_flight(self, node_id: str) -> int:
+        """Requests in flight to `node_id`'s replicas now (exact, unlike a node's last heartbeat)."""
+        return self.by_node.get(node_id, 0)
+
+
+def _add(counts: dict[str, int], key: str, step: int) -> None:
+    """Count up or down; a count that reaches 0 is removed, so the maps hold only what is in flight."""
+    left = counts.get(key, 0) + step
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
