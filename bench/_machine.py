@@ -56,13 +56,16 @@ def die_with_parent() -> None:
 class machine_report:
     """`with machine_report():` prints `describe()` on entry and the load averages on exit.
 
-    Silent when the bench was only asked for `--help`.
+    Silent when the bench was only asked for `--help`. Inside it, SIGTERM (what `timeout`
+    sends) is turned into SIGINT, so a bench stopped that way runs its `finally` blocks and
+    stops what it started, exactly as after Ctrl-C (Trio's own SIGINT handling included).
     """
 
     def __init__(self) -> None:
         self.quiet = bool({"-h", "--help"} & set(sys.argv[1:]))
 
     def __enter__(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
         if not self.quiet:
             print(describe(), flush=True)
 
