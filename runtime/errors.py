@@ -45,7 +45,14 @@
     │   ├── HubUnreachable               runtime.clients.errors
     │   ├── HubRequestFailed             runtime.clients.errors
     │   └── PullFailed                   runtime.clients.errors
-    └── PlaneError                       runtime.clients.errors
+    ├── PlaneError                       runtime.clients.errors
+    └── JobError                         runtime.jobs.errors
+        ├── JobDefinitionError           runtime.jobs.errors
+        ├── ParameterError               runtime.jobs.errors
+        ├── UnknownJob                   runtime.jobs.errors
+        ├── IllegalTransition            runtime.jobs.errors
+        ├── StaleEpoch                   runtime.jobs.errors
+        └── LeaseLost                    runtime.jobs.errors
 
 Errors that answer an HTTP request carry its `status`, and each API family answers them in
 one body (docs/api-errors.md): GatewayError and SessionError in OpenAI's shape on /v1;
