@@ -5,8 +5,8 @@ messages on the same socket are tunnel frames, see runtime.tunnel). Each message
 is an object with a "type" tag; unknown fields are ignored so either side can be
 upgraded first, unknown types are an error.
 
-    node -> plane   hello, heartbeat, status
-    plane -> node   welcome, assign, error
+    node -> plane   hello, heartbeat, status, local
+    plane -> node   welcome, assign, error, local_verdict
 """
 
 from __future__ import annotations
@@ -117,13 +117,38 @@ class Error(msgspec.Struct, frozen=True, tag="error"):
     code: str = ""
 
 
+class LocalDeployment(msgspec.Struct, frozen=True):
+    """A deployment a node runs from its own files (`flowctl run DIR`): owned by that node,
+    never placed by the plane. Its one replica is `local:<service_id>` on the tunnel."""
+
+    service_id: str
+    version: str
+    state: ReplicaState
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 1
+    detail: str = ""
+
+
+class Local(msgspec.Struct, frozen=True, tag="local"):
+    """The node's complete set of node-owned deployments; one no longer listed is withdrawn."""
+
+    deployments: tuple[LocalDeployment, ...] = ()
+
+
+class LocalVerdict(msgspec.Struct, frozen=True, tag="local_verdict"):
+    """The plane's answer to `local`: the services it routes to, and why it refuses the others."""
+
+    accepted: tuple[str, ...] = ()
+    refused: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 REPLACED = "replaced"
 REVOKED = "revoked"
 IDENTITY = "identity"
 
 
-NodeMessage = Hello | Heartbeat | Status
-PlaneMessage = Welcome | Assign | Error
+NodeMessage = Hello | Heartbeat | Status | Local
+PlaneMessage = Welcome | Assign | Error | LocalVerdict
 
 _node_decoder = msgspec.json.Decoder(NodeMessage)
 _plane_decoder = msgspec.json.Decoder(PlaneMessage)
