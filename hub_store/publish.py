@@ -228,6 +228,10 @@ def export_zip(store: LocalBlobStore, catalog: Catalog, record: VersionRecord) -
         info = store.adopt(temp, digest, lease=lambda d: catalog.lease_many(lease_id, {d}))
         catalog.set_zip(record.service_id, record.version, info.digest, info.size)
         return info.digest, info.size
+    except (OSError, sqlite3.Error) as exc:
+        if is_disk_full(exc):
+            raise InsufficientStorage(f"the .zip of {record.service_id}@{record.version}") from exc
+        raise
     finally:
         temp.unlink(missing_ok=True)
         catalog.release(lease_id)

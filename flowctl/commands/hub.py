@@ -65,7 +65,8 @@ def ls(hub: str | None = HubOpt, token: str | None = TokenOpt, json_out: bool = 
     for s in services:
         latest = next((v for v in s["versions"] if v["version"] == s["latest_version"]), None)
         table.add_row(s["service_id"], s["latest_version"] or "-", str(len(s["versions"])),
-                      human_bytes(latest["size_bytes"]) if latest else "-", s["service_type"])
+                      human_bytes(latest.get("bundle_size_bytes", latest["size_bytes"])) if latest else "-",
+                      s["service_type"])
     stdout.print(table)
 
 
@@ -85,9 +86,13 @@ def info(ref: str = typer.Argument(..., metavar="SERVICE[@VERSION]", help="Defau
     flags = [f for f, on in (("stable", data["stable"]), ("yanked", data["yanked"]),
                              ("signed", data["signed"])) if on]
     stdout.print(f"{data['service_id']}@{data['version']}  {', '.join(flags) or 'unstable'}")
-    stdout.print(f"  sha256     {data['sha256']}")
-    stdout.print(f"  size       {human_bytes(data['size_bytes'])} ({human_bytes(data['unpacked_size'])} unpacked, "
+    bundle_sha, bundle_size = data.get("bundle_sha256", data["sha256"]), data.get("bundle_size_bytes",
+                                                                                 data["size_bytes"])
+    stdout.print(f"  sha256     {bundle_sha} (.fbundle)")
+    stdout.print(f"  size       {human_bytes(bundle_size)} ({human_bytes(data['unpacked_size'])} unpacked, "
                  f"{data['file_count']} files)")
+    if "bundle_sha256" in data:
+        stdout.print(f"  zip        {data['sha256']} ({human_bytes(data['size_bytes'])}, the seed's .zip)")
     stdout.print(f"  created    {data['created_at']}  published {data['published_at']}")
     for m in data["models"]:
         stdout.print(f"  model      {m['model_id']} {m['version']} ({m['model_type']})")
@@ -107,7 +112,9 @@ def pull(ref: str = typer.Argument(..., metavar="SERVICE[@VERSION]", help="Defau
     sid, ver = _ref(ref)
 
     async def run(client: Any) -> Any:
-        size = (await client.checksum(sid, ver))["size_bytes"]
+        from runtime.clients.hub import bundle_digest
+
+        size = bundle_digest(await client.checksum(sid, ver))[1]
         with byte_progress(size, "pulling") as advance:
             return await client.pull(sid, ver, out, progress=advance)
 

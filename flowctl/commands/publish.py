@@ -77,8 +77,10 @@ def _publish(bundle: Path, hub: str | None, token: str | None, stable: bool | No
         print_json(result)
         return
     what = "published" if result.get("created") else "already published (identical bytes)"
-    stdout.print(f"{what}: {result['service_id']}@{result['version']} sha256:{result['sha256']} "
-                 f"({human_bytes(result['size_bytes'])}) to {url}")
+    digest = result.get("bundle_sha256", result["sha256"])
+    size = result.get("bundle_size_bytes", result["size_bytes"])
+    stdout.print(f"{what}: {result['service_id']}@{result['version']} sha256:{digest} "
+                 f"({human_bytes(size)}) to {url}")
     if result.get("created"):
         stdout.print(f"  new blobs: {result.get('new_blobs', 0)} ({human_bytes(result.get('new_bytes', 0))}), "
                      f"stable: {'yes' if result.get('stable') else 'no'}")

@@ -148,7 +148,7 @@ class HubClient(ApiClient):
         params = {} if stable is None else {"stable": str(stable).lower()}
         headers = {"X-Flowctl-Sha256": digest, "Content-Type": "application/octet-stream"}
         path = f"/api/services/{service_id}/{version}"
-        if existing is not None and existing["sha256"] == digest:
+        if existing is not None and bundle_digest(existing)[0] == digest:
             # Not uploaded again, but still a PUT: the hub checks the key before it answers
             # from the announced digest alone, so a wrong key is refused, not told "published".
             response = await self._request("PUT", path, params=params, content=b"",
@@ -169,7 +169,8 @@ class HubClient(ApiClient):
         Error handling: a digest mismatch removes the partial file and raises PullFailed.
         """
         info = await self.checksum(ids.service_id(service_id), ids.version_ref(ref))
-        version, digest, size = ids.version(info["version"]), ids.hex_digest(info["sha256"]), info["size_bytes"]
+        version = ids.version(info["version"])
+        digest, size = bundle_digest(info)
         out_dir = Path(out_dir)
         final = out_dir / f"{service_id}-{version}.fbundle"
         part = final.with_name(final.name + ".part")
@@ -210,6 +211,19 @@ class HubClient(ApiClient):
                              "the partial download was removed, pull again")
         await trio.to_thread.run_sync(os.replace, part, final)
         return PullResult(final, service_id, version, digest, size, resumed_from)
+
+
+def bundle_digest(info: dict[str, Any]) -> tuple[str, int]:
+    """(sha256, size) of the .fbundle from a checksum, list or detail body.
+
+    `sha256`/`size_bytes` describe the seed's .zip on hubs that serve it that way; the
+    bundle's own are `bundle_sha256`/`bundle_size_bytes` (older hubs sent only the former).
+    """
+    digest = info.get("bundle_sha256", info.get("sha256"))
+    size = info.get("bundle_size_bytes", info.get("size_bytes"))
+    if not isinstance(digest, str) or not isinstance(size, int):
+        raise HubRequestFailed("GET", "checksum", 200, "the hub's answer has no bundle digest and size")
+    return ids.hex_digest(digest), size
 
 
 def _describe(bundle: Path) -> tuple[str, str, str, int]:

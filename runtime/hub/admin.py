@@ -21,6 +21,7 @@ from hub_store import (
 )
 from runtime.api import ApiError, bearer_ok, json_response
 from runtime.hub.api import version_json
+from runtime.hub.seedzip import ensure_zip, with_zip
 from runtime.hub.state import HubState
 
 SPOOL_CHUNK = 1 << 20
@@ -119,9 +120,10 @@ def register(app, state: HubState) -> None:
         existing = await state.run(data.catalog.find_version, sid, ver)
         if existing is not None and expected is not None:
             # Decided by the announced digest alone; the body need not be read.
-            if existing.sha256 != expected:
+            if expected not in (existing.sha256, existing.zip_sha256):
                 raise ApiError(409, f"{sid}@{ver} is already published with other bytes "
-                                    f"(sha256 {existing.sha256}); versions are immutable")
+                                    f"(bundle sha256 {existing.sha256}); versions are immutable")
+            existing = await with_zip(state, existing)
             return json_response({"service_id": sid, "created": False, **version_json(existing)})
         space = SpaceGuard(data.root, state.settings.disk_reserve_bytes, state.settings.free_space)
         if request.content_length is not None:
@@ -146,8 +148,10 @@ def register(app, state: HubState) -> None:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(spool.discard)
+        # Built now, so the seed's checksum is ready the moment the version is visible.
+        record = await ensure_zip(state, result.record)
         body = {"service_id": sid, "created": result.created, "new_blobs": result.new_blobs,
-                "new_bytes": result.new_bytes, **version_json(result.record)}
+                "new_bytes": result.new_bytes, **version_json(record)}
         return json_response(body, status=201 if result.created else 200)
 
     @app.route("/api/services/<service_id>/<version>/<action>", methods=["GET", "POST"])
@@ -160,7 +164,7 @@ def register(app, state: HubState) -> None:
         require_admin(state)
         ver = ids.version(ver)
         record = await state.run(data.catalog.set_flags, sid, ver, **FLAG_ACTIONS[action])
-        return json_response({"service_id": sid, **version_json(record)})
+        return json_response({"service_id": sid, **version_json(await with_zip(state, record))})
 
     @app.post("/api/admin/gc")
     async def gc() -> Response:

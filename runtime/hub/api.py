@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from quart import Response, request
@@ -10,13 +11,20 @@ from quart import Response, request
 from hub_store import Catalog, ModelRecord, ServiceRecord, VersionRecord, ids
 from runtime.api import ApiError, json_response
 from runtime.hub.downloads import resolve
+from runtime.hub.seedzip import with_zip
 from runtime.hub.state import HubState
 
 
 def version_json(v: VersionRecord, *, detail: bool = False, models: Sequence[ModelRecord] = ()) -> dict[str, Any]:
-    """One version as the seed shows it (plus yanked, signed, sha256)."""
-    data: dict[str, Any] = {"version": v.version, "size_bytes": v.size_bytes, "created_at": v.created_at,
-                            "stable": v.stable, "yanked": v.yanked, "sha256": v.sha256}
+    """One version as the seed shows it (plus yanked, signed and the bundle's digest).
+
+    `sha256`/`size_bytes` are the seed's: those of the .zip its clients download (see
+    runtime/hub/seedzip.py; `v` must come from `with_zip`); `bundle_sha256`/`bundle_size_bytes`
+    are the .fbundle's, what flowctl verifies.
+    """
+    data: dict[str, Any] = {"version": v.version, "size_bytes": v.zip_size, "created_at": v.created_at,
+                            "stable": v.stable, "yanked": v.yanked, "sha256": v.zip_sha256,
+                            "bundle_sha256": v.sha256, "bundle_size_bytes": v.size_bytes}
     if detail:
         data.update(published_at=v.published_at, signed=v.signed, signer=v.signer,
                     unpacked_size=v.unpacked_size, file_count=v.file_count,
@@ -25,18 +33,21 @@ def version_json(v: VersionRecord, *, detail: bool = False, models: Sequence[Mod
     return data
 
 
+async def _zipped(state: HubState, s: ServiceRecord) -> ServiceRecord:
+    return replace(s, versions=tuple([await with_zip(state, v) for v in s.versions]))
+
+
 def service_summary(s: ServiceRecord) -> dict[str, Any]:
-    """The `GET /api/services` item."""
+    """The `GET /api/services` item (`s` from `_zipped`)."""
     return {"service_id": s.service_id, "service_name": s.service_name, "service_type": s.service_type,
             "latest_version": s.latest, "versions": [version_json(v) for v in s.versions]}
 
 
-def service_detail(catalog: Catalog, sid: str) -> dict[str, Any]:
-    """The `GET /api/services/{id}` body."""
-    s = catalog.service(sid)
+def service_detail(catalog: Catalog, s: ServiceRecord) -> dict[str, Any]:
+    """The `GET /api/services/{id}` body (`s` from `_zipped`)."""
     return {"service_id": s.service_id, "service_name": s.service_name, "service_type": s.service_type,
             "port": s.port, "description": s.description, "latest_version": s.latest,
-            "versions": [version_json(v, detail=True, models=catalog.models_of(sid, v.version))
+            "versions": [version_json(v, detail=True, models=catalog.models_of(s.service_id, v.version))
                          for v in s.versions]}
 
 
@@ -88,15 +99,16 @@ def register(app, state: HubState) -> None:
     @app.get("/api/services")
     async def services() -> Response:
         records = await state.run(catalog.services)
-        return json_response([service_summary(s) for s in records])
+        return json_response([service_summary(await _zipped(state, s)) for s in records])
 
     @app.get("/api/services/<service_id>")
     async def service(service_id: str) -> Response:
-        return json_response(await state.run(service_detail, catalog, ids.service_id(service_id)))
+        record = await _zipped(state, await state.run(catalog.service, ids.service_id(service_id)))
+        return json_response(await state.run(service_detail, catalog, record))
 
     @app.get("/api/services/<service_id>/<version>")
     async def version(service_id: str, version: str) -> Response:
-        record = await resolve(state, service_id, version)
+        record = await with_zip(state, await resolve(state, service_id, version))
         models = await state.run(catalog.models_of, record.service_id, record.version)
         files = await state.run(catalog.files, record.service_id, record.version)
         data = {"service_id": record.service_id, **version_json(record, detail=True, models=models),
@@ -106,9 +118,12 @@ def register(app, state: HubState) -> None:
 
     @app.get("/api/services/<service_id>/<version>/checksum")
     async def checksum(service_id: str, version: str) -> Response:
-        record = await resolve(state, service_id, version)
+        # The seed's client checks the .zip it downloads against sha256/size_bytes.
+        record = await with_zip(state, await resolve(state, service_id, version))
         return json_response({"service_id": record.service_id, "version": record.version,
-                              "sha256": record.sha256, "size_bytes": record.size_bytes},
+                              "sha256": record.zip_sha256, "size_bytes": record.zip_size,
+                              "url": f"/storage/services/{record.service_id}/{record.version}.zip",
+                              "bundle_sha256": record.sha256, "bundle_size_bytes": record.size_bytes},
                              headers={"X-Flowctl-Version": record.version})
 
     @app.get("/api/models")

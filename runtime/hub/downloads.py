@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from quart import Response, request
 
-from hub_store import BlobCorrupt, BlobNotFound, FileRecord, VersionRecord, export_zip, ids
+from hub_store import BlobCorrupt, BlobNotFound, FileRecord, VersionRecord, ids
 from runtime.api import ApiError
 from runtime.http import FileChanged, serve_bytes, serve_file
+from runtime.hub.seedzip import ensure_zip
 from runtime.hub.state import HubState
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -129,11 +130,9 @@ def register(app, state: HubState) -> None:
                                        expected_size=record.size_bytes, cache_control=cache,
                                        on_complete=_counter(state, record))
         else:
-            async with state.zip_lock(record.service_id, record.version):
-                record = await state.run(state.data.catalog.get_version, record.service_id, record.version)
-                digest, size = await state.run(export_zip, state.data.store, state.data.catalog, record)
-            response = await send_blob(state, digest, content_type="application/zip", filename=filename,
-                                       expected_size=size, cache_control=cache,
+            record = await ensure_zip(state, record)  # sets zip_sha256 and zip_size
+            response = await send_blob(state, str(record.zip_sha256), content_type="application/zip",
+                                       filename=filename, expected_size=record.zip_size, cache_control=cache,
                                        on_complete=_counter(state, record))
         return _versioned(response, record, stem)
 

@@ -12,6 +12,10 @@ from packer.manifest import MODEL_ID_PATTERN, SERVICE_ID_PATTERN
 from runtime.api import ERROR_SCHEMA
 
 _SEMVER_OR_LATEST = "SemVer 2.0.0 (e.g. 1.2.3) or `latest` = highest stable, non-yanked version"
+_DIGESTS = ("sha256 and size_bytes describe the seed's .zip (/storage/services/{id}/{version}.zip), "
+            "what seed 001's clients download and check; bundle_sha256 and bundle_size_bytes describe "
+            "the .fbundle. The zip is deterministic and built once per version, so its digest never "
+            "changes.")
 _RANGE = ("HEAD supported. Range (single, suffix ranges included) -> 206 with Content-Range, "
           "unsatisfiable -> 416. ETag = \"<sha256 hex>\" (strong); If-None-Match -> 304; If-Range.")
 
@@ -58,8 +62,8 @@ def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": _op("Liveness", responses={"200": '{"status": "ok"}'})},
         "/api/services": {"get": _op("List services (seed 001 shape): service_id, service_name, "
-                                     "service_type, latest_version, versions[]")},
-        "/api/services/{service_id}": {"get": _op("Service detail with every version", [SID])},
+                                     "service_type, latest_version, versions[]", desc=_DIGESTS)},
+        "/api/services/{service_id}": {"get": _op("Service detail with every version", [SID], desc=_DIGESTS)},
         "/api/services/{service_id}/{version}": {
             "get": _op("One version with its files (path, size, mode, sha256)", [SID, VER]),
             "put": _op("Publish a bundle (.fbundle) as this version", [SID, _p("version", "SemVer"),
@@ -79,7 +83,8 @@ def spec() -> dict[str, Any]:
         "/api/services/{service_id}/{version}/signature": {"get": _op(
             "The raw service.json.sig bytes (Ed25519); 404 when unsigned", [SID, VER])},
         "/api/services/{service_id}/{version}/checksum": {"get": _op(
-            "Seed checksum body: service_id, version, sha256, size_bytes", [SID, VER])},
+            "Seed checksum body: service_id, version, sha256, size_bytes (of the .zip), url, "
+            "bundle_sha256, bundle_size_bytes", [SID, VER], desc=_DIGESTS)},
         "/api/services/{service_id}/{version}/{action}": {"post": _op(
             "Mark a version stable / unstable / yank / unyank",
             [SID, _p("version", "SemVer"), _p("action", "stable|unstable|yank|unyank")], auth=True,

@@ -131,7 +131,7 @@ def test_publish_a_directory_packs_it_first(served_hub, tmp_path):
     source = tmp_path / "src-echo-1.2.0"
     r = flowctl("publish", str(source), "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["sha256"] == packed.sha256  # packing is deterministic
+    assert json.loads(r.stdout)["bundle_sha256"] == packed.sha256  # packing is deterministic
     assert not (source / "dist").exists()
 
 

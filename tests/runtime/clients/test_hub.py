@@ -22,7 +22,7 @@ async def test_publish_list_flags_and_idempotence(hub_url, tmp_path):
         packed = make_bundle(tmp_path)
         async with HubClient(hub_url, token=ADMIN_KEY) as client:
             first = await client.publish(packed.path)
-            assert first["created"] is True and first["sha256"] == packed.sha256
+            assert first["created"] is True and first["bundle_sha256"] == packed.sha256
             again = await client.publish(packed.path)
             assert again["created"] is False
             assert [s["service_id"] for s in await client.services()] == ["echo"]

@@ -18,18 +18,22 @@ async def test_publish_then_every_read_endpoint(hub, tmp_path):
         packed = make_bundle(tmp_path)
         r = await publish(hub, packed)
         assert r.status_code == 201, r.text
-        assert r.json()["sha256"] == packed.sha256 and r.json()["created"] is True
+        assert r.json()["bundle_sha256"] == packed.sha256 and r.json()["created"] is True
+        assert r.json()["bundle_size_bytes"] == packed.size
 
         services = (await hub.get("/api/services")).json()
         assert services[0]["service_id"] == "echo" and services[0]["latest_version"] == "1.0.0"
-        assert services[0]["versions"][0]["size_bytes"] == packed.size
+        assert services[0]["versions"][0]["bundle_size_bytes"] == packed.size
         detail = (await hub.get("/api/services/echo")).json()
         assert detail["port"] == 5008
         assert detail["versions"][0]["models"] == [{"model_id": "echo-model", "model_type": "chat",
                                                     "version": "1.0.0"}]
         checksum = (await hub.get("/api/services/echo/latest/checksum")).json()
-        assert checksum == {"service_id": "echo", "version": "1.0.0", "sha256": packed.sha256,
-                            "size_bytes": packed.size}
+        zip_bytes = (await hub.get("/storage/services/echo/1.0.0.zip")).content
+        assert checksum == {"service_id": "echo", "version": "1.0.0",
+                            "sha256": hashlib.sha256(zip_bytes).hexdigest(), "size_bytes": len(zip_bytes),
+                            "url": "/storage/services/echo/1.0.0.zip",
+                            "bundle_sha256": packed.sha256, "bundle_size_bytes": packed.size}
 
         manifest = await hub.get("/api/services/echo/latest/manifest")
         assert manifest.content == packed.manifest.canonical_bytes()
