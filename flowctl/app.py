@@ -52,6 +52,7 @@ def _register() -> None:
         node,
         node_tokens,
         publish,
+        run,
         serve,
         up,
     )
@@ -67,6 +68,7 @@ def _register() -> None:
     node_tokens.register(app)
     join.register(app)
     up.register(app)
+    run.register(app)
 
 
 _register()

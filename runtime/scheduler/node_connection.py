@@ -11,6 +11,11 @@ A join token can never claim an enrolled id; a credential can claim only its own
 and a newer connection with it replaces (and closes) the node's older one, so a node
 whose old connection went half-open is back at once.
 
+Node-owned deployments (`flowctl run DIR`): a node may announce services it runs from its
+own files (`local`, its complete set); the plane answers each announcement with a
+`local_verdict` (runtime.scheduler.local_deployments checks them) and drops them when this
+connection ends.
+
 Error handling: a malformed, oversized or unexpected control message, or a hello
 claiming an id the connection may not use, gets a fatal `error` and closes that
 connection only; the plane keeps serving.
@@ -30,6 +35,7 @@ from runtime.control.messages import (
     Error,
     Heartbeat,
     Hello,
+    Local,
     ProtocolError,
     Status,
     Welcome,
@@ -140,6 +146,16 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
         token_name = auth.token_name if isinstance(auth, NodeCredential) else auth.name
         log.info("node %s (%s) %s from %s (join token %r)", hello.name, hello.node_id,
                  "enrolled" if credential else "joined", peer, token_name)
+        announced: Local | None = None  # this connection's last announcement that was accepted in part
+
+        async def announce(local: Local) -> None:
+            nonlocal announced
+            verdict = scheduler.local.announce(hello.node_id, hello.name, epoch, local)
+            announced = local if verdict.accepted else None
+            for service_id, why in verdict.refused.items():
+                log.warning("node %s: refused its own deployment %s: %s", hello.name, service_id, why)
+            await mux.send_control(messages.encode(verdict))
+
         with closer.scope:
             for report in hello.replicas if closer.why is None else ():
                 scheduler.report(hello.node_id, report)
@@ -153,13 +169,19 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
                     await mux.send_control(messages.encode(Error(str(exc), fatal=True)))
                     return
                 if isinstance(message, Heartbeat):
-                    registry.heartbeat(hello.node_id, epoch, message)
+                    current = registry.heartbeat(hello.node_id, epoch, message)
+                    if current and announced is not None and not scheduler.local.of(hello.node_id):
+                        # Lost while silent (e.g. SIGSTOP), back on this connection: serve them again.
+                        await announce(announced)
                 elif isinstance(message, Status):
                     scheduler.report(hello.node_id, message.replica)
+                elif isinstance(message, Local):
+                    await announce(message)
         if closer.why is not None:
             reason, code = closer.why
             log.info("closing the connection of node %s (%s) from %s: %s", hello.name, hello.node_id, peer, reason)
             await mux.send_control(messages.encode(Error(reason, fatal=True, code=code)))
     finally:
+        scheduler.local.drop(hello.node_id, epoch)
         scheduler.detach(hello.node_id, epoch)
         registry.disconnect(hello.node_id, epoch)

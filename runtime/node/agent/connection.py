@@ -17,6 +17,10 @@ itself), and neither is a revoked credential: the agent never falls back to the
 join token, which would undo the revocation. A connection the plane closed
 because a newer one of this node replaced it is retried at once (once per
 STABLE_AFTER, so two agents sharing one identity do not take turns in a hot loop).
+
+A node may also run deployments of its own (`flowctl run DIR`, `LocalServices`): the
+agent announces them after every welcome and on every change (`local`), hands the
+plane's `local_verdict` back, and forwards `local:<service_id>` streams to them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from runtime.control.messages import (
     Heartbeat,
     Hello,
     InstalledVersion,
+    Local,
+    LocalVerdict,
     ReplicaReport,
     Status,
     Welcome,
@@ -79,6 +85,26 @@ class Executor(Protocol):
 
     def worker_url(self, replica_id: str) -> str | None:
         """http://127.0.0.1:PORT of a ready replica's worker, or None."""
+        ...
+
+
+class LocalServices(Protocol):
+    """Deployments this node runs from its own files, announced to the plane (node-owned)."""
+
+    def announcement(self) -> tuple[int, Local]:
+        """A change counter and the complete set to announce now."""
+        ...
+
+    async def wait_changed(self, seen: int) -> None:
+        """Return once the change counter is past `seen`."""
+        ...
+
+    def worker_url(self, replica_id: str) -> str | None:
+        """http://127.0.0.1:PORT of a ready node-owned worker (`local:<service_id>`), or None."""
+        ...
+
+    def verdict(self, verdict: LocalVerdict) -> None:
+        """The plane accepted or refused what was announced."""
         ...
 
 
@@ -128,12 +154,14 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.R
 async def run_agent(config: AgentConfig, executor: Executor, *,
                     keep_credential: Callable[[str], None] | None = None,
                     connect: Connect = open_control_socket,
+                    local: LocalServices | None = None,
                     task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Keep the node connected until cancelled; `started(welcome)` after the first join.
 
     `keep_credential(credential)` (blocking; run in a thread) stores the credential the
     plane issues at this node's first join; the agent connects with it from then on.
     `connect(config, bearer)` opens one connection to the plane (a seam for tests).
+    `local`: deployments of this node's own to announce (see the module docstring).
 
     Error handling: connection problems are retried with backoff; JoinRefused is raised.
     """
@@ -168,7 +196,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                             started = True
                             task_status.started(welcome)
 
-                    await _session(config, executor, mux, client, on_welcome)
+                    await _session(config, executor, mux, client, on_welcome, local)
             except* JoinRefused as group:
                 refused = next(leaves(group))
             except* trio_websocket.ConnectionRejected as group:
@@ -218,7 +246,7 @@ def _detail(body: bytes | None) -> str:
 
 
 async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient,
-                   on_welcome: Callable[[Welcome], Awaitable[None]]) -> None:
+                   on_welcome: Callable[[Welcome], Awaitable[None]], local: LocalServices | None = None) -> None:
     installed, replicas = executor.inventory()
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
@@ -263,6 +291,21 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
                 beat = Heartbeat(seq=seq, free_ram_mb=free, outstanding=outstanding)
                 await mux.send_control(messages.encode(beat))
 
+    async def announce(local: LocalServices) -> None:
+        sent: Local | None = None
+        with contextlib.suppress(TunnelError):
+            while True:
+                seen, current = local.announcement()
+                if current != sent:
+                    await mux.send_control(messages.encode(current))
+                    sent = current
+                await local.wait_changed(seen)
+
+    def worker_url(replica_id: str) -> str | None:
+        if local is not None and replica_id.startswith("local:"):
+            return local.worker_url(replica_id)
+        return executor.worker_url(replica_id)
+
     async def forward(stream: Stream) -> None:
         nonlocal outstanding
 
@@ -272,7 +315,7 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
             stream.reset("the node failed to relay this request")
 
         with boundary(failed):
-            url = executor.worker_url(str(stream.head.get("replica_id", "")))
+            url = worker_url(str(stream.head.get("replica_id", "")))
             if url is None:
                 with contextlib.suppress(TunnelError):
                     await send_error(stream, 503, f"replica {stream.head.get('replica_id')!r} is not running here")
@@ -287,6 +330,8 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_reports)
             nursery.start_soon(heartbeat)
+            if local is not None:
+                nursery.start_soon(announce, local)
 
             async def accept_streams() -> None:
                 with contextlib.suppress(TunnelError):
@@ -298,6 +343,9 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
                 message = messages.decode_plane_message(await mux.receive_control())
                 if isinstance(message, Assign):
                     executor.apply(message, welcome.hub_url, report)
+                elif isinstance(message, LocalVerdict):
+                    if local is not None:
+                        local.verdict(message)
                 elif isinstance(message, Error):
                     log.error("control plane: %s", message.message)
                     if message.fatal and message.code == REVOKED:

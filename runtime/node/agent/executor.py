@@ -180,12 +180,12 @@ class NodeExecutor:
                                             **self.settings.supervise_kwargs))
                 # Healthy: only now does `current` move to this version (health-gated activation).
                 await activate(self.layout, a.service_id, a.version, keep=self.settings.install.keep)
-                replica.max_concurrency = await _max_concurrency(replica.port, manifest.health_check.endpoint)
+                replica.max_concurrency = await max_concurrency(replica.port, manifest.health_check.endpoint)
                 activated = True
                 replica.say("ready")
 
 
-async def _max_concurrency(port: int, endpoint: str) -> int:
+async def max_concurrency(port: int, endpoint: str) -> int:
     """What the worker advertises in its health body (`max_concurrency`), else 1."""
     try:
         async with httpx.AsyncClient(timeout=HEALTH_READ_TIMEOUT_S) as client:

@@ -12,7 +12,7 @@ import trio
 from runtime.control.messages import Welcome
 from runtime.exception_groups import collapse
 from runtime.node.agent import identity
-from runtime.node.agent.connection import AgentConfig, run_agent
+from runtime.node.agent.connection import AgentConfig, LocalServices, run_agent
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.executor import ExecutorSettings, NodeExecutor
 from runtime.node.packages import NodeLayout
@@ -35,11 +35,12 @@ class NodeSettings:
     executor: ExecutorSettings | None = None
 
 
-async def run_node(settings: NodeSettings, *,
+async def run_node(settings: NodeSettings, *, local: LocalServices | None = None,
                    task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Join the control plane and run what it assigns, until cancelled.
 
-    `task_status.started(welcome)` after the first successful join.
+    `task_status.started(welcome)` after the first successful join. `local`: deployments of
+    this node's own (`flowctl run DIR`), announced to the plane besides what it assigns.
 
     Cancellation: every worker is stopped (SIGTERM, then SIGKILL after the grace period).
     Error handling: JoinRefused for a refused token or credential, or for a node that has
@@ -58,5 +59,6 @@ async def run_node(settings: NodeSettings, *,
         async with trio.open_nursery() as nursery:
             executor = NodeExecutor(layout, nursery, settings.executor)
             welcome = await nursery.start(partial(
-                run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir)))
+                run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir),
+                local=local))
             task_status.started(welcome)
