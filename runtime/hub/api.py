@@ -11,6 +11,7 @@ from quart import Response, request
 from hub_store import Catalog, ModelRecord, ServiceRecord, VersionRecord, ids
 from runtime.api import ApiError, json_response
 from runtime.hub.downloads import resolve
+from runtime.hub.modelfiles import model_files
 from runtime.hub.seedzip import with_zip
 from runtime.hub.state import HubState
 
@@ -52,19 +53,9 @@ def service_detail(catalog: Catalog, s: ServiceRecord) -> dict[str, Any]:
 
 
 def _model_files(catalog: Catalog, m: ModelRecord) -> list[dict[str, Any]]:
-    out = []
-    for f in catalog.files(m.service_id, m.version):
-        if not m.path:
-            rel = f.path
-        elif f.path == m.path:
-            rel = f.path.rsplit("/", 1)[-1]
-        elif f.path.startswith(m.path + "/"):
-            rel = f.path[len(m.path) + 1:]
-        else:
-            continue
-        out.append({"path": rel, "size": f.size, "sha256": f.sha256,
-                    "url": f"/storage/models/{m.model_id}/{m.model_version}/{rel}"})
-    return out
+    return [{"path": rel, "size": f.size, "sha256": f.sha256,
+             "url": f"/storage/models/{m.model_id}/{m.model_version}/{rel}"}
+            for rel, f in model_files(catalog, m)]
 
 
 def model_json(catalog: Catalog, model_id: str, *, detail: bool) -> dict[str, Any]:
@@ -82,7 +73,8 @@ def model_json(catalog: Catalog, model_id: str, *, detail: bool) -> dict[str, An
                                 "created_at": v.created_at}
         if detail:
             files = _model_files(catalog, m)
-            item.update(files=files, size_bytes=sum(f["size"] for f in files))
+            item.update(files=files, size_bytes=sum(f["size"] for f in files),
+                        checksum_url=f"/storage/models/{model_id}/{m.model_version}/checksum.sha256")
         versions.append(item)
     return {"model_id": model_id, "model_type": pairs[0][0].model_type, "latest_version": latest,
             "versions": versions}

@@ -18,6 +18,7 @@ from quart import Response, request
 from hub_store import BlobCorrupt, BlobNotFound, FileRecord, VersionRecord, ids
 from runtime.api import ApiError
 from runtime.http import FileChanged, serve_bytes, serve_file
+from runtime.hub.modelfiles import CHECKSUM_NAME, checksum_body
 from runtime.hub.seedzip import ensure_zip
 from runtime.hub.state import HubState
 
@@ -167,6 +168,15 @@ def register(app, state: HubState) -> None:
         for candidate in model_members(model.path, rel):
             entry = entry or await state.run(state.data.catalog.file, record.service_id,
                                              record.version, candidate)
+        if entry is None and rel == CHECKSUM_NAME:
+            # The seed's model API: sha256sum lines for the model's files (a real file of that
+            # name, found above, is served as it is).
+            body = await state.run(checksum_body, state.data.catalog, model)
+            response = await serve_bytes(body, etag=hashlib.sha256(body).hexdigest(),
+                                         content_type="text/plain; charset=utf-8",
+                                         cache_control=REVALIDATE if ref == ids.LATEST else IMMUTABLE)
+            response.headers["X-Flowctl-Version"] = model.model_version
+            return response
         if entry is None:
             raise ApiError(404, f"model {mid}@{model.model_version} has no file {rel!r}")
         count = None

@@ -99,6 +99,13 @@ def spec() -> dict[str, Any]:
             desc=_RANGE, responses=dl)},
         "/api/models": {"get": _op("List models with the versions providing them")},
         "/api/models/{model_id}": {"get": _op("Model detail with files and URLs", [MID])},
+        "/storage/models/{model_id}/{version}/checksum.sha256": {"get": _op(
+            "The seed's model checksum: one sha256sum line (`<sha256>  <path>`) per file of the model",
+            [MID, _p("version", "model version or latest")],
+            desc="Paths are relative to the model, as in /storage/models/{model_id}/{version}/{file_path}, "
+                 "so `sha256sum -c` in the download directory checks them. A model file that is itself "
+                 "named checksum.sha256 is served instead. ETag = sha256 of the body.",
+            responses={"200": "text/plain sha256sum lines", "304": "not modified", "404": "not found"})},
         "/storage/models/{model_id}/{version}/{file_path}": {"get": _op(
             "Download one file of a model (relative to the model's path in its bundle)",
             [MID, _p("version", "model version or latest"), _p("file_path", "relative path")],
