@@ -11,6 +11,18 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
     default_model = "gemma3-270m"      # the model of a session created without one
     anonymous_tenant = "seed"          # requests without an API key are this tenant's (off if unset)
+    max_sessions = 1000                # realtime sessions open at once (seed 002: MAX_SESSIONS)
+    session_timeout = 3600             # seconds a session may stay idle (SESSION_TIMEOUT_SECONDS)
+    public_ws_url = "wss://tutor.example.com"   # engine_url's base for clients (WEBSOCKET_URL)
+    trusted_proxies = ["10.0.0.0/8"]   # whose X-Forwarded-Proto/-Host engine_url believes
+    first_byte_timeout = 120           # gateway: seconds for a model's first byte (504 after)
+    reply_idle_timeout = 300           # gateway: seconds a reply may pause mid-stream
+    body_timeout = 60                  # gateway: seconds for a request body to arrive (408 after)
+    heartbeat_interval = 5             # seconds between node heartbeats (scheduler)
+    lost_after = 15                    # a node silent this long is lost; its replicas move
+
+Some settings also read the seed's own variable names (`Setting.aliases`): a FLOWCTL_
+variable wins over its alias, and a flag over both.
 
 Only the standard library is imported here, so every command can use it cheaply. Adding
 a setting is one `Setting` line in `SETTINGS`; unknown keys in the file are an error, so
@@ -51,8 +63,9 @@ class Setting:
 
     key: str
     env: str
-    kind: str  # "url", "str", "path", "paths" or "names"
+    kind: str  # "url", "str", "path", "paths", "names", "ws_url", "count", "seconds" or "networks"
     help: str
+    aliases: tuple[str, ...] = ()  # the seed's names for the same variable, read after `env`
 
 
 SETTINGS: dict[str, Setting] = {
@@ -71,8 +84,27 @@ SETTINGS: dict[str, Setting] = {
                 "the model of a session whose create body names none (seed 002's body)"),
         Setting("anonymous_tenant", "FLOWCTL_ANONYMOUS_TENANT", "str",
                 "the tenant that serves requests without an API key (seed clients); unset: refused"),
+        Setting("max_sessions", "FLOWCTL_MAX_SESSIONS", "count", "realtime sessions open at once",
+                ("MAX_SESSIONS",)),
+        Setting("session_timeout", "FLOWCTL_SESSION_TIMEOUT", "seconds",
+                "seconds a realtime session may stay idle before it is closed", ("SESSION_TIMEOUT_SECONDS",)),
+        Setting("public_ws_url", "FLOWCTL_PUBLIC_WS_URL", "ws_url",
+                "the ws:// or wss:// base of the engine_url handed to session clients", ("WEBSOCKET_URL",)),
+        Setting("trusted_proxies", "FLOWCTL_TRUSTED_PROXIES", "networks",
+                "proxies (addresses or CIDRs) whose X-Forwarded-Proto/-Host the engine_url follows"),
+        Setting("first_byte_timeout", "FLOWCTL_FIRST_BYTE_TIMEOUT", "seconds",
+                "seconds the gateway waits for a model's first byte (504 after)"),
+        Setting("reply_idle_timeout", "FLOWCTL_REPLY_IDLE_TIMEOUT", "seconds",
+                "seconds a model's reply may pause mid-stream before the gateway cuts it"),
+        Setting("body_timeout", "FLOWCTL_BODY_TIMEOUT", "seconds",
+                "seconds the gateway gives a request body to arrive (408 after)"),
+        Setting("heartbeat_interval", "FLOWCTL_HEARTBEAT_INTERVAL", "seconds", "seconds between node heartbeats"),
+        Setting("lost_after", "FLOWCTL_LOST_AFTER", "seconds",
+                "a node silent this long is lost and its replicas move"),
     )
 }
+MAX_SECONDS = 86400.0 * 7
+MAX_COUNT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,15 @@ class Config:
     worker_env_passthrough: tuple[str, ...] = ()
     default_model: str | None = None
     anonymous_tenant: str | None = None
+    max_sessions: int | None = None  # None: the component's own default
+    session_timeout: float | None = None
+    public_ws_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    first_byte_timeout: float | None = None
+    reply_idle_timeout: float | None = None
+    body_timeout: float | None = None
+    heartbeat_interval: float | None = None
+    lost_after: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -169,16 +210,23 @@ def load_config(
     default_model: str | None = None,
     anonymous_tenant: str | None = None,
     environ: Mapping[str, str] | None = None,
+    **more_flags: Any,
 ) -> Config:
-    """All settings at once; the keyword arguments are the command-line flags (None: not given)."""
+    """All settings at once; the keyword arguments are the command-line flags (None: not given).
+
+    `more_flags` are the flags of the other settings, by key (`max_sessions=10`, ...).
+    """
     env = os.environ if environ is None else environ
     path = config_path(env)
     file_values = load_file(path)
+    unknown = set(more_flags) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown setting {sorted(unknown)[0]!r}; add it to flowctl.config.SETTINGS")
     flags = {"hub_url": hub_url, "server_url": server_url, "token": token, "data_dir": data_dir,
              "trusted_keys": trusted_keys, "default_model": default_model,
-             "anonymous_tenant": anonymous_tenant}
+             "anonymous_tenant": anonymous_tenant, **more_flags}
     defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": (),
-                                "worker_env_passthrough": ()}
+                                "worker_env_passthrough": (), "trusted_proxies": ()}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in SETTINGS:
@@ -201,18 +249,12 @@ def _resolve(
     setting = SETTINGS.get(name)
     if setting is None:
         raise ValueError(f"unknown setting {name!r}; add it to flowctl.config.SETTINGS")
-    env_name = env or setting.env
     environ = os.environ if environ is None else environ
     if flag_value is not None and not (_is_sequence(flag_value) and len(flag_value) == 0):
         return _convert(setting, flag_value, "command-line flag", base=Path.cwd()), "flag"
-    if environ.get(env_name):
-        raw = environ[env_name]
-        value: str | list[str] = raw
-        if setting.kind == "paths":
-            value = [p for p in raw.split(os.pathsep) if p]
-        elif setting.kind == "names":
-            value = raw.replace(",", " ").split()
-        return _convert(setting, value, env_name, base=Path.cwd()), env_name
+    for env_name in (env or setting.env, *setting.aliases):
+        if environ.get(env_name):
+            return _convert(setting, _from_env(setting, environ[env_name]), env_name, base=Path.cwd()), env_name
     if file_values is None:
         path = config_path(environ)
         file_values = load_file(path)
@@ -222,7 +264,20 @@ def _resolve(
     return default, "default"
 
 
+def _from_env(setting: Setting, raw: str) -> Any:
+    """An environment variable's text as the file would give it (lists split, numbers as text)."""
+    if setting.kind == "paths":
+        return [p for p in raw.split(os.pathsep) if p]
+    if setting.kind in ("names", "networks"):
+        return raw.replace(",", " ").split()
+    return raw
+
+
 def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
+    if setting.kind in ("count", "seconds"):
+        return _number(setting, value, where)
+    if setting.kind == "networks":
+        return _networks(setting, value, where)
     if setting.kind == "names":
         if not _is_sequence(value) or not all(isinstance(v, str) and _NAME.fullmatch(v) for v in value):
             raise CliError(f"{where}: {setting.key} must be a list of variable names (or PREFIX*), got {value!r}")
@@ -237,7 +292,45 @@ def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
         raise CliError(f"{where}: {setting.key} must be a string, got {value!r}")
     if setting.kind == "url" and not re.match(r"https?://[^/\s]+", value):
         raise CliError(f"{where}: {setting.key} must be an http:// or https:// URL, got {value!r}")
-    return value.rstrip("/") if setting.kind == "url" else value
+    if setting.kind == "ws_url" and not re.fullmatch(r"wss?://[^/\s?#]+(/[^\s?#]*)?", value):
+        raise CliError(f"{where}: {setting.key} must be a ws:// or wss:// URL (no query), got {value!r}")
+    return value.rstrip("/") if setting.kind in ("url", "ws_url") else value
+
+
+def _number(setting: Setting, value: Any, where: str) -> int | float:
+    """A count (a whole number from 1) or seconds (above 0), from a number or its text."""
+    count = setting.kind == "count"
+    number: int | float | None = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = int(value) if count else float(value)
+        except ValueError:
+            pass
+        if count and isinstance(value, float) and not value.is_integer():
+            number = None
+    if count and number is not None and 1 <= number <= MAX_COUNT:
+        return number
+    if not count and number is not None and 0 < number <= MAX_SECONDS:  # NaN fails both comparisons
+        return number
+    what = f"a whole number from 1 to {MAX_COUNT}" if count else f"a number of seconds above 0, at most {MAX_SECONDS:g}"
+    raise CliError(f"{where}: {setting.key} must be {what}, got {value!r}")
+
+
+def _networks(setting: Setting, value: Any, where: str) -> tuple[str, ...]:
+    """Addresses or CIDRs (10.0.0.0/8, 127.0.0.1, ::1), checked and normalised."""
+    import ipaddress
+
+    items = [value] if isinstance(value, str) else value
+    if not _is_sequence(items):
+        raise CliError(f"{where}: {setting.key} must be a list of addresses or CIDRs, got {value!r}")
+    networks = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise CliError(f"{where}: {setting.key}: {item!r} is not an IP address or CIDR "
+                           "(e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
 
 
 def _convert_path(setting: Setting, value: Any, where: str, base: Path) -> Path:

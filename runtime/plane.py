@@ -42,6 +42,7 @@ from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
 from runtime.sessions import routes as session_routes
 from runtime.sessions.backend import ClusterBackend
+from runtime.sessions.engine_url import EngineUrls
 from runtime.sessions.manager import SessionError, SessionManager
 
 log = logging.getLogger("flowctl.plane")
@@ -138,10 +139,13 @@ async def serve_control_plane(
             scheduler.in_flight = dispatcher.router.node_in_flight  # status shows live counts, not a sample
             session_options = dict(settings.extra.get("sessions", {}))
             default_model = session_options.pop("default_model", None)
+            engine_urls = EngineUrls.from_settings(session_options.pop("public_ws_url", None),
+                                                   session_options.pop("trusted_proxies", ()))
             sessions = SessionManager(**session_options)
             session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session,
-                                    default_model=default_model, is_admin=partial(_is_admin, key_hash))
+                                    default_model=default_model, is_admin=partial(_is_admin, key_hash),
+                                    engine_urls=engine_urls)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from flowctl.commands import plane_options as opt
 from flowctl.commands.up import ANONYMOUS_TENANT_HELP, DEFAULT_MODEL_HELP
 
 ROLES = ("hub", "scheduler", "gateway")
@@ -30,15 +31,19 @@ def serve(
     hub_url: str | None = typer.Option(None, "--hub-url",
                                        help="With the scheduler role: the hub URL nodes download from "
                                             "(default: this server)."),
-    heartbeat_interval: float = typer.Option(5.0, "--heartbeat-interval", min=0.05, max=3600,
-                                             help="With the scheduler role: seconds between node heartbeats."),
-    lost_after: float = typer.Option(15.0, "--lost-after", min=0.1, max=86400,
-                                     help="With the scheduler role: a node silent this long is lost and "
-                                          "its replicas move."),
+    heartbeat_interval: float | None = opt.heartbeat_interval_option("scheduler"),
+    lost_after: float | None = opt.lost_after_option("scheduler"),
     default_model: str | None = typer.Option(None, "--default-model",
                                              help=f"With the gateway role: {DEFAULT_MODEL_HELP}"),
     anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
                                                 help=f"With the gateway role: {ANONYMOUS_TENANT_HELP}"),
+    max_sessions: int | None = opt.max_sessions_option("gateway"),
+    session_timeout: float | None = opt.session_timeout_option("gateway"),
+    public_ws_url: str | None = opt.public_ws_url_option("gateway"),
+    trusted_proxy: list[str] = opt.trusted_proxy_option("gateway"),
+    first_byte_timeout: float | None = opt.first_byte_timeout_option("gateway"),
+    reply_idle_timeout: float | None = opt.reply_idle_timeout_option("gateway"),
+    body_timeout: float | None = opt.body_timeout_option("gateway"),
 ) -> None:
     """Serve the hub, scheduler and gateway roles.
 
@@ -66,26 +71,29 @@ def serve(
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
     cfg = load_config(data_dir=data_dir, trusted_keys=trust or None, default_model=default_model,
-                      anonymous_tenant=anonymous_tenant)
+                      anonymous_tenant=anonymous_tenant, max_sessions=max_sessions, session_timeout=session_timeout,
+                      public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
+                      first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
+                      body_timeout=body_timeout, heartbeat_interval=heartbeat_interval, lost_after=lost_after)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
-         require_signature=require_signature, private=private, hub_url=hub_url,
-         heartbeat_interval=heartbeat_interval, lost_after=lost_after)
+         require_signature=require_signature, private=private, hub_url=hub_url)
 
 
 def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
-         require_signature: bool, private: bool, hub_url: str | None, heartbeat_interval: float = 5.0,
-         lost_after: float = 15.0) -> None:
+         require_signature: bool, private: bool, hub_url: str | None) -> None:
     import os
     import signal
     from functools import partial
 
     import trio
 
+    from flowctl.commands.up import gateway_settings, scheduler_settings, session_settings
     from flowctl.console import err
     from flowctl.console import out as stdout
     from packer.signing import load_public_key
     from runtime.hub import HubSettings, serve_hub
 
+    timings = scheduler_settings(cfg)  # checked before anything starts
     keys = tuple(load_public_key(p) for p in _expand_keys(cfg.trusted_keys))
     settings = HubSettings(data_dir=Path(cfg.data_dir), host=host, port=port, max_publish_bytes=max_publish,
                            trusted_keys=keys, require_signature=require_signature, private=private)
@@ -102,13 +110,11 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
                 urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
                                                    on_new_key=new_key))
             else:
-                from flowctl.commands.up import gateway_settings, session_settings
                 from runtime.plane import PlaneSettings, serve_control_plane
 
                 plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
-                                      hub=settings, hub_url=hub_url, heartbeat_interval=heartbeat_interval,
-                                      lost_after=lost_after, extra={"sessions": session_settings(cfg),
-                                                                    "gateway": gateway_settings(cfg)})
+                                      hub=settings, hub_url=hub_url, **timings,
+                                      extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg)})
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
                                                      metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
                                                      on_new_key=new_key))

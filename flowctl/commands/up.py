@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from flowctl.commands import plane_options as opt
 from flowctl.commands.join import JOIN_TOKEN_HELP
 
 HANDSHAKE_TIMEOUT_S = 3.0
@@ -40,18 +41,33 @@ def up(
     default_model: str | None = typer.Option(None, "--default-model", help=_sentence(DEFAULT_MODEL_HELP)),
     anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
                                                 help=_sentence(ANONYMOUS_TENANT_HELP)),
+    max_sessions: int | None = opt.max_sessions_option(),
+    session_timeout: float | None = opt.session_timeout_option(),
+    public_ws_url: str | None = opt.public_ws_url_option(),
+    trusted_proxy: list[str] = opt.trusted_proxy_option(),
+    first_byte_timeout: float | None = opt.first_byte_timeout_option(),
+    reply_idle_timeout: float | None = opt.reply_idle_timeout_option(),
+    body_timeout: float | None = opt.body_timeout_option(),
+    heartbeat_interval: float | None = opt.heartbeat_interval_option(),
+    lost_after: float | None = opt.lost_after_option(),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
     Example: flowctl up --port 8080   (then, on a second terminal or machine:
     flowctl up --port 8080 --token $(flowctl node token create second))
     """
+    from flowctl.config import load_config
     from flowctl.errors import CliError
 
     holder = _probe(host, port)
     if holder is None:
-        _start_plane(host, port, name=name, data_dir=data_dir, local_node=local_node,
-                     default_model=default_model, anonymous_tenant=anonymous_tenant)
+        # Resolved (and checked) before anything starts: a bad value is one line, nothing half-started.
+        cfg = load_config(data_dir=data_dir, default_model=default_model, anonymous_tenant=anonymous_tenant,
+                          max_sessions=max_sessions, session_timeout=session_timeout, public_ws_url=public_ws_url,
+                          trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
+                          reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
+                          heartbeat_interval=heartbeat_interval, lost_after=lost_after)
+        _start_plane(host, port, cfg, name=name, local_node=local_node)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
 
@@ -97,8 +113,7 @@ def _probe(host: str, port: int) -> dict | None:
     return {"what": f"HTTP {response.status_code} on /api/cluster/handshake"}
 
 
-def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | None, local_node: bool,
-                 default_model: str | None = None, anonymous_tenant: str | None = None) -> None:
+def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: bool) -> None:
     import os
     import socket
     from functools import partial
@@ -106,17 +121,15 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
     import trio
 
     from flowctl import __version__
-    from flowctl.config import load_config
     from flowctl.console import err
     from flowctl.console import out as stdout
     from flowctl.lifecycle import run_until_signal
     from runtime.node.agent import ExecutorSettings, NodeSettings, read_credential
     from runtime.plane import PlaneSettings, serve_control_plane
 
-    cfg = load_config(data_dir=data_dir, default_model=default_model, anonymous_tenant=anonymous_tenant)
     root = Path(cfg.data_dir)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
-    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__,
+    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__, **scheduler_settings(cfg),
                           extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg)})
 
     def new_key(key: str) -> None:
@@ -150,12 +163,35 @@ def _start_plane(host: str, port: int, *, name: str | None, data_dir: Path | Non
 
 def session_settings(cfg) -> dict:
     """The plane's session settings (PlaneSettings.extra["sessions"]) from the resolved config."""
-    return {"default_model": cfg.default_model} if cfg.default_model else {}
+    chosen = {"default_model": cfg.default_model, "max_sessions": cfg.max_sessions,
+              "idle_timeout": cfg.session_timeout, "public_ws_url": cfg.public_ws_url,
+              "trusted_proxies": cfg.trusted_proxies}
+    return {k: v for k, v in chosen.items() if v}
 
 
 def gateway_settings(cfg) -> dict:
     """The plane's gateway settings (PlaneSettings.extra["gateway"]) from the resolved config."""
-    return {"anonymous_tenant": cfg.anonymous_tenant} if cfg.anonymous_tenant else {}
+    chosen = {"anonymous_tenant": cfg.anonymous_tenant, "first_byte_timeout": cfg.first_byte_timeout,
+              "idle_timeout": cfg.reply_idle_timeout, "body_timeout": cfg.body_timeout}
+    return {k: v for k, v in chosen.items() if v is not None}
+
+
+def scheduler_settings(cfg) -> dict:
+    """The plane's node timings (PlaneSettings keywords) from the resolved config; unset: the defaults.
+
+    Error handling: CliError when a node would be lost between two of its own heartbeats.
+    """
+    from flowctl.errors import CliError
+    from runtime.scheduler.registry import DEFAULT_LOST_AFTER
+    from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL
+
+    chosen = {"heartbeat_interval": cfg.heartbeat_interval, "lost_after": cfg.lost_after}
+    interval = cfg.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL
+    lost_after = cfg.lost_after or DEFAULT_LOST_AFTER
+    if lost_after <= interval:
+        raise CliError(f"lost_after ({lost_after:g} s) must be longer than heartbeat_interval ({interval:g} s), "
+                       "or every node is lost between two heartbeats")
+    return {k: v for k, v in chosen.items() if v is not None}
 
 
 async def _serve_local_node(settings, *, task_status) -> None:

@@ -22,6 +22,7 @@ from runtime.gateway.errors import GatewayError
 from runtime.scheduler.service import Scheduler
 from runtime.sessions.backend import ChatBackend
 from runtime.sessions.conversation import serve_session
+from runtime.sessions.engine_url import FORWARDED_HEADERS, EngineUrls
 from runtime.sessions.manager import SessionError, SessionManager
 
 
@@ -125,12 +126,14 @@ def _session_request(data: Any, scheduler: Scheduler, default_model: str | None 
 
 def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
              authenticate: Authenticator, admit: Admit | None = None, default_model: str | None = None,
-             is_admin: IsAdmin | None = None) -> None:
+             is_admin: IsAdmin | None = None, engine_urls: EngineUrls | None = None) -> None:
     """Attach the session routes to a quart-trio app.
 
     `default_model` serves create bodies that name none; with `is_admin`, the admin key lists
-    every tenant's sessions (seed 002's debug listing).
+    every tenant's sessions (seed 002's debug listing); `engine_urls` decides the engine_url
+    handed out (a public URL, trusted proxies' X-Forwarded-*; runtime/sessions/engine_url.py).
     """
+    urls = engine_urls or EngineUrls()
 
     async def caller() -> Caller:
         return await authenticate(request.headers.get("Authorization"))
@@ -139,8 +142,10 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         return (await caller()).tenant
 
     def engine_url(session_id: str) -> str:
-        scheme = "wss" if request.scheme in ("https", "wss") else "ws"
-        return f"{scheme}://{request.host}/ws/sessions/{session_id}"
+        # Repeated headers joined: the last value is the nearest proxy's, however it added it.
+        forwarded = {name: ",".join(request.headers.getlist(name)) for name in FORWARDED_HEADERS}
+        return urls.url(session_id, scheme=request.scheme, host=request.host, peer=request.remote_addr,
+                        headers=forwarded)
 
     async def create() -> Response:
         await caller()  # no body is read for a caller without a valid key

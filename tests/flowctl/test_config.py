@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowctl.config import (
+    SETTINGS,
     Config,
     config_path,
     default_data_dir,
@@ -20,7 +21,8 @@ from flowctl.errors import CliError
 
 ENV_VARS = ("FLOWCTL_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "FLOWCTL_HUB_URL",
             "FLOWCTL_TOKEN", "FLOWCTL_DATA_DIR", "FLOWCTL_TRUSTED_KEYS", "FLOWCTL_WORKER_ENV_PASSTHROUGH",
-            "FLOWCTL_DEFAULT_MODEL", "FLOWCTL_ANONYMOUS_TENANT")
+            "FLOWCTL_DEFAULT_MODEL", "FLOWCTL_ANONYMOUS_TENANT",
+            *(name for s in SETTINGS.values() for name in (s.env, *s.aliases)))
 
 
 @pytest.fixture(autouse=True)
@@ -188,3 +190,59 @@ def test_anonymous_tenant_from_flag_env_or_file(home: Path, monkeypatch: pytest.
     monkeypatch.setenv("FLOWCTL_ANONYMOUS_TENANT", "from-env")
     assert load_config().anonymous_tenant == "from-env"
     assert load_config(anonymous_tenant="from-flag").anonymous_tenant == "from-flag"
+
+
+def test_plane_settings_from_flag_env_seed_alias_or_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 002's own variable names work; flowctl's name wins over the seed's, a flag over both."""
+    assert load_config().max_sessions is None  # unset: the plane's default (1000)
+    path = write_config(home, "max_sessions = 20\nsession_timeout = 90\npublic_ws_url = 'wss://file.example/'\n"
+                              "trusted_proxies = ['10.0.0.0/8', '127.0.0.1']\nfirst_byte_timeout = 30\n"
+                              "reply_idle_timeout = 40.5\nbody_timeout = 7\nheartbeat_interval = 2\nlost_after = 9\n")
+    config = load_config()
+    assert (config.max_sessions, config.session_timeout, config.public_ws_url, config.trusted_proxies) == (
+        20, 90.0, "wss://file.example", ("10.0.0.0/8", "127.0.0.1/32"))
+    assert (config.first_byte_timeout, config.reply_idle_timeout, config.body_timeout) == (30.0, 40.5, 7.0)
+    assert (config.heartbeat_interval, config.lost_after) == (2.0, 9.0)
+    assert config.sources["max_sessions"] == str(path)
+    monkeypatch.setenv("MAX_SESSIONS", "10")
+    monkeypatch.setenv("SESSION_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("WEBSOCKET_URL", "ws://seed.example:9001")
+    config = load_config()
+    assert (config.max_sessions, config.session_timeout, config.public_ws_url) == (10, 60.0, "ws://seed.example:9001")
+    assert config.sources["max_sessions"] == "MAX_SESSIONS"
+    monkeypatch.setenv("FLOWCTL_MAX_SESSIONS", "30")
+    monkeypatch.setenv("FLOWCTL_TRUSTED_PROXIES", "192.168.0.0/16, ::1")
+    config = load_config()
+    assert (config.max_sessions, config.trusted_proxies) == (30, ("192.168.0.0/16", "::1/128"))
+    config = load_config(max_sessions=40, trusted_proxies=["172.16.0.1"], lost_after=12)
+    assert (config.max_sessions, config.trusted_proxies, config.lost_after) == (40, ("172.16.0.1/32",), 12.0)
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("MAX_SESSIONS", "ten", "MAX_SESSIONS: max_sessions must be a whole number from 1"),
+    ("FLOWCTL_MAX_SESSIONS", "0", "FLOWCTL_MAX_SESSIONS: max_sessions must be a whole number from 1"),
+    ("SESSION_TIMEOUT_SECONDS", "-5", "SESSION_TIMEOUT_SECONDS: session_timeout must be a number of seconds above 0"),
+    ("FLOWCTL_LOST_AFTER", "nan", "FLOWCTL_LOST_AFTER: lost_after must be a number of seconds above 0"),
+    ("FLOWCTL_BODY_TIMEOUT", "inf", "FLOWCTL_BODY_TIMEOUT: body_timeout must be a number of seconds"),
+    ("WEBSOCKET_URL", "http://plane:8080", "WEBSOCKET_URL: public_ws_url must be a ws:// or wss:// URL"),
+    ("FLOWCTL_PUBLIC_WS_URL", "wss://h/x?token=1", "public_ws_url must be a ws:// or wss:// URL \\(no query\\)"),
+    ("FLOWCTL_TRUSTED_PROXIES", "10.0.0.0/33", "trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR"),
+])
+def test_bad_plane_setting_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                           value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(CliError, match=message) as info:
+        load_config()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("max_sessions = 2.5\n", r"config\.toml:1: max_sessions must be a whole number"),
+    ("max_sessions = true\n", r"max_sessions must be a whole number"),
+    ("lost_after = 0\n", r"lost_after must be a number of seconds above 0"),
+    ("trusted_proxies = 5\n", r"trusted_proxies must be a list of addresses or CIDRs, got 5"),
+])
+def test_bad_plane_setting_in_the_file_names_file_and_line(home: Path, text: str, message: str) -> None:
+    write_config(home, text)
+    with pytest.raises(CliError, match=message):
+        load_config()

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 import runtime.plane
 from flowctl.app import app
+from flowctl.config import SETTINGS
 
 
 def free_port() -> int:
@@ -31,8 +32,10 @@ def plane_settings(monkeypatch, tmp_path):
 
     monkeypatch.setattr(runtime.plane, "serve_control_plane", fake_plane)
     monkeypatch.setenv("FLOWCTL_CONFIG", str(tmp_path / "missing.toml"))
-    monkeypatch.delenv("FLOWCTL_DEFAULT_MODEL", raising=False)
-    monkeypatch.delenv("FLOWCTL_ANONYMOUS_TENANT", raising=False)
+    for setting in SETTINGS.values():
+        for name in (setting.env, *setting.aliases):
+            if name not in ("FLOWCTL_CONFIG", "FLOWCTL_DATA_DIR"):
+                monkeypatch.delenv(name, raising=False)
     return seen
 
 
@@ -60,3 +63,64 @@ def test_anonymous_tenant_reaches_the_gateway_settings(plane_settings, tmp_path,
     CliRunner().invoke(app, args)
     assert [s.extra["gateway"] for s in plane_settings] == [{"anonymous_tenant": "seed"},
                                                             {"anonymous_tenant": "from-env"}, {}]
+
+
+COMMANDS = [["up", "--port", str(free_port()), "--no-node"],
+            ["serve", "--roles", "hub,scheduler,gateway", "--port", "0"]]
+FLAGS = ["--max-sessions", "10", "--session-timeout", "60", "--public-ws-url", "wss://tutor.example/",
+         "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1", "--first-byte-timeout", "30",
+         "--reply-idle-timeout", "45", "--body-timeout", "9", "--heartbeat-interval", "2", "--lost-after", "8"]
+
+
+def _plane(settings):
+    return (settings.extra["sessions"], settings.extra["gateway"], settings.heartbeat_interval, settings.lost_after)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_plane_settings_by_flag_reach_the_plane(plane_settings, tmp_path, command):
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data"), *FLAGS])
+    assert plane_settings, result.output
+    sessions, gateway, heartbeat, lost_after = _plane(plane_settings[0])
+    assert sessions == {"max_sessions": 10, "idle_timeout": 60.0, "public_ws_url": "wss://tutor.example",
+                        "trusted_proxies": ("10.0.0.0/8", "127.0.0.1/32")}
+    assert gateway == {"first_byte_timeout": 30.0, "idle_timeout": 45.0, "body_timeout": 9.0}
+    assert (heartbeat, lost_after) == (2.0, 8.0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_seed_variables_and_the_config_file_reach_the_plane(plane_settings, tmp_path, monkeypatch, command):
+    config = tmp_path / "config.toml"
+    config.write_text("lost_after = 30\nheartbeat_interval = 3\nbody_timeout = 5\n")
+    monkeypatch.setenv("FLOWCTL_CONFIG", str(config))
+    monkeypatch.setenv("MAX_SESSIONS", "10")  # seed 002's .env, unchanged
+    monkeypatch.setenv("SESSION_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("WEBSOCKET_URL", "ws://seed.example:9001")
+    monkeypatch.setenv("FLOWCTL_TRUSTED_PROXIES", "192.168.1.0/24")
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data")])
+    assert plane_settings, result.output
+    sessions, gateway, heartbeat, lost_after = _plane(plane_settings[0])
+    assert sessions == {"max_sessions": 10, "idle_timeout": 120.0, "public_ws_url": "ws://seed.example:9001",
+                        "trusted_proxies": ("192.168.1.0/24",)}
+    assert gateway == {"body_timeout": 5.0}
+    assert (heartbeat, lost_after) == (3.0, 30.0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unset_plane_settings_keep_the_defaults(plane_settings, tmp_path, command):
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data")])
+    assert plane_settings, result.output
+    assert _plane(plane_settings[0]) == ({}, {}, 5.0, 15.0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-sessions", "0"], "max_sessions must be a whole number from 1"),
+    (["--public-ws-url", "http://x"], "public_ws_url must be a ws:// or wss:// URL"),
+    (["--trusted-proxy", "everyone"], "'everyone' is not an IP address or CIDR"),
+    (["--session-timeout", "-1"], "session_timeout must be a number of seconds above 0"),
+    (["--heartbeat-interval", "10", "--lost-after", "5"], "lost_after (5 s) must be longer than heartbeat_interval"),
+])
+def test_a_bad_plane_setting_is_one_line_and_nothing_starts(plane_settings, tmp_path, command, args, message):
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data"), *args])
+    assert result.exit_code == 1 and not plane_settings, result.output
+    assert message in str(result.exception)

@@ -1,0 +1,80 @@
+"""The control plane's tunable settings, shared by `flowctl up` and `flowctl serve`.
+
+Each flag defaults to None (not given), so `flowctl.config` can fall back to the
+environment (FLOWCTL_..., or the seed's own name) and the config file; the help names
+all three. `up` calls `plane_options(...)` with its flag values; `serve` prefixes a role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from flowctl.config import SETTINGS
+
+
+def setting_help(key: str, text: str, role: str = "") -> str:
+    """A flag's help: the text, then where else the setting can come from."""
+    setting = SETTINGS[key]
+    envs = "; ".join(f"env {name}" for name in (setting.env, *setting.aliases))
+    if role:
+        text = f"With the {role} role: {text[:1].lower()}{text[1:]}"
+    return f"{text} [{envs}; config {key}]."
+
+
+def max_sessions_option(role: str = "") -> Any:
+    """--max-sessions."""
+    return typer.Option(None, "--max-sessions", metavar="N", help=setting_help(
+        "max_sessions", "Realtime sessions open at once (default 1000; seed 002's default was 10)", role))
+
+
+def session_timeout_option(role: str = "") -> Any:
+    """--session-timeout."""
+    return typer.Option(None, "--session-timeout", metavar="SECONDS", help=setting_help(
+        "session_timeout", "Seconds a realtime session may stay idle before it is closed (default 3600)", role))
+
+
+def public_ws_url_option(role: str = "") -> Any:
+    """--public-ws-url."""
+    return typer.Option(None, "--public-ws-url", metavar="URL", help=setting_help(
+        "public_ws_url", "The ws:// or wss:// base of the engine_url handed to session clients, e.g. "
+                         "wss://tutor.example.com (wins over the request's host and X-Forwarded-*)", role))
+
+
+def trusted_proxy_option(role: str = "") -> Any:
+    """--trusted-proxy, repeatable."""
+    return typer.Option([], "--trusted-proxy", metavar="CIDR", help=setting_help(
+        "trusted_proxies", "A proxy address or CIDR whose X-Forwarded-Proto/-Host the engine_url follows; "
+                           "repeat for several (the headers of anyone else are ignored)", role))
+
+
+def first_byte_timeout_option(role: str = "") -> Any:
+    """--first-byte-timeout."""
+    return typer.Option(None, "--first-byte-timeout", metavar="SECONDS", help=setting_help(
+        "first_byte_timeout", "Seconds the gateway waits for a model's first byte, then 504 (default 120)", role))
+
+
+def reply_idle_timeout_option(role: str = "") -> Any:
+    """--reply-idle-timeout."""
+    return typer.Option(None, "--reply-idle-timeout", metavar="SECONDS", help=setting_help(
+        "reply_idle_timeout", "Seconds a model's reply may pause mid-stream before the gateway cuts it "
+                              "(default 300)", role))
+
+
+def body_timeout_option(role: str = "") -> Any:
+    """--body-timeout."""
+    return typer.Option(None, "--body-timeout", metavar="SECONDS", help=setting_help(
+        "body_timeout", "Seconds the gateway gives a request body to arrive, then 408 (default 60)", role))
+
+
+def heartbeat_interval_option(role: str = "") -> Any:
+    """--heartbeat-interval."""
+    return typer.Option(None, "--heartbeat-interval", metavar="SECONDS", help=setting_help(
+        "heartbeat_interval", "Seconds between node heartbeats (default 5)", role))
+
+
+def lost_after_option(role: str = "") -> Any:
+    """--lost-after."""
+    return typer.Option(None, "--lost-after", metavar="SECONDS", help=setting_help(
+        "lost_after", "A node silent this many seconds is lost and its replicas move (default 15)", role))
