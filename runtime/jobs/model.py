@@ -182,6 +182,7 @@ class JobSpec:
     policies: Policies = field(default_factory=Policies)
     parameters: tuple[tuple[str, Parameter], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    document: str = field(default="", compare=False, repr=False)  # the definition as JSON, stored
 
     def step(self, name: str) -> Step:
         """The step called `name` (KeyError if none)."""
@@ -197,3 +198,8 @@ class JobSpec:
     def retries_of(self, step: Step) -> Retries:
         """The step's retry policy: its own, else the job's."""
         return step.retries or self.policies.retries
+
+    @property
+    def timed(self) -> bool:
+        """True when the clock fires this job (cron, interval, once)."""
+        return isinstance(self.trigger, TIMED_TRIGGERS)

@@ -103,11 +103,15 @@ def parse_job(doc: object, *, source: str | None = None, tenant: str | None = No
     parameters = _parameters(doc.get("parameters", {}), p)
     labels = _string_map(doc.get("labels", {}), "labels", p)
     steps = _steps(doc.get("steps"), policies, p)
+    if isinstance(trigger, CronTrigger | IntervalTrigger | OnceTrigger | EventTrigger):
+        for key, param in parameters:
+            if param.default is None:
+                p.add(f"parameters.{key}.default", f"required: a {trigger.kind} trigger passes no parameters")
     if p:
         raise JobDefinitionError(p, source=source)
     return JobSpec(tenant=tenant or file_tenant or DEFAULT_TENANT, name=cast(str, name),
                    trigger=cast(Trigger, trigger), steps=steps, description=description,
-                   policies=policies, parameters=parameters, labels=labels)
+                   policies=policies, parameters=parameters, labels=labels, document=to_json(doc))
 
 
 def to_json(doc: object) -> str:

@@ -1,0 +1,56 @@
+"""The seam between the engine and whatever runs a step attempt (a test double, a local
+process, later a node over its control WebSocket)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from runtime.jobs.model import ParamValue, Step
+
+OutcomeState = Literal["succeeded", "failed", "timed_out", "cancelled", "lost"]
+Started = Callable[[str | None], Awaitable[None]]  # called once the attempt runs, with its node
+
+
+@dataclass(frozen=True)
+class AttemptOrder:
+    """One step attempt to run: everything an executor needs, and the leader epoch (fencing)."""
+
+    run_id: str
+    tenant: str
+    job: str
+    step: Step
+    attempt: int
+    epoch: int
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as its executor saw it."""
+
+    state: OutcomeState
+    exit_code: int | None = None
+    reason: str = ""
+    node: str | None = None
+
+
+class StepExecutor(Protocol):
+    """Runs step attempts for the engine.
+
+    Cancellation: the engine cancels `run_attempt` on timeout, run cancel or replace; the
+    executor must stop what it started before it returns (SIGTERM, grace, SIGKILL).
+    Error handling: an executor raises StaleEpoch when the order's epoch is fenced off; any
+    other exception fails the attempt with its message.
+    """
+
+    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
+        """Run one attempt to its end; call `started(node)` once it is running."""
+        ...
+
+    async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
+        """An attempt a previous engine dispatched: wait for its result if it can still be
+        learned (a node re-attaching it), or None when it is lost."""
+        ...

@@ -1,0 +1,316 @@
+"""The firing engine: plans fire times ahead, materialises runs, applies the concurrency,
+misfire and deadline policies, and drives runs through a `StepExecutor`, as the lease holder.
+
+Timing, all in wall-clock seconds from `clock`:
+- Each pass plans every timed job up to `now + window_s` and stores that cursor with the runs
+  it made, in one transaction; scheduled run ids are f(job, fire time), so whatever crashes
+  where, a fire is materialised at most once (the store's UNIQUE constraint refuses a second).
+- A scheduled run more than `misfire_grace_s` late (the plane was down, or too busy) is a
+  misfire. Per job, the policy keeps the latest 0 (skip), 1 (run_once) or N (catch_up) of
+  them and records the others `skipped`; fires missed before the cursor are not even
+  materialised beyond those N, however long the outage.
+- A run that cannot start within the starting deadline of its due time is `skipped`.
+- Concurrency, when a run of the job is already active: allow starts it too, forbid records
+  it `skipped`, replace cancels the active one and starts it. Fires kept by the misfire
+  policy wait for the active run instead, so catching up never skips itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from runtime.exception_groups import collapse
+from runtime.jobs.dispatch import StepExecutor
+from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
+from runtime.jobs.firetimes import fires_between, last_fires
+from runtime.jobs.lease import Lease
+from runtime.jobs.model import EventKind, EventTrigger, JobSpec
+from runtime.jobs.runner import RunContext, drive_run
+from runtime.jobs.schema import resolve_parameters
+from runtime.jobs.store import JobRecord, NewRun, RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+DEFAULT_WINDOW_S = 5.0
+DEFAULT_TICK_S = 1.0
+DEFAULT_MISFIRE_GRACE_S = 5.0
+# How blocking store calls leave the event loop: a worker thread, unless a test runs them inline.
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in flowctl that event-triggered jobs may fire on."""
+
+    kind: EventKind
+    tenant: str | None = None  # None: every tenant's jobs may fire (a service published)
+    service: str | None = None
+    job: str | None = None  # job_run_finished: the job whose run finished
+    status: str | None = None  # job_run_finished: that run's final state
+
+
+@dataclass
+class _ActiveRun:
+    run_id: str
+    job_id: str
+    ctx: RunContext | None = None
+    scope: trio.CancelScope | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.ctx is not None and self.ctx.cancel_reason is None:
+            self.ctx.cancel_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class JobEngine:
+    """Fires jobs and drives their runs while holding the job lease."""
+
+    def __init__(self, store: RunStore, executor: StepExecutor, lease: Lease, *,
+                 clock: Callable[[], float] = time.time, window_s: float = DEFAULT_WINDOW_S,
+                 tick_s: float = DEFAULT_TICK_S, misfire_grace_s: float = DEFAULT_MISFIRE_GRACE_S,
+                 rng: random.Random | None = None, offload: Offload | None = None):
+        self.store, self.executor, self.lease, self.clock = store, executor, lease, clock
+        self.window_s, self.tick_s, self.misfire_grace_s = window_s, tick_s, misfire_grace_s
+        self.rng = rng or random.Random()
+        self.epoch: int | None = None
+        self._offload = offload or partial(trio.to_thread.run_sync, limiter=trio.CapacityLimiter(1))
+        self._active: dict[str, _ActiveRun] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self._offload(partial(fn, *args, **kwargs))
+
+    # -- leading ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Wait for the lease, resume the runs a previous engine left, then fire until cancelled;
+        `task_status.started(epoch)` once leading.
+
+        Cancellation: runs in flight are left as they are in the store (their attempts
+        dispatched or running), for the next engine to re-attach or record lost.
+        Error handling: LeaseLost when the lease is lost or an executor fences this epoch off.
+        """
+        epoch = await self.lease.acquire()
+        self.epoch = epoch
+        try:
+            with collapse():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._keep_lease, epoch)
+                    for run in await self._db(self.store.runs, states=["running"], limit=1_000_000):
+                        self._start_driver(run.run_id, run.job_id, await self._db(self.store.run_spec, run.run_id),
+                                           run.params)
+                    nursery.start_soon(self._fire_loop)
+                    task_status.started(epoch)
+        finally:
+            self._nursery, self.epoch = None, None
+            self._active.clear()
+            with trio.CancelScope(shield=True):
+                await self.lease.release(epoch)
+
+    async def _keep_lease(self, epoch: int) -> None:
+        while True:
+            await trio.sleep(self.lease.ttl_s / 3)
+            if not await self.lease.renew(epoch):
+                raise LeaseLost(f"the job lease of epoch {epoch} was lost")
+
+    async def _fire_loop(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            now = self.clock()
+            await self._plan(now)
+            next_due = await self._start_due(now)
+            delay = self.tick_s if next_due is None else min(self.tick_s, max(0.0, next_due - self.clock()))
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+
+    # -- planning and starting --------------------------------------------------------------
+
+    async def _plan(self, now: float) -> None:
+        horizon, missed_until = int(now + self.window_s), int(now - self.misfire_grace_s)
+        for job in await self._db(self.store.jobs):
+            spec = job.spec
+            if job.suspended or not spec.timed or job.planned_until >= horizon:
+                continue
+            params = json.dumps(resolve_parameters(spec))
+            start, new = job.planned_until, []
+            if start < missed_until:  # an outage: materialise only the fires the policy may run
+                keep = _misfire_keep(spec)
+                new += [NewRun(t, "schedule", t, params=params)
+                        for t in last_fires(spec.trigger, start, missed_until, keep)]
+                start = missed_until
+            new += [NewRun(t, "schedule", t, params=params) for t in fires_between(spec.trigger, start, horizon)]
+            await self._db(self.store.materialise, job, new, planned_until=horizon, now=now)
+
+    async def _start_due(self, now: float) -> float | None:
+        """Start (or skip) every run due by `now`; returns when the next pending run is due."""
+        pending = await self._db(self.store.runs, states=["pending"], limit=1_000_000)
+        by_job: dict[str, list[RunRecord]] = {}
+        for run in pending:
+            if run.due_at <= now:
+                by_job.setdefault(run.job_id, []).append(run)
+        for job_id, runs in by_job.items():
+            job = await self._db(self.store.job_by_id, job_id)
+            if job is not None:
+                await self._start_job_runs(job, runs, now)
+        later = [r.due_at for r in pending if r.due_at > now]
+        return min(later) if later else None
+
+    async def _start_job_runs(self, job: JobRecord, runs: list[RunRecord], now: float) -> None:
+        policies = job.spec.policies
+        deadline = policies.starting_deadline
+        live = []
+        for run in runs:
+            if deadline is not None and now > run.due_at + deadline:
+                await self._skip(run, f"missed its starting deadline of {deadline:g} s "
+                                      f"(due {_iso(run.due_at)}, {now - run.due_at:.0f} s late)", now)
+            else:
+                live.append(run)
+        missed = sorted((r for r in live if r.cause == "schedule" and r.due_at < now - self.misfire_grace_s),
+                        key=lambda r: r.due_at)
+        keep = _misfire_keep(job.spec)
+        kept = {r.run_id for r in missed[len(missed) - keep:]} if keep else set()
+        for run in missed:
+            if run.run_id not in kept:
+                await self._skip(run, f"misfire: fired at {_iso(run.due_at)} while the engine was not "
+                                      f"running; policy {policies.misfire} keeps {keep}", now)
+        for run in live:
+            if run in missed and run.run_id not in kept:
+                continue
+            active = [a for a in self._active.values() if a.job_id == job.job_id]
+            if active and policies.concurrency != "allow":
+                if run.run_id in kept:
+                    continue  # a caught-up fire waits for the active run
+                if policies.concurrency == "forbid":
+                    await self._skip(run, f"concurrency forbid: run {active[0].run_id} is still running", now)
+                    continue
+                for other in active:
+                    other.cancel(f"replaced by run {run.run_id}")
+            await self._db(self.store.set_run_state, run.run_id, "running", now=now,
+                           steps=[s.name for s in job.spec.steps], job=job)
+            self._start_driver(run.run_id, job.job_id, job.spec, run.params)
+
+    async def _skip(self, run: RunRecord, reason: str, now: float) -> None:
+        await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)
+        self._notify_changed()
+
+    def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any]) -> None:
+        assert self._nursery is not None and self.epoch is not None
+        ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
+                         self.rng)
+        active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
+        self._nursery.start_soon(self._drive, active, spec)
+
+    async def _drive(self, active: _ActiveRun, spec: JobSpec) -> None:
+        assert active.ctx is not None and active.scope is not None
+        state = "cancelled"
+        with active.scope:
+            state = await drive_run(active.ctx)
+        run_id, now, reason = active.run_id, self.clock(), ""
+        if active.scope.cancelled_caught:
+            state, reason = "cancelled", active.ctx.cancel_reason or "cancelled"
+            await self._db(self.store.cancel_open, run_id, now=now, reason=reason)
+        else:
+            for step in await self._db(self.store.steps, run_id):
+                if step.state != "succeeded":
+                    reason = f"step {step.step!r} {step.state}" + (f": {step.reason}" if step.reason else "")
+                    break
+        await self._db(self.store.set_run_state, run_id, state, now=now, reason=reason)
+        del self._active[run_id]
+        await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
+                       keep_failed=spec.policies.history_failed)
+        self._notify_changed()
+        self._wake.set()
+        await self.notify(Event("job_run_finished", spec.tenant, job=spec.name, status=state))
+
+    def _notify_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- what the API and the plane call ----------------------------------------------------
+
+    async def apply(self, spec: JobSpec) -> tuple[JobRecord, str]:
+        """Create or update a job ("created"/"updated"/"unchanged"); takes effect on the next pass."""
+        result = await self._db(self.store.put_job, spec, now=self.clock())
+        self._wake.set()
+        return result
+
+    async def trigger(self, tenant: str, name: str, params: dict[str, Any] | None = None, *,
+                      cause: str = "manual") -> str:
+        """Start a run of a job now with parameter overrides; returns its run id."""
+        job = await self._db(self.store.job, tenant, name)
+        values = resolve_parameters(job.spec, params)
+        (run_id,) = await self._db(self.store.materialise, job,
+                                   [NewRun(self.clock(), cause, params=json.dumps(values))], now=self.clock())
+        self._wake.set()
+        return run_id
+
+    async def notify(self, event: Event) -> list[str]:
+        """Fire every job whose event trigger matches `event`; returns the runs started."""
+        started = []
+        for job in await self._db(self.store.jobs, event.tenant):
+            trigger = job.spec.trigger
+            if isinstance(trigger, EventTrigger) and not job.suspended and _matches(trigger, event):
+                started.append(await self.trigger(job.spec.tenant, job.spec.name, cause=f"event:{event.kind}"))
+        return started
+
+    async def set_suspended(self, tenant: str, name: str, suspended: bool) -> None:
+        """Suspend a job (its pending runs are skipped) or resume it (without the fires missed)."""
+        job = await self._db(self.store.job, tenant, name)
+        await self._db(self.store.set_suspended, job.job_id, suspended, now=self.clock())
+        self._wake.set()
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> RunRecord:
+        """Cancel a pending or running run and wait until it is recorded cancelled."""
+        run = await self._db(self.store.run, run_id)
+        if run.state == "pending":
+            await self._db(self.store.set_run_state, run_id, "cancelled", now=self.clock(), reason=reason)
+            self._notify_changed()
+        elif run_id in self._active:
+            self._active[run_id].cancel(reason)
+        elif run.state == "running":
+            raise JobError(f"run {run_id!r} is not driven by this engine (is it the leader?)")
+        else:
+            raise IllegalTransition(f"run {run_id}", run.state, "cancelled")
+        return await self.wait_run(run_id)
+
+    async def wait_run(self, run_id: str) -> RunRecord:
+        """Wait until run `run_id` has ended (the caller bounds the wait); returns it."""
+        while True:
+            changed = self._changed
+            run = await self._db(self.store.run, run_id)
+            if run.state in FINAL_RUN_STATES:
+                return run
+            await changed.wait()
+
+
+def _misfire_keep(spec: JobSpec) -> int:
+    policies = spec.policies
+    return {"skip": 0, "run_once": 1, "catch_up": policies.catch_up_max}[policies.misfire]
+
+
+def _matches(trigger: EventTrigger, event: Event) -> bool:
+    if trigger.event != event.kind:
+        return False
+    if event.kind == "job_run_finished":
+        wanted = {"any": {"succeeded", "failed", "timed_out", "cancelled"}, "succeeded": {"succeeded"},
+                  "failed": {"failed", "timed_out"}}[trigger.status]
+        return trigger.job == event.job and event.status in wanted
+    return trigger.service is None or trigger.service == event.service
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")

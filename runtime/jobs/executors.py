@@ -1,0 +1,35 @@
+"""Step executors that run in the plane's own process (tests, and embedded use)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.lease import EpochFence
+
+Handler = Callable[[AttemptOrder], Awaitable[Outcome | None]]
+
+
+class InProcessExecutor:
+    """Runs each attempt as a call of `handler` (None back means succeeded; an exception means
+    failed with its message), behind an epoch fence as a node would be."""
+
+    def __init__(self, handler: Handler, *, node: str = "local"):
+        self.handler, self.node = handler, node
+        self.fence = EpochFence()
+        self.orders: list[AttemptOrder] = []  # every order accepted, in order
+
+    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
+        """Check the epoch, then call the handler."""
+        self.fence.check(order.epoch)
+        self.orders.append(order)
+        await started(self.node)
+        try:
+            outcome = await self.handler(order)
+        except Exception as e:
+            return Outcome("failed", reason=str(e) or repr(e), node=self.node)
+        return outcome or Outcome("succeeded", node=self.node)
+
+    async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
+        """Nothing survives this process: a previous engine's attempt is lost."""
+        return None

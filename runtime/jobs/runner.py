@@ -1,0 +1,174 @@
+"""Driving one run: its steps as a DAG, each step's attempts with timeouts, retries and backoff.
+
+A step starts once every step it needs has succeeded; a need that ended otherwise skips it.
+Each attempt is recorded pending → dispatched (with the leader epoch) → running → its end
+before the next begins, so a restarted engine finds at most one live attempt per step and
+settles it (re-attached by the executor, or `lost`) before deciding on a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+
+from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor
+from runtime.jobs.errors import IllegalTransition, LeaseLost, StaleEpoch
+from runtime.jobs.model import JobSpec, Retries, Step
+from runtime.jobs.states import LIVE_ATTEMPT, RETRYABLE
+from runtime.jobs.store import RunStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Db = Callable[..., Awaitable[Any]]
+
+
+def backoff_delay(retries: Retries, failed_attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after attempt `failed_attempt` failed: doubling from `backoff`, capped,
+    scaled by a random factor within ±jitter so retries of many runs spread out."""
+    base = min(retries.backoff * 2 ** (failed_attempt - 1), retries.backoff_max)
+    return base * rng.uniform(1 - retries.jitter, 1 + retries.jitter)
+
+
+@dataclass
+class RunContext:
+    """What driving one run needs: the run, its definition snapshot, and the engine's parts."""
+
+    run_id: str
+    spec: JobSpec
+    params: dict[str, Any]
+    epoch: int
+    store: RunStore
+    executor: StepExecutor
+    db: Db
+    clock: Callable[[], float]
+    rng: random.Random
+    cancel_reason: str | None = None  # set when the run is cancelled on purpose (not a shutdown)
+
+
+async def drive_run(ctx: RunContext) -> str:
+    """Run every step to its end; returns the run's final state and records nothing about the run
+    itself (the engine does). Cancellation: attempts in flight are recorded `cancelled`."""
+    done = {step.name: trio.Event() for step in ctx.spec.steps}
+    async with trio.open_nursery() as nursery:
+        for step in ctx.spec.steps:
+            nursery.start_soon(_drive_step, ctx, step, done)
+    states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
+    for bad in ("failed", "lost", "timed_out", "cancelled"):
+        if bad in states.values():
+            return "failed" if bad == "lost" else bad
+    return "succeeded"
+
+
+async def _drive_step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> None:
+    try:
+        await _step(ctx, step, done)
+    finally:
+        done[step.name].set()
+
+
+async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> None:
+    record = next(s for s in await ctx.db(ctx.store.steps, ctx.run_id) if s.step == step.name)
+    retries = ctx.spec.retries_of(step)
+    last: str | None = None
+    if record.state == "waiting":
+        for need in step.needs:
+            await done[need].wait()
+        states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
+        failed = [n for n in step.needs if states.get(n) != "succeeded"]
+        if failed:
+            await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "skipped",
+                         reason=f"need {failed[0]!r} {states.get(failed[0])}")
+            return
+        await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "running")
+    elif record.state == "running":  # a restarted engine: settle the attempt it left behind
+        attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
+        if attempts and attempts[-1].state in LIVE_ATTEMPT:
+            last = await _recover(ctx, step, attempts[-1].attempt, attempts[-1].state)
+        elif attempts:
+            last = attempts[-1].state
+    else:
+        return  # already ended before a restart
+    number = record.attempts
+    while last != "succeeded" and (last is None or (last in RETRYABLE and number < retries.max_attempts)):
+        if last is not None:
+            await trio.sleep(backoff_delay(retries, number, ctx.rng))
+        number = await ctx.db(ctx.store.new_attempt, ctx.run_id, step.name, now=ctx.clock())
+        last = await _attempt(ctx, step, number)
+    attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
+    reason = attempts[-1].reason if attempts else ""
+    await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, last, reason=reason)
+
+
+def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
+    return AttemptOrder(ctx.run_id, ctx.spec.tenant, ctx.spec.name, step, number, ctx.epoch,
+                        dict(ctx.params), ctx.spec.timeout_of(step))
+
+
+async def _attempt(ctx: RunContext, step: Step, number: int) -> str:
+    """Dispatch one attempt and record how it ended; returns that state."""
+    set_state = partial(ctx.store.set_attempt_state, ctx.run_id, step.name, number)
+    await ctx.db(set_state, "dispatched", now=ctx.clock(), epoch=ctx.epoch)
+    order = _order(ctx, step, number)
+    return await _settle(ctx, step, number, "dispatched",
+                         lambda started: ctx.executor.run_attempt(order, started))
+
+
+async def _recover(ctx: RunContext, step: Step, number: int, state: str) -> str:
+    order = _order(ctx, step, number)
+
+    async def recover(started: Callable[[str | None], Awaitable[None]]) -> Outcome:
+        outcome = await ctx.executor.recover(order, started) if state != "pending" else None
+        return outcome or Outcome("lost", reason="the engine restarted and no node re-attached this attempt")
+
+    if state == "pending":  # never dispatched: nothing can be running it
+        await ctx.db(ctx.store.set_attempt_state, ctx.run_id, step.name, number, "cancelled",
+                     now=ctx.clock(), reason="the engine restarted before dispatching it")
+        return "lost"
+    return await _settle(ctx, step, number, state, recover)
+
+
+async def _settle(ctx: RunContext, step: Step, number: int, state: str,
+                  call: Callable[[Callable[[str | None], Awaitable[None]]], Awaitable[Outcome]]) -> str:
+    set_state = partial(ctx.store.set_attempt_state, ctx.run_id, step.name, number)
+    current = state
+
+    async def started(node: str | None) -> None:
+        nonlocal current
+        if current == "dispatched":
+            await ctx.db(set_state, "running", now=ctx.clock(), node=node)
+            current = "running"
+
+    timeout = ctx.spec.timeout_of(step)
+    try:
+        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            outcome = await call(started)
+        if scope.cancelled_caught:
+            outcome = Outcome("timed_out", reason=f"no result within the step timeout ({timeout:g} s)")
+    except StaleEpoch as e:
+        with trio.CancelScope(shield=True):
+            await ctx.db(set_state, "failed", now=ctx.clock(), reason=str(e))
+        raise LeaseLost(f"deposed: {e}") from None
+    except trio.Cancelled:
+        if ctx.cancel_reason is not None:  # an engine shutdown records nothing: the next one re-attaches
+            with trio.CancelScope(shield=True):
+                await _record(ctx, set_state, Outcome("cancelled", reason=ctx.cancel_reason))
+        raise
+    except Exception as e:  # an executor's failure ends this attempt, never the engine
+        log.warning("step %s of run %s attempt %d: executor error: %r", step.name, ctx.run_id, number, e)
+        outcome = Outcome("failed", reason=f"executor error: {e}")
+    await _record(ctx, set_state, outcome)
+    return outcome.state
+
+
+async def _record(ctx: RunContext, set_state: Callable[..., None], outcome: Outcome) -> None:
+    try:
+        await ctx.db(set_state, outcome.state, now=ctx.clock(), node=outcome.node,
+                     exit_code=outcome.exit_code, reason=outcome.reason)
+    except IllegalTransition as e:  # a result for an attempt already settled: kept as it was
+        log.info("%s", e)

@@ -1,0 +1,472 @@
+"""The orchestrator's durable state in SQLite (`DATA_DIR/jobs.db`): jobs, runs, steps, attempts.
+
+A scheduled fire's run id is a function of (job, fire time), and `UNIQUE (job_id, fire_time)`
+makes the database itself refuse a second run for one fire, whoever asks. Each job keeps
+`planned_until`: every fire time up to it has been materialised (or deliberately passed over
+by the misfire policy), so a restarted engine continues from there and loses nothing.
+State changes follow `runtime.jobs.states` and are checked inside the transaction that makes
+them. Synchronous and thread-safe (one connection behind a lock, WAL); the engine calls it
+through `trio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub_store import make_private_database
+from runtime.jobs.errors import IllegalTransition, JobError, UnknownJob
+from runtime.jobs.model import JobSpec
+from runtime.jobs.schema import parse_job
+from runtime.jobs.states import ATTEMPT_MOVES, RUN_MOVES, STEP_MOVES, can_move
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE jobs (
+    job_id        TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    suspended     INTEGER NOT NULL,
+    planned_until INTEGER NOT NULL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    UNIQUE (tenant, name)
+);
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    job_name    TEXT NOT NULL,
+    fire_time   INTEGER,
+    due_at      REAL NOT NULL,
+    cause       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    UNIQUE (job_id, fire_time)
+);
+CREATE INDEX runs_by_state ON runs (state, due_at);
+CREATE INDEX runs_by_job ON runs (job_id, created_at);
+CREATE TABLE steps (
+    run_id   TEXT NOT NULL,
+    step     TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE attempts (
+    run_id      TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    epoch       INTEGER,
+    node        TEXT,
+    exit_code   INTEGER,
+    reason      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (run_id, step, attempt)
+);
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+_RUN_COLUMNS = ("run_id, job_id, tenant, job_name, fire_time, due_at, cause, state, reason, params, "
+                "version, created_at, started_at, finished_at")
+_FINAL_RUN = ("succeeded", "failed", "timed_out", "cancelled", "skipped")
+
+
+def scheduled_run_id(job_id: str, fire_time: int) -> str:
+    """The run id of a job's scheduled fire: the same (job, fire time) always gives the same id."""
+    return "run_" + hashlib.sha256(f"{job_id}@{int(fire_time)}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job: its definition, version (bumped on each change) and firing cursor."""
+
+    job_id: str
+    spec: JobSpec
+    version: int
+    suspended: bool
+    planned_until: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A stored run (without its definition snapshot; `RunStore.run_spec` reads that)."""
+
+    run_id: str
+    job_id: str
+    tenant: str
+    job_name: str
+    fire_time: int | None
+    due_at: float
+    cause: str
+    state: str
+    reason: str
+    params: dict[str, Any]
+    version: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of one run."""
+
+    run_id: str
+    step: str
+    state: str
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt at one step; `epoch` is the leader epoch it was dispatched under."""
+
+    run_id: str
+    step: str
+    attempt: int
+    state: str
+    epoch: int | None
+    node: str | None
+    exit_code: int | None
+    reason: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to materialise: scheduled (a `fire_time`) or asked for (None)."""
+
+    due_at: float
+    cause: str
+    fire_time: int | None = None
+    state: str = "pending"
+    reason: str = ""
+    params: str = "{}"
+
+
+class RunStore:
+    """Durable job and run state; every method is one transaction."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        make_private_database(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            with self._tx() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise JobError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the jobs database, for a `Lease` kept in the same file."""
+        with self._tx() as db:
+            yield db
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def put_job(self, spec: JobSpec, *, now: float) -> tuple[JobRecord, str]:
+        """Create or update a job; returns it and "created", "updated" or "unchanged".
+
+        An update whose trigger changed drops the old trigger's future pending runs and plans
+        afresh from `now`; runs already started keep the definition they started with.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT job_id, definition, version FROM jobs WHERE tenant=? AND name=?",
+                             (spec.tenant, spec.name)).fetchone()
+            if row is None:
+                job_id = "job_" + secrets.token_hex(8)
+                db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                           (job_id, spec.tenant, spec.name, spec.document, int(spec.policies.suspend),
+                            int(now), now, now))
+                change = "created"
+            else:
+                job_id, old_document, _ = row
+                old = _spec(old_document, spec.tenant)
+                if old_document == spec.document:
+                    change = "unchanged"
+                else:
+                    db.execute("UPDATE jobs SET definition=?, version=version+1, suspended=?, updated_at=? "
+                               "WHERE job_id=?", (spec.document, int(spec.policies.suspend), now, job_id))
+                    if old.trigger != spec.trigger:
+                        db.execute("DELETE FROM runs WHERE job_id=? AND state='pending' AND fire_time > ?",
+                                   (job_id, int(now)))
+                        db.execute("UPDATE jobs SET planned_until=? WHERE job_id=?", (int(now), job_id))
+                    change = "updated"
+            record = self._job(db, job_id)
+        assert record is not None
+        return record, change
+
+    def job(self, tenant: str, name: str) -> JobRecord:
+        """The job `name` of `tenant`; UnknownJob if none."""
+        with self._lock:
+            row = self._db.execute("SELECT job_id FROM jobs WHERE tenant=? AND name=?", (tenant, name)).fetchone()
+            record = self._job(self._db, row[0]) if row else None
+        if record is None:
+            raise UnknownJob(f"no job {name!r} in tenant {tenant!r}")
+        return record
+
+    def job_by_id(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or None (deleted)."""
+        with self._lock:
+            return self._job(self._db, job_id)
+
+    def jobs(self, tenant: str | None = None) -> list[JobRecord]:
+        """Every job (of `tenant`, when given), by tenant and name."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT job_id FROM jobs WHERE ? IS NULL OR tenant=? ORDER BY tenant, name", (tenant, tenant))]
+            return [r for r in (self._job(self._db, i) for i in ids) if r is not None]
+
+    def delete_job(self, tenant: str, name: str) -> None:
+        """Remove a job and its runs that have not started; started runs finish and stay listed."""
+        with self._tx() as db:
+            row = db.execute("SELECT job_id FROM jobs WHERE tenant=? AND name=?", (tenant, name)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no job {name!r} in tenant {tenant!r}")
+            db.execute("DELETE FROM runs WHERE job_id=? AND state='pending'", (row[0],))
+            db.execute("DELETE FROM jobs WHERE job_id=?", (row[0],))
+
+    def set_suspended(self, job_id: str, suspended: bool, *, now: float) -> None:
+        """Suspend (pending runs are skipped) or resume (fires missed meanwhile are not run)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET suspended=?, updated_at=? WHERE job_id=?", (int(suspended), now, job_id))
+            if suspended:
+                db.execute("UPDATE runs SET state='skipped', reason='job suspended', finished_at=? "
+                           "WHERE job_id=? AND state='pending'", (now, job_id))
+            else:
+                db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?", (int(now), job_id))
+
+    def _job(self, db: sqlite3.Connection, job_id: str) -> JobRecord | None:
+        row = db.execute("SELECT job_id, tenant, definition, version, suspended, planned_until, created_at, "
+                         "updated_at FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return JobRecord(row[0], _spec(row[2], row[1]), row[3], bool(row[4]), row[5], row[6], row[7])
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def materialise(self, job: JobRecord, runs: Iterable[NewRun], *, planned_until: int | None = None,
+                    now: float) -> list[str]:
+        """Insert runs for `job` (a scheduled fire already present is left alone) and advance
+        its cursor, in one transaction; returns the ids of the runs inserted."""
+        inserted = []
+        with self._tx() as db:
+            for run in runs:
+                run_id = (scheduled_run_id(job.job_id, run.fire_time) if run.fire_time is not None
+                          else "run_" + secrets.token_hex(12))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, job.job_id, job.spec.tenant, job.spec.name, run.fire_time, run.due_at, run.cause,
+                     run.state, run.reason, run.params, job.spec.document, job.version, now,
+                     None, now if run.state != "pending" else None))
+                if cursor.rowcount:
+                    inserted.append(run_id)
+            if planned_until is not None:
+                db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?",
+                           (planned_until, job.job_id))
+        return inserted
+
+    def run(self, run_id: str) -> RunRecord:
+        """The run `run_id`; UnknownJob if none."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(f"no run {run_id!r}")
+        return _run(row)
+
+    def run_spec(self, run_id: str) -> JobSpec:
+        """The definition the run was materialised with (an update never changes it)."""
+        with self._lock:
+            row = self._db.execute("SELECT definition, tenant FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(f"no run {run_id!r}")
+        return _spec(row[0], row[1])
+
+    def runs(self, *, job_id: str | None = None, states: Iterable[str] | None = None,
+             due_before: float | None = None, limit: int = 1000) -> list[RunRecord]:
+        """Runs filtered by job, states and due time, oldest due first."""
+        clauses: list[str] = ["1=1"]
+        args: list[object] = []
+        if job_id is not None:
+            clauses.append("job_id=?")
+            args.append(job_id)
+        if states is not None:
+            states = list(states)
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if due_before is not None:
+            clauses.append("due_at <= ?")
+            args.append(due_before)
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(clauses)} "
+                                    "ORDER BY due_at, created_at LIMIT ?", (*args, limit)).fetchall()
+        return [_run(r) for r in rows]
+
+    def set_run_state(self, run_id: str, state: str, *, now: float, reason: str = "",
+                      steps: Iterable[str] = (), job: JobRecord | None = None) -> None:
+        """Move a run to `state` (IllegalTransition if it cannot go there); starting it creates
+        `steps` and, given the `job`, takes its current definition as the run's own."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no run {run_id!r}")
+            if not can_move(RUN_MOVES, row[0], state):
+                raise IllegalTransition(f"run {run_id}", row[0], state)
+            db.execute("UPDATE runs SET state=?, reason=?, started_at=COALESCE(started_at, ?), finished_at=? "
+                       "WHERE run_id=?", (state, reason, now if state == "running" else None,
+                                          now if state in _FINAL_RUN else None, run_id))
+            if job is not None:
+                db.execute("UPDATE runs SET definition=?, version=? WHERE run_id=?",
+                           (job.spec.document, job.version, run_id))
+            for step in steps:
+                db.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, 'waiting', 0, '')", (run_id, step))
+
+    def prune_history(self, job_id: str, *, keep_succeeded: int, keep_failed: int) -> int:
+        """Delete the oldest finished runs beyond the job's history limits; returns how many."""
+        removed = 0
+        with self._tx() as db:
+            for states, keep in ((("succeeded",), keep_succeeded),
+                                 (("failed", "timed_out", "cancelled", "skipped"), keep_failed)):
+                marks = ",".join("?" * len(states))
+                old = [r[0] for r in db.execute(
+                    f"SELECT run_id FROM runs WHERE job_id=? AND state IN ({marks}) "
+                    "ORDER BY finished_at DESC, created_at DESC LIMIT -1 OFFSET ?", (job_id, *states, keep))]
+                for run_id in old:
+                    for table in ("attempts", "steps", "runs"):
+                        db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+                removed += len(old)
+        return removed
+
+    # -- steps and attempts -----------------------------------------------------------------
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps, in the order they were created."""
+        with self._lock:
+            rows = self._db.execute("SELECT run_id, step, state, attempts, reason FROM steps WHERE run_id=? "
+                                    "ORDER BY rowid", (run_id,)).fetchall()
+        return [StepRecord(*r) for r in rows]
+
+    def set_step_state(self, run_id: str, step: str, state: str, *, reason: str = "") -> None:
+        """Move a step to `state`; IllegalTransition if it cannot go there."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM steps WHERE run_id=? AND step=?", (run_id, step)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no step {step!r} in run {run_id!r}")
+            if not can_move(STEP_MOVES, row[0], state):
+                raise IllegalTransition(f"step {step} of run {run_id}", row[0], state)
+            db.execute("UPDATE steps SET state=?, reason=? WHERE run_id=? AND step=?", (state, reason, run_id, step))
+
+    def cancel_open(self, run_id: str, *, now: float, reason: str) -> None:
+        """Mark the run's unfinished steps and never-dispatched attempts cancelled (a cancelled run)."""
+        with self._tx() as db:
+            db.execute("UPDATE steps SET state='cancelled', reason=? WHERE run_id=? AND state IN ('waiting', "
+                       "'running')", (reason, run_id))
+            db.execute("UPDATE attempts SET state='cancelled', reason=?, updated_at=? WHERE run_id=? "
+                       "AND state='pending'", (reason, now, run_id))
+
+    def new_attempt(self, run_id: str, step: str, *, now: float) -> int:
+        """Create the step's next attempt (pending); returns its number (1 for the first)."""
+        with self._tx() as db:
+            row = db.execute("SELECT attempts FROM steps WHERE run_id=? AND step=?", (run_id, step)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no step {step!r} in run {run_id!r}")
+            number = row[0] + 1
+            db.execute("UPDATE steps SET attempts=? WHERE run_id=? AND step=?", (number, run_id, step))
+            db.execute("INSERT INTO attempts VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, '', ?, ?)",
+                       (run_id, step, number, now, now))
+        return number
+
+    def set_attempt_state(self, run_id: str, step: str, attempt: int, state: str, *, now: float,
+                          epoch: int | None = None, node: str | None = None,
+                          exit_code: int | None = None, reason: str = "") -> None:
+        """Move an attempt to `state`, recording its epoch/node/exit code; IllegalTransition if it
+        cannot go there (a result for an attempt that already ended is refused, not applied)."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM attempts WHERE run_id=? AND step=? AND attempt=?",
+                             (run_id, step, attempt)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no attempt {attempt} of step {step!r} in run {run_id!r}")
+            if not can_move(ATTEMPT_MOVES, row[0], state):
+                raise IllegalTransition(f"attempt {attempt} of step {step} of run {run_id}", row[0], state)
+            db.execute("UPDATE attempts SET state=?, epoch=COALESCE(?, epoch), node=COALESCE(?, node), "
+                       "exit_code=COALESCE(?, exit_code), reason=?, updated_at=? "
+                       "WHERE run_id=? AND step=? AND attempt=?",
+                       (state, epoch, node, exit_code, reason, now, run_id, step, attempt))
+
+    def attempts(self, run_id: str, step: str | None = None) -> list[AttemptRecord]:
+        """The run's attempts (of one step, when given), by step and number."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at "
+                "FROM attempts WHERE run_id=? AND (? IS NULL OR step=?) ORDER BY rowid",
+                (run_id, step, step)).fetchall()
+        return [AttemptRecord(*r) for r in rows]
+
+    def live_attempts(self) -> list[AttemptRecord]:
+        """Attempts that were pending, dispatched or running: what a restarted engine must settle."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at "
+                "FROM attempts WHERE state IN ('pending', 'dispatched', 'running') ORDER BY rowid").fetchall()
+        return [AttemptRecord(*r) for r in rows]
+
+
+def _spec(document: str, tenant: str) -> JobSpec:
+    return parse_job(json.loads(document), tenant=tenant)
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    values = list(row)
+    values[9] = json.loads(values[9])
+    return RunRecord(*values)
