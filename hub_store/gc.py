@@ -10,6 +10,7 @@ a blob whose mtime is after GC started (written or deduplicated since) is kept.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -80,6 +81,9 @@ def collect_garbage(store: LocalBlobStore, catalog: Catalog, *, min_age_s: float
     for path, mtime in list(store.iter_temp()):
         if mtime < started - temp_max_age_s:
             if not dry_run:
-                path.unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():  # a zip import's work directory
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             temp_removed += 1
     return GcReport(scanned, deleted, freed, kept_recent, kept_leased, temp_removed, dry_run)

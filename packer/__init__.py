@@ -48,6 +48,9 @@ _LAZY = {
     "VerifyReport": "packer.verify",
     "verify_bundle": "packer.verify",
     "write_zip": "packer.zipexport",
+    "ZipRefused": "packer.zipcheck",
+    "bundle_from_zip": "packer.zipimport",
+    "is_zip": "packer.zipimport",
 }
 
 
@@ -86,11 +89,14 @@ __all__ = [
     "SignatureError",
     "SourceError",
     "VerifyReport",
+    "ZipRefused",
     "Version",
+    "bundle_from_zip",
     "canonical_json",
     "check_path",
     "generate_keypair",
     "is_version",
+    "is_zip",
     "key_id",
     "load_private_key",
     "load_public_key",

@@ -11,6 +11,7 @@ import trio
 from quart import Response, request
 
 from hub_store import (
+    BlobDigestMismatch,
     InsufficientStorage,
     SpaceGuard,
     collect_garbage,
@@ -19,10 +20,13 @@ from hub_store import (
     ingest_bundle,
     is_disk_full,
 )
+from packer import NotABundle
+from packer.zipimport import is_zip as packer_is_zip
 from runtime.api import ApiError, bearer_ok, json_response
 from runtime.hub.api import version_json
 from runtime.hub.seedzip import ensure_zip, with_zip
 from runtime.hub.state import HubState
+from runtime.hub.zipupload import convert_zip
 
 SPOOL_CHUNK = 1 << 20
 FLAG_ACTIONS = {"stable": {"stable": True}, "unstable": {"stable": False},
@@ -117,9 +121,15 @@ def register(app, state: HubState) -> None:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"bundle of {request.content_length} bytes exceeds this hub's "
                                 f"limit of {limit} bytes")
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type.startswith("multipart/"):
+            raise ApiError(415, "send the .fbundle or the seed's .zip as the raw request body "
+                                "(e.g. curl -T FILE), not as multipart form data")
         existing = await state.run(data.catalog.find_version, sid, ver)
-        if existing is not None and expected is not None:
-            # Decided by the announced digest alone; the body need not be read.
+        if existing is not None and expected is not None and (
+                expected in (existing.sha256, existing.zip_sha256) or content_type != "application/zip"):
+            # Decided by the announced digest alone; the body need not be read. (Another zip
+            # may still convert to the same bundle, so an unknown zip is read.)
             if expected not in (existing.sha256, existing.zip_sha256):
                 raise ApiError(409, f"{sid}@{ver} is already published with other bytes "
                                     f"(bundle sha256 {existing.sha256}); versions are immutable")
@@ -140,11 +150,26 @@ def register(app, state: HubState) -> None:
                 raise
             if request.content_length is not None and spool.size != request.content_length:
                 raise ApiError(400, f"upload ended after {spool.size} of {request.content_length} bytes")
-            result = await state.run(
-                ingest_bundle, data.store, data.catalog, spool.path, sha256=spool.hash.hexdigest(),
-                size=spool.size, expected_sha256=expected, trusted_keys=state.settings.trusted_keys,
-                require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver),
-                space=space)
+            bundle, digest, size = spool.path, spool.hash.hexdigest(), spool.size
+            is_zip = await state.run(packer_is_zip, spool.path)
+            if is_zip:
+                if expected is not None and expected != digest:
+                    raise BlobDigestMismatch("uploaded zip", expected, digest)
+                expected = None  # it named the zip; the bundle made from it is new
+                bundle, digest, size = await state.run(convert_zip, data.store, spool.path, space,
+                                                       f"the zip of {sid}@{ver}")
+            try:
+                result = await state.run(
+                    ingest_bundle, data.store, data.catalog, bundle, sha256=digest,
+                    size=size, expected_sha256=expected, trusted_keys=state.settings.trusted_keys,
+                    require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver),
+                    space=space)
+            except NotABundle:
+                raise ApiError(400, "bad upload: the body is " + ("empty" if size == 0 else
+                                    "neither a flowctl bundle (.fbundle) nor a seed service zip")) from None
+            finally:
+                if is_zip:
+                    bundle.unlink(missing_ok=True)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(spool.discard)

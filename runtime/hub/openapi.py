@@ -43,8 +43,8 @@ def _op(summary: str, params: list[dict[str, Any]] | None = None, *, desc: str =
     if auth:
         op["security"] = [{"adminKey": []}]
     if body:
-        op["requestBody"] = {"required": True, "content": {body: {"schema": {"type": "string",
-                                                                              "format": "binary"}}}}
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        op["requestBody"] = {"required": True, "content": {body: binary, "application/zip": binary}}
     return op
 
 
@@ -66,15 +66,22 @@ def spec() -> dict[str, Any]:
         "/api/services/{service_id}": {"get": _op("Service detail with every version", [SID], desc=_DIGESTS)},
         "/api/services/{service_id}/{version}": {
             "get": _op("One version with its files (path, size, mode, sha256)", [SID, VER]),
-            "put": _op("Publish a bundle (.fbundle) as this version", [SID, _p("version", "SemVer"),
-                       _p("stable", "true/false; default: true unless a pre-release", where="query"),
-                       _p("X-Flowctl-Sha256", "expected sha256 of the body", where="header")],
-                       desc="The body is streamed to disk while hashed; the bundle's manifest, per-file "
-                            "digests and (with trusted keys) signature are verified. Immutable: "
-                            "identical bytes -> 200, other bytes -> 409.",
+            "put": _op("Publish a bundle (.fbundle) or a seed service zip as this version",
+                       [SID, _p("version", "SemVer"),
+                        _p("stable", "true/false; default: true unless a pre-release", where="query"),
+                        _p("X-Flowctl-Sha256", "expected sha256 of the body", where="header")],
+                       desc="The body (raw, not multipart) is streamed to disk while hashed. A .fbundle's "
+                            "manifest, per-file digests and (with trusted keys) signature are verified. "
+                            "A zip (service.json + files + checksum.sha256, as seed 001's upload tool "
+                            "makes) is checked as a hostile archive (unsafe or duplicate paths, symlinks "
+                            "and special files, encryption, overlapping members, sizes and expansion "
+                            "ratio, checksum.sha256 lines) and packed into a bundle; the same zip gives "
+                            "the same bundle. Immutable: the same bundle -> 200, another -> 409.",
                        responses={"201": "published", "200": "already published with identical bytes",
-                                  "400": "bad bundle", "401": "admin key needed", "409": "conflict",
-                                  "413": "too large",
+                                  "400": "bad bundle or zip (one line naming the member and the reason)",
+                                  "401": "admin key needed", "409": "conflict",
+                                  "413": "too large (the body, or a zip's declared sizes)",
+                                  "415": "multipart form data (send the file as the raw body)",
                                   "507": "not enough disk space (checked before the body is read)"},
                        auth=True, body="application/octet-stream")},
         "/api/services/{service_id}/{version}/manifest": {"get": _op(

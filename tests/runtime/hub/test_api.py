@@ -109,7 +109,9 @@ async def test_republish_idempotent_conflict_and_auth(hub, tmp_path):
                                  headers={**AUTH, "X-Flowctl-Sha256": "0" * 64})
         assert mismatch.status_code == 400
         garbage = await hub.put("/api/services/echo/3.0.0", content=b"not a bundle", headers=AUTH)
-        assert garbage.status_code == 400 and "bad bundle" in garbage.json()["detail"]
+        assert garbage.status_code == 400 and "bad upload: the body is neither" in garbage.json()["detail"]
+        empty = await hub.put("/api/services/echo/3.0.0", content=b"", headers=AUTH)
+        assert empty.status_code == 400 and empty.json()["detail"] == "bad upload: the body is empty"
 
 
 async def test_stable_and_yank_drive_latest(hub, tmp_path):
