@@ -215,7 +215,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                             group.exceptions[0], config.node_id)
             except* (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
                      TunnelError, messages.ProtocolError, trio.TooSlowError) as group:
-                log.warning("control plane connection lost: %s", describe(group))
+                log.warning("control plane connection lost: %s", _reason(group))
             except* Exception as group:
                 # A fault of this agent's own: reconnecting gives a fresh session, ending the
                 # node would stop every worker on it.
@@ -234,6 +234,12 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
             attempt += 1
             log.info("reconnecting in %.1f s", delay)
             await trio.sleep(delay)
+
+
+def _reason(group: BaseExceptionGroup) -> str:
+    """Why a connection failed, one line; an empty wrapper (HandshakeError) names its cause."""
+    found = [e.__cause__ if not str(e) and e.__cause__ is not None else e for e in leaves(group)]
+    return "; ".join(describe(e) for e in found)
 
 
 def _detail(body: bytes | None) -> str:
