@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
+from runtime.api.openapi import ApiDocs
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
 from runtime.dispatch.limits import Principal
@@ -36,6 +37,7 @@ from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
+from runtime.plane_openapi import plane_document
 from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
@@ -76,6 +78,7 @@ class PlaneHandle:
     scheduler: Scheduler | None
     gateway: Gateway | None = None
     dispatcher: Dispatcher | None = None
+    app: Any = None  # the quart app (its url_map lists the routes quart serves)
 
 
 async def serve_control_plane(
@@ -151,6 +154,9 @@ async def serve_control_plane(
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
         app.asgi_app = FrontDoor(  # type: ignore[method-assign, assignment]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
+        # One description of every route of the roles here, at /openapi.json, and its explorer at /docs.
+        app.asgi_app = ApiDocs(plane_document(settings.roles, settings.version),  # type: ignore[method-assign, assignment]
+                               app.asgi_app, title=f"flowctl control plane ({', '.join(settings.roles)})")
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
             url = _first_url(bound)
@@ -165,7 +171,8 @@ async def serve_control_plane(
                 await nursery.start(sessions.run_reaper)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
             task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway,
-                                            dispatcher=gateway.dispatcher if gateway is not None else None))
+                                            dispatcher=gateway.dispatcher if gateway is not None else None,
+                                            app=app))
     finally:
         if keys is not None:
             keys.store.close()
