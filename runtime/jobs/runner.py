@@ -145,23 +145,27 @@ async def _settle(ctx: RunContext, step: Step, number: int, state: str,
             current = "running"
 
     timeout = ctx.spec.timeout_of(step)
+    outcome: Outcome | None = None
     try:
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             outcome = await call(started)
         if scope.cancelled_caught:
             outcome = Outcome("timed_out", reason=f"no result within the step timeout ({timeout:g} s)")
     except StaleEpoch as e:
+        outcome = Outcome("failed", reason=str(e))
         with trio.CancelScope(shield=True):
-            await ctx.db(set_state, "failed", now=ctx.clock(), reason=str(e))
+            await _record(ctx, set_state, outcome)
         raise LeaseLost(f"deposed: {e}") from None
-    except trio.Cancelled:
-        if ctx.cancel_reason is not None:  # an engine shutdown records nothing: the next one re-attaches
-            with trio.CancelScope(shield=True):
-                await _record(ctx, set_state, Outcome("cancelled", reason=ctx.cancel_reason))
-        raise
     except Exception as e:  # an executor's failure ends this attempt, never the engine
         log.warning("step %s of run %s attempt %d: executor error: %r", step.name, ctx.run_id, number, e)
         outcome = Outcome("failed", reason=f"executor error: {e}")
+    finally:
+        # Cancelled (bare, or in an executor's nursery's group): only a cancel of this run is
+        # recorded; an engine shutdown leaves the attempt for the next engine to re-attach.
+        if outcome is None and ctx.cancel_reason is not None:
+            with trio.CancelScope(shield=True):
+                await _record(ctx, set_state, Outcome("cancelled", reason=ctx.cancel_reason))
+    assert outcome is not None
     await _record(ctx, set_state, outcome)
     return outcome.state
 

@@ -1,0 +1,102 @@
+"""A `StepExecutor` for `command` steps on this machine: each attempt one child process in its
+own process group, stopped as workers are (SIGTERM, a grace period, SIGKILL to the group).
+
+The node wires this next to its package manager later (the bundle's tree as the working
+directory and its venv on PATH); here `workdir` is given. The child's environment is the
+workers' allow-list (never the plane's or node's secrets), the step's `env`, and the job
+contract: FLOWCTL_RUN_ID, FLOWCTL_JOB, FLOWCTL_STEP, FLOWCTL_ATTEMPT, FLOWCTL_EPOCH,
+FLOWCTL_OUTPUT_DIR, FLOWCTL_PARAM_<NAME> per parameter. Output goes to one log file per attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.lease import EpochFence
+from runtime.jobs.model import CommandStep
+from runtime.node.workers.pgroups import stop_group, terminate_group
+from runtime.node.workers.workerenv import inherited_env
+
+DEFAULT_GRACE_S = 5.0
+TAIL_BYTES = 2048
+
+
+class LocalCommandExecutor:
+    """Runs command steps as local child processes; logs and outputs under `data_dir`."""
+
+    def __init__(self, data_dir: Path, *, workdir: Path | None = None, grace_s: float = DEFAULT_GRACE_S,
+                 node: str = "local"):
+        self.data_dir, self.workdir, self.grace_s, self.node = data_dir, workdir, grace_s, node
+        self.fence = EpochFence()
+
+    def attempt_dir(self, order: AttemptOrder) -> Path:
+        """Where an attempt's log (`log`) and outputs (`output/`) go."""
+        return self.data_dir / order.run_id / f"{order.step.name}.{order.attempt}"
+
+    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
+        """Start the command, report it running, wait for its exit code.
+
+        Cancellation: SIGTERM to the group, SIGKILL after `grace_s`; whatever the command left
+        in its group is stopped the same way before this returns.
+        """
+        self.fence.check(order.epoch)
+        step = order.step
+        if not isinstance(step, CommandStep):
+            return Outcome("failed", reason=f"{step.kind} steps do not run as local commands")
+        where = self.attempt_dir(order)
+        await trio.to_thread.run_sync(partial((where / "output").mkdir, parents=True, exist_ok=True))
+        log_path = where / "log"
+        with open(log_path, "wb") as log:  # noqa: ASYNC230 - opening a new local file does not block
+            async with trio.open_nursery() as nursery:
+                try:
+                    proc = await nursery.start(partial(
+                        trio.run_process, list(step.command), check=False, cwd=self.workdir,
+                        env=self._env(order, where / "output"), stdin=subprocess.DEVNULL, stdout=log,
+                        stderr=subprocess.STDOUT, start_new_session=True,
+                        deliver_cancel=partial(terminate_group, grace_s=self.grace_s)))
+                except OSError as e:
+                    what = "command not found" if isinstance(e, FileNotFoundError) else "cannot start command"
+                    return Outcome("failed", reason=f"{what}: {step.command[0]!r} ({e.strerror})", node=self.node)
+                await started(self.node)
+                try:
+                    code = await proc.wait()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await proc.wait()
+                        await stop_group(proc.pid, grace_s=self.grace_s)
+        if code == 0:
+            return Outcome("succeeded", exit_code=0, node=self.node)
+        tail = await trio.to_thread.run_sync(_tail, log_path)
+        reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        return Outcome("failed", exit_code=code, reason=reason + (f": {tail}" if tail else ""), node=self.node)
+
+    async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
+        """A process started by a previous plane process is not ours to wait for: lost."""
+        await trio.lowlevel.checkpoint()
+        return None
+
+    def _env(self, order: AttemptOrder, output_dir: Path) -> dict[str, str]:
+        assert isinstance(order.step, CommandStep)
+        env = inherited_env(os.environ)
+        env.update(dict(order.step.env))
+        env.update({"FLOWCTL_RUN_ID": order.run_id, "FLOWCTL_JOB": order.job, "FLOWCTL_STEP": order.step.name,
+                    "FLOWCTL_ATTEMPT": str(order.attempt), "FLOWCTL_EPOCH": str(order.epoch),
+                    "FLOWCTL_OUTPUT_DIR": str(output_dir)})
+        for name, value in order.params.items():
+            env[f"FLOWCTL_PARAM_{name.upper().replace('-', '_').replace('.', '_')}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value))
+        return env
+
+
+def _tail(path: Path) -> str:
+    """The last line the command wrote, for the failure reason."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+        lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:200] if lines else ""

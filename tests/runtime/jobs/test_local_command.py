@@ -1,0 +1,84 @@
+"""Command steps as real local processes: exit codes, a missing command, the job contract's
+environment, and a timeout or cancel stopping the whole process group."""
+
+import sys
+
+import trio
+
+from runtime.jobs.engine import JobEngine
+from runtime.jobs.lease import SoloLease
+from runtime.jobs.local_command import LocalCommandExecutor
+from runtime.node.workers.pgroups import group_alive
+from tests.polling import wait_until
+
+from .conftest import job
+
+
+async def _run(store, tmp_path, command, **extra):
+    executor = LocalCommandExecutor(tmp_path / "attempts", workdir=tmp_path, grace_s=0.5)
+    engine = JobEngine(store, executor, SoloLease())
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            steps = [{"name": "main", "service": "echo@stable", "command": command, "env": {"MODE": "fast"}}]
+            await engine.apply(job(steps=steps, **extra))
+            run = await engine.wait_run(await engine.trigger("default", "j"))
+            nursery.cancel_scope.cancel()
+    return run, store.attempts(run.run_id)
+
+
+async def test_exit_codes_and_the_last_line_of_output(store, tmp_path):
+    run, (attempt,) = await _run(store, tmp_path, ["sh", "-c", "echo working; echo 'disk full' >&2; exit 3"])
+    assert (run.state, attempt.state, attempt.exit_code) == ("failed", "failed", 3)
+    assert attempt.reason == "exit code 3: disk full"
+    assert run.reason == "step 'main' failed: exit code 3: disk full"
+
+
+async def test_a_missing_command_fails_with_the_reason_not_a_hang(store, tmp_path):
+    run, (attempt,) = await _run(store, tmp_path, ["no-such-command-xyz"])
+    assert run.state == "failed"
+    assert attempt.reason.startswith("command not found: 'no-such-command-xyz'")
+
+
+async def test_the_command_sees_the_job_contract_and_no_secrets(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWCTL_ADMIN_KEY", "secret-admin-key")
+    script = ("import os, pathlib; e = os.environ; "
+              "pathlib.Path(e['FLOWCTL_OUTPUT_DIR'], 'out.txt').write_text("
+              "'|'.join([e['FLOWCTL_STEP'], e['FLOWCTL_ATTEMPT'], e['FLOWCTL_EPOCH'], e['FLOWCTL_PARAM_N'], "
+              "e['MODE'], str('FLOWCTL_ADMIN_KEY' in e)]))")
+    run, (attempt,) = await _run(
+        store, tmp_path, [sys.executable, "-c", script],
+        parameters={"n": {"type": "int", "default": 7}})
+    assert run.state == "succeeded", attempt.reason
+    out = tmp_path / "attempts" / run.run_id / "main.1" / "output" / "out.txt"
+    assert out.read_text() == "main|1|1|7|fast|False"
+
+
+async def test_a_timeout_stops_the_whole_process_group(store, tmp_path):
+    pidfile = tmp_path / "pid"
+    command = ["sh", "-c", f"echo $$ > {pidfile}; sleep 60 & sleep 60; wait"]
+    started = trio.current_time()
+    run, (attempt,) = await _run(store, tmp_path, command, policies={"timeout": "1s"})
+    assert (run.state, attempt.state) == ("timed_out", "timed_out")
+    assert trio.current_time() - started < 2 + 0.5 + 1  # timeout + grace, with room for a slow machine
+    assert not await group_alive(int(pidfile.read_text()))  # the background sleep too (zombies aside)
+
+
+async def test_cancel_stops_the_process_group_within_two_seconds(store, tmp_path):
+    pidfile = tmp_path / "pid"
+    executor = LocalCommandExecutor(tmp_path / "attempts", workdir=tmp_path, grace_s=1.0)
+    engine = JobEngine(store, executor, SoloLease())
+    command = ["sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; sleep 60 & sleep 60; wait"]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await engine.apply(job(steps=[{"name": "main", "service": "echo@stable", "command": command}]))
+            run_id = await engine.trigger("default", "j")
+            await wait_until(pidfile.exists)
+            started = trio.current_time()
+            run = await engine.cancel(run_id)
+            elapsed = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert run.state == "cancelled" and elapsed < 2
+    assert [a.state for a in store.attempts(run_id)] == ["cancelled"]
+    assert not await group_alive(int(pidfile.read_text()))
