@@ -228,6 +228,16 @@ async def test_a_model_the_plane_or_another_node_serves_is_refused(procs, tmp_pa
                                 "service 'echo' is deployed by the control plane")):
             code, _, err = await cli(*run_args(directory, port, token, tmp_path), port=port)
             assert code == 1 and err.splitlines()[-1].endswith(why), err
+
+        # Once registered, an edit that takes a served model id is an error like a broken edit:
+        # the run goes on, and the next edit is registered again.
+        mine_dir = tmp_path / "mine"
+        edit_manifest(mine_dir, model="echo")
+        await until_models(port, ["echo"])  # the plane's own echo only
+        while "refused mine: model 'echo' is already served by service 'echo'" not in mine.stderr():  # noqa: ASYNC110
+            await trio.sleep(0.1)
+        edit_manifest(mine_dir, model="shared")
+        await until_models(port, ["echo", "shared"])
         assert mine.proc.returncode is None
 
 

@@ -78,7 +78,9 @@ class DirectoryService:
     """One directory as a node-owned deployment (see the module docstring); a `LocalServices`.
 
     `say(line)` tells the user what happened (started, ready, failed and why, restarting).
-    `refused` is set when the plane refuses the deployment; `refusal` then says why.
+    `refused` is set when the plane refuses the deployment before it ever accepted it;
+    `refusal` then says why. A later refusal (an edit took a model id the plane serves
+    elsewhere) is said like a broken edit, and the next edit is announced again.
     """
 
     def __init__(self, directory: Path, state_dir: Path, settings: RunSettings | None = None, *,
@@ -94,6 +96,7 @@ class DirectoryService:
         self._lot = trio.lowlevel.ParkingLot()
         self.refused = trio.Event()
         self.refusal = ""
+        self._ever_accepted = False
         self.accepted: str | None = None  # the service id the plane last accepted
 
     # -- LocalServices ---------------------------------------------------------------------
@@ -120,10 +123,16 @@ class DirectoryService:
         if dep is None:
             return
         if dep.service_id in verdict.refused:
-            self.refusal = f"the control plane refused {dep.service_id}: {verdict.refused[dep.service_id]}"
-            self.refused.set()
+            refusal = f"the control plane refused {dep.service_id}: {verdict.refused[dep.service_id]}"
+            if self.accepted is None and not self._ever_accepted:
+                self.refusal = refusal
+                self.refused.set()
+            elif self.accepted is not None:
+                self.accepted = None
+                self._say(f"error: {refusal} (watching {self.directory} for the next edit)")
         elif dep.service_id in verdict.accepted and self.accepted != dep.service_id:
             self.accepted = dep.service_id
+            self._ever_accepted = True
             self._say(f"registered {dep.service_id} with the control plane (models: {', '.join(dep.models)})")
 
     # -- the loop ----------------------------------------------------------------------------
