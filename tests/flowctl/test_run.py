@@ -48,10 +48,10 @@ class Proc:
         self.err = open(tmp_path / f"{name}.err", "w+b")
         self.proc = None
 
-    async def start(self, nursery, args, port):
+    async def start(self, nursery, args, port, env=None):
         self.proc = await nursery.start(partial(
             trio.run_process, [sys.executable, "-m", "flowctl", *args], check=False, stdout=self.out,
-            stderr=self.err, stdin=subprocess.DEVNULL, env=env_for(port)))
+            stderr=self.err, stdin=subprocess.DEVNULL, env=env or env_for(port)))
         return self
 
     def stderr(self):
@@ -70,8 +70,8 @@ async def procs(tmp_path):
     started = []
     async with trio.open_nursery() as nursery:
 
-        async def start(name, *args):
-            proc = await Proc(tmp_path, name).start(nursery, args, port)
+        async def start(name, *args, env=None):
+            proc = await Proc(tmp_path, name).start(nursery, args, port, env)
             started.append(proc)
             return proc
 
@@ -244,17 +244,19 @@ async def test_a_model_the_plane_or_another_node_serves_is_refused(procs, tmp_pa
 async def test_without_a_server_it_starts_an_embedded_plane(procs, tmp_path):
     port, start = procs
     service = copy_echo(tmp_path)
-    env = env_for(port)
-    assert "FLOWCTL_ADMIN_KEY" in env  # set: the plane uses it, so no new key is printed
+    env = {k: v for k, v in env_for(port).items() if k != "FLOWCTL_ADMIN_KEY"}
     with trio.fail_after(LIMIT_S):
         run = await start("run", "run", str(service), "--port", str(port), "--data-dir", str(tmp_path / "d"),
-                          "--anonymous-tenant", "dev", "--poll-interval", "0.1")
+                          "--anonymous-tenant", "dev", "--poll-interval", "0.1", env=env)
         await until_models(port, ["echo"])
         assert (await chat(port, "echo")).status_code == 200
         assert f"gateway: http://127.0.0.1:{port}/v1" in run.stderr()
+        # As `flowctl up` does: a new admin key, alone on stdout, shown this once.
+        (admin_key,) = run.stdout().split()
+        assert admin_key != ADMIN and "shown only this once" in run.stderr()
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{port}/api/cluster/status",
-                                 headers={"Authorization": f"Bearer {ADMIN}"})
+                                 headers={"Authorization": f"Bearer {admin_key}"})
         assert [(d["service"], d["owner"]) for d in r.json()["deployments"]] == [("echo", r.json()["nodes"][0]["name"])]
         workers = children(run.proc.pid)
         run.proc.send_signal(signal.SIGTERM)
