@@ -62,6 +62,8 @@ def run(
     manifest = read_manifest(directory)  # a clear error now, before anything starts
     if token and not server:
         raise CliError("--token joins a running plane: give its URL with --server too")
+    if server and not server.startswith(("http://", "https://")):
+        raise CliError(f"--server {server!r} is not an http:// or https:// URL (e.g. http://plane.example:8080)")
     if anonymous_tenant and server:
         raise CliError("--anonymous-tenant sets up the embedded plane: the plane at --server has its own settings")
     if python is not None and not python.is_file():

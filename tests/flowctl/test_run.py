@@ -280,6 +280,7 @@ async def test_bad_input_is_one_line_before_anything_starts(tmp_path):
         (("run", str(tmp_path / "nope")), "is not a directory"),
         (("run", str(broken)), "service.json: is not valid JSON"),
         (("run", str(ECHO), "--token", "fjt_x"), "give its URL with --server"),
+        (("run", str(ECHO), "--server", "plane:8080"), "is not an http:// or https:// URL"),
         (("run", str(ECHO), "--server", "http://127.0.0.1:1", "--data-dir", str(tmp_path / "fresh")),
          "a join token is required"),
     ]
