@@ -11,6 +11,7 @@ through `trio.to_thread.run_sync`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -18,13 +19,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hub_store import make_private_database
 from runtime.jobs.errors import IllegalTransition, JobError, UnknownJob
 from runtime.jobs.model import JobSpec
+from runtime.jobs.records import AttemptRecord, JobRecord, NewRun, RunRecord, StepRecord
 from runtime.jobs.schema import parse_job
 from runtime.jobs.states import ATTEMPT_MOVES, RUN_MOVES, STEP_MOVES, can_move
 
@@ -98,78 +99,6 @@ _FINAL_RUN = ("succeeded", "failed", "timed_out", "cancelled", "skipped")
 def scheduled_run_id(job_id: str, fire_time: int) -> str:
     """The run id of a job's scheduled fire: the same (job, fire time) always gives the same id."""
     return "run_" + hashlib.sha256(f"{job_id}@{int(fire_time)}".encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A stored job: its definition, version (bumped on each change) and firing cursor."""
-
-    job_id: str
-    spec: JobSpec
-    version: int
-    suspended: bool
-    planned_until: int
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A stored run (without its definition snapshot; `RunStore.run_spec` reads that)."""
-
-    run_id: str
-    job_id: str
-    tenant: str
-    job_name: str
-    fire_time: int | None
-    due_at: float
-    cause: str
-    state: str
-    reason: str
-    params: dict[str, Any]
-    version: int
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One step of one run."""
-
-    run_id: str
-    step: str
-    state: str
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """One attempt at one step; `epoch` is the leader epoch it was dispatched under."""
-
-    run_id: str
-    step: str
-    attempt: int
-    state: str
-    epoch: int | None
-    node: str | None
-    exit_code: int | None
-    reason: str
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to materialise: scheduled (a `fire_time`) or asked for (None)."""
-
-    due_at: float
-    cause: str
-    fire_time: int | None = None
-    state: str = "pending"
-    reason: str = ""
-    params: str = "{}"
 
 
 class RunStore:
@@ -462,6 +391,7 @@ class RunStore:
         return [AttemptRecord(*r) for r in rows]
 
 
+@functools.lru_cache(maxsize=4096)  # each pass reads every job; a definition is parsed once
 def _spec(document: str, tenant: str) -> JobSpec:
     return parse_job(json.loads(document), tenant=tenant)
 
