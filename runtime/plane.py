@@ -42,6 +42,7 @@ from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
+from runtime.scheduler.tracking import watch_hub_writes
 from runtime.sessions import routes as session_routes
 from runtime.sessions.backend import ClusterBackend
 from runtime.sessions.engine_url import EngineUrls
@@ -129,6 +130,8 @@ async def serve_control_plane(
                                        heartbeat_interval=settings.heartbeat_interval)
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
                                     roles=settings.roles)
+            if data is not None:
+                watch_hub_writes(app, scheduler.tracker)  # tracked deployments see a publish at once
         if "gateway" in settings.roles and scheduler is not None:
             options = dict(settings.extra.get("gateway", {}))
             anonymous_tenant = options.pop("anonymous_tenant", None)

@@ -9,6 +9,7 @@ SERVER_HELP = ("Control plane URL [env FLOWCTL_SERVER; config server_url; "
 TOKEN_HELP = "The control plane's admin key [env FLOWCTL_TOKEN; config token]."
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_WAIT_S = 300.0
+TRACK_CHOICES = ("stable", "latest", "none")
 
 
 def plane_settings(server: str | None, token: str | None) -> tuple[str, str | None]:
@@ -42,6 +43,10 @@ def deploy(
         [], "--node", help="Only place on this node (repeatable) [default: a new deployment anywhere, "
         "an upgrade where it was pinned]."),
     any_node: bool = typer.Option(False, "--any-node", help="Remove the deployment's pin: place on any node."),
+    track: str | None = typer.Option(
+        None, "--track", metavar="stable|latest|none",
+        help="Follow a hub channel: publishing (or marking stable) a newer version upgrades the deployment "
+        "by itself; 'none' pins it [default: an upgrade keeps its channel, a named @VERSION pins]."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until every replica is ready."),
     timeout: float = typer.Option(DEFAULT_WAIT_S, "--timeout", help="Seconds to wait with --wait."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
@@ -50,15 +55,21 @@ def deploy(
 ) -> None:
     """Deploy a published service on the cluster's nodes (or upgrade it, replica by replica).
 
-    Example: flowctl deploy llama-chat@1.0.0 --replicas 2
+    Example: flowctl deploy llama-chat@1.0.0 --replicas 2; flowctl deploy echo --track stable
     """
     service, version = _split(ref)
     if any_node and node:
         raise typer.BadParameter("give --node or --any-node, not both", param_hint="--any-node")
+    if track is not None and track not in TRACK_CHOICES:
+        raise typer.BadParameter(f"{track!r} is not one of: {', '.join(TRACK_CHOICES)}", param_hint="--track")
+    if track not in (None, "none") and version != "latest":
+        raise typer.BadParameter(f"give @{version} or --track {track}, not both: a tracked deployment runs "
+                                 "its channel's newest version", param_hint="--track")
     nodes: list[str] | None = [] if any_node else node or None  # None: keep the current pin
 
     def call(client):
-        dep = client.deploy(service, version, replicas=replicas, nodes=nodes)
+        dep = client.deploy(service, version, replicas=replicas, nodes=nodes,
+                            track=None if track is None else "" if track == "none" else track)
         if wait:
             dep["status"] = _wait_ready(client, service, dep["version"], dep["replicas"], timeout, quiet=json_out)
         return dep
@@ -103,7 +114,8 @@ def _print_deployment(dep: dict, json_out: bool) -> None:
         print_json(dep)
         return
     nodes = f" on {', '.join(dep['nodes'])}" if dep.get("nodes") else ""
-    out.print(f"{dep['service']}@{dep['version']}: {dep['replicas']} replica(s){nodes}; "
+    track = f" (follows {dep['track']})" if dep.get("track") else ""
+    out.print(f"{dep['service']}@{dep['version']}{track}: {dep['replicas']} replica(s){nodes}; "
               f"models: {', '.join(dep['models']) or '-'}")
 
 

@@ -22,13 +22,16 @@ class ClusterClient(PlaneClient):
         return self._json("GET", "/api/cluster/status")
 
     def deploy(self, service: str, version: str = "latest", *, replicas: int | None = None,
-               nodes: list[str] | None = None) -> dict[str, Any]:
+               nodes: list[str] | None = None, track: str | None = None) -> dict[str, Any]:
         """Create or upgrade a deployment.
 
         `replicas` None keeps an existing count (new: 1); `nodes` None keeps an existing pin
-        (new: anywhere), `[]` removes the pin.
+        (new: anywhere), `[]` removes the pin; `track` "stable"/"latest" follows that channel,
+        "" pins, None keeps the channel unless a version is named.
         """
         body: dict[str, Any] = {"service": service, "version": version}
+        if track is not None:
+            body["track"] = track
         if replicas is not None:
             body["replicas"] = replicas
         if nodes is not None:

@@ -21,10 +21,11 @@ ReplicaState = Literal["pending", "installing", "starting", "ready", "failed", "
 
 
 class Gpu(msgspec.Struct, frozen=True):
-    """One accelerator of a node."""
+    """One accelerator of a node; `index` is its CUDA index (PCI bus order), -1: its position."""
 
     name: str
     vram_mb: int = 0
+    index: int = -1
 
 
 class InstalledVersion(msgspec.Struct, frozen=True):
@@ -45,6 +46,9 @@ class ReplicaReport(msgspec.Struct, frozen=True):
     detail: str = ""
     models: tuple[str, ...] = ()
     max_concurrency: int = 1
+    # The service's declared port, when the node found it in use by another process: the
+    # plane places the replica elsewhere and avoids this node for that port for a while.
+    busy_port: int = 0
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello"):
@@ -75,12 +79,17 @@ class Status(msgspec.Struct, frozen=True, tag="status"):
 
 
 class Assignment(msgspec.Struct, frozen=True):
-    """One replica a node should run."""
+    """One replica a node should run.
+
+    `gpus`: the GPU indexes its worker may use (CUDA_VISIBLE_DEVICES); () for none;
+    None from a plane that does not assign GPUs (the worker's environment is left as is).
+    """
 
     replica_id: str
     service_id: str
     version: str
     attempt: int
+    gpus: tuple[int, ...] | None = None
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome"):

@@ -7,7 +7,11 @@ that with the replicas that exist and returns the next set of replicas:
   `attempt` + 1, so a late report from the old node (attempt too low) is ignored;
 - missing replicas are placed (see placement.choose_nodes), extra ones dropped;
 - a version change rolls one replica at a time: a replica of the new version is
-  added, and an old one is dropped only once a new one is ready.
+  added, and an old one is dropped only once a new one is ready (a service with a
+  declared port and no spare node stops one old replica first: its port is the room);
+- a replica whose node has not reconnected since the plane started stays where it
+  is while that node may still come back (`reconnecting`);
+- each placed replica that uses a GPU is given one by index (placement.pick_gpus).
 
 Nothing here talks to a node; the caller turns the result into per-node Assign
 messages and persists it.
@@ -16,11 +20,20 @@ messages and persists it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from packer.manifest import Resources
-from runtime.scheduler.placement import NodeCapacity, PlacementError, choose_nodes, reserve
+from runtime.scheduler.placement import (
+    NodeCapacity,
+    PlacementError,
+    choose_nodes,
+    misfit,
+    pick_gpus,
+    reserve,
+)
+
+TRACKS = ("stable", "latest")
 
 
 @dataclass(frozen=True)
@@ -33,11 +46,16 @@ class Deployment:
     resources: Resources = Resources()
     models: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
+    port: int | None = None  # service.json `port`: the worker listens there, one per node
+    track: str = ""  # "" (pinned to `version`), or a hub channel it follows: one of TRACKS
 
 
 @dataclass(frozen=True)
 class Replica:
-    """One placed instance of a deployment; `state` is the last state its node reported."""
+    """One placed instance of a deployment; `state` is the last state its node reported.
+
+    `gpus` are the indexes of the node's GPUs the replica's worker may see.
+    """
 
     replica_id: str
     service_id: str
@@ -45,6 +63,7 @@ class Replica:
     node_id: str
     attempt: int = 1
     state: str = "pending"
+    gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,12 +86,15 @@ def reconcile(
     replicas: Sequence[Replica],
     nodes: Sequence[NodeCapacity],
     resources_of: Mapping[tuple[str, str], Resources] | None = None,
+    *,
+    reconnecting: Collection[str] = (),
 ) -> Plan:
     """One reconcile round; deterministic for the same inputs.
 
-    `nodes` are the ready nodes; `resources_of[(service, version)]` gives the
-    resources of versions still running during an upgrade (default: the
-    deployment's own).
+    `nodes` are the ready nodes (with the ports found busy on them);
+    `resources_of[(service, version)]` gives the resources of versions still running
+    during an upgrade (default: the deployment's own). Replicas on `reconnecting`
+    nodes (not ready, but not given up on yet) stay where they are.
     """
     resources_of = dict(resources_of or {})
     wanted = {d.service_id: d for d in deployments}
@@ -88,7 +110,8 @@ def reconcile(
             continue
         if r.node_id in capacity:
             need = resources_of.get((r.service_id, r.version), wanted[r.service_id].resources)
-            capacity[r.node_id] = reserve(capacity[r.node_id], need)
+            capacity[r.node_id] = reserve(capacity[r.node_id], need, gpus=r.gpus, port=wanted[r.service_id].port,
+                                          holder=f"{r.service_id} {r.replica_id}")
         kept.append(r)
 
     result: list[Replica] = []
@@ -101,18 +124,22 @@ def reconcile(
         moved: list[Replica] = []
         for r in current:
             node = ready_nodes.get(r.node_id)
-            if node is not None and (not dep.nodes or node.node_id in dep.nodes or node.name in dep.nodes):
+            if r.node_id in reconnecting or (
+                    node is not None and (not dep.nodes or node.node_id in dep.nodes or node.name in dep.nodes)
+                    and (dep.port is None or dep.port not in node.busy_ports)):
                 moved.append(r)
                 continue
             try:
-                (node_id,) = choose_nodes(dep.resources, 1, list(capacity.values()),
+                (node_id,) = choose_nodes(dep.resources, 1, list(capacity.values()), port=dep.port,
                                           replicas_on=_count(moved + result), only=dep.nodes or None)
             except PlacementError as exc:
                 unplaced[dep.service_id] = str(exc)
                 moved.append(r)  # stays assigned to the lost node until a node fits
                 continue
-            capacity[node_id] = reserve(capacity[node_id], dep.resources)
-            moved.append(replace(r, node_id=node_id, attempt=r.attempt + 1, state="pending"))
+            gpus = pick_gpus(capacity[node_id], dep.resources)
+            capacity[node_id] = reserve(capacity[node_id], dep.resources, gpus=gpus, port=dep.port,
+                                        holder=f"{dep.service_id} {r.replica_id}")
+            moved.append(replace(r, node_id=node_id, attempt=r.attempt + 1, state="pending", gpus=gpus))
         current = moved
 
         # Scale down: drop the newest extra replicas (highest ids last).
@@ -124,18 +151,26 @@ def reconcile(
         missing = dep.replicas - len(current)
         if old:
             missing = min(missing, 1 if len(current) == ready_new else 0)
+        retire: Replica | None = None
         if missing > 0:
             try:
-                targets = choose_nodes(dep.resources, missing, list(capacity.values()),
+                targets = choose_nodes(dep.resources, missing, list(capacity.values()), port=dep.port,
                                        replicas_on=_count(current + old), only=dep.nodes or None)
             except PlacementError as exc:
                 unplaced[dep.service_id] = str(exc)
-                targets = []
+                targets = exc.chosen  # place those that fit
+                # A declared port leaves no room to surge beside the old replicas: retire one first.
+                retire = _room_maker(dep, old, capacity)
             for node_id in targets:
-                capacity[node_id] = reserve(capacity[node_id], dep.resources)
-                current.append(Replica(next(fresh_id), dep.service_id, dep.version, node_id))
+                replica_id = next(fresh_id)
+                gpus = pick_gpus(capacity[node_id], dep.resources)
+                capacity[node_id] = reserve(capacity[node_id], dep.resources, gpus=gpus, port=dep.port,
+                                            holder=f"{dep.service_id} {replica_id}")
+                current.append(Replica(replica_id, dep.service_id, dep.version, node_id, gpus=gpus))
 
         # Retire old-version replicas as new ones become ready (never below the desired count).
+        if retire is not None:
+            old = [r for r in old if r is not retire]
         surplus = len(old) + ready_new - dep.replicas
         old_sorted = sorted(old, key=lambda r: (r.state == "ready", _id_order(r.replica_id)))
         old_kept = old_sorted[max(surplus, 0):] if surplus > 0 else old_sorted
@@ -144,6 +179,20 @@ def reconcile(
 
     result.sort(key=lambda r: (r.service_id, _id_order(r.replica_id)))
     return Plan(replicas=tuple(result), unplaced=unplaced)
+
+
+def _room_maker(dep: Deployment, old: Sequence[Replica], capacity: Mapping[str, NodeCapacity]) -> Replica | None:
+    """An old-version replica whose port alone keeps a new one off its node, if any (not-ready first)."""
+    if dep.port is None:
+        return None
+    for r in sorted(old, key=lambda r: (r.state == "ready", _id_order(r.replica_id))):
+        node = capacity.get(r.node_id)
+        if node is None or (dep.nodes and node.node_id not in dep.nodes and node.name not in dep.nodes):
+            continue
+        freed = replace(node, ports=tuple(p for p in node.ports if p != (dep.port, f"{r.service_id} {r.replica_id}")))
+        if misfit(freed, dep.resources, dep.port) is None:
+            return r
+    return None
 
 
 def _count(replicas: Iterable[Replica]) -> dict[str, int]:

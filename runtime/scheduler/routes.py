@@ -25,6 +25,7 @@ from runtime.api import bearer_ok, error_response, json_response
 from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.scheduler.node_connection import authenticate, serve_node
 from runtime.scheduler.placement import PlacementError
+from runtime.scheduler.reconcile import TRACKS
 from runtime.scheduler.service import (
     DeployConflict,
     DeployError,
@@ -116,8 +117,14 @@ def register(app: Any, scheduler: Scheduler, *, admin_key_hash: str, version: st
         if nodes is not None and (not isinstance(nodes, list)
                                   or not all(isinstance(n, str) and _NAME.match(n) for n in nodes)):
             raise DeployError("nodes must be a list of node names")
+        track = data.get("track")  # absent (or null): keep the channel unless a version is named; "": pin
+        if track is not None and track not in ("", *TRACKS):
+            raise DeployError(f"track {track!r} must be one of: {', '.join(TRACKS)} (or \"\" to pin)")
+        if track and version != "latest":
+            raise DeployError(f"give a version ({version}) or a track ({track}), not both: "
+                              "a tracked deployment runs its channel's newest version")
         dep = await scheduler.deploy(service_id, version, replicas=replicas,
-                                     nodes=None if nodes is None else tuple(nodes))
+                                     nodes=None if nodes is None else tuple(nodes), track=track)
         return json_response(_deployment_json(dep), 201)
 
     @app.patch("/api/deployments/<service_id>")
@@ -191,4 +198,4 @@ def _field(data: dict[str, Any], name: str, kind: type) -> Any:
 
 def _deployment_json(dep: Any) -> dict[str, Any]:
     return {"service": dep.service_id, "version": dep.version, "replicas": dep.replicas,
-            "models": list(dep.models), "nodes": list(dep.nodes)}
+            "models": list(dep.models), "nodes": list(dep.nodes), "track": dep.track or None, "port": dep.port}

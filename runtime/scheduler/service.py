@@ -17,21 +17,28 @@ from pathlib import Path
 import trio
 
 from packer.manifest import Manifest
-from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, ReplicaReport
+from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, Gpu, ReplicaReport
 from runtime.errors import FlowError
 from runtime.scheduler.local_deployments import LocalDeployments
 from runtime.scheduler.placement import NodeCapacity
-from runtime.scheduler.reconcile import Deployment, Replica, model_conflicts, reconcile
+from runtime.scheduler.reconcile import TRACKS, Deployment, Replica, model_conflicts, reconcile
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER, NodeRecord, NodeRegistry, NodeState
 from runtime.scheduler.store import ClusterStore
+from runtime.scheduler.tracking import DEFAULT_TRACK_INTERVAL, ChannelLookup, ChannelTracker
 from runtime.tunnel import Mux
 
 RECONCILE_TICK = 1.0
+BUSY_PORT_TTL = 300.0  # how long a node is avoided for a port found in use there
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 ManifestResolver = Callable[[str, str], Awaitable[Manifest]]
 AssignSender = Callable[[Assign], Awaitable[None]]
 REPLACED_REASON = "replaced by a newer connection of this node"
+
+
+def gpu_indexes(gpus: tuple[Gpu, ...]) -> tuple[int, ...]:
+    """Each GPU's index as the node declared it (its position when it declared none)."""
+    return tuple(g.index if g.index >= 0 else i for i, g in enumerate(gpus))
 
 
 class DeployError(FlowError):
@@ -85,6 +92,8 @@ class Scheduler:
         hub_url: str,
         lost_after: float = DEFAULT_LOST_AFTER,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        channel_lookup: ChannelLookup | None = None,
+        track_interval: float = DEFAULT_TRACK_INTERVAL,
     ):
         self.store = store
         self.hub_url = hub_url
@@ -107,6 +116,16 @@ class Scheduler:
         self._unplaced: dict[str, str] = {}
         self._changed = trio.Event()
         self._lock = trio.Lock()
+        self._known_names = {node_id: name for node_id, name, _ in store.known_nodes()}
+        self._started_at: float | None = None  # when run() began: nodes get lost_after to reconnect
+        self._busy_ports: dict[str, dict[int, float]] = {}  # node id -> port -> avoided until
+        if channel_lookup is None:
+            # Imported here: the resolver imports this module's errors. Tracked deployments ask the
+            # hub nodes download from (the plane may set hub_url later).
+            from runtime.scheduler.resolver import hub_channel_resolver
+
+            channel_lookup = hub_channel_resolver(lambda: self.hub_url)
+        self.tracker = ChannelTracker(self, channel_lookup, interval=track_interval)
 
     @classmethod
     def open(cls, data_dir: Path, resolve_manifest: ManifestResolver, **kwargs) -> Scheduler:
@@ -116,24 +135,35 @@ class Scheduler:
     # -- operator API ------------------------------------------------------------------------
 
     async def deploy(self, service_id: str, version: str = "latest", *, replicas: int | None = None,
-                     nodes: tuple[str, ...] | None = None) -> Deployment:
+                     nodes: tuple[str, ...] | None = None, track: str | None = None) -> Deployment:
         """Create or upgrade a deployment; the version is resolved against the hub.
 
         `replicas` None keeps an existing deployment's count (a new one gets 1), so an
         upgrade after `flowctl scale` does not shrink the deployment. Likewise `nodes`
         None keeps an existing deployment's pin (a new one may go anywhere); `()` unpins.
+        `track` "stable"/"latest" follows that hub channel (with version "latest": its
+        newest version now), "" pins to the version; None keeps an existing deployment's
+        channel when no version is named, and pins when one is.
         """
         existing = self._deployments.get(service_id)
         if replicas is None:
             replicas = existing.replicas if existing is not None else 1
         if nodes is None:
             nodes = existing.nodes if existing is not None else ()
+        if track is None:
+            track = existing.track if existing is not None and version == "latest" else ""
+        if track and track not in TRACKS:
+            raise DeployError(f"track {track!r} is not one of: {', '.join(TRACKS)}")
         if not 0 <= replicas <= 1000:
             raise DeployError(f"replicas must be between 0 and 1000, not {replicas}")
         await self._check_nodes(nodes)
+        if track and version == "latest":
+            version = await self.tracker.lookup(service_id, track) or version
+            if version == "latest" and track == "latest":
+                raise UnknownService(f"the hub has no version of {service_id} to follow")
         manifest = await self._resolve(service_id, version)
         dep = Deployment(manifest.service_id, manifest.version, replicas, manifest.resources,
-                         tuple(m.model_id for m in manifest.models), tuple(nodes))
+                         tuple(m.model_id for m in manifest.models), tuple(nodes), manifest.port, track)
         async with self._lock:
             conflicts = model_conflicts(dep, self._deployments.values()) + self.local.conflicts(dep)
             if conflicts:
@@ -158,7 +188,7 @@ class Scheduler:
     async def scale(self, service_id: str, replicas: int) -> Deployment:
         """Change the replica count of an existing deployment."""
         dep = self._deployment(service_id)
-        return await self.deploy(service_id, dep.version, replicas=replicas, nodes=dep.nodes)
+        return await self.deploy(service_id, dep.version, replicas=replicas, nodes=dep.nodes, track=dep.track)
 
     async def undeploy(self, service_id: str) -> None:
         """Remove a deployment; its replicas are stopped."""
@@ -167,6 +197,14 @@ class Scheduler:
             await trio.to_thread.run_sync(self.store.delete_deployment, service_id)
             self._deployments.pop(service_id, None)
         self.wake()
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment the plane manages, by service id."""
+        return sorted(self._deployments.values(), key=lambda d: d.service_id)
+
+    def deployment(self, service_id: str) -> Deployment | None:
+        """The deployment of `service_id`, or None."""
+        return self._deployments.get(service_id)
 
     def _deployment(self, service_id: str) -> Deployment:
         try:
@@ -230,6 +268,11 @@ class Scheduler:
         if current is None or current.node_id != node_id or current.attempt != report.attempt:
             return False
         self._reports[report.replica_id] = report
+        if report.busy_port:
+            # Something else listens on the declared port there: place the replica elsewhere.
+            until = trio.current_time() + BUSY_PORT_TTL
+            self._busy_ports.setdefault(node_id, {})[report.busy_port] = until
+            self.wake()
         if current.state != report.state:
             self._replicas = tuple(replace(r, state=report.state) if r is current else r
                                    for r in self._replicas)
@@ -244,8 +287,10 @@ class Scheduler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweep and reconcile until cancelled."""
+        self._started_at = trio.current_time()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run_sweeper)
+            await nursery.start(self.tracker.run)
             await self.reconcile_once()
             task_status.started()
             while True:
@@ -258,15 +303,18 @@ class Scheduler:
         """One round: plan, persist, tell every connected node what it should run."""
         async with self._lock:
             ready = [self._capacity(n) for n in self.registry.nodes(NodeState.READY)]
-            plan = reconcile(list(self._deployments.values()), self._replicas, ready)
+            waiting = self._reconnecting()
+            plan = reconcile(list(self._deployments.values()), self._replicas, ready, reconnecting=waiting)
             if plan.replicas != self._replicas:
                 self._replicas = plan.replicas
                 await trio.to_thread.run_sync(self.store.save_replicas, plan.replicas)
             self._unplaced = dict(plan.unplaced)
+            for service_id, nodes in self._waiting_on(waiting).items():
+                self._unplaced.setdefault(service_id, nodes)
             live = {r.replica_id for r in self._replicas}
             self._reports = {k: v for k, v in self._reports.items() if k in live}
         for node_id, link in list(self._links.items()):
-            wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt)
+            wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt, r.gpus)
                            for r in self._replicas if r.node_id == node_id)
             if self._sent.get(node_id) == wanted:
                 continue
@@ -275,7 +323,35 @@ class Scheduler:
 
     def _capacity(self, node: NodeRecord) -> NodeCapacity:
         hello = node.hello
-        return NodeCapacity(node.node_id, node.name, hello.ram_mb, tuple(g.vram_mb for g in hello.gpus))
+        now = trio.current_time()
+        busy = self._busy_ports.get(node.node_id, {})
+        for port in [p for p, until in busy.items() if until <= now]:
+            del busy[port]
+        return NodeCapacity(node.node_id, node.name, hello.ram_mb, tuple(g.vram_mb for g in hello.gpus),
+                            gpu_index=gpu_indexes(hello.gpus), busy_ports=frozenset(busy))
+
+    def _reconnecting(self) -> frozenset[str]:
+        """Nodes with replicas that have not connected since the plane started, within lost_after of it.
+
+        A restarted plane gives every node the lost-node timeout to come back before its
+        replicas are placed elsewhere (the plane's own node is usually back first).
+        """
+        if self._started_at is None or trio.current_time() - self._started_at >= self.registry.lost_after:
+            return frozenset()
+        return frozenset(r.node_id for r in self._replicas if self.registry.get(r.node_id) is None)
+
+    def _waiting_on(self, nodes: frozenset[str]) -> dict[str, str]:
+        """service id -> why its replicas wait, for the deployments with replicas on `nodes`."""
+        if not nodes or self._started_at is None:
+            return {}
+        left = max(0.0, self._started_at + self.registry.lost_after - trio.current_time())
+        names = self._known_names
+        waiting: dict[str, set[str]] = {}
+        for r in self._replicas:
+            if r.node_id in nodes:
+                waiting.setdefault(r.service_id, set()).add(names.get(r.node_id, r.node_id))
+        return {s: f"waiting up to {left:.0f} s for node {', '.join(sorted(n))} to reconnect after a "
+                   f"control plane restart" for s, n in waiting.items()}
 
     # -- what the gateway and `flowctl status` read -------------------------------------------
 
@@ -318,7 +394,8 @@ class Scheduler:
             "last_heartbeat_s": round(now - n.last_seen, 1), "heartbeats": n.heartbeats,
             "outstanding": n.outstanding if self.in_flight is None else self.in_flight(n.node_id),
             "cpu_count": n.hello.cpu_count, "ram_mb": n.hello.ram_mb, "free_ram_mb": n.free_ram_mb,
-            "gpus": [{"name": g.name, "vram_mb": g.vram_mb} for g in n.hello.gpus],
+            "gpus": [{"index": i, "name": g.name, "vram_mb": g.vram_mb}
+                     for i, g in zip(gpu_indexes(n.hello.gpus), n.hello.gpus, strict=True)],
             "replicas": sum(1 for r in self._replicas if r.node_id == n.node_id),
         } for n in self.registry.nodes()]
         deployments = []
@@ -326,10 +403,12 @@ class Scheduler:
             mine = [r for r in self._replicas if r.service_id == dep.service_id]
             deployments.append({
                 "service": dep.service_id, "version": dep.version, "desired": dep.replicas,
+                "track": dep.track or None, "track_error": self.tracker.errors.get(dep.service_id),
+                "port": dep.port,
                 "ready": sum(1 for r in mine if self._serving(r) and r.version == dep.version),
                 "models": list(dep.models), "unplaced": self._unplaced.get(dep.service_id),
                 "replicas": [{"replica_id": r.replica_id, "version": r.version, "node_id": r.node_id,
-                              "attempt": r.attempt, "state": self._shown_state(r),
+                              "attempt": r.attempt, "state": self._shown_state(r), "gpus": list(r.gpus),
                               "detail": getattr(self._reports.get(r.replica_id), "detail", "")}
                              for r in mine],
             })

@@ -27,7 +27,7 @@ from packer.manifest import Resources
 from runtime.errors import FlowError
 from runtime.scheduler.reconcile import Deployment, Replica
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TOKEN_PREFIX = "fjt_"
 CREDENTIAL_PREFIX = "fnc_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -77,6 +77,12 @@ CREATE TABLE node_credentials (
     revoked_at    REAL
 )
 """
+# Schema 3: a deployment's declared port and tracked channel; a replica's GPU indexes.
+_SCHEMA_3 = (
+    "ALTER TABLE deployments ADD COLUMN port INTEGER",
+    "ALTER TABLE deployments ADD COLUMN track TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE replicas ADD COLUMN gpus TEXT NOT NULL DEFAULT '[]'",
+)
 
 
 class TokenError(FlowError):
@@ -132,12 +138,17 @@ class ClusterStore:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
                 db.execute(_CREDENTIALS)
+                for statement in _SCHEMA_3:
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("INSERT INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(8),))
-        elif version == 1:
-            # Nodes known before schema 2 have no credential: each enrolls at its next join.
+        elif version < SCHEMA_VERSION:
             with self._tx() as db:
-                db.execute(_CREDENTIALS)
+                if version == 1:
+                    # Nodes known before schema 2 have no credential: each enrolls at its next join.
+                    db.execute(_CREDENTIALS)
+                for statement in _SCHEMA_3:
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise FlowError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
@@ -291,9 +302,11 @@ class ClusterStore:
         """Create or replace a deployment."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO deployments (service_id, version, replicas, nodes, resources, models, "
+                "updated_at, port, track) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (dep.service_id, dep.version, dep.replicas, json.dumps(list(dep.nodes)),
-                 json.dumps(dep.resources.__dict__), json.dumps(list(dep.models)), time.time()))
+                 json.dumps(dep.resources.__dict__), json.dumps(list(dep.models)), time.time(),
+                 dep.port, dep.track))
 
     def delete_deployment(self, service_id: str) -> bool:
         """Remove a deployment; False if there was none."""
@@ -303,25 +316,28 @@ class ClusterStore:
     def deployments(self) -> list[Deployment]:
         """Every deployment, by service id."""
         with self._lock:
-            rows = self._db.execute("SELECT service_id, version, replicas, nodes, resources, models "
+            rows = self._db.execute("SELECT service_id, version, replicas, nodes, resources, models, port, track "
                                     "FROM deployments ORDER BY service_id").fetchall()
         return [Deployment(s, v, n, Resources(**json.loads(res)), tuple(json.loads(models)),
-                           tuple(json.loads(nodes))) for s, v, n, nodes, res, models in rows]
+                           tuple(json.loads(nodes)), port, track)
+                for s, v, n, nodes, res, models, port, track in rows]
 
     def save_replicas(self, replicas: Iterable[Replica]) -> None:
         """Replace the replica table with `replicas` (the result of a reconcile round)."""
         with self._tx() as db:
             db.execute("DELETE FROM replicas")
-            db.executemany("INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?)",
-                           [(r.replica_id, r.service_id, r.version, r.node_id, r.attempt, r.state)
-                            for r in replicas])
+            db.executemany("INSERT INTO replicas (replica_id, service_id, version, node_id, attempt, state, gpus) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(r.replica_id, r.service_id, r.version, r.node_id, r.attempt, r.state,
+                             json.dumps(list(r.gpus))) for r in replicas])
 
     def replicas(self) -> list[Replica]:
         """Every replica as last saved."""
         with self._lock:
-            rows = self._db.execute("SELECT replica_id, service_id, version, node_id, attempt, state "
+            rows = self._db.execute("SELECT replica_id, service_id, version, node_id, attempt, state, gpus "
                                     "FROM replicas ORDER BY service_id, replica_id").fetchall()
-        return [Replica(*row) for row in rows]
+        return [Replica(rid, sid, ver, node, attempt, state, tuple(json.loads(gpus)))
+                for rid, sid, ver, node, attempt, state, gpus in rows]
 
 
 def _digest(secret: str) -> str:

@@ -31,7 +31,7 @@ async def plane(nursery, tmp_path):
     settings = PlaneSettings(data_dir=tmp_path / "plane", port=0, heartbeat_interval=0.2)
     handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
     async with httpx.AsyncClient(base_url=handle.url) as client:
-        bundle = make_bundle(tmp_path, "1.0.0")
+        bundle = make_bundle(tmp_path, "1.0.0", port=None)  # no declared port: replicas may share a node
         await client.put("/api/services/echo/1.0.0", content=bundle.path.read_bytes(),
                          headers={"Authorization": f"Bearer {ADMIN}"})
     return handle.url
@@ -123,7 +123,7 @@ async def test_an_upgrade_keeps_the_replica_count_unless_told(plane, nursery, tm
     with trio.fail_after(60):
         await _join(plane, nursery, "desk")
         async with httpx.AsyncClient(base_url=plane, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
-            bundle = make_bundle(tmp_path, "1.1.0")
+            bundle = make_bundle(tmp_path, "1.1.0", port=None)
             await client.put("/api/services/echo/1.1.0", content=bundle.path.read_bytes())
         code, out, err = await flowctl("deploy", "echo@1.0.0", "--json", server=plane)
         assert code == 0 and json.loads(out)["replicas"] == 1, err

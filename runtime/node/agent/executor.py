@@ -26,6 +26,7 @@ from runtime.errors import FlowError
 from runtime.exception_groups import collapse
 from runtime.node.packages import InstallOptions, NodeLayout, activate, install
 from runtime.node.workers import (
+    PortClaims,
     WorkerSpec,
     WorkerStartFailed,
     WorkerState,
@@ -73,12 +74,12 @@ class _Replica:
         self._report = report
         self.last: ReplicaReport | None = None
 
-    def say(self, state: str, detail: str = "") -> None:
+    def say(self, state: str, detail: str = "", busy_port: int = 0) -> None:
         a = self.assignment
         self.ready = state == "ready"
         self.last = ReplicaReport(a.replica_id, a.service_id, a.version, a.attempt, state,  # type: ignore[arg-type]
                                   detail=detail[:500], models=self.models,
-                                  max_concurrency=self.max_concurrency)
+                                  max_concurrency=self.max_concurrency, busy_port=busy_port)
         self._report(self.last)
 
 
@@ -90,6 +91,7 @@ class NodeExecutor:
         self.settings = settings or ExecutorSettings()
         self._nursery = nursery
         self._replicas: dict[str, _Replica] = {}
+        self._ports = PortClaims()  # services' declared ports (service.json `port`)
 
     def inventory(self) -> tuple[tuple[InstalledVersion, ...], tuple[ReplicaReport, ...]]:
         """Installed versions and the current reports of running replicas."""
@@ -135,7 +137,7 @@ class NodeExecutor:
                     if said:
                         reason += f" | log: {said[-1]}"
                     log.warning("replica %s of %s@%s failed: %s", a.replica_id, a.service_id, a.version, reason)
-                    replica.say("failed", reason)
+                    replica.say("failed", reason, busy_port=getattr(exc, "busy_port", 0))
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
 
@@ -145,7 +147,7 @@ class NodeExecutor:
         result = await install(self.layout, hub_url, a.service_id, a.version, options=self.settings.install)
         manifest, _ = await trio.to_thread.run_sync(self.layout.read_manifest, a.service_id, a.version)
         replica.models = tuple(m.model_id for m in manifest.models)
-        replica.port = free_port()
+        replica.port = manifest.port or free_port()  # a declared port is where the service listens
         python = Path(result.venv) / "bin" / "python" if result.venv else WorkerSpec.python
         siblings = [r for r in self._replicas.values() if r.assignment.service_id == a.service_id]
         log_name = a.service_id if siblings and siblings[0] is replica else f"{a.service_id}-{a.replica_id}"
@@ -155,7 +157,7 @@ class NodeExecutor:
             port=replica.port, health=manifest.health_check,
             log_path=self.layout.root / "logs" / f"{log_name}.log", grace_s=self.settings.grace_s,
             env={**dict(manifest.env), "FLOWCTL_REPLICA_ID": a.replica_id},
-            passthrough=self.settings.worker_env_passthrough, python=python,
+            passthrough=self.settings.worker_env_passthrough, python=python, gpus=a.gpus,
         )
 
         activated = False
@@ -175,7 +177,7 @@ class NodeExecutor:
                 replica.say("failed", f"worker {state.reason or 'died'}; restarting")
 
         with collapse():
-            async with trio.open_nursery() as nursery:
+            async with self._ports.hold(manifest.port, a.replica_id), trio.open_nursery() as nursery:
                 await nursery.start(partial(supervise, spec, on_state=on_state,
                                             **self.settings.supervise_kwargs))
                 # Healthy: only now does `current` move to this version (health-gated activation).

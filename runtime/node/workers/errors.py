@@ -2,6 +2,7 @@
 
     SupervisionError (runtime.errors.FlowError)
     ├── BadPassthrough         an entry of worker_env_passthrough is not a name or a PREFIX*
+    ├── PortInUse              a service's declared port is held by another process on this node
     └── WorkerError            a worker process failed (service_id, version, log_tail)
         ├── WorkerStartFailed  it exited, or never answered its health check, before ready
         ├── WorkerExited       it exited after it was ready
@@ -25,6 +26,14 @@ class BadPassthrough(SupervisionError, ValueError):
     def __init__(self, entry: object, reason: str):
         self.entry = entry
         super().__init__(f"worker_env_passthrough: {entry!r} {reason}")
+
+
+class PortInUse(SupervisionError):
+    """A service's declared port (service.json `port`) is in use on this node by something else."""
+
+    def __init__(self, port: int, holder: str = "another process"):
+        self.busy_port = port
+        super().__init__(f"port {port} (the service's declared port) is in use on this node by {holder}")
 
 
 class WorkerError(SupervisionError):

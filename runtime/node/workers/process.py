@@ -41,7 +41,7 @@ from runtime.node.workers.health import (
 )
 from runtime.node.workers.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogPump, RotatingLog
 from runtime.node.workers.pgroups import stop_group, terminate_group
-from runtime.node.workers.workerenv import check_passthrough, inherited_env
+from runtime.node.workers.workerenv import check_passthrough, gpu_env, inherited_env
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_LIVENESS_INTERVAL_S = 10.0
@@ -68,6 +68,9 @@ class WorkerSpec:
     grace_s: float = DEFAULT_GRACE_S
     max_log_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
+    # The GPU indexes the plane gave this worker (() for none); None leaves the
+    # inherited CUDA_VISIBLE_DEVICES as it is (a worker the plane did not place).
+    gpus: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not shlex.split(self.command):
@@ -106,6 +109,8 @@ class WorkerSpec:
             "MODELS_DIR": str(Path(self.service_dir) / "models"),
         })
         env.update(self.env)
+        if self.gpus is not None:
+            env.update(gpu_env(self.gpus))
         return env
 
 
@@ -129,6 +134,15 @@ def free_port(host: str = LOCALHOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = LOCALHOST) -> bool:
+    """Whether something on this machine holds `port` on `host` (a bind fails with EADDRINUSE)."""
+    try:
+        _check_port_free(port, host)
+    except OSError:
+        return True
+    return False
 
 
 def _check_port_free(port: int, host: str = LOCALHOST) -> None:

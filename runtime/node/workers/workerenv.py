@@ -8,6 +8,12 @@ operator adds (`worker_env_passthrough`), then what the node sets for the worker
 contract and what the bundle declares (see `WorkerSpec.child_env`).
 
 An entry is a variable name, or a prefix ending in `*` (`LC_*`).
+
+GPUs: a worker the control plane placed is given exactly its GPUs (`gpu_env`):
+CUDA_VISIBLE_DEVICES names their indexes, or is "" (no GPU visible) for a worker
+placed without one, so it cannot take a GPU another replica was given. Indexes are
+nvidia-smi's, so CUDA_DEVICE_ORDER=PCI_BUS_ID makes CUDA number them the same way.
+Both override the node's own values and the bundle's `env`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ def check_passthrough(entries: Iterable[str]) -> tuple[str, ...]:
             raise BadPassthrough(entry, f"would pass on the node's own {RESERVED_PREFIX}* settings")
         checked.append(entry)
     return tuple(checked)
+
+
+def gpu_env(gpus: Iterable[int]) -> dict[str, str]:
+    """The variables that give a worker exactly the GPUs with these indexes (none: "")."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def inherited_env(environ: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:

@@ -126,7 +126,7 @@ async def test_join_deploy_and_request_through_the_tunnel(plane, worker, nursery
         status = plane.scheduler.status()
         assert status["deployments"][0] | {"replicas": None} == {
             "service": "echo", "version": "1.0.0", "desired": 1, "ready": 1, "models": ["echo"],
-            "unplaced": None, "replicas": None}
+            "unplaced": None, "replicas": None, "track": None, "track_error": None, "port": None}
         assert status["models"] == [{"model": "echo", "replicas": 1, "service": "echo"}]
         await wait_until(lambda: plane.scheduler.registry.get("id-alpha").heartbeats >= 2)
 

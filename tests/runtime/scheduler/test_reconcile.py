@@ -88,3 +88,71 @@ def test_pinning_a_deployment_moves_replicas_off_other_nodes():
     assert [(r.node_id, r.attempt) for r in plan.replicas] == [("b", 2), ("b", 1)]
     plan = reconcile([Deployment("echo", "1.0.0", 2, nodes=("ghost",))], placed, [A, B])
     assert {r.node_id for r in plan.replicas} == {"a", "b"} and "named ghost" in plan.unplaced["echo"]
+
+
+GPU_NODE = NodeCapacity("g", "gpu-box", ram_mb=64000, gpu_vram_mb=(24000, 24000))
+NEEDS_GPU = Resources(ram_mb=1000, vram_mb=16000, gpu="required")
+
+
+def test_replicas_are_given_gpus_and_keep_them_while_they_stay():
+    dep = Deployment("llm", "1.0.0", 2, NEEDS_GPU)
+    plan = reconcile([dep], [], [GPU_NODE])
+    assert [(r.replica_id, r.node_id, r.gpus) for r in plan.replicas] == [("r1", "g", (0,)), ("r2", "g", (1,))]
+    again = reconcile([dep], ready(plan.replicas), [GPU_NODE])
+    assert [r.gpus for r in again.replicas] == [(0,), (1,)] and again.unplaced == {}
+    # A third replica: each GPU keeps 8000 MB free, so nothing fits, and the message says so.
+    grown = reconcile([replace(dep, replicas=3)], ready(plan.replicas), [GPU_NODE])
+    assert len(grown.replicas) == 2 and "gpu-box has 8000 MB VRAM free, needs 16000" in grown.unplaced["llm"]
+    # Moved to another node: new GPUs there; a CPU-only service gets none.
+    other = replace(GPU_NODE, node_id="h", name="other", gpu_index=(3, 7))
+    moved = reconcile([dep], ready(plan.replicas), [other])
+    assert [(r.node_id, r.gpus, r.attempt) for r in moved.replicas] == [("h", (3,), 2), ("h", (7,), 2)]
+    cpu = reconcile([Deployment("echo", "1.0.0", 1)], [], [GPU_NODE])
+    assert cpu.replicas[0].gpus == ()
+
+
+def test_a_declared_port_puts_one_replica_per_node_and_says_why_not_more():
+    dep = Deployment("nmt", "1.0.0", 3, port=5008)
+    plan = reconcile([dep], [], [A, B])
+    assert sorted(r.node_id for r in plan.replicas) == ["a", "b"]  # the two that fit are placed
+    assert "alpha has port 5008 taken by a new replica" in plan.unplaced["nmt"]
+    later = reconcile([dep], ready(plan.replicas), [A, B])
+    assert later.replicas == ready(plan.replicas) and "alpha has port 5008 taken by nmt r" in later.unplaced["nmt"]
+    other = Deployment("other", "1.0.0", 2, port=5008)  # another service on the same port
+    both = reconcile([replace(dep, replicas=2), other], ready(plan.replicas), [A, B, C])
+    assert [(r.service_id, r.node_id) for r in both.replicas if r.service_id == "other"] == [("other", "c")]
+    assert "gamma has port 5008 taken by" in both.unplaced["other"]
+
+
+def test_a_replica_whose_port_is_busy_on_its_node_moves():
+    dep = Deployment("nmt", "1.0.0", 1, port=5008)
+    placed = ready(reconcile([dep], [], [A]).replicas)
+    busy_a = replace(A, busy_ports=frozenset({5008}))
+    plan = reconcile([dep], placed, [busy_a, B])
+    assert [(r.node_id, r.attempt) for r in plan.replicas] == [("b", 2)]
+    stuck = reconcile([dep], placed, [busy_a])
+    assert stuck.replicas == placed and "alpha has port 5008 in use by another process" in stuck.unplaced["nmt"]
+
+
+def test_a_port_service_on_one_node_upgrades_in_place():
+    dep = Deployment("nmt", "1.0.0", 1, port=5008)
+    placed = ready(reconcile([dep], [], [A]).replicas)
+    new = replace(dep, version="1.1.0")
+    step1 = reconcile([new], placed, [A])
+    assert step1.replicas == ()  # no room to surge: the old replica stops first, its port is the room
+    step2 = reconcile([new], step1.replicas, [A])
+    assert [(r.version, r.node_id) for r in step2.replicas] == [("1.1.0", "a")]
+    # With a spare node the usual surge keeps a ready replica throughout.
+    surge = reconcile([new], placed, [A, B])
+    assert sorted((r.version, r.node_id) for r in surge.replicas) == [("1.0.0", "a"), ("1.1.0", "b")]
+    # Nowhere for the new version at all (its node is gone): the old replica stays.
+    assert reconcile([new], placed, []).replicas == placed
+
+
+def test_replicas_on_a_reconnecting_node_stay_put():
+    dep = Deployment("echo", "1.0.0", 2)
+    placed = ready(reconcile([dep], [], [A, B]).replicas)
+    waiting = reconcile([dep], placed, [A], reconnecting={"b"})
+    assert waiting.replicas == placed
+    gone = reconcile([dep], placed, [A])
+    assert {r.node_id for r in gone.replicas} == {"a"}
