@@ -215,6 +215,23 @@ class JobEngine:
         self._nursery.start_soon(self._drive, active, spec)
 
     async def _drive(self, active: _ActiveRun, spec: JobSpec) -> None:
+        """Drive one run; its failure, of any kind but a lost lease, ends only this run."""
+        try:
+            await self._drive_run(active, spec)
+        except Exception as e:
+            if isinstance(e, LeaseLost) or (isinstance(e, ExceptionGroup) and e.subgroup(LeaseLost)):
+                raise
+            log.exception("run %s: the engine could not drive it", active.run_id)
+            self._active.pop(active.run_id, None)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._db(self.store.set_run_state, active.run_id, "failed", now=self.clock(),
+                                   reason=f"internal error: {e!r}"[:500])
+                except JobError:
+                    pass  # already ended
+            self._notify_changed()
+
+    async def _drive_run(self, active: _ActiveRun, spec: JobSpec) -> None:
         assert active.ctx is not None and active.scope is not None
         state = "cancelled"
         with active.scope:

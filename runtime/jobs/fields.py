@@ -12,6 +12,8 @@ T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 366 * 86400.0
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "dict": "a table", "list": "a list",
                "bool": "true or false", "int or float": "a number"}
 
@@ -56,7 +58,8 @@ def ident(value: object, path: str, p: Problems) -> str | None:
     return text
 
 
-def duration(value: object, path: str, p: Problems, *, minimum: float = 0.001) -> float | None:
+def duration(value: object, path: str, p: Problems, *, minimum: float = 0.001,
+             maximum: float = MAX_DURATION_S) -> float | None:
     """Seconds, from a number or a string like '90s', '15m', '2h', '1d'."""
     if isinstance(value, str) and (m := _DURATION.match(value.strip())):
         seconds = float(m[1]) * _UNITS[m[2]]
@@ -65,17 +68,17 @@ def duration(value: object, path: str, p: Problems, *, minimum: float = 0.001) -
     else:
         p.add(path, f"expected seconds or a duration like '90s', '15m', '2h', got {value!r}")
         return None
-    if seconds < minimum:
-        p.add(path, f"must be at least {minimum:g} s, got {value!r}")
+    if not minimum <= seconds <= maximum:  # NaN included
+        p.add(path, f"must be from {minimum:g} s to {maximum:g} s, got {value!r}")
         return None
     return seconds
 
 
-def integer(value: object, path: str, p: Problems, *, minimum: int) -> int | None:
-    """An integer of at least `minimum`."""
+def integer(value: object, path: str, p: Problems, *, minimum: int, maximum: int = 1_000_000) -> int | None:
+    """An integer from `minimum` to `maximum`."""
     number = typed(value, int, path, p)
-    if number is not None and number < minimum:
-        p.add(path, f"must be at least {minimum}, got {number!r}")
+    if number is not None and not minimum <= number <= maximum:
+        p.add(path, f"must be from {minimum} to {maximum}, got {number!r}")
         return None
     return number
 
@@ -96,6 +99,17 @@ def string_map(value: object, path: str, p: Problems) -> tuple[tuple[str, str], 
     for key, item in table.items():
         typed(item, str, f"{path}.{key}", p)
     return tuple(sorted((str(k), v) for k, v in table.items() if isinstance(v, str)))
+
+
+def env_map(value: object, path: str, p: Problems) -> tuple[tuple[str, str], ...]:
+    """Environment variables: names a shell accepts, none of flowctl's own (FLOWCTL_*)."""
+    pairs = string_map(value, path, p)
+    for key, item in pairs:
+        if not _ENV_NAME.match(key) or key.startswith("FLOWCTL_"):
+            p.add(f"{path}.{key}", "not a variable name a step may set (letters, digits, _; not FLOWCTL_*)")
+        elif "\0" in item:
+            p.add(f"{path}.{key}", "contains a NUL character")
+    return pairs
 
 
 def table(value: object, path: str, allowed: set[str], p: Problems) -> dict[str, Any]:

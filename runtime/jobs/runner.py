@@ -119,17 +119,18 @@ async def _attempt(ctx: RunContext, step: Step, number: int) -> str:
                          lambda started: ctx.executor.run_attempt(order, started))
 
 
-async def _recover(ctx: RunContext, step: Step, number: int, state: str) -> str:
+async def _recover(ctx: RunContext, step: Step, number: int, state: str) -> str | None:
+    """Settle an attempt a previous engine left live; None when it never left the plane."""
     order = _order(ctx, step, number)
 
     async def recover(started: Callable[[str | None], Awaitable[None]]) -> Outcome:
         outcome = await ctx.executor.recover(order, started) if state != "pending" else None
         return outcome or Outcome("lost", reason="the engine restarted and no node re-attached this attempt")
 
-    if state == "pending":  # never dispatched: nothing can be running it
+    if state == "pending":  # never dispatched, so nothing runs it: the next attempt goes at once
         await ctx.db(ctx.store.set_attempt_state, ctx.run_id, step.name, number, "cancelled",
                      now=ctx.clock(), reason="the engine restarted before dispatching it")
-        return "lost"
+        return None
     return await _settle(ctx, step, number, state, recover)
 
 

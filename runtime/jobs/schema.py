@@ -47,6 +47,8 @@ from runtime.jobs.stepdefs import parse_retries, parse_routing, parse_steps
 
 DEFAULT_TENANT = "default"
 MAX_DEFINITION_BYTES = 1 << 20
+MAX_CATCH_UP = 1000
+MAX_HISTORY = 10_000
 _PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str, "int": int, "float": (int, float), "bool": bool}
 
@@ -69,6 +71,10 @@ def parse_job_text(text: str, *, fmt: str, source: str | None = None,
         if fmt == "toml":
             doc: Any = tomllib.loads(text)
         elif fmt in ("yaml", "yml"):
+            if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+                # An alias re-uses a node; nested ones expand exponentially when stored as JSON.
+                raise JobDefinitionError(["YAML aliases (*name) are not supported; write the value out"],
+                                         source=source)
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
             if len(docs) > 1:
                 raise JobDefinitionError([f"{len(docs)} YAML documents; one job per file"], source=source)
@@ -196,7 +202,7 @@ def _policies(value: object, p: Problems) -> Policies:
     if isinstance(misfire, dict):
         m = table(misfire, f"{path}.misfire", {"policy", "max"}, p)
         misfire = m.get("policy")
-        catch_up = optional(m, "max", lambda v, q: integer(v, q, p, minimum=1), f"{path}.misfire", 1)
+        catch_up = optional(m, "max", lambda v, q: integer(v, q, p, minimum=1, maximum=MAX_CATCH_UP), f"{path}.misfire", 1)
         if misfire != "catch_up" and "max" in m:
             p.add(f"{path}.misfire.max", "only for policy catch_up")
     misfire_path = f"{path}.misfire.policy" if isinstance(t.get("misfire"), dict) else f"{path}.misfire"
@@ -211,8 +217,8 @@ def _policies(value: object, p: Problems) -> Policies:
         timeout=optional(t, "timeout", opt_duration, path, None),
         retries=optional(t, "retries", lambda v, q: parse_retries(v, q, p), path, Retries()),
         routing=optional(t, "routing", lambda v, q: parse_routing(v, q, p), path, Routing()),
-        history_succeeded=optional(history, "succeeded", lambda v, q: integer(v, q, p, minimum=0), f"{path}.history", 10),
-        history_failed=optional(history, "failed", lambda v, q: integer(v, q, p, minimum=0), f"{path}.history", 10),
+        history_succeeded=optional(history, "succeeded", lambda v, q: integer(v, q, p, minimum=0, maximum=MAX_HISTORY), f"{path}.history", 10),
+        history_failed=optional(history, "failed", lambda v, q: integer(v, q, p, minimum=0, maximum=MAX_HISTORY), f"{path}.history", 10),
         suspend=optional(t, "suspend", lambda v, q: typed(v, bool, q, p), path, False))
 
 

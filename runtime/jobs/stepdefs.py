@@ -11,6 +11,7 @@ from runtime.jobs.fields import (
     Problems,
     choice,
     duration,
+    env_map,
     ident,
     integer,
     known,
@@ -29,6 +30,8 @@ from runtime.jobs.model import (
     Step,
 )
 
+MAX_ATTEMPTS = 100
+MAX_CONCURRENCY = 256
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.+_-]*$")
 
 
@@ -39,7 +42,7 @@ def parse_retries(value: object, path: str, p: Problems) -> Retries | None:
     if not 0 <= jitter <= 1:
         p.add(f"{path}.jitter", f"must be between 0 and 1, got {jitter!r}")
     return Retries(
-        max_attempts=optional(t, "max_attempts", lambda v, q: integer(v, q, p, minimum=1), path, 1),
+        max_attempts=optional(t, "max_attempts", lambda v, q: integer(v, q, p, minimum=1, maximum=MAX_ATTEMPTS), path, 1),
         backoff=optional(t, "backoff", lambda v, q: duration(v, q, p, minimum=0), path, 1.0),
         backoff_max=optional(t, "backoff_max", lambda v, q: duration(v, q, p, minimum=0), path, 300.0),
         jitter=float(jitter))
@@ -100,7 +103,8 @@ def _step(value: object, path: str, p: Problems) -> Step | None:
         if not command and "command" in t:
             p.add(f"{path}.command", "must not be empty")
         for j, arg in enumerate(command):
-            typed(arg, str, f"{path}.command[{j}]", p)
+            if typed(arg, str, f"{path}.command[{j}]", p) is not None and "\0" in arg:
+                p.add(f"{path}.command[{j}]", "contains a NUL character")
         r = table(t.get("resources", {}), f"{path}.resources", {"cpu", "memory_mb", "gpu"}, p)
         rp = f"{path}.resources"
         resources = Resources(
@@ -108,7 +112,7 @@ def _step(value: object, path: str, p: Problems) -> Step | None:
             memory_mb=optional(r, "memory_mb", lambda v, q: integer(v, q, p, minimum=0), rp, 0),
             gpu=optional(r, "gpu", lambda v, q: integer(v, q, p, minimum=0), rp, 0))
         return CommandStep(service=service or "", command=tuple(str(a) for a in command),
-                           env=string_map(t.get("env", {}), f"{path}.env", p),
+                           env=env_map(t.get("env", {}), f"{path}.env", p),
                            selector=string_map(t.get("selector", {}), f"{path}.selector", p),
                            resources=resources, **shared)
     if kind == "inference":
@@ -126,7 +130,7 @@ def _step(value: object, path: str, p: Problems) -> Step | None:
         model = optional(t, "model", lambda v, q: typed(v, str, q, p), path, None)
         return InferenceStep(endpoint=cast(Any, endpoint or "/v1/chat/completions"), model=model,
                              input=InferenceInput(source.get("artifact"), source.get("file"), tuple(lines)),
-                             concurrency=optional(t, "concurrency", lambda v, q: integer(v, q, p, minimum=1), path, 4),
+                             concurrency=optional(t, "concurrency", lambda v, q: integer(v, q, p, minimum=1, maximum=MAX_CONCURRENCY), path, 4),
                              **shared)
     return None
 

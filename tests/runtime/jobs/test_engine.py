@@ -4,10 +4,11 @@ import pytest
 import trio
 
 from runtime.exception_groups import leaves
+from runtime.jobs.engine import Event
 from runtime.jobs.errors import LeaseLost, ParameterError
 from runtime.jobs.executors import InProcessExecutor
 from runtime.jobs.lease import SoloLease
-from runtime.jobs.store import scheduled_run_id
+from runtime.jobs.store import NewRun, scheduled_run_id
 
 from .conftest import T0, job, running
 
@@ -232,3 +233,38 @@ async def test_hot_reload_replans_a_changed_trigger_without_touching_a_running_r
     runs = {r.fire_time - T0: r for r in store.runs(job_id=record.job_id)}
     assert change == "updated" and sorted(runs) == [10, 100]
     assert runs[10].state == "succeeded" and runs[10].version == 1 and runs[100].version == 2
+
+
+async def test_an_attempt_never_dispatched_before_a_restart_does_not_use_up_the_retries(store, wall, autojump_clock):
+    rec = Recorder()
+    executor = InProcessExecutor(rec(wall))
+    record, _ = store.put_job(job(), now=T0)
+    (run_id,) = store.materialise(record, [NewRun(T0, "manual")], now=T0)
+    store.set_run_state(run_id, "running", now=T0, steps=["main"])  # the plane died right here:
+    store.set_step_state(run_id, "main", "running")
+    store.new_attempt(run_id, "main", now=T0)  # attempt 1 created, never dispatched
+    async with running(store, executor, wall) as engine:
+        run = await engine.wait_run(run_id)
+    assert run.state == "succeeded"
+    assert [(a.attempt, a.state) for a in store.attempts(run_id)] == [(1, "cancelled"), (2, "succeeded")]
+    assert [o.attempt for o in executor.orders] == [2]
+
+
+async def test_service_events_suspend_and_resume(store, wall, autojump_clock):
+    rec = Recorder()
+    async with running(store, InProcessExecutor(rec(wall)), wall) as engine:
+        await engine.apply(job("on-publish", trigger={"type": "event", "event": "service_published",
+                                                      "service": "echo"}))
+        await engine.apply(_every(10))
+        assert await engine.notify(Event("service_published", service="other")) == []
+        (run_id,) = await engine.notify(Event("service_published", "default", service="echo"))
+        assert (await engine.wait_run(run_id)).state == "succeeded"
+        await trio.sleep(16)  # the interval job ran at +10; +20 is materialised (the window is 5 s)
+        await engine.set_suspended("default", "j", True)
+        await trio.sleep(30)
+        await engine.set_suspended("default", "j", False)
+        await trio.sleep(15)
+    interval_fires = sorted(int(t) - T0 for t, run, *_ in rec.calls if run != run_id)
+    assert interval_fires == [10, 50, 60]  # nothing from +16 to +46 (suspended), no catch-up after
+    skipped = store.runs(states=["skipped"])
+    assert [(r.fire_time - T0, r.reason) for r in skipped] == [(20, "job suspended")]

@@ -120,10 +120,18 @@ def test_interval_and_once_triggers():
     (_job(steps=[{"name": "a", "service": "e@1", "command": ["x"]}, {"name": "a", "service": "e@1", "command": ["y"]}]),
      "steps[1].name: duplicate step name 'a'"),
     (_job(policies={"concurrency": "sometimes"}), "policies.concurrency: expected one of allow, forbid, replace"),
-    (_job(policies={"retries": {"max_attempts": 0}}), "policies.retries.max_attempts: must be at least 1"),
+    (_job(policies={"retries": {"max_attempts": 0}}), "policies.retries.max_attempts: must be from 1 to 100"),
     (_job(policies={"routing": "failover"}), "policies.routing.order: required for failover"),
     (_job(parameters={"n": {"type": "int", "default": "three"}}), "parameters.n.default: expected int, got 'three'"),
     (_job(name="bad name!"), "name: 'bad name!' must be"),
+    (_job(policies={"misfire": {"policy": "catch_up", "max": 10**9}}), "policies.misfire.max: must be from 1 to 1000"),
+    (_job(policies={"timeout": "nan"}), "policies.timeout: expected seconds"),
+    (_job(policies={"timeout": float("inf")}), "policies.timeout: must be from"),
+    (_job(steps=[{"name": "a", "service": "e@1", "command": ["x"], "env": {"FLOWCTL_ADMIN_KEY": "x"}}]),
+     "steps[0].env.FLOWCTL_ADMIN_KEY: not a variable name a step may set"),
+    (_job(steps=[{"name": "a", "service": "e@1", "command": ["x\0y"]}]), "steps[0].command[0]: contains a NUL"),
+    (_job(trigger={"type": "cron", "cron": "0 3 * * *"}, parameters={"who": {"type": "string"}}),
+     "parameters.who.default: required: a cron trigger passes no parameters"),
     (_job(steps=[{"name": "a", "kind": "inference", "endpoint": "/v1/embeddings", "input": {}}]),
      "steps[0].input: exactly one of artifact, file or inline"),
 ])
@@ -165,3 +173,9 @@ def test_parameter_overrides_are_checked():
         resolve_parameters(spec, {"n": True, "who": "x"})
     with pytest.raises(ParameterError, match="parameters.zz: job 'j' declares no such parameter"):
         resolve_parameters(spec, {"zz": 1})
+
+
+def test_yaml_aliases_are_refused_before_they_can_expand():
+    bomb = "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\nname: j\n"
+    with pytest.raises(JobDefinitionError, match="YAML aliases"):
+        parse_job_text(bomb, fmt="yaml")
