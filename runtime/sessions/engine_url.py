@@ -46,7 +46,10 @@ class EngineUrls:
             address = ipaddress.ip_address(peer.strip("[]"))
         except ValueError:
             return False  # a unix socket or a name: never a trusted proxy
-        return any(address in network for network in self.trusted_proxies)
+        # A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; they match IPv4 networks too.
+        mapped = getattr(address, "ipv4_mapped", None)
+        addresses = (address, mapped) if mapped is not None else (address,)
+        return any(a in network for a in addresses for network in self.trusted_proxies)
 
     def url(self, session_id: str, *, scheme: str, host: str, peer: str | None,
             headers: Mapping[str, str]) -> str:
