@@ -20,15 +20,17 @@ def run_until_signal(main: Callable[[Any], Awaitable[None]]) -> None:
     from runtime.exception_groups import collapse
 
     async def root() -> None:
-        with collapse():
+        # The receiver stays open until everything stopped: a second signal while draining (a
+        # second Ctrl-C, or `timeout` signalling the child and then its group) must not kill
+        # the process with the default action and leave its workers behind.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, collapse():
             async with trio.open_nursery() as nursery:
 
                 async def watch_signals() -> None:
-                    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                        async for signum in signals:
-                            err.print(f"{signal.Signals(signum).name}: stopping")
-                            nursery.cancel_scope.cancel()
-                            return
+                    async for signum in signals:
+                        err.print(f"{signal.Signals(signum).name}: stopping")
+                        nursery.cancel_scope.cancel()
+                        return
 
                 nursery.start_soon(watch_signals)
                 await main(nursery)

@@ -259,6 +259,8 @@ async def test_without_a_server_it_starts_an_embedded_plane(procs, tmp_path):
                                  headers={"Authorization": f"Bearer {admin_key}"})
         assert [(d["service"], d["owner"]) for d in r.json()["deployments"]] == [("echo", r.json()["nodes"][0]["name"])]
         workers = children(run.proc.pid)
+        # Twice, as `timeout` does (the child, then its group): the second must not cut the drain short.
+        run.proc.send_signal(signal.SIGTERM)
         run.proc.send_signal(signal.SIGTERM)
         await run.proc.wait()
         assert run.proc.returncode == 0, run.stderr()
