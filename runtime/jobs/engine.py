@@ -32,7 +32,7 @@ import trio
 from runtime.exception_groups import collapse
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
-from runtime.jobs.firetimes import fires_between, last_fires
+from runtime.jobs.firetimes import fires_between, last_fires, next_fire
 from runtime.jobs.lease import Lease
 from runtime.jobs.model import EventKind, EventTrigger, JobSpec
 from runtime.jobs.runner import RunContext, drive_run
@@ -131,29 +131,38 @@ class JobEngine:
         while True:
             self._wake = trio.Event()
             now = self.clock()
-            await self._plan(now)
+            next_plan = await self._plan(now)
             next_due = await self._start_due(now)
-            delay = self.tick_s if next_due is None else min(self.tick_s, max(0.0, next_due - self.clock()))
-            with trio.move_on_after(delay):
+            wake_at = min(t for t in (next_plan, next_due, now + self.tick_s) if t is not None)
+            with trio.move_on_after(max(0.0, wake_at - self.clock())):
                 await self._wake.wait()
 
     # -- planning and starting --------------------------------------------------------------
 
-    async def _plan(self, now: float) -> None:
+    async def _plan(self, now: float) -> float | None:
+        """Materialise every timed job's fires up to `now + window_s`; returns when the next
+        fire beyond that enters the window (so a quiet engine sleeps until then)."""
         horizon, missed_until = int(now + self.window_s), int(now - self.misfire_grace_s)
+        next_plan: float | None = None
         for job in await self._db(self.store.jobs):
             spec = job.spec
-            if job.suspended or not spec.timed or job.planned_until >= horizon:
+            if job.suspended or not spec.timed:
                 continue
-            params = json.dumps(resolve_parameters(spec))
-            start, new = job.planned_until, []
-            if start < missed_until:  # an outage: materialise only the fires the policy may run
-                keep = _misfire_keep(spec)
+            if job.planned_until < horizon:
+                params = json.dumps(resolve_parameters(spec))
+                start, new = job.planned_until, []
+                if start < missed_until:  # an outage: materialise only the fires the policy may run
+                    keep = _misfire_keep(spec)
+                    new += [NewRun(t, "schedule", t, params=params)
+                            for t in last_fires(spec.trigger, start, missed_until, keep)]
+                    start = missed_until
                 new += [NewRun(t, "schedule", t, params=params)
-                        for t in last_fires(spec.trigger, start, missed_until, keep)]
-                start = missed_until
-            new += [NewRun(t, "schedule", t, params=params) for t in fires_between(spec.trigger, start, horizon)]
-            await self._db(self.store.materialise, job, new, planned_until=horizon, now=now)
+                        for t in fires_between(spec.trigger, start, horizon)]
+                await self._db(self.store.materialise, job, new, planned_until=horizon, now=now)
+            following = next_fire(spec.trigger, max(job.planned_until, horizon))
+            if following is not None and (next_plan is None or following - self.window_s < next_plan):
+                next_plan = following - self.window_s
+        return next_plan
 
     async def _start_due(self, now: float) -> float | None:
         """Start (or skip) every run due by `now`; returns when the next pending run is due."""

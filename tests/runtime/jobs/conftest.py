@@ -17,12 +17,12 @@ T0 = 1_800_000_000  # 2027-01-15T08:00:00Z, a whole minute
 class WallClock:
     """Epoch seconds that start at T0 when the test starts and advance with trio.current_time()."""
 
-    def __init__(self):
-        self._offset = None
+    def __init__(self, start=T0):
+        self._start, self._offset = start, None
 
     def __call__(self) -> float:
         if self._offset is None:
-            self._offset = T0 - trio.current_time()
+            self._offset = self._start - trio.current_time()
         return self._offset + trio.current_time()
 
 

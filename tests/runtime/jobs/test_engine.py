@@ -1,5 +1,8 @@
 """The firing engine, on a real SQLite file, with Trio's autojump clock for all timing."""
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 import pytest
 import trio
 
@@ -10,7 +13,7 @@ from runtime.jobs.executors import InProcessExecutor
 from runtime.jobs.lease import SoloLease
 from runtime.jobs.store import NewRun, scheduled_run_id
 
-from .conftest import T0, job, running
+from .conftest import T0, WallClock, job, running
 
 
 class Recorder:
@@ -268,3 +271,17 @@ async def test_service_events_suspend_and_resume(store, wall, autojump_clock):
     assert interval_fires == [10, 50, 60]  # nothing from +16 to +46 (suspended), no catch-up after
     skipped = store.runs(states=["skipped"])
     assert [(r.fire_time - T0, r.reason) for r in skipped] == [(20, "job suspended")]
+
+
+@pytest.mark.parametrize(("start", "expected"), [
+    ((2026, 3, 28, 12), ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    ((2026, 10, 24, 12), ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+])
+async def test_a_0230_berlin_job_runs_once_on_each_dst_change_day(store, autojump_clock, start, expected):
+    wall = WallClock(int(dt.datetime(*start, tzinfo=dt.UTC).timestamp()))
+    rec = Recorder()
+    async with running(store, InProcessExecutor(rec(wall)), wall, lease=SoloLease(ttl_s=86400), tick_s=3600) as engine:
+        await engine.apply(job(trigger={"type": "cron", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}))
+        await trio.sleep(2 * 86400)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert [dt.datetime.fromtimestamp(t, berlin).isoformat() for t, *_ in rec.calls] == expected
