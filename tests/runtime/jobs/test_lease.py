@@ -7,8 +7,9 @@ from runtime.jobs.engine import JobEngine
 from runtime.jobs.errors import StaleEpoch
 from runtime.jobs.executors import InProcessExecutor
 from runtime.jobs.lease import EpochFence, SoloLease, SqliteLease
+from runtime.jobs.store import RunStore
 
-from .conftest import inline, job
+from .conftest import T0, inline, job
 
 
 async def test_a_second_holder_waits_for_the_lease_to_expire_and_gets_a_newer_epoch(store, wall, autojump_clock):
@@ -47,3 +48,34 @@ async def test_the_engine_with_real_threads_and_clock(store):
             run = await engine.wait_run(await engine.trigger("default", "j"))
             nursery.cancel_scope.cancel()
     assert run.state == "succeeded"
+
+
+async def test_two_planes_on_one_file_one_fires_and_the_other_takes_over_without_duplicates(
+        tmp_path, wall, autojump_clock):
+    stores = [RunStore(tmp_path / "jobs.db") for _ in "ab"]
+    calls = []
+
+    async def handle(order):
+        calls.append((int(wall()) - T0, order.epoch))
+
+    executor = InProcessExecutor(handle)  # one node, fencing for both planes
+    engines = [JobEngine(s, executor, SqliteLease(s, name, ttl_s=15, clock=wall, offload=inline),
+                         clock=wall, offload=inline) for s, name in zip(stores, "ab", strict=True)]
+    async with trio.open_nursery() as nursery:
+        plane_a = trio.CancelScope()
+
+        async def run_a():
+            with plane_a:
+                await engines[0].run()
+
+        nursery.start_soon(run_a)
+        await trio.sleep(1)
+        nursery.start_soon(engines[1].run)  # waits: a holds the lease
+        await engines[1].apply(job(trigger={"type": "interval", "every": 10}))  # any plane may apply
+        await trio.sleep(34)
+        plane_a.cancel()  # a stops and releases; b leads within its poll interval
+        await trio.sleep(31)
+        nursery.cancel_scope.cancel()
+    for s in stores:
+        s.close()
+    assert calls == [(10, 1), (20, 1), (30, 1), (40, 2), (50, 2), (60, 2)]
