@@ -52,7 +52,8 @@
         ├── UnknownJob                   runtime.jobs.errors
         ├── IllegalTransition            runtime.jobs.errors
         ├── StaleEpoch                   runtime.jobs.errors
-        └── LeaseLost                    runtime.jobs.errors
+        ├── LeaseLost                    runtime.jobs.errors
+        └── WebhookRefused               runtime.jobs.webhooks
 
 Errors that answer an HTTP request carry its `status`, and each API family answers them in
 one body (docs/api-errors.md): GatewayError and SessionError in OpenAI's shape on /v1;
