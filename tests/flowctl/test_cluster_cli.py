@@ -168,3 +168,20 @@ async def test_an_upgrade_keeps_the_node_pin_unless_told(plane, nursery):
             kept = await client.post("/api/deployments", json={"service": "echo"})
             cleared = await client.post("/api/deployments", json={"service": "echo", "nodes": []})
         assert [r.json()["nodes"] for r in (pinned, kept, cleared)] == [["desk"], ["desk"], []]
+
+
+async def test_deploy_track_follows_a_channel_and_refuses_a_version_with_it(plane, nursery):
+    with trio.fail_after(60):
+        await _join(plane, nursery, "desk")
+        code, out, err = await flowctl("deploy", "echo", "--track", "stable", "--json", server=plane)
+        assert code == 0 and json.loads(out)["track"] == "stable", err
+        code, out, err = await flowctl("deploy", "echo", "--no-wait", server=plane)
+        assert code == 0 and "echo@1.0.0 (follows stable): 1 replica(s)" in out, err
+        code, out, err = await flowctl("deploy", "echo@1.0.0", "--track", "stable", server=plane)
+        assert code == 2 and "give @1.0.0 or --track stable, not both" in err
+        code, out, err = await flowctl("deploy", "echo", "--track", "nightly", server=plane)
+        assert code == 2 and "'nightly' is not one of: stable, latest, none" in err
+        code, out, err = await flowctl("deploy", "echo", "--track", "none", "--no-wait", "--json", server=plane)
+        assert code == 0 and json.loads(out)["track"] is None, err
+        code, out, err = await flowctl("status", "--json", server=plane)
+        assert json.loads(out)["deployments"][0]["track"] is None

@@ -51,3 +51,17 @@ def test_nodes_sharing_a_name_are_told_apart_by_id_in_both_tables(monkeypatch, s
 def test_a_replica_on_a_node_no_longer_listed_shows_its_id(monkeypatch, status):
     status["nodes"].pop()
     assert "r2@n-9e07bd" in _render(monkeypatch, status)
+
+
+def test_gpus_track_and_port_are_shown(monkeypatch, status):
+    status["nodes"][0]["gpus"] = [{"index": 0, "name": "A100", "vram_mb": 40960},
+                                  {"index": 1, "name": "A100", "vram_mb": 40960}]
+    dep = status["deployments"][0]
+    dep.update(track="stable", port=5008, unplaced="laptop has port 5008 taken by nmt r2",
+               track_error="cannot follow stable: hub at http://hub:5000 is unreachable: ConnectError")
+    dep["replicas"][0]["gpus"] = [1]
+    text = _render(monkeypatch, status)
+    assert "0: A100 (40960 MB), 1: A100 (40960 MB)" in text
+    assert "r1@gpu-box gpu 1 ready" in text and "r2@laptop ready" in text
+    assert "echo (port 5008)" in text and "stable" in text
+    assert "laptop has port 5008 taken by nmt r2; cannot follow stable" in text

@@ -4,7 +4,14 @@ import pytest
 
 from packer.manifest import Resources
 from runtime.scheduler.reconcile import Deployment, Replica
-from runtime.scheduler.store import _SCHEMA, ClusterStore, CredentialError, EnrollError, TokenError
+from runtime.scheduler.store import (
+    _CREDENTIALS,
+    _SCHEMA,
+    ClusterStore,
+    CredentialError,
+    EnrollError,
+    TokenError,
+)
 
 
 @pytest.fixture
@@ -135,3 +142,33 @@ def test_credentials_are_stored_hashed(store, tmp_path):
     secret = credential.removeprefix("fnc_").partition("_")[2]
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("cluster.db*"))
     assert secret.encode() not in on_disk
+
+
+def test_port_track_and_gpus_survive_a_restart_and_a_schema_2_store_gains_them(tmp_path):
+    path = tmp_path / "cluster.db"
+    first = ClusterStore(path)
+    dep = Deployment("nmt", "1.0.0", 1, Resources(vram_mb=100, gpu="required"), port=5008, track="stable")
+    first.save_deployment(dep)
+    first.save_replicas([Replica("r1", "nmt", "1.0.0", "n1", 1, "ready", gpus=(1, 3))])
+    first.close()
+    again = ClusterStore(path)
+    assert again.deployments() == [dep] and again.replicas()[0].gpus == (1, 3)
+    again.close()
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        db.execute(statement)
+    db.execute(_CREDENTIALS)
+    db.execute("INSERT INTO meta VALUES ('cluster_id', 'c1')")
+    db.execute("INSERT INTO deployments VALUES ('echo', '1.0.0', 2, '[]', '{}', '[]', 0)")
+    db.execute("INSERT INTO replicas VALUES ('r1', 'echo', '1.0.0', 'n1', 1, 'ready')")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = ClusterStore(old)
+    try:
+        assert store.deployments() == [Deployment("echo", "1.0.0", 2)]  # no port, pinned to its version
+        assert store.replicas() == [Replica("r1", "echo", "1.0.0", "n1", 1, "ready")]
+    finally:
+        store.close()

@@ -392,3 +392,11 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_worker_sees_only_the_gpus_it_was_given(tmp_path):
+    node = {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    given = make_spec(tmp_path, gpus=(2, 3), env={"CUDA_VISIBLE_DEVICES": "0"}).child_env(node)
+    assert given["CUDA_VISIBLE_DEVICES"] == "2,3" and given["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert make_spec(tmp_path, gpus=()).child_env(node)["CUDA_VISIBLE_DEVICES"] == ""  # none visible
+    assert make_spec(tmp_path).child_env(node)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"  # not placed by a plane
