@@ -22,14 +22,15 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import trio
 
-from runtime.exception_groups import collapse
+from runtime.exception_groups import collapse, leaves
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
 from runtime.jobs.firetimes import fires_between, last_fires, next_fire
@@ -106,7 +107,7 @@ class JobEngine:
         epoch = await self.lease.acquire()
         self.epoch = epoch
         try:
-            with collapse():
+            with collapse(), _lease_lost_once():
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._keep_lease, epoch)
@@ -293,6 +294,11 @@ class JobEngine:
                 started.append(await self.trigger(job.spec.tenant, job.spec.name, cause=f"event:{event.kind}"))
         return started
 
+    async def delete(self, tenant: str, name: str) -> None:
+        """Remove a job and its pending runs; runs already started finish and stay listed."""
+        await self._db(self.store.delete_job, tenant, name)
+        self._wake.set()
+
     async def set_suspended(self, tenant: str, name: str, suspended: bool) -> None:
         """Suspend a job (its pending runs are skipped) or resume it (without the fires missed)."""
         job = await self._db(self.store.job, tenant, name)
@@ -321,6 +327,18 @@ class JobEngine:
             if run.state in FINAL_RUN_STATES:
                 return run
             await changed.wait()
+
+
+@contextmanager
+def _lease_lost_once() -> Iterator[None]:
+    """Several drivers may learn of the lost lease at once: report it once, as LeaseLost."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        lost = group.subgroup(LeaseLost)
+        if lost is not None and group.subgroup(lambda e: not isinstance(e, LeaseLost | trio.Cancelled)) is None:
+            raise next(leaves(lost)) from None
+        raise
 
 
 def _misfire_keep(spec: JobSpec) -> int:

@@ -228,9 +228,15 @@ class RunStore:
     def materialise(self, job: JobRecord, runs: Iterable[NewRun], *, planned_until: int | None = None,
                     now: float) -> list[str]:
         """Insert runs for `job` (a scheduled fire already present is left alone) and advance
-        its cursor, in one transaction; returns the ids of the runs inserted."""
-        inserted = []
+        its cursor, in one transaction; returns the ids of the runs inserted. A planning call
+        (`planned_until` given) for a job updated or suspended since `job` was read does nothing."""
+        inserted: list[str] = []
         with self._tx() as db:
+            row = db.execute("SELECT version, suspended FROM jobs WHERE job_id=?", (job.job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(f"job {job.spec.name!r} of tenant {job.spec.tenant!r} was deleted")
+            if planned_until is not None and (row[0] != job.version or row[1]):
+                return inserted  # planned from a definition that changed meanwhile: the next pass replans
             for run in runs:
                 run_id = (scheduled_run_id(job.job_id, run.fire_time) if run.fire_time is not None
                           else "run_" + secrets.token_hex(12))

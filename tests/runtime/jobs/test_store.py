@@ -72,3 +72,17 @@ def test_an_update_with_a_new_trigger_replans_and_history_is_pruned(store):
         store.set_run_state(run_id, "succeeded", now=T0)
     assert store.prune_history(record.job_id, keep_succeeded=2, keep_failed=0) == 3
     assert len(store.runs(job_id=record.job_id)) == 2
+
+
+def test_planning_from_a_stale_or_suspended_definition_materialises_nothing(store):
+    old, _ = store.put_job(job(trigger={"type": "interval", "every": 60}), now=T0)
+    store.put_job(job(trigger={"type": "interval", "every": 30}), now=T0)
+    fire = [NewRun(T0 + 60, "schedule", T0 + 60)]
+    assert store.materialise(old, fire, planned_until=T0 + 60, now=T0) == []  # planned from version 1
+    current = store.job("default", "j")
+    store.set_suspended(current.job_id, True, now=T0)
+    assert store.materialise(current, fire, planned_until=T0 + 60, now=T0) == []
+    assert len(store.materialise(current, [NewRun(T0, "manual")], now=T0)) == 1  # asked for: still runs
+    store.delete_job("default", "j")
+    with pytest.raises(UnknownJob, match="was deleted"):
+        store.materialise(current, [NewRun(T0, "manual")], now=T0)
