@@ -6,22 +6,48 @@ from pathlib import Path
 
 import typer
 
+_GEN = "Without DIR/service.json: generate it with this "
+_PANEL = "Generating service.json"
 _TRUST_HELP = "Trusted public key (PEM); repeat for several. When given, a valid signature is required."
 
 
 def pack(
-    src: Path = typer.Argument(..., metavar="DIR", help="Service directory holding service.json."),
+    src: Path = typer.Argument(..., metavar="DIR", help="Service directory (with service.json, or see below)."),
     out: Path = typer.Option(Path("dist"), "-o", "--out", help="Output directory."),
     level: int = typer.Option(3, "--level", help="zstd compression level (1-19)."),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key (from `flowctl keys gen`)."),
     fmt: str = typer.Option("fbundle", "--format", help="fbundle, or zip to also write the seed-compatible zip."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    service_id: str | None = typer.Option(None, "--id", "--service-id", help=_GEN + "service_id.",
+                                          rich_help_panel=_PANEL),
+    version: str | None = typer.Option(None, "--version", help=_GEN + "version (SemVer).", rich_help_panel=_PANEL),
+    service_type: str | None = typer.Option(None, "--type", "--service-type",
+                                            help=_GEN + "service_type (default python).", rich_help_panel=_PANEL),
+    port: int | None = typer.Option(None, "--port", help=_GEN + "the port the service listens on.",
+                                    rich_help_panel=_PANEL),
+    name: str | None = typer.Option(None, "--name", "--service-name", help=_GEN + "service_name.",
+                                    rich_help_panel=_PANEL),
+    description: str | None = typer.Option(None, "--description", help=_GEN + "description.",
+                                           rich_help_panel=_PANEL),
+    start: str | None = typer.Option(None, "--start", "--startup-command",
+                                     help=_GEN + "startup_command (default: guessed, e.g. python main.py).",
+                                     rich_help_panel=_PANEL),
+    health: str | None = typer.Option(None, "--health", help=_GEN + "health_check endpoint (default /health).",
+                                      rich_help_panel=_PANEL),
+    model: list[str] = typer.Option([], "--model", metavar="ID:TYPE[:PATH]",
+                                    help=_GEN + "a model it provides (repeatable).", rich_help_panel=_PANEL),
 ) -> None:
     """Pack DIR into OUT/NAME-VERSION.fbundle and print its SHA-256 and path.
 
     Files are chosen by .flowctlignore (gitignore globs) plus defaults (.git/,
     __pycache__/, *.pyc, .DS_Store). The same directory always gives the same bytes.
+
+    Without DIR/service.json, one is generated first (as seed 001's pack script does) from
+    --id, --version and the other flags below, e.g. `flowctl pack svc --id nmt --version 1.0.0
+    --type python --port 5008 --start "python nmt_service.py"`; on a terminal, what is missing
+    is asked for. It is written only when complete and valid.
     """
+    from flowctl.commands.pack_manifest import ManifestFlags, ensure_manifest, generated_note
     from flowctl.console import byte_progress, echo, print_json, progress_enabled
     from packer.pack import FORMATS, pack_dir
     from packer.source import scan_source
@@ -30,9 +56,18 @@ def pack(
         raise typer.BadParameter(f"{level} is not in 1..19", param_hint="--level")
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
-    total = 2 * scan_source(src, exclude=out).total_size if progress_enabled() else 0  # read, write
-    with byte_progress(total, "packing") as advance:
-        result = pack_dir(src, out, level=level, signing_key=sign, fmt=fmt, progress=advance)
+    flags = ManifestFlags(service_id, version, service_type, port, name, description, start, health, list(model))
+    generated = ensure_manifest(src, flags)
+    try:
+        total = 2 * scan_source(src, exclude=out).total_size if progress_enabled() else 0  # read, write
+        with byte_progress(total, "packing") as advance:
+            result = pack_dir(src, out, level=level, signing_key=sign, fmt=fmt, progress=advance)
+    except BaseException:
+        if generated is not None:  # a generated service.json the bundle refused is not kept
+            generated.unlink(missing_ok=True)
+        raise
+    if generated is not None:
+        typer.echo(generated_note(generated, flags), err=True)
     if json_out:
         print_json({"path": str(result.path), "sha256": result.sha256, "size": result.size,
                     "signed": result.signed, "files": len(result.manifest.files),
