@@ -5,7 +5,8 @@ The node wires this next to its package manager later (the bundle's tree as the 
 directory and its venv on PATH); here `workdir` is given. The child's environment is the
 workers' allow-list (never the plane's or node's secrets), the step's `env`, and the job
 contract: FLOWCTL_RUN_ID, FLOWCTL_JOB, FLOWCTL_STEP, FLOWCTL_ATTEMPT, FLOWCTL_EPOCH,
-FLOWCTL_OUTPUT_DIR, FLOWCTL_PARAM_<NAME> per parameter. Output goes to one log file per attempt.
+FLOWCTL_OUTPUT_DIR, FLOWCTL_PARAM_<NAME> per parameter. Output goes to a bounded, rotated log
+per attempt (`runtime.jobs.steplog`).
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ import trio
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.lease import EpochFence
 from runtime.jobs.model import CommandStep
+from runtime.jobs.steplog import DEFAULT_MAX_BYTES, StepLog, pump
 from runtime.node.workers.pgroups import stop_group, terminate_group
 from runtime.node.workers.workerenv import inherited_env
 
 DEFAULT_GRACE_S = 5.0
-TAIL_BYTES = 2048
+DRAIN_S = 2.0
 
 
 class LocalCommandExecutor:
     """Runs command steps as local child processes; logs and outputs under `data_dir`."""
 
     def __init__(self, data_dir: Path, *, workdir: Path | None = None, grace_s: float = DEFAULT_GRACE_S,
-                 node: str = "local"):
+                 node: str = "local", log_max_bytes: int = DEFAULT_MAX_BYTES):
         self.data_dir, self.workdir, self.grace_s, self.node = data_dir, workdir, grace_s, node
+        self.log_max_bytes = log_max_bytes
         self.fence = EpochFence()
 
     def attempt_dir(self, order: AttemptOrder) -> Path:
@@ -51,18 +54,22 @@ class LocalCommandExecutor:
             return Outcome("failed", reason=f"{step.kind} steps do not run as local commands")
         where = self.attempt_dir(order)
         await trio.to_thread.run_sync(partial((where / "output").mkdir, parents=True, exist_ok=True))
-        log_path = where / "log"
-        with open(log_path, "wb") as log:  # noqa: ASYNC230 - opening a new local file does not block
+        log = await trio.to_thread.run_sync(partial(StepLog, where / "log", max_bytes=self.log_max_bytes))
+        # Shielded so the log keeps what the command says while it is stopped; the deadline set
+        # once it exited bounds it if something outside its group still holds the pipe.
+        pump_scope = trio.CancelScope(shield=True)
+        try:
             async with trio.open_nursery() as nursery:
                 try:
                     proc = await nursery.start(partial(
                         trio.run_process, list(step.command), check=False, cwd=self.workdir,
-                        env=self._env(order, where / "output"), stdin=subprocess.DEVNULL, stdout=log,
-                        stderr=subprocess.STDOUT, start_new_session=True,
+                        env=self._env(order, where / "output"), stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                         deliver_cancel=partial(terminate_group, grace_s=self.grace_s)))
                 except OSError as e:
                     what = "command not found" if isinstance(e, FileNotFoundError) else "cannot start command"
                     return Outcome("failed", reason=f"{what}: {step.command[0]!r} ({e.strerror})", node=self.node)
+                nursery.start_soon(_pump, proc.stdout, log, pump_scope)
                 await started(self.node)
                 try:
                     code = await proc.wait()
@@ -70,9 +77,12 @@ class LocalCommandExecutor:
                     with trio.CancelScope(shield=True):
                         await proc.wait()
                         await stop_group(proc.pid, grace_s=self.grace_s)
+                    pump_scope.deadline = trio.current_time() + DRAIN_S
+        finally:
+            log.close()
         if code == 0:
             return Outcome("succeeded", exit_code=0, node=self.node)
-        tail = await trio.to_thread.run_sync(_tail, log_path)
+        tail = await trio.to_thread.run_sync(log.last_line)
         reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         return Outcome("failed", exit_code=code, reason=reason + (f": {tail}" if tail else ""), node=self.node)
 
@@ -94,9 +104,7 @@ class LocalCommandExecutor:
         return env
 
 
-def _tail(path: Path) -> str:
-    """The last line the command wrote, for the failure reason."""
-    with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
-        lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    return lines[-1][:200] if lines else ""
+
+async def _pump(stream: trio.abc.ReceiveStream, log: StepLog, scope: trio.CancelScope) -> None:
+    with scope:
+        await pump(stream, log)

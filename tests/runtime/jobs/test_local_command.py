@@ -82,3 +82,21 @@ async def test_cancel_stops_the_process_group_within_two_seconds(store, tmp_path
     assert run.state == "cancelled" and elapsed < 2
     assert [a.state for a in store.attempts(run_id)] == ["cancelled"]
     assert not await group_alive(int(pidfile.read_text()))
+
+
+async def test_the_log_is_bounded_and_rotated(store, tmp_path):
+    executor = LocalCommandExecutor(tmp_path / "attempts", workdir=tmp_path, log_max_bytes=10_000)
+    engine = JobEngine(store, executor, SoloLease())
+    script = "import sys\nfor i in range(5000): print(f'line {i}')\nsys.stdout.flush()\nsys.exit('done talking')"
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await engine.apply(job(steps=[{"name": "main", "service": "echo@stable",
+                                            "command": [sys.executable, "-c", script]}]))
+            run = await engine.wait_run(await engine.trigger("default", "j"))
+            nursery.cancel_scope.cancel()
+    where = tmp_path / "attempts" / run.run_id / "main.1"
+    log, older = (where / "log").read_text(), (where / "log.1").read_text()
+    assert len(log) <= 10_000 and len(older) <= 10_000
+    assert log.endswith("line 4999\ndone talking\n")
+    assert run.reason == "step 'main' failed: exit code 1: done talking"
