@@ -66,6 +66,7 @@ class AttemptRecord:
     reason: str
     created_at: float
     updated_at: float
+    late_result: str | None = None  # JSON: a result reported after the attempt was settled
 
 
 @dataclass(frozen=True)

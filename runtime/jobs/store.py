@@ -82,6 +82,7 @@ CREATE TABLE attempts (
     reason      TEXT NOT NULL,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
+    late_result TEXT,
     PRIMARY KEY (run_id, step, attempt)
 );
 CREATE TABLE leases (
@@ -358,7 +359,7 @@ class RunStore:
                 raise UnknownJob(f"no step {step!r} in run {run_id!r}")
             number = row[0] + 1
             db.execute("UPDATE steps SET attempts=? WHERE run_id=? AND step=?", (number, run_id, step))
-            db.execute("INSERT INTO attempts VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, '', ?, ?)",
+            db.execute("INSERT INTO attempts VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, '', ?, ?, NULL)",
                        (run_id, step, number, now, now))
         return number
 
@@ -379,11 +380,32 @@ class RunStore:
                        "WHERE run_id=? AND step=? AND attempt=?",
                        (state, epoch, node, exit_code, reason, now, run_id, step, attempt))
 
+    def report_result(self, run_id: str, step: str, attempt: int, state: str, *, now: float,
+                      node: str | None = None, exit_code: int | None = None, reason: str = "") -> bool:
+        """A result an executor reports for an attempt (a node that came back, say): applied if
+        the attempt is still live (True); kept beside it, never overriding it, if that attempt
+        was already settled, e.g. recorded lost and retried (False)."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM attempts WHERE run_id=? AND step=? AND attempt=?",
+                             (run_id, step, attempt)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no attempt {attempt} of step {step!r} in run {run_id!r}")
+            if can_move(ATTEMPT_MOVES, row[0], state):
+                db.execute("UPDATE attempts SET state=?, node=COALESCE(?, node), exit_code=COALESCE(?, exit_code), "
+                           "reason=?, updated_at=? WHERE run_id=? AND step=? AND attempt=?",
+                           (state, node, exit_code, reason, now, run_id, step, attempt))
+                return True
+            late = json.dumps({"state": state, "node": node, "exit_code": exit_code, "reason": reason, "at": now})
+            db.execute("UPDATE attempts SET late_result=? WHERE run_id=? AND step=? AND attempt=?",
+                       (late, run_id, step, attempt))
+            return False
+
     def attempts(self, run_id: str, step: str | None = None) -> list[AttemptRecord]:
         """The run's attempts (of one step, when given), by step and number."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at "
+                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at, "
+                "late_result "
                 "FROM attempts WHERE run_id=? AND (? IS NULL OR step=?) ORDER BY rowid",
                 (run_id, step, step)).fetchall()
         return [AttemptRecord(*r) for r in rows]
@@ -392,7 +414,8 @@ class RunStore:
         """Attempts that were pending, dispatched or running: what a restarted engine must settle."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at "
+                "SELECT run_id, step, attempt, state, epoch, node, exit_code, reason, created_at, updated_at, "
+                "late_result "
                 "FROM attempts WHERE state IN ('pending', 'dispatched', 'running') ORDER BY rowid").fetchall()
         return [AttemptRecord(*r) for r in rows]
 

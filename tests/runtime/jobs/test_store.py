@@ -1,5 +1,6 @@
 """The run store: deterministic ids, the UNIQUE fire constraint, and the state machines."""
 
+import json
 import sqlite3
 
 import pytest
@@ -86,3 +87,23 @@ def test_planning_from_a_stale_or_suspended_definition_materialises_nothing(stor
     store.delete_job("default", "j")
     with pytest.raises(UnknownJob, match="was deleted"):
         store.materialise(current, [NewRun(T0, "manual")], now=T0)
+
+
+def test_a_late_result_is_kept_beside_a_settled_attempt_never_over_it(store):
+    record, _ = store.put_job(job(), now=T0)
+    (run_id,) = store.materialise(record, [NewRun(T0, "manual")], now=T0)
+    store.set_run_state(run_id, "running", now=T0, steps=["main"])
+    store.set_step_state(run_id, "main", "running")
+    store.new_attempt(run_id, "main", now=T0)
+    store.set_attempt_state(run_id, "main", 1, "dispatched", now=T0, epoch=1)
+    store.set_attempt_state(run_id, "main", 1, "lost", now=T0 + 20, reason="node gone")
+    store.new_attempt(run_id, "main", now=T0 + 21)
+    store.set_attempt_state(run_id, "main", 2, "dispatched", now=T0 + 21, epoch=1)
+    # The lost node comes back and reports attempt 1 finished; attempt 2 is live and reports too.
+    assert store.report_result(run_id, "main", 1, "succeeded", now=T0 + 30, node="n1", exit_code=0) is False
+    assert store.report_result(run_id, "main", 2, "failed", now=T0 + 31, node="n2", exit_code=2) is True
+    first, second = store.attempts(run_id)
+    assert (first.state, first.reason) == ("lost", "node gone")
+    assert json.loads(first.late_result) == {"state": "succeeded", "node": "n1", "exit_code": 0, "reason": "",
+                                             "at": T0 + 30}
+    assert (second.state, second.exit_code, second.late_result) == ("failed", 2, None)
