@@ -39,11 +39,11 @@ http.server.HTTPServer(("127.0.0.1", PORT or int(os.environ["FLOWCTL_PORT"])), H
 """
 
 
-def bundle(tmp_path, service_id, *, port=None, resources=None):
-    src = tmp_path / f"src-{service_id}"
+def bundle(tmp_path, service_id, *, port=None, resources=None, version="1.0.0"):
+    src = tmp_path / f"src-{service_id}-{version}"
     src.mkdir()
     (src / "worker.py").write_text(WORKER.format(port=port or 0))
-    manifest = {"service_id": service_id, "version": "1.0.0", "startup_command": "python worker.py",
+    manifest = {"service_id": service_id, "version": version, "startup_command": "python worker.py",
                 "health_check": {"endpoint": "/health", "timeout_s": 20}, "resources": resources or {}}
     if port is not None:
         manifest["port"] = port
@@ -63,11 +63,12 @@ class Cluster:
         self.client = client
         self.tmp_path = tmp_path
 
-    async def publish_and_deploy(self, service_id, replicas=1, **kwargs):
-        b = bundle(self.tmp_path, service_id, **kwargs)
-        r = await self.client.put(f"/api/services/{service_id}/1.0.0", headers=AUTH, content=b.path.read_bytes())
+    async def publish_and_deploy(self, service_id, replicas=1, version="1.0.0", **kwargs):
+        b = bundle(self.tmp_path, service_id, version=version, **kwargs)
+        r = await self.client.put(f"/api/services/{service_id}/{version}", headers=AUTH, content=b.path.read_bytes())
         assert r.status_code in (200, 201), r.text
-        r = await self.client.post("/api/deployments", headers=AUTH, json={"service": service_id, "replicas": replicas})
+        r = await self.client.post("/api/deployments", headers=AUTH,
+                                   json={"service": service_id, "replicas": replicas, "version": version})
         assert r.status_code == 201, r.text
 
     async def status(self, service_id):
@@ -144,3 +145,20 @@ async def test_a_declared_port_busy_on_the_node_is_reported_and_the_node_avoided
             assert replica["state"] == "failed"
             assert f"port {port} (the service's declared port) is in use on this node" in replica["detail"]
             assert dep["ready"] == 0
+
+
+async def test_a_port_service_on_its_only_node_upgrades_in_place(cluster):
+    port = free_port()
+    scheduler = cluster.handle.scheduler
+
+    def running():
+        (dep,) = scheduler.status()["deployments"]
+        return [(r["version"], r["state"]) for r in dep["replicas"]]
+
+    with trio.fail_after(60):
+        await cluster.publish_and_deploy("nmt", port=port)
+        await wait_until(lambda: running() == [("1.0.0", "ready")])
+        await cluster.publish_and_deploy("nmt", port=port, version="1.1.0")
+        await wait_until(lambda: running() == [("1.1.0", "ready")])  # the old worker let go of the port
+        _, dep = await cluster.status("nmt")
+        assert (await cluster.env_of(dep["replicas"][0]))["FLOWCTL_PORT"] == str(port)
