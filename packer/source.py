@@ -71,7 +71,8 @@ def scan_source(src: Path, *, exclude: Path | None = None) -> Source:
     try:
         raw = manifest_path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError(f"not found in {str(src)!r}", source=MANIFEST_NAME) from None
+        raise ManifestError(f"not found in {str(src)!r} (`flowctl pack DIR --id ID --version X.Y.Z` "
+                            "generates one)", source=MANIFEST_NAME) from None
     manifest = parse_source_manifest(raw, source=MANIFEST_NAME)
     rules = IgnoreRules.for_source(src)
     files: list[SourceFile] = []

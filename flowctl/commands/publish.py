@@ -30,7 +30,8 @@ def hub_settings(hub: str | None, token: str | None) -> tuple[str, str | None]:
 
 def publish(
     bundle: Path = typer.Argument(..., metavar="BUNDLE|DIR", exists=True,
-                                  help="The .fbundle file (from `flowctl pack`), or a service directory to pack."),
+                                  help="The .fbundle file (from `flowctl pack`), a service directory to pack, "
+                                       "or a seed service .zip."),
     hub: str | None = typer.Option(None, "--hub", help=HUB_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     stable: bool | None = typer.Option(None, "--stable/--unstable",
@@ -39,19 +40,27 @@ def publish(
 ) -> None:
     """Publish BUNDLE to a hub: streamed upload, verified there (digest, files, signature).
 
-    A directory is packed first (as `flowctl pack DIR` does, into a temporary file).
-    A version is immutable: publishing the same bytes again is a no-op, other bytes
-    for a published version are refused.
+    A directory is packed first (as `flowctl pack DIR` does, into a temporary file); a seed
+    service zip (service.json + files + checksum.sha256) is checked and packed the way the
+    hub packs one PUT to it, so the bundle is the same. A version is immutable: publishing
+    the same bytes again is a no-op, other bytes for a published version are refused.
 
     Example: flowctl publish examples/echo
     """
-    if bundle.is_dir():
+    from packer.zipimport import is_zip
+
+    if bundle.is_dir() or is_zip(bundle):
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="flowctl-publish-") as tmp:
-            from packer.pack import pack_dir
+            if bundle.is_dir():
+                from packer.pack import pack_dir
 
-            packed = pack_dir(bundle, Path(tmp)).path
+                packed = pack_dir(bundle, Path(tmp)).path
+            else:
+                from packer.zipimport import bundle_from_zip
+
+                packed = bundle_from_zip(bundle, Path(tmp)).path
             _publish(packed, hub, token, stable, json_out)
         return
     _publish(bundle, hub, token, stable, json_out)

@@ -135,6 +135,32 @@ def test_publish_a_directory_packs_it_first(served_hub, tmp_path):
     assert not (source / "dist").exists()
 
 
+def test_publish_a_seed_zip_matches_a_put_of_it_and_hub_info_names_both_digests(served_hub, tmp_path):
+    import httpx
+
+    from tests.packer.seedzips import seed_zip
+
+    url, env = served_hub
+    data = seed_zip()
+    (tmp_path / "nmt.zip").write_bytes(data)
+    r = flowctl("publish", str(tmp_path / "nmt.zip"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    published = json.loads(r.stdout)
+    assert published["created"] is True and published["service_id"] == "nmt-m2m100"
+    # The hub packs a PUT zip the same way: the same bundle, so nothing new.
+    put = httpx.put(f"{url}/api/services/nmt-m2m100/1.0.0", content=data,
+                    headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/zip"})
+    assert put.status_code == 200 and put.json()["bundle_sha256"] == published["bundle_sha256"]
+    info = flowctl("hub", "info", "nmt-m2m100", env=env)
+    assert info.returncode == 0, info.stderr
+    assert f"{published['bundle_sha256']} (.fbundle)" in info.stdout
+    assert f"{published['sha256']} " in info.stdout and "the seed's .zip" in info.stdout
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(seed_zip(checksum=b"0" * 64 + b"  README.md\n"))
+    refused = flowctl("publish", str(bad), env=env)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ") and len(refused.stderr.splitlines()) == 1
+
+
 def test_serve_help_names_every_role(tmp_path):
     r = flowctl("--help", env={**os.environ, "FLOWCTL_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200"})
     [line] = [x for x in r.stdout.splitlines() if re.match(r"[│ ]*serve {2,}", x)]
