@@ -22,6 +22,7 @@ from runtime.errors import FlowError
 from runtime.scheduler.local_deployments import LocalDeployments
 from runtime.scheduler.placement import NodeCapacity
 from runtime.scheduler.reconcile import TRACKS, Deployment, Replica, model_conflicts, reconcile
+from runtime.scheduler.reconnect import ReconnectWait
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER, NodeRecord, NodeRegistry, NodeState
 from runtime.scheduler.store import ClusterStore
 from runtime.scheduler.tracking import DEFAULT_TRACK_INTERVAL, ChannelLookup, ChannelTracker
@@ -116,8 +117,7 @@ class Scheduler:
         self._unplaced: dict[str, str] = {}
         self._changed = trio.Event()
         self._lock = trio.Lock()
-        self._known_names = {node_id: name for node_id, name, _ in store.known_nodes()}
-        self._started_at: float | None = None  # when run() began: nodes get lost_after to reconnect
+        self._reconnect = ReconnectWait(self.registry, {node_id: name for node_id, name, _ in store.known_nodes()})
         self._busy_ports: dict[str, dict[int, float]] = {}  # node id -> port -> avoided until
         if channel_lookup is None:
             # Imported here: the resolver imports this module's errors. Tracked deployments ask the
@@ -287,7 +287,7 @@ class Scheduler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweep and reconcile until cancelled."""
-        self._started_at = trio.current_time()
+        self._reconnect.start()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run_sweeper)
             await nursery.start(self.tracker.run)
@@ -303,13 +303,13 @@ class Scheduler:
         """One round: plan, persist, tell every connected node what it should run."""
         async with self._lock:
             ready = [self._capacity(n) for n in self.registry.nodes(NodeState.READY)]
-            waiting = self._reconnecting()
+            waiting = self._reconnect.nodes(self._replicas)
             plan = reconcile(list(self._deployments.values()), self._replicas, ready, reconnecting=waiting)
             if plan.replicas != self._replicas:
                 self._replicas = plan.replicas
                 await trio.to_thread.run_sync(self.store.save_replicas, plan.replicas)
             self._unplaced = dict(plan.unplaced)
-            for service_id, nodes in self._waiting_on(waiting).items():
+            for service_id, nodes in self._reconnect.notes(self._replicas, waiting).items():
                 self._unplaced.setdefault(service_id, nodes)
             live = {r.replica_id for r in self._replicas}
             self._reports = {k: v for k, v in self._reports.items() if k in live}
@@ -329,29 +329,6 @@ class Scheduler:
             del busy[port]
         return NodeCapacity(node.node_id, node.name, hello.ram_mb, tuple(g.vram_mb for g in hello.gpus),
                             gpu_index=gpu_indexes(hello.gpus), busy_ports=frozenset(busy))
-
-    def _reconnecting(self) -> frozenset[str]:
-        """Nodes with replicas that have not connected since the plane started, within lost_after of it.
-
-        A restarted plane gives every node the lost-node timeout to come back before its
-        replicas are placed elsewhere (the plane's own node is usually back first).
-        """
-        if self._started_at is None or trio.current_time() - self._started_at >= self.registry.lost_after:
-            return frozenset()
-        return frozenset(r.node_id for r in self._replicas if self.registry.get(r.node_id) is None)
-
-    def _waiting_on(self, nodes: frozenset[str]) -> dict[str, str]:
-        """service id -> why its replicas wait, for the deployments with replicas on `nodes`."""
-        if not nodes or self._started_at is None:
-            return {}
-        left = max(0.0, self._started_at + self.registry.lost_after - trio.current_time())
-        names = self._known_names
-        waiting: dict[str, set[str]] = {}
-        for r in self._replicas:
-            if r.node_id in nodes:
-                waiting.setdefault(r.service_id, set()).add(names.get(r.node_id, r.node_id))
-        return {s: f"waiting up to {left:.0f} s for node {', '.join(sorted(n))} to reconnect after a "
-                   f"control plane restart" for s, n in waiting.items()}
 
     # -- what the gateway and `flowctl status` read -------------------------------------------
 
