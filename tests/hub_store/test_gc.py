@@ -34,6 +34,15 @@ def test_unreferenced_blobs_are_collected_and_referenced_ones_kept(tmp_path):
         assert all(hub.store.exists(d) for d in hub.catalog.referenced_digests())
 
 
+def test_a_work_directory_left_by_a_crashed_zip_import_is_removed(tmp_path):
+    with open_data_dir(tmp_path) as hub:
+        work = hub.store.tmp_dir / "zip-import-abc"
+        (work / "src" / "models").mkdir(parents=True)
+        (work / "src" / "models" / "w.bin").write_bytes(b"w")
+        report = collect_garbage(hub.store, hub.catalog, temp_max_age_s=-60)
+        assert report.temp_removed == 1 and not work.exists()
+
+
 def test_blobs_newer_than_the_gc_start_are_kept(tmp_path):
     with open_data_dir(tmp_path) as hub:
         fresh = hub.store.put_bytes(b"just written").digest
