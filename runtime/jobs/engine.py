@@ -90,6 +90,8 @@ class JobEngine:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._changed = trio.Event()
+        # job id -> ((version, cursor), the first fire after the cursor): one cron step per fire
+        self._following: dict[str, tuple[tuple[int, int], int | None]] = {}
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self._offload(partial(fn, *args, **kwargs))
@@ -142,17 +144,19 @@ class JobEngine:
 
     async def _plan(self, now: float) -> float | None:
         """Materialise every timed job's fires up to `now + window_s`; returns when the next
-        fire beyond that enters the window (so a quiet engine sleeps until then)."""
+        fire beyond that enters the window (so a quiet engine sleeps until then). A job with no
+        fire in the window costs no write: its cursor moves only with the runs it makes."""
         horizon, missed_until = int(now + self.window_s), int(now - self.misfire_grace_s)
         next_plan: float | None = None
         for job in await self._db(self.store.jobs):
             spec = job.spec
             if job.suspended or not spec.timed:
                 continue
-            if job.planned_until < horizon:
+            following = self._first_fire_after(job, job.planned_until)
+            if following is not None and following <= horizon:
                 params = json.dumps(resolve_parameters(spec))
                 start, new = job.planned_until, []
-                if start < missed_until:  # an outage: materialise only the fires the policy may run
+                if following <= missed_until:  # an outage: materialise only the fires the policy may run
                     keep = _misfire_keep(spec)
                     new += [NewRun(t, "schedule", t, params=params)
                             for t in last_fires(spec.trigger, start, missed_until, keep)]
@@ -160,10 +164,18 @@ class JobEngine:
                 new += [NewRun(t, "schedule", t, params=params)
                         for t in fires_between(spec.trigger, start, horizon)]
                 await self._db(self.store.materialise, job, new, planned_until=horizon, now=now)
-            following = next_fire(spec.trigger, max(job.planned_until, horizon))
+                following = self._first_fire_after(job, horizon)
             if following is not None and (next_plan is None or following - self.window_s < next_plan):
                 next_plan = following - self.window_s
         return next_plan
+
+    def _first_fire_after(self, job: JobRecord, cursor: int) -> int | None:
+        """next_fire, remembered per job version and cursor: one cron step per fire, not per pass."""
+        key = (job.version, cursor)
+        cached = self._following.get(job.job_id)
+        if cached is None or cached[0] != key:
+            cached = self._following[job.job_id] = (key, next_fire(job.spec.trigger, cursor))
+        return cached[1]
 
     async def _start_due(self, now: float) -> float | None:
         """Start (or skip) every run due by `now`; returns when the next pending run is due."""

@@ -30,6 +30,7 @@ from runtime.jobs.schema import parse_job
 from runtime.jobs.states import ATTEMPT_MOVES, RUN_MOVES, STEP_MOVES, can_move
 from runtime.jobs.tables import SCHEMA, SCHEMA_VERSION
 
+_JOB_COLUMNS = "job_id, tenant, definition, version, suspended, planned_until, created_at, updated_at"
 _RUN_COLUMNS = ("run_id, job_id, tenant, job_name, fire_time, due_at, cause, state, reason, params, "
                 "version, created_at, started_at, finished_at")
 _FINAL_RUN = ("succeeded", "failed", "timed_out", "cancelled", "skipped")
@@ -132,9 +133,9 @@ class RunStore:
     def jobs(self, tenant: str | None = None) -> list[JobRecord]:
         """Every job (of `tenant`, when given), by tenant and name."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute(
-                "SELECT job_id FROM jobs WHERE ? IS NULL OR tenant=? ORDER BY tenant, name", (tenant, tenant))]
-            return [r for r in (self._job(self._db, i) for i in ids) if r is not None]
+            rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ? IS NULL OR tenant=? "
+                                    "ORDER BY tenant, name", (tenant, tenant)).fetchall()
+        return [_job_record(row) for row in rows]
 
     def delete_job(self, tenant: str, name: str) -> None:
         """Remove a job and its runs that have not started; started runs finish and stay listed."""
@@ -156,11 +157,8 @@ class RunStore:
                 db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?", (int(now), job_id))
 
     def _job(self, db: sqlite3.Connection, job_id: str) -> JobRecord | None:
-        row = db.execute("SELECT job_id, tenant, definition, version, suspended, planned_until, created_at, "
-                         "updated_at FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        return JobRecord(row[0], _spec(row[2], row[1]), row[3], bool(row[4]), row[5], row[6], row[7])
+        row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return None if row is None else _job_record(row)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -361,6 +359,10 @@ class RunStore:
 @functools.lru_cache(maxsize=4096)  # each pass reads every job; a definition is parsed once
 def _spec(document: str, tenant: str) -> JobSpec:
     return parse_job(json.loads(document), tenant=tenant)
+
+
+def _job_record(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(row[0], _spec(row[2], row[1]), row[3], bool(row[4]), row[5], row[6], row[7])
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
