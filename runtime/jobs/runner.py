@@ -88,7 +88,9 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
         await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "running")
     elif record.state == "running":  # a restarted engine: settle the attempt it left behind
         attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
-        if attempts and attempts[-1].state in LIVE_ATTEMPT:
+        if attempts and attempts[-1].state == "pending":  # never dispatched: nothing runs it, send it now
+            last = await _attempt(ctx, step, attempts[-1].attempt)
+        elif attempts and attempts[-1].state in LIVE_ATTEMPT:
             last = await _recover(ctx, step, attempts[-1].attempt, attempts[-1].state)
         elif attempts:
             last = attempts[-1].state
@@ -119,18 +121,14 @@ async def _attempt(ctx: RunContext, step: Step, number: int) -> str:
                          lambda started: ctx.executor.run_attempt(order, started))
 
 
-async def _recover(ctx: RunContext, step: Step, number: int, state: str) -> str | None:
-    """Settle an attempt a previous engine left live; None when it never left the plane."""
+async def _recover(ctx: RunContext, step: Step, number: int, state: str) -> str:
+    """Settle an attempt a previous engine dispatched: re-attached by the executor, or lost."""
     order = _order(ctx, step, number)
 
     async def recover(started: Callable[[str | None], Awaitable[None]]) -> Outcome:
-        outcome = await ctx.executor.recover(order, started) if state != "pending" else None
+        outcome = await ctx.executor.recover(order, started)
         return outcome or Outcome("lost", reason="the engine restarted and no node re-attached this attempt")
 
-    if state == "pending":  # never dispatched, so nothing runs it: the next attempt goes at once
-        await ctx.db(ctx.store.set_attempt_state, ctx.run_id, step.name, number, "cancelled",
-                     now=ctx.clock(), reason="the engine restarted before dispatching it")
-        return None
     return await _settle(ctx, step, number, state, recover)
 
 

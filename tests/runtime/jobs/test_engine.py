@@ -238,7 +238,7 @@ async def test_hot_reload_replans_a_changed_trigger_without_touching_a_running_r
     assert runs[10].state == "succeeded" and runs[10].version == 1 and runs[100].version == 2
 
 
-async def test_an_attempt_never_dispatched_before_a_restart_does_not_use_up_the_retries(store, wall, autojump_clock):
+async def test_an_attempt_never_dispatched_before_a_restart_is_dispatched_after_it(store, wall, autojump_clock):
     rec = Recorder()
     executor = InProcessExecutor(rec(wall))
     record, _ = store.put_job(job(), now=T0)
@@ -249,8 +249,8 @@ async def test_an_attempt_never_dispatched_before_a_restart_does_not_use_up_the_
     async with running(store, executor, wall) as engine:
         run = await engine.wait_run(run_id)
     assert run.state == "succeeded"
-    assert [(a.attempt, a.state) for a in store.attempts(run_id)] == [(1, "cancelled"), (2, "succeeded")]
-    assert [o.attempt for o in executor.orders] == [2]
+    assert [(a.attempt, a.state) for a in store.attempts(run_id)] == [(1, "succeeded")]
+    assert [o.attempt for o in executor.orders] == [1]
 
 
 async def test_service_events_suspend_and_resume(store, wall, autojump_clock):
