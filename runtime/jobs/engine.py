@@ -35,6 +35,7 @@ from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
 from runtime.jobs.firetimes import fires_between, last_fires, next_fire
 from runtime.jobs.lease import Lease
+from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import EventKind, EventTrigger, JobSpec
 from runtime.jobs.runner import RunContext, drive_run
 from runtime.jobs.schema import resolve_parameters
@@ -80,10 +81,12 @@ class JobEngine:
     def __init__(self, store: RunStore, executor: StepExecutor, lease: Lease, *,
                  clock: Callable[[], float] = time.time, window_s: float = DEFAULT_WINDOW_S,
                  tick_s: float = DEFAULT_TICK_S, misfire_grace_s: float = DEFAULT_MISFIRE_GRACE_S,
-                 rng: random.Random | None = None, offload: Offload | None = None):
+                 rng: random.Random | None = None, offload: Offload | None = None,
+                 metrics: JobMetrics | None = None):
         self.store, self.executor, self.lease, self.clock = store, executor, lease, clock
         self.window_s, self.tick_s, self.misfire_grace_s = window_s, tick_s, misfire_grace_s
         self.rng = rng or random.Random()
+        self.metrics = metrics or JobMetrics()
         self.epoch: int | None = None
         self._offload = offload or partial(trio.to_thread.run_sync, limiter=trio.CapacityLimiter(1))
         self._active: dict[str, _ActiveRun] = {}
@@ -184,6 +187,7 @@ class JobEngine:
         for run in pending:
             if run.due_at <= now:
                 by_job.setdefault(run.job_id, []).append(run)
+        self.metrics.queue_depth = sum(len(runs) for runs in by_job.values())
         for job_id, runs in by_job.items():
             job = await self._db(self.store.job_by_id, job_id)
             if job is not None:
@@ -223,16 +227,18 @@ class JobEngine:
                     other.cancel(f"replaced by run {run.run_id}")
             await self._db(self.store.set_run_state, run.run_id, "running", now=now,
                            steps=[s.name for s in job.spec.steps], job=job)
+            self.metrics.run_started(job.spec.tenant, self.clock() - run.due_at)
             self._start_driver(run.run_id, job.job_id, job.spec, run.params)
 
     async def _skip(self, run: RunRecord, reason: str, now: float) -> None:
         await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)
+        self.metrics.run_finished(run.tenant, "skipped")
         self._notify_changed()
 
     def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any]) -> None:
         assert self._nursery is not None and self.epoch is not None
         ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
-                         self.rng)
+                         self.rng, self.metrics)
         active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
         self._nursery.start_soon(self._drive, active, spec)
 
@@ -268,6 +274,7 @@ class JobEngine:
                     reason = f"step {step.step!r} {step.state}" + (f": {step.reason}" if step.reason else "")
                     break
         await self._db(self.store.set_run_state, run_id, state, now=now, reason=reason)
+        self.metrics.run_finished(spec.tenant, state)
         del self._active[run_id]
         await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
                        keep_failed=spec.policies.history_failed)

@@ -19,6 +19,7 @@ import trio
 
 from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor
 from runtime.jobs.errors import IllegalTransition, LeaseLost, StaleEpoch
+from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import JobSpec, Retries, Step
 from runtime.jobs.states import LIVE_ATTEMPT, RETRYABLE
 from runtime.jobs.store import RunStore
@@ -48,6 +49,7 @@ class RunContext:
     db: Db
     clock: Callable[[], float]
     rng: random.Random
+    metrics: JobMetrics
     cancel_reason: str | None = None  # set when the run is cancelled on purpose (not a shutdown)
 
 
@@ -145,6 +147,7 @@ async def _settle(ctx: RunContext, step: Step, number: int, state: str,
 
     timeout = ctx.spec.timeout_of(step)
     outcome: Outcome | None = None
+    began = trio.current_time()
     try:
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             outcome = await call(started)
@@ -166,6 +169,7 @@ async def _settle(ctx: RunContext, step: Step, number: int, state: str,
                 await _record(ctx, set_state, Outcome("cancelled", reason=ctx.cancel_reason))
     assert outcome is not None
     await _record(ctx, set_state, outcome)
+    ctx.metrics.attempt_finished(outcome.state, trio.current_time() - began)
     return outcome.state
 
 

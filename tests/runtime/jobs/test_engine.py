@@ -108,6 +108,12 @@ async def test_forbid_skips_a_fire_while_the_previous_run_is_active(store, wall,
     assert states[20][0] == states[30][0] == "skipped"
     assert states[20][1] == f"concurrency forbid: run {scheduled_run_id(record.job_id, T0 + 10)} is still running"
     assert states[10][0] == "succeeded"
+    text = engine.metrics.render()
+    assert 'flowctl_jobs_runs_total{tenant="default",state="skipped"} 2' in text
+    assert 'flowctl_jobs_runs_total{tenant="default",state="succeeded"} 1' in text  # +40 is still running
+    assert 'flowctl_jobs_fire_lateness_seconds_bucket{tenant="default",le="0.01"} 2' in text  # on time
+    assert 'flowctl_jobs_attempt_seconds_count{state="succeeded"} 1' in text
+    assert "flowctl_jobs_queue_depth 0" in text
 
 
 async def test_replace_cancels_the_active_run(store, wall, autojump_clock):
