@@ -102,6 +102,7 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
         stdout.print(key)
         err.print("Publish with: flowctl publish BUNDLE --token KEY (or export FLOWCTL_TOKEN=KEY)")
+        err.print("Lost it? Restart with FLOWCTL_ADMIN_KEY=NEW_SECRET set: that becomes the admin key.")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -136,6 +136,7 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
         stdout.print(key)
         err.print("Use it with --token or FLOWCTL_TOKEN for publish, deploy, status and node token.")
+        err.print("Lost it? Restart with FLOWCTL_ADMIN_KEY=NEW_SECRET set: that becomes the admin key.")
 
     async def main(nursery) -> None:
         handle = await nursery.start(partial(serve_control_plane, plane,
