@@ -105,6 +105,11 @@ def parse_speech(body: Any, voices: frozenset[str]) -> tuple[str, str, float, st
     return model, text, float(speed), response_format
 
 
+def _closing(status: int) -> dict[str, str]:
+    # A 413 leaves the rest of the upload unread, so the connection cannot carry another request.
+    return {"Connection": "close"} if status == 413 else {}
+
+
 def create_app(engine: TtsEngine, models: tuple[str, ...], voices: frozenset[str]) -> QuartTrio:
     """The ASGI app serving `models` (one voice each) from `engine`."""
     app = QuartTrio(__name__)
@@ -113,18 +118,18 @@ def create_app(engine: TtsEngine, models: tuple[str, ...], voices: frozenset[str
     started = int(time.time())
 
     @app.errorhandler(ApiError)
-    async def api_error(exc: ApiError) -> tuple[dict[str, Any], int]:
-        return exc.body(), exc.status
+    async def api_error(exc: ApiError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return exc.body(), exc.status, _closing(exc.status)
 
     @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
         message = {404: f"no such endpoint: {request.path}",
                    405: f"method {request.method} is not allowed on {request.path}",
                    413: f"request body is larger than {MAX_BODY_BYTES} bytes"}
         status = exc.code or 400
         return ApiError(status, message.get(status, exc.description or exc.name),
-                        code=code.get(status)).body(), status
+                        code=code.get(status)).body(), status, _closing(status)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
