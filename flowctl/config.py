@@ -324,7 +324,8 @@ def _networks(setting: Setting, value: Any, where: str) -> tuple[str, ...]:
     if not _is_sequence(items):
         raise CliError(f"{where}: {setting.key} must be a list of addresses or CIDRs, got {value!r}")
     networks = []
-    for item in items:
+    # "10.0.0.0/8, 127.0.0.1" in one flag or list item is two networks.
+    for item in [part for entry in items for part in str(entry).replace(",", " ").split()]:
         try:
             networks.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
         except ValueError:

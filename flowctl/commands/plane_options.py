@@ -31,20 +31,20 @@ def max_sessions_option(role: str = "") -> Any:
 
 def session_timeout_option(role: str = "") -> Any:
     """--session-timeout."""
-    return typer.Option(None, "--session-timeout", metavar="SECONDS", help=setting_help(
+    return typer.Option(None, "--session-timeout", "--session-timeout-seconds", metavar="SECONDS", help=setting_help(
         "session_timeout", "Seconds a realtime session may stay idle before it is closed (default 3600)", role))
 
 
 def public_ws_url_option(role: str = "") -> Any:
     """--public-ws-url."""
-    return typer.Option(None, "--public-ws-url", metavar="URL", help=setting_help(
+    return typer.Option(None, "--public-ws-url", "--websocket-url", metavar="URL", help=setting_help(
         "public_ws_url", "The ws:// or wss:// base of the engine_url handed to session clients, e.g. "
                          "wss://tutor.example.com (wins over the request's host and X-Forwarded-*)", role))
 
 
 def trusted_proxy_option(role: str = "") -> Any:
     """--trusted-proxy, repeatable."""
-    return typer.Option([], "--trusted-proxy", metavar="CIDR", help=setting_help(
+    return typer.Option([], "--trusted-proxy", "--trusted-proxies", metavar="CIDR", help=setting_help(
         "trusted_proxies", "A proxy address or CIDR whose X-Forwarded-Proto/-Host the engine_url follows; "
                            "repeat for several (the headers of anyone else are ignored)", role))
 

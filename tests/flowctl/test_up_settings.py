@@ -68,7 +68,7 @@ def test_anonymous_tenant_reaches_the_gateway_settings(plane_settings, tmp_path,
 COMMANDS = [["up", "--port", str(free_port()), "--no-node"],
             ["serve", "--roles", "hub,scheduler,gateway", "--port", "0"]]
 FLAGS = ["--max-sessions", "10", "--session-timeout", "60", "--public-ws-url", "wss://tutor.example/",
-         "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1", "--first-byte-timeout", "30",
+         "--trusted-proxy", "10.0.0.0/8", "--trusted-proxies", "127.0.0.1", "--first-byte-timeout", "30",
          "--reply-idle-timeout", "45", "--body-timeout", "9", "--heartbeat-interval", "2", "--lost-after", "8"]
 
 
@@ -124,3 +124,14 @@ def test_a_bad_plane_setting_is_one_line_and_nothing_starts(plane_settings, tmp_
     result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data"), *args])
     assert result.exit_code == 1 and not plane_settings, result.output
     assert message in str(result.exception)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_seed_named_flags_and_a_comma_list_of_proxies(plane_settings, tmp_path, command):
+    result = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "data"), "--session-timeout-seconds", "90",
+                                      "--websocket-url", "ws://seed.example:9001", "--trusted-proxy",
+                                      "10.0.0.0/8, 192.168.0.1"])
+    assert plane_settings, result.output
+    sessions = plane_settings[0].extra["sessions"]
+    assert (sessions["idle_timeout"], sessions["public_ws_url"], sessions["trusted_proxies"]) == (
+        90.0, "ws://seed.example:9001", ("10.0.0.0/8", "192.168.0.1/32"))
