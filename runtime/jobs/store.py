@@ -205,14 +205,17 @@ class RunStore:
             raise UnknownJob(f"no run {run_id!r}")
         return _spec(row[0], row[1])
 
-    def runs(self, *, job_id: str | None = None, states: Iterable[str] | None = None,
-             due_before: float | None = None, limit: int = 1000) -> list[RunRecord]:
-        """Runs filtered by job, states and due time, oldest due first."""
+    def runs(self, *, job_id: str | None = None, tenant: str | None = None, job_name: str | None = None,
+             states: Iterable[str] | None = None, due_before: float | None = None, limit: int = 1000,
+             newest_first: bool = False) -> list[RunRecord]:
+        """Runs filtered by job (id, or tenant and name), states and due time; oldest due first,
+        or newest first for listings."""
         clauses: list[str] = ["1=1"]
         args: list[object] = []
-        if job_id is not None:
-            clauses.append("job_id=?")
-            args.append(job_id)
+        for column, value in (("job_id", job_id), ("tenant", tenant), ("job_name", job_name)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                args.append(value)
         if states is not None:
             states = list(states)
             clauses.append(f"state IN ({','.join('?' * len(states))})")
@@ -220,9 +223,10 @@ class RunStore:
         if due_before is not None:
             clauses.append("due_at <= ?")
             args.append(due_before)
+        order = "due_at DESC, created_at DESC" if newest_first else "due_at, created_at"
         with self._lock:
             rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(clauses)} "
-                                    "ORDER BY due_at, created_at LIMIT ?", (*args, limit)).fetchall()
+                                    f"ORDER BY {order} LIMIT ?", (*args, limit)).fetchall()
         return [_run(r) for r in rows]
 
     def set_run_state(self, run_id: str, state: str, *, now: float, reason: str = "",

@@ -37,6 +37,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_by_state ON runs (state, due_at);
 CREATE INDEX runs_by_job ON runs (job_id, created_at);
+CREATE INDEX runs_by_tenant ON runs (tenant, job_name, due_at);
 CREATE TABLE steps (
     run_id   TEXT NOT NULL,
     step     TEXT NOT NULL,

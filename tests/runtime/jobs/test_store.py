@@ -107,3 +107,13 @@ def test_a_late_result_is_kept_beside_a_settled_attempt_never_over_it(store):
     assert json.loads(first.late_result) == {"state": "succeeded", "node": "n1", "exit_code": 0, "reason": "",
                                              "at": T0 + 30}
     assert (second.state, second.exit_code, second.late_result) == ("failed", 2, None)
+
+
+def test_run_listings_are_per_tenant_and_newest_first(store):
+    a, _ = store.put_job(job("a", tenant="acme"), now=T0)
+    b, _ = store.put_job(job("a", tenant="other"), now=T0)  # the same name in another tenant
+    store.materialise(a, [NewRun(T0 + i, "manual") for i in range(3)], now=T0)
+    store.materialise(b, [NewRun(T0, "manual")], now=T0)
+    listed = store.runs(tenant="acme", job_name="a", newest_first=True, limit=2)
+    assert [(r.tenant, r.due_at - T0) for r in listed] == [("acme", 2), ("acme", 1)]
+    assert [r.tenant for r in store.runs(tenant="other")] == ["other"]
