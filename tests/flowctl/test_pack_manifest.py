@@ -92,7 +92,7 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def expect(self, text: str, timeout: float = 30.0) -> None:
+    def expect(self, text: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while text.encode() not in self.seen:
             left = deadline - time.monotonic()
@@ -111,7 +111,7 @@ class Terminal:
 
     def close(self) -> int:
         try:
-            return self.proc.wait(timeout=30)
+            return self.proc.wait(timeout=60)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
