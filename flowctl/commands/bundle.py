@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-_GEN = "Without DIR/service.json: generate it with this "
+_GEN = " (generates service.json when DIR has none)."
 _PANEL = "Generating service.json"
 _TRUST_HELP = "Trusted public key (PEM); repeat for several. When given, a valid signature is required."
 
@@ -18,24 +18,24 @@ def pack(
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key (from `flowctl keys gen`)."),
     fmt: str = typer.Option("fbundle", "--format", help="fbundle, or zip to also write the seed-compatible zip."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    service_id: str | None = typer.Option(None, "--id", "--service-id", help=_GEN + "service_id.",
+    service_id: str | None = typer.Option(None, "--id", "--service-id", help="service_id" + _GEN,
                                           rich_help_panel=_PANEL),
-    version: str | None = typer.Option(None, "--version", help=_GEN + "version (SemVer).", rich_help_panel=_PANEL),
+    version: str | None = typer.Option(None, "--version", help="version (SemVer)" + _GEN, rich_help_panel=_PANEL),
     service_type: str | None = typer.Option(None, "--type", "--service-type",
-                                            help=_GEN + "service_type (default python).", rich_help_panel=_PANEL),
-    port: int | None = typer.Option(None, "--port", help=_GEN + "the port the service listens on.",
+                                            help="service_type (default python)" + _GEN, rich_help_panel=_PANEL),
+    port: int | None = typer.Option(None, "--port", help="port (the one it listens on)" + _GEN,
                                     rich_help_panel=_PANEL),
-    name: str | None = typer.Option(None, "--name", "--service-name", help=_GEN + "service_name.",
+    name: str | None = typer.Option(None, "--name", "--service-name", help="service_name" + _GEN,
                                     rich_help_panel=_PANEL),
-    description: str | None = typer.Option(None, "--description", help=_GEN + "description.",
+    description: str | None = typer.Option(None, "--description", help="description" + _GEN,
                                            rich_help_panel=_PANEL),
     start: str | None = typer.Option(None, "--start", "--startup-command",
-                                     help=_GEN + "startup_command (default: guessed, e.g. python main.py).",
+                                     help="startup_command (default: guessed, e.g. python main.py)" + _GEN,
                                      rich_help_panel=_PANEL),
-    health: str | None = typer.Option(None, "--health", help=_GEN + "health_check endpoint (default /health).",
+    health: str | None = typer.Option(None, "--health", help="health_check.endpoint (default /health)" + _GEN,
                                       rich_help_panel=_PANEL),
     model: list[str] = typer.Option([], "--model", metavar="ID:TYPE[:PATH]",
-                                    help=_GEN + "a model it provides (repeatable).", rich_help_panel=_PANEL),
+                                    help="models[] (repeatable)" + _GEN, rich_help_panel=_PANEL),
 ) -> None:
     """Pack DIR into OUT/NAME-VERSION.fbundle and print its SHA-256 and path.
 
