@@ -55,7 +55,9 @@ _USAGE = {"day": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}, "tenant"
 
 
 def _object(props: dict, required: list[str] | None = None) -> dict:
-    return {"type": "object", "required": list(props) if required is None else required, "properties": props}
+    required = list(props) if required is None else required
+    # OpenAPI 3.0 wants a non-empty "required" list, or none at all.
+    return {"type": "object", **({"required": required} if required else {}), "properties": props}
 
 
 SCHEMAS = {

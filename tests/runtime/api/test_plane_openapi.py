@@ -13,6 +13,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 from werkzeug.exceptions import HTTPException
 
 from runtime.api.openapi import DescriptionConflict, Part, document, operations
@@ -150,6 +151,12 @@ async def test_docs_is_an_offline_explorer_of_this_description(nursery, tmp_path
     # Nothing is loaded from elsewhere: no CDN, no external script, style or font.
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", text)
     assert "<script src" not in text
+
+
+@pytest.mark.parametrize("roles", ROLE_SETS, ids=["+".join(r) for r in ROLE_SETS])
+def test_the_description_is_valid_openapi_3_0(roles):
+    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in OPENAPI_30_VALIDATOR.iter_errors(plane_document(roles))]
+    assert not errors
 
 
 def test_two_parts_describing_one_operation_is_an_error():
