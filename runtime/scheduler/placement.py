@@ -134,7 +134,7 @@ def choose_nodes(
     """Pick `count` node ids for new replicas, one at a time.
 
     Each pick is the fitting node with the fewest replicas of this deployment
-    (spreading), then, for `gpu: optional`, one with a GPU, then the most free
+    (spreading), then, for `gpu: optional`, one with a GPU that has room, then the most free
     RAM, then the name (so the choice is deterministic). A node may take several
     replicas when there are fewer nodes than replicas, unless they declare a
     `port`. `only` restricts the candidates by node id or name (`flowctl deploy --node`).
@@ -159,7 +159,7 @@ def choose_nodes(
             raise PlacementError(f"no node fits a replica{placed}: {reasons}", chosen)
         best = min(fitting, key=lambda n: (
             counts.get(n.node_id, 0),
-            0 if need.gpu != "optional" or n.gpu_vram_mb else 1,
+            0 if need.gpu != "optional" or pick_gpus(n, need) else 1,
             -n.free_ram_mb,
             n.name,
         ))

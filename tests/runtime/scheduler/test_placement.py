@@ -96,3 +96,9 @@ def test_declared_gpu_indexes_and_what_does_not_fit():
     assert pick_gpus(node, Resources(vram_mb=60000, gpu="optional")) == ()  # runs without one
     assert pick_gpus(node, Resources(vram_mb=100)) == ()  # gpu: none
     assert pick_gpus(A, Resources(gpu="optional")) == ()
+
+
+def test_gpu_optional_prefers_a_node_whose_gpu_has_room():
+    full = reserve(G, Resources(vram_mb=20000, gpu="required"))
+    roomy = NodeCapacity("r", "roomy", ram_mb=4000, gpu_vram_mb=(24000,))
+    assert choose_nodes(Resources(vram_mb=10000, gpu="optional"), 1, [full, roomy]) == ["r"]
