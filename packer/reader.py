@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from packer.errors import BundleError, DigestMismatch, LimitExceeded, NotABundle, PackerError
 from packer.limits import Limits
@@ -26,6 +26,7 @@ from packer.manifest import (
     check_path,
     parse_bundle_manifest,
 )
+from packer.stream import RAW_CHUNK, Decoded, RawInput
 from packer.tarfmt import (
     BLOCK,
     MAX_PAX_BYTES,
@@ -35,117 +36,32 @@ from packer.tarfmt import (
     parse_header,
     parse_pax,
 )
-from packer.zstdframes import FrameWalker
 
 CHUNK = 1 << 20
-_READ_SIZE = 1 << 20
-
-
-class _Compressed:
-    """The raw bundle bytes as the decoder reads them: walked, counted, optionally observed."""
-
-    def __init__(self, fileobj: BinaryIO, observer: Callable[[bytes], None] | None):
-        self._f = fileobj
-        self._observer = observer
-        self.walker = FrameWalker()
-        self.eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n if n and n > 0 else _READ_SIZE)
-        if data:
-            self.walker.feed(data)
-            if self._observer is not None:
-                self._observer(data)
-        else:
-            self.eof = True
-        return data
-
-
-class _Decoded:
-    """The decompressed tar stream, with a running byte budget."""
-
-    def __init__(self, reader, budget: int, on_eof: Callable[[], None], max_window: int,
-                 on_corrupt: Callable[[], None]):
-        self._r = reader
-        self.max_window = max_window
-        self._on_eof = on_eof  # raises a more precise error when the compressed stream is cut
-        self._on_corrupt = on_corrupt  # raises NotABundle when the input never was a zstd stream
-        self._buf = b""
-        self._pos = 0
-        self.consumed = 0  # tar bytes handed out
-        self.produced = 0  # bytes the decoder produced
-        self.budget = budget
-
-    def _fill(self, want: int) -> bool:
-        import zstandard
-
-        room = self.budget - self.produced
-        if room <= 0:
-            raise LimitExceeded("decompressed data exceeds what the manifest declares "
-                                "(a decompression bomb or trailing data)")
-        try:
-            data = self._r.read(min(max(want, CHUNK), room))
-        except zstandard.ZstdError as exc:
-            if "too much memory" in str(exc):
-                raise LimitExceeded(f"zstd frame needs a window over the limit of {self.max_window} bytes "
-                                    "(too much memory to decode)") from None
-            self._on_corrupt()
-            raise BundleError(f"corrupt zstd data ({exc})") from None
-        if not data:
-            self._on_eof()
-            return False
-        self.produced += len(data)
-        if self._pos < len(self._buf):
-            self._buf = self._buf[self._pos:] + data
-        else:
-            self._buf = data
-        self._pos = 0
-        return True
-
-    def exact(self, n: int, what: str) -> bytes:
-        """Exactly `n` bytes, or BundleError naming `what` was truncated."""
-        while len(self._buf) - self._pos < n:
-            if not self._fill(n - (len(self._buf) - self._pos)):
-                raise BundleError(f"truncated bundle (inside {what})")
-        out = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        self.consumed += n
-        return out
-
-    def some(self, n: int, what: str) -> bytes:
-        """Between 1 and `n` bytes (n > 0)."""
-        if self._pos >= len(self._buf) and not self._fill(n):
-            raise BundleError(f"truncated bundle (inside {what})")
-        end = min(self._pos + n, len(self._buf))
-        out = self._buf[self._pos:end]
-        self.consumed += end - self._pos
-        self._pos = end
-        return out
-
-    def at_end(self) -> bool:
-        """True when the decoder has nothing more to give."""
-        return self._pos >= len(self._buf) and not self._fill(1)
 
 
 class BundleReader:
     """An open bundle: `.manifest`, `.manifest_bytes`, `.signature`, then `iter_files()` once."""
 
-    def __init__(self, fileobj: BinaryIO, limits: Limits, observer: Callable[[bytes], None] | None):
+    def __init__(self, fileobj: BinaryIO, limits: Limits, observer: Callable[[memoryview], None] | None,
+                 digest: bool = False):
         import zstandard
 
         self.limits = limits
-        self._raw = _Compressed(fileobj, observer)
+        self._raw = RawInput(fileobj, observer, digest)
         decoder = zstandard.ZstdDecompressor(max_window_size=limits.max_window_size)
-        # zstandard reads from any object with read(n); its stubs ask for IO[bytes].
+        # zstandard reads from any object with read(n) returning a buffer; its stubs ask for IO[bytes].
         self._reader = decoder.stream_reader(
-            self._raw, read_size=_READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
+            self._raw, read_size=RAW_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
         prefix_budget = limits.max_manifest_bytes + limits.max_signature_bytes + 8 * BLOCK + 2 * MAX_PAX_BYTES
-        self._tar = _Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size,
-                             self._raw.walker.check_started)
+        self._tar = Decoded(self._reader, prefix_budget, self._raw_eof, limits.max_window_size,
+                            self._raw.walker.check_started)
         self._pending: Header | None = None
         self._seen: set[str] = set()
         self._iterated = False
         self._pool: ThreadPoolExecutor | None = None
+        self._failure: DigestMismatch | None = None  # the first deferred digest check that failed
+        self._chunk_slot = -1
         self._known = {MANIFEST_NAME, SIGNATURE_NAME}
         try:
             self.manifest_bytes = self._read_member(MANIFEST_NAME, limits.max_manifest_bytes)
@@ -174,11 +90,26 @@ class BundleReader:
         self.close()
 
     def close(self) -> None:
-        """Release the decoder and the hashing thread (the file object stays the caller's)."""
-        self._reader.close()
+        """Release the decoder and the hashing threads (the file object stays the caller's)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._tar.ring.abandon()
+        self._raw.close()
+        self._reader.close()
+
+    @property
+    def raw_size(self) -> int:
+        """Compressed bytes read so far."""
+        return self._raw.size
+
+    def file_sha256(self) -> str:
+        """The SHA-256 of the bundle file as read so far (opened with `digest=True`)."""
+        return self._raw.hexdigest()
+
+    def hold(self, future: Future) -> None:
+        """Keep the chunk `iter_files(views=True)` yielded last alive until `future` completes."""
+        self._tar.hold(self._chunk_slot, future)
 
     def _check_limits(self) -> None:
         m, lim = self.manifest, self.limits
@@ -252,11 +183,35 @@ class BundleReader:
         if pad and self._tar.exact(pad, repr(header.name)) != bytes(pad):
             raise BundleError("non-zero padding after member data", member=header.name)
 
-    def iter_files(self) -> Iterator[tuple[FileEntry, Iterator[bytes]]]:
-        """Each file in manifest order with an iterator of its chunks (consume before the next)."""
+    def iter_files(self, *, views: bool = False) -> Iterator[tuple[FileEntry, Iterator[bytes]]]:
+        """Each file in manifest order with an iterator of its chunks (consume before the next).
+
+        By default each chunk is `bytes` and a file's digest is checked before its last chunk
+        is yielded. With `views=True` (verify, unpack) chunks are memoryviews into reused
+        buffers, valid until the next chunk is asked for unless passed to `hold`, and digests
+        are checked on a worker thread: a mismatch raises at a later chunk, or at the end of
+        the iteration at the latest; the consumer must not act on the files before then.
+        """
         if self._iterated:
             raise PackerError("iter_files() can be called only once per open bundle")
         self._iterated = True
+        try:
+            yield from self._iter_files(views)
+            if views:
+                self._settle()
+        except PackerError:
+            if views:
+                self._settle()  # an earlier member's digest mismatch is the error to report
+            raise
+
+    def _settle(self) -> None:
+        if self._pool is not None:
+            self._pool.submit(int).result()
+        self._tar.ring.drain()
+        if self._failure is not None:
+            raise self._failure
+
+    def _iter_files(self, views: bool) -> Iterator[tuple[FileEntry, Iterator[Any]]]:
         expected = {f.path: i for i, f in enumerate(self.manifest.files)}
         for index, entry in enumerate(self.manifest.files):
             header = self._pending
@@ -266,7 +221,7 @@ class BundleReader:
             if header is None:
                 raise BundleError(f"{entry.path!r} is in the manifest but missing from the archive")
             self._check_member(header, entry, expected, index)
-            chunks = self._chunks(header, entry)
+            chunks = self._deferred_chunks(header, entry) if views else self._chunks(header, entry)
             yield entry, chunks
             for _ in chunks:  # drain what the caller left unread: still verified
                 pass
@@ -296,28 +251,58 @@ class BundleReader:
 
     def _chunks(self, header: Header, entry: FileEntry) -> Iterator[bytes]:
         # Large files are hashed in a worker thread (hashlib releases the GIL) while this
-        # thread decompresses the next chunk and the caller writes this one.
+        # thread decompresses the next chunk and the caller handles this one (a copy).
         h = hashlib.sha256()
         pending: Future[None] | None = None
         pool = self._hash_pool() if entry.size > CHUNK else None
         remaining = entry.size
         what = repr(entry.path)
         while remaining:
-            chunk = self._tar.some(min(remaining, CHUNK), what)
-            remaining -= len(chunk)
+            view = self._tar.some(min(remaining, CHUNK), what)
+            remaining -= len(view)
             if pool is None:
-                h.update(chunk)
+                h.update(view)
             else:
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(h.update, chunk)
+                pending = pool.submit(h.update, view)
+                self._tar.hold(self._tar.slot, pending)
+            chunk = bytes(view)
             if not remaining:
                 if pending is not None:
-                    pending.result()
+                    pending.result()  # one worker, in order: every earlier chunk is hashed too
                 self._finish_member(header, entry, h)
             yield chunk
         if entry.size == 0:
             self._finish_member(header, entry, h)
+
+    def _deferred_chunks(self, header: Header, entry: FileEntry) -> Iterator[memoryview]:
+        # Every chunk is hashed on the worker thread, several in flight; the last one's task
+        # also compares the digest, so this thread never waits for the hash.
+        h = hashlib.sha256()
+        pool = self._hash_pool()
+        remaining = entry.size
+        what = repr(entry.path)
+        if not remaining:
+            self._finish_member(header, entry, h)
+        while remaining:
+            view = self._tar.some(min(remaining, CHUNK), what)
+            slot = self._tar.slot
+            remaining -= len(view)
+            if remaining:
+                self._tar.hold(slot, pool.submit(h.update, view))
+            else:
+                self._tar.hold(slot, pool.submit(self._update_and_check, h, view, entry))
+                self._skip_padding(header)
+            self._chunk_slot = slot
+            yield view
+
+    def _update_and_check(self, h: Any, view: memoryview, entry: FileEntry) -> None:
+        if self._failure is not None:
+            return
+        h.update(view)
+        actual = h.hexdigest()
+        if actual != entry.sha256:
+            self._failure = DigestMismatch(repr(entry.path), entry.sha256, actual)
+            raise self._failure
 
     def _hash_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -332,16 +317,19 @@ class BundleReader:
 
 
 def open_bundle(fileobj: BinaryIO, *, limits: Limits = Limits(),
-                observer: Callable[[bytes], None] | None = None, source: str | None = None) -> BundleReader:
+                observer: Callable[[memoryview], None] | None = None, source: str | None = None,
+                digest: bool = False) -> BundleReader:
     """Open a bundle stream (never seeks); reads and checks the manifest and signature member.
 
-    `observer`, if given, sees every compressed chunk in order (e.g. to hash the file).
+    `observer`, if given, sees every compressed chunk in order, as a memoryview valid only
+    during the call. With `digest=True` the file's SHA-256 is computed on a worker thread
+    from the same reads (`file_sha256()` once iteration is done).
 
     Error handling: NotABundle for input that is not a bundle at all, naming `source` if given
     (a file's path); other BundleErrors for a corrupt or hostile one.
     """
     try:
-        return BundleReader(fileobj, limits, observer)
+        return BundleReader(fileobj, limits, observer, digest)
     except NotABundle as exc:
         if source is None or exc.source is not None:
             raise

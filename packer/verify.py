@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packer.errors import DigestMismatch, PackerError, SignatureError
-from packer.hashing import BackgroundHasher
 from packer.limits import Limits
 from packer.manifest import Manifest
 from packer.reader import BundleReader, open_bundle
@@ -58,27 +57,25 @@ def verify_bundle(path: Path, *, expected_sha256: str | None = None,
                   limits: Limits = Limits(), progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check digest, manifest, every member, every file's size and SHA-256, and the signature.
 
-    The file's SHA-256 is computed in a second thread from the same reads that
-    feed the decoder. `progress` gets each increment of compressed bytes read.
+    One read of the file feeds three threads: this one (reads, zstd frame walk, decoding,
+    tar parsing), the file's SHA-256 and the members' SHA-256, several 1 MiB chunks in
+    flight between them. `progress` gets each increment of compressed bytes read.
     """
     path = Path(path)
     expected = normalize_sha256(expected_sha256) if expected_sha256 is not None else None
-    with open(path, "rb", buffering=0) as f, BackgroundHasher() as hasher:
-        size = 0
 
-        def observe(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            hasher.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
+    def observe(chunk: memoryview) -> None:
+        if progress is not None:
+            progress(len(chunk))
 
-        with open_bundle(f, limits=limits, observer=observe, source=str(path)) as reader:
-            status, kid = check_signature(reader, trusted_keys, require_signature)
-            for _entry, chunks in reader.iter_files():
-                for _ in chunks:
-                    pass
-        digest = hasher.hexdigest()
+    with open(path, "rb", buffering=0) as f, \
+            open_bundle(f, limits=limits, observer=observe, source=str(path), digest=True) as reader:
+        status, kid = check_signature(reader, trusted_keys, require_signature)
+        for _entry, chunks in reader.iter_files(views=True):
+            for _ in chunks:
+                pass
+        digest = reader.file_sha256()
+        size = reader.raw_size
     if expected is not None and digest != expected:
         raise DigestMismatch(f"bundle {path.name}", expected, digest)
     m = reader.manifest
