@@ -16,6 +16,7 @@ from runtime.api import ERROR_SCHEMA
 from runtime.api.openapi import DOCUMENT_PATH, EXPLORER_PATH, Part, document
 from runtime.gateway import openapi as gateway_openapi
 from runtime.hub import openapi as hub_openapi
+from runtime.jobs import openapi as jobs_openapi
 from runtime.scheduler import openapi as cluster_openapi
 from runtime.sessions import openapi as session_openapi
 
@@ -76,6 +77,17 @@ def _gateway_parts() -> list[Part]:
                  session_openapi.PATHS, session_openapi.SCHEMAS)]
 
 
+def hub_document(version: str = "0") -> dict[str, Any]:
+    """The OpenAPI document of a hub served alone (`flowctl serve --roles hub`): its own /health."""
+    hub = _hub_part()
+    own_health = {"/health": hub_openapi.spec()["paths"]["/health"]}
+    plane = _plane_part()
+    docs = {p: item for p, item in plane.paths.items() if p != "/health"}
+    return document([Part("plane", "This description.", docs, plane.schemas, SECURITY_SCHEMES),
+                     Part(hub.tag, hub.description, {**own_health, **hub.paths}, hub.schemas)],
+                    title="flowctl hub", version=version, description="The hub alone: bundles, blobs and models.")
+
+
 def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]:
     """The OpenAPI document of a plane running `roles`."""
     parts = [_plane_part()]
@@ -85,6 +97,8 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
         parts.append(Part("cluster", "Nodes, deployments and join tokens (the admin key).", cluster_openapi.PATHS))
     if "gateway" in roles:
         parts.extend(_gateway_parts())
+    if "jobs" in roles:
+        parts.append(jobs_openapi.part())
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
                                 "{\"detail\": message}; the /v1 API's are OpenAI's.")

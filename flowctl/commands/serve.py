@@ -109,7 +109,7 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
             admin_key = os.environ.get("FLOWCTL_ADMIN_KEY")
             if roles == ("hub",):
                 urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
-                                                   on_new_key=new_key))
+                                                   on_new_key=new_key, wrap_app=_with_api_docs))
             else:
                 from runtime.plane import PlaneSettings, serve_control_plane
 
@@ -143,6 +143,15 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
         while isinstance(leaf, BaseExceptionGroup):
             leaf = leaf.exceptions[0]
         raise leaf from None
+
+
+def _with_api_docs(app) -> None:
+    """The hub alone answers /openapi.json and the /docs explorer as the plane does."""
+    from flowctl import __version__
+    from runtime.api.openapi import ApiDocs
+    from runtime.plane_openapi import hub_document
+
+    app.asgi_app = ApiDocs(hub_document(__version__), app.asgi_app, title="flowctl hub")
 
 
 def _expand_keys(paths) -> list[Path]:

@@ -19,11 +19,13 @@ log = logging.getLogger("flowctl.hub")
 
 async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
                     on_new_key: Callable[[str], Any] | None = None,
+                    wrap_app: Callable[[Any], None] | None = None,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve a hub from `settings.data_dir` until cancelled; `task_status.started(urls)` when bound.
 
     `admin_key` (FLOWCTL_ADMIN_KEY) replaces the stored key; without one, a key is
     generated on first start and handed to `on_new_key` once (the CLI prints it).
+    `wrap_app` may put ASGI layers in front of the app before it serves (the CLI's /docs).
 
     Cancellation: stops accepting, drains requests in flight, closes the catalog.
     """
@@ -35,6 +37,8 @@ async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
         await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
         state = HubState(data, settings, key_hash, limiter=trio.CapacityLimiter(settings.threads))
         app = create_hub_app(state)
+        if wrap_app is not None:
+            wrap_app(app)
         await serve_app(app, host=settings.host, port=settings.port, task_status=task_status)
     finally:
         data.close()

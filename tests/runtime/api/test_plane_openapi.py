@@ -16,11 +16,13 @@ import trio
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 from werkzeug.exceptions import HTTPException
 
+from flowctl.commands.serve import _with_api_docs
 from runtime.api.openapi import DescriptionConflict, Part, document, operations
 from runtime.gateway import app as gateway_app
 from runtime.gateway.validate import ENDPOINTS
+from runtime.hub import HubSettings, serve_hub
 from runtime.plane import PlaneSettings, serve_control_plane
-from runtime.plane_openapi import plane_document
+from runtime.plane_openapi import hub_document, plane_document
 from tests.runtime.gateway.test_openapi import admin_routes
 
 ADMIN = "openapi-admin-key"
@@ -96,6 +98,34 @@ async def test_every_served_route_is_described_and_every_described_one_served(nu
     phantom = sorted(f"{m} {p}" for m, p in described
                      if (m, p) not in front and (m, routed_rule(adapter, m, p)) not in quart_routes(handle.app))
     assert not phantom, f"described but not served with roles {roles}: {phantom}"
+
+
+async def test_a_hub_served_alone_describes_its_routes_and_has_the_explorer(nursery, tmp_path):
+    """`flowctl serve --roles hub` runs the hub without the plane: the same /openapi.json and /docs."""
+    apps = []
+
+    def wrap(app):
+        _with_api_docs(app)  # what the CLI hands serve_hub
+        apps.append(app)
+
+    with trio.fail_after(30):
+        urls = await nursery.start(partial(serve_hub, HubSettings(data_dir=tmp_path / "hub", port=0),
+                                           admin_key=ADMIN, wrap_app=wrap))
+        async with httpx.AsyncClient(base_url=str(urls[0]), timeout=10) as client:
+            doc = (await client.get("/openapi.json")).json()
+            page = await client.get("/docs")
+            health = (await client.get("/health")).json()
+    assert doc["info"]["title"] == "flowctl hub" and doc["paths"] == hub_document()["paths"]
+    assert "fetch(" in page.text and health["status"] == "ok"
+    described = operations(doc)
+    front = {("GET", "/openapi.json"), ("GET", "/docs")}
+    adapter = apps[0].url_map.bind("localhost")
+    reached = {(method, routed_rule(adapter, method, path)) for method, path in described}
+    served = quart_routes(apps[0])
+    assert not sorted(f"{m} {rule}" for m, (rule, ws) in served if (m, (rule, ws)) not in reached)
+    assert not sorted(f"{m} {p}" for m, p in described
+                      if (m, p) not in front and (m, routed_rule(adapter, m, p)) not in served)
+    assert not list(OPENAPI_30_VALIDATOR.iter_errors(doc))
 
 
 def _template(rule):
