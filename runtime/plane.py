@@ -37,6 +37,7 @@ from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
+from runtime.jobs.plane_role import CombinedMetrics, JobsRole
 from runtime.plane_openapi import plane_document
 from runtime.scheduler import routes as cluster_routes
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
@@ -49,7 +50,7 @@ from runtime.sessions.engine_url import EngineUrls
 from runtime.sessions.manager import SessionError, SessionManager
 
 log = logging.getLogger("flowctl.plane")
-ALL_ROLES = ("hub", "scheduler", "gateway")
+ALL_ROLES = ("hub", "scheduler", "gateway", "jobs")
 DEFAULT_PORT = 8080
 SERVICE_NAME = "flowctl control plane"
 
@@ -80,6 +81,7 @@ class PlaneHandle:
     gateway: Gateway | None = None
     dispatcher: Dispatcher | None = None
     app: Any = None  # the quart app (its url_map lists the routes quart serves)
+    jobs: Any = None  # the jobs role (runtime.jobs.plane_role.JobsRole) when it runs here
 
 
 async def serve_control_plane(
@@ -113,6 +115,7 @@ async def serve_control_plane(
     keys: KeyService | None = None
     gateway: Gateway | None = None
     sessions: SessionManager | None = None
+    jobs: JobsRole | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     try:
@@ -154,6 +157,12 @@ async def serve_control_plane(
                                     engine_urls=engine_urls)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
+        if "jobs" in settings.roles:
+            jobs = JobsRole(settings.data_dir)
+            jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
+                          tenant_of=partial(_key_tenant, keys) if keys is not None else None)
+            if gateway is not None:
+                gateway.metrics = CombinedMetrics(gateway.metrics, jobs.engine)  # type: ignore[assignment]
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
         app.asgi_app = FrontDoor(  # type: ignore[method-assign, assignment]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
@@ -172,11 +181,15 @@ async def serve_control_plane(
                 await nursery.start(keys.run)
             if sessions is not None:
                 await nursery.start(sessions.run_reaper)
+            if jobs is not None:
+                await nursery.start(jobs.run)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
             task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway,
                                             dispatcher=gateway.dispatcher if gateway is not None else None,
-                                            app=app))
+                                            app=app, jobs=jobs))
     finally:
+        if jobs is not None:
+            jobs.store.close()
         if keys is not None:
             keys.store.close()
         if scheduler is not None:
@@ -191,6 +204,14 @@ async def _session_caller(keys: KeyService, authorization: str | None) -> Princi
         return await keys.authenticate(authorization)
     except GatewayError as exc:
         raise SessionError(exc.status, exc.message) from None
+
+
+async def _key_tenant(keys: KeyService, authorization: str) -> str | None:
+    """The tenant of a valid API key (never the anonymous tenant's: jobs need a key), else None."""
+    try:
+        return (await keys.authenticate(authorization)).tenant
+    except GatewayError:
+        return None
 
 
 def anonymous_exposure(host: str, anonymous_tenant: str | None) -> str | None:

@@ -16,6 +16,7 @@ from runtime.api import ERROR_SCHEMA
 from runtime.api.openapi import DOCUMENT_PATH, EXPLORER_PATH, Part, document
 from runtime.gateway import openapi as gateway_openapi
 from runtime.hub import openapi as hub_openapi
+from runtime.jobs import openapi as jobs_openapi
 from runtime.scheduler import openapi as cluster_openapi
 from runtime.sessions import openapi as session_openapi
 
@@ -96,6 +97,8 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
         parts.append(Part("cluster", "Nodes, deployments and join tokens (the admin key).", cluster_openapi.PATHS))
     if "gateway" in roles:
         parts.extend(_gateway_parts())
+    if "jobs" in roles:
+        parts.append(jobs_openapi.part())
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
                                 "{\"detail\": message}; the /v1 API's are OpenAI's.")

@@ -42,6 +42,10 @@ class LocalCommandExecutor:
         """Where an attempt's log (`log`) and outputs (`output/`) go."""
         return self.data_dir / order.run_id / f"{order.step.name}.{order.attempt}"
 
+    def log_path(self, run_id: str, step: str, attempt: int) -> Path:
+        """An attempt's log file (the part before rotation is beside it, `log.1`)."""
+        return self.data_dir / run_id / f"{step}.{attempt}" / "log"
+
     async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
         """Start the command, report it running, wait for its exit code.
 

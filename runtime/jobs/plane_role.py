@@ -1,0 +1,108 @@
+"""The plane's `jobs` role: the engine on DATA_DIR/jobs.db, its HTTP API, hub events and metrics.
+
+Until nodes run steps, command steps run on the plane's machine through `LocalCommandExecutor`
+(logs under DATA_DIR/jobs/attempts, working directory DATA_DIR/jobs/work), so only the admin
+key may define jobs; tenant keys list, trigger, cancel and read their own tenant's.
+Webhook secrets come from the environment: `secret_name = "github"` reads
+FLOWCTL_WEBHOOK_SECRET_GITHUB (upper case, '-' and '.' as '_').
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from runtime.jobs import routes
+from runtime.jobs.engine import Event, JobEngine
+from runtime.jobs.lease import SoloLease
+from runtime.jobs.local_command import LocalCommandExecutor
+from runtime.jobs.store import RunStore
+
+log = logging.getLogger("flowctl.jobs")
+DB_FILE = "jobs.db"
+SECRET_ENV_PREFIX = "FLOWCTL_WEBHOOK_SECRET_"
+_PUBLISH = re.compile(r"^/api/services/([^/]+)/([^/]+)$")
+
+
+def secret_env_name(secret_name: str) -> str:
+    """The environment variable holding webhook secret `secret_name`."""
+    return SECRET_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", secret_name).upper()
+
+
+class JobsRole:
+    """The jobs role's parts, built before the plane binds and run in its nursery."""
+
+    def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None):
+        self.store = RunStore(data_dir / DB_FILE)
+        self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work")
+        self.engine = JobEngine(self.store, self.executor, SoloLease())
+        self._environ = os.environ if environ is None else environ
+        self._nursery: trio.Nursery | None = None
+
+    def secret(self, name: str) -> bytes | None:
+        """A webhook secret from the environment, or None when unset."""
+        value = self._environ.get(secret_env_name(name))
+        return value.encode() if value else None
+
+    def register(self, app: Any, *, admin_key_hash: str, tenant_of: routes.TenantOf | None,
+                 watch_hub: bool) -> None:
+        """The HTTP API on `app`, and a `service_published` event after each publish to the hub here."""
+        routes.register(app, self.engine, self.store, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
+                        secret_of=self.secret, log_path=self.executor.log_path)
+        if watch_hub:
+            from quart import request
+
+            @app.after_request
+            async def publish_event(response: Any) -> Any:
+                match = _PUBLISH.match(request.path)
+                if request.method == "PUT" and match and 200 <= response.status_code < 300:
+                    self.notify(Event("service_published", service=match.group(1)))
+                return response
+
+    def notify(self, event: Event) -> None:
+        """Fire the jobs waiting for `event`, in the background (never fails the caller)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._notify, event)
+
+    async def _notify(self, event: Event) -> None:
+        try:
+            await self.engine.notify(event)
+        except Exception:  # an event is best effort: one bad job must not stop the plane
+            log.exception("jobs: could not fire jobs on %s", event)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The engine until cancelled; started once it leads (the plane closes the store after)."""
+        (self.executor.data_dir).mkdir(parents=True, exist_ok=True)
+        (self.executor.workdir or self.executor.data_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.engine.run)
+                task_status.started()
+        finally:
+            self._nursery = None
+
+
+class CombinedMetrics:
+    """/metrics of the gateway followed by the jobs engine's."""
+
+    def __init__(self, first: Any, jobs: JobEngine):
+        object.__setattr__(self, "first", first)
+        object.__setattr__(self, "jobs", jobs)
+
+    def render(self) -> str:
+        """Both in Prometheus text."""
+        head = self.first.render()
+        return head + ("" if head.endswith("\n") or not head else "\n") + self.jobs.metrics.render()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.first, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.first, name, value)  # the gateway's counters live on its own metrics
