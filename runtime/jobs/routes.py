@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from functools import partial, wraps
 from pathlib import Path
@@ -43,6 +43,7 @@ from runtime.jobs.errors import (
     UnknownJob,
 )
 from runtime.jobs.firetimes import next_fire
+from runtime.jobs.logstream import LogPath, follow, read_log
 from runtime.jobs.model import JobSpec, WebhookTrigger
 from runtime.jobs.records import JobRecord, RunRecord
 from runtime.jobs.schema import DEFAULT_TENANT, parse_job, parse_job_text
@@ -56,14 +57,10 @@ from runtime.jobs.webhooks import (
 
 PREFIX = "/api/v1"
 CANCEL_WAIT_S = 10.0
-FOLLOW_POLL_S = 0.2
-KEEPALIVE_S = 15.0
 MAX_RUNS = 1000
 # A tenant key's API check: the tenant of `Authorization`, or None when it is no valid key.
 TenantOf = Callable[[str], Awaitable[str | None]]
 SecretOf = Callable[[str], bytes | None]
-LogPath = Callable[[str, str, int], Path]
-FINAL_ATTEMPT = frozenset({"succeeded", "failed", "timed_out", "cancelled", "lost"})
 
 
 def _status(exc: JobError) -> int:
@@ -271,14 +268,14 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
             raise ApiError(404, f"run {run_id!r} has no step {step!r} (steps: {', '.join(steps)})")
         chosen = [step] if step is not None else steps
         if _flag(request.args.get("follow")):
-            stream = _follow(store, log_path, run_id, chosen, attempt)
+            stream = follow(store, log_path, run_id, chosen, attempt)
             return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
         parts = []
         for name in chosen:
             for a in await db(store.attempts, run_id, name):
                 if attempt is None or a.attempt == attempt:
-                    text = await trio.to_thread.run_sync(_read_log, log_path(run_id, name, a.attempt))
+                    text = await trio.to_thread.run_sync(read_log, log_path(run_id, name, a.attempt))
                     parts.append(f"== {name} attempt {a.attempt} ({a.state}) ==\n{text}")
         return Response("".join(parts), 200, {"Content-Type": "text/plain; charset=utf-8"})
 
@@ -379,76 +376,3 @@ def _attempt_json(attempt: Any) -> dict[str, Any]:
     if out.get("late_result"):
         out["late_result"] = json.loads(out["late_result"])
     return out
-
-
-def _read_log(path: Path) -> str:
-    parts = []
-    for part in (path.with_name(path.name + ".1"), path):
-        try:
-            parts.append(part.read_bytes().decode("utf-8", "replace"))
-        except FileNotFoundError:
-            continue
-    return "".join(parts)
-
-
-async def _follow(store: RunStore, log_path: LogPath, run_id: str, steps: list[str],
-                  only: int | None) -> AsyncIterator[bytes]:
-    """SSE: `event: attempt` when an attempt's log starts, its lines as `data:`, `event: end` with
-    the run's final state. Ends with the run (the client's disconnect ends it sooner)."""
-    offsets: dict[tuple[str, int], int] = {}
-    done: set[tuple[str, int]] = set()
-    partial_line: dict[tuple[str, int], bytes] = {}
-    quiet_since = trio.current_time()
-    while True:
-        run = await trio.to_thread.run_sync(store.run, run_id)
-        attempts = await trio.to_thread.run_sync(store.attempts, run_id)
-        sent = False
-        for a in sorted(attempts, key=lambda a: (steps.index(a.step) if a.step in steps else -1, a.attempt)):
-            key = (a.step, a.attempt)
-            if a.step not in steps or key in done or (only is not None and a.attempt != only):
-                continue
-            if key not in offsets:
-                offsets[key] = 0
-                yield _sse({"step": a.step, "attempt": a.attempt}, event="attempt")
-                sent = True
-            chunk, offsets[key] = await trio.to_thread.run_sync(_read_from, log_path(run_id, *key), offsets[key])
-            lines = (partial_line.pop(key, b"") + chunk).split(b"\n")
-            if lines[-1]:
-                partial_line[key] = lines[-1]
-            for line in lines[:-1]:
-                yield b"data: " + line.decode("utf-8", "replace").encode() + b"\n\n"
-                sent = True
-            if a.state in FINAL_ATTEMPT and not chunk:
-                if key in partial_line:
-                    yield b"data: " + partial_line.pop(key).decode("utf-8", "replace").encode() + b"\n\n"
-                done.add(key)
-        if run.state in ("succeeded", "failed", "timed_out", "cancelled", "skipped") and all(
-                (a.step, a.attempt) in done or a.step not in steps or (only is not None and a.attempt != only)
-                for a in attempts):
-            yield _sse({"state": run.state, "reason": run.reason}, event="end")
-            return
-        now = trio.current_time()
-        if sent:
-            quiet_since = now
-        elif now - quiet_since > KEEPALIVE_S:
-            quiet_since = now
-            yield b": keepalive\n\n"
-        await trio.sleep(FOLLOW_POLL_S)
-
-
-def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
-    """New bytes of a log from `offset`; a log that was rotated (shorter now) is read from its start."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            if size < offset:
-                offset = 0
-            f.seek(offset)
-            data = f.read(1 << 20)
-            return data, offset + len(data)
-    except FileNotFoundError:
-        return b"", offset
-
-
-def _sse(data: dict[str, Any], *, event: str) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
