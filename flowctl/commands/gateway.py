@@ -174,7 +174,7 @@ def usage(
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Requests and tokens per day, tenant, key, model and via (http, session, job).
+    """Requests, tokens and audio seconds per day, tenant, key, model and via (http, session, job).
 
     Example: flowctl usage --tenant acme
     """
@@ -182,7 +182,7 @@ def usage(
 
     rows = _run(server, token, lambda c: c.usage(tenant))
     print_json(rows) if json_out else _table(rows, ["day", "tenant", "key_id", "model", "via", "requests",
-                                                    "prompt_tokens", "completion_tokens"])
+                                                    "prompt_tokens", "completion_tokens", "audio_seconds"])
 
 
 def _parse_date(text: str) -> float:

@@ -36,7 +36,8 @@ from runtime.tunnel.http import TunnelResponse, send_request
 DEFAULT_FIRST_BYTE_TIMEOUT = 120.0
 VIAS = ("http", "session", "job")
 
-UsageSink = Callable[[Principal, str, int, int, str], None]
+# (who, model, prompt tokens, completion tokens, via, audio seconds)
+UsageSink = Callable[[Principal, str, int, int, str, float], None]
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Call:
         self._pending = first
         self._began = began
         self._release = release
-        self._counter = UsageCounter(self.sse)
+        self._counter = UsageCounter(self.sse, response.headers)
         self._ended = False
         self._closed = False
 
@@ -105,10 +106,13 @@ class Call:
         d = self._dispatcher
         d.limiter.charge(self._who, prompt + completion - self._counter.charged)
         d.metrics.count_tokens(self._model, self._who.tenant, prompt, completion, via=self._via)
+        audio = self._counter.audio_seconds() if self.status < 400 else 0.0
+        if audio:
+            d.metrics.count_audio(self._model, self._who.tenant, audio, via=self._via)
         d.metrics.observe(self._model, self._who.tenant, self.status, trio.current_time() - self._began,
                           via=self._via)
         if d.on_usage is not None and self.status < 400:
-            d.on_usage(self._who, self._model, prompt, completion, self._via)
+            d.on_usage(self._who, self._model, prompt, completion, self._via, audio)
 
     async def __aenter__(self) -> Call:
         return self

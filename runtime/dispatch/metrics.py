@@ -24,6 +24,7 @@ class Metrics:
         self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)
         self.tokens: dict[tuple[str, str, str, str], int] = defaultdict(int)
         self.rejections: dict[tuple[str, str], int] = defaultdict(int)
+        self.audio_seconds: dict[tuple[str, str, str], float] = defaultdict(float)
         self.retries = 0
         self.upstream_failures = 0
         self._hist: dict[tuple[str, str], list[float]] = {}
@@ -45,6 +46,10 @@ class Metrics:
         """Tokens the worker reported (or that a stream relayed)."""
         self.tokens[(model, tenant, "prompt", via)] += prompt
         self.tokens[(model, tenant, "completion", via)] += completion
+
+    def count_audio(self, model: str, tenant: str, seconds: float, *, via: str = "http") -> None:
+        """Seconds of audio an ASR model heard or a TTS model spoke."""
+        self.audio_seconds[(model, tenant, via)] += seconds
 
     def reject(self, tenant: str, limit: str) -> None:
         """A request refused by a limit (rpm, tpm or concurrency)."""
@@ -74,6 +79,11 @@ class Metrics:
                 "# TYPE flowctl_gateway_tokens_total counter"]
         for (model, tenant, kind, via), n in sorted(self.tokens.items()):
             out.append(f"flowctl_gateway_tokens_total{_labels(model=model, tenant=tenant, kind=kind, via=via)} {n}")
+        out += ["# HELP flowctl_gateway_audio_seconds_total Seconds of audio transcribed (asr) or spoken "
+                "(tts), by model, tenant and via.", "# TYPE flowctl_gateway_audio_seconds_total counter"]
+        for (model, tenant, via), seconds in sorted(self.audio_seconds.items()):
+            out.append(f"flowctl_gateway_audio_seconds_total{_labels(model=model, tenant=tenant, via=via)} "
+                       f"{seconds:.3f}")
         out += ["# HELP flowctl_gateway_rate_limited_total Requests refused by a limit.",
                 "# TYPE flowctl_gateway_rate_limited_total counter"]
         for (tenant, limit), n in sorted(self.rejections.items()):

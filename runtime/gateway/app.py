@@ -20,6 +20,7 @@ from runtime.api import bearer_ok
 from runtime.dispatch import Call, Dispatcher, Principal
 from runtime.exception_groups import collapse
 from runtime.gateway import openapi
+from runtime.gateway.audio import AUDIO_UPLOADS, DEFAULT_MAX_AUDIO_BODY
 from runtime.gateway.body import DEFAULT_BODY_TIMEOUT, read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.validate import ENDPOINTS, parse_body
@@ -27,7 +28,7 @@ from runtime.tunnel.coalesce import Pacer, gather
 from runtime.tunnel.errors import TunnelError
 
 log = logging.getLogger("flowctl.gateway")
-MAX_BODY = 4 << 20  # audio uploads fit; chat bodies are far smaller
+MAX_BODY = 4 << 20  # chat bodies are far smaller; audio uploads have their own limit (max_audio_body)
 DEFAULT_IDLE_TIMEOUT = 300.0
 FORWARDED = frozenset({b"content-type", b"accept", b"x-request-id", b"openai-organization"})
 # The worker's own; hypercorn writes the gateway's Date, and two Date headers confuse caches.
@@ -59,10 +60,11 @@ class Gateway:
 
     def __init__(self, dispatcher: Dispatcher, authenticate: Authenticate, *, max_body: int = MAX_BODY,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 metrics_key_hashes: tuple[str, ...] = ()) -> None:
+                 metrics_key_hashes: tuple[str, ...] = (), max_audio_body: int = DEFAULT_MAX_AUDIO_BODY) -> None:
         self.dispatcher = dispatcher
         self.authenticate = authenticate
         self.max_body = max_body
+        self.max_audio_body = max_audio_body
         self.body_timeout = body_timeout
         # sha256 of the keys that may read /metrics (the admin key, a metrics token); none: nobody.
         self.metrics_key_hashes = metrics_key_hashes
@@ -112,11 +114,12 @@ class Gateway:
             await reply.whole(200, self._models(who), [_JSON])
             return
         _only(method, "POST")
-        refuse_declared_length(headers, self.max_body)
+        limit = self.max_audio_body if path in AUDIO_UPLOADS else self.max_body
+        refuse_declared_length(headers, limit)
         # The slot is taken before the body is read: a slow upload counts against the key's
         # max_concurrency. Rates (and tokens) are checked once the body says which model.
         with self.dispatcher.slot(who):
-            raw = await read_body(receive, limit=self.max_body, body_timeout=self.body_timeout)
+            raw = await read_body(receive, limit=limit, body_timeout=self.body_timeout)
             parsed = parse_body(path, raw, headers.get(b"content-type", b"application/json").decode("latin-1"))
             forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")

@@ -23,7 +23,7 @@ from runtime.dispatch.limits import Limits, Principal
 from runtime.errors import FlowError
 
 KEY_PREFIX = "fgk_"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _KEY = re.compile(r"fgk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _SCHEMA = """
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL R
 CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
                                   model TEXT NOT NULL, via TEXT NOT NULL, requests INTEGER NOT NULL,
                                   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                                  audio_seconds REAL NOT NULL DEFAULT 0,
                                   PRIMARY KEY (day, tenant, key_id, model, via));
 """
 # Version 1 -> 2: tenants get max_sessions; usage rows get `via` in their key (old rows were HTTP
@@ -54,10 +55,18 @@ ALTER TABLE usage_v2 RENAME TO usage;
 PRAGMA user_version=2;
 COMMIT;
 """
+# Version 2 -> 3: usage rows count audio seconds (transcribed or spoken); older rows had none.
+_MIGRATE_FROM_2 = """
+BEGIN;
+ALTER TABLE usage ADD COLUMN audio_seconds REAL NOT NULL DEFAULT 0;
+PRAGMA user_version=3;
+COMMIT;
+"""
 # What a tenant shows; `LIMIT_FIELDS` may change with `update_tenant` (None: unlimited).
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_sessions")
 _TENANT_FIELDS = ("name", "rpm", "tpm", "max_concurrency", "max_sessions", "created_at")
-_USAGE_FIELDS = ("day", "tenant", "key_id", "model", "via", "requests", "prompt_tokens", "completion_tokens")
+_USAGE_FIELDS = ("day", "tenant", "key_id", "model", "via", "requests", "prompt_tokens", "completion_tokens",
+                 "audio_seconds")
 
 
 class KeyStoreError(FlowError):
@@ -112,13 +121,15 @@ class KeyStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise KeyStoreError(500, f"{path} has schema {version}, newer than this flowctl ({SCHEMA_VERSION})")
-            if version == 1:
-                try:
-                    self._db.executescript(_MIGRATE_FROM_1)  # one transaction: all of it or none
-                except sqlite3.Error:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+            if version in (1, 2):
+                # Each step is one transaction: all of it or none, and a crash resumes from there.
+                for script in (_MIGRATE_FROM_1, _MIGRATE_FROM_2)[version - 1:]:
+                    try:
+                        self._db.executescript(script)
+                    except sqlite3.Error:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
             else:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -252,24 +263,27 @@ class KeyStore:
 
     # -- usage ------------------------------------------------------------------------------
 
-    def add_usage(self, rows: list[tuple[str, str, str, str, str, int, int, int]]) -> None:
-        """Add (day, tenant, key_id, model, via, requests, prompt, completion) rows in one transaction."""
+    def add_usage(self, rows: list[tuple]) -> None:
+        """Add (day, tenant, key_id, model, via, requests, prompt, completion[, audio_seconds]) rows in
+        one transaction."""
+        full = [row if len(row) == len(_USAGE_FIELDS) else (*row, 0.0) for row in rows]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (day, tenant, key_id, model, via) DO UPDATE "
                 "SET requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, "
-                "completion_tokens=completion_tokens+excluded.completion_tokens", rows)
+                "completion_tokens=completion_tokens+excluded.completion_tokens, "
+                "audio_seconds=audio_seconds+excluded.audio_seconds", full)
             self._db.execute("COMMIT")
 
     def usage(self, tenant: str | None = None) -> list[dict]:
-        """Usage per day, tenant, key, model and via (http, session, job)."""
+        """Usage per day, tenant, key, model and via (http, session, job), audio seconds included."""
         query = (f"SELECT {', '.join(_USAGE_FIELDS)} FROM usage" + (" WHERE tenant=?" if tenant else "")
                  + " ORDER BY day, tenant, key_id, model, via")
         with self._lock:
             rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
-        return [dict(zip(_USAGE_FIELDS, r, strict=True)) for r in rows]
+        return [{**dict(zip(_USAGE_FIELDS, r, strict=True)), "audio_seconds": round(r[-1], 3)} for r in rows]
 
 
 def tenant_limits(tenant: dict) -> Limits:

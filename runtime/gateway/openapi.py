@@ -30,6 +30,33 @@ def _post(summary: str, schema: dict) -> dict:
                                    **_ERRORS}}}
 
 
+def _upload(summary: str) -> dict:
+    """An OpenAI audio upload: a multipart form with the audio file."""
+    form = {"type": "object", "required": ["file", "model"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG, MP3, M4A or WebM"},
+        "model": {"type": "string"}, "language": {"type": "string", "description": "ISO-639-1, e.g. en"},
+        "prompt": {"type": "string"}, "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "response_format": {"type": "string", "enum": ["json", "text", "verbose_json", "srt", "vtt"]}}}
+    return {"post": {"summary": summary, "security": [{"bearer": []}],
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
+                     "responses": {"200": {"description": "the text: JSON ({\"text\"}, verbose_json with segments) "
+                                                          "or plain text, SRT, WebVTT"}, **_ERRORS}}}
+
+
+def _speech() -> dict:
+    """OpenAI's text to speech: JSON in, audio out (streamed sentence by sentence)."""
+    body = {"type": "object", "required": ["model", "input"], "properties": {
+        "model": {"type": "string"}, "input": {"type": "string", "maxLength": 4096},
+        "voice": {"type": "string"}, "speed": {"type": "number", "minimum": 0.25, "maximum": 4.0},
+        "response_format": {"type": "string", "enum": ["mp3", "opus", "wav", "pcm"]}}}
+    audio = {t: {"schema": {"type": "string", "format": "binary"}}
+             for t in ("audio/mpeg", "audio/ogg", "audio/wav", "audio/pcm")}
+    return {"post": {"summary": "Text to speech (needs a tts model); the audio streams as it is made",
+                     "security": [{"bearer": []}],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                     "responses": {"200": {"description": "the audio", "content": audio}, **_ERRORS}}}
+
+
 def _schema(required: list[str], **props: dict) -> dict:
     return {"type": "object", "required": required, "properties": {**_COMMON, **props}}
 
@@ -57,12 +84,11 @@ def document() -> bytes:
             "/v1/completions": _post("Text completion (SSE with stream: true)", _schema(
                 ["model", "prompt"], prompt={"type": "string"})),
             "/v1/embeddings": _post("Embeddings", _schema(["model", "input"], input={"type": "string"})),
-            "/v1/audio/speech": _post("Text to speech (needs a tts model)", _schema(
-                ["model", "input"], input={"type": "string"})),
+            "/v1/audio/speech": _speech(),
             "/v1/images/generations": _post("Image generation (needs an image model)", _schema(
                 ["model", "prompt"], prompt={"type": "string"})),
-            "/v1/audio/transcriptions": _post("Speech to text (needs an asr model; multipart too)", _schema(
-                ["model"], file={"type": "string"})),
+            "/v1/audio/transcriptions": _upload("Speech to text (needs an asr model)"),
+            "/v1/audio/translations": _upload("Speech in any language to English text (needs an asr model)"),
             "/v1/openapi.json": {"get": {"summary": "This description", "responses": {
                 "200": {"description": "OpenAPI 3.0 JSON"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (every tenant's traffic: admin key or metrics token)",

@@ -61,8 +61,8 @@ class KeyService:
         # Bumped whenever cached principals are dropped, so a lookup that read the store before
         # a revocation or a change of limits does not put its stale answer back in the cache.
         self._generation = 0
-        # (day, tenant, key_id, model, via) -> [requests, prompt, completion]
-        self._pending: dict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        # (day, tenant, key_id, model, via) -> [requests, prompt, completion, audio seconds]
+        self._pending: dict[tuple[str, str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
         self._on_revoked: list[Callable[[list[str], str | None], None]] = []
         self._on_tenant_changed: list[Callable[[str, Limits], None]] = []
 
@@ -158,19 +158,21 @@ class KeyService:
             self._cache[ANONYMOUS_KEY_ID] = ("", who, now + CACHE_TTL)
         return who
 
-    def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http") -> None:
+    def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http",
+                     audio_seconds: float = 0.0) -> None:
         """Count one request's usage under its via (http, session, job); written to SQLite in batches by `run`."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
         row = self._pending[(day, who.tenant, who.key_id, model, via)]
         row[0] += 1
         row[1] += prompt
         row[2] += completion
+        row[3] += audio_seconds
 
     async def flush(self) -> None:
         """Write the usage counted so far in one transaction."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
+        pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0, 0.0])
         await self.run_store(self.store.add_usage, [(*k, *v) for k, v in pending.items()])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

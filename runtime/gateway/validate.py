@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.gateway.audio import AUDIO_UPLOADS, multipart_model
 from runtime.gateway.errors import GatewayError
 from runtime.http.jsonbody import InvalidJson, decode_json
 
@@ -20,6 +21,7 @@ ENDPOINTS: dict[str, str] = {
     "/v1/completions": "completion",
     "/v1/embeddings": "embedding",
     "/v1/audio/transcriptions": "asr",
+    "/v1/audio/translations": "asr",
     "/v1/audio/speech": "tts",
     "/v1/images/generations": "image",
 }
@@ -40,8 +42,10 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
 
 def parse_body(path: str, raw: bytes, content_type: str = "application/json") -> Parsed:
     """Parse and check the fields the gateway reads; everything else is the worker's business."""
-    if path == "/v1/audio/transcriptions" and content_type.startswith("multipart/form-data"):
-        return Parsed(_multipart_model(raw, content_type), False, False)
+    if path in AUDIO_UPLOADS:
+        field = multipart_model(raw, content_type)
+        _check_model(field)
+        return Parsed(field, False, False)
     try:
         body = decode_json(raw)
     except InvalidJson as exc:
@@ -81,15 +85,3 @@ def _check_model(model: Any) -> None:
         raise _bad("'model' is not a valid model id (letters, digits and ._:/@+- only)", "model",
                    "invalid_model")
 
-
-def _multipart_model(raw: bytes, content_type: str) -> str:
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
-    if not match:
-        raise _bad("multipart body without a boundary", code="invalid_body")
-    for part in raw.split(b"--" + match.group(1).encode()):
-        head, _, value = part.partition(b"\r\n\r\n")
-        if b'name="model"' in head:
-            model = value.rstrip(b"\r\n").decode("utf-8", "replace")
-            _check_model(model)
-            return model
-    raise _bad("'model' is required", "model", "missing_model")

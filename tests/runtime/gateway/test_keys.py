@@ -63,17 +63,18 @@ def test_a_schema_1_database_keeps_its_data_and_gains_max_sessions_and_via(tmp_p
                                     "max_sessions": None, "created_at": 1.0}
     assert store.key("00000000000000aa").limits.rpm == 60
     assert store.usage() == [{"day": "2026-11-30", "tenant": "acme", "key_id": "00000000000000aa", "model": "echo",
-                              "via": "http", "requests": 3, "prompt_tokens": 10, "completion_tokens": 20}]
+                              "via": "http", "requests": 3, "prompt_tokens": 10, "completion_tokens": 20,
+                              "audio_seconds": 0.0}]
     # The same day, key and model, apart by via: two rows; the old one keeps adding up.
     store.add_usage([("2026-11-30", "acme", "00000000000000aa", "echo", "session", 1, 1, 2),
                      ("2026-11-30", "acme", "00000000000000aa", "echo", "http", 1, 1, 1)])
     assert [(u["via"], u["requests"]) for u in store.usage("acme")] == [("http", 4), ("session", 1)]
     assert store.update_tenant("acme", {"max_sessions": 2})["max_sessions"] == 2
     store.close()
-    reopened = KeyStore(path)  # schema 2 opens as it is
+    reopened = KeyStore(path)  # the current schema opens as it is
     assert reopened.tenant("acme")["max_sessions"] == 2 and len(reopened.usage()) == 2
     reopened.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_tenant_limits_reach_the_principal_and_update_only_what_is_given(tmp_path):
