@@ -25,7 +25,9 @@ label span{display:inline-block;min-width:12em;font-family:monospace}h2{margin-t
 """
 
 _SCRIPT = r"""
-const SPEC_URL = __SPEC_URL__;
+// Relative to this page, so a plane behind a proxy under a path prefix (/flow/docs) works too.
+const BASE = location.pathname.replace(/docs\/?$/, "");
+const SPEC_URL = BASE + __SPEC_URL__.replace(/^\//, "");
 const $ = (tag, props = {}, ...kids) => {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) { if (k === "text") el.textContent = v; else el.setAttribute(k, v); }
@@ -95,7 +97,7 @@ function bodyInput(op) {
     $("span", {text: `body (${type})`}), $("input", {type: "file"}))) : null;
 }
 async function send(method, path, form, out) {
-  let url = path;
+  let url = BASE + path.replace(/^\//, "");
   const query = new URLSearchParams();
   const headers = {};
   for (const input of form.querySelectorAll("input[data-in]")) {
@@ -144,7 +146,7 @@ function socketConsole(path, form) {
   const connect = $("button", {type: "button", text: "Connect"});
   const sendButton = $("button", {type: "button", text: "Send message"});
   connect.onclick = () => {
-    let url = path;
+    let url = BASE + path.replace(/^\//, "");
     const query = new URLSearchParams();
     for (const input of form.querySelectorAll("input[data-in]")) {
       if (input.dataset.in === "path") url = url.replace(`{${input.dataset.name}}`, encodeURIComponent(input.value));

@@ -40,12 +40,12 @@ class El {
 const ids = {key: new El("input"), filter: new El("input"), ops: new El("main"), title: new El("h1")};
 globalThis.document = {createElement: tag => new El(tag), getElementById: id => ids[id]};
 globalThis.sessionStorage = {getItem: () => null, setItem: () => {}};
-globalThis.location = {protocol: "http:", host: "127.0.0.1:8080"};
+globalThis.location = {protocol: "http:", host: "127.0.0.1:8080", pathname: process.env.EXPLORER_PATH};
 globalThis.performance = {now: () => 0};
 const SPEC = JSON.parse(process.env.EXPLORER_SPEC);
 const sent = [];
 globalThis.fetch = async (url, init = {}) => {
-  if (url === "/openapi.json") return {json: async () => SPEC};
+  if (url === process.env.EXPLORER_SPEC_URL) return {json: async () => SPEC};
   sent.push({url, method: init.method, headers: init.headers, body: init.body});
   return {status: 201, statusText: "Created", headers: [["content-type", "application/json"]],
           text: async () => '{"session_id": "s1"}'};
@@ -66,18 +66,20 @@ globalThis.__report = async () => {
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
-def test_the_explorer_renders_every_operation_and_sends_a_request():
+@pytest.mark.parametrize(("page", "prefix"), [("/docs", "/"), ("/flow/docs", "/flow/")])
+def test_the_explorer_renders_every_operation_and_sends_a_request(page, prefix):
     doc = plane_document(("hub", "scheduler", "gateway"), "1")
     script = DOM + _SCRIPT.replace("__SPEC_URL__", json.dumps("/openapi.json")) + "\nawait __report();\n"
     result = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True,
-                            timeout=60, env={"EXPLORER_SPEC": json.dumps(doc), "PATH": "/usr/bin:/bin"})
+                            timeout=60, env={"EXPLORER_SPEC": json.dumps(doc), "PATH": "/usr/bin:/bin", "EXPLORER_PATH": page,
+                                                 "EXPLORER_SPEC_URL": prefix + "openapi.json"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(report["operations"]) == sorted(f"{m.lower()} {p}" for m, p in operations(doc))
     assert report["title"] == "flowctl control plane 1"
     # The create form was filled from the schema's example and sent with the key typed at the top.
     [request] = report["sent"]
-    assert (request["url"], request["method"]) == ("/v1/sessions", "POST")
+    assert (request["url"], request["method"]) == (prefix + "v1/sessions", "POST")
     assert request["headers"]["Authorization"] == "Bearer fgk_test"
     assert json.loads(request["body"]) == {"tutor_id": 1, "student_id": 1, "kb_id": "test-kb"}
     assert report["shown"].startswith("201 Created") and '"session_id": "s1"' in report["shown"]
