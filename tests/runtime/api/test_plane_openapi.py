@@ -26,8 +26,8 @@ from runtime.plane_openapi import hub_document, plane_document
 from tests.runtime.gateway.test_openapi import admin_routes
 
 ADMIN = "openapi-admin-key"
-ROLE_SETS = [("hub",), ("scheduler",), ("hub", "scheduler"), ("scheduler", "gateway"),
-             ("hub", "scheduler", "gateway")]
+ROLE_SETS = [("hub",), ("scheduler",), ("hub", "scheduler"), ("scheduler", "gateway"), ("jobs",), ("hub", "jobs"),
+             ("hub", "scheduler", "gateway"), ("hub", "scheduler", "gateway", "jobs")]
 IGNORED = {"HEAD", "OPTIONS"}  # implied by GET, and answered by the framework
 
 
