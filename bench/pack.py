@@ -35,6 +35,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -110,11 +111,18 @@ def run(cmd: list[str] | str, *, cwd: Path | None = None) -> Sample:
         if Path(GNU_TIME).exists():
             argv = [GNU_TIME, "-q", "-o", stats.name, "-f", "%U %S %R %M", *argv]
         start = time.perf_counter()
+        # Its own process group, so that a bench stopped by Ctrl-C or SIGTERM (turned into
+        # SIGINT by machine_report) kills the whole tree it started, time's child included.
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent, start_new_session=True)
         assert proc.stderr is not None
-        err = proc.stderr.read()
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        try:
+            err = proc.stderr.read()
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         elapsed = time.perf_counter() - start
         proc.stderr.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -247,5 +255,9 @@ def report(ours: dict[str, list[Sample]], theirs: dict[str, list[Sample]], src_b
 
 
 if __name__ == "__main__":
+    # A bench started in the background by a non-interactive shell inherits SIGINT ignored,
+    # which would make machine_report's SIGTERM -> SIGINT a no-op: restore the default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with machine_report():
         main()
