@@ -47,6 +47,7 @@ def _register() -> None:
         cluster,
         gateway,
         hub,
+        jobs,
         join,
         keys,
         node,
@@ -69,6 +70,7 @@ def _register() -> None:
     join.register(app)
     up.register(app)
     run.register(app)
+    jobs.register(app)
 
 
 _register()

@@ -263,7 +263,7 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
             raise ApiError(404, "this plane keeps no step logs")
         step = request.args.get("step")
         attempt = _int_arg(request.args.get("attempt"), "attempt", 0, 1 << 30) or None
-        steps = [s.step for s in await db(store.steps, run_id)]
+        steps = [s.name for s in (await db(store.run_spec, run_id)).steps]  # a pending run has no step rows yet
         if step is not None and step not in steps:
             raise ApiError(404, f"run {run_id!r} has no step {step!r} (steps: {', '.join(steps)})")
         chosen = [step] if step is not None else steps

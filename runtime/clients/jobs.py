@@ -1,0 +1,146 @@
+"""A client for the control plane's jobs API, /api/v1/ (what `flowctl jobs ...` calls)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from runtime.clients.errors import PlaneError
+from runtime.clients.plane import PlaneClient, error_message
+
+FOLLOW_READ_TIMEOUT = 60.0  # the plane sends a keep-alive comment every 15 s while a log is quiet
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+class JobsClient(PlaneClient):
+    """Jobs, runs and logs of one control plane; `with JobsClient(url, token=...)`.
+
+    `tenant`: the tenant the admin key acts in (a tenant key always acts in its own).
+    Error handling: every failure is a PlaneError (`status` None when unreachable).
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None, tenant: str | None = None, **kw: Any):
+        super().__init__(base_url, token=token, **kw)
+        self.tenant = tenant
+
+    def _scope(self, **more: str | None) -> dict[str, str]:
+        params = {"tenant": self.tenant, **more}
+        return {k: v for k, v in params.items() if v is not None}
+
+    def apply(self, files: list[dict[str, str]], *, dry_run: bool = False) -> dict[str, Any]:
+        """Apply definition files ({"name", "text"}) whole; the changes (only shown with `dry_run`)."""
+        return self._json("POST", "/api/v1/jobs/apply", json_body={"files": files, "dry_run": dry_run},
+                          params=self._scope())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The jobs (of the tenant)."""
+        return self._json("GET", "/api/v1/jobs", params=self._scope())["jobs"]
+
+    def job(self, name: str) -> dict[str, Any]:
+        """One job with its definition."""
+        return self._json("GET", f"/api/v1/jobs/{_q(name)}", params=self._scope())
+
+    def delete(self, name: str) -> None:
+        """Remove a job."""
+        self._json("DELETE", f"/api/v1/jobs/{_q(name)}", params=self._scope())
+
+    def set_suspended(self, name: str, suspended: bool) -> dict[str, Any]:
+        """Suspend or resume a job; the job."""
+        action = "suspend" if suspended else "resume"
+        return self._json("POST", f"/api/v1/jobs/{_q(name)}/{action}", params=self._scope())
+
+    def trigger(self, name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a run now; {"run_id", "run"}."""
+        return self._json("POST", f"/api/v1/jobs/{_q(name)}/trigger", json_body={"parameters": parameters or {}},
+                          params=self._scope())
+
+    def runs(self, *, job: str | None = None, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Runs, newest first."""
+        params = self._scope(job=job, state=state, limit=str(limit))
+        if job is None and self.tenant is None:
+            params.pop("tenant", None)
+        return self._json("GET", "/api/v1/runs", params=params)["runs"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run with its steps and attempts."""
+        return self._json("GET", f"/api/v1/runs/{_q(run_id)}")
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run; the run (cancelled, or still stopping)."""
+        return self._json("POST", f"/api/v1/runs/{_q(run_id)}/cancel")
+
+    def logs(self, run_id: str, *, step: str | None = None, attempt: int | None = None) -> str:
+        """The logs of a run's attempts (of one step, one attempt), as text."""
+        return self._text(f"/api/v1/runs/{_q(run_id)}/logs", _params(step, attempt))
+
+    def follow(self, run_id: str, *, step: str | None = None,
+               attempt: int | None = None) -> Iterator[tuple[str, str]]:
+        """(event, data) of a run's log stream until the run ends: "attempt" (JSON), "line", "end" (JSON)."""
+        params = {**_params(step, attempt), "follow": "true"}
+        conn: http.client.HTTPConnection | None = None
+        try:
+            conn = self._connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(FOLLOW_READ_TIMEOUT)
+            conn.request("GET", f"{self._prefix}/api/v1/runs/{_q(run_id)}/logs?{urlencode(params)}",
+                         headers={**self._headers, "Accept": "text/event-stream"})
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise PlaneError(f"{error_message(response.status, response.reason, response.read())} "
+                                 f"(HTTP {response.status})", status=response.status)
+            event = "line"
+            while True:
+                raw = response.readline()
+                if not raw:
+                    raise PlaneError("the control plane closed the log stream before the run ended")
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    yield event, line[6:]
+                    if event == "end":
+                        return
+                    event = "line"
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _text(self, path: str, params: dict[str, str]) -> str:
+        conn: http.client.HTTPConnection | None = None
+        try:
+            conn = self._connect()
+            conn.request("GET", f"{self._prefix}{path}?{urlencode(params)}", headers={**self._headers,
+                                                                                     "Accept": "text/plain"})
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            if conn is not None:
+                conn.close()
+        if response.status >= 400:
+            raise PlaneError(f"{error_message(response.status, response.reason, data)} (HTTP {response.status})",
+                             status=response.status)
+        return data.decode("utf-8", "replace")
+
+
+def _params(step: str | None, attempt: int | None) -> dict[str, str]:
+    out = {}
+    if step is not None:
+        out["step"] = step
+    if attempt is not None:
+        out["attempt"] = str(attempt)
+    return out
+
+
+def parse_event(data: str) -> Any:
+    """An "attempt" or "end" event's JSON."""
+    return json.loads(data)
