@@ -1,6 +1,7 @@
 """Jobs: seed 004's task orchestrator (definitions, fire times, the run store, the engine).
 
-See docs/jobs.md for the model. Not wired into the plane, the CLI or the HTTP API yet.
+See docs/jobs.md for the model. The plane runs it as its `jobs` role (plane_role.py), with the
+/api/v1/ HTTP API (routes.py); `flowctl jobs` is the CLI.
 """
 
 from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor

@@ -3,8 +3,8 @@ and each signature accepted once.
 
 A sender computes `sha256=` + hex(HMAC-SHA256(secret, TIMESTAMP + "." + BODY)) and sends it
 in `X-Flowctl-Signature`, with TIMESTAMP (Unix seconds) in `X-Flowctl-Timestamp`. The
-endpoint that checks it (`POST /api/v1/webhooks/...`) is not wired yet; the HTTP layer will
-answer `WebhookRefused` with its status, 401.
+endpoint that checks it, `POST /api/v1/hooks/TENANT/NAME` (routes.py), answers
+`WebhookRefused` with its status, 401.
 """
 
 from __future__ import annotations
