@@ -9,12 +9,12 @@ import typer
 from flowctl.commands import plane_options as opt
 from flowctl.commands.up import ANONYMOUS_TENANT_HELP, DEFAULT_MODEL_HELP
 
-ROLES = ("hub", "scheduler", "gateway")
+ROLES = ("hub", "scheduler", "gateway", "jobs")
 
 
 def serve(
     roles: str = typer.Option("hub", "--roles",
-                              help="Comma-separated roles to run on one port: hub, scheduler, gateway "
+                              help="Comma-separated roles to run on one port: hub, scheduler, gateway, jobs "
                                    "(the gateway needs the scheduler)."),
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
