@@ -87,11 +87,11 @@ def parse_speech(body: Any, voices: frozenset[str]) -> tuple[str, str, float, st
     if len(text) > MAX_INPUT_CHARS:
         raise _invalid("input", f"'input' is {len(text)} characters; the limit is {MAX_INPUT_CHARS}")
     voice = body.get("voice")
-    if voice is not None and voice not in voices | OPENAI_VOICES:
+    if voice is not None and (not isinstance(voice, str) or voice not in voices | OPENAI_VOICES):
         raise _invalid("voice", f"'voice' must be one of {', '.join(sorted(voices))} (or an OpenAI "
                        f"voice name, spoken by the same voice), not {voice!r}")
     response_format = body.get("response_format") or "mp3"
-    if response_format not in FORMATS:
+    if not isinstance(response_format, str) or response_format not in FORMATS:
         raise _invalid("response_format", f"'response_format' must be one of {', '.join(FORMATS)}, "
                        f"not {response_format!r}")
     speed = body.get("speed", 1.0)

@@ -108,6 +108,8 @@ async def test_speed_shortens_the_audio(client):
     (speech(""), 400, "input"),
     (speech("x" * 4097), 400, "input"),
     (speech(voice="nobody"), 400, "voice"),
+    (speech(voice=["joe"]), 400, "voice"),
+    (speech(response_format={"wav": 1}), 400, "response_format"),
     (speech(response_format="aiff"), 400, "response_format"),
     (speech(speed=0), 400, "speed"),
     (speech(speed="fast"), 400, "speed"),
