@@ -163,7 +163,7 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
     @app.post(f"{PREFIX}/jobs/apply")
     @_answer_errors
     async def apply_jobs() -> Response:
-        tenant = await definer()
+        tenant = await definer() or request.args.get("tenant")  # the admin's None: each file's own, or default
         data = await body()
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, list) or not files:

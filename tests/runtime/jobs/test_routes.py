@@ -221,3 +221,40 @@ async def test_suspend_resume_delete_and_metrics(plane):
     assert (await plane.get("/api/v1/jobs/sleeper", headers=AUTH)).status_code == 404
     metrics = await plane.get("/metrics", headers=AUTH)
     assert metrics.status_code == 200 and "flowctl_jobs_queue_depth" in metrics.text
+
+
+async def test_hostile_requests_get_clear_4xx(plane):
+    r = await plane.post("/api/v1/jobs/apply?tenant=acme", headers=AUTH, json={"files": [{"name": "h.toml", "text": HELLO}]})
+    assert r.json()["changes"][0]["tenant"] == "acme"  # the admin applies in the tenant it names
+    r = await plane.post("/api/v1/jobs/apply?tenant=acme", headers=AUTH, json={"files": [
+        {"name": "h.toml", "text": 'tenant = "other"\n' + HELLO}]})
+    assert r.status_code == 400 and "tenant: 'other' is not the tenant applying it ('acme')" in r.json()["detail"]
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": [{"name": "h.toml", "text": 3}]})
+    assert r.status_code == 400 and "files[0]" in r.json()["detail"]
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": [{"name": "h.json", "text": "{}"}]})
+    assert r.status_code == 400 and "h.json: not a .toml" in r.json()["detail"]
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": [{"name": "h.toml", "text": "x = ["}]})
+    assert r.status_code == 400 and r.json()["detail"].startswith("h.toml")
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, content=b"x" * (2 << 20))
+    assert r.status_code == 413
+    r = await plane.put("/api/v1/jobs/other", headers=AUTH, json=SLEEPER)
+    assert r.status_code == 400 and "does not match" in r.json()["detail"]
+    r = await plane.put("/api/v1/jobs/sleeper", headers=AUTH, json=[1])
+    assert r.status_code == 400
+    r = await plane.post("/api/v1/jobs/hello/trigger?tenant=acme", headers=AUTH, json={"parameters": [1]})
+    assert r.status_code == 400 and r.json()["detail"].startswith("parameters:")
+    r = await plane.post("/api/v1/jobs/hello/trigger?tenant=acme", headers=AUTH, json={"parameters": {"nope": 1}})
+    assert r.status_code == 400 and "nope" in r.json()["detail"]
+    r = await plane.post("/api/v1/hooks/acme/hello", content=b"{}", headers={
+        "X-Flowctl-Timestamp": "1", "X-Flowctl-Signature": "sha256=0"})
+    assert r.status_code == 404  # a manual job has no webhook
+    await plane.post("/api/v1/jobs", headers=AUTH, json=HOOKED)
+    r = await plane.post("/api/v1/hooks/default/hooked", content=b"{}", headers={
+        "X-Flowctl-Timestamp": str(int(time.time())).encode(), "X-Flowctl-Signature": "sha256=\u00e9".encode()})
+    assert r.status_code == 401 and "does not match" in r.json()["detail"]
+    r = await plane.post("/api/v1/hooks/default/hooked", content=b"{}", headers={
+        "X-Flowctl-Timestamp": "99999999999999999999", "X-Flowctl-Signature": "sha256=0"})
+    assert r.status_code == 401 and "Unix seconds" in r.json()["detail"]
+    for path in ("/api/v1/runs?limit=abc", "/api/v1/runs?limit=100000", "/api/v1/runs/x/logs?attempt=-1"):
+        r = await plane.get(path, headers=AUTH)
+        assert r.status_code in (400, 404) and "detail" in r.json(), path
