@@ -22,11 +22,12 @@ from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.lease import EpochFence
 from runtime.jobs.model import CommandStep
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES, StepLog, pump
-from runtime.node.workers.pgroups import stop_group, terminate_group
+from runtime.node.workers.pgroups import group_alive, stop_group, terminate_group
 from runtime.node.workers.workerenv import inherited_env
 
 DEFAULT_GRACE_S = 5.0
 DRAIN_S = 2.0
+PGID_FILE = "pgid"
 
 
 class LocalCommandExecutor:
@@ -74,6 +75,8 @@ class LocalCommandExecutor:
                     what = "command not found" if isinstance(e, FileNotFoundError) else "cannot start command"
                     return Outcome("failed", reason=f"{what}: {step.command[0]!r} ({e.strerror})", node=self.node)
                 nursery.start_soon(_pump, proc.stdout, log, pump_scope)
+                # Where a later plane process finds this group if this one dies (SIGKILL) first.
+                await trio.to_thread.run_sync((where / PGID_FILE).write_text, f"{proc.pid}\n")
                 await started(self.node)
                 try:
                     code = await proc.wait()
@@ -91,8 +94,16 @@ class LocalCommandExecutor:
         return Outcome("failed", exit_code=code, reason=reason + (f": {tail}" if tail else ""), node=self.node)
 
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
-        """A process started by a previous plane process is not ours to wait for: lost."""
-        await trio.lowlevel.checkpoint()
+        """A process started by a previous plane process is not ours to wait for: its group is
+        stopped (so a retry never runs beside it) and the attempt is lost."""
+        pgid_file = self.attempt_dir(order) / PGID_FILE
+        try:
+            text = await trio.to_thread.run_sync(pgid_file.read_text)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        # A pid is not reused while its process group has members, so a live group is still ours.
+        if text.strip().isdigit() and (pgid := int(text)) > 1 and await group_alive(pgid):
+            await stop_group(pgid, grace_s=self.grace_s)
         return None
 
     def _env(self, order: AttemptOrder, output_dir: Path) -> dict[str, str]:

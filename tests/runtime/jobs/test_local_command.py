@@ -1,13 +1,16 @@
 """Command steps as real local processes: exit codes, a missing command, the job contract's
 environment, and a timeout or cancel stopping the whole process group."""
 
+import subprocess
 import sys
+from functools import partial
 
 import trio
 
 from runtime.jobs.engine import JobEngine
 from runtime.jobs.lease import SoloLease
 from runtime.jobs.local_command import LocalCommandExecutor
+from runtime.jobs.store import RunStore
 from runtime.node.workers.pgroups import group_alive
 from tests.polling import wait_until
 
@@ -100,3 +103,67 @@ async def test_the_log_is_bounded_and_rotated(store, tmp_path):
     assert len(log) <= 10_000 and len(older) <= 10_000
     assert log.endswith("line 4999\ndone talking\n")
     assert run.reason == "step 'main' failed: exit code 1: done talking"
+
+
+ENGINE_SCRIPT = """
+import sys, trio
+from pathlib import Path
+from runtime.jobs import JobEngine, LocalCommandExecutor, RunStore, SoloLease, parse_job
+
+async def main(data):
+    store = RunStore(data / "jobs.db")
+    engine = JobEngine(store, LocalCommandExecutor(data / "attempts", workdir=data), SoloLease())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        spec = parse_job({"name": "j", "trigger": {"type": "manual"},
+                          "policies": {"retries": {"max_attempts": 2, "backoff": "1s"}},
+                          "steps": [{"name": "main", "service": "echo@stable", "command": sys.argv[2:]}]})
+        await engine.apply(spec)
+        print(await engine.trigger("default", "j"), flush=True)
+        await trio.sleep_forever()
+
+trio.run(main, Path(sys.argv[1]))
+"""
+
+
+async def test_a_plane_killed_mid_step_leaves_no_second_copy_running(store, tmp_path):
+    """SIGKILL of the engine's process: the next engine stops the orphaned group, then retries."""
+    marker = tmp_path / "first.pid"
+    command = ["sh", "-c", f'if [ "$FLOWCTL_ATTEMPT" = 1 ]; then sleep 60 & echo $! > {marker}; wait; '
+                           'else echo second attempt; fi']
+    store.close()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(partial(trio.run_process, [sys.executable, "-c", ENGINE_SCRIPT,
+                                                                  str(tmp_path), *command],
+                                               stdout=subprocess.PIPE, check=False))
+            pgid_file = tmp_path / "attempts"
+            await wait_until(lambda: marker.exists() and marker.read_text().strip()
+                             and any(pgid_file.glob("*/main.1/pgid")))
+            proc.kill()  # SIGKILL: no clean-up of the step's process group
+        orphan = int(marker.read_text())
+        assert _running(orphan)
+        again = RunStore(tmp_path / "jobs.db")
+        try:
+            (run,) = again.runs()
+            assert run.state == "running"
+            engine = JobEngine(again, LocalCommandExecutor(tmp_path / "attempts", workdir=tmp_path, grace_s=0.5),
+                               SoloLease())
+            async with trio.open_nursery() as nursery:
+                await nursery.start(engine.run)
+                run = await engine.wait_run(run.run_id)
+                nursery.cancel_scope.cancel()
+            attempts = again.attempts(run.run_id)
+        finally:
+            again.close()
+    assert run.state == "succeeded"
+    assert [(a.attempt, a.state) for a in attempts] == [(1, "lost"), (2, "succeeded")]
+    assert not _running(orphan)
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
