@@ -62,6 +62,9 @@ class BundleReader:
         self._pool: ThreadPoolExecutor | None = None
         self._failure: DigestMismatch | None = None  # the first deferred digest check that failed
         self._chunk_slot = -1
+        self._hash_batch: list[tuple[Any, memoryview, FileEntry]] = []  # small files of one buffer
+        self._hash_batch_slot = -1
+        self._tar.before_fill.append(self._flush_hashes)
         self._known = {MANIFEST_NAME, SIGNATURE_NAME}
         try:
             self.manifest_bytes = self._read_member(MANIFEST_NAME, limits.max_manifest_bytes)
@@ -110,6 +113,23 @@ class BundleReader:
     def hold(self, future: Future) -> None:
         """Keep the chunk `iter_files(views=True)` yielded last alive until `future` completes."""
         self._tar.hold(self._chunk_slot, future)
+
+    @property
+    def chunk_slot(self) -> int:
+        """The buffer the chunk `iter_files(views=True)` yielded last lies in."""
+        return self._chunk_slot
+
+    def before_fill(self, flush: Callable[[], None]) -> None:
+        """Call `flush()` before any buffer is refilled and at the end of `iter_files(views=True)`.
+
+        A consumer batching work on chunks of one buffer (`chunk_slot`) submits it there and
+        `hold_slot`s it, or earlier when a chunk from another buffer arrives.
+        """
+        self._tar.before_fill.append(flush)
+
+    def hold_slot(self, slot: int, future: Future) -> None:
+        """Keep buffer `slot` alive until `future` completes."""
+        self._tar.hold(slot, future)
 
     def _check_limits(self) -> None:
         m, lim = self.manifest, self.limits
@@ -205,6 +225,8 @@ class BundleReader:
             raise
 
     def _settle(self) -> None:
+        for flush in self._tar.before_fill:
+            flush()
         if self._pool is not None:
             self._pool.submit(int).result()
         self._tar.ring.drain()
@@ -287,7 +309,13 @@ class BundleReader:
             view = self._tar.some(min(remaining, CHUNK), what)
             slot = self._tar.slot
             remaining -= len(view)
-            if remaining:
+            if len(view) == entry.size:  # a whole small file: hashed with the others of this buffer
+                if slot != self._hash_batch_slot:
+                    self._flush_hashes()
+                    self._hash_batch_slot = slot
+                self._hash_batch.append((h, view, entry))
+                self._skip_padding(header)
+            elif remaining:
                 self._tar.hold(slot, pool.submit(h.update, view))
             else:
                 self._tar.hold(slot, pool.submit(self._update_and_check, h, view, entry))
@@ -303,6 +331,17 @@ class BundleReader:
         if actual != entry.sha256:
             self._failure = DigestMismatch(repr(entry.path), entry.sha256, actual)
             raise self._failure
+
+    def _flush_hashes(self) -> None:
+        # One task for the small files of one buffer: a task per file cost more in futures
+        # and thread hand-offs than the hashing itself.
+        if self._hash_batch:
+            batch, self._hash_batch = self._hash_batch, []
+            self._tar.hold(self._hash_batch_slot, self._hash_pool().submit(self._check_all, batch))
+
+    def _check_all(self, batch: list[tuple[Any, memoryview, FileEntry]]) -> None:
+        for h, view, entry in batch:
+            self._update_and_check(h, view, entry)
 
     def _hash_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -119,6 +119,9 @@ class Decoded:
         self.consumed = 0  # tar bytes handed out
         self.produced = 0  # bytes the decoder produced
         self.budget = budget
+        # Called before a buffer is filled: whoever batches work on views submits it and
+        # holds the views' slot there, before the ring can come round to it.
+        self.before_fill: list[Callable[[], None]] = []
 
     def _fill(self) -> bool:
         import zstandard
@@ -127,6 +130,8 @@ class Decoded:
         if room <= 0:
             raise LimitExceeded("decompressed data exceeds what the manifest declares "
                                 "(a decompression bomb or trailing data)")
+        for flush in self.before_fill:
+            flush()
         slot, buf = self.ring.acquire()
         try:
             n = self._r.readinto(buf[:min(len(buf), room)])

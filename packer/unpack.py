@@ -24,7 +24,7 @@ from pathlib import Path
 from packer.errors import PackerError
 from packer.limits import Limits
 from packer.manifest import FileEntry, Manifest
-from packer.reader import open_bundle
+from packer.reader import BundleReader, open_bundle
 from packer.signing import PublicKey
 from packer.verify import check_signature
 
@@ -49,12 +49,13 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
         try:
             with open(path, "rb", buffering=0) as f, open_bundle(f, limits=limits, source=str(path)) as reader:
                 check_signature(reader, trusted_keys, require_signature)
+                reader.before_fill(writer.flush_batch(reader))
                 for entry, chunks in reader.iter_files(views=True):
                     writer.check()
                     whole = entry.size
                     for chunk in chunks:
-                        if len(chunk) == whole:  # the whole file in one chunk: one task
-                            reader.hold(writer.submit(writer.whole, entry, chunk))
+                        if len(chunk) == whole:  # the whole file in one chunk: batched per buffer
+                            writer.add(reader, entry, chunk)
                         else:
                             if whole >= 0:
                                 writer.submit(writer.open, entry)
@@ -63,9 +64,10 @@ def unpack_bundle(path: Path, dest: Path, *, limits: Limits = Limits(),
                         if progress is not None:
                             progress(len(chunk))
                     if entry.size == 0:
-                        writer.submit(writer.whole, entry, memoryview(b""))
+                        writer.add(reader, entry, b"")
                     elif whole < 0:
                         writer.submit(writer.close, entry)
+                writer.flush_batch(reader)()
                 manifest = reader.manifest
         finally:
             writer.shutdown()
@@ -91,6 +93,23 @@ class _Writer:
         self._made: set[str] = set()
         self._fd = -1
         self.error: BaseException | None = None
+        self._batch: list[tuple[FileEntry, bytes | memoryview]] = []  # whole small files of one buffer
+        self._batch_slot = -1
+
+    def add(self, reader: BundleReader, entry: FileEntry, data: bytes | memoryview) -> None:
+        """Queue a whole file for `whole_many`, batched with the others of the same buffer."""
+        if reader.chunk_slot != self._batch_slot:
+            self.flush_batch(reader)()
+            self._batch_slot = reader.chunk_slot
+        self._batch.append((entry, data))
+
+    def flush_batch(self, reader: BundleReader) -> Callable[[], None]:
+        """A callback that submits the batch and holds its buffer until it is written."""
+        def flush() -> None:
+            if self._batch:
+                batch, self._batch = self._batch, []
+                reader.hold_slot(self._batch_slot, self.submit(self.whole_many, batch))
+        return flush
 
     def submit(self, fn: Callable[..., None], *args: object):
         """Queue `fn(*args)` on the writer thread; the future completes without an exception."""
@@ -120,7 +139,7 @@ class _Writer:
         """Create `entry`'s file (and its directories) for the writes that follow."""
         self._fd = self._create(entry)
 
-    def write(self, chunk: memoryview) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Append `chunk` to the file opened last."""
         _write_all(self._fd, chunk)
 
@@ -132,14 +151,15 @@ class _Writer:
         finally:
             os.close(fd)
 
-    def whole(self, entry: FileEntry, data: memoryview) -> None:
-        """Create, write and close a file in one go."""
-        fd = self._create(entry)
-        try:
-            _write_all(fd, data)
-            os.fchmod(fd, entry.mode)
-        finally:
-            os.close(fd)
+    def whole_many(self, batch: list[tuple[FileEntry, bytes | memoryview]]) -> None:
+        """Create, write and close each file in one go."""
+        for entry, data in batch:
+            fd = self._create(entry)
+            try:
+                _write_all(fd, data)
+                os.fchmod(fd, entry.mode)
+            finally:
+                os.close(fd)
 
     def _create(self, entry: FileEntry) -> int:
         parent = entry.path.rpartition("/")[0]
@@ -149,6 +169,7 @@ class _Writer:
         return os.open(self._staging / entry.path, _OPEN_FLAGS, 0o600)
 
 
-def _write_all(fd: int, chunk: memoryview) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    chunk = memoryview(data)
     while chunk:
         chunk = chunk[os.write(fd, chunk):]

@@ -48,7 +48,7 @@ def test_a_failed_hold_is_raised_when_its_slot_comes_round():
 def wide(tmp_path):
     """A bundle whose big file spans more buffers than the ring has, among many small ones."""
     rng = random.Random(7)
-    files = {f"src/m{i:03d}.py": bytes(rng.choices(b"abc \n", k=rng.randint(0, 40_000))) for i in range(300)}
+    files = {f"src/m{i:03d}.py": bytes(rng.choices(b"abc \n", k=rng.randint(0, 40_000))) for i in range(600)}
     files["models/big.bin"] = os.urandom((SLOTS + 3) * CHUNK + 12345)
     files["models/odd.bin"] = os.urandom(CHUNK + 1)
     files["worker.py"] = b"print(1)\n"
