@@ -183,6 +183,8 @@ async def serve_control_plane(
                 await nursery.start(sessions.run_reaper)
             if jobs is not None:
                 await nursery.start(jobs.run)
+                if scheduler is not None:
+                    nursery.start_soon(jobs.watch_deployments, scheduler.status)
             log.info("control plane (%s) on %s", ",".join(settings.roles), url)
             task_status.started(PlaneHandle(urls=list(bound), url=url, scheduler=scheduler, gateway=gateway,
                                             dispatcher=gateway.dispatcher if gateway is not None else None,

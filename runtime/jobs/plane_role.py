@@ -3,6 +3,10 @@
 Until nodes run steps, command steps run on the plane's machine through `LocalCommandExecutor`
 (logs under DATA_DIR/jobs/attempts, working directory DATA_DIR/jobs/work), so only the admin
 key may define jobs; tenant keys list, trigger, cancel and read their own tenant's.
+With the scheduler here, `deployment_ready` and `deployment_failed` events follow its status
+(checked every `DEPLOYMENT_POLL_S`): ready when every desired replica of the deployment's version
+serves, failed when one of its replicas failed; each fires once per change, never for the state
+a deployment already had when the plane started.
 Webhook secrets come from the environment: `secret_name = "github"` reads
 FLOWCTL_WEBHOOK_SECRET_GITHUB (upper case, '-' and '.' as '_').
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from runtime.jobs.store import RunStore
 log = logging.getLogger("flowctl.jobs")
 DB_FILE = "jobs.db"
 SECRET_ENV_PREFIX = "FLOWCTL_WEBHOOK_SECRET_"
+DEPLOYMENT_POLL_S = 1.0
 _PUBLISH = re.compile(r"^/api/services/([^/]+)/([^/]+)$")
 
 
@@ -76,6 +81,19 @@ class JobsRole:
         except Exception:  # an event is best effort: one bad job must not stop the plane
             log.exception("jobs: could not fire jobs on %s", event)
 
+    async def watch_deployments(self, status: Callable[[], dict[str, Any]], *,
+                                interval: float = DEPLOYMENT_POLL_S) -> None:
+        """Send deployment_ready / deployment_failed when a deployment's condition changes."""
+        seen: dict[str, tuple[str, str]] | None = None
+        while True:
+            now = {d["service"]: (str(d.get("version")), _condition(d)) for d in status().get("deployments", [])}
+            for service, (version, condition) in now.items():
+                if seen is not None and seen.get(service) != (version, condition) and condition != "other":
+                    self.notify(Event("deployment_ready" if condition == "ready" else "deployment_failed",
+                                      service=service))
+            seen = now
+            await trio.sleep(interval)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine until cancelled; started once it leads (the plane closes the store after)."""
         (self.executor.data_dir).mkdir(parents=True, exist_ok=True)
@@ -87,6 +105,14 @@ class JobsRole:
                 task_status.started()
         finally:
             self._nursery = None
+
+
+def _condition(deployment: dict[str, Any]) -> str:
+    """"failed" when a replica failed, "ready" when every desired replica serves, else "other"."""
+    if any(r.get("state") == "failed" for r in deployment.get("replicas", [])):
+        return "failed"
+    desired = deployment.get("desired") or 0
+    return "ready" if desired and deployment.get("ready", 0) >= desired else "other"
 
 
 class CombinedMetrics:
