@@ -178,17 +178,21 @@ class Dispatcher:
             raise
 
     async def send(self, who: Principal, model: str, path: str, body: bytes, *,
-                   headers: Iterable[tuple[str, str]] = (), via: str = "http", pin: Pin | None = None) -> Call:
+                   headers: Iterable[tuple[str, str]] = (), via: str = "http", pin: Pin | None = None,
+                   first_byte_timeout: float | None = None) -> Call:
         """Admit, route and send one request; returns once the reply's first byte arrived.
 
-        Error handling: GatewayError (404/503 lookup, 403/429 admission, 502/503 when no replica
-        could take it, 504 when none answered within first_byte_timeout), counted in the metrics.
+        `first_byte_timeout` overrides the dispatcher's for this call (a transcription answers
+        only once the whole file is heard). Error handling: GatewayError (404/503 lookup, 403/429
+        admission, 502/503 when no replica could take it, 504 when none answered within the
+        first-byte timeout), counted in the metrics.
         """
         began = trio.current_time()
         try:
             routes = self.routes(model)
             self.admit(who, model)
-            return await self._attempts(who, model, path, body, list(headers), via, pin, routes, began)
+            return await self._attempts(who, model, path, body, list(headers), via, pin, routes, began,
+                                        first_byte_timeout or self.first_byte_timeout)
         except GatewayError as exc:
             self.metrics.observe(model, who.tenant, exc.status, trio.current_time() - began, via=via)
             raise
@@ -197,7 +201,8 @@ class Dispatcher:
             raise
 
     async def _attempts(self, who: Principal, model: str, path: str, body: bytes, headers: list[tuple[str, str]],
-                        via: str, pin: Pin | None, routes: list[Route], began: float) -> Call:
+                        via: str, pin: Pin | None, routes: list[Route], began: float,
+                        first_byte_timeout: float) -> Call:
         tried: set[str] = set()
         last: GatewayError | None = None
         for attempt in range(2):
@@ -210,14 +215,14 @@ class Dispatcher:
             stack = contextlib.ExitStack()
             stack.enter_context(self.router.hold(route))
             try:
-                with trio.fail_after(self.first_byte_timeout):
+                with trio.fail_after(first_byte_timeout):
                     response = await send_request(route.link.mux, "POST", path, headers, body,
                                                   route={"replica_id": route.replica.replica_id})
                     first = await response.stream.receive_some()
             except trio.TooSlowError:
                 stack.close()
                 raise GatewayError(504, f"the model {model!r} did not answer within "
-                                   f"{self.first_byte_timeout:g} s", "upstream_timeout") from None
+                                   f"{first_byte_timeout:g} s", "upstream_timeout") from None
             except TunnelError as exc:
                 stack.close()
                 last = GatewayError(502, f"the replica failed before answering ({type(exc).__name__})",

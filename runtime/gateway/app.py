@@ -20,7 +20,7 @@ from runtime.api import bearer_ok
 from runtime.dispatch import Call, Dispatcher, Principal
 from runtime.exception_groups import collapse
 from runtime.gateway import openapi
-from runtime.gateway.audio import AUDIO_UPLOADS, DEFAULT_MAX_AUDIO_BODY
+from runtime.gateway.audio import AUDIO_FIRST_BYTE_TIMEOUT, AUDIO_UPLOADS, DEFAULT_MAX_AUDIO_BODY
 from runtime.gateway.body import DEFAULT_BODY_TIMEOUT, read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.validate import ENDPOINTS, parse_body
@@ -126,7 +126,10 @@ class Gateway:
             with collapse():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    call = await self.dispatcher.send(who, parsed.model, target, raw, headers=forward, via="http")
+                    wait = (max(AUDIO_FIRST_BYTE_TIMEOUT, self.dispatcher.first_byte_timeout)
+                            if path in AUDIO_UPLOADS else None)
+                    call = await self.dispatcher.send(who, parsed.model, target, raw, headers=forward, via="http",
+                                                      first_byte_timeout=wait)
                     async with call:
                         await self._relay(parsed.model, call, reply)
                     nursery.cancel_scope.cancel()

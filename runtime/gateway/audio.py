@@ -17,6 +17,8 @@ AUDIO_UPLOADS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"}
 # OpenAI's 25 MB file limit, plus room for the form's other fields and boundaries.
 DEFAULT_MAX_AUDIO_BODY = (25 << 20) + (64 << 10)
 MAX_MODEL_FIELD = 256
+# A transcription's first byte is its whole answer: allow the time a long file takes on a CPU.
+AUDIO_FIRST_BYTE_TIMEOUT = 600.0
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]{1,70})"|([^";\s]{1,70}))', re.IGNORECASE)
 _NAME = re.compile(rb'[;\s]name="([^"]*)"', re.IGNORECASE)
 
