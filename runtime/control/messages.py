@@ -5,8 +5,8 @@ messages on the same socket are tunnel frames, see runtime.tunnel). Each message
 is an object with a "type" tag; unknown fields are ignored so either side can be
 upgraded first, unknown types are an error.
 
-    node -> plane   hello, heartbeat, status, local
-    plane -> node   welcome, assign, error, local_verdict
+    node -> plane   hello, heartbeat, status, local, job_report, job_log
+    plane -> node   welcome, assign, error, local_verdict, job_attempt, job_cancel
 """
 
 from __future__ import annotations
@@ -151,13 +151,67 @@ class LocalVerdict(msgspec.Struct, frozen=True, tag="local_verdict"):
     refused: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+JobAttemptState = Literal["running", "succeeded", "failed", "timed_out", "cancelled"]
+
+
+class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
+    """Run one attempt of a job's `command` step in an installed bundle (docs/jobs.md).
+
+    `epoch` is the job leader's fencing token: a node refuses an epoch older than one it saw.
+    """
+
+    run_id: str
+    tenant: str
+    job: str
+    step: str
+    attempt: int
+    epoch: int
+    service_id: str
+    version: str
+    command: tuple[str, ...]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    params: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+class JobCancel(msgspec.Struct, frozen=True, tag="job_cancel"):
+    """Stop a job step attempt (its process group: SIGTERM, then SIGKILL)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    epoch: int
+    reason: str = ""
+
+
+class JobReport(msgspec.Struct, frozen=True, tag="job_report"):
+    """A node's word on a job step attempt: running (also on reconnect, to re-attach) or how it ended."""
+
+    run_id: str
+    step: str
+    attempt: int
+    epoch: int
+    state: JobAttemptState
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class JobLog(msgspec.Struct, frozen=True, tag="job_log"):
+    """A piece of a job step attempt's output, in order."""
+
+    run_id: str
+    step: str
+    attempt: int
+    data: str
+
+
 REPLACED = "replaced"
 REVOKED = "revoked"
 IDENTITY = "identity"
 
 
-NodeMessage = Hello | Heartbeat | Status | Local
-PlaneMessage = Welcome | Assign | Error | LocalVerdict
+NodeMessage = Hello | Heartbeat | Status | Local | JobReport | JobLog
+PlaneMessage = Welcome | Assign | Error | LocalVerdict | JobAttempt | JobCancel
 
 _node_decoder = msgspec.json.Decoder(NodeMessage)
 _plane_decoder = msgspec.json.Decoder(PlaneMessage)

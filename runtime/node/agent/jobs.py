@@ -1,0 +1,157 @@
+"""A node's side of job steps: `job_attempt` / `job_cancel` in, `job_report` / `job_log` out.
+
+The runner keeps an `EpochFence` (an attempt or cancel from an older leader epoch is refused
+with a `failed` report naming both epochs), installs the step's bundle through `install`
+(the node's package manager), runs the command in the installed tree as
+`LocalCommandExecutor` does (own process group, the workers' environment, the job contract,
+a bounded rotated log), streams the log's new bytes as `job_log` and ends with one
+`job_report`. `running()` lists the attempts still running, for a node to report them on
+reconnect so that a restarted plane re-attaches them instead of running them again.
+
+Not wired yet: the agent's connection does not hand these messages to a runner, and the
+plane has no executor that sends them (docs/jobs.md, "Not done yet").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from runtime.control.messages import JobAttempt, JobCancel, JobLog, JobReport
+from runtime.jobs.dispatch import AttemptOrder, Outcome
+from runtime.jobs.errors import StaleEpoch
+from runtime.jobs.lease import EpochFence
+from runtime.jobs.local_command import DEFAULT_GRACE_S, LocalCommandExecutor
+from runtime.jobs.model import CommandStep
+
+log = logging.getLogger("flowctl.node.jobs")
+LOG_POLL_S = 0.2
+MAX_LOG_MESSAGE = 64 * 1024
+Install = Callable[[str, str], Awaitable[Path]]  # (service, version) -> the installed bundle tree
+Send = Callable[[JobReport | JobLog], Awaitable[None]]
+Key = tuple[str, str, int]
+
+
+@dataclass
+class _Running:
+    message: JobAttempt
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    reason: str = ""
+    started: bool = False
+
+
+class NodeJobRunner:
+    """Runs the job step attempts a plane sends to this node; `await nursery.start(runner.run)`."""
+
+    def __init__(self, data_dir: Path, install: Install, send: Send, *, grace_s: float = DEFAULT_GRACE_S,
+                 node: str = ""):
+        self.data_dir, self.install, self.send, self.grace_s, self.node = data_dir, install, send, grace_s, node
+        self.fence = EpochFence()
+        self._running: dict[Key, _Running] = {}
+        self._offsets: dict[Key, int] = {}  # how much of each attempt's log was sent
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the attempts' tasks until cancelled (which stops every attempt's process group)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def running(self) -> list[JobReport]:
+        """A `running` report of each attempt still running (sent again after a reconnect)."""
+        return [JobReport(m.run_id, m.step, m.attempt, m.epoch, "running")
+                for r in self._running.values() if r.started for m in [r.message]]
+
+    async def handle(self, message: JobAttempt | JobCancel) -> None:
+        """Start or cancel an attempt; a stale epoch is refused with a `failed` report."""
+        assert self._nursery is not None, "NodeJobRunner.run is not running"
+        try:
+            self.fence.check(message.epoch)
+        except StaleEpoch as e:
+            await self.send(JobReport(message.run_id, message.step, message.attempt, message.epoch, "failed",
+                                      reason=str(e)))
+            return
+        key = (message.run_id, message.step, message.attempt)
+        if isinstance(message, JobCancel):
+            if (running := self._running.get(key)) is not None:
+                running.reason = message.reason or "cancelled by the plane"
+                running.scope.cancel()
+            return
+        if key in self._running:
+            return  # sent again (a reconnect): it runs once
+        self._running[key] = _Running(message)
+        self._nursery.start_soon(self._attempt, key)
+
+    async def _attempt(self, key: Key) -> None:
+        running = self._running[key]
+        m = running.message
+        try:
+            outcome = await self._run(running)
+        except Exception as e:  # a node must not die of one step; the plane learns why
+            log.exception("job %s step %s attempt %d", m.run_id, m.step, m.attempt)
+            outcome = Outcome("failed", reason=f"node error: {e!r}"[:500])
+        finally:
+            self._running.pop(key, None)
+            self._offsets.pop(key, None)
+        with trio.CancelScope(shield=True):
+            await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
+                                      exit_code=outcome.exit_code, reason=outcome.reason))
+
+    async def _run(self, running: _Running) -> Outcome:
+        m = running.message
+        with running.scope:
+            try:
+                tree = await self.install(m.service_id, m.version)
+            except Exception as e:
+                return Outcome("failed", reason=f"cannot install {m.service_id}@{m.version}: {e}"[:500])
+            executor = LocalCommandExecutor(self.data_dir, workdir=tree, grace_s=self.grace_s, node=self.node)
+            step = CommandStep(name=m.step, service=f"{m.service_id}@{m.version}", command=tuple(m.command),
+                               env=tuple(sorted(m.env.items())))
+            order = AttemptOrder(m.run_id, m.tenant, m.job, step, m.attempt, m.epoch, dict(m.params), m.timeout_s)
+
+            async def started(node: str | None) -> None:
+                running.started = True
+                await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, "running"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stream_log, executor.log_path(m.run_id, m.step, m.attempt), m)
+                with trio.move_on_after(m.timeout_s if m.timeout_s is not None else float("inf")) as timer:
+                    outcome = await executor.run_attempt(order, started)
+                nursery.cancel_scope.cancel()
+            await self._send_log_tail(executor.log_path(m.run_id, m.step, m.attempt), m)
+            if timer.cancelled_caught:
+                return Outcome("timed_out", reason=f"timed out after {m.timeout_s:g} s", node=self.node)
+            return outcome
+        return Outcome("cancelled", reason=running.reason or "cancelled", node=self.node)
+
+    async def _stream_log(self, path: Path, m: JobAttempt) -> None:
+        while True:
+            await self._send_log_tail(path, m)
+            await trio.sleep(LOG_POLL_S)
+
+    async def _send_log_tail(self, path: Path, m: JobAttempt) -> None:
+        """Send what the log gained since the last call (from its start again if it was rotated)."""
+        key = (m.run_id, m.step, m.attempt)
+        offset = self._offsets.get(key, 0)
+        data, offset = await trio.to_thread.run_sync(_read_from, path, offset)
+        self._offsets[key] = offset
+        if data:
+            await self.send(JobLog(m.run_id, m.step, m.attempt, data.decode("utf-8", "replace")))
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if size < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read(MAX_LOG_MESSAGE)
+            return data, offset + len(data)
+    except FileNotFoundError:
+        return b"", offset

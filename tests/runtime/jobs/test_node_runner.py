@@ -1,0 +1,121 @@
+"""The node's job runner with real processes: a script in the installed tree with a parameter,
+its log streamed, the leader's fencing token, cancel and timeout of the process group."""
+
+import time
+
+import pytest
+import trio
+
+from runtime.control.messages import (
+    JobAttempt,
+    JobCancel,
+    JobLog,
+    JobReport,
+    decode_node_message,
+    encode,
+)
+from runtime.node.agent.jobs import NodeJobRunner
+from tests.polling import wait_until
+
+
+class Plane:
+    """What the runner sends, decoded again as the plane would."""
+
+    def __init__(self):
+        self.reports, self.logs = [], []
+
+    async def send(self, message):
+        message = decode_node_message(encode(message))
+        (self.reports if isinstance(message, JobReport) else self.logs).append(message)
+        await trio.lowlevel.checkpoint()
+
+    def final(self, attempt=1):
+        ends = [r for r in self.reports if r.run_id == "run_1" and r.attempt == attempt and r.state != "running"]
+        return ends[-1] if ends else None
+
+    def text(self):
+        return "".join(m.data for m in self.logs if isinstance(m, JobLog))
+
+
+def attempt(command, *, epoch=1, number=1, timeout_s=None, **kw):
+    return JobAttempt(run_id="run_1", tenant="default", job="greet", step="main", attempt=number, epoch=epoch,
+                      service_id="echo", version="1.0.0", command=tuple(command), timeout_s=timeout_s, **kw)
+
+
+@pytest.fixture
+async def runner(nursery, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "greet.sh").write_text('echo "hello $FLOWCTL_PARAM_WHO from $(basename $PWD)"; echo "$MODE"\n')
+    installs = []
+
+    async def install(service, version):
+        installs.append((service, version))
+        if service == "missing":
+            raise LookupError("no service 'missing' in the hub")
+        return tree
+
+    plane = Plane()
+    r = NodeJobRunner(tmp_path / "attempts", install, plane.send, grace_s=0.5, node="n1")
+    await nursery.start(r.run)
+    r.plane, r.installs = plane, installs
+    return r
+
+
+async def test_a_script_in_the_installed_tree_with_a_parameter(runner):
+    await runner.handle(attempt(["sh", "greet.sh"], params={"who": "ada"}, env={"MODE": "fast"}))
+    await runner.handle(attempt(["sh", "greet.sh"], params={"who": "ada"}))  # sent twice: runs once
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final() is not None)
+    assert [r.state for r in runner.plane.reports] == ["running", "succeeded"]
+    assert runner.plane.final().exit_code == 0 and runner.installs == [("echo", "1.0.0")]
+    assert runner.plane.text() == "hello ada from tree\nfast\n"
+    assert runner.running() == []
+
+
+async def test_an_older_epoch_is_refused(runner):
+    await runner.handle(attempt(["true"], epoch=5))
+    await runner.handle(attempt(["true"], epoch=4, number=2))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final(1) is not None and runner.plane.final(2) is not None)
+    refused = runner.plane.final(2)
+    assert refused.state == "failed" and refused.reason == "refused a dispatch from leader epoch 4; epoch 5 is current"
+    assert runner.plane.final(1).state == "succeeded"
+    await runner.handle(JobCancel("run_1", "main", 1, epoch=3))
+    assert runner.plane.reports[-1].reason.startswith("refused a dispatch from leader epoch 3")
+
+
+async def test_cancel_stops_the_process_group_within_two_seconds(runner, tmp_path):
+    marker = tmp_path / "child"
+    await runner.handle(attempt(["sh", "-c", f"sleep 60 & echo $! > {marker}; wait"]))
+    with trio.fail_after(10):
+        await wait_until(lambda: marker.exists() and marker.read_text().strip() and runner.running())
+    assert [r.state for r in runner.running()] == ["running"]
+    child = int(marker.read_text())
+    started = time.monotonic()
+    await runner.handle(JobCancel("run_1", "main", 1, epoch=1, reason="cancelled by request"))
+    with trio.fail_after(2):
+        await wait_until(lambda: runner.plane.final() is not None and not _running(child))
+    assert time.monotonic() - started < 2
+    assert runner.plane.final().state == "cancelled" and runner.plane.final().reason == "cancelled by request"
+
+
+async def test_timeout_install_failure_and_a_missing_command(runner):
+    await runner.handle(attempt(["sleep", "30"], timeout_s=0.5))
+    await runner.handle(JobAttempt("run_2", "default", "greet", "main", 1, 1, "missing", "1.0.0", ("true",)))
+    await runner.handle(attempt(["no-such-command-xyz"], number=3))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final(1) is not None and runner.plane.final(3) is not None
+                         and any(r.run_id == "run_2" for r in runner.plane.reports))
+    assert runner.plane.final(1).state == "timed_out" and runner.plane.final(1).reason == "timed out after 0.5 s"
+    missing = next(r for r in runner.plane.reports if r.run_id == "run_2")
+    assert missing.state == "failed" and missing.reason == "cannot install missing@1.0.0: no service 'missing' in the hub"
+    assert runner.plane.final(3).state == "failed" and "command not found: 'no-such-command-xyz'" in runner.plane.final(3).reason
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
