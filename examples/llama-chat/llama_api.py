@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from llama_engine import Finished, Sampling
+from llama_types import Finished, Sampling
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 2**31 - 1
@@ -183,7 +183,8 @@ def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], str]:
 def usage(done: Finished) -> dict[str, int]:
     """The OpenAI usage object."""
     return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens}
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}}
 
 
 class Reply:

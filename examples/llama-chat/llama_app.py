@@ -162,15 +162,24 @@ def create_app(engine: Engine, models: tuple[str, ...], *, device: str) -> Quart
         async with engine.open_stream(tokens, req.sampling) as items:
             async for item in items:
                 if isinstance(item, Finished):
+                    if item.finish_reason == "error":
+                        raise ApiError(500, "the model failed to evaluate this request's batch",
+                                       code="model_error", kind="server_error")
                     return reply.whole("".join(pieces), item)
                 pieces.append(item)
         raise AssertionError("generation ended without a Finished item")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        cache = engine.batcher.cache
         return {"status": "ok", "models": list(models), "max_concurrency": engine.max_concurrency,
                 "active_requests": engine.active_requests,
                 "queued_requests": engine.queued_requests,
+                "active_sequences": engine.active_requests,
+                "queued_sequences": len(engine.batcher.pending),
+                "n_ctx_per_sequence": backend.n_ctx, "kv_cache_tokens": backend.kv_tokens,
+                "cached_sequences": cache.cached_sequences,
+                "cached_tokens": cache.cached_tokens, "cache_evictions": cache.evictions,
                 "tokens_generated": engine.tokens_generated, "device": device}
 
     @app.get("/v1/models")

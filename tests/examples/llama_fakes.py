@@ -6,7 +6,7 @@ import importlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 from tests.examples.workers import EXAMPLES
 
@@ -23,45 +23,73 @@ def import_llama_module(name: str):
         sys.path.remove(path)
 
 
+@dataclass
+class FakeSampler:
+    """A sequence's sampler: which word comes next."""
+
+    next: int = 0
+
+
 class FakeBackend:
-    """Cycles through `words`, one per token, taking `token_s` of CPU-free time per token."""
+    """Cycles through `words`, one per token, for every sequence, taking `token_s` per decode.
+
+    It keeps what a real KV cache would hold per sequence id (`kv`), checks that positions
+    follow on from it, and records every batch, so tests see what was batched and reused.
+    """
 
     adds_bos = True
     END = 999
 
     def __init__(self, words: list[str] | list[bytes], *, n_ctx: int = 4096, token_s: float = 0.0,
-                 end_after: int | None = None):
+                 end_after: int | None = None, parallel: int = 4, chunk: int = 64,
+                 n_seq: int | None = None, kv_tokens: int | None = None):
         self.words = [w if isinstance(w, bytes) else w.encode() for w in words]
         self.n_ctx = n_ctx
         self.token_s = token_s
         self.end_after = end_after
+        self.parallel = parallel
+        self.chunk = chunk
+        self.n_seq = n_seq or 2 * parallel
+        self.kv_tokens = kv_tokens or parallel * n_ctx
+        self.kv: dict[int, list[int]] = {}
+        self.batches: list[list[tuple[int, int, int]]] = []  # (token, pos, seq) per decode
         self.sampled = 0
         self.threads: set[int] = set()
+        self.samplers_alive = 0
         self.lock = threading.Lock()
-        self.concurrent = 0
-        self.max_concurrent = 0
 
     def tokenize(self, text: str, *, bos: bool = False, special: bool = False) -> list[int]:
         return ([1] if bos else []) + [ord(c) for c in text]
 
-    def generate(self, tokens, sampling) -> Iterator[int]:
+    def new_sampler(self, sampling, history) -> FakeSampler:
+        self.samplers_alive += 1
+        return FakeSampler()
+
+    def free_sampler(self, sampler: FakeSampler) -> None:
+        self.samplers_alive -= 1
+
+    def decode(self, tokens, positions, seqs, logits) -> None:
+        self.threads.add(threading.get_ident())
+        if self.token_s:
+            time.sleep(self.token_s)  # stands for the model's compute time
+        for token, pos, seq in zip(tokens, positions, seqs, strict=True):
+            held = self.kv.setdefault(seq, [])
+            assert pos == len(held), f"seq {seq}: position {pos} after {len(held)} cached tokens"
+            held.append(token)
         with self.lock:
-            self.concurrent += 1
-            self.max_concurrent = max(self.max_concurrent, self.concurrent)
-        try:
-            i = 0
-            while True:
-                self.threads.add(threading.get_ident())
-                if self.token_s:
-                    time.sleep(self.token_s)  # stands for the model's compute time
-                self.sampled += 1
-                if self.end_after is not None and i >= self.end_after:
-                    yield self.END
-                yield 1000 + i % len(self.words)
-                i += 1
-        finally:
-            with self.lock:
-                self.concurrent -= 1
+            self.batches.append(list(zip(tokens, positions, seqs, strict=True)))
+
+    def sample(self, sampler: FakeSampler, index: int) -> int:
+        self.sampled += 1
+        i = sampler.next
+        sampler.next += 1
+        if self.end_after is not None and i >= self.end_after:
+            return self.END
+        return 1000 + i % len(self.words)
+
+    def forget(self, seq: int, start: int) -> bool:
+        del self.kv.setdefault(seq, [])[start:]
+        return True
 
     def piece(self, token: int) -> bytes:
         return self.words[token - 1000]
@@ -71,3 +99,8 @@ class FakeBackend:
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         return [[1.0, 0.0] for _ in texts], sum(len(t) for t in texts)
+
+    def max_sequences_per_decode(self) -> int:
+        """The most sequences one decode call carried."""
+        with self.lock:
+            return max((len({seq for _, _, seq in b}) for b in self.batches), default=0)

@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.slow,
 @pytest.fixture(scope="module")
 def llama():
     """One worker (one model load) for this module; gone before other modules run."""
-    worker = spawn_worker(LLAMA_DIR, env={"LLAMA_N_THREADS": "2", "LLAMA_N_CTX": "1024"},
+    worker = spawn_worker(LLAMA_DIR, env={"LLAMA_N_THREADS": "2", "LLAMA_N_CTX": "1024",
+                                          "LLAMA_PARALLEL": "4", "LLAMA_CHUNK": "64"},
                           timeout=120)
     yield worker
     assert worker.stop() == 0, worker.stderr_text()
@@ -54,7 +55,9 @@ async def test_health_and_models(client):
     with trio.fail_after(IO_TIMEOUT):
         health = (await client.get("/health")).json()
         models = (await client.get("/v1/models")).json()
-    assert health["status"] == "ok" and health["max_concurrency"] == 1
+    assert health["status"] == "ok" and health["max_concurrency"] == 4
+    assert health["n_ctx_per_sequence"] == 1024 and health["kv_cache_tokens"] == 4096
+    assert health["active_sequences"] == 0 and health["queued_sequences"] == 0
     assert [m["id"] for m in models["data"]] == [MODEL, "gemma-3-270m-embedding"]
 
 
@@ -64,7 +67,10 @@ async def test_greedy_completion_is_deterministic_with_usage(client):
         second = (await client.post("/v1/completions", json=completion())).json()
     assert first["choices"][0]["text"] == second["choices"][0]["text"]
     assert "France" in first["choices"][0]["text"]  # " the capital of the country of France."
-    assert first["usage"] == {"prompt_tokens": 6, "completion_tokens": 8, "total_tokens": 14}
+    assert first["usage"] == {"prompt_tokens": 6, "completion_tokens": 8, "total_tokens": 14,
+                              "prompt_tokens_details": {"cached_tokens": 0}}
+    # the same prompt again: all of it but the last token comes from the cache
+    assert second["usage"]["prompt_tokens_details"] == {"cached_tokens": 5}
     assert first["choices"][0]["finish_reason"] == "length"
 
 
@@ -129,21 +135,22 @@ async def test_cancel_mid_stream_frees_the_model_within_a_token(client):
     assert r.status_code == 200
 
 
-async def test_concurrent_requests_queue_and_all_finish(client):
+async def test_concurrent_requests_decode_together_and_the_fifth_queues(client):
     texts = []
 
     async def one(i):
-        r = await client.post("/v1/completions", json=completion(max_tokens=6 + i))
+        r = await client.post("/v1/completions", json=completion(max_tokens=30 + i))
         texts.append((i, r.json()["usage"]["completion_tokens"]))
 
     with trio.fail_after(IO_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            for i in range(3):
+            for i in range(5):
                 nursery.start_soon(one, i)
-            busy = await wait_for_health(client, lambda b: b["queued_requests"] >= 1,
-                                         deadline_s=IO_TIMEOUT, interval_s=0.005)
-    assert busy["active_requests"] == 1
-    assert sorted(texts) == [(0, 6), (1, 7), (2, 8)]
+            # four decode together (max_concurrency), the fifth waits for one of them
+            await wait_for_health(client, lambda b: b["active_sequences"] == 4
+                                  and b["queued_sequences"] == 1,
+                                  deadline_s=IO_TIMEOUT, interval_s=0.005)
+    assert sorted(texts) == [(i, 30 + i) for i in range(5)]
 
 
 @pytest.mark.parametrize(("path", "body", "status", "code"), [
