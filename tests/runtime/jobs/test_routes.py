@@ -258,3 +258,13 @@ async def test_hostile_requests_get_clear_4xx(plane):
     for path in ("/api/v1/runs?limit=abc", "/api/v1/runs?limit=100000", "/api/v1/runs/x/logs?attempt=-1"):
         r = await plane.get(path, headers=AUTH)
         assert r.status_code in (400, 404) and "detail" in r.json(), path
+
+
+async def test_the_webhook_secret_and_admin_key_never_reach_a_step(plane):
+    job = {"name": "env", "trigger": {"type": "manual"},
+           "steps": [{"name": "main", "service": "echo@stable", "command": ["env"]}]}
+    await plane.post("/api/v1/jobs", headers=AUTH, json=job)
+    run = await finished(plane, (await plane.post("/api/v1/jobs/env/trigger", headers=AUTH)).json()["run_id"])
+    logs = (await plane.get(f"/api/v1/runs/{run['run_id']}/logs", headers=AUTH)).text
+    assert run["state"] == "succeeded" and "FLOWCTL_JOB=env" in logs
+    assert SECRET not in logs and ADMIN not in logs and "FLOWCTL_WEBHOOK_SECRET" not in logs
