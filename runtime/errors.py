@@ -35,12 +35,14 @@
     │   └── VerifyFailed                 runtime.node.packages.errors
     ├── SupervisionError                 runtime.node.workers.errors
     │   ├── BadPassthrough               runtime.node.workers.errors
+    │   ├── PortInUse                    runtime.node.workers.errors
     │   └── WorkerError                  runtime.node.workers.errors
     │       ├── WorkerStartFailed        runtime.node.workers.errors
     │       ├── WorkerExited             runtime.node.workers.errors
     │       └── WorkerUnhealthy          runtime.node.workers.errors
     ├── AgentError                       runtime.node.agent.errors
     │   └── JoinRefused                  runtime.node.agent.errors
+    │       └── BadGpuDeclaration        runtime.node.agent.sysinfo
     ├── HubError                         runtime.clients.errors
     │   ├── HubUnreachable               runtime.clients.errors
     │   ├── HubRequestFailed             runtime.clients.errors
@@ -65,7 +67,9 @@ Outside the tree, on purpose: the wire parsers' ValueErrors (ProtocolError in
 runtime.control.messages, MessageError in runtime.sessions.protocol, SSEError in
 runtime.http.sse) and the signals WorkerUnreachable, WorkerConnectionError
 (runtime.tunnel.worker_client) and IdentityRefused (runtime.scheduler.node_connection):
-each is caught by its module's caller and never reaches a user as such.
+each is caught by its module's caller and never reaches a user as such. DescriptionConflict
+(runtime.api.openapi) is a programming error: two parts of the plane describing one route,
+found when the OpenAPI document is built, never by a request.
 tests/runtime/test_errors.py keeps this drawing true.
 """
 
