@@ -19,6 +19,13 @@ server dependencies: pip install fastapi uvicorn sse-starlette pydantic-settings
 starlette-context (`just llm-bench` installs them).
 
 Run: .venv/bin/python bench/llm.py [--runs 5] [--tokens 128] [--threads 2]
+
+Concurrent streams and sessions (issue 19; bench/_llm_batch.py): our worker direct and
+through the gateway, llama_cpp.server and llama.cpp's llama-server --parallel N, at each
+concurrency; then session TTFT per turn with and without prompt-cache reuse:
+  .venv/bin/python bench/llm.py --streams 1,4,8,16 [--tokens 64] [--session-turns 10]
+(BENCH_BUILD_LLAMA_SERVER=1 builds llama-server first if it is missing; or run
+bench/_llama_server.py once.)
 """
 
 from __future__ import annotations
@@ -266,6 +273,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--streams", help="concurrency table instead, e.g. 1,4,8,16")
+    parser.add_argument("--session-turns", type=int, default=10)
     args = parser.parse_args()
     if importlib.util.find_spec("llama_cpp") is None:
         print("llama-cpp-python is not installed: pip install -e '.[llm]'", file=sys.stderr)
@@ -274,6 +283,17 @@ def main() -> int:
     if not gguf.is_file():
         print(f"{gguf} is missing: run `just llm-model`", file=sys.stderr)
         return 1
+    if args.streams:
+        sys.path.insert(0, str(ROOT))
+        from bench._llm_batch import run as run_batch
+
+        try:
+            streams = [int(n) for n in args.streams.split(",")]
+        except ValueError:
+            parser.error(f"--streams {args.streams!r} is not a list of integers like 1,4,8,16")
+        if not streams or min(streams) < 1:
+            parser.error("--streams needs positive integers")
+        return run_batch(gguf, streams, args.tokens, args.threads, args.session_turns)
     names = ["(a) llama-cpp-python in-process", "(b) python -m llama_cpp.server",
              "(c) our worker, direct", "(d) gateway + node tunnel"]
     port_b, port_c = free_port(), free_port()
