@@ -158,7 +158,7 @@ async def serve_control_plane(
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         if "jobs" in settings.roles:
-            jobs = JobsRole(settings.data_dir)
+            jobs = JobsRole(settings.data_dir, scheduler=scheduler)  # steps on nodes when the scheduler runs
             jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:

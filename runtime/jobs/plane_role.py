@@ -1,8 +1,10 @@
 """The plane's `jobs` role: the engine on DATA_DIR/jobs.db, its HTTP API, hub events and metrics.
 
-Until nodes run steps, command steps run on the plane's machine through `LocalCommandExecutor`
-(logs under DATA_DIR/jobs/attempts, working directory DATA_DIR/jobs/work), so only the admin
-key may define jobs; tenant keys list, trigger, cancel and read their own tenant's.
+With the scheduler role here, command steps run on the cluster's nodes (`NodeExecutor`: node
+messages routed here by `route_job_messages`, logs under DATA_DIR/jobs/attempts) and tenant keys
+may define their own tenant's jobs. Without it (a jobs-only plane) they run on the plane's own
+machine through `LocalCommandExecutor` (working directory DATA_DIR/jobs/work), so there only the
+admin key may define jobs; tenant keys list, trigger, cancel and read their own tenant's.
 With the scheduler here, `deployment_ready` and `deployment_failed` events follow its status
 (checked every `DEPLOYMENT_POLL_S`): ready when every desired replica of the deployment's version
 serves, failed when one of its replicas failed; each fires once per change, never for the state
@@ -18,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -26,7 +28,11 @@ from runtime.jobs import routes
 from runtime.jobs.engine import Event, JobEngine
 from runtime.jobs.lease import SoloLease
 from runtime.jobs.local_command import LocalCommandExecutor
+from runtime.jobs.node_executor import NodeExecutor
 from runtime.jobs.store import RunStore
+
+if TYPE_CHECKING:
+    from runtime.scheduler.service import Scheduler
 
 log = logging.getLogger("flowctl.jobs")
 DB_FILE = "jobs.db"
@@ -43,9 +49,15 @@ def secret_env_name(secret_name: str) -> str:
 class JobsRole:
     """The jobs role's parts, built before the plane binds and run in its nursery."""
 
-    def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None):
+    def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None,
+                 scheduler: Scheduler | None = None):
         self.store = RunStore(data_dir / DB_FILE)
-        self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work")
+        self.scheduler = scheduler
+        self.executor: NodeExecutor | LocalCommandExecutor
+        if scheduler is not None:
+            self.executor = NodeExecutor(scheduler, self.store, data_dir / "jobs" / "attempts")
+        else:
+            self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work")
         self.engine = JobEngine(self.store, self.executor, SoloLease())
         self._environ = os.environ if environ is None else environ
         self._nursery: trio.Nursery | None = None
@@ -59,7 +71,8 @@ class JobsRole:
                  watch_hub: bool) -> None:
         """The HTTP API on `app`, and a `service_published` event after each publish to the hub here."""
         routes.register(app, self.engine, self.store, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
-                        secret_of=self.secret, log_path=self.executor.log_path)
+                        secret_of=self.secret, log_path=self.executor.log_path,
+                        tenants_define=self.scheduler is not None)
         if watch_hub:
             from quart import request
 
@@ -96,15 +109,33 @@ class JobsRole:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine until cancelled; started once it leads (the plane closes the store after)."""
-        (self.executor.data_dir).mkdir(parents=True, exist_ok=True)
-        (self.executor.workdir or self.executor.data_dir).mkdir(parents=True, exist_ok=True)
+        executor = self.executor
+        executor.data_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(executor, LocalCommandExecutor):
+            (executor.workdir or executor.data_dir).mkdir(parents=True, exist_ok=True)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if isinstance(executor, NodeExecutor):
+                    from runtime.scheduler.node_connection import route_job_messages
+
+                    await nursery.start(executor.run)
+                    route_job_messages(executor.scheduler, executor.on_message)
+                    nursery.start_soon(_unroute, executor)
                 await nursery.start(self.engine.run)
                 task_status.started()
         finally:
             self._nursery = None
+
+
+async def _unroute(executor: NodeExecutor) -> None:
+    """Stop routing node messages to `executor` when the role stops."""
+    from runtime.scheduler.node_connection import route_job_messages
+
+    try:
+        await trio.sleep_forever()
+    finally:
+        route_job_messages(executor.scheduler, None)
 
 
 def _condition(deployment: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ connection only; the plane keeps serving.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import msgspec
 import trio
@@ -35,6 +36,8 @@ from runtime.control.messages import (
     Error,
     Heartbeat,
     Hello,
+    JobLog,
+    JobReport,
     Local,
     ProtocolError,
     Status,
@@ -54,6 +57,16 @@ log = logging.getLogger("flowctl.scheduler")
 HELLO_TIMEOUT = 10.0
 
 NodeAuth = JoinToken | NodeCredential
+JobSink = Callable[[str, JobReport | JobLog | Heartbeat], None]  # (node id, message), must not block
+_job_sinks: dict[int, JobSink] = {}
+
+
+def route_job_messages(scheduler: Scheduler, sink: JobSink | None) -> None:
+    """Hand every node's job_report / job_log, and its heartbeats, to `sink` (the jobs role)."""
+    if sink is None:
+        _job_sinks.pop(id(scheduler), None)
+    else:
+        _job_sinks[id(scheduler)] = sink
 
 
 class IdentityRefused(Exception):
@@ -168,6 +181,9 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
                     log.warning("node %s sent a bad control message, closing: %s", hello.name, exc)
                     await mux.send_control(messages.encode(Error(str(exc), fatal=True)))
                     return
+                if isinstance(message, JobReport | JobLog | Heartbeat) and (
+                        sink := _job_sinks.get(id(scheduler))) is not None:
+                    sink(hello.node_id, message)
                 if isinstance(message, Heartbeat):
                     current = registry.heartbeat(hello.node_id, epoch, message)
                     if current and announced is not None and not scheduler.local.of(hello.node_id):

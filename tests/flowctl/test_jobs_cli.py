@@ -6,10 +6,12 @@ import subprocess
 import sys
 from functools import partial
 
+import httpx
 import pytest
 import trio
 
 from runtime.plane import PlaneSettings, serve_control_plane
+from tests.runtime.jobs.nodes import publish_echo, start_node
 
 ADMIN = "jobs-cli-admin-key"
 HELLO = """
@@ -53,6 +55,10 @@ async def plane(nursery, tmp_path):
     settings = PlaneSettings(data_dir=tmp_path / "plane", port=0)  # the default roles include jobs
     with trio.fail_after(30):
         handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        await publish_echo(client, auth, tmp_path)  # steps run in its environment, on a node
+        await start_node(nursery, client, auth, handle.url, tmp_path / "node", "n1")
     return handle.url
 
 

@@ -5,8 +5,9 @@ import signal
 
 import trio
 
+from packer import pack_dir
 from tests.flowctl import test_up
-from tests.flowctl.test_up import cli
+from tests.flowctl.test_up import ECHO, cli
 from tests.polling import wait_until
 
 cluster = test_up.cluster  # real `flowctl up` processes on one port, stopped after the test
@@ -43,12 +44,15 @@ async def test_up_killed_mid_step_restarts_without_a_second_copy(cluster, tmp_pa
             if (await cli("jobs", "ls", port=port))[0] == 0:
                 break
             await trio.sleep(0.2)
+        bundle = pack_dir(ECHO, tmp_path / "dist")  # the step runs in its environment, on up's own node
+        code, out, err = await cli("publish", str(bundle.path), "--hub", f"http://127.0.0.1:{port}", port=port)
+        assert code == 0, err
         code, out, err = await cli("jobs", "apply", "-f", str(tmp_path / "once.toml"), port=port)
         assert code == 0, err
         code, out, err = await cli("jobs", "trigger", "once", port=port)
         run_id = out.split()[1]
         await wait_until(lambda: marker.exists() and marker.read_text().strip()
-                         and any((data / "jobs" / "attempts").glob("*/main.1/pgid")))
+                         and any(data.glob("**/jobs/*/main.1/pgid")))
         orphan = int(marker.read_text())
         first.proc.send_signal(signal.SIGKILL)
         await first.proc.wait()

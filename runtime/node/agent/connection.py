@@ -46,6 +46,8 @@ from runtime.control.messages import (
     Heartbeat,
     Hello,
     InstalledVersion,
+    JobAttempt,
+    JobCancel,
     Local,
     LocalVerdict,
     ReplicaReport,
@@ -55,6 +57,7 @@ from runtime.control.messages import (
 from runtime.exception_groups import boundary, collapse, describe, leaves
 from runtime.node.agent import sysinfo
 from runtime.node.agent.errors import JoinRefused
+from runtime.node.agent.jobs import AgentJobs
 from runtime.tunnel import MessageTransport, Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
 from runtime.tunnel.worker_client import WorkerClient
@@ -154,7 +157,7 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.R
 async def run_agent(config: AgentConfig, executor: Executor, *,
                     keep_credential: Callable[[str], None] | None = None,
                     connect: Connect = open_control_socket,
-                    local: LocalServices | None = None,
+                    local: LocalServices | None = None, jobs: AgentJobs | None = None,
                     task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Keep the node connected until cancelled; `started(welcome)` after the first join.
 
@@ -162,6 +165,8 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
     plane issues at this node's first join; the agent connects with it from then on.
     `connect(config, bearer)` opens one connection to the plane (a seam for tests).
     `local`: deployments of this node's own to announce (see the module docstring).
+    `jobs`: the node's job steps (one for all sessions, already running): fed the plane's
+    job_attempt / job_cancel, and re-attached (what still runs is reported) after each welcome.
 
     Error handling: connection problems are retried with backoff; JoinRefused is raised.
     """
@@ -196,7 +201,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                             started = True
                             task_status.started(welcome)
 
-                    await _session(config, executor, mux, client, on_welcome, local)
+                    await _session(config, executor, mux, client, on_welcome, local, jobs)
             except* JoinRefused as group:
                 refused = next(leaves(group))
             except* trio_websocket.ConnectionRejected as group:
@@ -252,7 +257,8 @@ def _detail(body: bytes | None) -> str:
 
 
 async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient,
-                   on_welcome: Callable[[Welcome], Awaitable[None]], local: LocalServices | None = None) -> None:
+                   on_welcome: Callable[[Welcome], Awaitable[None]], local: LocalServices | None = None,
+                   jobs: AgentJobs | None = None) -> None:
     installed, replicas = executor.inventory()
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
@@ -268,6 +274,17 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     welcome = first
     log.info("joined cluster %s as %s", welcome.cluster_id, config.name)
     await on_welcome(welcome)
+    if jobs is not None:
+        await jobs.attach(mux)
+    try:
+        await _serve(config, executor, mux, client, welcome, local, jobs)
+    finally:
+        if jobs is not None:
+            jobs.detach(mux)
+
+
+async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient, welcome: Welcome,
+                 local: LocalServices | None, jobs: AgentJobs | None) -> None:
 
     pending: dict[str, ReplicaReport] = {}
     reported = trio.lowlevel.ParkingLot()
@@ -349,6 +366,9 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
                 message = messages.decode_plane_message(await mux.receive_control())
                 if isinstance(message, Assign):
                     executor.apply(message, welcome.hub_url, report)
+                elif isinstance(message, JobAttempt | JobCancel):
+                    if jobs is not None:
+                        await jobs.handle(message)
                 elif isinstance(message, LocalVerdict):
                     if local is not None:
                         local.verdict(message)

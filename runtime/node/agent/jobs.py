@@ -8,29 +8,37 @@ a bounded rotated log), streams the log's new bytes as `job_log` and ends with o
 `job_report`. `running()` lists the attempts still running, for a node to report them on
 reconnect so that a restarted plane re-attaches them instead of running them again.
 
-Not wired yet: the agent's connection does not hand these messages to a runner, and the
-plane has no executor that sends them (docs/jobs.md, "Not done yet").
+`AgentJobs` wires a runner into a node agent: one per `run_agent` (attempts outlive a control
+session), its messages sent through the current session and buffered (bounded) between
+sessions, the bundle installed by the node's package manager, and the process groups of
+attempts a previous agent process left behind (killed with it) stopped when it starts.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
 
+from runtime.control import messages
 from runtime.control.messages import JobAttempt, JobCancel, JobLog, JobReport
 from runtime.jobs.dispatch import AttemptOrder, Outcome
 from runtime.jobs.errors import StaleEpoch
 from runtime.jobs.lease import EpochFence
-from runtime.jobs.local_command import DEFAULT_GRACE_S, LocalCommandExecutor
+from runtime.jobs.local_command import DEFAULT_GRACE_S, PGID_FILE, LocalCommandExecutor
 from runtime.jobs.model import CommandStep
+from runtime.node.workers.pgroups import group_alive, stop_group
+from runtime.tunnel import Mux, TunnelError
 
 log = logging.getLogger("flowctl.node.jobs")
 LOG_POLL_S = 0.2
 MAX_LOG_MESSAGE = 64 * 1024
+MAX_BUFFERED = 1000  # messages kept while the plane is away; the oldest log pieces go first
 Install = Callable[[str, str], Awaitable[Path]]  # (service, version) -> the installed bundle tree
 Send = Callable[[JobReport | JobLog], Awaitable[None]]
 Key = tuple[str, str, int]
@@ -98,6 +106,10 @@ class NodeJobRunner:
         finally:
             self._running.pop(key, None)
             self._offsets.pop(key, None)
+            # Ended here: its group id must not be swept at the next start (the pid may be reused).
+            pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}" / PGID_FILE
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(partial(pgid.unlink, missing_ok=True))
         with trio.CancelScope(shield=True):
             await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
                                       exit_code=outcome.exit_code, reason=outcome.reason))
@@ -155,3 +167,84 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
             return data, offset + len(data)
     except FileNotFoundError:
         return b"", offset
+
+
+class JobOutbox:
+    """A runner's `send`: through the current control session, buffered (bounded) while there
+    is none, flushed in order when the next session starts."""
+
+    def __init__(self, *, max_buffered: int = MAX_BUFFERED):
+        self.max_buffered = max_buffered
+        self._mux: Mux | None = None
+        self._buffer: deque[JobReport | JobLog] = deque()
+
+    async def send(self, message: JobReport | JobLog) -> None:
+        """Send now, or keep for the next session."""
+        if self._mux is not None:
+            try:
+                await self._mux.send_control(messages.encode(message))
+                return
+            except TunnelError:
+                self._mux = None
+        self._buffer.append(message)
+        while len(self._buffer) > self.max_buffered:
+            # Reports decide outcomes; log pieces are only text: drop the oldest log piece first.
+            log_piece = next((m for m in self._buffer if isinstance(m, JobLog)), None)
+            self._buffer.remove(log_piece if log_piece is not None else self._buffer[0])
+
+    async def attach(self, mux: Mux, running: list[JobReport]) -> None:
+        """A session started: what was buffered, then `running` (so the plane re-attaches)."""
+        self._mux = None
+        queue = [*self._buffer, *running]
+        self._buffer.clear()
+        for message in queue:
+            await mux.send_control(messages.encode(message))
+        while self._buffer:  # sent meanwhile
+            await mux.send_control(messages.encode(self._buffer.popleft()))
+        self._mux = mux
+
+    def detach(self, mux: Mux) -> None:
+        """That session ended: buffer from now on."""
+        if self._mux is mux:
+            self._mux = None
+
+
+class AgentJobs:
+    """A node agent's job steps: a runner, its outbox, and the package manager as `install`."""
+
+    def __init__(self, data_dir: Path, install: Install, *, node: str = "", grace_s: float = DEFAULT_GRACE_S):
+        self.data_dir = data_dir
+        self.outbox = JobOutbox()
+        self.runner = NodeJobRunner(data_dir, install, self.outbox.send, grace_s=grace_s, node=node)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stop what a previous agent process left running, then run attempts until cancelled."""
+        await sweep_orphans(self.data_dir, grace_s=self.runner.grace_s)
+        await self.runner.run(task_status=task_status)
+
+    async def attach(self, mux: Mux) -> None:
+        """After each welcome: flush, then report what still runs."""
+        await self.outbox.attach(mux, self.runner.running())
+
+    def detach(self, mux: Mux) -> None:
+        """The session ended."""
+        self.outbox.detach(mux)
+
+    async def handle(self, message: JobAttempt | JobCancel) -> None:
+        """A plane's job message."""
+        await self.runner.handle(message)
+
+
+async def sweep_orphans(data_dir: Path, *, grace_s: float) -> int:
+    """Stop the live process groups named by attempts' pgid files under `data_dir` (left by an
+    agent process that was killed); returns how many. The files go, so each is stopped once."""
+    found = await trio.to_thread.run_sync(lambda: sorted(data_dir.glob(f"*/*/{PGID_FILE}")))
+    stopped = 0
+    for path in found:
+        text = await trio.to_thread.run_sync(path.read_text)
+        if text.strip().isdigit() and (pgid := int(text)) > 1 and await group_alive(pgid):
+            log.warning("stopping job process group %d left by a previous agent (%s)", pgid, path.parent)
+            await stop_group(pgid, grace_s=grace_s)
+            stopped += 1
+        await trio.to_thread.run_sync(partial(path.unlink, missing_ok=True))
+    return stopped

@@ -15,7 +15,8 @@ from runtime.node.agent import identity
 from runtime.node.agent.connection import AgentConfig, LocalServices, run_agent
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.executor import ExecutorSettings, NodeExecutor
-from runtime.node.packages import NodeLayout
+from runtime.node.agent.jobs import AgentJobs
+from runtime.node.packages import InstallOptions, NodeLayout, install
 from runtime.node.workers import orphans
 
 
@@ -58,7 +59,19 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
     with collapse():
         async with trio.open_nursery() as nursery:
             executor = NodeExecutor(layout, nursery, settings.executor)
+            hub = {"url": ""}
+
+            async def install_step(service: str, version: str) -> Path:
+                # The package manager the replicas use; not activated, so no service is switched.
+                options = InstallOptions(activate=False, allow_downgrade=True)
+                await install(layout, hub["url"], service, version, options=options)
+                return layout.version_dir(service, version)
+
+            jobs = AgentJobs(layout.root / "jobs", install_step, node=node_id,
+                             grace_s=(settings.executor or ExecutorSettings()).grace_s)
+            await nursery.start(jobs.run)
             welcome = await nursery.start(partial(
                 run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir),
-                local=local))
+                local=local, jobs=jobs))
+            hub["url"] = welcome.hub_url
             task_status.started(welcome)

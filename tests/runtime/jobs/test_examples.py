@@ -12,6 +12,7 @@ import trio
 from runtime.jobs.apply import load_definitions
 from runtime.jobs.webhooks import sign
 from runtime.plane import PlaneSettings, serve_control_plane
+from tests.runtime.jobs.nodes import publish_echo, start_node
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "jobs"
 ADMIN = "jobs-examples-admin"
@@ -26,12 +27,14 @@ async def plane(nursery, tmp_path, monkeypatch):
     with trio.fail_after(30):
         handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
     async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        await publish_echo(client, AUTH, tmp_path)  # steps run in its environment, on a node
+        await start_node(nursery, client, AUTH, handle.url, tmp_path / "node", "n1")
         files = [{"name": p.name, "text": p.read_text()} for p in sorted(EXAMPLES.iterdir())
                  if p.suffix in (".toml", ".yaml")]
         r = await client.post("/api/v1/jobs/apply", headers=AUTH, json={"files": files})
         assert r.status_code == 200, r.text
         assert sorted(c["name"] for c in r.json()["changes"]) == ["chain-build", "chain-publish", "greet", "on-push"]
-        yield client, tmp_path / "plane"
+        yield client, tmp_path / "node"
 
 
 async def ended(client, run_id):
@@ -64,7 +67,7 @@ async def test_greet_runs_with_its_parameter_and_leaves_an_output_file(plane):
     assert run["state"] == "succeeded", run
     logs = (await client.get(f"/api/v1/runs/{run['run_id']}/logs", headers=AUTH)).text
     assert "hello ada (1)\nhello ada (2)\n" in logs
-    output = data / "jobs" / "attempts" / run["run_id"] / "greet.1" / "output" / "greeting.txt"
+    [output] = data.glob(f"**/jobs/{run['run_id']}/greet.1/output/greeting.txt")  # on the node that ran it
     assert output.read_text() == "greeted ada\n"
 
 
@@ -99,7 +102,7 @@ async def test_a_publish_to_the_hub_fires_service_published_jobs(plane, tmp_path
     job = {"name": "on-publish", "trigger": {"type": "event", "event": "service_published", "service": "echo"},
            "steps": [{"name": "main", "service": "echo@stable", "command": ["true"]}]}
     assert (await client.post("/api/v1/jobs", headers=AUTH, json=job)).status_code == 201
-    bundle = make_bundle(tmp_path, "1.0.0")
-    put = await client.put("/api/services/echo/1.0.0", headers=AUTH, content=bundle.path.read_bytes())
+    bundle = make_bundle(tmp_path, "1.0.1")
+    put = await client.put("/api/services/echo/1.0.1", headers=AUTH, content=bundle.path.read_bytes())
     assert put.status_code == 201, put.text
     assert (await first_run(client, "on-publish"))["cause"] == "event:service_published"

@@ -12,6 +12,7 @@ import trio
 from runtime.jobs.webhooks import sign
 from runtime.plane import PlaneSettings, serve_control_plane
 from tests.polling import wait_until
+from tests.runtime.jobs.nodes import publish_echo, start_node
 
 ADMIN = "jobs-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -46,6 +47,8 @@ async def plane(nursery, tmp_path, monkeypatch):
     with trio.fail_after(30):
         handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
     async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        await publish_echo(client, AUTH, tmp_path)  # command steps run in its environment, on the node
+        await start_node(nursery, client, AUTH, handle.url, tmp_path / "node", "n1")
         yield client
 
 
@@ -129,9 +132,10 @@ async def test_a_tenant_key_sees_only_its_tenant(plane):
     assert (await plane.get("/api/v1/jobs", headers=other)).json()["jobs"] == []
     assert (await plane.get("/api/v1/jobs/sleeper", headers=other)).status_code == 404
     assert (await plane.get("/api/v1/jobs/sleeper?tenant=acme", headers=other)).status_code == 404
-    # Commands run on the plane's machine: a tenant key may not define them.
-    r = await plane.put("/api/v1/jobs/mine", headers=acme, json=SLEEPER)
-    assert r.status_code == 403, r.text
+    # Commands run on nodes, not on the plane's machine: a tenant key defines its own tenant's jobs.
+    r = await plane.put("/api/v1/jobs/mine", headers=acme, json={**SLEEPER, "name": "mine"})
+    assert r.status_code == 201 and r.json()["job"]["tenant"] == "acme", r.text
+    assert (await plane.get("/api/v1/jobs/mine", headers=other)).status_code == 404
     r = await plane.post("/api/v1/jobs/sleeper/trigger", headers=acme)
     assert r.status_code == 202
     run_id = r.json()["run_id"]

@@ -1,0 +1,319 @@
+"""A `StepExecutor` that runs `command` steps on the cluster's nodes over their control links.
+
+Each attempt goes to one connected node whose labels match the step's `selector` (the least
+loaded: this plane's attempts on it plus its in-flight requests; ties by name). While none
+matches, the attempt waits with its reason recorded (`pending: no node with labels gpu=a100`).
+The node gets a `job_attempt` carrying the leader epoch, answers `job_report`s (running, then
+one final) and streams `job_log` pieces, appended to the attempt's log here. A node that the
+registry declares lost (its lost-node timeout, or its connection closed) loses its attempts
+(`lost`), which the engine retries per policy. After a plane restart `recover` waits for the
+attempt's node to report it running again (nodes report what still runs after each welcome,
+before their first heartbeat); a node that heartbeats without it, or no node within
+`reattach_s`, means lost. A report for an attempt nobody waits for is recorded beside the
+attempt (`late_result`) when it is final, and a stale process still running is told to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from runtime.control import messages
+from runtime.control.messages import Heartbeat, JobAttempt, JobCancel, JobLog, JobReport
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.model import CommandStep
+from runtime.jobs.states import LIVE_ATTEMPT
+from runtime.jobs.steplog import DEFAULT_MAX_BYTES
+from runtime.jobs.store import RunStore
+from runtime.tunnel import TunnelError
+
+if TYPE_CHECKING:
+    from runtime.scheduler.registry import NodeRecord, NodeState
+    from runtime.scheduler.service import Scheduler
+
+log = logging.getLogger("flowctl.jobs")
+Key = tuple[str, str, int]
+VersionLookup = Callable[[str, str], Awaitable[str | None]]  # (service, channel) -> version
+CHOOSE_POLL_S = 1.0
+CANCEL_WAIT_S = 10.0
+DEFAULT_REATTACH_S = 60.0
+CHANNELS = ("stable", "latest")
+
+
+@dataclass
+class _Live:
+    node: str
+    events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(
+        default_factory=lambda: trio.open_memory_channel(math.inf))
+
+    reported: bool = False  # its node said something about it
+
+    def put(self, item: Any) -> None:
+        self.reported = self.reported or isinstance(item, JobReport)
+        self.events[0].send_nowait(item)
+
+
+class NodeExecutor:
+    """Runs command steps on nodes through `scheduler`; see the module docstring."""
+
+    def __init__(self, scheduler: Scheduler, store: RunStore, data_dir: Path, *,
+                 lookup: VersionLookup | None = None, reattach_s: float = DEFAULT_REATTACH_S,
+                 log_max_bytes: int = DEFAULT_MAX_BYTES):
+        self.scheduler, self.store, self.data_dir = scheduler, store, data_dir
+        self.reattach_s, self.log_max_bytes = reattach_s, log_max_bytes
+        if lookup is None:
+            from runtime.scheduler.resolver import hub_channel_resolver
+
+            lookup = hub_channel_resolver(lambda: scheduler.hub_url)
+        self._lookup = lookup
+        self._live: dict[Key, _Live] = {}
+        self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
+        self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
+        self._changed = trio.Event()
+        self._epoch = 0
+        self._logs_send, self._logs_receive = trio.open_memory_channel[tuple[Key, str]](math.inf)
+        self._nursery: trio.Nursery | None = None
+        scheduler.registry.subscribe(self._node_changed)
+
+    def log_path(self, run_id: str, step: str, attempt: int) -> Path:
+        """An attempt's log here (what its node streamed); `log.1` beside it after rotation."""
+        return self.data_dir / run_id / f"{step}.{attempt}" / "log"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write logs and settle unclaimed reports until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._write_logs)
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- from nodes (called synchronously by the node connection) ------------------------------
+
+    def on_message(self, node_id: str, message: JobReport | JobLog | Heartbeat) -> None:
+        """A node's job_report / job_log, or its heartbeat (its running list is complete)."""
+        if isinstance(message, Heartbeat):
+            if node_id not in self._heard:
+                self._heard.add(node_id)
+                self._wake()
+            return
+        key = (message.run_id, message.step, message.attempt)
+        if isinstance(message, JobLog):
+            self._logs_send.send_nowait((key, message.data))
+            return
+        live = self._live.get(key)
+        if live is not None and live.node == node_id:
+            live.put(message)
+        elif self._nursery is not None:
+            if message.state == "running":
+                self._unclaimed[key] = (node_id, message)  # for a recover about to start; checked below
+            self._nursery.start_soon(self._unclaimed_report, node_id, message)
+
+    def _node_changed(self, node: NodeRecord, before: NodeState) -> None:
+        if node.state == "lost":
+            self._heard.discard(node.node_id)
+            for live in self._live.values():
+                if live.node == node.node_id:
+                    live.put(Outcome("lost", reason=f"node {node.name} was lost", node=node.node_id))
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- StepExecutor --------------------------------------------------------------------------
+
+    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
+        """Choose a node, send the attempt, wait for its final report (or its node's loss).
+
+        Cancellation: the node is told to stop it (job_cancel) and its report awaited a while.
+        """
+        self._epoch = max(self._epoch, order.epoch)
+        step = order.step
+        if not isinstance(step, CommandStep):
+            return Outcome("failed", reason=f"{step.kind} steps do not run on nodes")
+        service, _, wanted = step.service.partition("@")
+        version = wanted
+        if wanted in CHANNELS:
+            try:
+                found = await self._lookup(service, wanted)
+            except Exception as e:  # the hub cannot say (DeployError, UnknownService): the attempt fails
+                return Outcome("failed", reason=f"cannot resolve {step.service}: {e}")
+            if found is None:
+                return Outcome("failed", reason=f"the hub has no {wanted} version of {service!r}")
+            version = found
+        key = (order.run_id, step.name, order.attempt)
+        message = JobAttempt(order.run_id, order.tenant, order.job, step.name, order.attempt, order.epoch,
+                             service, version, tuple(step.command), dict(step.env), dict(order.params),
+                             order.timeout)
+        while True:
+            node = await self._choose(order, step)
+            live = self._live[key] = _Live(node)
+            try:
+                await self._send(node, message)
+            except TunnelError:
+                del self._live[key]  # nothing runs it: that node went away meanwhile
+                continue
+            break
+        try:
+            return await self._wait(key, live, started)
+        finally:
+            self._live.pop(key, None)
+
+    async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
+        """Re-attach an attempt a previous plane process dispatched, when its node reports it."""
+        self._epoch = max(self._epoch, order.epoch)
+        key = (order.run_id, order.step.name, order.attempt)
+        attempts = await trio.to_thread.run_sync(self.store.attempts, order.run_id, order.step.name)
+        node = next((a.node for a in attempts if a.attempt == order.attempt), None)
+        if not node:
+            return None
+        live = self._live[key] = _Live(node)
+        try:
+            if (seen := self._unclaimed.pop(key, None)) is not None and seen[0] == node:
+                live.put(seen[1])
+            with trio.move_on_after(self.reattach_s):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._lost_unless_reported, node, live)
+                    outcome = await self._wait(key, live, started)
+                    nursery.cancel_scope.cancel()
+                return None if outcome.state == "lost" and outcome.reason == "" else outcome
+            return None
+        finally:
+            self._live.pop(key, None)
+
+    async def _lost_unless_reported(self, node: str, live: _Live) -> None:
+        while node not in self._heard:
+            await self._changed.wait()
+        if not live.reported:  # what it runs came before its heartbeat, on the same connection
+            live.put("unreported")
+
+    async def _wait(self, key: Key, live: _Live, started: Started) -> Outcome:
+        receive = live.events[1]
+        done = False
+        try:
+            async for item in receive:
+                if item == "unreported":
+                    done = True  # its node is back and does not run it: nothing to stop
+                    return Outcome("lost")
+                if isinstance(item, Outcome):
+                    done = True
+                    return item
+                assert isinstance(item, JobReport)
+                if item.state == "running":
+                    await started(live.node)
+                    continue
+                done = True
+                return Outcome(item.state, exit_code=item.exit_code, reason=item.reason, node=live.node)
+            raise AssertionError("unreachable")
+        finally:
+            if not done:
+                with trio.CancelScope(shield=True):
+                    await self._stop(key, live, "cancelled by the plane")
+
+    async def _stop(self, key: Key, live: _Live, reason: str) -> None:
+        """Tell the node to stop the attempt; wait a while for it to say it did."""
+        try:
+            await self._send(live.node, JobCancel(*key, epoch=self._epoch, reason=reason))
+        except TunnelError:
+            return
+        with trio.move_on_after(CANCEL_WAIT_S):
+            async for item in live.events[1]:
+                if isinstance(item, Outcome) or (isinstance(item, JobReport) and item.state != "running"):
+                    return
+
+    # -- choosing and sending -----------------------------------------------------------------
+
+    async def _choose(self, order: AttemptOrder, step: CommandStep) -> str:
+        noted = ""
+        while True:
+            changed = self._changed
+            node, why = self._candidate(step)
+            if node is not None:
+                return node
+            if why != noted:
+                noted = why
+                await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
+                                                      order.attempt, f"pending: {why}"))
+            with trio.move_on_after(CHOOSE_POLL_S):
+                await changed.wait()
+
+    def _candidate(self, step: CommandStep) -> tuple[str | None, str]:
+        from runtime.scheduler.registry import NodeState
+
+        wanted = dict(step.selector)
+        ready = [n for n in self.scheduler.registry.nodes(NodeState.READY)
+                 if self.scheduler.mux_for(n.node_id) is not None]
+        if not ready:
+            return None, "no node connected"
+        matching = [n for n in ready if all(node_labels(n).get(k) == v for k, v in wanted.items())]
+        if not matching:
+            return None, "no node with labels " + ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+        mine = {n.node_id: 0 for n in matching}
+        for live in self._live.values():
+            if live.node in mine:
+                mine[live.node] += 1
+        best = min(matching, key=lambda n: (mine[n.node_id] + n.outstanding, n.name, n.node_id))
+        return best.node_id, ""
+
+    async def _send(self, node_id: str, message: JobAttempt | JobCancel) -> None:
+        mux = self.scheduler.mux_for(node_id)
+        if mux is None:
+            raise TunnelError(f"node {node_id} is not connected")
+        await mux.send_control(messages.encode(message))
+
+    async def _unclaimed_report(self, node_id: str, report: JobReport) -> None:
+        """A report nobody waits for: keep it for a recover to come, record it late, or stop it."""
+        key = (report.run_id, report.step, report.attempt)
+        try:
+            attempts = await trio.to_thread.run_sync(self.store.attempts, report.run_id, report.step)
+        except Exception:  # a run since removed: nothing to record it on
+            attempts = []
+        record = next((a for a in attempts if a.attempt == report.attempt), None)
+        live = record is not None and record.state in LIVE_ATTEMPT and record.node == node_id
+        if report.state == "running":
+            if live:
+                return  # left in _unclaimed: a restarted engine re-attaches it
+            if self._unclaimed.get(key, (None, None))[1] is report:
+                del self._unclaimed[key]
+            why = (f"attempt {report.attempt} of step {report.step} was already settled "
+                   f"({record.state if record else 'unknown'}); stop it")
+            log.warning("node %s still runs %s/%s attempt %d: %s", node_id, report.run_id, report.step,
+                        report.attempt, why)
+            try:
+                await self._send(node_id, JobCancel(*key, epoch=max(self._epoch, report.epoch), reason=why))
+            except TunnelError:
+                pass
+            return
+        if record is not None:
+            await trio.to_thread.run_sync(partial(
+                self.store.report_result, report.run_id, report.step, report.attempt, report.state,
+                now=time.time(), node=node_id, exit_code=report.exit_code, reason=report.reason))
+
+    async def _write_logs(self) -> None:
+        async for key, data in self._logs_receive:
+            await trio.to_thread.run_sync(_append, self.log_path(*key), data.encode(), self.log_max_bytes)
+
+
+def node_labels(node: NodeRecord) -> dict[str, str]:
+    """What a step's selector matches: the node's labels, its `node` name and `node_id`."""
+    return {**node.labels, "node": node.name, "node_id": node.node_id}
+
+
+def _append(path: Path, data: bytes, max_bytes: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if size and size + len(data) > max_bytes:
+        path.replace(path.with_name(path.name + ".1"))
+    with path.open("ab") as f:
+        f.write(data)

@@ -1,0 +1,146 @@
+"""Command steps run on real node agents joined to a real plane: node choice by labels (a
+selector no node matches leaves the attempt pending, saying so), parameters and logs, cancel
+stopping the process group, and a node lost mid-step retried on another node as attempt 2."""
+
+import os
+import time
+from functools import partial
+
+import httpx
+import pytest
+import trio
+
+from runtime.plane import PlaneSettings, serve_control_plane
+from tests.polling import wait_until
+from tests.runtime.jobs.nodes import publish_echo, start_node
+
+ADMIN = "jobs-nodes-admin"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def job(name, command, **extra):
+    step = {"name": "main", "service": "echo@stable", "command": command, **extra.pop("step", {})}
+    return {"name": name, "trigger": {"type": "manual"}, "steps": [step], **extra}
+
+
+class Cluster:
+    def __init__(self, nursery, handle, client, tmp_path):
+        self.nursery, self.handle, self.client, self.tmp_path = nursery, handle, client, tmp_path
+        self.nodes = {}
+
+    async def node(self, name):
+        self.nodes[name] = await start_node(self.nursery, self.client, AUTH, self.handle.url,
+                                            self.tmp_path / name, name)
+        return self.nodes[name]
+
+    async def trigger(self, definition, params=None):
+        r = await self.client.put(f"/api/v1/jobs/{definition['name']}", headers=AUTH, json=definition)
+        assert r.status_code in (200, 201), r.text
+        r = await self.client.post(f"/api/v1/jobs/{definition['name']}/trigger", headers=AUTH,
+                                   json={"parameters": params or {}})
+        assert r.status_code == 202, r.text
+        return r.json()["run_id"]
+
+    async def run(self, run_id):
+        return (await self.client.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()
+
+    async def ended(self, run_id):
+        while (run := await self.run(run_id))["state"] in ("pending", "running"):  # noqa: ASYNC110 - the plane's
+            await trio.sleep(0.05)
+        return run
+
+
+@pytest.fixture
+async def cluster(nursery, tmp_path):
+    settings = PlaneSettings(data_dir=tmp_path / "plane", port=0, roles=("hub", "scheduler", "jobs"),
+                             heartbeat_interval=0.2, lost_after=1.5)
+    with trio.fail_after(30):
+        handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+        await publish_echo(client, AUTH, tmp_path)
+        yield Cluster(nursery, handle, client, tmp_path)
+
+
+def attempts(run):
+    return run["steps"][0]["attempts"]
+
+
+async def test_a_command_runs_on_a_node_in_the_bundle_tree_with_its_parameter(cluster):
+    await cluster.node("n1")
+    node_id = next(iter(n.node_id for n in cluster.handle.scheduler.registry.nodes()))
+    definition = job("hello", ["sh", "-c", "echo hello $FLOWCTL_PARAM_WHO; ls service.json; pwd"],
+                     parameters={"who": {"type": "string", "default": "x"}})
+    with trio.fail_after(60):
+        run_id = await cluster.trigger(definition, {"who": "ada"})
+        run = await cluster.ended(run_id)
+    assert run["state"] == "succeeded", run
+    assert attempts(run)[0]["node"] == node_id
+    logs = (await cluster.client.get(f"/api/v1/runs/{run_id}/logs", headers=AUTH)).text
+    assert "hello ada" in logs and "service.json" in logs, logs
+    assert str(cluster.tmp_path / "n1") in logs  # ran in the node's installed echo tree
+
+
+async def test_a_selector_no_node_matches_leaves_the_attempt_pending_with_the_reason(cluster):
+    await cluster.node("n1")
+    with trio.fail_after(30):
+        run_id = await cluster.trigger(job("gpu", ["true"], step={"selector": {"gpu": "a100"}}))
+        wanted = "pending: no node with labels gpu=a100"
+        while not (a := attempts(await cluster.run(run_id))) or a[0]["reason"] != wanted:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    run = await cluster.run(run_id)
+    assert run["state"] == "running" and attempts(run)[0]["state"] == "dispatched"
+    r = await cluster.client.post(f"/api/v1/runs/{run_id}/cancel", headers=AUTH)
+    assert r.status_code in (200, 202), r.text
+
+
+async def test_a_selector_on_the_node_name_picks_that_node(cluster):
+    await cluster.node("n1")
+    await cluster.node("n2")
+    ids = {n.name: n.node_id for n in cluster.handle.scheduler.registry.nodes()}
+    with trio.fail_after(60):
+        run = await cluster.ended(await cluster.trigger(job("pick", ["true"], step={"selector": {"node": "n2"}})))
+    assert run["state"] == "succeeded" and attempts(run)[0]["node"] == ids["n2"]
+
+
+async def test_cancel_stops_the_process_group_within_two_seconds(cluster):
+    await cluster.node("n1")
+    marker = cluster.tmp_path / "child.pid"
+    with trio.fail_after(60):
+        run_id = await cluster.trigger(job("sleeper", ["sh", "-c", f"sleep 120 & echo $! > {marker}; wait"]))
+        await wait_until(lambda: marker.exists() and marker.read_text().strip())
+        child = int(marker.read_text())
+        began = time.monotonic()
+        r = await cluster.client.post(f"/api/v1/runs/{run_id}/cancel", headers=AUTH)
+        assert r.status_code == 200, r.text
+        await wait_until(lambda: not alive(child))
+    assert time.monotonic() - began < 2.0
+    run = await cluster.run(run_id)
+    assert run["state"] == "cancelled" and attempts(run)[0]["state"] == "cancelled"
+
+
+async def test_a_node_lost_mid_step_is_retried_elsewhere_as_attempt_2(cluster):
+    first = await cluster.node("n1")
+    marker = cluster.tmp_path / "first.node"
+    definition = job("moving", ["sh", "-c", f'if [ "$FLOWCTL_ATTEMPT" = 1 ]; then echo $FLOWCTL_OUTPUT_DIR > {marker}; '
+                                            'sleep 120; else echo second; fi'],
+                     policies={"retries": {"max_attempts": 2, "backoff": "0.1s"}})
+    with trio.fail_after(60):
+        run_id = await cluster.trigger(definition)
+        await wait_until(lambda: marker.exists() and marker.read_text().strip())
+        await cluster.node("n2")
+        first.cancel()  # the node goes away with its step
+        run = await cluster.ended(run_id)
+    assert run["state"] == "succeeded", run
+    one, two = attempts(run)
+    assert one["state"] == "lost" and "n1" in one["reason"], one
+    ids = {n.name: n.node_id for n in cluster.handle.scheduler.registry.nodes()}
+    assert two["attempt"] == 2 and two["state"] == "succeeded" and two["node"] == ids["n2"]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
