@@ -54,6 +54,10 @@ speech-models: setup
     {{py}} examples/whisper-asr/model_package.py
     {{py}} examples/piper-tts/model_package.py
 
+# ASR and TTS real-time factors, in-process vs through the gateway (voice-turn latency: not yet).
+bench-speech: speech-models
+    {{py}} bench/speech.py
+
 # --- bundles (issue 2) ---
 
 # The README's main job: Gemma 3 270M packed, deployed on `flowctl up` and streamed through the gateway.
