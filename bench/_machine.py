@@ -65,10 +65,17 @@ class machine_report:
         self.quiet = bool({"-h", "--help"} & set(sys.argv[1:]))
 
     def __enter__(self) -> None:
+        # A shell starts background jobs with SIGINT ignored; Python then leaves it ignored,
+        # and the SIGTERM below would do nothing. Restore Python's own handler (Trio takes
+        # it over from there).
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
         if not self.quiet:
             print(describe(), flush=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if not self.quiet:
             print(f"after: {load()}", flush=True)
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            raise SystemExit("interrupted: everything the bench started was stopped") from None
