@@ -2,6 +2,7 @@
 selector no node matches leaves the attempt pending, saying so), parameters and logs, cancel
 stopping the process group, and a node lost mid-step retried on another node as attempt 2."""
 
+import json
 import os
 import time
 from functools import partial
@@ -144,3 +145,55 @@ def alive(pid):
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(")")[-1].split()[0] != "Z"
+
+
+async def test_a_node_back_after_its_attempt_was_lost_is_told_to_stop_it_and_the_result_is_kept_late(cluster):
+    from runtime.control.messages import REPLACED
+
+    await cluster.node("n1")
+    marker = cluster.tmp_path / "first.pid"
+    definition = job("blip", ["sh", "-c", f'if [ "$FLOWCTL_ATTEMPT" = 1 ]; then sleep 120 & echo $! > {marker}; '
+                                          'wait; else echo second; fi'],
+                     policies={"retries": {"max_attempts": 2, "backoff": "0.1s"}})
+    with trio.fail_after(60):
+        run_id = await cluster.trigger(definition)
+        await wait_until(lambda: marker.exists() and marker.read_text().strip())
+        first = int(marker.read_text())
+        [node] = cluster.handle.scheduler.registry.nodes()
+        # The connection drops (the node is lost at once) and the agent reconnects at once,
+        # reporting attempt 1 still running: superseded, so it is stopped.
+        cluster.handle.scheduler._links[node.node_id].close("a network blip", REPLACED)
+        run = await cluster.ended(run_id)
+        await wait_until(lambda: not alive(first))
+        while not attempts(await cluster.run(run_id))[0]["late_result"]:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    one, two = attempts(await cluster.run(run_id))
+    assert run["state"] == "succeeded" and one["state"] == "lost" and two["state"] == "succeeded"
+    late = one["late_result"] if isinstance(one["late_result"], dict) else json.loads(one["late_result"])
+    assert late["state"] == "cancelled" and "already settled" in late["reason"], late
+
+
+async def test_the_outbox_buffers_while_away_and_keeps_reports_over_log_pieces():
+    from runtime.control.messages import JobLog, JobReport
+    from runtime.node.agent.jobs import JobOutbox
+
+    class Mux:
+        def __init__(self):
+            self.sent = []
+
+        async def send_control(self, text):
+            self.sent.append(text)
+
+    outbox = JobOutbox(max_buffered=3)
+    await outbox.send(JobReport("r", "s", 1, 1, "running"))
+    for i in range(4):
+        await outbox.send(JobLog("r", "s", 1, f"line {i}\n"))
+    mux = Mux()
+    await outbox.attach(mux, [JobReport("r", "s", 2, 1, "running")])
+    assert ['"running"' in t or "line" in t for t in mux.sent] == [True] * 4
+    assert "line 2" in mux.sent[1] and "line 3" in mux.sent[2] and '"attempt":2' in mux.sent[3]
+    await outbox.send(JobLog("r", "s", 1, "now\n"))
+    assert "now" in mux.sent[-1]
+    outbox.detach(mux)
+    await outbox.send(JobLog("r", "s", 1, "later\n"))
+    assert "later" not in mux.sent[-1]
