@@ -17,6 +17,7 @@ attempts a previous agent process left behind (killed with it) stopped when it s
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ log = logging.getLogger("flowctl.node.jobs")
 LOG_POLL_S = 0.2
 MAX_LOG_MESSAGE = 64 * 1024
 MAX_BUFFERED = 1000  # messages kept while the plane is away; the oldest log pieces go first
-Install = Callable[[str, str], Awaitable[Path]]  # (service, version) -> the installed bundle tree
+# (service, version) -> the installed bundle tree, or (tree, its requirements venv or None)
+Install = Callable[[str, str], Awaitable[Path | tuple[Path, str | None]]]
 Send = Callable[[JobReport | JobLog], Awaitable[None]]
 Key = tuple[str, str, int]
 
@@ -118,12 +120,16 @@ class NodeJobRunner:
         m = running.message
         with running.scope:
             try:
-                tree = await self.install(m.service_id, m.version)
+                installed = await self.install(m.service_id, m.version)
             except Exception as e:
                 return Outcome("failed", reason=f"cannot install {m.service_id}@{m.version}: {e}"[:500])
+            tree, venv = installed if isinstance(installed, tuple) else (installed, None)
+            # The bundle's environment: its venv's interpreter and tools first (the step's env may override).
+            env = {"PATH": f"{venv}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}", "VIRTUAL_ENV": venv} if venv else {}
+            env.update(m.env)
             executor = LocalCommandExecutor(self.data_dir, workdir=tree, grace_s=self.grace_s, node=self.node)
             step = CommandStep(name=m.step, service=f"{m.service_id}@{m.version}", command=tuple(m.command),
-                               env=tuple(sorted(m.env.items())))
+                               env=tuple(sorted(env.items())))
             order = AttemptOrder(m.run_id, m.tenant, m.job, step, m.attempt, m.epoch, dict(m.params), m.timeout_s)
 
             async def started(node: str | None) -> None:

@@ -61,11 +61,11 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
             executor = NodeExecutor(layout, nursery, settings.executor)
             hub = {"url": ""}
 
-            async def install_step(service: str, version: str) -> Path:
+            async def install_step(service: str, version: str) -> tuple[Path, str | None]:
                 # The package manager the replicas use; not activated, so no service is switched.
                 options = InstallOptions(activate=False, allow_downgrade=True)
-                await install(layout, hub["url"], service, version, options=options)
-                return layout.version_dir(service, version)
+                report = await install(layout, hub["url"], service, version, options=options)
+                return layout.version_dir(service, version), report.venv
 
             jobs = AgentJobs(layout.root / "jobs", install_step, node=node_id,
                              grace_s=(settings.executor or ExecutorSettings()).grace_s)

@@ -119,3 +119,24 @@ def _running(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_bundle_venv_comes_first_on_the_path(nursery, tmp_path):
+    tree, venv = tmp_path / "tree", tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    tree.mkdir()
+    tool = venv / "bin" / "bundle-tool"
+    tool.write_text("#!/bin/sh\necho from the venv $VIRTUAL_ENV\n")
+    tool.chmod(0o755)
+
+    async def install(service, version):
+        return tree, str(venv)
+
+    plane = Plane()
+    r = NodeJobRunner(tmp_path / "attempts", install, plane.send, grace_s=0.5, node="n1")
+    await nursery.start(r.run)
+    await r.handle(attempt(["bundle-tool"]))
+    with trio.fail_after(10):
+        await wait_until(lambda: plane.final() is not None)
+    assert plane.final().state == "succeeded", plane.final()
+    await wait_until(lambda: f"from the venv {venv}" in plane.text())
