@@ -20,6 +20,7 @@ from runtime.jobs.firetimes import fires_between, next_fire
 from runtime.jobs.lease import EpochFence, Lease, SoloLease, SqliteLease
 from runtime.jobs.local_command import LocalCommandExecutor
 from runtime.jobs.model import JobSpec
+from runtime.jobs.node_executor import NodeExecutor
 from runtime.jobs.records import AttemptRecord, JobRecord, RunRecord, StepRecord
 from runtime.jobs.schema import load_job_file, parse_job, parse_job_text, resolve_parameters
 from runtime.jobs.store import RunStore, scheduled_run_id
@@ -27,7 +28,7 @@ from runtime.jobs.store import RunStore, scheduled_run_id
 __all__ = [
     "AttemptOrder", "AttemptRecord", "EpochFence", "Event", "IllegalTransition", "InProcessExecutor",
     "JobDefinitionError", "JobEngine", "JobError", "JobRecord", "JobSpec", "Lease", "LeaseLost",
-    "LocalCommandExecutor", "Outcome", "ParameterError", "RunRecord", "RunStore", "SoloLease",
+    "LocalCommandExecutor", "NodeExecutor", "Outcome", "ParameterError", "RunRecord", "RunStore", "SoloLease",
     "SqliteLease", "StaleEpoch", "StepExecutor", "StepRecord", "UnknownJob", "fires_between",
     "load_job_file", "next_fire", "parse_job", "parse_job_text", "resolve_parameters", "scheduled_run_id",
 ]

@@ -1,8 +1,8 @@
 """A `StepExecutor` for `command` steps on this machine: each attempt one child process in its
 own process group, stopped as workers are (SIGTERM, a grace period, SIGKILL to the group).
 
-The node wires this next to its package manager later (the bundle's tree as the working
-directory and its venv on PATH); here `workdir` is given. The child's environment is the
+A node's runner (runtime.node.agent.jobs) uses it with the bundle's installed tree as `workdir`
+and its venv first on PATH; a plane without the scheduler role uses it directly. The child's environment is the
 workers' allow-list (never the plane's or node's secrets), the step's `env`, and the job
 contract: FLOWCTL_RUN_ID, FLOWCTL_JOB, FLOWCTL_STEP, FLOWCTL_ATTEMPT, FLOWCTL_EPOCH,
 FLOWCTL_OUTPUT_DIR, FLOWCTL_PARAM_<NAME> per parameter. Output goes to a bounded, rotated log

@@ -90,8 +90,8 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
              log_path: LogPath | None = None, tenants_define: bool = False) -> None:
     """Attach the jobs API to a quart-trio app; `tenant_of` admits tenant keys (None: admin only).
 
-    `tenants_define`: whether a tenant key may create and update jobs; False while command
-    steps run on the plane's own machine (only the admin may put a command there).
+    `tenants_define`: whether a tenant key may create and update jobs; False where command
+    steps run on the plane's own machine (no scheduler role: only the admin may put a command there).
     """
     verifiers: dict[tuple[str, str, bytes, int], WebhookVerifier] = {}
 
@@ -116,8 +116,8 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
     async def definer() -> str | None:
         tenant = await caller()
         if tenant is not None and not tenants_define:
-            raise ApiError(403, "defining jobs needs the admin key here: their commands run on the control "
-                                "plane's machine until nodes run them")
+            raise ApiError(403, "defining jobs needs the admin key here: without the scheduler role their "
+                                "commands run on the control plane's own machine")
         return tenant
 
     async def body() -> Any:
