@@ -77,6 +77,7 @@ class NodeExecutor:
         self._live: dict[Key, _Live] = {}
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
+        self._abandoned: dict[str, set[Key]] = {}  # attempts recorded lost with their node, to stop on its return
         self._changed = trio.Event()
         self._epoch = 0
         self._logs_send, self._logs_receive = trio.open_memory_channel[tuple[Key, str]](math.inf)
@@ -119,10 +120,24 @@ class NodeExecutor:
     def _node_changed(self, node: NodeRecord, before: NodeState) -> None:
         if node.state == "lost":
             self._heard.discard(node.node_id)
-            for live in self._live.values():
+            for key, live in self._live.items():
                 if live.node == node.node_id:
                     live.put(Outcome("lost", reason=f"node {node.name} was lost", node=node.node_id))
+                    self._abandoned.setdefault(node.node_id, set()).add(key)
+        elif node.state == "ready" and (keys := self._abandoned.pop(node.node_id, None)) and self._nursery:
+            # Back on the same connection (it was only silent): what it still runs was superseded.
+            self._nursery.start_soon(self._stop_abandoned, node.node_id, keys)
+        elif node.state == "gone":
+            self._abandoned.pop(node.node_id, None)
         self._wake()
+
+    async def _stop_abandoned(self, node_id: str, keys: set[Key]) -> None:
+        for key in sorted(keys):
+            try:
+                await self._send(node_id, JobCancel(*key, epoch=self._epoch,
+                                                    reason="its node was lost; the attempt was superseded"))
+            except TunnelError:
+                return
 
     def _wake(self) -> None:
         self._changed.set()

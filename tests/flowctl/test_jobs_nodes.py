@@ -191,3 +191,37 @@ async def test_a_plane_killed_mid_step_re_attaches_it_after_its_restart(fleet, t
     [attempt] = run["steps"][0]["attempts"]
     assert attempt["state"] == "succeeded"
     assert count.read_text() == "started\n"  # one process, never a second copy
+
+
+async def test_a_silent_node_back_after_its_attempt_was_retried_stops_the_stale_process(fleet, tmp_path):
+    marker = tmp_path / "where"
+    command = ["sh", "-c", f'if [ "$FLOWCTL_ATTEMPT" = 1 ]; then sleep 120 & echo "$! $(pwd)" > {marker}; wait; '
+                           'else echo second; fi']
+    orphan = None
+    try:
+        with trio.fail_after(150):
+            await fleet.start_plane()
+            nodes = {"w1": await fleet.join("w1"), "w2": await fleet.join("w2")}
+            await fleet.ready_nodes(2)
+            await fleet.setup(job("frozen", command, retries=2))
+            code, out, err = await cli("jobs", "trigger", "frozen", port=fleet.port)
+            run_id = out.split()[1]
+            await wait_until(lambda: marker.exists() and marker.read_text().strip(), interval=0.05)
+            pid, where = marker.read_text().split()
+            orphan = int(pid)
+            first = next(name for name in nodes if str(tmp_path / name) in where)
+            nodes[first].proc.send_signal(signal.SIGSTOP)  # silent, connection open: lost after 3 s
+            try:
+                run = await ended(fleet.port, run_id)
+            finally:
+                nodes[first].proc.send_signal(signal.SIGCONT)
+            await wait_until(lambda: not alive(orphan), interval=0.05)  # told to stop once it is back
+            while not (await run_detail(fleet.port, run_id))["steps"][0]["attempts"][0]["late_result"]:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+    finally:
+        if orphan is not None and alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+    assert run["state"] == "succeeded", run
+    one = (await run_detail(fleet.port, run_id))["steps"][0]["attempts"][0]
+    late = one["late_result"] if isinstance(one["late_result"], dict) else json.loads(one["late_result"])
+    assert one["state"] == "lost" and late["state"] == "cancelled", one
