@@ -56,13 +56,15 @@ def die_with_parent() -> None:
 class machine_report:
     """`with machine_report():` prints `describe()` on entry and the load averages on exit.
 
-    Silent when the bench was only asked for `--help`. Inside it, SIGTERM (what `timeout`
+    Silent when the bench was only asked for `--help`; on stderr when it was asked for
+    `--json`, so stdout stays one JSON document. Inside it, SIGTERM (what `timeout`
     sends) is turned into SIGINT, so a bench stopped that way runs its `finally` blocks and
     stops what it started, exactly as after Ctrl-C (Trio's own SIGINT handling included).
     """
 
     def __init__(self) -> None:
         self.quiet = bool({"-h", "--help"} & set(sys.argv[1:]))
+        self.out = sys.stderr if "--json" in sys.argv[1:] else sys.stdout
 
     def __enter__(self) -> None:
         # A shell starts background jobs with SIGINT ignored; Python then leaves it ignored,
@@ -72,10 +74,10 @@ class machine_report:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
         if not self.quiet:
-            print(describe(), flush=True)
+            print(describe(), file=self.out, flush=True)
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if not self.quiet:
-            print(f"after: {load()}", flush=True)
+            print(f"after: {load()}", file=self.out, flush=True)
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             raise SystemExit("interrupted: everything the bench started was stopped") from None
