@@ -82,6 +82,7 @@ class NodeExecutor:
         self._epoch = 0
         self._logs_send, self._logs_receive = trio.open_memory_channel[tuple[Key, str]](math.inf)
         self._nursery: trio.Nursery | None = None
+        self._closing = False  # the plane is stopping: attempts stay on their nodes, to re-attach
         scheduler.registry.subscribe(self._node_changed)
 
     def log_path(self, run_id: str, step: str, attempt: int) -> Path:
@@ -94,7 +95,10 @@ class NodeExecutor:
             self._nursery = nursery
             nursery.start_soon(self._write_logs)
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._closing = True
 
     # -- from nodes (called synchronously by the node connection) ------------------------------
 
@@ -231,7 +235,10 @@ class NodeExecutor:
         finally:
             if not done:
                 with trio.CancelScope(shield=True):
-                    await self._stop(key, live, "cancelled by the plane")
+                    # A plane shutdown cancels run() in the same stroke; one checkpoint lets it say so.
+                    await trio.lowlevel.checkpoint()
+                    if not self._closing:
+                        await self._stop(key, live, "cancelled by the plane")
 
     async def _stop(self, key: Key, live: _Live, reason: str) -> None:
         """Tell the node to stop the attempt; wait a while for it to say it did."""
