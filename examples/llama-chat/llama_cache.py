@@ -112,6 +112,16 @@ class PrefixCache:
         slot.tokens, slot.busy, slot.last_used = list(cached), False, self._clock
         self.reserved -= lease.reserved
 
+    def clear(self) -> int:
+        """Drop every idle cache (not thread-safe: the decode loop must be idle); how many."""
+        dropped = 0
+        for slot in self.slots:
+            if not slot.busy and slot.tokens:
+                self.forget(slot.seq, 0)
+                slot.tokens = []
+                dropped += 1
+        return dropped
+
     def drop(self, lease: Lease) -> None:
         """The request in `lease` ended and its cells are in doubt: free them all."""
         self.forget(lease.seq, 0)
