@@ -180,6 +180,9 @@ class NodeExecutor:
             except TunnelError:
                 del self._live[key]  # nothing runs it: that node went away meanwhile
                 continue
+            # Where it went, before it says it runs: a plane restarted meanwhile re-attaches it there.
+            await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
+                                                  order.attempt, "", node=node))
             break
         try:
             return await self._wait(key, live, started)

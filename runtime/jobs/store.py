@@ -320,11 +320,12 @@ class RunStore:
                        "WHERE run_id=? AND step=? AND attempt=?",
                        (state, epoch, node, exit_code, reason, now, run_id, step, attempt))
 
-    def note_attempt(self, run_id: str, step: str, attempt: int, reason: str) -> None:
-        """Say why a live attempt waits (`pending: no node with labels gpu=a100`); its state stays."""
+    def note_attempt(self, run_id: str, step: str, attempt: int, reason: str, *, node: str | None = None) -> None:
+        """Say why a live attempt waits (`pending: no node with labels gpu=a100`), or which node it
+        was sent to; its state stays."""
         with self._tx() as db:
-            db.execute("UPDATE attempts SET reason=? WHERE run_id=? AND step=? AND attempt=? "
-                       "AND state IN ('pending', 'dispatched')", (reason, run_id, step, attempt))
+            db.execute("UPDATE attempts SET reason=?, node=COALESCE(?, node) WHERE run_id=? AND step=? AND attempt=? "
+                       "AND state IN ('pending', 'dispatched')", (reason, node, run_id, step, attempt))
 
     def report_result(self, run_id: str, step: str, attempt: int, state: str, *, now: float,
                       node: str | None = None, exit_code: int | None = None, reason: str = "") -> bool:
