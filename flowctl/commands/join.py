@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+LABEL_HELP = ("A label of this node, KEY=VALUE (repeat for several), matched by job step selectors "
+              "[env FLOWCTL_NODE_LABELS: KEY=VALUE,KEY=VALUE].")
 JOIN_TOKEN_HELP = ("Join token from `flowctl node token create` [env FLOWCTL_JOIN_TOKEN]; needed only for "
                    "a node's first join (then it connects with the credential kept in DATA_DIR/node).")
 
@@ -18,6 +20,7 @@ def join(
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="State directory; the node keeps DATA_DIR/node "
                                               "[env FLOWCTL_DATA_DIR; config data_dir]."),
+    label: list[str] = typer.Option([], "--label", metavar="KEY=VALUE", help=LABEL_HELP),
 ) -> None:
     """Join a control plane and run the services it assigns here, until stopped.
 
@@ -26,14 +29,47 @@ def join(
     first join enrolls its id with the join token; the plane then issues it a credential
     (kept in DATA_DIR/node/node_credential, 0600) that it connects with from then on.
 
-    Example: flowctl node join http://plane.example:8080 --token fjt_...
+    Example: flowctl node join http://plane.example:8080 --token fjt_... --label gpu=a100
     """
     from flowctl.errors import CliError
 
+    labels = parse_labels(label)
     if not token and not node_has_credential(data_dir):
         raise CliError("a join token is required for a node's first join: --token or FLOWCTL_JOIN_TOKEN "
                        "(create one on the control plane with `flowctl node token create NAME`)")
-    run_node_until_stopped(url, token or "", name=name, data_dir=data_dir)
+    run_node_until_stopped(url, token or "", name=name, data_dir=data_dir, labels=labels)
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    """`--label KEY=VALUE` options (or FLOWCTL_NODE_LABELS when none are given) as a dict."""
+    import os
+    import re
+
+    from runtime.control.messages import LABEL_KEY, LABEL_VALUE, MAX_LABELS, RESERVED_LABELS
+
+    if not values:
+        values = [v.strip() for v in os.environ.get("FLOWCTL_NODE_LABELS", "").split(",") if v.strip()]
+    labels: dict[str, str] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
+        if not re.match(LABEL_KEY, key):
+            raise typer.BadParameter(f"label key {key!r}: 1-63 letters, digits, '.', '_', '-' or '/', "
+                                     "starting and ending with a letter or digit", param_hint="--label")
+        if key in RESERVED_LABELS:
+            raise typer.BadParameter(f"label key {key!r} is reserved: selectors use it for the node's own "
+                                     "name and id", param_hint="--label")
+        if not re.match(LABEL_VALUE, value):
+            raise typer.BadParameter(f"label {key}={value!r}: the value is up to 63 letters, digits, '.', '_' "
+                                     "or '-', starting and ending with a letter or digit", param_hint="--label")
+        if key in labels and labels[key] != value:
+            raise typer.BadParameter(f"label {key!r} given twice ({labels[key]!r} and {value!r})",
+                                     param_hint="--label")
+        labels[key] = value
+    if len(labels) > MAX_LABELS:
+        raise typer.BadParameter(f"{len(labels)} labels: at most {MAX_LABELS}", param_hint="--label")
+    return labels
 
 
 def node_has_credential(data_dir: Path | None) -> bool:
@@ -44,7 +80,8 @@ def node_has_credential(data_dir: Path | None) -> bool:
     return bool(read_credential(Path(load_config(data_dir=data_dir).data_dir) / "node"))
 
 
-def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: Path | None) -> None:
+def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: Path | None,
+                           labels: dict[str, str] | None = None) -> None:
     """Run a node in the foreground, printing what it joined."""
     from functools import partial
 
@@ -56,7 +93,7 @@ def run_node_until_stopped(url: str, token: str, *, name: str | None, data_dir: 
 
     cfg = load_config(data_dir=data_dir)
     settings = NodeSettings(url=url, token=token, data_dir=Path(cfg.data_dir) / "node", name=name or "",
-                            agent_version=__version__,
+                            agent_version=__version__, labels=labels or {},
                             executor=ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough))
 
     async def main(nursery) -> None:

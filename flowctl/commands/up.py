@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from flowctl.commands import plane_options as opt
-from flowctl.commands.join import JOIN_TOKEN_HELP
+from flowctl.commands.join import JOIN_TOKEN_HELP, LABEL_HELP
 
 HANDSHAKE_TIMEOUT_S = 3.0
 LOCAL_ENROLL_TTL_S = 600  # the local node's first join only; its credential outlives the token
@@ -34,6 +34,7 @@ def up(
     token: str | None = typer.Option(None, "--token", envvar="FLOWCTL_JOIN_TOKEN", show_envvar=False,
                                      help=JOIN_TOKEN_HELP + " Needed only to join an existing plane."),
     name: str | None = typer.Option(None, "--name", help="This node's name (default: the hostname)."),
+    label: list[str] = typer.Option([], "--label", metavar="KEY=VALUE", help=LABEL_HELP),
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="State directory [env FLOWCTL_DATA_DIR; config data_dir]."),
     local_node: bool = typer.Option(True, "--node/--no-node",
@@ -56,9 +57,11 @@ def up(
     Example: flowctl up --port 8080   (then, on a second terminal or machine:
     flowctl up --port 8080 --token $(flowctl node token create second))
     """
+    from flowctl.commands.join import parse_labels
     from flowctl.config import load_config
     from flowctl.errors import CliError
 
+    labels = parse_labels(label)
     holder = _probe(host, port)
     if holder is None:
         # Resolved (and checked) before anything starts: a bad value is one line, nothing half-started.
@@ -67,7 +70,7 @@ def up(
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
                           heartbeat_interval=heartbeat_interval, lost_after=lost_after)
-        _start_plane(host, port, cfg, name=name, local_node=local_node)
+        _start_plane(host, port, cfg, name=name, local_node=local_node, labels=labels)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
 
@@ -76,7 +79,7 @@ def up(
                            "to join it as a node pass --token (or FLOWCTL_JOIN_TOKEN), created there with "
                            "`flowctl node token create NAME`")
         run_node_until_stopped(f"http://{_connect_host(host)}:{port}", token or "", name=name,
-                               data_dir=Path(data_dir) if data_dir else None)
+                               data_dir=Path(data_dir) if data_dir else None, labels=labels)
     else:
         raise CliError(f"port {port} on {host} is in use by something that is not a flowctl control plane "
                        f"({holder.get('what', 'unknown')}); choose another --port")
@@ -113,7 +116,8 @@ def _probe(host: str, port: int) -> dict | None:
     return {"what": f"HTTP {response.status_code} on /api/cluster/handshake"}
 
 
-def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: bool) -> None:
+def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: bool,
+                 labels: dict[str, str]) -> None:
     import os
     import socket
     from functools import partial
@@ -152,7 +156,7 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
                 _, token = await trio.to_thread.run_sync(partial(
                     handle.scheduler.store.create_token, f"local-{node_name}", ttl_s=LOCAL_ENROLL_TTL_S))
             settings = NodeSettings(url=handle.url, token=token, data_dir=root / "node", name=node_name,
-                                    agent_version=__version__, executor=executor)
+                                    agent_version=__version__, executor=executor, labels=labels)
             welcome = await nursery.start(partial(_serve_local_node, settings))
             if welcome is not None:
                 err.print(f"local node {node_name} joined cluster {welcome.cluster_id}")

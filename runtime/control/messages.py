@@ -11,13 +11,24 @@ upgraded first, unknown types are an error.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 ReplicaState = Literal["pending", "installing", "starting", "ready", "failed", "stopping", "stopped"]
+
+
+# A node's labels (`flowctl node join --label gpu=a100`), matched by job step selectors: keys
+# and values as Kubernetes allows them, at most MAX_LABELS; a hostile hello fails to decode.
+LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$"
+MAX_LABELS = 32
+RESERVED_LABELS = ("node", "node_id")  # a selector's names for the node's own name and id
+Labels = Annotated[dict[Annotated[str, msgspec.Meta(pattern=LABEL_KEY)],
+                        Annotated[str, msgspec.Meta(pattern=LABEL_VALUE)]],
+                   msgspec.Meta(max_length=MAX_LABELS)]
 
 
 class Gpu(msgspec.Struct, frozen=True):
@@ -62,6 +73,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     gpus: tuple[Gpu, ...] = ()
     installed: tuple[InstalledVersion, ...] = ()
     replicas: tuple[ReplicaReport, ...] = ()
+    labels: Labels = msgspec.field(default_factory=dict)
 
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):

@@ -91,6 +91,7 @@ class NodeRegistry:
             self._nodes[hello.node_id] = record
         record.hello = hello
         record.name = hello.name
+        record.labels = dict(hello.labels)
         record.epoch = self._epochs
         record.last_seen = now
         record.free_ram_mb = hello.ram_mb

@@ -371,6 +371,7 @@ class Scheduler:
             "last_heartbeat_s": round(now - n.last_seen, 1), "heartbeats": n.heartbeats,
             "outstanding": n.outstanding if self.in_flight is None else self.in_flight(n.node_id),
             "cpu_count": n.hello.cpu_count, "ram_mb": n.hello.ram_mb, "free_ram_mb": n.free_ram_mb,
+            "labels": dict(n.labels),
             "gpus": [{"index": i, "name": g.name, "vram_mb": g.vram_mb}
                      for i, g in zip(gpu_indexes(n.hello.gpus), n.hello.gpus, strict=True)],
             "replicas": sum(1 for r in self._replicas if r.node_id == n.node_id),

@@ -29,9 +29,9 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
@@ -121,6 +121,7 @@ class AgentConfig:
     name: str
     agent_version: str = "0"
     credential: str = ""  # once enrolled; preferred over `token`
+    labels: Mapping[str, str] = field(default_factory=dict)  # matched by job step selectors
     backoff_initial: float = BACKOFF_INITIAL
     backoff_max: float = BACKOFF_MAX
 
@@ -263,7 +264,7 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
                   cpu_count=sysinfo.cpu_count(), ram_mb=total_mb, gpus=await sysinfo.nvidia_gpus(),
-                  installed=installed, replicas=replicas)
+                  installed=installed, replicas=replicas, labels=dict(config.labels))
     await mux.send_control(messages.encode(hello))
     with trio.fail_after(WELCOME_TIMEOUT):
         first = messages.decode_plane_message(await mux.receive_control())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class NodeSettings:
     name: str = ""
     agent_version: str = "0"
     executor: ExecutorSettings | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # `--label KEY=VALUE`, for job selectors
 
 
 async def run_node(settings: NodeSettings, *, local: LocalServices | None = None,
@@ -55,7 +57,8 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
         raise JoinRefused(f"node {node_id} has no credential in {settings.data_dir} yet: its first join "
                           "needs a join token (`flowctl node token create NAME` on the control plane)")
     config = AgentConfig(url=settings.url, token=settings.token, credential=credential, node_id=node_id,
-                         name=settings.name or socket.gethostname(), agent_version=settings.agent_version)
+                         name=settings.name or socket.gethostname(), agent_version=settings.agent_version,
+                         labels=settings.labels)
     with collapse():
         async with trio.open_nursery() as nursery:
             executor = NodeExecutor(layout, nursery, settings.executor)

@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 
 from runtime.control.messages import (
@@ -63,3 +66,30 @@ def test_bad_messages_are_protocol_errors(text, message):
 def test_a_node_cannot_send_plane_messages():
     with pytest.raises(ProtocolError):
         decode_node_message(encode(Assign(generation=1)))
+
+
+def _hello_with(labels) -> str:
+    return json.dumps({"type": "hello", "node_id": "n", "name": "n", "agent_version": "0", "cpu_count": 1,
+                       "ram_mb": 1, "labels": labels})
+
+
+def test_a_hello_carries_its_labels_and_an_old_node_has_none():
+    hello = decode_node_message(_hello_with({"gpu": "a100", "topology.kubernetes.io/zone": "eu-1", "spot": ""}))
+    assert hello.labels == {"gpu": "a100", "topology.kubernetes.io/zone": "eu-1", "spot": ""}
+    old = {"type": "hello", "node_id": "n", "name": "n", "agent_version": "0", "cpu_count": 1, "ram_mb": 1}
+    assert decode_node_message(json.dumps(old)).labels == {}
+
+
+@pytest.mark.parametrize("labels, where", [
+    ({"gpu": "<script>"}, "$.labels"),
+    ({"": "x"}, "$.labels"),
+    ({"-gpu": "x"}, "$.labels"),
+    ({"g" * 64: "x"}, "$.labels"),
+    ({"gpu": "a" * 64}, "$.labels"),
+    ({f"k{i}": "v" for i in range(33)}, "length <= 32"),
+    ({"gpu": 1}, "$.labels"),
+    (["gpu=a100"], "$.labels"),
+])
+def test_hostile_labels_are_refused_naming_the_field(labels, where):
+    with pytest.raises(ProtocolError, match=re.escape(where)):
+        decode_node_message(_hello_with(labels))

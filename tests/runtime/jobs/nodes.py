@@ -18,12 +18,12 @@ async def publish_echo(client, auth, tmp_path):
     assert r.status_code in (200, 201, 409), r.text
 
 
-async def start_node(nursery, client, auth, url, data_dir, name):
+async def start_node(nursery, client, auth, url, data_dir, name, labels=None):
     """A node agent joined to the plane at `url`; returns the cancel scope that kills it."""
     r = await client.post("/api/cluster/tokens", headers=auth, json={"name": f"tok-{name}"})
     assert r.status_code in (200, 201), r.text
     settings = NodeSettings(url=url, token=r.json()["token"], data_dir=data_dir, name=name,
-                            executor=ExecutorSettings(grace_s=2))
+                            executor=ExecutorSettings(grace_s=2), labels=labels or {})
     scope = trio.CancelScope()
 
     async def node(task_status=trio.TASK_STATUS_IGNORED):

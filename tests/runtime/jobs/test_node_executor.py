@@ -29,9 +29,9 @@ class Cluster:
         self.nursery, self.handle, self.client, self.tmp_path = nursery, handle, client, tmp_path
         self.nodes = {}
 
-    async def node(self, name):
+    async def node(self, name, labels=None):
         self.nodes[name] = await start_node(self.nursery, self.client, AUTH, self.handle.url,
-                                            self.tmp_path / name, name)
+                                            self.tmp_path / name, name, labels)
         return self.nodes[name]
 
     async def trigger(self, definition, params=None):
@@ -101,6 +101,19 @@ async def test_a_selector_on_the_node_name_picks_that_node(cluster):
     with trio.fail_after(60):
         run = await cluster.ended(await cluster.trigger(job("pick", ["true"], step={"selector": {"node": "n2"}})))
     assert run["state"] == "succeeded" and attempts(run)[0]["node"] == ids["n2"]
+
+
+async def test_a_selector_on_labels_picks_the_node_that_declared_them(cluster):
+    await cluster.node("cpu-box", {"zone": "eu"})
+    await cluster.node("gpu-box", {"gpu": "a100", "zone": "eu"})
+    ids = {n.name: n.node_id for n in cluster.handle.scheduler.registry.nodes()}
+    shown = {n["name"]: n["labels"] for n in cluster.handle.scheduler.status()["nodes"]}
+    assert shown == {"cpu-box": {"zone": "eu"}, "gpu-box": {"gpu": "a100", "zone": "eu"}}
+    with trio.fail_after(60):
+        for _ in range(3):  # not by chance: the least loaded node would alternate
+            run = await cluster.ended(await cluster.trigger(
+                job("train", ["true"], step={"selector": {"gpu": "a100", "zone": "eu"}})))
+            assert run["state"] == "succeeded" and attempts(run)[0]["node"] == ids["gpu-box"], run
 
 
 async def test_cancel_stops_the_process_group_within_two_seconds(cluster):
