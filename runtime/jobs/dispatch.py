@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from runtime.jobs.model import ParamValue, Step
+from runtime.jobs.model import ParamValue, Routing, Step
 
 OutcomeState = Literal["succeeded", "failed", "timed_out", "cancelled", "lost"]
 Started = Callable[[str | None], Awaitable[None]]  # called once the attempt runs, with its node
@@ -25,6 +25,7 @@ class AttemptOrder:
     epoch: int
     params: dict[str, ParamValue] = field(default_factory=dict)
     timeout: float | None = None
+    routing: Routing = field(default_factory=Routing)
 
 
 @dataclass(frozen=True)

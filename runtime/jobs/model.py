@@ -199,6 +199,10 @@ class JobSpec:
         """The step's retry policy: its own, else the job's."""
         return step.retries or self.policies.retries
 
+    def routing_of(self, step: Step) -> Routing:
+        """Which node runs the step: its own routing, else the job's."""
+        return step.routing or self.policies.routing
+
     @property
     def timed(self) -> bool:
         """True when the clock fires this job (cron, interval, once)."""

@@ -15,8 +15,10 @@ attempt (`late_result`) when it is final, and a stale process still running is t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +77,7 @@ class NodeExecutor:
             lookup = hub_channel_resolver(lambda: scheduler.hub_url)
         self._lookup = lookup
         self._live: dict[Key, _Live] = {}
+        self._turns: dict[tuple[str, str, str], int] = {}  # round_robin: the last node given, per step
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
         self._abandoned: dict[str, set[Key]] = {}  # attempts recorded lost with their node, to stop on its return
@@ -260,7 +263,7 @@ class NodeExecutor:
         noted = ""
         while True:
             changed = self._changed
-            node, why = self._candidate(step)
+            node, why = self._candidate(step, order)
             if node is not None:
                 return node
             if why != noted:
@@ -270,7 +273,7 @@ class NodeExecutor:
             with trio.move_on_after(CHOOSE_POLL_S):
                 await changed.wait()
 
-    def _candidate(self, step: CommandStep) -> tuple[str | None, str]:
+    def _candidate(self, step: CommandStep, order: AttemptOrder) -> tuple[str | None, str]:
         from runtime.scheduler.registry import NodeState
 
         wanted = dict(step.selector)
@@ -281,6 +284,20 @@ class NodeExecutor:
         matching = [n for n in ready if all(node_labels(n).get(k) == v for k, v in wanted.items())]
         if not matching:
             return None, "no node with labels " + ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+        routing = order.routing
+        matching.sort(key=lambda n: (n.name, n.node_id))
+        if routing.strategy == "round_robin":
+            turn = (order.tenant, order.job, step.name)
+            self._turns[turn] = self._turns.get(turn, -1) + 1
+            return matching[self._turns[turn] % len(matching)].node_id, ""
+        if routing.strategy == "consistent_hash":
+            return rendezvous(routing_key(routing.key or "", order), matching).node_id, ""
+        if routing.strategy == "failover":
+            by_name = {n.name: n for n in matching}
+            for name in routing.order:
+                if name in by_name:
+                    return by_name[name].node_id, ""
+            return None, "none of the failover nodes (" + ", ".join(routing.order) + ") is connected and matching"
         mine = {n.node_id: 0 for n in matching}
         for live in self._live.values():
             if live.node in mine:
@@ -325,6 +342,19 @@ class NodeExecutor:
     async def _write_logs(self) -> None:
         async for key, data in self._logs_receive:
             await trio.to_thread.run_sync(_append, self.log_path(*key), data.encode(), self.log_max_bytes)
+
+
+def routing_key(template: str, order: AttemptOrder) -> str:
+    """A consistent_hash key with `{params.NAME}` (and `{job}`, `{step}`) filled in."""
+    values = {f"params.{k}": str(v) for k, v in order.params.items()}
+    values.update(job=order.job, step=order.step.name)
+    return re.sub(r"\{([A-Za-z0-9_.]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def rendezvous(key: str, nodes: list[NodeRecord]) -> NodeRecord:
+    """The node with the highest hash of (key, node id): the same key lands on the same node while
+    it is there, and only the keys of a node that leaves move (highest-random-weight hashing)."""
+    return max(nodes, key=lambda n: hashlib.sha256(f"{key}\0{n.node_id}".encode()).digest())
 
 
 def node_labels(node: NodeRecord) -> dict[str, str]:

@@ -111,7 +111,7 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
 
 def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
     return AttemptOrder(ctx.run_id, ctx.spec.tenant, ctx.spec.name, step, number, ctx.epoch,
-                        dict(ctx.params), ctx.spec.timeout_of(step))
+                        dict(ctx.params), ctx.spec.timeout_of(step), ctx.spec.routing_of(step))
 
 
 async def _attempt(ctx: RunContext, step: Step, number: int) -> str:

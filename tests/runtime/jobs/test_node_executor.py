@@ -116,6 +116,56 @@ async def test_a_selector_on_labels_picks_the_node_that_declared_them(cluster):
             assert run["state"] == "succeeded" and attempts(run)[0]["node"] == ids["gpu-box"], run
 
 
+async def _nodes_of_runs(cluster, definition, params_list):
+    ids = {n.node_id: n.name for n in cluster.handle.scheduler.registry.nodes()}
+    names = []
+    for params in params_list:
+        run = await cluster.ended(await cluster.trigger(definition, params))
+        assert run["state"] == "succeeded", run
+        names.append(ids[attempts(run)[0]["node"]])
+    return names
+
+
+async def test_round_robin_takes_the_matching_nodes_in_turn(cluster):
+    for name in ("n1", "n2", "n3"):
+        await cluster.node(name, {"pool": "b"} if name != "n3" else {"pool": "a"})
+    definition = job("rr", ["true"], step={"selector": {"pool": "b"}, "routing": "round_robin"})
+    with trio.fail_after(90):
+        names = await _nodes_of_runs(cluster, definition, [{}] * 4)
+    assert names in (["n1", "n2", "n1", "n2"], ["n2", "n1", "n2", "n1"]), names
+
+
+async def test_consistent_hash_keeps_a_key_on_one_node(cluster):
+    from runtime.jobs.node_executor import rendezvous
+
+    await cluster.node("n1")
+    await cluster.node("n2")
+    nodes = list(cluster.handle.scheduler.registry.nodes())
+    definition = job("ch", ["true"], step={"routing": {"strategy": "consistent_hash", "key": "{params.customer}"}},
+                     parameters={"customer": {"type": "string", "default": "x"}})
+    customers = ["acme", "globex", "acme", "initech", "globex", "acme"]
+    with trio.fail_after(120):
+        names = await _nodes_of_runs(cluster, definition, [{"customer": c} for c in customers])
+    placed = {}
+    for customer, name in zip(customers, names, strict=True):
+        assert placed.setdefault(customer, name) == name, (customer, names)  # the same key, the same node
+        assert name == rendezvous(customer, nodes).name
+
+
+async def test_failover_takes_the_first_connected_node_in_order(cluster):
+    await cluster.node("n1")
+    await cluster.node("n2")
+    definition = job("fo", ["true"], step={"routing": {"strategy": "failover", "order": ["ghost", "n2", "n1"]}})
+    with trio.fail_after(60):
+        assert await _nodes_of_runs(cluster, definition, [{}, {}]) == ["n2", "n2"]
+        run_id = await cluster.trigger(job("fo2", ["true"], step={"routing": {"strategy": "failover",
+                                                                              "order": ["ghost"]}}))
+        wanted = "pending: none of the failover nodes (ghost) is connected and matching"
+        while not (a := attempts(await cluster.run(run_id))) or a[0]["reason"] != wanted:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    await cluster.client.post(f"/api/v1/runs/{run_id}/cancel", headers=AUTH)
+
+
 async def test_cancel_stops_the_process_group_within_two_seconds(cluster):
     await cluster.node("n1")
     marker = cluster.tmp_path / "child.pid"
