@@ -15,10 +15,8 @@ attempt (`late_result`) when it is final, and a stale process still running is t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,7 +29,8 @@ import trio
 from runtime.control import messages
 from runtime.control.messages import Heartbeat, JobAttempt, JobCancel, JobLog, JobReport
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
-from runtime.jobs.model import CommandStep
+from runtime.jobs.model import CommandStep, Resources
+from runtime.jobs.routing import describe_need, node_labels, rendezvous, routing_key
 from runtime.jobs.states import LIVE_ATTEMPT
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES
 from runtime.jobs.store import RunStore
@@ -53,6 +52,7 @@ CHANNELS = ("stable", "latest")
 @dataclass
 class _Live:
     node: str
+    resources: Resources = field(default_factory=Resources)  # reserved on `node` while it runs
     events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(
         default_factory=lambda: trio.open_memory_channel(math.inf))
 
@@ -177,7 +177,7 @@ class NodeExecutor:
                              order.timeout)
         while True:
             node = await self._choose(order, step)
-            live = self._live[key] = _Live(node)
+            live = self._live[key] = _Live(node, step.resources)
             try:
                 await self._send(node, message)
             except TunnelError:
@@ -191,6 +191,9 @@ class NodeExecutor:
             return await self._wait(key, live, started)
         finally:
             self._live.pop(key, None)
+            if live.resources != Resources():  # what it reserved is free: waiting attempts may fit now
+                self._changed.set()
+                self._changed = trio.Event()
 
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
         """Re-attach an attempt a previous plane process dispatched, when its node reports it."""
@@ -200,7 +203,8 @@ class NodeExecutor:
         node = next((a.node for a in attempts if a.attempt == order.attempt), None)
         if not node:
             return None
-        live = self._live[key] = _Live(node)
+        step = order.step
+        live = self._live[key] = _Live(node, step.resources if isinstance(step, CommandStep) else Resources())
         try:
             if (seen := self._unclaimed.pop(key, None)) is not None and seen[0] == node:
                 live.put(seen[1])
@@ -284,6 +288,11 @@ class NodeExecutor:
         matching = [n for n in ready if all(node_labels(n).get(k) == v for k, v in wanted.items())]
         if not matching:
             return None, "no node with labels " + ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+        need = step.resources
+        if need.cpu or need.memory_mb or need.gpu:
+            matching = [n for n in matching if self._fits(n, need)]
+            if not matching:
+                return None, "no matching node has " + describe_need(need) + " free"
         routing = order.routing
         matching.sort(key=lambda n: (n.name, n.node_id))
         if routing.strategy == "round_robin":
@@ -304,6 +313,14 @@ class NodeExecutor:
                 mine[live.node] += 1
         best = min(matching, key=lambda n: (mine[n.node_id] + n.outstanding, n.name, n.node_id))
         return best.node_id, ""
+
+    def _fits(self, node: NodeRecord, need: Resources) -> bool:
+        """Whether `node` has `need` left after the attempts it runs for this plane (reservations
+        against its declared CPUs, memory and GPUs, as Kubernetes requests are)."""
+        used = [live.resources for live in self._live.values() if live.node == node.node_id]
+        return (node.hello.cpu_count - sum(u.cpu for u in used) >= need.cpu
+                and node.hello.ram_mb - sum(u.memory_mb for u in used) >= need.memory_mb
+                and len(node.hello.gpus) - sum(u.gpu for u in used) >= need.gpu)
 
     async def _send(self, node_id: str, message: JobAttempt | JobCancel) -> None:
         mux = self.scheduler.mux_for(node_id)
@@ -342,24 +359,6 @@ class NodeExecutor:
     async def _write_logs(self) -> None:
         async for key, data in self._logs_receive:
             await trio.to_thread.run_sync(_append, self.log_path(*key), data.encode(), self.log_max_bytes)
-
-
-def routing_key(template: str, order: AttemptOrder) -> str:
-    """A consistent_hash key with `{params.NAME}` (and `{job}`, `{step}`) filled in."""
-    values = {f"params.{k}": str(v) for k, v in order.params.items()}
-    values.update(job=order.job, step=order.step.name)
-    return re.sub(r"\{([A-Za-z0-9_.]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
-
-
-def rendezvous(key: str, nodes: list[NodeRecord]) -> NodeRecord:
-    """The node with the highest hash of (key, node id): the same key lands on the same node while
-    it is there, and only the keys of a node that leaves move (highest-random-weight hashing)."""
-    return max(nodes, key=lambda n: hashlib.sha256(f"{key}\0{n.node_id}".encode()).digest())
-
-
-def node_labels(node: NodeRecord) -> dict[str, str]:
-    """What a step's selector matches: the node's labels, its `node` name and `node_id`."""
-    return {**node.labels, "node": node.name, "node_id": node.node_id}
 
 
 def _append(path: Path, data: bytes, max_bytes: int) -> None:

@@ -136,7 +136,7 @@ async def test_round_robin_takes_the_matching_nodes_in_turn(cluster):
 
 
 async def test_consistent_hash_keeps_a_key_on_one_node(cluster):
-    from runtime.jobs.node_executor import rendezvous
+    from runtime.jobs.routing import rendezvous
 
     await cluster.node("n1")
     await cluster.node("n2")
@@ -164,6 +164,30 @@ async def test_failover_takes_the_first_connected_node_in_order(cluster):
         while not (a := attempts(await cluster.run(run_id))) or a[0]["reason"] != wanted:  # noqa: ASYNC110
             await trio.sleep(0.05)
     await cluster.client.post(f"/api/v1/runs/{run_id}/cancel", headers=AUTH)
+
+
+async def test_a_step_waits_for_the_resources_it_needs_and_says_so(cluster):
+    await cluster.node("n1")
+    cpus = os.cpu_count()
+    marker = cluster.tmp_path / "go"
+    hog = job("hog", ["sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.05; done"],
+              step={"resources": {"cpu": cpus}})
+    with trio.fail_after(90):
+        first = await cluster.trigger(hog)
+        while not (a := attempts(await cluster.run(first))) or a[0]["state"] != "running":  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        second = await cluster.trigger(job("next", ["true"], step={"resources": {"cpu": 1}}))
+        wanted = "pending: no matching node has 1 CPU free"
+        while not (a := attempts(await cluster.run(second))) or a[0]["reason"] != wanted:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        huge = await cluster.trigger(job("huge", ["true"], step={"resources": {"memory_mb": 1_000_000}}))
+        wanted_huge = "pending: no matching node has 1000000 MB of memory free"
+        while not (a := attempts(await cluster.run(huge))) or a[0]["reason"] != wanted_huge:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        marker.touch()  # the hog ends: its CPUs are free, and the waiting step runs
+        assert (await cluster.ended(first))["state"] == "succeeded"
+        assert (await cluster.ended(second))["state"] == "succeeded"
+    await cluster.client.post(f"/api/v1/runs/{huge}/cancel", headers=AUTH)
 
 
 async def test_cancel_stops_the_process_group_within_two_seconds(cluster):
