@@ -137,6 +137,21 @@ async def test_a_parameterised_job_runs_on_a_joined_node_and_cancel_stops_it(fle
     assert (await run_detail(fleet.port, run_id))["state"] == "cancelled"
 
 
+async def _first_attempt_on_one_of_two(fleet, marker, name, command):
+    """A plane, nodes w1 and w2, and job `name` triggered; once attempt 1 wrote "PID DIR" to
+    `marker`: (nodes, run id, that PID, the node running it)."""
+    await fleet.start_plane()
+    nodes = {"w1": await fleet.join("w1"), "w2": await fleet.join("w2")}
+    await fleet.ready_nodes(2)
+    await fleet.setup(job(name, command, retries=2))
+    code, out, err = await cli("jobs", "trigger", name, port=fleet.port)
+    run_id = out.split()[1]
+    await wait_until(lambda: marker.exists() and marker.read_text().strip(), interval=0.05)
+    pid, where = marker.read_text().split()
+    first = next(n for n in nodes if str(marker.parent / n) in where)
+    return nodes, run_id, int(pid), first
+
+
 async def test_a_node_killed_mid_step_is_lost_and_attempt_2_runs_on_the_other(fleet, tmp_path):
     marker = tmp_path / "where"
     command = ["sh", "-c", f'if [ "$FLOWCTL_ATTEMPT" = 1 ]; then echo "$$ $(pwd)" > {marker}; sleep 120; '
@@ -144,16 +159,7 @@ async def test_a_node_killed_mid_step_is_lost_and_attempt_2_runs_on_the_other(fl
     orphan = None
     try:
         with trio.fail_after(150):
-            await fleet.start_plane()
-            nodes = {"w1": await fleet.join("w1"), "w2": await fleet.join("w2")}
-            await fleet.ready_nodes(2)
-            await fleet.setup(job("moving", command, retries=2))
-            code, out, err = await cli("jobs", "trigger", "moving", port=fleet.port)
-            run_id = out.split()[1]
-            await wait_until(lambda: marker.exists() and marker.read_text().strip(), interval=0.05)
-            pid, where = marker.read_text().split()
-            orphan = int(pid)
-            first = next(name for name in nodes if str(tmp_path / name) in where)
+            nodes, run_id, orphan, first = await _first_attempt_on_one_of_two(fleet, marker, "moving", command)
             other = next(name for name in nodes if name != first)
             nodes[first].proc.send_signal(signal.SIGKILL)
             run = await ended(fleet.port, run_id)
@@ -201,16 +207,7 @@ async def test_a_silent_node_back_after_its_attempt_was_retried_stops_the_stale_
     orphan = None
     try:
         with trio.fail_after(150):
-            await fleet.start_plane()
-            nodes = {"w1": await fleet.join("w1"), "w2": await fleet.join("w2")}
-            await fleet.ready_nodes(2)
-            await fleet.setup(job("frozen", command, retries=2))
-            code, out, err = await cli("jobs", "trigger", "frozen", port=fleet.port)
-            run_id = out.split()[1]
-            await wait_until(lambda: marker.exists() and marker.read_text().strip(), interval=0.05)
-            pid, where = marker.read_text().split()
-            orphan = int(pid)
-            first = next(name for name in nodes if str(tmp_path / name) in where)
+            nodes, run_id, orphan, first = await _first_attempt_on_one_of_two(fleet, marker, "frozen", command)
             nodes[first].proc.send_signal(signal.SIGSTOP)  # silent, connection open: lost after 3 s
             try:
                 run = await ended(fleet.port, run_id)
