@@ -148,17 +148,18 @@ async def serve_control_plane(
             scheduler.in_flight = dispatcher.router.node_in_flight  # status shows live counts, not a sample
             session_options = dict(settings.extra.get("sessions", {}))
             default_model = session_options.pop("default_model", None)
+            tutors = session_options.pop("tutors", None)
             engine_urls = EngineUrls.from_settings(session_options.pop("public_ws_url", None),
                                                    session_options.pop("trusted_proxies", ()))
             sessions = SessionManager(**session_options)
             session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session,
                                     default_model=default_model, is_admin=partial(_is_admin, key_hash),
-                                    engine_urls=engine_urls)
+                                    engine_urls=engine_urls, tutors=tutors)
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         if "jobs" in settings.roles:
-            jobs = JobsRole(settings.data_dir, scheduler=scheduler)  # steps on nodes when the scheduler runs
+            jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data)  # steps on nodes when the scheduler runs
             jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:
@@ -191,6 +192,7 @@ async def serve_control_plane(
                                             app=app, jobs=jobs))
     finally:
         if jobs is not None:
+            jobs.artifacts.close()
             jobs.store.close()
         if keys is not None:
             keys.store.close()

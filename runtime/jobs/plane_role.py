@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from runtime.jobs import routes
+from runtime.jobs.artifacts import ArtifactStore, limits_from_env
 from runtime.jobs.engine import Event, JobEngine
 from runtime.jobs.lease import SoloLease
 from runtime.jobs.local_command import LocalCommandExecutor
@@ -32,6 +33,7 @@ from runtime.jobs.node_executor import NodeExecutor
 from runtime.jobs.store import RunStore
 
 if TYPE_CHECKING:
+    from hub_store.datadir import HubData
     from runtime.scheduler.service import Scheduler
 
 log = logging.getLogger("flowctl.jobs")
@@ -50,8 +52,11 @@ class JobsRole:
     """The jobs role's parts, built before the plane binds and run in its nursery."""
 
     def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None,
-                 scheduler: Scheduler | None = None):
+                 scheduler: Scheduler | None = None, hub: HubData | None = None):
         self.store = RunStore(data_dir / DB_FILE)
+        # Step artifacts: in the hub's blob store when the hub role runs here (`hub`), else DATA_DIR/jobs/blobs.
+        self.artifacts = ArtifactStore.for_plane(data_dir, hub=hub, limits=limits_from_env(
+            os.environ if environ is None else environ))
         self.scheduler = scheduler
         self.executor: NodeExecutor | LocalCommandExecutor
         if scheduler is not None:
