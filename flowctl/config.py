@@ -20,6 +20,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     body_timeout = 60                  # gateway: seconds for a request body to arrive (408 after)
     heartbeat_interval = 5             # seconds between node heartbeats (scheduler)
     lost_after = 15                    # a node silent this long is lost; its replicas move
+    tutors = "tutors.toml"             # tutor_id -> voice pipeline (or inline [tutors.1]; flowctl/tutors.py)
 
 Some settings also read the seed's own variable names (`Setting.aliases`): a FLOWCTL_
 variable wins over its alias, and a flag over both.
@@ -63,7 +64,7 @@ class Setting:
 
     key: str
     env: str
-    kind: str  # "url", "str", "path", "paths", "names", "ws_url", "count", "seconds" or "networks"
+    kind: str  # "url", "str", "path", "paths", "names", "ws_url", "count", "seconds", "networks" or "tutors"
     help: str
     aliases: tuple[str, ...] = ()  # the seed's names for the same variable, read after `env`
 
@@ -101,6 +102,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("heartbeat_interval", "FLOWCTL_HEARTBEAT_INTERVAL", "seconds", "seconds between node heartbeats"),
         Setting("lost_after", "FLOWCTL_LOST_AFTER", "seconds",
                 "a node silent this long is lost and its replicas move"),
+        Setting("tutors", "FLOWCTL_TUTORS", "tutors",
+                "the tutor table (tutor_id -> model, asr_model, tts_model, voice): a TOML or JSON file"),
     )
 }
 MAX_SECONDS = 86400.0 * 7
@@ -128,6 +131,7 @@ class Config:
     body_timeout: float | None = None
     heartbeat_interval: float | None = None
     lost_after: float | None = None
+    tutors: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -226,7 +230,7 @@ def load_config(
              "trusted_keys": trusted_keys, "default_model": default_model,
              "anonymous_tenant": anonymous_tenant, **more_flags}
     defaults: dict[str, Any] = {"data_dir": default_data_dir(env), "trusted_keys": (),
-                                "worker_env_passthrough": (), "trusted_proxies": ()}
+                                "worker_env_passthrough": (), "trusted_proxies": (), "tutors": {}}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in SETTINGS:
@@ -274,6 +278,10 @@ def _from_env(setting: Setting, raw: str) -> Any:
 
 
 def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
+    if setting.kind == "tutors":
+        from flowctl.tutors import load_tutors
+
+        return load_tutors(value, where, base)
     if setting.kind in ("count", "seconds"):
         return _number(setting, value, where)
     if setting.kind == "networks":

@@ -37,6 +37,8 @@ from runtime.http import serve_app
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
+from runtime.jobs.batch_api import BatchApi, BatchFront
+from runtime.jobs.batches import DEFAULT_CONCURRENCY as DEFAULT_BATCH_CONCURRENCY
 from runtime.jobs.plane_role import CombinedMetrics, JobsRole
 from runtime.plane_openapi import plane_document
 from runtime.scheduler import routes as cluster_routes
@@ -159,7 +161,10 @@ async def serve_control_plane(
             keys.on_revoked(sessions.close_revoked)  # a revoked key's sessions end with it
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         if "jobs" in settings.roles:
-            jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data)  # steps on nodes when the scheduler runs
+            batch_options = dict(settings.extra.get("batches", {}))
+            jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data,  # steps on nodes when the scheduler runs
+                            dispatcher=gateway.dispatcher if gateway is not None else None, keys=keys,
+                            batch_concurrency=batch_options.pop("concurrency", DEFAULT_BATCH_CONCURRENCY))
             jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:
@@ -167,6 +172,10 @@ async def serve_control_plane(
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
         app.asgi_app = FrontDoor(  # type: ignore[method-assign, assignment]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)
+        if keys is not None:  # the OpenAI Files and Batches API (503 without the jobs role)
+            batch_api = (jobs.batch_api(keys.authenticate, **batch_options) if jobs is not None
+                         else BatchApi(keys.authenticate, None, None))
+            app.asgi_app = BatchFront(batch_api, app.asgi_app)  # type: ignore[method-assign, assignment]
         # One description of every route of the roles here, at /openapi.json, and its explorer at /docs.
         app.asgi_app = ApiDocs(plane_document(settings.roles, settings.version),  # type: ignore[method-assign, assignment]
                                app.asgi_app, title=f"flowctl control plane ({', '.join(settings.roles)})")
@@ -192,8 +201,7 @@ async def serve_control_plane(
                                             app=app, jobs=jobs))
     finally:
         if jobs is not None:
-            jobs.artifacts.close()
-            jobs.store.close()
+            jobs.close()
         if keys is not None:
             keys.store.close()
         if scheduler is not None:

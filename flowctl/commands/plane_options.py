@@ -78,3 +78,10 @@ def lost_after_option(role: str = "") -> Any:
     """--lost-after."""
     return typer.Option(None, "--lost-after", metavar="SECONDS", help=setting_help(
         "lost_after", "A node silent this many seconds is lost and its replicas move (default 15)", role))
+
+
+def tutors_option(role: str = "") -> Any:
+    """--tutors FILE."""
+    return typer.Option(None, "--tutors", metavar="FILE", help=setting_help(
+        "tutors", "A TOML or JSON file mapping each tutor_id to its voice pipeline (model, asr_model, tts_model, "
+                  "voice), used when a session's create body names a tutor and no models", role))

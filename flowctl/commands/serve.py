@@ -44,6 +44,7 @@ def serve(
     first_byte_timeout: float | None = opt.first_byte_timeout_option("gateway"),
     reply_idle_timeout: float | None = opt.reply_idle_timeout_option("gateway"),
     body_timeout: float | None = opt.body_timeout_option("gateway"),
+    tutors: Path | None = opt.tutors_option("gateway"),
 ) -> None:
     """Serve the hub, scheduler and gateway roles.
 
@@ -74,7 +75,8 @@ def serve(
                       anonymous_tenant=anonymous_tenant, max_sessions=max_sessions, session_timeout=session_timeout,
                       public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
                       first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
-                      body_timeout=body_timeout, heartbeat_interval=heartbeat_interval, lost_after=lost_after)
+                      body_timeout=body_timeout, heartbeat_interval=heartbeat_interval, lost_after=lost_after,
+                      tutors=tutors)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
          require_signature=require_signature, private=private, hub_url=hub_url)
 

@@ -51,6 +51,7 @@ def up(
     body_timeout: float | None = opt.body_timeout_option(),
     heartbeat_interval: float | None = opt.heartbeat_interval_option(),
     lost_after: float | None = opt.lost_after_option(),
+    tutors: Path | None = opt.tutors_option(),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
@@ -69,7 +70,7 @@ def up(
                           max_sessions=max_sessions, session_timeout=session_timeout, public_ws_url=public_ws_url,
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
-                          heartbeat_interval=heartbeat_interval, lost_after=lost_after)
+                          heartbeat_interval=heartbeat_interval, lost_after=lost_after, tutors=tutors)
         _start_plane(host, port, cfg, name=name, local_node=local_node, labels=labels)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
@@ -170,7 +171,7 @@ def session_settings(cfg) -> dict:
     """The plane's session settings (PlaneSettings.extra["sessions"]) from the resolved config."""
     chosen = {"default_model": cfg.default_model, "max_sessions": cfg.max_sessions,
               "idle_timeout": cfg.session_timeout, "public_ws_url": cfg.public_ws_url,
-              "trusted_proxies": cfg.trusted_proxies}
+              "trusted_proxies": cfg.trusted_proxies, "tutors": cfg.tutors}
     return {k: v for k, v in chosen.items() if v}
 
 

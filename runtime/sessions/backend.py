@@ -1,8 +1,8 @@
-"""Where a session's utterances go: the dispatcher, pinned to one replica per model.
+"""Where a session's utterances go: the dispatcher, each pipeline stage pinned to one replica.
 
 Consecutive utterances of a session form an utterance group that stays on one
-replica (its caches stay warm, its load stays predictable). When that replica
-is gone, the next utterance re-pins the session to another ready replica and the
+replica per stage (ASR, LLM, TTS; runtime/sessions/group.py). When a replica
+is gone, the next utterance re-pins that stage to another ready replica and the
 conversation continues from the history the session keeps. Every call holds a
 concurrency slot of the session's key and counts against its rpm/tpm and usage,
 exactly like an HTTP call (runtime/dispatch).
@@ -11,15 +11,18 @@ exactly like an HTTP call (runtime/dispatch).
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from runtime.dispatch import Call, Dispatcher, Pin
+from runtime.dispatch import Call, Dispatcher
 from runtime.errors import FlowError
+from runtime.gateway.audio import AUDIO_FIRST_BYTE_TIMEOUT
 from runtime.gateway.errors import GatewayError
 from runtime.http.sse import SSEError, sse_batches
 from runtime.sessions.manager import Session
+from runtime.sessions.wav import complete_wav
 from runtime.tunnel import TunnelError
 
 
@@ -29,7 +32,7 @@ class BackendError(FlowError):
     def __init__(self, message: str, *, before_output: bool = True, code: str | None = None,
                  retry_after: float | None = None):
         self.before_output = before_output
-        self.code = code  # a limit's code (rate_limit_exceeded, ...) when the dispatcher refused it
+        self.code = code  # a limit's (rate_limit_exceeded, ...) or the worker's (invalid_audio, ...)
         self.retry_after = retry_after
         super().__init__(message)
 
@@ -46,37 +49,40 @@ class ChatBackend(Protocol):
         ...
 
     async def speak(self, session: Session, text: str) -> bytes:
-        """Text to speech with the session's TTS model."""
+        """Text to speech with the session's TTS model and voice: one whole WAV file."""
         ...
 
 
 class ClusterBackend:
     """A session's model calls, through the dispatcher: the key's limits, usage and metrics apply
-    as to HTTP calls (via="session"), and each model of the session is pinned to one replica."""
+    as to HTTP calls (via="session"), and each stage of the session's pipeline is pinned to one
+    replica (its utterance group, runtime/sessions/group.py)."""
 
     def __init__(self, dispatcher: Dispatcher):
         self.dispatcher = dispatcher
 
     @asynccontextmanager
-    async def _call(self, session: Session, model: str, path: str, body: bytes,
+    async def _call(self, session: Session, stage: str, path: str, body: bytes,
                     content_type: str) -> AsyncIterator[Call]:
-        """One model call holding a concurrency slot of the session's key until it ends."""
+        """One model call of `stage` holding a concurrency slot of the session's key until it ends."""
         who = session.principal
         if who is None:
             raise BackendError("this session has no API key to account its calls to")
-        pin = session.pins.setdefault(model, Pin())
-        if model == session.model:
-            pin.replica_id = session.replica_id  # None after a failure: choose afresh
+        model = session.models[stage]
+        pin = session.group.place(stage, session.models, self.dispatcher.scheduler.routes,
+                                  self.dispatcher.router.load)
         try:
             with self.dispatcher.slot(who):
+                # A transcription answers only once the whole file is heard: the audio endpoints' wait.
+                wait = AUDIO_FIRST_BYTE_TIMEOUT if stage == "asr" else None
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,
-                                                  headers=[("content-type", content_type)])
-                if model == session.model:
-                    session.replica_id, session.node_id = pin.replica_id, pin.node_id
+                                                  headers=[("content-type", content_type)],
+                                                  first_byte_timeout=wait)
                 async with call:
                     if call.status != 200:
-                        detail = (await _read(call))[:500].decode("utf-8", "replace")
-                        raise BackendError(f"model {model!r} answered HTTP {call.status}: {_error_text(detail)}")
+                        detail = (await _read(call))[:1000].decode("utf-8", "replace")
+                        message, code = _error_text(detail)
+                        raise BackendError(f"model {model!r} answered HTTP {call.status}: {message}", code=code)
                     yield call
         except GatewayError as exc:
             raise BackendError(exc.message, code=exc.code, retry_after=exc.retry_after) from None
@@ -91,9 +97,12 @@ class ClusterBackend:
         Cancellation: closing or cancelling the iteration resets the stream, so the
         worker stops generating at once.
         """
-        body = json.dumps({"model": session.model, "messages": messages, "stream": True}).encode()
+        request: dict[str, object] = {"model": session.model, "messages": messages, "stream": True}
+        if session.max_tokens is not None:
+            request["max_tokens"] = session.max_tokens
+        body = json.dumps(request).encode()
         produced = False
-        async with self._call(session, session.model, "/v1/chat/completions", body, "application/json") as call:
+        async with self._call(session, "llm", "/v1/chat/completions", body, "application/json") as call:
             try:
                 async for batch in sse_batches(call.body()):
                     done = False
@@ -116,11 +125,11 @@ class ClusterBackend:
         """Speech to text through the ASR model's `/v1/audio/transcriptions`."""
         if not session.asr_model:
             raise BackendError("this session has no ASR model; create it with \"asr_model\" to send audio")
-        boundary = "flowctl-session-audio"
+        boundary = f"flowctl-audio-{secrets.token_hex(16)}"  # random: the audio cannot contain it
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{session.asr_model}\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audio.{fmt}\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-        async with self._call(session, session.asr_model, "/v1/audio/transcriptions", body,
+        async with self._call(session, "asr", "/v1/audio/transcriptions", body,
                               f"multipart/form-data; boundary={boundary}") as call:
             answer = await _read(call)
         try:
@@ -130,11 +139,15 @@ class ClusterBackend:
         return str(text)
 
     async def speak(self, session: Session, text: str) -> bytes:
-        """Text to speech through the TTS model's `/v1/audio/speech`."""
-        assert session.tts_model
-        body = json.dumps({"model": session.tts_model, "input": text}).encode()
-        async with self._call(session, session.tts_model, "/v1/audio/speech", body, "application/json") as call:
-            return await _read(call)
+        """Text to speech through the TTS model's `/v1/audio/speech`: one whole WAV file."""
+        if not session.tts_model:
+            raise BackendError("this session has no TTS model")
+        request: dict[str, object] = {"model": session.tts_model, "input": text, "response_format": "wav"}
+        if session.voice:
+            request["voice"] = session.voice
+        async with self._call(session, "tts", "/v1/audio/speech", json.dumps(request).encode(),
+                              "application/json") as call:
+            return complete_wav(await _read(call))
 
 
 async def _read(call: Call) -> bytes:
@@ -152,8 +165,11 @@ def _delta(data: str) -> str:
         return ""
 
 
-def _error_text(body: str) -> str:
+def _error_text(body: str) -> tuple[str, str | None]:
+    """A worker's error body as (message, code): OpenAI's {"error": {"message", "code"}}, else the text."""
     try:
-        return json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return body.strip() or "no detail"
+        error = json.loads(body)["error"]
+        code = error.get("code")
+        return str(error["message"]), code if isinstance(code, str) and code.isidentifier() else None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return body.strip() or "no detail", None

@@ -1,9 +1,11 @@
 """One session WebSocket: utterances in, streamed replies out, cancel at any time.
 
-Each utterance (a text, or audio transcribed first) gets an id; the reply
-streams as `text_delta` messages (seed 002's clients ignore them), then one
-`text` message with the whole `content`, as the seed sends it (and `audio`
-when the session has a TTS model). `cancel` stops
+Each utterance (a text, or audio transcribed first: a `transcription` message) gets
+an id; the reply streams as `text_delta` messages (seed 002's clients ignore them),
+then one `text` message with the whole `content`, as the seed sends it. With a TTS
+model, `audio` messages speak the reply sentence by sentence, the first while the
+LLM is still generating (the whole reply at once when the session does not stream).
+`cancel` stops
 the reply at once: the stream to the worker is reset, so generation stops
 there too. A session answers one utterance at a time, whichever of its sockets
 sent it. Bad input and failed replies get an `error` message and the session
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import uuid
 from typing import Protocol
 
@@ -30,6 +33,8 @@ from runtime.sessions.protocol import (
     parse_client,
     server_message,
 )
+from runtime.sessions.sentences import SentenceSplitter
+from runtime.sessions.wav import wav_info
 
 log = logging.getLogger("flowctl.sessions")
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -113,52 +118,112 @@ class _Conversation:
     async def _answer(self, uid: str, message: TextIn | AudioIn, scope: trio.CancelScope) -> None:
         session = self.session
         parts: list[str] = []
+        answered = False
         with scope:
             try:
                 if isinstance(message, AudioIn):
-                    text = await self.backend.transcribe(session, message.audio, message.format)
+                    text = (await self.backend.transcribe(session, message.audio, message.format)).strip()
+                    if not text:
+                        raise BackendError("no speech was heard in the audio", code="no_speech")
                     await self.send("transcription", uid, content=text, role="user")
                 else:
                     text = message.content
                 session.history.add("user", text)
-                await self._reply(uid, parts)
+                failure: BackendError | None = None
+                # The reply's sentences are spoken while the LLM goes on: the speaker runs beside it.
+                async with trio.open_nursery() as speaking:
+                    speaker = Speaker(self, uid) if session.tts_model else None
+                    if speaker is not None:
+                        speaking.start_soon(speaker.run)
+                    try:
+                        await self._reply(uid, parts, speaker)
+                    except BackendError as exc:  # kept out of the nursery's exception group
+                        failure = exc
+                        speaking.cancel_scope.cancel()
+                    else:
+                        reply = "".join(parts)
+                        session.history.add("assistant", reply)
+                        answered = True
+                        session.touch()
+                        await self.send("text", uid, content=reply, role="assistant", done=True)
+                        if speaker is not None:
+                            speaker.finish(None if session.stream else reply)
+                if failure is not None:
+                    raise failure
             except BackendError as exc:
-                self._forget_question()
+                if not answered:
+                    self._forget_question()
                 await self.send("error", uid, content=str(exc), **_limit_fields(exc))
                 return
             finally:
                 if session.reply is scope:
                     session.reply = None
-        reply = "".join(parts)
-        if scope.cancelled_caught:
+        if scope.cancelled_caught and not answered:
+            reply = "".join(parts)
             if reply:
                 session.history.add("assistant", reply)
             await self.send("text", uid, content=reply, role="assistant", cancelled=True)
-            return
-        session.history.add("assistant", reply)
-        session.touch()
-        await self.send("text", uid, content=reply, role="assistant", done=True)
-        if session.tts_model and reply:
-            try:
-                audio = await self.backend.speak(session, reply)
-            except BackendError as exc:
-                await self.send("error", uid, content=f"speech synthesis failed: {exc}")
-                return
-            await self.send("audio", uid, content=reply, role="assistant",
-                            data=base64.b64encode(audio).decode())
 
-    async def _reply(self, uid: str, parts: list[str]) -> None:
+    async def _reply(self, uid: str, parts: list[str], speaker: Speaker | None) -> None:
         # A replica that fails before the first token is retried once on another one.
+        stream = self.session.stream
         for attempt in (1, 2):
             try:
                 async for delta in self.backend.stream_chat(self.session, self.session.history.messages()):
                     parts.append(delta)
-                    await self.send("text_delta", uid, delta=delta, role="assistant")
+                    if stream:
+                        await self.send("text_delta", uid, delta=delta, role="assistant")
+                        if speaker is not None:
+                            speaker.feed(delta)
                 return
             except BackendError as exc:
                 if attempt == 2 or parts or not exc.before_output:
                     raise
-                self.session.replica_id = None
+                self.session.group.unpin("llm")
+
+
+class Speaker:
+    """Speaks one reply sentence by sentence, in order, each as one `audio` message (a whole WAV).
+
+    With streaming, sentences come as the LLM produces them (`feed`), so the first audio leaves
+    before the reply is complete; without, the whole reply is spoken once it is (`finish(reply)`).
+    A synthesis that fails gets one `error` and the rest of the reply is not spoken; the text
+    reply is not affected.
+    """
+
+    def __init__(self, conversation: _Conversation, uid: str) -> None:
+        self.conversation = conversation
+        self.uid = uid
+        self.splitter = SentenceSplitter()
+        self._send, self._receive = trio.open_memory_channel[str](math.inf)
+
+    def feed(self, delta: str) -> None:
+        """More of the reply: its completed sentences are queued for speech."""
+        for sentence in self.splitter.feed(delta):
+            self._send.send_nowait(sentence)
+
+    def finish(self, whole: str | None = None) -> None:
+        """The reply is complete: speak what is left (or `whole`), then stop."""
+        rest = whole.strip() if whole is not None else self.splitter.flush()
+        if rest:
+            self._send.send_nowait(rest)
+        self._send.close()
+
+    async def run(self) -> None:
+        """Synthesize queued sentences until `finish`; cancelled with the utterance."""
+        conversation, session = self.conversation, self.conversation.session
+        async with self._receive:
+            async for sentence in self._receive:
+                try:
+                    audio = await conversation.backend.speak(session, sentence)
+                except BackendError as exc:
+                    await conversation.send("error", self.uid, content=f"speech synthesis failed: {exc}",
+                                            **_limit_fields(exc))
+                    return
+                info = wav_info(audio)
+                fields: dict[str, object] = {"format": "wav", "sample_rate": info.sample_rate} if info else {}
+                await conversation.send("audio", self.uid, content=sentence, role="assistant",
+                                        data=base64.b64encode(audio).decode(), **fields)
 
 
 def _limit_fields(exc: BackendError) -> dict[str, object]:

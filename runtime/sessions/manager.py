@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from runtime.errors import FlowError
+from runtime.sessions.group import UtteranceGroup
 from runtime.sessions.history import DEFAULT_MAX_TOKENS, History
 from runtime.sessions.protocol import now_iso
 
@@ -48,19 +49,38 @@ class Session:
     history: History
     key_id: str | None = None  # the API key that opened it: revoking the key closes it
     principal: Any = None  # that key as the dispatcher sees it: its limits apply to every utterance
-    pins: dict[str, Any] = field(default_factory=dict)  # model -> the replica it is pinned to
+    group: UtteranceGroup = field(default_factory=UtteranceGroup)  # the replica of each pipeline stage
     asr_model: str | None = None
     tts_model: str | None = None
+    voice: str | None = None  # the TTS voice (the model's default when None)
+    stream: bool = True  # text_delta messages, and audio sentence by sentence while the LLM generates
+    max_tokens: int | None = None  # the reply's length limit (the model's default when None)
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
     last_activity_at: str = field(default_factory=now_iso)
     last_activity: float = field(default_factory=trio.current_time)
-    replica_id: str | None = None
-    node_id: str | None = None
     close_reason: str = ""
     closed: trio.Event = field(default_factory=trio.Event)
     connections: int = 0
     reply: trio.CancelScope | None = None  # the reply being generated, whichever socket asked
+
+    @property
+    def models(self) -> dict[str, str]:
+        """The pipeline: each stage (asr, llm, tts) the session has, and its model."""
+        stages = {"asr": self.asr_model, "llm": self.model, "tts": self.tts_model}
+        return {stage: model for stage, model in stages.items() if model}
+
+    @property
+    def replica_id(self) -> str | None:
+        """The LLM's replica (the session API's `replica_id`)."""
+        pin = self.group.pins.get("llm")
+        return pin.replica_id if pin is not None else None
+
+    @property
+    def node_id(self) -> str | None:
+        """The LLM replica's node."""
+        pin = self.group.pins.get("llm")
+        return pin.node_id if pin is not None else None
 
     @property
     def status(self) -> str:
@@ -77,12 +97,15 @@ class Session:
         if not self.closed.is_set():
             self.close_reason = reason
             self.closed.set()
+            if self.reply is not None:
+                self.reply.cancel()  # every stage of the utterance in progress stops now
 
     def to_json(self, *, engine_url: str | None = None, secret: bool = False) -> dict[str, Any]:
         """The session as the API shows it (the engine token only at creation)."""
         data: dict[str, Any] = {
             "session_id": self.session_id, "status": self.status, "model": self.model,
-            "asr_model": self.asr_model, "tts_model": self.tts_model, "metadata": self.metadata,
+            "asr_model": self.asr_model, "tts_model": self.tts_model, "voice": self.voice,
+            "stream": self.stream, "pipeline": self.group.to_json(self.models), "metadata": self.metadata,
             "created_at": self.created_at, "last_activity": self.last_activity_at,
             "node_id": self.node_id, "replica_id": self.replica_id,
             "history_tokens": self.history.tokens(),
@@ -116,7 +139,8 @@ class SessionManager:
         return len(self._sessions)
 
     def create(self, tenant: str, model: str, *, system_prompt: str = "", asr_model: str | None = None,
-               tts_model: str | None = None, metadata: dict[str, Any] | None = None,
+               tts_model: str | None = None, voice: str | None = None, stream: bool = True,
+               max_tokens: int | None = None, metadata: dict[str, Any] | None = None,
                tenant_limit: int | None = None, key_id: str | None = None, principal: Any = None) -> Session:
         """Open a session; SessionError 503 when the gateway is full, 429 when the tenant is."""
         if len(self._sessions) >= self.max_sessions:
@@ -128,7 +152,8 @@ class SessionManager:
         session = Session(session_id=str(uuid.uuid4()), tenant=tenant, model=model,
                           token=secrets.token_urlsafe(32),
                           history=History(system_prompt=system_prompt, max_tokens=self.history_tokens),
-                          asr_model=asr_model, tts_model=tts_model, metadata=dict(metadata or {}),
+                          asr_model=asr_model, tts_model=tts_model, voice=voice, stream=stream,
+                          max_tokens=max_tokens, metadata=dict(metadata or {}),
                           key_id=key_id, principal=principal)
         self._sessions[session.session_id] = session
         return session

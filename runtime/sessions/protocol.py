@@ -71,6 +71,8 @@ def parse_client(raw: str | bytes, *, max_text_chars: int = MAX_TEXT_CHARS) -> C
             audio = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise MessageError("audio \"data\" is not valid base64") from None
+        if not audio:
+            raise MessageError("audio \"data\" holds no bytes")
         fmt = data.get("format", "wav")
         if not isinstance(fmt, str) or not fmt.isalnum() or len(fmt) > 16:
             raise MessageError(f"audio format {fmt!r} is not a short name like wav or pcm16")

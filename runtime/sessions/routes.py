@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from quart import Response, jsonify, request, websocket
@@ -49,6 +49,8 @@ def _max_sessions(who: Any) -> int | None:
     return getattr(limits, "max_sessions", None)
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_REPLY_TOKENS = 32_768
 log = logging.getLogger("flowctl.sessions")
 _SEED_FIELDS = ("tutor_id", "student_id", "kb_id")
 MAX_SYSTEM_PROMPT = 32_000
@@ -87,10 +89,13 @@ def _json_body(raw: bytes) -> Any:
         raise SessionError(400, "the request body is nested too deeply") from None
 
 
-def _session_request(data: Any, scheduler: Scheduler, default_model: str | None = None) -> dict[str, Any]:
+def _session_request(data: Any, scheduler: Scheduler, default_model: str | None = None,
+                     tutors: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """Validate a create body; the seed's top-level tutor_id/student_id/kb_id join metadata.
 
-    A body without a model (the seed's) gets `default_model`, else the only ready model.
+    The pipeline (model, asr_model, tts_model, voice, system_prompt) is the body's, field by
+    field, else the tutor's in the plane's tutor table when the body names a tutor; a body
+    without a model gets `default_model`, else the only ready model.
     """
     if not isinstance(data, dict):
         raise SessionError(400, "the request body must be a JSON object")
@@ -102,32 +107,68 @@ def _session_request(data: Any, scheduler: Scheduler, default_model: str | None 
             metadata.setdefault(key, data[key])
     if len(repr(metadata)) > MAX_METADATA_BYTES:
         raise SessionError(413, f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    model = data.get("model", default_model)
+    tutor = _tutor(data, metadata, tutors or {})
+    model = data.get("model", tutor.get("model", default_model))
     if model is None:
         ready = sorted(scheduler.models())
         if len(ready) != 1:
             raise SessionError(400, f"\"model\" is required (ready models: {', '.join(ready) or 'none'}); "
                                     "or start the plane with --default-model MODEL")
         model = ready[0]
-    fields = {"model": model}
+    fields: dict[str, Any] = {"model": model}
+    for key in ("asr_model", "tts_model", "voice"):
+        fields[key] = data.get(key, tutor.get(key))
     for key in ("model", "asr_model", "tts_model"):
-        value = data.get(key, fields.get(key))
+        value = fields[key]
         if value is not None and (not isinstance(value, str) or not _MODEL.match(value)):
             raise SessionError(400, f"{key} {value!r} is not a model id")
-        fields[key] = value
-    system_prompt = data.get("system_prompt", "")
+    voice = fields["voice"]
+    if voice is not None and (not isinstance(voice, str) or not _VOICE.match(voice)):
+        raise SessionError(400, f"voice {voice!r} is not a voice name (letters, digits, ._-)")
+    if voice is not None and fields["tts_model"] is None:
+        raise SessionError(400, "a voice needs a tts_model to speak it")
+    system_prompt = data.get("system_prompt", tutor.get("system_prompt", ""))
     if not isinstance(system_prompt, str) or len(system_prompt) > MAX_SYSTEM_PROMPT:
         raise SessionError(400, f"system_prompt must be a string of at most {MAX_SYSTEM_PROMPT} characters")
+    stream = data.get("stream", True)
+    if not isinstance(stream, bool):
+        raise SessionError(400, f"stream must be true or false, not {stream!r}")
+    max_tokens = data.get("max_tokens")
+    if max_tokens is not None and (type(max_tokens) is not int or not 1 <= max_tokens <= MAX_REPLY_TOKENS):
+        raise SessionError(400, f"max_tokens must be a whole number from 1 to {MAX_REPLY_TOKENS}")
+    whose = f"tutor {metadata['tutor_id']}'s " if tutor else ""
     for key in ("model", "asr_model", "tts_model"):
         if fields[key] is not None and not scheduler.routes(fields[key]):
-            raise SessionError(404 if key == "model" else 400, f"no ready replica serves {key} {fields[key]!r}")
-    return {**fields, "system_prompt": system_prompt, "metadata": metadata}
+            raise SessionError(404 if key == "model" and not tutor else 400,
+                               f"no ready replica serves {whose}{key} {fields[key]!r}")
+    return {**fields, "system_prompt": system_prompt, "metadata": metadata, "stream": stream,
+            "max_tokens": max_tokens}
+
+
+def _tutor(data: dict[str, Any], metadata: dict[str, Any], tutors: Mapping[str, Mapping[str, str]]
+           ) -> Mapping[str, str]:
+    """The pipeline of the body's tutor in the tutor table; {} without a table or a tutor.
+
+    An unknown tutor is a 400 unless the body names its own model.
+    """
+    tutor_id = metadata.get("tutor_id")
+    if not tutors or tutor_id is None or isinstance(tutor_id, dict | list):
+        return {}
+    pipeline = tutors.get(str(tutor_id))
+    if pipeline is None and "model" not in data:
+        known = ", ".join(sorted(tutors)[:20])
+        raise SessionError(400, f"unknown tutor_id {tutor_id!r}: the plane's tutor table has {known}")
+    return pipeline or {}
 
 
 def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler: Scheduler, *,
              authenticate: Authenticator, admit: Admit | None = None, default_model: str | None = None,
-             is_admin: IsAdmin | None = None, engine_urls: EngineUrls | None = None) -> None:
+             is_admin: IsAdmin | None = None, engine_urls: EngineUrls | None = None,
+             tutors: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Attach the session routes to a quart-trio app.
+
+    `tutors` is the plane's tutor table: tutor_id -> pipeline (model, asr_model, tts_model,
+    voice, system_prompt), for create bodies that name a tutor and not its models.
 
     `default_model` serves create bodies that name none; with `is_admin`, the admin key lists
     every tenant's sessions (seed 002's debug listing); `engine_urls` decides the engine_url
@@ -150,7 +191,7 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
     async def create() -> Response:
         await caller()  # no body is read for a caller without a valid key
         raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)  # quart types this form as bytes
-        fields = _session_request(_json_body(raw), scheduler, default_model)
+        fields = _session_request(_json_body(raw), scheduler, default_model, tutors)
         who = await caller()  # again: the key may have been revoked while the body arrived
         if admit is not None:
             try:
