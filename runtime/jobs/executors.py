@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started, StepExecutor
+from runtime.jobs.errors import JobError
 from runtime.jobs.lease import EpochFence
 
 Handler = Callable[[AttemptOrder], Awaitable[Outcome | None]]
@@ -33,3 +34,26 @@ class InProcessExecutor:
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
         """Nothing survives this process: a previous engine's attempt is lost."""
         return None
+
+
+class ByKindExecutor:
+    """Sends each attempt to the executor of its step's kind (command steps to nodes, inference
+    steps to the plane's dispatcher); a kind with none here fails the attempt saying so."""
+
+    def __init__(self, executors: Mapping[str, StepExecutor]):
+        self.executors = dict(executors)
+
+    def _for(self, order: AttemptOrder) -> StepExecutor:
+        kind = order.step.kind
+        executor = self.executors.get(kind)
+        if executor is None:
+            raise JobError(f"{kind} steps cannot run in this plane")
+        return executor
+
+    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
+        """Run the attempt with its kind's executor."""
+        return await self._for(order).run_attempt(order, started)
+
+    async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
+        """Re-attach the attempt with its kind's executor."""
+        return await self._for(order).recover(order, started)

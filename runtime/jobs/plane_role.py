@@ -9,6 +9,10 @@ With the scheduler here, `deployment_ready` and `deployment_failed` events follo
 (checked every `DEPLOYMENT_POLL_S`): ready when every desired replica of the deployment's version
 serves, failed when one of its replicas failed; each fires once per change, never for the state
 a deployment already had when the plane started.
+Inference steps run here in the plane (`InferenceExecutor`), through the gateway's dispatcher as
+the run's tenant, when the gateway role runs beside this one; `ByKindExecutor` sends each attempt
+to the executor of its step's kind. The OpenAI Files and Batches API (`batch_api`) is built on
+them: each batch a run of a one-step inference job (runtime/jobs/batches.py).
 Webhook secrets come from the environment: `secret_name = "github"` reads
 FLOWCTL_WEBHOOK_SECRET_GITHUB (upper case, '-' and '.' as '_').
 """
@@ -24,16 +28,26 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from runtime.dispatch.limits import Principal
 from runtime.jobs import routes
 from runtime.jobs.artifacts import ArtifactStore, limits_from_env
+from runtime.jobs.batch_api import Authenticate, BatchApi
+from runtime.jobs.batch_store import BatchStore
+from runtime.jobs.batches import DEFAULT_CONCURRENCY, BatchService
+from runtime.jobs.checkpoints import Checkpoints
 from runtime.jobs.engine import Event, JobEngine
+from runtime.jobs.executors import ByKindExecutor
+from runtime.jobs.inference import InferenceExecutor
 from runtime.jobs.lease import SoloLease
 from runtime.jobs.local_command import LocalCommandExecutor
 from runtime.jobs.node_executor import NodeExecutor
+from runtime.jobs.openai_files import FileStore
 from runtime.jobs.store import RunStore
 
 if TYPE_CHECKING:
     from hub_store.datadir import HubData
+    from runtime.dispatch.dispatcher import Dispatcher
+    from runtime.gateway.service import KeyService
     from runtime.scheduler.service import Scheduler
 
 log = logging.getLogger("flowctl.jobs")
@@ -52,7 +66,9 @@ class JobsRole:
     """The jobs role's parts, built before the plane binds and run in its nursery."""
 
     def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None,
-                 scheduler: Scheduler | None = None, hub: HubData | None = None):
+                 scheduler: Scheduler | None = None, hub: HubData | None = None,
+                 dispatcher: Dispatcher | None = None, keys: KeyService | None = None,
+                 batch_concurrency: int = DEFAULT_CONCURRENCY):
         self.store = RunStore(data_dir / DB_FILE)
         # Step artifacts: in the hub's blob store when the hub role runs here (`hub`), else DATA_DIR/jobs/blobs.
         self.artifacts = ArtifactStore.for_plane(data_dir, hub=hub, limits=limits_from_env(
@@ -63,9 +79,46 @@ class JobsRole:
             self.executor = NodeExecutor(scheduler, self.store, data_dir / "jobs" / "attempts")
         else:
             self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work")
-        self.engine = JobEngine(self.store, self.executor, SoloLease())
+        self.keys = keys
+        self.checkpoints = Checkpoints(data_dir / "jobs" / "inference.db")
+        self.files = FileStore(data_dir / "openai")
+        self.inference = InferenceExecutor(dispatcher, self.principal_of, self.checkpoints, self.artifacts,
+                                           self.files)
+        by_kind = ByKindExecutor({"command": self.executor, "inference": self.inference})
+        self.engine = JobEngine(self.store, by_kind, SoloLease())
+        self.batches = BatchService(self.engine, self.store, self.files, self.checkpoints,
+                                    BatchStore(data_dir / "openai"), concurrency=batch_concurrency)
         self._environ = os.environ if environ is None else environ
         self._nursery: trio.Nursery | None = None
+
+    def close(self) -> None:
+        """Close the role's databases."""
+        self.artifacts.close()
+        self.store.close()
+        self.checkpoints.close()
+        self.files.close()
+        self.batches.store.close()
+
+    async def principal_of(self, tenant: str) -> Principal:
+        """Who an inference step's calls come from: its run's tenant, with the tenant's limits."""
+        if self.keys is None:
+            return Principal(tenant, "jobs")
+        from runtime.gateway.keys import KeyStoreError, tenant_limits
+
+        try:
+            record = await self.keys.run_store(self.keys.store.tenant, tenant)
+        except KeyStoreError:  # a tenant with no keys (the admin's "default"): no limits to apply
+            return Principal(tenant, "jobs")
+        return Principal(tenant, "jobs", tenant_limits=tenant_limits(record))
+
+    def batch_api(self, authenticate: Authenticate, **options: Any) -> BatchApi:
+        """The OpenAI Files/Batches ASGI app over this role's files and batches."""
+        return BatchApi(authenticate, self.files, self.batches, **options)
+
+    def progress(self, run_id: str, step: str) -> dict[str, Any] | None:
+        """An inference step's progress (done, failed, total lines), or None (call it from a thread)."""
+        found = self.checkpoints.progress(run_id, step)
+        return None if found is None else {"done": found.done, "failed": found.failed, "total": found.total}
 
     def secret(self, name: str) -> bytes | None:
         """A webhook secret from the environment, or None when unset."""
@@ -77,7 +130,7 @@ class JobsRole:
         """The HTTP API on `app`, and a `service_published` event after each publish to the hub here."""
         routes.register(app, self.engine, self.store, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
                         secret_of=self.secret, log_path=self.executor.log_path,
-                        tenants_define=self.scheduler is not None)
+                        tenants_define=self.scheduler is not None, progress_of=self.progress)
         if watch_hub:
             from quart import request
 
@@ -128,6 +181,7 @@ class JobsRole:
                     route_job_messages(executor.scheduler, executor.on_message)
                     nursery.start_soon(_unroute, executor)
                 await nursery.start(self.engine.run)
+                await nursery.start(self.batches.run)
                 task_status.started()
         finally:
             self._nursery = None

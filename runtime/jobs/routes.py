@@ -87,8 +87,11 @@ def _answer_errors(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
 
 def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: str,
              tenant_of: TenantOf | None = None, secret_of: SecretOf = lambda name: None,
-             log_path: LogPath | None = None, tenants_define: bool = False) -> None:
+             log_path: LogPath | None = None, tenants_define: bool = False,
+             progress_of: Callable[[str, str], dict[str, Any] | None] | None = None) -> None:
     """Attach the jobs API to a quart-trio app; `tenant_of` admits tenant keys (None: admin only).
+
+    `progress_of(run_id, step)`: an inference step's `{done, failed, total}`, shown on its step.
 
     `tenants_define`: whether a tenant key may create and update jobs; False where command
     steps run on the plane's own machine (no scheduler role: only the admin may put a command there).
@@ -245,6 +248,11 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
         out = _run_json(run)
         out["steps"] = [{**asdict(s), "attempts": [_attempt_json(a) for a in attempts if a.step == s.step]}
                         for s in steps]
+        if progress_of is not None:
+            kinds = {step.name: step.kind for step in (await db(store.run_spec, run_id)).steps}
+            for step_json in out["steps"]:
+                if kinds.get(step_json["step"]) == "inference":
+                    step_json["progress"] = await db(progress_of, run_id, step_json["step"])
         return json_response(out)
 
     @app.post(f"{PREFIX}/runs/<run_id>/cancel")
