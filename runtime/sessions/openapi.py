@@ -28,7 +28,10 @@ SCHEMAS: dict[str, Any] = {
         "description": "seed 002's {\"detail\"}, plus an OpenAI-style error object"},
     "Session": {"type": "object", "properties": {
         "session_id": _STR, "status": {"type": "string", "enum": ["active", "closed"]}, "model": _STR,
-        "asr_model": _NULLABLE_STR, "tts_model": _NULLABLE_STR, "metadata": {"type": "object"},
+        "asr_model": _NULLABLE_STR, "tts_model": _NULLABLE_STR, "voice": _NULLABLE_STR,
+        "stream": {"type": "boolean"}, "pipeline": {"type": "object", "description": (
+            "each stage (asr, llm, tts) of the session: its model and the replica and node it is pinned to")},
+        "metadata": {"type": "object"},
         "created_at": _STR, "last_activity": _STR, "node_id": _NULLABLE_STR, "replica_id": _NULLABLE_STR,
         "history_tokens": {"type": "integer"}, "tutor_id": _SEED_ID, "student_id": _SEED_ID, "kb_id": _SEED_ID,
         "tenant": {"type": "string", "description": "in the admin key's listing only"}}},
@@ -38,8 +41,15 @@ SESSION_CREATED = {"allOf": [{"$ref": "#/components/schemas/Session"}, {"type": 
                                                    "--public-ws-url, or a trusted proxy's X-Forwarded-*"},
     "engine_token": {"type": "string", "description": "the WebSocket's token, shown only here"}}}]}
 _CREATE_IN = {"type": "object", "properties": {
-    "model": {"type": "string", "description": "the chat model; absent: --default-model, else the only ready one"},
-    "asr_model": _STR, "tts_model": _STR, "system_prompt": {"type": "string", "maxLength": 32000},
+    "model": {"type": "string", "description": "the chat model; absent: the tutor's (--tutors), else "
+                                               "--default-model, else the only ready one"},
+    "asr_model": {"type": "string", "description": "speech to text for audio messages (else the tutor's)"},
+    "tts_model": {"type": "string", "description": "text to speech for audio replies (else the tutor's)"},
+    "voice": {"type": "string", "description": "the TTS voice (else the tutor's, else the model's default)"},
+    "stream": {"type": "boolean", "default": True, "description": "text_delta messages, and audio sentence by "
+                                                                  "sentence while the LLM generates"},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768},
+    "system_prompt": {"type": "string", "maxLength": 32000},
     "metadata": {"type": "object"}, "tutor_id": _SEED_ID, "student_id": _SEED_ID, "kb_id": _SEED_ID},
     "example": {"tutor_id": 1, "student_id": 1, "kb_id": "test-kb"}}
 _AUTH_ERRORS = {"401": _error("no API key, or a wrong one (unless the plane runs --anonymous-tenant)"),
@@ -52,7 +62,8 @@ Client messages: `{"type": "text", "content": "..."}`, `{"type": "audio", "data"
 `{"type": "cancel"}`.
 Server messages (each with `timestamp` and `utterance_id`): `transcription` (what the audio said), `text_delta` \
 (`delta`: the reply as it streams), `text` (`content`: the whole reply, `role`, `done`: true, as seed 002 sends \
-it), `audio` (`data`: base64 speech of the reply), `error` (`content`, and `code`/`retry_after` for a limit)."""
+it), `audio` (`content`: the sentence spoken, `data`: base64 of a whole WAV, 16-bit mono, `sample_rate` 22050 for \
+piper's Joe voice), `error` (`content`, and `code`/`retry_after` for a limit)."""
 
 
 def _socket(summary: str) -> dict[str, Any]:
@@ -71,7 +82,8 @@ def _crud(seed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
                  "requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_IN}}},
                  "responses": {"201": {"description": "the session, its engine_url and engine_token",
                                        "content": {"application/json": {"schema": SESSION_CREATED}}},
-                               "400": _error("a bad body, or no model named and none chosen by default"),
+                               "400": _error("a bad body, an unknown tutor_id, a pipeline model not ready, "
+                                             "or no model named and none chosen by default"),
                                **_AUTH_ERRORS, "404": _error("no ready replica serves the model"),
                                "413": _error("metadata too large"),
                                "429": _error("the key's rate or the tenant's session limit"),
