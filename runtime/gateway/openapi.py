@@ -64,6 +64,9 @@ def _schema(required: list[str], **props: dict) -> dict:
 @cache
 def document() -> bytes:
     """The OpenAPI 3.0 document as JSON bytes."""
+    # Imported here, not at the top: runtime.jobs imports the gateway's errors.
+    from runtime.jobs import batch_openapi
+
     doc = {
         "openapi": "3.0.3",
         "info": {"title": "flowctl gateway", "version": "1"},
@@ -96,6 +99,7 @@ def document() -> bytes:
                                  "responses": {"200": {"description": "Prometheus text format 0.0.4"},
                                                "401": _ERROR, "405": _ERROR}}},
             **openapi_admin.PATHS,
+            **batch_openapi.PATHS,  # the OpenAI Files and Batches API, served by the jobs role
         },
     }
     return json.dumps(doc).encode()

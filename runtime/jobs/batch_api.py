@@ -41,6 +41,11 @@ FORM_OVERHEAD = 64 << 10  # the multipart framing and the purpose field, beyond 
 MAX_JSON_BODY = 64 << 10
 MAX_PAGE = 10000
 PREFIXES = ("/v1/files", "/v1/batches")
+# What BatchApi._handle's match serves (tests check the two agree, and the OpenAPI description).
+ROUTES = frozenset({("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
+                    ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
+                    ("POST", "/v1/batches"), ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
+                    ("POST", "/v1/batches/{batch_id}/cancel")})
 Authenticate = Callable[[str | None], Awaitable[Principal]]
 _JSON = (b"content-type", b"application/json")
 

@@ -21,6 +21,7 @@ from runtime.api.openapi import DescriptionConflict, Part, document, operations
 from runtime.gateway import app as gateway_app
 from runtime.gateway.validate import ENDPOINTS
 from runtime.hub import HubSettings, serve_hub
+from runtime.jobs import batch_api
 from runtime.plane import PlaneSettings, serve_control_plane
 from runtime.plane_openapi import hub_document, plane_document
 from tests.runtime.gateway.test_openapi import admin_routes
@@ -37,6 +38,7 @@ def front_door_routes(roles):
     if "gateway" in roles:
         routes |= {("POST" if path in ENDPOINTS else "GET", path) for path in gateway_app.PATHS}
         routes |= admin_routes()
+        routes |= batch_api.ROUTES  # the Files and Batches API (503 without the jobs role)
     return routes
 
 
