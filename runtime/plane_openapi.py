@@ -98,7 +98,7 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
     if "gateway" in roles:
         parts.extend(_gateway_parts())
     if "jobs" in roles:
-        parts.append(jobs_openapi.part())
+        parts.append(jobs_openapi.part(nodes="scheduler" in roles))
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
                                 "{\"detail\": message}; the /v1 API's are OpenAI's.")

@@ -170,6 +170,8 @@ class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
     """Run one attempt of a job's `command` step in an installed bundle (docs/jobs.md).
 
     `epoch` is the job leader's fencing token: a node refuses an epoch older than one it saw.
+    `shard`/`shard_total`: a broadcast step's shard (FLOWCTL_SHARD_INDEX/TOTAL); the artifact
+    limits are the plane's (files over them fail the attempt before any upload).
     """
 
     run_id: str
@@ -184,6 +186,10 @@ class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
     env: dict[str, str] = msgspec.field(default_factory=dict)
     params: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
     timeout_s: float | None = None
+    shard: int | None = None
+    shard_total: int | None = None
+    max_artifact_bytes: int | None = None
+    max_artifacts_total: int | None = None
 
 
 class JobCancel(msgspec.Struct, frozen=True, tag="job_cancel"):
@@ -194,6 +200,7 @@ class JobCancel(msgspec.Struct, frozen=True, tag="job_cancel"):
     attempt: int
     epoch: int
     reason: str = ""
+    shard: int | None = None
 
 
 class JobReport(msgspec.Struct, frozen=True, tag="job_report"):
@@ -206,6 +213,7 @@ class JobReport(msgspec.Struct, frozen=True, tag="job_report"):
     state: JobAttemptState
     exit_code: int | None = None
     reason: str = ""
+    shard: int | None = None
 
 
 class JobLog(msgspec.Struct, frozen=True, tag="job_log"):
@@ -215,6 +223,7 @@ class JobLog(msgspec.Struct, frozen=True, tag="job_log"):
     step: str
     attempt: int
     data: str
+    shard: int | None = None
 
 
 REPLACED = "replaced"

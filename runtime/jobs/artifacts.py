@@ -18,6 +18,7 @@ on the event loop use `trio.to_thread.run_sync`.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import trio
+
 from hub_store.blobs import BlobInfo, LocalBlobStore
 from hub_store.errors import BlobNotFound
 from runtime.jobs.errors import JobError
@@ -35,7 +38,9 @@ if TYPE_CHECKING:
     from hub_store.catalog import Catalog
     from hub_store.datadir import HubData
 
+log = logging.getLogger("flowctl.jobs")
 LEASE_ID = "jobs-artifacts"
+SWEEP_S = 60.0
 UPLOAD_LEASE_ID = "jobs-artifact-upload"
 FOREVER_S = 100 * 365 * 24 * 3600.0
 UPLOAD_LEASE_S = 6 * 3600.0
@@ -157,6 +162,10 @@ class ArtifactStore:
         if self.catalog is not None:
             self.catalog.lease(lease_id, digest, ttl_s=ttl_s)
 
+    def hold_upload(self, digest: str) -> None:
+        """Keep the hub's GC off a blob being uploaded for a while (`record` then holds it for good)."""
+        self._hold(digest, UPLOAD_LEASE_ID, UPLOAD_LEASE_S)
+
     def store_file(self, src: Path, *, expected: str | None = None) -> BlobInfo:
         """The bytes of `src` as a blob (held for an upload's while; `record` makes it an artifact)."""
         with open(src, "rb") as f:
@@ -172,7 +181,7 @@ class ArtifactStore:
                 if writer.size + len(chunk) > limit:
                     raise ArtifactTooLarge(f"an artifact is larger than the limit of {limit} bytes")
                 writer.write(chunk)
-            return writer.commit(lease=lambda d: self._hold(d, UPLOAD_LEASE_ID, UPLOAD_LEASE_S))
+            return writer.commit(lease=self.hold_upload)
 
     def record(self, run_id: str, step: str, attempt: int, files: Iterable[tuple[str, str, int]], *,
                shard: int | None = None, node: str | None = None) -> list[Artifact]:
@@ -267,6 +276,10 @@ class ArtifactStore:
                               "(SELECT run_id FROM runs)").fetchall()
             dropped = db.execute("DELETE FROM artifacts WHERE run_id NOT IN (SELECT run_id FROM runs)").rowcount
             kept = {r[0] for r in db.execute("SELECT DISTINCT digest FROM artifacts")}
+            try:  # a broadcast's shard rows (runtime.jobs.shards) go with their run too
+                db.execute("DELETE FROM job_shards WHERE run_id NOT IN (SELECT run_id FROM runs)")
+            except sqlite3.OperationalError:
+                pass  # no broadcast ever ran here: no such table
             loose = [d for (d,) in gone if d not in kept]
             if self.catalog is not None:
                 with self.catalog.transaction() as cdb:
@@ -299,3 +312,13 @@ def limits_from_env(environ: Mapping[str, str]) -> ArtifactLimits:
         else:
             values[field] = int(raw)
     return ArtifactLimits(**values)
+
+
+async def keep_swept(store: ArtifactStore, *, interval: float = SWEEP_S) -> None:
+    """`store.sweep()` (and the broadcast shard rows' sweep) every `interval` seconds, until cancelled."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            await trio.to_thread.run_sync(store.sweep)
+        except Exception:  # a sweep is housekeeping: the next one tries again
+            log.exception("jobs: sweeping artifacts failed")

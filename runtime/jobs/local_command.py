@@ -6,7 +6,9 @@ and its venv first on PATH; a plane without the scheduler role uses it directly.
 workers' allow-list (never the plane's or node's secrets), the step's `env`, and the job
 contract: FLOWCTL_RUN_ID, FLOWCTL_JOB, FLOWCTL_STEP, FLOWCTL_ATTEMPT, FLOWCTL_EPOCH,
 FLOWCTL_OUTPUT_DIR, FLOWCTL_PARAM_<NAME> per parameter. Output goes to a bounded, rotated log
-per attempt (`runtime.jobs.steplog`).
+per attempt (`runtime.jobs.steplog`). Given an `ArtifactStore` (a plane without the scheduler
+role), the files left under FLOWCTL_OUTPUT_DIR become the attempt's artifacts once the command
+ended (`runtime.jobs.output_files`); one refused (too large, a symlink out of the dir) fails it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 
 import trio
 
+from hub_store.errors import StoreError
+from runtime.jobs.artifacts import ArtifactError, ArtifactStore
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.lease import EpochFence
 from runtime.jobs.model import CommandStep
+from runtime.jobs.output_files import OutputFile, collect_outputs
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES, StepLog, pump
 from runtime.node.workers.pgroups import group_alive, stop_group, terminate_group
 from runtime.node.workers.workerenv import inherited_env
@@ -34,18 +39,20 @@ class LocalCommandExecutor:
     """Runs command steps as local child processes; logs and outputs under `data_dir`."""
 
     def __init__(self, data_dir: Path, *, workdir: Path | None = None, grace_s: float = DEFAULT_GRACE_S,
-                 node: str = "local", log_max_bytes: int = DEFAULT_MAX_BYTES):
+                 node: str = "local", log_max_bytes: int = DEFAULT_MAX_BYTES,
+                 artifacts: ArtifactStore | None = None, suffix: str = ""):
         self.data_dir, self.workdir, self.grace_s, self.node = data_dir, workdir, grace_s, node
-        self.log_max_bytes = log_max_bytes
+        self.log_max_bytes, self.artifacts = log_max_bytes, artifacts
+        self.suffix = suffix  # after `STEP.ATTEMPT` in the attempt's directory: a node's broadcast shard
         self.fence = EpochFence()
 
     def attempt_dir(self, order: AttemptOrder) -> Path:
         """Where an attempt's log (`log`) and outputs (`output/`) go."""
-        return self.data_dir / order.run_id / f"{order.step.name}.{order.attempt}"
+        return self.log_path(order.run_id, order.step.name, order.attempt).parent
 
     def log_path(self, run_id: str, step: str, attempt: int) -> Path:
         """An attempt's log file (the part before rotation is beside it, `log.1`)."""
-        return self.data_dir / run_id / f"{step}.{attempt}" / "log"
+        return self.data_dir / run_id / f"{step}.{attempt}{self.suffix}" / "log"
 
     async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
         """Start the command, report it running, wait for its exit code.
@@ -88,7 +95,8 @@ class LocalCommandExecutor:
         finally:
             log.close()
         if code == 0:
-            return Outcome("succeeded", exit_code=0, node=self.node)
+            return await self._keep_outputs(order, where / "output", Outcome("succeeded", exit_code=0, node=self.node))
+        await self._keep_outputs(order, where / "output", Outcome("failed"))
         tail = await trio.to_thread.run_sync(log.last_line)
         reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         return Outcome("failed", exit_code=code, reason=reason + (f": {tail}" if tail else ""), node=self.node)
@@ -106,6 +114,20 @@ class LocalCommandExecutor:
             await stop_group(pgid, grace_s=self.grace_s)
         return None
 
+    async def _keep_outputs(self, order: AttemptOrder, output_dir: Path, outcome: Outcome) -> Outcome:
+        """Record the files under `output_dir` as the attempt's artifacts (with an ArtifactStore);
+        a refused one fails a succeeded attempt with the reason."""
+        store = self.artifacts
+        if store is None:
+            return outcome
+        try:
+            files = await trio.to_thread.run_sync(collect_outputs, output_dir, store.limits)
+            await trio.to_thread.run_sync(_record, store, order, files)
+        except (ArtifactError, StoreError, OSError) as e:  # StoreError: a file changed while it was stored
+            if outcome.state == "succeeded":
+                return Outcome("failed", exit_code=outcome.exit_code, reason=f"artifacts: {e}", node=self.node)
+        return outcome
+
     def _env(self, order: AttemptOrder, output_dir: Path) -> dict[str, str]:
         assert isinstance(order.step, CommandStep)
         env = inherited_env(os.environ)
@@ -118,6 +140,12 @@ class LocalCommandExecutor:
                 str(value).lower() if isinstance(value, bool) else str(value))
         return env
 
+
+
+def _record(store: ArtifactStore, order: AttemptOrder, files: list[OutputFile]) -> None:
+    for f in files:
+        store.store_file(f.source, expected=f.digest)
+    store.record(order.run_id, order.step.name, order.attempt, [(f.path, f.digest, f.size) for f in files])
 
 
 async def _pump(stream: trio.abc.ReceiveStream, log: StepLog, scope: trio.CancelScope) -> None:

@@ -11,6 +11,8 @@ attempt's node to report it running again (nodes report what still runs after ea
 before their first heartbeat); a node that heartbeats without it, or no node within
 `reattach_s`, means lost. A report for an attempt nobody waits for is recorded beside the
 attempt (`late_result`) when it is final, and a stale process still running is told to stop.
+Broadcast steps run shard k of N on each matching node (runtime/jobs/broadcast.py); a node
+uploads an attempt's artifacts to the plane's HTTP API while `expects` says it runs it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ import trio
 
 from runtime.control import messages
 from runtime.control.messages import Heartbeat, JobAttempt, JobCancel, JobLog, JobReport
+from runtime.jobs.artifacts import ArtifactStore
+from runtime.jobs.attempt_logs import append_log, prefixed
+from runtime.jobs.broadcast import recover_broadcast, run_broadcast
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
-from runtime.jobs.routing import describe_need, node_labels, rendezvous, routing_key
+from runtime.jobs.routing import describe_need, fits, matching_nodes, pick
+from runtime.jobs.shards import ShardRecords
 from runtime.jobs.states import LIVE_ATTEMPT
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES
 from runtime.jobs.store import RunStore
@@ -41,7 +47,7 @@ if TYPE_CHECKING:
     from runtime.scheduler.service import Scheduler
 
 log = logging.getLogger("flowctl.jobs")
-Key = tuple[str, str, int]
+Key = tuple[str, str, int, int | None]  # run, step, attempt, shard (None outside broadcast)
 VersionLookup = Callable[[str, str], Awaitable[str | None]]  # (service, channel) -> version
 CHOOSE_POLL_S = 1.0
 CANCEL_WAIT_S = 10.0
@@ -68,8 +74,10 @@ class NodeExecutor:
 
     def __init__(self, scheduler: Scheduler, store: RunStore, data_dir: Path, *,
                  lookup: VersionLookup | None = None, reattach_s: float = DEFAULT_REATTACH_S,
-                 log_max_bytes: int = DEFAULT_MAX_BYTES):
+                 log_max_bytes: int = DEFAULT_MAX_BYTES, artifacts: ArtifactStore | None = None):
         self.scheduler, self.store, self.data_dir = scheduler, store, data_dir
+        self.artifacts = artifacts  # where nodes' uploads go (runtime.jobs.artifact_routes)
+        self.shards = ShardRecords(store.path)
         self.reattach_s, self.log_max_bytes = reattach_s, log_max_bytes
         if lookup is None:
             from runtime.scheduler.resolver import hub_channel_resolver
@@ -88,9 +96,16 @@ class NodeExecutor:
         self._closing = False  # the plane is stopping: attempts stay on their nodes, to re-attach
         scheduler.registry.subscribe(self._node_changed)
 
-    def log_path(self, run_id: str, step: str, attempt: int) -> Path:
-        """An attempt's log here (what its node streamed); `log.1` beside it after rotation."""
-        return self.data_dir / run_id / f"{step}.{attempt}" / "log"
+    def log_path(self, run_id: str, step: str, attempt: int, shard: int | None = None) -> Path:
+        """An attempt's log here (what its node streamed); `log.1` beside it after rotation. A
+        broadcast shard's own is `shard-K/log` beside it; the attempt's log has every shard's lines."""
+        where = self.data_dir / run_id / f"{step}.{attempt}"
+        return where / "log" if shard is None else where / f"shard-{shard}" / "log"
+
+    def expects(self, node_id: str, run_id: str, step: str, attempt: int, shard: int | None) -> bool:
+        """Whether `node_id` runs that attempt (or shard) for this plane now: it may upload its artifacts."""
+        live = self._live.get((run_id, step, attempt, shard))
+        return live is not None and live.node == node_id
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write logs and settle unclaimed reports until cancelled."""
@@ -102,6 +117,7 @@ class NodeExecutor:
                 await trio.sleep_forever()
             finally:
                 self._closing = True
+                self.shards.close()
 
     # -- from nodes (called synchronously by the node connection) ------------------------------
 
@@ -112,7 +128,7 @@ class NodeExecutor:
                 self._heard.add(node_id)
                 self._wake()
             return
-        key = (message.run_id, message.step, message.attempt)
+        key = (message.run_id, message.step, message.attempt, message.shard)
         if isinstance(message, JobLog):
             self._logs_send.send_nowait((key, message.data))
             return
@@ -141,8 +157,7 @@ class NodeExecutor:
     async def _stop_abandoned(self, node_id: str, keys: set[Key]) -> None:
         for key in sorted(keys):
             try:
-                await self._send(node_id, JobCancel(*key, epoch=self._epoch,
-                                                    reason="its node was lost; the attempt was superseded"))
+                await self._send(node_id, _cancel(key, self._epoch, "its node was lost; the attempt was superseded"))
             except TunnelError:
                 return
 
@@ -171,21 +186,39 @@ class NodeExecutor:
             if found is None:
                 return Outcome("failed", reason=f"the hub has no {wanted} version of {service!r}")
             version = found
-        key = (order.run_id, step.name, order.attempt)
+        limits = self.artifacts.limits if self.artifacts is not None else None
         message = JobAttempt(order.run_id, order.tenant, order.job, step.name, order.attempt, order.epoch,
                              service, version, tuple(step.command), dict(step.env), dict(order.params),
-                             order.timeout)
+                             order.timeout, max_artifact_bytes=limits.max_file_bytes if limits else None,
+                             max_artifacts_total=limits.max_total_bytes if limits else None)
+        if order.routing.strategy == "broadcast":
+            return await run_broadcast(self, order, step, message, started)
+        return await self.dispatch(order, step, message, started)
+
+    async def dispatch(self, order: AttemptOrder, step: CommandStep, message: JobAttempt, started: Started,
+                       node: str | None = None) -> Outcome:
+        """Send `message` to `node` (else the routing's choice, waiting for one) and wait for its end."""
+        key = (order.run_id, step.name, order.attempt, message.shard)
         while True:
-            node = await self._choose(order, step)
+            if node is None:
+                node = await self._choose(order, step)
             live = self._live[key] = _Live(node, step.resources)
             try:
                 await self._send(node, message)
+                import sys as _s
+                import time as _t  # EXPERIMENT
+                print(f"SENT {order.run_id[:10]} {_t.time():.3f}", file=_s.stderr, flush=True)
             except TunnelError:
                 del self._live[key]  # nothing runs it: that node went away meanwhile
+                node = None
                 continue
-            # Where it went, before it says it runs: a plane restarted meanwhile re-attaches it there.
-            await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
-                                                  order.attempt, "", node=node))
+            if message.shard is None:
+                # Where it went, before it says it runs: a plane restarted meanwhile re-attaches it there.
+                await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
+                                                      order.attempt, "", node=node))
+            else:
+                await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
+                                                      message.shard_total or 0, "dispatched", node=node))
             break
         try:
             return await self._wait(key, live, started)
@@ -198,11 +231,16 @@ class NodeExecutor:
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
         """Re-attach an attempt a previous plane process dispatched, when its node reports it."""
         self._epoch = max(self._epoch, order.epoch)
-        key = (order.run_id, order.step.name, order.attempt)
+        if order.routing.strategy == "broadcast":
+            return await recover_broadcast(self, order, started)
         attempts = await trio.to_thread.run_sync(self.store.attempts, order.run_id, order.step.name)
         node = next((a.node for a in attempts if a.attempt == order.attempt), None)
         if not node:
             return None
+        return await self.reattach((order.run_id, order.step.name, order.attempt, None), node, order, started)
+
+    async def reattach(self, key: Key, node: str, order: AttemptOrder, started: Started) -> Outcome | None:
+        """Wait for `node` to report `key` running again (then for its end), or None (lost)."""
         step = order.step
         live = self._live[key] = _Live(node, step.resources if isinstance(step, CommandStep) else Resources())
         try:
@@ -253,7 +291,7 @@ class NodeExecutor:
     async def _stop(self, key: Key, live: _Live, reason: str) -> None:
         """Tell the node to stop the attempt; wait a while for it to say it did."""
         try:
-            await self._send(live.node, JobCancel(*key, epoch=self._epoch, reason=reason))
+            await self._send(live.node, _cancel(key, self._epoch, reason))
         except TunnelError:
             return
         with trio.move_on_after(CANCEL_WAIT_S):
@@ -264,12 +302,20 @@ class NodeExecutor:
     # -- choosing and sending -----------------------------------------------------------------
 
     async def _choose(self, order: AttemptOrder, step: CommandStep) -> str:
+        return (await self._until(order, step, lambda: self._candidate(step, order)))[0]
+
+    async def wait_for_nodes(self, order: AttemptOrder, step: CommandStep) -> list[NodeRecord]:
+        """Every node that may run the step, once there is one (the attempt notes why it waits)."""
+        return await self._until(order, step, lambda: self.matching(step))
+
+    async def _until(self, order: AttemptOrder, step: CommandStep, look: Callable[[], tuple[Any, str]]) -> Any:
+        """What `look` finds once it finds something; meanwhile the attempt says why it waits."""
         noted = ""
         while True:
             changed = self._changed
-            node, why = self._candidate(step, order)
-            if node is not None:
-                return node
+            found, why = look()
+            if found:
+                return [found] if isinstance(found, str) else found
             if why != noted:
                 noted = why
                 await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
@@ -277,50 +323,30 @@ class NodeExecutor:
             with trio.move_on_after(CHOOSE_POLL_S):
                 await changed.wait()
 
-    def _candidate(self, step: CommandStep, order: AttemptOrder) -> tuple[str | None, str]:
+    def matching(self, step: CommandStep) -> tuple[list[NodeRecord], str]:
+        """The connected nodes matching the step's selector with its resources free, by name; else why none."""
         from runtime.scheduler.registry import NodeState
 
-        wanted = dict(step.selector)
         ready = [n for n in self.scheduler.registry.nodes(NodeState.READY)
                  if self.scheduler.mux_for(n.node_id) is not None]
-        if not ready:
-            return None, "no node connected"
-        matching = [n for n in ready if all(node_labels(n).get(k) == v for k, v in wanted.items())]
-        if not matching:
-            return None, "no node with labels " + ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+        matching, why = matching_nodes(ready, step)
         need = step.resources
-        if need.cpu or need.memory_mb or need.gpu:
-            matching = [n for n in matching if self._fits(n, need)]
+        if matching and (need.cpu or need.memory_mb or need.gpu):
+            matching = [n for n in matching if fits(n, need, [v.resources for v in self._live.values()
+                                                                  if v.node == n.node_id])]
             if not matching:
-                return None, "no matching node has " + describe_need(need) + " free"
-        routing = order.routing
-        matching.sort(key=lambda n: (n.name, n.node_id))
-        if routing.strategy == "round_robin":
-            turn = (order.tenant, order.job, step.name)
-            self._turns[turn] = self._turns.get(turn, -1) + 1
-            return matching[self._turns[turn] % len(matching)].node_id, ""
-        if routing.strategy == "consistent_hash":
-            return rendezvous(routing_key(routing.key or "", order), matching).node_id, ""
-        if routing.strategy == "failover":
-            by_name = {n.name: n for n in matching}
-            for name in routing.order:
-                if name in by_name:
-                    return by_name[name].node_id, ""
-            return None, "none of the failover nodes (" + ", ".join(routing.order) + ") is connected and matching"
+                return [], "no matching node has " + describe_need(need) + " free"
+        return sorted(matching, key=lambda n: (n.name, n.node_id)), why
+
+    def _candidate(self, step: CommandStep, order: AttemptOrder) -> tuple[str | None, str]:
+        matching, why = self.matching(step)
+        if not matching:
+            return None, why
         mine = {n.node_id: 0 for n in matching}
         for live in self._live.values():
             if live.node in mine:
                 mine[live.node] += 1
-        best = min(matching, key=lambda n: (mine[n.node_id] + n.outstanding, n.name, n.node_id))
-        return best.node_id, ""
-
-    def _fits(self, node: NodeRecord, need: Resources) -> bool:
-        """Whether `node` has `need` left after the attempts it runs for this plane (reservations
-        against its declared CPUs, memory and GPUs, as Kubernetes requests are)."""
-        used = [live.resources for live in self._live.values() if live.node == node.node_id]
-        return (node.hello.cpu_count - sum(u.cpu for u in used) >= need.cpu
-                and node.hello.ram_mb - sum(u.memory_mb for u in used) >= need.memory_mb
-                and len(node.hello.gpus) - sum(u.gpu for u in used) >= need.gpu)
+        return pick(matching, order, self._turns, mine)
 
     async def _send(self, node_id: str, message: JobAttempt | JobCancel) -> None:
         mux = self.scheduler.mux_for(node_id)
@@ -330,13 +356,18 @@ class NodeExecutor:
 
     async def _unclaimed_report(self, node_id: str, report: JobReport) -> None:
         """A report nobody waits for: keep it for a recover to come, record it late, or stop it."""
-        key = (report.run_id, report.step, report.attempt)
+        key = (report.run_id, report.step, report.attempt, report.shard)
         try:
             attempts = await trio.to_thread.run_sync(self.store.attempts, report.run_id, report.step)
         except Exception:  # a run since removed: nothing to record it on
             attempts = []
         record = next((a for a in attempts if a.attempt == report.attempt), None)
-        live = record is not None and record.state in LIVE_ATTEMPT and record.node == node_id
+        where, total = (record.node if record is not None else None), 0
+        if report.shard is not None:  # a broadcast shard: its own row says where it runs
+            rows = await trio.to_thread.run_sync(self.shards.of, report.run_id, report.step, report.attempt)
+            row = next((r for r in rows if r.shard == report.shard), None)
+            where, total = (row.node, row.total) if row is not None else (None, 0)
+        live = record is not None and record.state in LIVE_ATTEMPT and where == node_id
         if report.state == "running":
             if live:
                 return  # left in _unclaimed: a restarted engine re-attaches it
@@ -347,27 +378,31 @@ class NodeExecutor:
             log.warning("node %s still runs %s/%s attempt %d: %s", node_id, report.run_id, report.step,
                         report.attempt, why)
             try:
-                await self._send(node_id, JobCancel(*key, epoch=max(self._epoch, report.epoch), reason=why))
+                await self._send(node_id, _cancel(key, max(self._epoch, report.epoch), why))
             except TunnelError:
                 pass
             return
-        if record is not None:
+        if record is not None and report.shard is not None:  # a late shard result: its row only
+            if not live:
+                return
+            await trio.to_thread.run_sync(partial(
+                self.shards.put, *key[:3], report.shard, total, report.state, node=node_id, exit_code=report.exit_code,
+                reason=f"late: {report.reason}"))
+        elif record is not None:
             await trio.to_thread.run_sync(partial(
                 self.store.report_result, report.run_id, report.step, report.attempt, report.state,
                 now=time.time(), node=node_id, exit_code=report.exit_code, reason=report.reason))
 
     async def _write_logs(self) -> None:
         async for key, data in self._logs_receive:
-            await trio.to_thread.run_sync(_append, self.log_path(*key), data.encode(), self.log_max_bytes)
+            run_id, step, attempt, shard = key
+            if shard is not None:
+                await trio.to_thread.run_sync(append_log, self.log_path(*key), data.encode(), self.log_max_bytes)
+                data = prefixed(data, f"[shard {shard}] ")
+            await trio.to_thread.run_sync(append_log, self.log_path(run_id, step, attempt), data.encode(),
+                                          self.log_max_bytes)
 
 
-def _append(path: Path, data: bytes, max_bytes: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = 0
-    if size and size + len(data) > max_bytes:
-        path.replace(path.with_name(path.name + ".1"))
-    with path.open("ab") as f:
-        f.write(data)
+def _cancel(key: Key, epoch: int, reason: str) -> JobCancel:
+    return JobCancel(key[0], key[1], key[2], epoch=epoch, reason=reason, shard=key[3])
+

@@ -13,6 +13,8 @@ _TENANT = {"name": "tenant", "in": "query", "required": False, "schema": {"type"
            "description": "the admin key's tenant to act in (default: default); a tenant key's is its own"}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "job name"}
 _RUN = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STEP_Q = {"name": "step", "in": "query", "required": False, "schema": {"type": "string"}}
+_ATTEMPT_Q = {"name": "attempt", "in": "query", "required": False, "schema": {"type": "integer"}}
 SCHEMAS: dict[str, Any] = {
     "JobDefinition": {"type": "object", "description": "a job definition as JSON (docs/jobs.md: the same keys "
                                                        "as the TOML/YAML files)",
@@ -29,6 +31,11 @@ SCHEMAS: dict[str, Any] = {
         "reason": {"type": "string"}, "cause": {"type": "string"}, "params": _OBJ,
         "fire_time": {"type": "integer", "nullable": True}, "due_at": {"type": "number"},
         "steps": {"type": "array", "items": _OBJ, "description": "in a run's detail: each step with its attempts"}}},
+    "Artifact": {"type": "object", "properties": {
+        "run_id": {"type": "string"}, "step": {"type": "string"}, "attempt": {"type": "integer"},
+        "path": {"type": "string", "description": "relative; shard-K/... for a broadcast step's shard K"},
+        "sha256": {"type": "string"}, "size": {"type": "integer"}, "shard": {"type": "integer", "nullable": True},
+        "node": {"type": "string", "nullable": True}, "created_at": {"type": "number"}}},
 }
 
 
@@ -108,6 +115,18 @@ PATHS: dict[str, Any] = {
                           _RUN, {"name": "step", "in": "query", "required": False, "schema": {"type": "string"}},
                           {"name": "attempt", "in": "query", "required": False, "schema": {"type": "integer"}},
                           {"name": "follow", "in": "query", "required": False, "schema": {"type": "boolean"}}])}},
+    "/api/v1/runs/{run_id}/artifacts": {
+        "get": _op("A run's step artifacts (the files its commands left under $FLOWCTL_OUTPUT_DIR)", "artifacts",
+                   {"type": "object", "properties": {"run_id": {"type": "string"}, "artifacts": {
+                       "type": "array", "items": {"$ref": "#/components/schemas/Artifact"}}}},
+                   params=[_RUN, _STEP_Q, _ATTEMPT_Q], errors=("400", "401", "404"))},
+    "/api/v1/runs/{run_id}/artifacts/{step}/{path}": {
+        "get": _op("One artifact's bytes (Range, ETag = its SHA-256): the step's latest succeeded attempt's, "
+                   "or ?attempt=", "application/octet-stream (206 for a Range)", None,
+                   params=[_RUN, {"name": "step", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "relative, '/'-separated; '..', '.' and empty parts are refused (400)"},
+                           _ATTEMPT_Q], errors=("400", "401", "404"))},
     "/api/v1/hooks/{tenant}/{name}": {
         "post": _op("A webhook-triggered job's call, signed: X-Flowctl-Timestamp and X-Flowctl-Signature "
                     "(sha256= HMAC over TIMESTAMP.BODY); a JSON body's \"parameters\" override the defaults",
@@ -117,7 +136,28 @@ PATHS: dict[str, Any] = {
 }
 
 
-def part() -> Part:
-    """The jobs role's routes, for runtime/plane_openapi.py."""
-    return Part("jobs", "Seed 004's jobs: definitions, runs, logs and webhooks (the admin key or a tenant key).",
-                PATHS, SCHEMAS)
+_NODE_KEY: list[dict[str, list[str]]] = [{"bearer": []}]
+_WHERE = [{"name": n, "in": "query", "required": n != "shard", "schema": {"type": t}}
+          for n, t in (("run_id", "string"), ("step", "string"), ("attempt", "integer"), ("shard", "integer"))]
+# With the scheduler role: steps run on nodes, which upload their artifacts here; broadcast shards.
+NODE_PATHS: dict[str, Any] = {
+    "/api/v1/runs/{run_id}/shards": {
+        "get": _op("A broadcast run's shards: index, total, node, state, reason", "shards",
+                   {"type": "object", "properties": {"run_id": {"type": "string"}, "shards": {
+                       "type": "array", "items": _OBJ}}}, params=[_RUN, _STEP_Q])},
+    "/api/cluster/jobs/blobs/{sha256}": {
+        "put": _op("A node uploads one artifact's bytes (its credential; an attempt it runs now)", "stored",
+                   _OBJ, params=[{"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}},
+                                 *_WHERE], errors=("400", "401", "409"), status="201", security=_NODE_KEY)},
+    "/api/cluster/jobs/artifacts": {
+        "post": _op("A node records an attempt's uploaded artifacts, all or none (413 over the limits)",
+                    "recorded", _OBJ, body={"type": "object", "required": ["run_id", "step", "attempt", "files"],
+                                            "properties": {"files": {"type": "array", "items": _OBJ}}},
+                    errors=("400", "401", "409"), status="201", security=_NODE_KEY)},
+}
+
+
+def part(*, nodes: bool = True) -> Part:
+    """The jobs role's routes, for runtime/plane_openapi.py; `nodes`: with the scheduler role here."""
+    return Part("jobs", "Seed 004's jobs: definitions, runs, logs, artifacts and webhooks (the admin key or a "
+                "tenant key).", {**PATHS, **(NODE_PATHS if nodes else {})}, SCHEMAS)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from runtime.dispatch.limits import Principal
-from runtime.jobs import routes
-from runtime.jobs.artifacts import ArtifactStore, limits_from_env
+from runtime.jobs import artifact_routes, routes
+from runtime.jobs.artifacts import ArtifactStore, keep_swept, limits_from_env
 from runtime.jobs.batch_api import Authenticate, BatchApi
 from runtime.jobs.batch_store import BatchStore
 from runtime.jobs.batches import DEFAULT_CONCURRENCY, BatchService
@@ -76,9 +76,11 @@ class JobsRole:
         self.scheduler = scheduler
         self.executor: NodeExecutor | LocalCommandExecutor
         if scheduler is not None:
-            self.executor = NodeExecutor(scheduler, self.store, data_dir / "jobs" / "attempts")
+            self.executor = NodeExecutor(scheduler, self.store, data_dir / "jobs" / "attempts",
+                                         artifacts=self.artifacts)
         else:
-            self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work")
+            self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work",
+                                                 artifacts=self.artifacts)
         self.keys = keys
         self.checkpoints = Checkpoints(data_dir / "jobs" / "inference.db")
         self.files = FileStore(data_dir / "openai")
@@ -131,6 +133,9 @@ class JobsRole:
         routes.register(app, self.engine, self.store, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
                         secret_of=self.secret, log_path=self.executor.log_path,
                         tenants_define=self.scheduler is not None, progress_of=self.progress)
+        nodes = self.executor if isinstance(self.executor, NodeExecutor) else None
+        artifact_routes.register(app, self.store, self.artifacts, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
+                                 shards=nodes.shards if nodes is not None else None, nodes=nodes)
         if watch_hub:
             from quart import request
 
@@ -181,6 +186,7 @@ class JobsRole:
                     route_job_messages(executor.scheduler, executor.on_message)
                     nursery.start_soon(_unroute, executor)
                 await nursery.start(self.engine.run)
+                nursery.start_soon(keep_swept, self.artifacts)  # artifacts of runs the history limits removed
                 await nursery.start(self.batches.run)
                 task_status.started()
         finally:

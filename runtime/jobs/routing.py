@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 from runtime.jobs.dispatch import AttemptOrder
-from runtime.jobs.model import Resources
+from runtime.jobs.model import CommandStep, Resources
 
 if TYPE_CHECKING:
     from runtime.scheduler.registry import NodeRecord
@@ -40,3 +40,46 @@ def rendezvous(key: str, nodes: list[NodeRecord]) -> NodeRecord:
 def node_labels(node: NodeRecord) -> dict[str, str]:
     """What a step's selector matches: the node's labels, its `node` name and `node_id`."""
     return {**node.labels, "node": node.name, "node_id": node.node_id}
+
+
+def matching_nodes(ready: list[NodeRecord], step: CommandStep) -> tuple[list[NodeRecord], str]:
+    """The nodes of `ready` (connected) whose labels match the step's selector; else why none."""
+    if not ready:
+        return [], "no node connected"
+    wanted = dict(step.selector)
+    matching = [n for n in ready if all(node_labels(n).get(k) == v for k, v in wanted.items())]
+    if not matching:
+        return [], "no node with labels " + ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+    return matching, ""
+
+
+def pick(matching: list[NodeRecord], order: AttemptOrder, turns: dict[tuple[str, str, str], int],
+         mine: dict[str, int]) -> tuple[str | None, str]:
+    """The node the order's routing strategy picks among `matching` (sorted by name), else why none.
+
+    `turns`: round_robin's last turn per (tenant, job, step), advanced here; `mine`: this plane's
+    attempts per node, which least_loaded adds to each node's requests in flight.
+    """
+    routing = order.routing
+    if routing.strategy == "round_robin":
+        turn = (order.tenant, order.job, order.step.name)
+        turns[turn] = turns.get(turn, -1) + 1
+        return matching[turns[turn] % len(matching)].node_id, ""
+    if routing.strategy == "consistent_hash":
+        return rendezvous(routing_key(routing.key or "", order), matching).node_id, ""
+    if routing.strategy == "failover":
+        by_name = {n.name: n for n in matching}
+        for name in routing.order:
+            if name in by_name:
+                return by_name[name].node_id, ""
+        return None, "none of the failover nodes (" + ", ".join(routing.order) + ") is connected and matching"
+    best = min(matching, key=lambda n: (mine.get(n.node_id, 0) + n.outstanding, n.name, n.node_id))
+    return best.node_id, ""
+
+
+def fits(node: NodeRecord, need: Resources, used: list[Resources]) -> bool:
+    """Whether `node` has `need` left after what the attempts it runs for this plane reserved
+    (`used`), against its declared CPUs, memory and GPUs, as Kubernetes requests are."""
+    return (node.hello.cpu_count - sum(u.cpu for u in used) >= need.cpu
+            and node.hello.ram_mb - sum(u.memory_mb for u in used) >= need.memory_mb
+            and len(node.hello.gpus) - sum(u.gpu for u in used) >= need.gpu)

@@ -4,8 +4,11 @@ The runner keeps an `EpochFence` (an attempt or cancel from an older leader epoc
 with a `failed` report naming both epochs), installs the step's bundle through `install`
 (the node's package manager), runs the command in the installed tree as
 `LocalCommandExecutor` does (own process group, the workers' environment, the job contract,
-a bounded rotated log), streams the log's new bytes as `job_log` and ends with one
-`job_report`. `running()` lists the attempts still running, for a node to report them on
+a bounded rotated log), streams the log's new bytes as `job_log`, uploads the files the
+command left under FLOWCTL_OUTPUT_DIR as the attempt's artifacts (checked against the plane's
+limits first: one over them, or a symlink out of the dir, fails the attempt naming it) and ends
+with one `job_report`. A broadcast shard (`shard` set) gets FLOWCTL_SHARD_INDEX/TOTAL and its
+own directory (`STEP.ATTEMPT.shardK`); its messages carry the shard. `running()` lists the attempts still running, for a node to report them on
 reconnect so that a restarted plane re-attaches them instead of running them again.
 
 `AgentJobs` wires a runner into a node agent: one per `run_agent` (attempts outlive a control
@@ -28,11 +31,18 @@ import trio
 
 from runtime.control import messages
 from runtime.control.messages import JobAttempt, JobCancel, JobLog, JobReport
+from runtime.jobs.artifacts import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_TOTAL_BYTES,
+    ArtifactError,
+    ArtifactLimits,
+)
 from runtime.jobs.dispatch import AttemptOrder, Outcome
 from runtime.jobs.errors import StaleEpoch
 from runtime.jobs.lease import EpochFence
 from runtime.jobs.local_command import DEFAULT_GRACE_S, PGID_FILE, LocalCommandExecutor
 from runtime.jobs.model import CommandStep
+from runtime.jobs.output_files import OutputFile, collect_outputs
 from runtime.node.workers.pgroups import group_alive, stop_group
 from runtime.tunnel import Mux, TunnelError
 
@@ -43,7 +53,8 @@ MAX_BUFFERED = 1000  # messages kept while the plane is away; the oldest log pie
 # (service, version) -> the installed bundle tree, or (tree, its requirements venv or None)
 Install = Callable[[str, str], Awaitable[Path | tuple[Path, str | None]]]
 Send = Callable[[JobReport | JobLog], Awaitable[None]]
-Key = tuple[str, str, int]
+Upload = Callable[[JobAttempt, list[OutputFile]], Awaitable[None]]  # ArtifactError when refused
+Key = tuple[str, str, int, int | None]  # run, step, attempt, shard
 
 
 @dataclass
@@ -58,8 +69,9 @@ class NodeJobRunner:
     """Runs the job step attempts a plane sends to this node; `await nursery.start(runner.run)`."""
 
     def __init__(self, data_dir: Path, install: Install, send: Send, *, grace_s: float = DEFAULT_GRACE_S,
-                 node: str = ""):
+                 node: str = "", upload: Upload | None = None):
         self.data_dir, self.install, self.send, self.grace_s, self.node = data_dir, install, send, grace_s, node
+        self.upload = upload  # None: outputs stay on this node (no plane to take them)
         self.fence = EpochFence()
         self._running: dict[Key, _Running] = {}
         self._offsets: dict[Key, int] = {}  # how much of each attempt's log was sent
@@ -74,7 +86,7 @@ class NodeJobRunner:
 
     def running(self) -> list[JobReport]:
         """A `running` report of each attempt still running (sent again after a reconnect)."""
-        return [JobReport(m.run_id, m.step, m.attempt, m.epoch, "running")
+        return [JobReport(m.run_id, m.step, m.attempt, m.epoch, "running", shard=m.shard)
                 for r in self._running.values() if r.started for m in [r.message]]
 
     async def handle(self, message: JobAttempt | JobCancel) -> None:
@@ -84,9 +96,9 @@ class NodeJobRunner:
             self.fence.check(message.epoch)
         except StaleEpoch as e:
             await self.send(JobReport(message.run_id, message.step, message.attempt, message.epoch, "failed",
-                                      reason=str(e)))
+                                      reason=str(e), shard=message.shard))
             return
-        key = (message.run_id, message.step, message.attempt)
+        key = (message.run_id, message.step, message.attempt, message.shard)
         if isinstance(message, JobCancel):
             if (running := self._running.get(key)) is not None:
                 running.reason = message.reason or "cancelled by the plane"
@@ -109,12 +121,12 @@ class NodeJobRunner:
             self._running.pop(key, None)
             self._offsets.pop(key, None)
             # Ended here: its group id must not be swept at the next start (the pid may be reused).
-            pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}" / PGID_FILE
+            pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}{_suffix(m)}" / PGID_FILE
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(partial(pgid.unlink, missing_ok=True))
         with trio.CancelScope(shield=True):
             await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
-                                      exit_code=outcome.exit_code, reason=outcome.reason))
+                                      exit_code=outcome.exit_code, reason=outcome.reason, shard=m.shard))
 
     async def _run(self, running: _Running) -> Outcome:
         m = running.message
@@ -127,14 +139,17 @@ class NodeJobRunner:
             # The bundle's environment: its venv's interpreter and tools first (the step's env may override).
             env = {"PATH": f"{venv}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}", "VIRTUAL_ENV": venv} if venv else {}
             env.update(m.env)
-            executor = LocalCommandExecutor(self.data_dir, workdir=tree, grace_s=self.grace_s, node=self.node)
+            if m.shard is not None:
+                env.update(FLOWCTL_SHARD_INDEX=str(m.shard), FLOWCTL_SHARD_TOTAL=str(m.shard_total or 0))
+            executor = LocalCommandExecutor(self.data_dir, workdir=tree, grace_s=self.grace_s, node=self.node,
+                                            suffix=_suffix(m))
             step = CommandStep(name=m.step, service=f"{m.service_id}@{m.version}", command=tuple(m.command),
                                env=tuple(sorted(env.items())))
             order = AttemptOrder(m.run_id, m.tenant, m.job, step, m.attempt, m.epoch, dict(m.params), m.timeout_s)
 
             async def started(node: str | None) -> None:
                 running.started = True
-                await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, "running"))
+                await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, "running", shard=m.shard))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stream_log, executor.log_path(m.run_id, m.step, m.attempt), m)
@@ -144,8 +159,28 @@ class NodeJobRunner:
             await self._send_log_tail(executor.log_path(m.run_id, m.step, m.attempt), m)
             if timer.cancelled_caught:
                 return Outcome("timed_out", reason=f"timed out after {m.timeout_s:g} s", node=self.node)
+            if outcome.state in ("succeeded", "failed") and self.upload is not None:
+                output_dir = executor.log_path(m.run_id, m.step, m.attempt).parent / "output"
+                try:
+                    await self._upload(m, output_dir)
+                except ArtifactError as e:
+                    if outcome.state == "succeeded":
+                        return Outcome("failed", exit_code=outcome.exit_code, reason=f"artifacts: {e}",
+                                       node=self.node)
             return outcome
         return Outcome("cancelled", reason=running.reason or "cancelled", node=self.node)
+
+    async def _upload(self, m: JobAttempt, output_dir: Path) -> None:
+        """Check the output dir against the plane's limits, then upload it (ArtifactError if refused)."""
+        assert self.upload is not None
+        limits = ArtifactLimits(max_file_bytes=m.max_artifact_bytes or DEFAULT_MAX_FILE_BYTES,
+                                max_total_bytes=m.max_artifacts_total or DEFAULT_MAX_TOTAL_BYTES)
+        try:
+            files = await trio.to_thread.run_sync(collect_outputs, output_dir, limits)
+        except OSError as e:
+            raise ArtifactError(f"cannot read the output dir: {e}") from None
+        if files:
+            await self.upload(m, files)
 
     async def _stream_log(self, path: Path, m: JobAttempt) -> None:
         while True:
@@ -154,12 +189,17 @@ class NodeJobRunner:
 
     async def _send_log_tail(self, path: Path, m: JobAttempt) -> None:
         """Send what the log gained since the last call (from its start again if it was rotated)."""
-        key = (m.run_id, m.step, m.attempt)
+        key = (m.run_id, m.step, m.attempt, m.shard)
         offset = self._offsets.get(key, 0)
         data, offset = await trio.to_thread.run_sync(_read_from, path, offset)
         self._offsets[key] = offset
         if data:
-            await self.send(JobLog(m.run_id, m.step, m.attempt, data.decode("utf-8", "replace")))
+            await self.send(JobLog(m.run_id, m.step, m.attempt, data.decode("utf-8", "replace"), shard=m.shard))
+
+
+def _suffix(m: JobAttempt) -> str:
+    """After `STEP.ATTEMPT` in a shard's directory: two shards of one attempt may share a node."""
+    return "" if m.shard is None else f".shard{m.shard}"
 
 
 def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
@@ -218,10 +258,11 @@ class JobOutbox:
 class AgentJobs:
     """A node agent's job steps: a runner, its outbox, and the package manager as `install`."""
 
-    def __init__(self, data_dir: Path, install: Install, *, node: str = "", grace_s: float = DEFAULT_GRACE_S):
+    def __init__(self, data_dir: Path, install: Install, *, node: str = "", grace_s: float = DEFAULT_GRACE_S,
+                 upload: Upload | None = None):
         self.data_dir = data_dir
         self.outbox = JobOutbox()
-        self.runner = NodeJobRunner(data_dir, install, self.outbox.send, grace_s=grace_s, node=node)
+        self.runner = NodeJobRunner(data_dir, install, self.outbox.send, grace_s=grace_s, node=node, upload=upload)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stop what a previous agent process left running, then run attempts until cancelled."""

@@ -13,6 +13,7 @@ import trio
 from runtime.control.messages import Welcome
 from runtime.exception_groups import collapse
 from runtime.node.agent import identity
+from runtime.node.agent.artifact_upload import ArtifactUploader
 from runtime.node.agent.connection import AgentConfig, LocalServices, run_agent
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.executor import ExecutorSettings, NodeExecutor
@@ -70,8 +71,10 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
                 report = await install(layout, hub["url"], service, version, options=options)
                 return layout.version_dir(service, version), report.venv
 
+            # Step artifacts go to the plane over HTTP with the credential the control link uses.
+            upload = ArtifactUploader(settings.url, lambda: identity.read_credential(settings.data_dir) or "")
             jobs = AgentJobs(layout.root / "jobs", install_step, node=node_id,
-                             grace_s=(settings.executor or ExecutorSettings()).grace_s)
+                             grace_s=(settings.executor or ExecutorSettings()).grace_s, upload=upload)
             await nursery.start(jobs.run)
             welcome = await nursery.start(partial(
                 run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir),

@@ -6,7 +6,13 @@ import hashlib
 import pytest
 
 from hub_store import collect_garbage, open_data_dir
-from runtime.jobs.artifacts import ArtifactError, ArtifactLimits, ArtifactStore, ArtifactTooLarge, check_path
+from runtime.jobs.artifacts import (
+    ArtifactError,
+    ArtifactLimits,
+    ArtifactStore,
+    ArtifactTooLarge,
+    check_path,
+)
 from runtime.jobs.records import NewRun
 from tests.runtime.jobs.conftest import job
 

@@ -1,0 +1,68 @@
+"""A node's upload of a finished step attempt's artifacts to its control plane, over HTTP.
+
+Each file goes as `PUT /api/cluster/jobs/blobs/{sha256}` (the plane checks the digest and the
+size limit as the bytes arrive and keeps nothing on a mismatch), then one
+`POST /api/cluster/jobs/artifacts` records them all at once. Both carry the node's credential
+(`Authorization: Bearer ...`, as its control connection does), and the plane accepts them only
+for an attempt (or shard) it has this node running now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from runtime.control.messages import JobAttempt
+from runtime.jobs.artifacts import ArtifactError
+from runtime.jobs.output_files import OutputFile
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60.0
+
+
+class ArtifactUploader:
+    """Uploads artifacts to the plane at `url` with the bearer `bearer()` returns."""
+
+    def __init__(self, url: str, bearer: Callable[[], str]):
+        self.url, self.bearer = url.rstrip("/"), bearer
+
+    async def __call__(self, m: JobAttempt, files: list[OutputFile]) -> None:
+        """Upload `files` as the attempt's artifacts; ArtifactError says why the plane refused."""
+        secret = await trio.to_thread.run_sync(self.bearer)
+        headers = {"Authorization": f"Bearer {secret}"}
+        where = {"run_id": m.run_id, "step": m.step, "attempt": str(m.attempt)}
+        if m.shard is not None:
+            where["shard"] = str(m.shard)
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT_S, headers=headers) as client:
+                for f in files:
+                    r = await client.put(f"/api/cluster/jobs/blobs/{quote(f.digest)}", params=where,
+                                         content=_chunks(f.source), headers={"Content-Length": str(f.size)})
+                    _check(r, f.path)
+                body = {**where, "attempt": m.attempt, "shard": m.shard,
+                        "files": [{"path": f.path, "sha256": f.digest, "size": f.size} for f in files]}
+                _check(await client.post("/api/cluster/jobs/artifacts", json=body), "the artifact list")
+        except httpx.HTTPError as e:
+            raise ArtifactError(f"cannot upload the artifacts to the plane: {e!r}"[:300]) from None
+
+
+def _check(r: httpx.Response, what: str) -> None:
+    if r.status_code >= 300:
+        try:
+            detail = r.json().get("detail") or r.text
+        except ValueError:
+            detail = r.text
+        raise ArtifactError(f"the plane refused {what!r} (HTTP {r.status_code}): {str(detail)[:300]}")
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    f = await trio.to_thread.run_sync(open, path, "rb")
+    try:
+        while chunk := await trio.to_thread.run_sync(f.read, CHUNK):
+            yield chunk
+    finally:
+        f.close()
