@@ -1,4 +1,6 @@
-"""examples/jobs/ applied to a real plane: the parameterised command job, the chain, the webhook job."""
+"""examples/jobs/ applied to a real plane: the parameterised command job, the chain, the webhook job
+(and the nightly embedding job validated: it needs the llama-chat model, see test_batches.py for
+inference steps on the echo model)."""
 
 import json
 import time
@@ -33,7 +35,8 @@ async def plane(nursery, tmp_path, monkeypatch):
                  if p.suffix in (".toml", ".yaml")]
         r = await client.post("/api/v1/jobs/apply", headers=AUTH, json={"files": files})
         assert r.status_code == 200, r.text
-        assert sorted(c["name"] for c in r.json()["changes"]) == ["chain-build", "chain-publish", "greet", "on-push"]
+        assert sorted(c["name"] for c in r.json()["changes"]) == ["chain-build", "chain-publish", "greet",
+                                                                 "nightly-embed", "on-push"]
         yield client, tmp_path / "node"
 
 
@@ -57,7 +60,11 @@ async def first_run(client, job):
 
 
 def test_every_example_is_valid():
-    assert len(load_definitions(EXAMPLES)) == 4
+    specs = {spec.name: spec for spec in load_definitions(EXAMPLES)}
+    assert len(specs) == 5
+    embed = specs["nightly-embed"].step("embed")
+    assert embed.kind == "inference" and embed.input.artifact == "corpus:corpus.jsonl"
+    assert embed.model == "gemma-3-270m-embedding" and embed.endpoint == "/v1/embeddings"
 
 
 async def test_greet_runs_with_its_parameter_and_leaves_an_output_file(plane):
