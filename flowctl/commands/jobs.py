@@ -1,4 +1,4 @@
-"""`flowctl jobs apply/ls/show/trigger/suspend/resume/rm/runs/logs/cancel`: the plane's jobs (seed 004)."""
+"""`flowctl jobs apply/ls/show/trigger/suspend/resume/rm/runs/logs/cancel/artifacts`: the plane's jobs (seed 004)."""
 
 from __future__ import annotations
 
@@ -330,6 +330,35 @@ def cancel(
 
     run = _run(server, token, None, lambda c: c.cancel(run_id))
     print_json(run) if json_out else echo(f"run {run['run_id']} {run['state']}")
+
+
+@jobs_app.command("artifacts")
+def artifacts(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    step: str | None = typer.Option(None, "--step", help="Only this step's artifacts."),
+    out: Path | None = typer.Option(None, "--output", "-o", help="Download them into DIR/STEP/PATH (each "
+                                    "checked against its SHA-256; the latest attempt's file of each path)."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the artifacts as JSON."),
+) -> None:
+    """List a run's step artifacts, or download them with -o DIR. Example: flowctl jobs artifacts run_0123 -o out/"""
+    from flowctl.console import echo, print_json
+
+    def call(client):
+        found = client.artifacts(run_id, step=step)
+        if out is None:
+            return found
+        latest = {(a["step"], a["path"]): a for a in sorted(found, key=lambda a: a["attempt"])}
+        return [{**a, "file": str(client.download_artifact(a, out))} for a in latest.values()]
+
+    found = _run(server, token, None, call)
+    if json_out:
+        print_json(found)
+    elif out is not None:
+        echo(f"{len(found)} artifact(s) of run {run_id} in {out}")
+    else:
+        _table([{**a, "sha256": a["sha256"][:16]} for a in found], ["step", "attempt", "path", "size", "sha256"])
 
 
 def register(app: typer.Typer) -> None:

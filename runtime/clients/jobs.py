@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -113,6 +116,47 @@ class JobsClient(PlaneClient):
             if conn is not None:
                 conn.close()
 
+    def artifacts(self, run_id: str, *, step: str | None = None, attempt: int | None = None) -> list[dict[str, Any]]:
+        """A run's artifacts (of one step, one attempt): path, sha256, size, attempt, shard, node."""
+        return self._json("GET", f"/api/v1/runs/{_q(run_id)}/artifacts", params=_params(step, attempt))["artifacts"]
+
+    def download_artifact(self, artifact: dict[str, Any], into: Path) -> Path:
+        """Download one listed artifact to `into`/STEP/PATH, checked against its SHA-256 and size, and
+        moved into place only then (a partial or wrong file never appears there); the file's path."""
+        rel = f"{_safe(str(artifact['step']))}/{_safe(str(artifact['path']))}"
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.part-{os.getpid()}")
+        url = (f"{self._prefix}/api/v1/runs/{_q(artifact['run_id'])}/artifacts/{_q(artifact['step'])}/"
+               f"{quote(artifact['path'])}?{urlencode({'attempt': artifact['attempt']})}")
+        digest, size = hashlib.sha256(), 0
+        conn: http.client.HTTPConnection | None = None
+        try:
+            conn = self._connect()
+            conn.request("GET", url, headers=self._headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise PlaneError(f"{error_message(response.status, response.reason, response.read())} "
+                                 f"(HTTP {response.status})", status=response.status)
+            with open(temp, "wb") as f:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if digest.hexdigest() != artifact["sha256"] or size != artifact["size"]:
+                raise PlaneError(f"artifact {rel!r} arrived as {size} bytes with SHA-256 {digest.hexdigest()[:16]}..., "
+                                 f"not the listed {artifact['size']} bytes {str(artifact['sha256'])[:16]}...")
+            os.replace(temp, target)
+        except http.client.HTTPException as exc:
+            raise self._unreachable(exc) from None
+        except OSError as exc:  # the connection, or writing under `into`
+            raise PlaneError(f"cannot download artifact {rel!r} to {into}: {exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)
+            if conn is not None:
+                conn.close()
+        return target
+
     def _text(self, path: str, params: dict[str, str]) -> str:
         conn: http.client.HTTPConnection | None = None
         try:
@@ -130,6 +174,14 @@ class JobsClient(PlaneClient):
             raise PlaneError(f"{error_message(response.status, response.reason, data)} (HTTP {response.status})",
                              status=response.status)
         return data.decode("utf-8", "replace")
+
+
+def _safe(path: str) -> str:
+    """`path` if it is a plain relative path; a hostile plane's `../x` or `/etc/x` is refused."""
+    if not path or path.startswith("/") or "\\" in path or "\0" in path or \
+            any(part in ("", ".", "..") for part in path.split("/")):
+        raise PlaneError(f"the control plane listed an unsafe artifact name {path[:200]!r}")
+    return path
 
 
 def _params(step: str | None, attempt: int | None) -> dict[str, str]:
