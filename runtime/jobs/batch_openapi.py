@@ -13,7 +13,7 @@ _ERROR = {"description": "OpenAI-style error", "content": {"application/json": {
     "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string", "nullable": True},
         "param": {"type": "string", "nullable": True}}}}}}}}
-_SECURITY = [{"bearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _FILE = {"type": "object", "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["file"]}, "bytes": {"type": "integer"},
     "created_at": {"type": "integer"}, "filename": {"type": "string"},
