@@ -1,6 +1,6 @@
 """Benchmark: the hub against nginx (sendfile on) serving the same files, curl as the client.
 
-    .venv/bin/python bench/hub.py [--size-mib 1024] [--runs 5] [--small-gets 1000]
+    .venv/bin/python bench/hub.py [--size-mib 1024] [--runs 5] [--small-gets 1000] [--peer auto]
 
 1. A large blob (default 1 GiB of random bytes) fetched with
    ``curl -s -o /dev/null -w '%{speed_download}'`` from the hub (`/blobs/sha256:…`) and
@@ -13,7 +13,12 @@
 The hub runs as `flowctl serve --roles hub` in its own process. Its first GET of a blob
 hashes the blob once (verify-on-serve; ~0.7 s per GiB); a warm-up request per server is
 made before timing. This script installs nothing: without nginx it says how to get it
-(`just bench-hub` installs it). Both servers listen on 127.0.0.1 and are stopped at the end.
+(`just bench-hub` installs it), or with `--peer sendfile` (the default where nginx is
+missing) times a bare Python `os.sendfile` server instead (bench/_sendfile_server.py): the
+same zero-copy data path for the large file, but no stand-in for nginx's small-GET rate.
+The hub sends a large blob it has verified with `os.sendfile` too (runtime/hub/sendfile.py);
+`--peer` rows are labelled with what ran. Both servers listen on 127.0.0.1 and are stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._machine import machine_report
+from bench._machine import die_with_parent, machine_report
 
 MIB = 1024 * 1024
 NGINX_CONF = """
@@ -111,11 +116,11 @@ def small_gets(url: str, n: int, config: Path) -> float:
     return n / (time.perf_counter() - start)
 
 
-def start_hub(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_hub(data_dir: Path, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "FLOWCTL_ADMIN_KEY": "bench-key", "FLOWCTL_CONFIG": str(data_dir / "none.toml")}
     proc = subprocess.Popen([sys.executable, "-m", "flowctl", "serve", "--roles", "hub", "--data-dir",
                              str(data_dir), "--port", "0"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
@@ -145,15 +150,22 @@ def report(label: str, values: list[float], unit: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--peer", choices=("auto", "nginx", "sendfile"), default="auto",
+                        help="the server to compare with (auto: nginx if installed, else sendfile)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another flowctl checkout whose hub is timed alongside (before/after figures)")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--small-gets", type=int, default=1000)
     parser.add_argument("--small-runs", type=int, default=5)
     args = parser.parse_args()
 
-    nginx = find_nginx()
-    if nginx is None:
+    nginx = find_nginx() if args.peer != "sendfile" else None
+    peer_name = "nginx" if nginx is not None else "sendfile"
+    if nginx is None and args.peer == "nginx":
         raise SystemExit("nginx is not installed: `sudo apt-get install -y nginx` (or `just bench-hub`, "
                          "which installs it), then run this again")
     if shutil.which("curl") is None:
@@ -177,10 +189,21 @@ def main() -> None:
         os.link(store.path(small), root / "www" / "small.bin")
 
         port = free_port()
-        (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
-        ngx = subprocess.Popen([nginx, "-c", str(root / "nginx.conf"), "-p", str(root)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if nginx is not None:
+            (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
+            ngx = subprocess.Popen([nginx, "-c", str(root / "nginx.conf"), "-p", str(root)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            ngx = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_sendfile_server.py")),
+                                    str(root / "www"), str(port)], preexec_fn=die_with_parent)
         hub, hub_url = start_hub(root / "hub")
+        ref = ref_url = None
+        if args.compare is not None:
+            ref_store = LocalBlobStore(root / "hub-ref")
+            for digest in (big, small):
+                ref_store.path(digest).parent.mkdir(parents=True, exist_ok=True)
+                os.link(store.path(digest), ref_store.path(digest))
+            ref, ref_url = start_hub(root / "hub-ref", cwd=args.compare.resolve())
         try:
             ngx_url = f"http://127.0.0.1:{port}"
             for _ in range(100):
@@ -189,9 +212,11 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.05)
-            worker = nginx_worker(ngx.pid)
+            worker = nginx_worker(ngx.pid) if nginx is not None else ngx.pid
             urls = {"hub": (f"{hub_url}/blobs/sha256:{big}", f"{hub_url}/blobs/sha256:{small}", hub.pid),
-                    "nginx": (f"{ngx_url}/big.bin", f"{ngx_url}/small.bin", worker)}
+                    peer_name: (f"{ngx_url}/big.bin", f"{ngx_url}/small.bin", worker)}
+            if ref is not None:
+                urls["hub@ref"] = (f"{ref_url}/blobs/sha256:{big}", f"{ref_url}/blobs/sha256:{small}", ref.pid)
             for big_url, small_url, _ in urls.values():  # warm-up (the hub verifies each blob once)
                 warm(store.path(big))
                 curl_speed(big_url)
@@ -210,7 +235,9 @@ def main() -> None:
             med = {name: report(name, speeds[name], "MiB/s") for name in urls}
             for name in urls:
                 print(f"  {name:<8} server CPU {statistics.median(cpu[name]):.2f} s/GiB")
-            print(f"  ratio hub/nginx: {med['hub'] / med['nginx']:.2f} (target >= 0.8)")
+            print(f"  ratio hub/{peer_name}: {med['hub'] / med[peer_name]:.2f} (target >= 0.8 of nginx)")
+            if "hub@ref" in med:
+                print(f"  ratio hub@ref/{peer_name}: {med['hub@ref'] / med[peer_name]:.2f} (the --compare checkout)")
 
             rates: dict[str, list[float]] = {k: [] for k in urls}
             for _ in range(args.small_runs):
@@ -218,10 +245,14 @@ def main() -> None:
                     rates[name].append(small_gets(small_url, args.small_gets, root / "curl.cfg"))
             print(f"\n{args.small_gets} sequential keep-alive GETs of 4 KiB, one curl, requests/s:")
             med = {name: report(name, rates[name], "req/s") for name in urls}
-            print(f"  ratio hub/nginx: {med['hub'] / med['nginx']:.2f} (target >= 0.3)")
+            print(f"  ratio hub/{peer_name}: {med['hub'] / med[peer_name]:.2f} (nginx: report only)")
+            if "hub@ref" in med:
+                print(f"  ratio hub@ref/{peer_name}: {med['hub@ref'] / med[peer_name]:.2f} (the --compare checkout)")
         finally:
             stop(hub)
-            stop(ngx, signal.SIGQUIT)
+            if ref is not None:
+                stop(ref)
+            stop(ngx, signal.SIGQUIT if nginx is not None else signal.SIGTERM)
 
 
 if __name__ == "__main__":

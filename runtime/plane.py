@@ -34,8 +34,10 @@ from runtime.gateway.app import FrontDoor, Gateway
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.service import KeyService
 from runtime.http import serve_app
+from runtime.http.zerocopy import FileRouter
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
+from runtime.hub.sendfile import blob_router
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.jobs.batch_api import BatchApi, BatchFront
 from runtime.jobs.batches import DEFAULT_CONCURRENCY as DEFAULT_BATCH_CONCURRENCY
@@ -118,6 +120,7 @@ async def serve_control_plane(
     gateway: Gateway | None = None
     sessions: SessionManager | None = None
     jobs: JobsRole | None = None
+    file_router: FileRouter | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     try:
@@ -127,6 +130,7 @@ async def serve_control_plane(
             hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
             state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
             app = create_hub_app(state)
+            file_router = blob_router(state)  # large verified blobs go out with os.sendfile
         else:
             app = _app_without_hub()
         if "scheduler" in settings.roles:
@@ -180,7 +184,8 @@ async def serve_control_plane(
         app.asgi_app = ApiDocs(plane_document(settings.roles, settings.version),  # type: ignore[method-assign, assignment]
                                app.asgi_app, title=f"flowctl control plane ({', '.join(settings.roles)})")
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port))
+            bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port,
+                                                 file_router=file_router))
             url = _first_url(bound)
             if settings.hub_url is None and settings.port == 0:
                 location["hub_url"] = url

@@ -29,6 +29,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 from runtime.errors import FlowError
 from runtime.http.guard import DEFAULT_UNREAD_BODY_LIMIT, DEFAULT_UNREAD_BODY_TIMEOUT, Guard
+from runtime.http.zerocopy import FileRouter, ZeroCopy
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -91,6 +92,7 @@ async def serve_app(
     websocket_ping_interval: float | None = None,
     access_log: logging.Logger | None = None,
     error_log: logging.Logger | None = None,
+    file_router: FileRouter | None = None,
 ) -> None:
     """Serve the ASGI `app` on `host`:`port` until cancelled.
 
@@ -107,7 +109,9 @@ async def serve_app(
     otherwise carries ``Connection: close``. WebSockets are pinged every `websocket_ping_interval`
     seconds (default: half of `stall_timeout`), so a dead peer leaves unacknowledged bytes
     and the kernel drops it within two ping intervals. Access logs are off unless `access_log` is given;
-    when on, token query values and credential headers are redacted.
+    when on, token query values and credential headers are redacted. With `file_router`,
+    the GETs it answers with a file are sent with ``os.sendfile`` before hypercorn sees the
+    connection (runtime/http/zerocopy.py); they are not in the access log.
 
     Cancellation: stops accepting and closes idle keep-alive connections; lets HTTP
     requests in flight finish, then closes WebSockets with 1001 (going away); whatever is
@@ -127,6 +131,8 @@ async def serve_app(
     guard = Guard(app, max_header_bytes=max_header_bytes, finish_timeout=graceful_timeout,
                   unread_body_timeout=unread_body_timeout, unread_body_limit=unread_body_limit)
     guarded = wrap_app(guard, config.wsgi_max_body_size, "asgi")
+    zerocopy = (ZeroCopy(file_router, max_header_bytes=max_header_bytes, keep_alive_timeout=keep_alive_timeout)
+                if file_router is not None else None)
     sock = await _listen(host, port, stall_timeout=stall_timeout, backlog=backlog)
     stop = trio.Event()
     # hypercorn drains on its shutdown trigger, but an outside cancel would cut that short,
@@ -136,7 +142,7 @@ async def serve_app(
     with sock:
         async with trio.open_nursery() as nursery:
             guard.drainers = nursery
-            urls = await nursery.start(partial(_serve_in, shield, guarded, guard, config, sock, stop))
+            urls = await nursery.start(partial(_serve_in, shield, guarded, guard, config, sock, stop, zerocopy))
             shield.shield = True
             try:
                 task_status.started(urls)
@@ -193,6 +199,7 @@ async def _serve_in(
     config: HypercornConfig,
     sock: socket.socket,
     stop: trio.Event,
+    zerocopy: ZeroCopy | None = None,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -209,7 +216,9 @@ async def _serve_in(
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as server_nursery:
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                connection = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
+                connection: Any = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
+                if zerocopy is not None:
+                    connection = partial(_zero_copy_first, zerocopy, connection)
                 async with trio.open_nursery() as accepting:
                     accepting.start_soon(partial(trio.serve_listeners, connection, [listener],
                                                  handler_nursery=server_nursery))
@@ -218,11 +227,22 @@ async def _serve_in(
                     accepting.cancel_scope.cancel()
                 # Idle keep-alive connections close now, busy ones after their response.
                 await context.terminated.set()
+                if zerocopy is not None:
+                    zerocopy.close_idle()
                 with trio.move_on_after(config.graceful_timeout):
                     await guard.drain()
+                    if zerocopy is not None:
+                        await zerocopy.drain()
                 server_nursery.cancel_scope.cancel()
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
+
+
+async def _zero_copy_first(zerocopy: ZeroCopy, tcp_server: Any, stream: Any) -> None:
+    async def hand_off(replay: Any) -> None:
+        await tcp_server(replay).run()
+
+    await zerocopy.handle(stream, hand_off)
 
 
 def _hypercorn_config(

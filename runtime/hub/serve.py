@@ -12,6 +12,7 @@ from hub_store import open_data_dir
 from runtime.api import ensure_admin_key
 from runtime.http import serve_app
 from runtime.hub.app import create_hub_app
+from runtime.hub.sendfile import blob_router
 from runtime.hub.state import HubSettings, HubState
 
 log = logging.getLogger("flowctl.hub")
@@ -39,6 +40,8 @@ async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
         app = create_hub_app(state)
         if wrap_app is not None:
             wrap_app(app)
-        await serve_app(app, host=settings.host, port=settings.port, task_status=task_status)
+        # Large verified blobs go out with os.sendfile (runtime/hub/sendfile.py).
+        await serve_app(app, host=settings.host, port=settings.port, task_status=task_status,
+                        file_router=blob_router(state))
     finally:
         data.close()

@@ -112,6 +112,12 @@ class BlobVerifier:
             del self._inflight[digest]
             done.set()
 
+    def verified(self, digest: str, st: os.stat_result) -> bool:
+        """Whether the file `st` describes is the one this process has already checked."""
+        if not self._state.settings.verify_on_serve:
+            return True
+        return self._ok.get(digest) == (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def forget(self, digest: str) -> None:
         """Drop a remembered result (after the blob was deleted or replaced)."""
         self._ok.pop(digest, None)
