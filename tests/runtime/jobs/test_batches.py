@@ -15,8 +15,11 @@ from functools import partial
 import httpx
 import openai
 import pytest
+import schemathesis
 import trio
+from hypothesis import HealthCheck, given, settings
 
+from runtime.jobs.batch_api import is_batch_path
 from tests.runtime.gateway.conftest import ADMIN_AUTH
 from tests.runtime.jobs.batch_cluster import start_batch_cluster
 
@@ -253,3 +256,69 @@ async def test_the_tenants_rate_limit_paces_a_batch(plane):
     b = await finished(http, auth, batch["id"])
     assert b["request_counts"] == {"total": 8, "completed": 8, "failed": 0}
     assert trio.current_time() - began >= 1.5
+
+
+async def test_an_inference_job_answers_inline_lines_in_order_and_a_later_step_reads_its_artifact(plane):
+    await plane.key("acme")
+    lines = [{"custom_id": f"q{i}", "messages": [{"role": "user", "content": f"q {i}"}]} for i in range(3)]
+    lines += [{"messages": [{"role": "user", "content": "streamed"}], "stream": True},  # an error row
+              {"model": "not-deployed", "messages": [{"role": "user", "content": "x"}]}]  # a 404 row
+    job = {"name": "ask-then-embed", "trigger": {"type": "manual"}, "steps": [
+        {"name": "ask", "kind": "inference", "endpoint": "/v1/chat/completions", "model": "echo",
+         "input": {"inline": lines}, "concurrency": 2},
+        {"name": "embed", "kind": "inference", "needs": ["ask"], "endpoint": "/v1/embeddings", "model": "echo",
+         "input": {"artifact": "ask:output.jsonl"}}]}
+    r = await plane.client.post("/api/v1/jobs?tenant=acme", headers=ADMIN_AUTH, json=job)
+    assert r.status_code in (200, 201), r.text
+    r = await plane.client.post("/api/v1/jobs/ask-then-embed/trigger?tenant=acme", headers=ADMIN_AUTH, json={})
+    run_id = r.json()["run_id"]
+    with trio.fail_after(30):
+        while (run := (await plane.client.get(f"/api/v1/runs/{run_id}", headers=ADMIN_AUTH)).json())[  # noqa: ASYNC110
+                "state"] in ("pending", "running"):
+            await trio.sleep(0.05)
+    assert run["state"] == "succeeded", run
+    ask, embed = run["steps"]
+    assert ask["progress"] == {"done": 5, "failed": 2, "total": 5}
+    assert ask["attempts"][0]["reason"] == "5 lines: 3 succeeded, 2 failed" and ask["attempts"][0]["node"] == "plane"
+    assert embed["progress"]["total"] == 5  # it read ask's output.jsonl, one line per row
+    artifacts = plane.handle.jobs.artifacts
+    found = artifacts.find(run_id, "ask", "output.jsonl")
+    with artifacts.open(found) as f:
+        rows = [json.loads(line) for line in f.read().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["q0", "q1", "q2", "line-4", "line-5"]
+    assert rows[1]["response"]["body"]["choices"][0]["message"]["content"] == "q 1"
+    assert rows[3]["response"] is None and "stream" in rows[3]["error"]["message"]
+    assert rows[4]["response"]["status_code"] == 404
+
+
+def _fuzz_batches(base_url: str, key: str, document: dict) -> list[int]:
+    schema = schemathesis.from_dict(document, base_url=base_url)
+    seen: list[int] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not is_batch_path(operation.path):
+            continue
+
+        @settings(max_examples=15, derandomize=True, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case):
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {key}"}
+            response = case.call(timeout=20)
+            seen.append(response.status_code)
+            assert response.status_code < 500, response.text
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                assert error["message"] and error["type"] and "code" in error
+
+        check()
+    return seen
+
+
+async def test_fuzz_the_batch_api_against_its_openapi(plane):
+    """Generated requests (bad ids, bad bodies, odd multipart forms): no 5xx, every error OpenAI-shaped."""
+    key = await plane.key()
+    document = (await plane.client.get("/v1/openapi.json")).json()
+    with trio.fail_after(240):
+        seen = await trio.to_thread.run_sync(partial(_fuzz_batches, plane.url, key, document))
+    assert 200 in seen and 404 in seen and 400 in seen
