@@ -170,3 +170,31 @@ async def test_cancel_stops_every_shard(cluster):
     assert run["state"] == "cancelled" and trio.current_time() - began < 10, run
     shards = (await cluster.client.get(f"/api/v1/runs/{run_id}/shards", headers=AUTH)).json()["shards"]
     assert [s["state"] for s in shards] == ["cancelled", "cancelled"], shards
+
+
+async def test_a_lost_nodes_shard_is_retried_on_the_same_index_and_the_others_are_kept(cluster):
+    scopes = {name: await cluster.node(name) for name in ("n1", "n2", "n3")}
+    ids = {n.node_id: n.name for n in cluster.handle.scheduler.registry.nodes()}
+    marker = cluster.tmp_path / "shard1.started"
+    script = (f'if [ "$FLOWCTL_SHARD_INDEX" = 1 ] && [ "$FLOWCTL_ATTEMPT" = 1 ]; then touch {marker}; sleep 120; fi; '
+              + SHARD)
+    definition = job("bc", ["sh", "-c", script], step={"routing": "broadcast"},
+                     policies={"retries": {"max_attempts": 2, "backoff": "0.1s"}})
+    with trio.fail_after(60):
+        run_id = await cluster.trigger(definition)
+        while not marker.exists():  # noqa: ASYNC110 - a node's process writes it
+            await trio.sleep(0.05)
+        rows = (await cluster.client.get(f"/api/v1/runs/{run_id}/shards", headers=AUTH)).json()["shards"]
+        lost_node = ids[next(r["node"] for r in rows if r["shard"] == 1)]
+        scopes[lost_node].cancel()  # that node goes away with shard 1
+        run = await cluster.ended(run_id)
+    assert run["state"] == "succeeded", run
+    one, two = run["steps"][0]["attempts"]
+    assert one["state"] == "lost" and one["reason"].startswith("shard 1 of 3 lost: node"), one
+    assert two["state"] == "succeeded", two
+    shards = (await cluster.client.get(f"/api/v1/runs/{run_id}/shards?step=main", headers=AUTH)).json()["shards"]
+    again = {s["shard"]: s for s in shards if s["attempt"] == 2}
+    assert again[0]["reason"] == again[2]["reason"] == "succeeded in attempt 1"  # kept, not run again
+    assert again[1]["state"] == "succeeded" and ids[again[1]["node"]] != lost_node
+    r = await cluster.client.get(f"/api/v1/runs/{run_id}/artifacts/main/shard-1/s.txt", headers=AUTH)
+    assert r.text == "1/3\n"
