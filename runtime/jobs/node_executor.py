@@ -205,9 +205,6 @@ class NodeExecutor:
             live = self._live[key] = _Live(node, step.resources)
             try:
                 await self._send(node, message)
-                import sys as _s
-                import time as _t  # EXPERIMENT
-                print(f"SENT {order.run_id[:10]} {_t.time():.3f}", file=_s.stderr, flush=True)
             except TunnelError:
                 del self._live[key]  # nothing runs it: that node went away meanwhile
                 node = None
