@@ -62,7 +62,7 @@ def collect_outputs(output_dir: Path, limits: ArtifactLimits) -> list[OutputFile
             found.append((rel, target, st.st_size))
             if len(found) > limits.max_files:
                 raise ArtifactTooLarge(f"more than {limits.max_files} artifacts (the limit per attempt)")
-    return [OutputFile(rel, source, size, _sha256(source)) for rel, source, size in found]
+    return [OutputFile(rel, source, size, _sha256(source)) for rel, source, size in sorted(found)]
 
 
 def _inside(root: Path, link: Path) -> Path:

@@ -113,3 +113,13 @@ def test_own_store_sweep_deletes_pruned_blobs(tmp_path, store):
         assert not artifacts.blobs.exists(art.digest)
     finally:
         artifacts.close()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../b", "/abs"])
+def test_a_recorded_name_with_dots_is_refused(store, artifacts, name):
+    _, run_id = _run_with_step(store)
+    n = _attempt(store, run_id, "succeeded")
+    blob = artifacts.store_stream([b"x"])
+    with pytest.raises(ArtifactError, match="not a plain relative path"):
+        artifacts.record(run_id, "main", n, [(name, blob.digest, 1)])
+    assert artifacts.list(run_id) == []
