@@ -126,9 +126,13 @@ def show(
     """A job, its definition and its latest runs. Example: flowctl jobs show nightly-embed"""
     from flowctl.console import echo, print_json, printable
 
-    job, runs = _run(server, token, tenant, lambda c: (c.job(name), c.runs(job=name, limit=5)))
+    def call(client):
+        job, runs = client.job(name), client.runs(job=name, limit=5)
+        return job, runs, (client.run(runs[0]["run_id"]) if runs else None)
+
+    job, runs, latest = _run(server, token, tenant, call)
     if json_out:
-        print_json({**job, "runs": runs})
+        print_json({**job, "runs": runs, "latest_run": latest})
         return
     echo(f"job        {printable(job['tenant'])}/{printable(job['name'])} (version {job['version']}"
          f"{', suspended' if job['suspended'] else ''})")
@@ -136,6 +140,17 @@ def show(
     echo(f"steps      {', '.join(map(printable, job['steps']))}")
     for run in runs:
         echo(f"run        {run['run_id']}  {run['state']}  {_when(run['due_at'])}  {printable(run['reason'])}")
+    for step in (latest or {}).get("steps", []):  # the latest run's steps, with an inference step's lines
+        echo(f"  step     {printable(step['step'])}  {step['state']}{progress_text(step)}")
+
+
+def progress_text(step: dict[str, Any]) -> str:
+    """ ", 40/100 lines, 2 failed" for an inference step that reported progress, else ""."""
+    progress = step.get("progress")
+    if not progress:
+        return ""
+    total = progress["total"] if progress["total"] is not None else "?"
+    return f", {progress['done']}/{total} lines, {progress['failed']} failed"
 
 
 def parse_params(pairs: list[str], declared: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +223,7 @@ def _wait(client, run_id: str, timeout: float, *, quiet: bool) -> dict[str, Any]
     while True:
         run = client.run(run_id)
         for step in run.get("steps", []):
-            label = f"{step['state']} (attempt {len(step['attempts'])})"
+            label = f"{step['state']} (attempt {len(step['attempts'])}){progress_text(step)}"
             if not quiet and seen.get(step["step"]) != label:
                 sys.stderr.write(f"  {step['step']}: {label}\n")
             seen[step["step"]] = label

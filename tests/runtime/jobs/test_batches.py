@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from functools import partial
 
 import httpx
@@ -20,7 +23,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 from runtime.jobs.batch_api import is_batch_path
-from tests.runtime.gateway.conftest import ADMIN_AUTH
+from tests.runtime.gateway.conftest import ADMIN, ADMIN_AUTH
 from tests.runtime.jobs.batch_cluster import start_batch_cluster
 
 FINAL = ("completed", "failed", "cancelled", "expired")
@@ -289,6 +292,12 @@ async def test_an_inference_job_answers_inline_lines_in_order_and_a_later_step_r
     assert rows[1]["response"]["body"]["choices"][0]["message"]["content"] == "q 1"
     assert rows[3]["response"] is None and "stream" in rows[3]["error"]["message"]
     assert rows[4]["response"]["status_code"] == 404
+    # The CLI shows the latest run's steps with their lines.
+    env = {**os.environ, "FLOWCTL_SERVER": plane.url, "FLOWCTL_TOKEN": ADMIN, "FLOWCTL_CONFIG": "/nonexistent"}
+    with trio.fail_after(60):
+        shown = await trio.run_process([sys.executable, "-m", "flowctl", "jobs", "show", "ask-then-embed", "--tenant",
+                                        "acme"], capture_stdout=True, check=True, env=env, stdin=subprocess.DEVNULL)
+    assert "step     ask  succeeded, 5/5 lines, 2 failed" in shown.stdout.decode()
 
 
 def _fuzz_batches(base_url: str, key: str, document: dict) -> list[int]:
