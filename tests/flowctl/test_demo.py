@@ -145,3 +145,33 @@ async def test_the_llama_chat_demo_streams_gemma_through_the_gateway():
     assert "$ flowctl deploy llama-chat@1.0.0" in output
     assert "gemma-3-270m: " in output and " tokens/s " in output, output
     assert left == [], f"processes outlived the demo: {left}"
+
+
+def _voice_skip_reason() -> str | None:
+    from tests.examples.speech import skip_reason
+
+    return _llama_skip_reason() or skip_reason()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_voice_skip_reason() is not None, reason=_voice_skip_reason() or "")
+async def test_the_voice_demo_answers_a_spoken_question_with_text_and_speech(tmp_path):
+    import wave
+
+    from tests.examples.speech import word_error_rate
+
+    reply = tmp_path / "reply.wav"
+    code, output, _, left = await run_demo("--voice", "--max-tokens", "32", "--reply-wav", str(reply), limit_s=1200)
+
+    assert code == 0, output
+    for service in ("whisper-asr", "llama-chat", "piper-tts"):
+        assert f"$ flowctl deploy {service}@1.0.0" in output, output
+    heard = next(line for line in output.splitlines() if line.startswith("transcription: "))
+    question = "What is the tallest mountain in the world? Please answer in two short sentences."
+    assert word_error_rate(question, heard.removeprefix("transcription: ")) < 0.15, heard
+    assert any(line.startswith("reply: ") and len(line) > len("reply: ") for line in output.splitlines())
+    with wave.open(str(reply)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (22050, 1, 2) and w.getnframes() > 2205
+    assert "timings after the end of the user's audio: transcription " in output and "first audio" in output
+    assert "demo ok: voice turn" in output
+    assert left == [], f"processes outlived the demo: {left}"
