@@ -148,7 +148,7 @@ class BatchApi:
                 raise GatewayError(400, f"purpose must be \"batch\" (the only purpose stored here), not {purpose!r}",
                                    "invalid_value", param="purpose")
             try:
-                lines = validate_batch_input(await tmp.read_bytes())
+                lines = await trio.to_thread.run_sync(validate_batch_input, await tmp.read_bytes())
             except BatchInputError as exc:
                 raise GatewayError(400, f"{filename}: {exc}", "invalid_batch_input", param="file") from None
             name = filename[:255]

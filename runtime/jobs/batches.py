@@ -82,7 +82,7 @@ class BatchService:
             raise GatewayError(400, f"file {file_id!r} has purpose {record.purpose!r}, not \"batch\"",
                                "invalid_value", param="input_file_id")
         data = await self._db(self.files.read, tenant, file_id)
-        urls = input_urls(data or b"")
+        urls = await self._db(input_urls, data or b"")
         if urls != {endpoint}:
             other = sorted(urls - {endpoint})
             raise GatewayError(400, f"the input file's requests are for {', '.join(other)}, not this batch's "
@@ -225,9 +225,12 @@ class BatchService:
 
     async def _write_results(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The output file (2xx answers) and the error file (the rest), from the checkpointed rows."""
-        rows = await self._db(lambda: list(self.checkpoints.rows(batch["run_id"], STEP)))
-        good = b"".join(row.encode() + b"\n" for _, failed, row in rows if not failed)
-        bad = b"".join(row.encode() + b"\n" for _, failed, row in rows if failed)
+        def split() -> tuple[bytes, bytes]:
+            rows = list(self.checkpoints.rows(batch["run_id"], STEP))
+            return (b"".join(row.encode() + b"\n" for _, failed, row in rows if not failed),
+                    b"".join(row.encode() + b"\n" for _, failed, row in rows if failed))
+
+        good, bad = await self._db(split)
         out: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
         for key, data, name in (("output_file_id", good, "output"), ("error_file_id", bad, "errors")):
             if data:

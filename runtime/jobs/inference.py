@@ -139,12 +139,15 @@ class InferenceExecutor:
         todo = [n for n in range(len(lines)) if n not in done]
         who = await self.principal_of(order.tenant)
         await self._answer(order, step, who, lines, todo)
-        rows = await trio.to_thread.run_sync(lambda: list(self.checkpoints.rows(run_id, step.name)))
+        count, failed = await trio.to_thread.run_sync(self._write_output, run_id, step.name, order.attempt)
+        return Outcome("succeeded", node=NODE, reason=f"{count} lines: {count - failed} succeeded, {failed} failed")
+
+    def _write_output(self, run_id: str, step: str, attempt: int) -> tuple[int, int]:
+        """The answered rows, in input order, as the step's output.jsonl: (rows, failed rows)."""
+        rows = list(self.checkpoints.rows(run_id, step))
         data = b"".join(row.encode() + b"\n" for _, _, row in rows)
-        await trio.to_thread.run_sync(self.artifacts.put_bytes, run_id, step.name, order.attempt, OUTPUT_FILE, data)
-        failed = sum(1 for _, bad, _ in rows if bad)
-        return Outcome("succeeded", node=NODE,
-                       reason=f"{len(rows)} lines: {len(rows) - failed} succeeded, {failed} failed")
+        self.artifacts.put_bytes(run_id, step, attempt, OUTPUT_FILE, data)
+        return len(rows), sum(1 for _, bad, _ in rows if bad)
 
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
         """An attempt a previous plane left: it ran in that process, so resume it from its checkpoint."""

@@ -331,3 +331,27 @@ async def test_fuzz_the_batch_api_against_its_openapi(plane):
     with trio.fail_after(240):
         seen = await trio.to_thread.run_sync(partial(_fuzz_batches, plane.url, key, document))
     assert 200 in seen and 404 in seen and 400 in seen
+
+
+async def test_a_batch_past_its_completion_window_expires_keeping_what_was_answered(plane):
+    key = await plane.key()
+    http, auth = plane.client, {"Authorization": f"Bearer {key}"}
+    lines = [chat_line(0)] + [chat_line(i, echo_delay_s=5.0) for i in range(1, 4)]
+    file_id = (await _upload(http, key, jsonl(lines))).json()["id"]
+    batch = (await http.post("/v1/batches", headers=auth, json={
+        "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).json()
+    assert batch["expires_at"] == batch["created_at"] + 24 * 3600
+    with trio.fail_after(30):
+        while (await http.get(f"/v1/batches/{batch['id']}", headers=auth)).json()[  # noqa: ASYNC110
+                "request_counts"]["completed"] < 1:
+            await trio.sleep(0.05)
+
+    def past_window() -> None:  # as if 24 h had gone by
+        with sqlite3.connect(plane.data / "plane" / "openai" / "batches.db") as conn:
+            conn.execute("UPDATE batches SET expires_at=1 WHERE id=?", (batch["id"],))
+
+    await trio.to_thread.run_sync(past_window)
+    b = await finished(http, auth, batch["id"])
+    assert b["status"] == "expired" and b["expired_at"] and b["request_counts"]["completed"] == 1
+    output = (await http.get(f"/v1/files/{b['output_file_id']}/content", headers=auth)).text
+    assert [json.loads(line)["custom_id"] for line in output.splitlines()] == ["req-0"]
