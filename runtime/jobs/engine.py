@@ -2,9 +2,12 @@
 misfire and deadline policies, and drives runs through a `StepExecutor`, as the lease holder.
 
 Timing, all in wall-clock seconds from `clock`:
-- Each pass plans every timed job up to `now + window_s` and stores that cursor with the runs
-  it made, in one transaction; scheduled run ids are f(job, fire time), so whatever crashes
+- Each pass plans the timed jobs whose next fire entered the window (up to `now + window_s`;
+  a heap by next fire, `runtime.jobs.planner`) and stores their cursors with the runs they
+  made, all in one transaction; scheduled run ids are f(job, fire time), so whatever crashes
   where, a fire is materialised at most once (the store's UNIQUE constraint refuses a second).
+- The runs due by now are read by an index, not scanned, and moved to running together in one
+  transaction; store calls go to a worker thread in batches (`runtime.jobs.offload`).
 - A scheduled run more than `misfire_grace_s` late (the plane was down, or too busy) is a
   misfire. Per job, the policy keeps the latest 0 (skip), 1 (run_once) or N (catch_up) of
   them and records the others `skipped`; fires missed before the cursor are not even
@@ -33,10 +36,11 @@ import trio
 from runtime.exception_groups import collapse, leaves
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
-from runtime.jobs.firetimes import fires_between, last_fires, next_fire
 from runtime.jobs.lease import Lease
 from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import EventKind, EventTrigger, JobSpec
+from runtime.jobs.offload import BatchedOffload
+from runtime.jobs.planner import Planner, misfire_keep
 from runtime.jobs.runner import RunContext, drive_run
 from runtime.jobs.schema import resolve_parameters
 from runtime.jobs.store import JobRecord, NewRun, RunRecord, RunStore
@@ -88,13 +92,14 @@ class JobEngine:
         self.rng = rng or random.Random()
         self.metrics = metrics or JobMetrics()
         self.epoch: int | None = None
-        self._offload = offload or partial(trio.to_thread.run_sync, limiter=trio.CapacityLimiter(1))
+        self._offload = offload or BatchedOffload()
         self._active: dict[str, _ActiveRun] = {}
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._changed = trio.Event()
-        # job id -> ((version, cursor), the first fire after the cursor): one cron step per fire
-        self._following: dict[str, tuple[tuple[int, int], int | None]] = {}
+        self.planner = Planner(window_s, misfire_grace_s)
+        self._synced_at = -float("inf")
+        self._waiting: set[str] = set()  # jobs with a due run waiting for an active one to end
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self._offload(partial(fn, *args, **kwargs))
@@ -137,65 +142,82 @@ class JobEngine:
         while True:
             self._wake = trio.Event()
             now = self.clock()
-            next_plan = await self._plan(now)
+            if not self.planner.loaded or now - self._synced_at >= self.tick_s or now < self._synced_at:
+                await self._sync_jobs(now)
+            # Fires already due are planned first (after an outage the misfire policy must see
+            # them beside the runs left pending), then runs due start, then the window ahead.
+            await self._plan(now, int(now))
             next_due = await self._start_due(now)
-            wake_at = min(t for t in (next_plan, next_due, now + self.tick_s) if t is not None)
+            next_plan, new_due = await self._plan(now)
+            wake_at = min(t for t in (next_plan, next_due, new_due, now + self.tick_s) if t is not None)
             with trio.move_on_after(max(0.0, wake_at - self.clock())):
                 await self._wake.wait()
 
     # -- planning and starting --------------------------------------------------------------
 
-    async def _plan(self, now: float) -> float | None:
-        """Materialise every timed job's fires up to `now + window_s`; returns when the next
-        fire beyond that enters the window (so a quiet engine sleeps until then). A job with no
-        fire in the window costs no write: its cursor moves only with the runs it makes."""
-        horizon, missed_until = int(now + self.window_s), int(now - self.misfire_grace_s)
-        next_plan: float | None = None
-        for job in await self._db(self.store.jobs):
-            spec = job.spec
-            if job.suspended or not spec.timed:
-                continue
-            following = self._first_fire_after(job, job.planned_until)
-            if following is not None and following <= horizon:
-                params = json.dumps(resolve_parameters(spec))
-                start, new = job.planned_until, []
-                if following <= missed_until:  # an outage: materialise only the fires the policy may run
-                    keep = _misfire_keep(spec)
-                    new += [NewRun(t, "schedule", t, params=params)
-                            for t in last_fires(spec.trigger, start, missed_until, keep)]
-                    start = missed_until
-                new += [NewRun(t, "schedule", t, params=params)
-                        for t in fires_between(spec.trigger, start, horizon)]
-                await self._db(self.store.materialise, job, new, planned_until=horizon, now=now)
-                following = self._first_fire_after(job, horizon)
-            if following is not None and (next_plan is None or following - self.window_s < next_plan):
-                next_plan = following - self.window_s
-        return next_plan
+    async def _sync_jobs(self, now: float) -> None:
+        """Bring the job cache up to date with the table (another plane may have written it)."""
+        self._synced_at = now
+        if not self.planner.loaded:
+            self.planner.load(await self._db(self.store.jobs))
+            return
+        changed = self.planner.stale(await self._db(self.store.job_keys))
+        if len(changed) > 100:
+            self.planner.load(await self._db(self.store.jobs))
+            return
+        for job_id in changed:
+            await self._refetch(job_id)
 
-    def _first_fire_after(self, job: JobRecord, cursor: int) -> int | None:
-        """next_fire, remembered per job version and cursor: one cron step per fire, not per pass."""
-        key = (job.version, cursor)
-        cached = self._following.get(job.job_id)
-        if cached is None or cached[0] != key:
-            cached = self._following[job.job_id] = (key, next_fire(job.spec.trigger, cursor))
-        return cached[1]
+    async def _refetch(self, job_id: str) -> None:
+        job = await self._db(self.store.job_by_id, job_id)
+        if job is None:
+            self.planner.drop(job_id)
+        else:
+            self.planner.put(job)
+
+    async def _plan(self, now: float, upto: int | None = None) -> tuple[float | None, float | None]:
+        """Materialise the fires up to `now + window_s` of every timed job that has one (all in
+        one transaction); returns when the next fire beyond that enters the window (so a quiet
+        engine sleeps until then). A job with no fire in the window costs no write: its cursor
+        moves only with the runs it makes. With `upto`, only the jobs with a fire by then.
+        Also returns when the earliest run it made is due."""
+        horizon = int(now + self.window_s)
+        due = self.planner.due(horizon if upto is None else upto)
+        earliest: float | None = None
+        if due:
+            plans = [(job, self.planner.new_runs(job, now, horizon), horizon) for job in due]
+            earliest = min((run.due_at for _, runs, _ in plans for run in runs), default=None)
+            results = await self._db(self.store.materialise_many, plans, now=now)
+            for job, inserted in zip(due, results, strict=True):
+                if inserted is None:  # changed since it was read: read it again, it replans
+                    await self._refetch(job.job_id)
+                else:
+                    self.planner.planned(job, horizon)
+        return self.planner.next_plan_at(), earliest
 
     async def _start_due(self, now: float) -> float | None:
         """Start (or skip) every run due by `now`; returns when the next pending run is due."""
-        pending = await self._db(self.store.runs, states=["pending"], limit=1_000_000)
+        due = await self._db(self.store.runs, states=["pending"], due_before=now, limit=1_000_000)
         by_job: dict[str, list[RunRecord]] = {}
-        for run in pending:
-            if run.due_at <= now:
-                by_job.setdefault(run.job_id, []).append(run)
-        self.metrics.queue_depth = sum(len(runs) for runs in by_job.values())
+        for run in due:
+            by_job.setdefault(run.job_id, []).append(run)
+        self.metrics.queue_depth = len(due)
+        batch: list[tuple[RunRecord, JobRecord]] = []
         for job_id, runs in by_job.items():
-            job = await self._db(self.store.job_by_id, job_id)
+            job = self.planner.jobs.get(job_id) or await self._db(self.store.job_by_id, job_id)
             if job is not None:
-                await self._start_job_runs(job, runs, now)
-        later = [r.due_at for r in pending if r.due_at > now]
-        return min(later) if later else None
+                await self._start_job_runs(job, runs, now, batch)
+        if batch:
+            started = set(await self._db(self.store.start_runs, [(r.run_id, job) for r, job in batch], now=now))
+            for run, job in batch:
+                if run.run_id in started:
+                    self._began(run, job)
+        return await self._db(self.store.next_due_after, now)
 
-    async def _start_job_runs(self, job: JobRecord, runs: list[RunRecord], now: float) -> None:
+    async def _start_job_runs(self, job: JobRecord, runs: list[RunRecord], now: float,
+                              batch: list[tuple[RunRecord, JobRecord]]) -> None:
+        """Apply the job's policies to its due runs; the lone run of a job with nothing in its
+        way goes in `batch` (started with the others in one transaction), any other starts here."""
         policies = job.spec.policies
         deadline = policies.starting_deadline
         live = []
@@ -207,7 +229,7 @@ class JobEngine:
                 live.append(run)
         missed = sorted((r for r in live if r.cause == "schedule" and r.due_at < now - self.misfire_grace_s),
                         key=lambda r: r.due_at)
-        keep = _misfire_keep(job.spec)
+        keep = misfire_keep(job.spec)
         kept = {r.run_id for r in missed[len(missed) - keep:]} if keep else set()
         for run in missed:
             if run.run_id not in kept:
@@ -219,16 +241,22 @@ class JobEngine:
             active = [a for a in self._active.values() if a.job_id == job.job_id]
             if active and policies.concurrency != "allow":
                 if run.run_id in kept:
+                    self._waiting.add(job.job_id)
                     continue  # a caught-up fire waits for the active run
                 if policies.concurrency == "forbid":
                     await self._skip(run, f"concurrency forbid: run {active[0].run_id} is still running", now)
                     continue
                 for other in active:
                     other.cancel(f"replaced by run {run.run_id}")
-            await self._db(self.store.set_run_state, run.run_id, "running", now=now,
-                           steps=[s.name for s in job.spec.steps], job=job)
-            self.metrics.run_started(job.spec.tenant, self.clock() - run.due_at)
-            self._start_driver(run.run_id, job.job_id, job.spec, run.params)
+            if len(runs) == 1:
+                batch.append((run, job))
+                continue
+            if await self._db(self.store.start_runs, [(run.run_id, job)], now=now):
+                self._began(run, job)
+
+    def _began(self, run: RunRecord, job: JobRecord) -> None:
+        self.metrics.run_started(job.spec.tenant, self.clock() - run.due_at)
+        self._start_driver(run.run_id, job.job_id, job.spec, run.params)
 
     async def _skip(self, run: RunRecord, reason: str, now: float) -> None:
         await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)
@@ -279,7 +307,9 @@ class JobEngine:
         await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
                        keep_failed=spec.policies.history_failed)
         self._notify_changed()
-        self._wake.set()
+        if active.job_id in self._waiting:  # a fire of this job waits for this run to end
+            self._waiting.discard(active.job_id)
+            self._wake.set()
         await self.notify(Event("job_run_finished", spec.tenant, job=spec.name, status=state))
 
     def _notify_changed(self) -> None:
@@ -291,6 +321,7 @@ class JobEngine:
     async def apply(self, spec: JobSpec) -> tuple[JobRecord, str]:
         """Create or update a job ("created"/"updated"/"unchanged"); takes effect on the next pass."""
         result = await self._db(self.store.put_job, spec, now=self.clock())
+        self.planner.put(result[0])
         self._wake.set()
         return result
 
@@ -307,7 +338,12 @@ class JobEngine:
     async def notify(self, event: Event) -> list[str]:
         """Fire every job whose event trigger matches `event`; returns the runs started."""
         started = []
-        for job in await self._db(self.store.jobs, event.tenant):
+        if self.planner.loaded:  # the event-triggered jobs the cache knows (synced every tick)
+            jobs = sorted((j for j in self.planner.on_event.values() if event.tenant in (None, j.spec.tenant)),
+                          key=lambda j: (j.spec.tenant, j.spec.name))
+        else:
+            jobs = await self._db(self.store.jobs, event.tenant)
+        for job in jobs:
             trigger = job.spec.trigger
             if isinstance(trigger, EventTrigger) and not job.suspended and _matches(trigger, event):
                 started.append(await self.trigger(job.spec.tenant, job.spec.name, cause=f"event:{event.kind}"))
@@ -315,13 +351,16 @@ class JobEngine:
 
     async def delete(self, tenant: str, name: str) -> None:
         """Remove a job and its pending runs; runs already started finish and stay listed."""
+        job = await self._db(self.store.job, tenant, name)
         await self._db(self.store.delete_job, tenant, name)
+        self.planner.drop(job.job_id)
         self._wake.set()
 
     async def set_suspended(self, tenant: str, name: str, suspended: bool) -> None:
         """Suspend a job (its pending runs are skipped) or resume it (without the fires missed)."""
         job = await self._db(self.store.job, tenant, name)
         await self._db(self.store.set_suspended, job.job_id, suspended, now=self.clock())
+        await self._refetch(job.job_id)
         self._wake.set()
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> RunRecord:
@@ -358,11 +397,6 @@ def _lease_lost_once() -> Iterator[None]:
         if lost is not None and group.subgroup(lambda e: not isinstance(e, LeaseLost | trio.Cancelled)) is None:
             raise next(leaves(lost)) from None
         raise
-
-
-def _misfire_keep(spec: JobSpec) -> int:
-    policies = spec.policies
-    return {"skip": 0, "run_once": 1, "catch_up": policies.catch_up_max}[policies.misfire]
 
 
 def _matches(trigger: EventTrigger, event: Event) -> bool:

@@ -167,27 +167,70 @@ class RunStore:
         """Insert runs for `job` (a scheduled fire already present is left alone) and advance
         its cursor, in one transaction; returns the ids of the runs inserted. A planning call
         (`planned_until` given) for a job updated or suspended since `job` was read does nothing."""
-        inserted: list[str] = []
         with self._tx() as db:
-            row = db.execute("SELECT version, suspended FROM jobs WHERE job_id=?", (job.job_id,)).fetchone()
-            if row is None:
-                raise UnknownJob(f"job {job.spec.name!r} of tenant {job.spec.tenant!r} was deleted")
-            if planned_until is not None and (row[0] != job.version or row[1]):
-                return inserted  # planned from a definition that changed meanwhile: the next pass replans
-            for run in runs:
-                run_id = (scheduled_run_id(job.job_id, run.fire_time) if run.fire_time is not None
-                          else "run_" + secrets.token_hex(12))
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, job.job_id, job.spec.tenant, job.spec.name, run.fire_time, run.due_at, run.cause,
-                     run.state, run.reason, run.params, job.spec.document, job.version, now,
-                     None, now if run.state != "pending" else None))
-                if cursor.rowcount:
-                    inserted.append(run_id)
-            if planned_until is not None:
-                db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?",
-                           (planned_until, job.job_id))
+            inserted = self._materialise(db, job, runs, planned_until, now)
+        return inserted or []
+
+    def materialise_many(self, plans: Iterable[tuple[JobRecord, Iterable[NewRun], int]], *,
+                         now: float) -> list[list[str] | None]:
+        """`materialise` for several jobs' (job, runs, planned_until) in one transaction: per job
+        the ids inserted, or None when it changed since it was read (deleted included)."""
+        with self._tx() as db:
+            return [self._materialise(db, job, runs, planned_until, now, strict=False)
+                    for job, runs, planned_until in plans]
+
+    def _materialise(self, db: sqlite3.Connection, job: JobRecord, runs: Iterable[NewRun],
+                     planned_until: int | None, now: float, *, strict: bool = True) -> list[str] | None:
+        row = db.execute("SELECT version, suspended FROM jobs WHERE job_id=?", (job.job_id,)).fetchone()
+        if row is None:
+            if not strict:
+                return None
+            raise UnknownJob(f"job {job.spec.name!r} of tenant {job.spec.tenant!r} was deleted")
+        if planned_until is not None and (row[0] != job.version or row[1]):
+            return None  # planned from a definition that changed meanwhile: the next pass replans
+        inserted: list[str] = []
+        for run in runs:
+            run_id = (scheduled_run_id(job.job_id, run.fire_time) if run.fire_time is not None
+                      else "run_" + secrets.token_hex(12))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, job.job_id, job.spec.tenant, job.spec.name, run.fire_time, run.due_at, run.cause,
+                 run.state, run.reason, run.params, job.spec.document, job.version, now,
+                 None, now if run.state != "pending" else None))
+            if cursor.rowcount:
+                inserted.append(run_id)
+        if planned_until is not None:
+            db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?",
+                       (planned_until, job.job_id))
         return inserted
+
+    def job_keys(self) -> list[tuple[str, int, int, int]]:
+        """Every job's (job_id, version, suspended, planned_until): what a cache compares to see change."""
+        with self._lock:
+            return self._db.execute("SELECT job_id, version, suspended, planned_until FROM jobs").fetchall()
+
+    def next_due_after(self, after: float) -> float | None:
+        """When the earliest pending run due after `after` is due, or None."""
+        with self._lock:
+            return self._db.execute("SELECT MIN(due_at) FROM runs WHERE state='pending' AND due_at > ?",
+                                    (after,)).fetchone()[0]
+
+    def start_runs(self, starts: Iterable[tuple[str, JobRecord]], *, now: float) -> list[str]:
+        """Move pending runs to running, each with its job's steps and current definition, in one
+        transaction; returns the ids moved (a run no longer pending, cancelled meanwhile, is left)."""
+        started = []
+        with self._tx() as db:
+            for run_id, job in starts:
+                row = db.execute("SELECT state FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                if row is None or not can_move(RUN_MOVES, row[0], "running"):
+                    continue
+                db.execute("UPDATE runs SET state='running', reason='', started_at=COALESCE(started_at, ?), "
+                           "finished_at=NULL, definition=?, version=? WHERE run_id=?",
+                           (now, job.spec.document, job.version, run_id))
+                for step in job.spec.steps:
+                    db.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, 'waiting', 0, '')", (run_id, step.name))
+                started.append(run_id)
+        return started
 
     def run(self, run_id: str) -> RunRecord:
         """The run `run_id`; UnknownJob if none."""
