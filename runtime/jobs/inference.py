@@ -199,8 +199,11 @@ class InferenceExecutor:
         with collapse():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, order.run_id, step.name, rows_recv)
+                # No more workers than the tenant may have requests in flight: the rest would only
+                # wait out 429s (its own HTTP traffic shares the slots, so those stay possible).
+                cap = who.tenant_limits.max_concurrency or step.concurrency
                 async with rows_send:
-                    for _ in range(min(step.concurrency, len(todo))):
+                    for _ in range(min(step.concurrency, cap, len(todo))):
                         nursery.start_soon(worker, rows_send.clone())
 
     async def _writer(self, run_id: str, step: str, rows: trio.MemoryReceiveChannel[tuple[int, bool, str]]) -> None:

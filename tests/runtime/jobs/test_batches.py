@@ -355,3 +355,13 @@ async def test_a_batch_past_its_completion_window_expires_keeping_what_was_answe
     assert b["status"] == "expired" and b["expired_at"] and b["request_counts"]["completed"] == 1
     output = (await http.get(f"/v1/files/{b['output_file_id']}/content", headers=auth)).text
     assert [json.loads(line)["custom_id"] for line in output.splitlines()] == ["req-0"]
+
+
+async def test_a_tenant_allowed_one_request_at_a_time_still_gets_every_line_answered(plane):
+    key = await plane.key("narrow", max_concurrency=1)
+    http, auth = plane.client, {"Authorization": f"Bearer {key}"}
+    file_id = (await _upload(http, key, jsonl([chat_line(i, echo_delay_s=0.05) for i in range(6)]))).json()["id"]
+    batch = (await http.post("/v1/batches", headers=auth, json={
+        "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})).json()
+    b = await finished(http, auth, batch["id"])
+    assert b["status"] == "completed" and b["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
