@@ -1,6 +1,6 @@
 """examples/jobs/ applied to a real plane: the parameterised command job, the chain, the webhook job
-(and the nightly embedding job validated: it needs the llama-chat model, see test_batches.py for
-inference steps on the echo model)."""
+(and the nightly embedding job validated here; test_embed_example.py runs it with echo standing
+in for the llama-chat model)."""
 
 import json
 import time
