@@ -70,30 +70,35 @@ class BatchCluster:
         assert r.status_code == 201, r.text
         return str(r.json()["key"])
 
-    async def ready(self) -> None:
-        """Wait until `echo` has a ready replica (after a start or restart)."""
+    async def ready(self, model: str = "echo") -> None:
+        """Wait until `model` has a ready replica (after a start or restart)."""
         with trio.fail_after(20):
-            await wait_until(lambda: bool(self.handle.scheduler.routes("echo")), interval=0.05)
+            await wait_until(lambda: bool(self.handle.scheduler.routes(model)), interval=0.05)
 
 
-async def start_batch_cluster(nursery: trio.Nursery, tmp_path: Path, extra: dict[str, Any] | None = None
+async def start_batch_cluster(nursery: trio.Nursery, tmp_path: Path, extra: dict[str, Any] | None = None, *,
+                              worker: Any = None, service: str = "echo", models: list[dict] | None = None
                               ) -> tuple[BatchCluster, Any]:
-    """The plane with echo deployed on one node; returns it and the worker (the caller stops it)."""
-    worker = await trio.to_thread.run_sync(partial(spawn_worker, EXAMPLES / "echo"))
+    """The plane with `service` (the real echo worker, unless `worker` is one already running)
+    deployed on one node; returns it and the worker (the caller stops it)."""
+    models = models or ECHO_MODELS
+    if worker is None:
+        worker = await trio.to_thread.run_sync(partial(spawn_worker, EXAMPLES / "echo"))
     try:
         cluster = BatchCluster(nursery, tmp_path, extra or {})
         await cluster.start()
         client = cluster.client
-        bundle = make_bundle(tmp_path, "1.0.0", models=ECHO_MODELS)
-        put = await client.put("/api/services/echo/1.0.0", headers=ADMIN_AUTH, content=bundle.path.read_bytes())
+        bundle = make_bundle(tmp_path, "1.0.0", service_id=service, models=models)
+        put = await client.put(f"/api/services/{service}/1.0.0", headers=ADMIN_AUTH,
+                               content=bundle.path.read_bytes())
         assert put.status_code in (200, 201), put.text
         token = (await client.post("/api/cluster/tokens", headers=ADMIN_AUTH, json={"name": "n1"})).json()["token"]
         config = AgentConfig(url=cluster.url, token=token, node_id="node-1", name="n1", backoff_initial=0.05,
                              backoff_max=0.5)
-        await nursery.start(run_agent, config, FakeExecutor(worker.url, models=("echo",)))
-        r = await client.post("/api/deployments", headers=ADMIN_AUTH, json={"service": "echo", "replicas": 1})
+        await nursery.start(run_agent, config, FakeExecutor(worker.url, models=tuple(m["model_id"] for m in models)))
+        r = await client.post("/api/deployments", headers=ADMIN_AUTH, json={"service": service, "replicas": 1})
         assert r.status_code == 201, r.text
-        await cluster.ready()
+        await cluster.ready(models[0]["model_id"])
         return cluster, worker
     except BaseException:
         await trio.to_thread.run_sync(worker.stop)
