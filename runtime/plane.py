@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
+from runtime.api.access import Access
 from runtime.api.openapi import ApiDocs
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
@@ -121,6 +122,7 @@ async def serve_control_plane(
     sessions: SessionManager | None = None
     jobs: JobsRole | None = None
     file_router: FileRouter | None = None
+    access: Access | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     try:
@@ -133,6 +135,8 @@ async def serve_control_plane(
             file_router = blob_router(state)  # large verified blobs go out with os.sendfile
         else:
             app = _app_without_hub()
+        access = await trio.to_thread.run_sync(Access.open, settings.data_dir)  # users, sign-in, audit
+        access.register(app)
         if "scheduler" in settings.roles:
             scheduler = Scheduler.open(settings.data_dir, hub_manifest_resolver(lambda: location["hub_url"]),
                                        hub_url=location["hub_url"], lost_after=settings.lost_after,
@@ -183,6 +187,9 @@ async def serve_control_plane(
         # One description of every route of the roles here, at /openapi.json, and its explorer at /docs.
         app.asgi_app = ApiDocs(plane_document(settings.roles, settings.version),  # type: ignore[method-assign, assignment]
                                app.asgi_app, title=f"flowctl control plane ({', '.join(settings.roles)})")
+        # Outermost: every admin route's principal, role check, CSRF and audit row (runtime/api/guard.py).
+        proxies = EngineUrls.from_settings(None, settings.extra.get("sessions", {}).get("trusted_proxies") or ())
+        app.asgi_app = access.guard(app.asgi_app, key_hash, trusts=proxies.trusts)  # type: ignore[method-assign, assignment]
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port,
                                                  file_router=file_router))
@@ -213,6 +220,8 @@ async def serve_control_plane(
             scheduler.store.close()
         if data is not None:
             data.close()
+        if access is not None:
+            access.close()
 
 
 async def _session_caller(keys: KeyService, authorization: str | None) -> Principal:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.api import ERROR_SCHEMA
+from runtime.api import ERROR_SCHEMA, users_openapi
 from runtime.api.openapi import DOCUMENT_PATH, EXPLORER_PATH, Part, document
 from runtime.gateway import openapi as gateway_openapi
 from runtime.hub import openapi as hub_openapi
@@ -99,6 +99,7 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
         parts.extend(_gateway_parts())
     if "jobs" in roles:
         parts.append(jobs_openapi.part(nodes="scheduler" in roles))
+    parts.append(users_openapi.part())  # every plane process has its users, sign-in and audit log
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
                                 "{\"detail\": message}; the /v1 API's are OpenAI's.")

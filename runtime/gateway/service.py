@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import trio
 
 from runtime.api import bearer_ok, error_body
+from runtime.api.guard import note_audit, principal_of
 from runtime.dispatch.limits import Limits, Principal
 from runtime.gateway.body import read_body, refuse_declared_length
 from runtime.gateway.errors import GatewayError
@@ -209,24 +210,36 @@ class KeyService:
     async def _admin(self, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
         headers = dict(scope["headers"])
         auth = headers.get(b"authorization", b"").decode("latin-1")
-        if not bearer_ok(auth, self.admin_key_hash):
+        # A principal was checked against the route's action by the plane's guard; a tenant role's
+        # view is narrowed to its tenant below (another tenant's objects are 404).
+        who = principal_of(scope)
+        if who is None and not bearer_ok(auth, self.admin_key_hash):
             raise GatewayError(401, "the admin key is required", "invalid_admin_key")
         method, parts = scope["method"], scope["path"].split("/")[3:]
         query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        own = who.tenant if who is not None else None
+        if own is not None and len(parts) == 1 and parts[0] in ("keys", "usage"):
+            if query.get("tenant", own) != own:
+                raise GatewayError(404, f"no tenant {query['tenant']!r}", "not_found")
+            query = {**query, "tenant": own}
         store = self.store
         match (method, parts):
             case ("GET", ["tenants"]):
-                return 200, await self.run_store(store.tenants)
+                tenants = await self.run_store(store.tenants)
+                return 200, [t for t in tenants if own is None or t["name"] == own]
             case ("POST", ["tenants"]):
                 body = await self._json_body(scope, receive)
+                note_audit(scope, tenant=str(body.get("name"))[:64])
                 return 201, await self.run_store(store.create_tenant, body.get("name"),
                                                  Limits(**_limits(body, LIMIT_FIELDS)))
             case ("PATCH", ["tenants", name]):
+                note_audit(scope, tenant=name)
                 changes = _changes(await self._json_body(scope, receive))
                 tenant = await self.run_store(store.update_tenant, name, changes)
                 self._tenant_changed(tenant)
                 return 200, tenant
             case ("DELETE", ["tenants", name]):
+                note_audit(scope, tenant=name)
                 self._revoked(await self.run_store(store.delete_tenant, name), name)
                 return 204, None
             case ("GET", ["keys"]):
@@ -243,6 +256,9 @@ class KeyService:
                     expires = _unix_time(expires)
                 if not isinstance(body.get("tenant"), str):
                     raise GatewayError(400, "'tenant' is required", "invalid")
+                if own is not None and body["tenant"] != own:
+                    raise GatewayError(404, f"no tenant {body['tenant']!r}", "not_found")
+                note_audit(scope, tenant=body["tenant"])
                 if not isinstance(body.get("name", ""), str):
                     raise GatewayError(400, "'name' must be a string", "invalid")
                 key, record = await self.run_store(store.create_key, body["tenant"], name=body.get("name", ""),
@@ -250,6 +266,10 @@ class KeyService:
                                                    models=tuple(models), expires_at=expires)
                 return 201, {**record.public(), "key": key}
             case ("DELETE", ["keys", key_id]):
+                record = await self.run_store(store.key, key_id)
+                if own is not None and record.tenant != own:
+                    raise GatewayError(404, f"no key {key_id!r}", "not_found")
+                note_audit(scope, tenant=record.tenant)
                 await self.run_store(store.revoke, key_id)
                 self._revoked([key_id])
                 return 204, None

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from quart import Response, jsonify, request, websocket
 
+from runtime.api.guard import principal_of
 from runtime.exception_groups import boundary, describe
 from runtime.gateway.errors import GatewayError
 from runtime.scheduler.service import Scheduler
@@ -179,7 +180,15 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
     async def caller() -> Caller:
         return await authenticate(request.headers.get("Authorization"))
 
-    async def tenant() -> str:
+    async def tenant(session_id: str | None = None) -> str:
+        who = principal_of(request)  # a user the plane's guard let through (its role was checked there)
+        if who is not None and who.tenant is not None:
+            return who.tenant
+        if who is not None and session_id is not None:
+            for session in manager.list_all():
+                if session.session_id == session_id:
+                    return session.tenant
+            raise SessionError(404, f"no session {session_id!r}")
         return (await caller()).tenant
 
     def engine_url(session_id: str) -> str:
@@ -206,7 +215,9 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         return response
 
     async def list_sessions() -> Response:
-        if is_admin is not None and is_admin(request.headers.get("Authorization")):
+        who = principal_of(request)
+        if (who is not None and who.tenant is None) or (
+                is_admin is not None and is_admin(request.headers.get("Authorization"))):
             data = [{**s.to_json(), "tenant": s.tenant} for s in manager.list_all()]
         else:
             data = [s.to_json() for s in manager.list(await tenant())]
@@ -214,10 +225,10 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
                         "active_sessions": manager.active, "max_sessions": manager.max_sessions})
 
     async def get_session(session_id: str) -> Response:
-        return jsonify(manager.get(session_id, await tenant()).to_json())
+        return jsonify(manager.get(session_id, await tenant(session_id)).to_json())
 
     async def delete_session(session_id: str) -> Response:
-        manager.delete(session_id, await tenant())
+        manager.delete(session_id, await tenant(session_id))
         return Response("", status=204)
 
     for prefix in ("/v1/sessions", "/mgmt/v1/sessions"):

@@ -42,7 +42,7 @@ globalThis.document = {createElement: tag => new El(tag), getElementById: id => 
 globalThis.sessionStorage = {getItem: () => null, setItem: () => {}};
 globalThis.location = {protocol: "http:", host: "127.0.0.1:8080", pathname: process.env.EXPLORER_PATH};
 globalThis.performance = {now: () => 0};
-const SPEC = JSON.parse(process.env.EXPLORER_SPEC);
+const SPEC = JSON.parse((await import("node:fs")).readFileSync(process.env.EXPLORER_SPEC_FILE, "utf8"));
 const sent = [];
 globalThis.fetch = async (url, init = {}) => {
   if (url === process.env.EXPLORER_SPEC_URL) return {json: async () => SPEC};
@@ -67,11 +67,13 @@ globalThis.__report = async () => {
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 @pytest.mark.parametrize(("page", "prefix"), [("/docs", "/"), ("/flow/docs", "/flow/")])
-def test_the_explorer_renders_every_operation_and_sends_a_request(page, prefix):
+def test_the_explorer_renders_every_operation_and_sends_a_request(page, prefix, tmp_path):
     doc = plane_document(("hub", "scheduler", "gateway"), "1")
+    spec = tmp_path / "openapi.json"  # a file: the description outgrew one environment string (128 KiB)
+    spec.write_text(json.dumps(doc))
     script = DOM + _SCRIPT.replace("__SPEC_URL__", json.dumps("/openapi.json")) + "\nawait __report();\n"
     result = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True,
-                            timeout=60, env={"EXPLORER_SPEC": json.dumps(doc), "PATH": "/usr/bin:/bin", "EXPLORER_PATH": page,
+                            timeout=60, env={"EXPLORER_SPEC_FILE": str(spec), "PATH": "/usr/bin:/bin", "EXPLORER_PATH": page,
                                                  "EXPLORER_SPEC_URL": prefix + "openapi.json"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
