@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import (
+    AbstractContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from typing import Protocol
 
 from runtime.dispatch import Call, Dispatcher
@@ -52,6 +58,10 @@ class ChatBackend(Protocol):
         """Text to speech with the session's TTS model and voice: one whole WAV file."""
         ...
 
+    def turn(self, session: Session) -> AbstractContextManager[None]:
+        """Hold what one turn (transcription, reply, speech) needs for its whole length."""
+        ...
+
 
 class ClusterBackend:
     """A session's model calls, through the dispatcher: the key's limits, usage and metrics apply
@@ -60,6 +70,24 @@ class ClusterBackend:
 
     def __init__(self, dispatcher: Dispatcher):
         self.dispatcher = dispatcher
+
+    @contextmanager
+    def turn(self, session: Session) -> Iterator[None]:
+        """One concurrency slot of the session's key for a whole turn, shared by its model calls
+        (the TTS runs beside the LLM); BackendError (concurrency_limit_exceeded) when none is free."""
+        who = session.principal
+        if who is None:
+            raise BackendError("this session has no API key to account its calls to")
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.dispatcher.slot(who))
+            except GatewayError as exc:
+                raise BackendError(exc.message, code=exc.code, retry_after=exc.retry_after) from None
+            session.slot_held = True
+            try:
+                yield
+            finally:
+                session.slot_held = False
 
     @asynccontextmanager
     async def _call(self, session: Session, stage: str, path: str, body: bytes,
@@ -72,7 +100,7 @@ class ClusterBackend:
         pin = session.group.place(stage, session.models, self.dispatcher.scheduler.routes,
                                   self.dispatcher.router.load)
         try:
-            with self.dispatcher.slot(who):
+            with nullcontext() if session.slot_held else self.dispatcher.slot(who):
                 # A transcription answers only once the whole file is heard: the audio endpoints' wait.
                 wait = AUDIO_FIRST_BYTE_TIMEOUT if stage == "asr" else None
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,

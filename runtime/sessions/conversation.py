@@ -121,35 +121,38 @@ class _Conversation:
         answered = False
         with scope:
             try:
-                if isinstance(message, AudioIn):
-                    text = (await self.backend.transcribe(session, message.audio, message.format)).strip()
-                    if not text:
-                        raise BackendError("no speech was heard in the audio", code="no_speech")
-                    await self.send("transcription", uid, content=text, role="user")
-                else:
-                    text = message.content
-                session.history.add("user", text)
-                failure: BackendError | None = None
-                # The reply's sentences are spoken while the LLM goes on: the speaker runs beside it.
-                async with trio.open_nursery() as speaking:
-                    speaker = Speaker(self, uid) if session.tts_model else None
-                    if speaker is not None:
-                        speaking.start_soon(speaker.run)
-                    try:
-                        await self._reply(uid, parts, speaker)
-                    except BackendError as exc:  # kept out of the nursery's exception group
-                        failure = exc
-                        speaking.cancel_scope.cancel()
+                # One concurrency slot of the key for the whole turn: ASR, LLM and TTS (which runs
+                # beside the LLM) share it, so a key allowed one request at a time can still talk.
+                with self.backend.turn(session):
+                    if isinstance(message, AudioIn):
+                        text = (await self.backend.transcribe(session, message.audio, message.format)).strip()
+                        if not text:
+                            raise BackendError("no speech was heard in the audio", code="no_speech")
+                        await self.send("transcription", uid, content=text, role="user")
                     else:
-                        reply = "".join(parts)
-                        session.history.add("assistant", reply)
-                        answered = True
-                        session.touch()
-                        await self.send("text", uid, content=reply, role="assistant", done=True)
+                        text = message.content
+                    session.history.add("user", text)
+                    failure: BackendError | None = None
+                    # The reply's sentences are spoken while the LLM goes on: the speaker runs beside it.
+                    async with trio.open_nursery() as speaking:
+                        speaker = Speaker(self, uid) if session.tts_model else None
                         if speaker is not None:
-                            speaker.finish(None if session.stream else reply)
-                if failure is not None:
-                    raise failure
+                            speaking.start_soon(speaker.run)
+                        try:
+                            await self._reply(uid, parts, speaker)
+                        except BackendError as exc:  # kept out of the nursery's exception group
+                            failure = exc
+                            speaking.cancel_scope.cancel()
+                        else:
+                            reply = "".join(parts)
+                            session.history.add("assistant", reply)
+                            answered = True
+                            session.touch()
+                            await self.send("text", uid, content=reply, role="assistant", done=True)
+                            if speaker is not None:
+                                speaker.finish(None if session.stream else reply)
+                    if failure is not None:
+                        raise failure
             except BackendError as exc:
                 if not answered:
                     self._forget_question()

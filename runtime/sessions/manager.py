@@ -63,6 +63,7 @@ class Session:
     closed: trio.Event = field(default_factory=trio.Event)
     connections: int = 0
     reply: trio.CancelScope | None = None  # the reply being generated, whichever socket asked
+    slot_held: bool = False  # the turn in progress holds a concurrency slot of the key for its calls
 
     @property
     def models(self) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The session WebSocket protocol over a real trio-websocket connection, with a stand-in model."""
 
 import base64
+import contextlib
 import json
 from functools import partial
 
@@ -54,6 +55,9 @@ class FakeBackend:
 
     async def speak(self, session, text):
         return text.encode()[::-1]
+
+    def turn(self, session):
+        return contextlib.nullcontext()
 
 
 class TrioSocket:
