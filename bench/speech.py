@@ -1,6 +1,6 @@
 """Speech benchmark: ASR and TTS real-time factors in-process vs through the gateway, in one run.
 
-    python bench/speech.py [--runs 2] [--threads 2]
+    python bench/speech.py [--runs 2] [--threads 2] [--voice]
 
 Real-time factor (RTF) here = seconds of audio / seconds of wall time (higher is faster).
 ASR: faster-whisper in this process (the worker's settings: int8, beam 5, language en) on about
@@ -10,8 +10,9 @@ paragraph, vs /v1/audio/speech (wav, streamed) through the gateway to the piper-
 its time to the first audio byte. Rounds alternate in-process and gateway; medians are printed
 with the ratios (targets: gateway/in-process >= 0.95 for both).
 
-Not measured yet: the voice-turn latency of a seed 002 session (issue 15 §3 is not built).
-Needs the speech extra (`just speech-models`). Every child (two workers, the plane + node
+With --voice, then the voice-turn latency of a seed 002 session (bench/_voice_turn.py): end of the
+user's audio to the first byte of reply audio, by stage, through a real `flowctl up` with
+whisper-asr, llama-chat and piper-tts (needs the llm extra too). Needs the speech extra (`just speech-models`). Every child (two workers, the plane + node
 process) is stopped on the way out, and gets SIGTERM from the kernel if the bench dies.
 """
 
@@ -83,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="rounds of each measurement (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for whisper (default 2)")
+    parser.add_argument("--voice", action="store_true",
+                        help="also time voice turns in a session (runs + 1 turns: the first warms up)")
     args = parser.parse_args()
     _ensure_models()
     from faster_whisper import WhisperModel
@@ -143,7 +146,13 @@ def main() -> None:
     print(f"TTS RTF  in-process {med['tts_in']:6.2f}x   gateway {med['tts_gw']:6.2f}x   "
           f"ratio {med['tts_gw'] / med['tts_in']:.3f} (target >= 0.95); first audio byte via the gateway "
           f"after {med['ttfb'] * 1000:.0f} ms")
-    print("voice-turn latency: not measured (seed 002 voice sessions, issue 15 §3, are not built yet)")
+    if args.voice:
+        from bench._voice_turn import run_section
+
+        print("voice turns (bench/_voice_turn.py):", flush=True)
+        run_section(turns=args.runs + 1)
+    else:
+        print("voice-turn latency: not measured here (add --voice)")
 
 
 def _samples(wav: bytes):  # -> numpy array at 16 kHz, decoded as the worker does
