@@ -39,7 +39,7 @@ from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
 from runtime.jobs.lease import Lease
 from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import EventKind, EventTrigger, JobSpec
-from runtime.jobs.offload import BatchedOffload
+from runtime.jobs.offload import BatchedOffload, run_inline
 from runtime.jobs.planner import Planner, misfire_keep
 from runtime.jobs.runner import RunContext, drive_run
 from runtime.jobs.schema import resolve_parameters
@@ -50,6 +50,8 @@ DEFAULT_WINDOW_S = 5.0
 DEFAULT_TICK_S = 1.0
 DEFAULT_MISFIRE_GRACE_S = 5.0
 # How blocking store calls leave the event loop: a worker thread, unless a test runs them inline.
+# Only the large ones do (whole tables, a window's plan); the many small per-run calls run on the
+# loop (`runtime.jobs.offload`).
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
 
@@ -92,7 +94,8 @@ class JobEngine:
         self.rng = rng or random.Random()
         self.metrics = metrics or JobMetrics()
         self.epoch: int | None = None
-        self._offload = offload or BatchedOffload()
+        self._offload = offload or BatchedOffload(store.group)
+        self._inline = offload or run_inline
         self._active: dict[str, _ActiveRun] = {}
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -102,6 +105,11 @@ class JobEngine:
         self._waiting: set[str] = set()  # jobs with a due run waiting for an active one to end
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A small store call (one run's, one job's): on the event loop."""
+        return await self._inline(partial(fn, *args, **kwargs))
+
+    async def _db_large(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A store call over many rows: in a worker thread."""
         return await self._offload(partial(fn, *args, **kwargs))
 
     # -- leading ----------------------------------------------------------------------------
@@ -121,7 +129,7 @@ class JobEngine:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._keep_lease, epoch)
-                    for run in await self._db(self.store.runs, states=["running"], limit=1_000_000):
+                    for run in await self._db_large(self.store.runs, states=["running"], limit=1_000_000):
                         self._start_driver(run.run_id, run.job_id, await self._db(self.store.run_spec, run.run_id),
                                            run.params)
                     nursery.start_soon(self._fire_loop)
@@ -159,11 +167,11 @@ class JobEngine:
         """Bring the job cache up to date with the table (another plane may have written it)."""
         self._synced_at = now
         if not self.planner.loaded:
-            self.planner.load(await self._db(self.store.jobs))
+            self.planner.load(await self._db_large(self.store.jobs))
             return
-        changed = self.planner.stale(await self._db(self.store.job_keys))
+        changed = self.planner.stale(await self._db_large(self.store.job_keys))
         if len(changed) > 100:
-            self.planner.load(await self._db(self.store.jobs))
+            self.planner.load(await self._db_large(self.store.jobs))
             return
         for job_id in changed:
             await self._refetch(job_id)
@@ -187,7 +195,7 @@ class JobEngine:
         if due:
             plans = [(job, self.planner.new_runs(job, now, horizon), horizon) for job in due]
             earliest = min((run.due_at for _, runs, _ in plans for run in runs), default=None)
-            results = await self._db(self.store.materialise_many, plans, now=now)
+            results = await self._db_large(self.store.materialise_many, plans, now=now)
             for job, inserted in zip(due, results, strict=True):
                 if inserted is None:  # changed since it was read: read it again, it replans
                     await self._refetch(job.job_id)
@@ -342,7 +350,7 @@ class JobEngine:
             jobs = sorted((j for j in self.planner.on_event.values() if event.tenant in (None, j.spec.tenant)),
                           key=lambda j: (j.spec.tenant, j.spec.name))
         else:
-            jobs = await self._db(self.store.jobs, event.tenant)
+            jobs = await self._db_large(self.store.jobs, event.tenant)
         for job in jobs:
             trigger = job.spec.trigger
             if isinstance(trigger, EventTrigger) and not job.suspended and _matches(trigger, event):

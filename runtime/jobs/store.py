@@ -47,7 +47,8 @@ class RunStore:
     def __init__(self, path: Path):
         self.path = path
         make_private_database(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._grouped = False  # inside group(): each call is a savepoint of the group's transaction
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -68,12 +69,39 @@ class RunStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._grouped:
+                self._db.execute("SAVEPOINT call")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK TO call")
+                    self._db.execute("RELEASE call")
+                    raise
+                self._db.execute("RELEASE call")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Calls made inside (by this thread) commit together at its end, one commit for many
+        small transactions; each call stays all-or-nothing (a savepoint). Nothing inside is
+        durable, or seen by another connection, before the group ends."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._grouped = True
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._grouped = False
             self._db.execute("COMMIT")
 
     @contextmanager
@@ -298,8 +326,9 @@ class RunStore:
             for states, keep in ((("succeeded",), keep_succeeded),
                                  (("failed", "timed_out", "cancelled", "skipped"), keep_failed)):
                 marks = ",".join("?" * len(states))
+                # `+state`: by the job's rows (a few), never by every run in that state (all jobs')
                 old = [r[0] for r in db.execute(
-                    f"SELECT run_id FROM runs WHERE job_id=? AND state IN ({marks}) "
+                    f"SELECT run_id FROM runs WHERE job_id=? AND +state IN ({marks}) "
                     "ORDER BY finished_at DESC, created_at DESC LIMIT -1 OFFSET ?", (job_id, *states, keep))]
                 for run_id in old:
                     for table in ("attempts", "steps", "runs"):
