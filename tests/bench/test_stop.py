@@ -66,3 +66,26 @@ async def test_gateway_bench_leaves_nothing_running(how: signal.Signals, tmp_pat
         if bench.poll() is None:
             bench.kill()
             bench.wait()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+async def test_jobs_bench_leaves_nothing_running(how: signal.Signals, tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    with open(out, "wb") as log:  # a few jobs and nodes: stopped while it fires them
+        bench = subprocess.Popen([sys.executable, str(BENCH / "jobs.py"), "--only", "firing", "--jobs", "60",
+                                  "--nodes", "2", "--duration", "30"],
+                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        with trio.fail_after(120):
+            await wait_until(lambda: b"simulated nodes connected" in out.read_bytes() or bench.poll() is not None,
+                             interval=0.1)
+            assert bench.poll() is None, out.read_text()
+            started = _children(bench.pid)
+            assert started  # the plane
+            bench.send_signal(how)
+            await trio.to_thread.run_sync(bench.wait)
+            await wait_until(lambda: not any(_alive(p) for p in started), interval=0.1)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
