@@ -41,10 +41,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start(tmp: Path, out: Path) -> subprocess.Popen:
+def _start(tmp: Path, out: Path, args: tuple[str, ...] = ("gateway.py", "--duration", "30")) -> subprocess.Popen:
     # TMPDIR: what a killed bench cannot delete lands in the test's own directory.
     with open(out, "wb") as log:
-        return subprocess.Popen([sys.executable, str(BENCH / "gateway.py"), "--duration", "30"],
+        return subprocess.Popen([sys.executable, str(BENCH / args[0]), *args[1:]],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp)})
 
 
@@ -71,10 +71,8 @@ async def test_gateway_bench_leaves_nothing_running(how: signal.Signals, tmp_pat
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 async def test_jobs_bench_leaves_nothing_running(how: signal.Signals, tmp_path: Path) -> None:
     out = tmp_path / "out.log"
-    with open(out, "wb") as log:  # a few jobs and nodes: stopped while it fires them
-        bench = subprocess.Popen([sys.executable, str(BENCH / "jobs.py"), "--only", "firing", "--jobs", "60",
-                                  "--nodes", "2", "--duration", "30"],
-                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
+    # A few jobs and nodes: stopped while it fires them.
+    bench = _start(tmp_path, out, ("jobs.py", "--only", "firing", "--jobs", "60", "--nodes", "2", "--duration", "30"))
     try:
         with trio.fail_after(120):
             await wait_until(lambda: b"simulated nodes connected" in out.read_bytes() or bench.poll() is not None,
