@@ -34,10 +34,16 @@ class BufferRing:
         """
         slot = self._next
         self._next = (slot + 1) % len(self._views)
-        holds = self._holds[slot]
-        while holds:
-            holds.pop().result()
+        _wait_all(self._holds[slot])
         return slot, self._views[slot]
+
+    def view(self, slot: int) -> memoryview:
+        """The buffer of `slot` (for a caller that tracks slots itself, with `wait`)."""
+        return self._views[slot]
+
+    def wait(self, slot: int) -> None:
+        """Wait for every future held on `slot` (re-raising the first error)."""
+        _wait_all(self._holds[slot])
 
     def hold(self, slot: int, future: Future) -> None:
         """Keep `slot` from being handed out again until `future` completes."""
@@ -49,10 +55,19 @@ class BufferRing:
     def drain(self) -> None:
         """Wait for every held future (re-raising the first error found)."""
         for holds in self._holds:
-            while holds:
-                holds.pop().result()
+            _wait_all(holds)
 
     def abandon(self) -> None:
         """Forget every hold without waiting (the pools behind them are being shut down)."""
         for holds in self._holds:
             holds.clear()
+
+
+def _wait_all(holds: list[Future]) -> None:
+    # A decoding thread and the reader's final drain may wait on the same slot: pop safely.
+    while True:
+        try:
+            future = holds.pop()
+        except IndexError:
+            return
+        future.result()

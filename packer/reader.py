@@ -97,8 +97,10 @@ class BundleReader:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._tar.close()
+        self._raw.close()  # also wakes a decoding thread waiting for raw bytes
+        self._tar.join()
         self._tar.ring.abandon()
-        self._raw.close()
         self._reader.close()
 
     @property
@@ -215,6 +217,8 @@ class BundleReader:
         if self._iterated:
             raise PackerError("iter_files() can be called only once per open bundle")
         self._iterated = True
+        if self._raw.reads_ahead:
+            self._tar.decode_ahead()  # the budget is final now
         try:
             yield from self._iter_files(views)
             if views:

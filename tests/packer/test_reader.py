@@ -114,3 +114,35 @@ def test_trailing_data_is_not_called_not_a_bundle(bundle):
                     pass
     assert not isinstance(info.value, NotABundle)
     assert "trailing data" in str(info.value)
+
+
+def _read_all(fileobj):
+    with open_bundle(fileobj, digest=True) as reader:
+        files = {entry.path: b"".join(bytes(c) for c in chunks) for entry, chunks in reader.iter_files(views=True)}
+        return files, reader.file_sha256(), reader.raw_size
+
+
+def test_a_regular_file_read_ahead_on_its_own_thread_gives_what_a_stream_gives(bundle):
+    # A regular file is read, walked and hashed several chunks ahead of the decoder, on a
+    # thread; any other stream is read where the decoder asks. Same answers either way.
+    data = bundle.path.read_bytes()
+    with open(bundle.path, "rb", buffering=0) as f:
+        from_file = _read_all(f)
+    from_stream = _read_all(NonSeekable(data))
+    assert from_file == from_stream
+    assert from_file[1] == hashlib.sha256(data).hexdigest() == bundle.sha256
+    assert from_file[2] == len(data)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.999])
+def test_a_truncated_regular_file_fails_like_a_truncated_stream(bundle, tmp_path, cut):
+    data = bundle.path.read_bytes()
+    short = tmp_path / "short.fbundle"
+    short.write_bytes(data[:int(len(data) * cut)])
+    errors = []
+    for opener in (lambda: open(short, "rb", buffering=0), lambda: NonSeekable(short.read_bytes())):
+        with pytest.raises(PackerError) as info, opener() as f:
+            _read_all(f)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert "truncated" in errors[0]
