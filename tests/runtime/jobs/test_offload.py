@@ -1,0 +1,101 @@
+"""Store calls batched per worker-thread trip, committed together, each still all-or-nothing."""
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+import pytest
+import trio
+
+from runtime.jobs.errors import IllegalTransition
+from runtime.jobs.offload import BatchedOffload, run_inline
+from runtime.jobs.records import NewRun
+from runtime.jobs.store import RunStore
+
+from .conftest import T0, job
+
+
+async def test_calls_queued_during_a_trip_share_the_next_one(store):
+    trips = []
+
+    @contextmanager
+    def counted():
+        trips.append(1)
+        with store.group():
+            yield
+
+    offload = BatchedOffload(counted)
+    threads: list[int] = []
+    gate = threading.Event()
+
+    def first():
+        gate.wait(10)  # holds the first trip until the others are queued
+        threads.append(threading.get_ident())
+        return "first"
+
+    def later(i):
+        threads.append(threading.get_ident())
+        return i
+
+    results = {}
+    async with trio.open_nursery() as nursery:
+        async def call(key, fn):
+            results[key] = await offload(fn)
+
+        nursery.start_soon(call, "first", first)
+        await trio.sleep(0.05)
+        for i in range(5):
+            nursery.start_soon(call, i, lambda i=i: later(i))
+        await trio.sleep(0.05)
+        gate.set()
+    assert results == {"first": "first", 0: 0, 1: 1, 2: 2, 3: 3, 4: 4}
+    assert len(trips) == 2  # the first call's, then the five queued meanwhile together
+    assert threading.get_ident() not in threads  # off the event loop
+
+
+async def test_a_failing_call_is_rolled_back_alone_and_raised_to_its_caller(store, tmp_path):
+    record, _ = store.put_job(job(), now=T0)
+    (run_id,) = store.materialise(record, [NewRun(T0, "manual")], now=T0)
+    offload = BatchedOffload(store.group)
+    outcomes = {}
+
+    async def call(key, fn):
+        try:
+            outcomes[key] = await offload(fn)
+        except IllegalTransition as e:
+            outcomes[key] = e
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, "start", lambda: store.start_runs([(run_id, record)], now=T0))
+        # In the same trip: an illegal move (running -> pending is not one) after a partial write.
+        nursery.start_soon(call, "bad", lambda: store.set_run_state(run_id, "pending", now=T0))
+        nursery.start_soon(call, "more", lambda: store.materialise(record, [NewRun(T0 + 1, "manual")], now=T0))
+    assert outcomes["start"] == [run_id]
+    assert isinstance(outcomes["bad"], IllegalTransition)
+    assert len(outcomes["more"]) == 1
+    other = RunStore(tmp_path / "jobs.db")  # another connection sees what the group committed
+    try:
+        assert other.run(run_id).state == "running"
+        assert len(other.runs()) == 2
+    finally:
+        other.close()
+
+
+def test_a_group_is_one_transaction(store, tmp_path):
+    record, _ = store.put_job(job(), now=T0)
+    with store.group():
+        store.materialise(record, [NewRun(T0, "manual")], now=T0)
+        with sqlite3.connect(tmp_path / "jobs.db") as peek:  # not visible before the group commits
+            assert peek.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    with sqlite3.connect(tmp_path / "jobs.db") as peek:
+        assert peek.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+async def test_inline_runs_nothing_once_cancelled():
+    calls = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await run_inline(lambda: calls.append(1))
+    assert calls == []
+    assert await run_inline(lambda: 42) == 42
