@@ -43,6 +43,8 @@ SCOPE_SECURE = "flowctl.secure"
 MAX_FORM_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0
 GUARDED_PREFIXES = ("/api/", "/v1/sessions", "/mgmt/v1/sessions", "/ui")
+# Where a session cookie means nothing (sign-in checks its own Origin and replaces the session).
+COOKIE_IGNORED = frozenset({"/api/v1/auth/signin"})
 _KEY_ID = re.compile(r"fgk_([0-9a-f]{16})_")
 _USER = r"(?P<user>[^/]+)"
 # (methods, path, action): None is a route that takes no principal's action (API keys, sign-in).
@@ -197,7 +199,7 @@ class AccessGuard:
         principal: Principal | None = None
         try:
             try:
-                principal = await self._resolve(headers)
+                principal = await self._resolve(headers, cookies=path not in COOKIE_IGNORED)
                 scope[SCOPE_PRINCIPAL] = principal
                 _, action = route_action(method, path, principal)
                 if principal is not None and principal.kind == "session" and changing:
@@ -214,7 +216,7 @@ class AccessGuard:
                 with trio.CancelScope(shield=True):
                     await self._write_audit(scope, headers, principal, status[0])
 
-    async def _resolve(self, headers: dict[bytes, bytes]) -> Principal | None:
+    async def _resolve(self, headers: dict[bytes, bytes], *, cookies: bool = True) -> Principal | None:
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if authorization:
             if bearer_ok(authorization, self.admin_key_hash):
@@ -228,7 +230,7 @@ class AccessGuard:
                                    {"WWW-Authenticate": "Bearer"})
                 return found
             return None  # an API key (the route checks it) or something the route refuses
-        session_id = cookie_value(headers)
+        session_id = cookie_value(headers) if cookies else None
         if session_id is None:
             return None
         return await trio.to_thread.run_sync(self.users.session_principal, session_id, limiter=self.limiter)
