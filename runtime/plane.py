@@ -28,6 +28,8 @@ from hub_store import make_private_dir, open_data_dir
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.api.access import Access
 from runtime.api.openapi import ApiDocs
+from runtime.console import ConsoleParts
+from runtime.console import register as register_console
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
 from runtime.dispatch.limits import Principal
@@ -177,6 +179,8 @@ async def serve_control_plane(
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:
                 gateway.metrics = CombinedMetrics(gateway.metrics, jobs.engine)  # type: ignore[assignment]
+        register_console(app, ConsoleParts(access, scheduler=scheduler, hub=data, keys=keys, sessions=sessions,
+                                           jobs=jobs))  # the web console at /ui
         # quart types asgi_app as a method over hypercorn's TypedDict scopes; FrontDoor takes dicts.
         app.asgi_app = FrontDoor(  # type: ignore[method-assign, assignment]
             gateway, app.asgi_app, partial(_health, settings.roles, scheduler, gateway, sessions), extra=keys)

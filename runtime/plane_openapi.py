@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.api import ERROR_SCHEMA, users_openapi
 from runtime.api.openapi import DOCUMENT_PATH, EXPLORER_PATH, Part, document
+from runtime.console import openapi as console_openapi
 from runtime.gateway import openapi as gateway_openapi
 from runtime.hub import openapi as hub_openapi
 from runtime.jobs import openapi as jobs_openapi
@@ -100,6 +101,7 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
     if "jobs" in roles:
         parts.append(jobs_openapi.part(nodes="scheduler" in roles))
     parts.append(users_openapi.part())  # every plane process has its users, sign-in and audit log
+    parts.append(console_openapi.part())  # and its web console
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
                                 "{\"detail\": message}; the /v1 API's are OpenAI's.")

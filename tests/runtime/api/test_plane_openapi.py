@@ -145,7 +145,8 @@ async def test_the_description_names_every_role_part_and_security_scheme(nursery
             refused = await client.post("/openapi.json")
     assert head.status_code == 200 and head.content == b""
     assert refused.status_code == 405
-    assert [t["name"] for t in doc["tags"]] == ["plane", "hub", "cluster", "gateway", "gateway admin", "sessions", "users"]
+    assert [t["name"] for t in doc["tags"]] == ["plane", "hub", "cluster", "gateway", "gateway admin", "sessions", "users",
+                                                   "console"]
     schemes = set(doc["components"]["securitySchemes"])
     for item in doc["paths"].values():
         for op in item.values():

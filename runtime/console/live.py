@@ -1,0 +1,65 @@
+"""Live updates over server-sent events: the overview's node and deployment tables as they change.
+
+Each event carries one re-rendered fragment ({"id": element id, "html": ...}) and is sent only
+when that fragment changed, so a page is never polled whole; static/console.js swaps it in.
+A stream lasts at most MAX_STREAM_S (the browser's EventSource reconnects by itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from quart import Response, request
+
+from runtime.console.context import ENV, PREFIX, ConsoleParts, need
+from runtime.console.pages import overview_data
+
+INTERVAL_S = 0.5
+MAX_STREAM_S = 300.0
+KEEPALIVE_S = 15.0
+FRAGMENTS = (("nodes", "_nodes.html"), ("deployments", "_deployments.html"))
+
+
+def fragments(parts: ConsoleParts, *, can_write: bool, csrf: str) -> dict[str, str]:
+    """{element id: its HTML now}."""
+    data = overview_data(parts)
+    return {name: ENV.get_template(template).render(data=data, can_write=can_write, csrf=csrf)
+            for name, template in FRAGMENTS}
+
+
+async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str) -> AsyncIterator[bytes]:
+    """SSE: a `fragment` event per changed fragment, checked every INTERVAL_S."""
+    sent: dict[str, str] = {}
+    quiet = 0.0
+    yield b"retry: 2000\n\n"
+    with trio.move_on_after(MAX_STREAM_S):
+        while True:
+            changed = False
+            for name, html in fragments(parts, can_write=can_write, csrf=csrf).items():
+                if sent.get(name) != html:
+                    sent[name] = html
+                    changed = True
+                    yield f"event: fragment\ndata: {json.dumps({'id': name, 'html': html})}\n\n".encode()
+            quiet = 0.0 if changed else quiet + INTERVAL_S
+            if quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield b": keepalive\n\n"
+            await trio.sleep(INTERVAL_S)
+
+
+def register(app: Any, parts: ConsoleParts) -> None:
+    """Add the live feeds."""
+    from runtime.api.guard import csrf_token_for
+    from runtime.api.principals import allowed
+
+    @app.get(f"{PREFIX}/live/status")
+    async def console_live_status() -> Response:
+        principal = need("cluster.read")
+        forms = request.args.get("forms") == "1"  # the deployments page's table has the scale forms
+        stream = status_events(parts, can_write=forms and allowed(principal, "cluster.write"),
+                               csrf=csrf_token_for(principal) or "")
+        return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                      "X-Accel-Buffering": "no"})
