@@ -102,7 +102,7 @@ class ClusterBackend:
         try:
             with nullcontext() if session.slot_held else self.dispatcher.slot(who):
                 # A transcription answers only once the whole file is heard: the audio endpoints' wait.
-                wait = AUDIO_FIRST_BYTE_TIMEOUT if stage == "asr" else None
+                wait = max(AUDIO_FIRST_BYTE_TIMEOUT, self.dispatcher.first_byte_timeout) if stage == "asr" else None
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,
                                                   headers=[("content-type", content_type)],
                                                   first_byte_timeout=wait)
