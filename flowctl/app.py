@@ -56,6 +56,7 @@ def _register() -> None:
         run,
         serve,
         up,
+        users,
     )
 
     bundle.register(app)
@@ -71,6 +72,7 @@ def _register() -> None:
     up.register(app)
     run.register(app)
     jobs.register(app)
+    users.register(app)
 
 
 _register()
