@@ -56,6 +56,7 @@ ADMIN = "bench-admin-key-" + os.urandom(8).hex()
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 ECHO = ROOT / "examples" / "echo"
 APPLY_CHUNK = 500
+APPLY_AT_ONCE = 3
 WARMUP_S = 5.0
 STRAGGLERS_S = 1.5
 
@@ -142,9 +143,11 @@ async def firing(args: argparse.Namespace, tmp: Path, report: Report) -> None:
                 for i in range(args.nodes):
                     await nursery.start(fire.sim_node, ws_url, token, i, arrivals)
                 began = time.perf_counter()
-                async with trio.open_nursery() as applying:  # a few requests at once: the plane batches them
+                chunks = trio.Semaphore(APPLY_AT_ONCE)  # a few requests at once: the plane batches their writes
+                async with trio.open_nursery() as applying:
                     for first in range(0, args.jobs, APPLY_CHUNK):
-                        applying.start_soon(apply_jobs, client, range(first, min(args.jobs, first + APPLY_CHUNK)))
+                        applying.start_soon(apply_jobs, client, chunks,
+                                            range(first, min(args.jobs, first + APPLY_CHUNK)))
                 report.say(f"{args.nodes} simulated nodes connected; {args.jobs:,} cron jobs applied in "
                            f"{time.perf_counter() - began:.1f} s")
                 await trio.sleep(WARMUP_S)
@@ -188,9 +191,10 @@ async def firing(args: argparse.Namespace, tmp: Path, report: Report) -> None:
                "a WebSocket and persists every run")
 
 
-async def apply_jobs(client: httpx.AsyncClient, indexes: range) -> None:
+async def apply_jobs(client: httpx.AsyncClient, chunks: trio.Semaphore, indexes: range) -> None:
     files = [{"name": f"{fire.job_name(i)}.toml", "text": fire.job_toml(i)} for i in indexes]
-    r = await client.post("/api/v1/jobs/apply", json={"files": files})
+    async with chunks:
+        r = await client.post("/api/v1/jobs/apply", json={"files": files}, timeout=600)
     if r.status_code != 200:
         raise SystemExit(f"apply answered {r.status_code}: {r.text[:500]}")
 

@@ -140,7 +140,7 @@ class RunStore:
                                    (job_id, int(now)))
                         db.execute("UPDATE jobs SET planned_until=? WHERE job_id=?", (int(now), job_id))
                     change = "updated"
-            record = self._job(db, job_id)
+            record = self._job(db, job_id, spec)  # the spec given is the one stored: not parsed again
         assert record is not None
         return record, change
 
@@ -184,9 +184,9 @@ class RunStore:
             else:
                 db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?", (int(now), job_id))
 
-    def _job(self, db: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    def _job(self, db: sqlite3.Connection, job_id: str, spec: JobSpec | None = None) -> JobRecord | None:
         row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        return None if row is None else _job_record(row)
+        return None if row is None else _job_record(row, spec)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -444,8 +444,8 @@ def _spec(document: str, tenant: str) -> JobSpec:
     return parse_job(json.loads(document), tenant=tenant)
 
 
-def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(row[0], _spec(row[2], row[1]), row[3], bool(row[4]), row[5], row[6], row[7])
+def _job_record(row: tuple[Any, ...], spec: JobSpec | None = None) -> JobRecord:
+    return JobRecord(row[0], spec or _spec(row[2], row[1]), row[3], bool(row[4]), row[5], row[6], row[7])
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
