@@ -26,6 +26,7 @@ from quart import Response, request
 from hub_store import ids
 from hub_store.errors import BlobDigestMismatch, BlobNotFound
 from runtime.api import ApiError, bearer_ok, error_response, json_response
+from runtime.api.guard import principal_of
 from runtime.http import FileChanged, serve_file
 from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.jobs.artifacts import ArtifactError, ArtifactStore, ArtifactTooLarge, check_path
@@ -53,7 +54,9 @@ def register(app: Any, store: RunStore, artifacts: ArtifactStore, *, admin_key_h
     async def visible_run(run_id: str) -> None:
         auth = request.headers.get("Authorization")
         tenant: str | None = None
-        if not bearer_ok(auth, admin_key_hash):
+        if (who := principal_of(request)) is not None:  # a user, its role checked by the plane's guard
+            tenant = who.tenant
+        elif not bearer_ok(auth, admin_key_hash):
             tenant = await tenant_of(auth) if auth and tenant_of is not None else None
             if tenant is None:
                 raise ApiError(401, "this needs the admin key or a tenant's API key (Authorization: Bearer ...)",

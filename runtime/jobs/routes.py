@@ -32,6 +32,7 @@ import trio
 from quart import Response, request
 
 from runtime.api import ApiError, bearer_ok, error_response, json_response
+from runtime.api.guard import principal_of
 from runtime.http.jsonbody import InvalidJson, decode_json
 from runtime.jobs.apply import MAX_FILES, SUFFIXES, plan_changes
 from runtime.jobs.engine import JobEngine
@@ -104,6 +105,8 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
     async def caller() -> str | None:
         """None for the admin key (every tenant), else the key's tenant."""
         auth = request.headers.get("Authorization")
+        if (who := principal_of(request)) is not None:  # a user: its role was checked by the plane's guard
+            return who.tenant  # None for admin, operator, viewer: every tenant
         if bearer_ok(auth, admin_key_hash):
             return None
         if auth and tenant_of is not None and (tenant := await tenant_of(auth)) is not None:

@@ -12,6 +12,7 @@ import trio
 from runtime.api.users import UserStore
 from tests.runtime.api.access_kit import AUTH, ROLE_USERS, make_token, make_user, start_plane
 
+JOB = {"trigger": {"type": "manual"}, "steps": [{"name": "main", "service": "echo@stable", "command": ["true"]}]}
 # (method, path, body, {role: status}); "*" is every role not named.
 MATRIX = [
     ("GET", "/api/cluster/status", None, {"tenant-admin": 403, "tenant-viewer": 403, "*": 200}),
@@ -34,6 +35,13 @@ MATRIX = [
     ("POST", "/api/v1/users", {"name": "n-{role}", "role": "viewer", "password": "long enough pw"},
      {"admin": 201, "*": 403}),
     ("GET", "/api/v1/audit", None, {"*": 200}),
+    ("GET", "/api/v1/jobs", None, {"*": 200}),
+    ("GET", "/api/v1/runs", None, {"*": 200}),
+    ("PUT", "/api/v1/jobs/j-{role}", JOB, {"admin": 201, "operator": 201, "tenant-admin": 201, "*": 403}),
+    ("POST", "/api/v1/jobs/nothing/trigger", None, {"admin": 404, "operator": 404, "tenant-admin": 404, "*": 403}),
+    ("GET", "/api/v1/jobs/secret?tenant=other", None, {"tenant-admin": 404, "tenant-viewer": 404, "*": 200}),
+    ("DELETE", "/api/v1/jobs/secret?tenant=other", None, {"admin": 200, "operator": 200, "tenant-admin": 404,
+                                                          "*": 403}),
     ("GET", "/api/v1/auth/me", None, {"*": 200}),
 ]
 
@@ -51,6 +59,8 @@ async def plane(nursery, tmp_path):
             await make_user(client, name, role, tenant)
             client.tokens[role] = await make_token(client, name)
         client.keys = {"other": other_key, "acme": acme_key}
+        secret = await client.put("/api/v1/jobs/secret?tenant=other", headers=AUTH, json=JOB)
+        assert secret.status_code == 201, secret.text
         client.handle = handle
         yield client
 
@@ -63,7 +73,7 @@ async def test_each_role_against_each_admin_api(plane, role):
             want = expected.get(role, expected.get("*"))
             json_body = {k: v.format(role=role) if isinstance(v, str) else v for k, v in body.items()} \
                 if body is not None else None
-            reply = await plane.request(method, path, headers=headers, json=json_body)
+            reply = await plane.request(method, path.format(role=role), headers=headers, json=json_body)
             assert reply.status_code == want, (role, method, path, reply.text)
             if want == 403:
                 detail = reply.json()["detail"]
