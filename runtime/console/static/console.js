@@ -34,6 +34,8 @@
       var state = document.getElementById("run-state");
       if (state) { state.textContent = end.state; state.className = "state state-" + end.state; }
       pre.setAttribute("data-ended", end.state);
+      var cancel = document.getElementById("cancel");
+      if (cancel) { cancel.form.remove(); }  // nothing left to cancel
     });
     window.addEventListener("pagehide", function () { source.close(); });
   }

@@ -8,6 +8,7 @@ Screenshots land in docs/console/ (docs/console.md shows them).
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -148,7 +149,8 @@ def browser():
 def shot(driver, name: str) -> None:
     """Save a screenshot of the whole page as docs/console/NAME.png."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(600, min(int(height) + 40, 2400)))
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
-    driver.set_window_size(1280, 900)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    image = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": max(400, min(height, 2400)), "scale": 1}})
+    (SHOTS / f"{name}.png").write_bytes(base64.b64decode(image["data"]))
