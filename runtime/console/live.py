@@ -15,7 +15,7 @@ import trio
 from quart import Response, request
 
 from runtime.console.context import ENV, PREFIX, ConsoleParts, need
-from runtime.console.pages import overview_data
+from runtime.console.pages import overview_data, page_arg
 
 INTERVAL_S = 0.5
 MAX_STREAM_S = 300.0
@@ -23,14 +23,14 @@ KEEPALIVE_S = 15.0
 FRAGMENTS = (("nodes", "_nodes.html"), ("deployments", "_deployments.html"))
 
 
-def fragments(parts: ConsoleParts, *, can_write: bool, csrf: str) -> dict[str, str]:
+def fragments(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0) -> dict[str, str]:
     """{element id: its HTML now}."""
-    data = overview_data(parts)
+    data = overview_data(parts, page)
     return {name: ENV.get_template(template).render(data=data, can_write=can_write, csrf=csrf)
             for name, template in FRAGMENTS}
 
 
-async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str) -> AsyncIterator[bytes]:
+async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0) -> AsyncIterator[bytes]:
     """SSE: a `fragment` event per changed fragment, checked every INTERVAL_S."""
     sent: dict[str, str] = {}
     quiet = 0.0
@@ -38,7 +38,7 @@ async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str) -> A
     with trio.move_on_after(MAX_STREAM_S):
         while True:
             changed = False
-            for name, html in fragments(parts, can_write=can_write, csrf=csrf).items():
+            for name, html in fragments(parts, can_write=can_write, csrf=csrf, page=page).items():
                 if sent.get(name) != html:
                     sent[name] = html
                     changed = True
@@ -60,6 +60,6 @@ def register(app: Any, parts: ConsoleParts) -> None:
         principal = need("cluster.read")
         forms = request.args.get("forms") == "1"  # the deployments page's table has the scale forms
         stream = status_events(parts, can_write=forms and allowed(principal, "cluster.write"),
-                               csrf=csrf_token_for(principal) or "")
+                               csrf=csrf_token_for(principal) or "", page=page_arg())
         return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                       "X-Accel-Buffering": "no"})

@@ -46,7 +46,8 @@ def _merge(*items: dict[str, Any]) -> dict[str, Any]:
 
 
 PATHS: dict[str, Any] = {
-    "/ui": _page("Overview: nodes, deployments, models, recent cluster changes"),
+    "/ui": _page("Overview: nodes (a page of 100, not ready first), deployments, models, recent cluster changes",
+                 query=("page",)),
     "/ui/signin": _page("The sign-in form (posts to /api/v1/auth/signin)", query=("next",)),
     "/ui/signout": _form("Sign out: ends the session server-side"),
     "/ui/assets/{name}": {"get": {"summary": "The console's script and stylesheet", "parameters": [_param("name")],
@@ -81,7 +82,9 @@ PATHS: dict[str, Any] = {
     "/ui/live/status": {"get": {"summary": "Node and deployment tables as server-sent events (event fragment: "
                                            "{id, html}) when they change", "security": _SECURITY,
                                 "parameters": [{"name": "forms", "in": "query", "required": False,
-                                                "schema": {"type": "string", "enum": ["1"]}}],
+                                                "schema": {"type": "string", "enum": ["1"]}},
+                                               {"name": "page", "in": "query", "required": False,
+                                                "schema": {"type": "integer", "minimum": 0}}],
                                 "responses": {"200": {"description": "text/event-stream"}}}},
 }
 

@@ -15,16 +15,39 @@ from runtime.console.context import HERE, PREFIX, ConsoleParts, Denied, need, pa
 
 ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 MAX_AUDIT_ROWS = 200
+NODES_PER_PAGE = 100
 
 
-def overview_data(parts: ConsoleParts) -> dict[str, Any]:
-    """Nodes, deployments and models as the overview and its live feed show them."""
+def overview_data(parts: ConsoleParts, page: int | None = 0) -> dict[str, Any]:
+    """Nodes, deployments and models as the overview and its live feed show them.
+
+    `page`: which NODES_PER_PAGE nodes to list (those not ready first), so a page of a
+    thousand-node fleet stays small; None lists them all.
+    """
     if parts.scheduler is None:
-        return {"nodes": [], "deployments": [], "models": []}
+        return {"nodes": [], "deployments": [], "models": [], "node_counts": {}, "node_total": 0, "page": 0,
+                "pages": 1}
     status = parts.scheduler.status()
-    for node in status["nodes"]:
+    nodes = sorted(status["nodes"], key=lambda n: (n["state"] == "ready", n["name"]))
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node["state"]] = counts.get(node["state"], 0) + 1
+    pages = max(1, -(-len(nodes) // NODES_PER_PAGE))
+    if page is not None:
+        page = min(max(page, 0), pages - 1)
+        nodes = nodes[page * NODES_PER_PAGE:(page + 1) * NODES_PER_PAGE]
+    for node in nodes:
         node["vram_mb"] = sum(g["vram_mb"] or 0 for g in node["gpus"])
-    return status
+    return {**status, "nodes": nodes, "node_counts": counts, "node_total": len(status["nodes"]),
+            "page": page or 0, "pages": pages}
+
+
+def page_arg() -> int:
+    """The ?page= of a listing (0 when absent or not a number)."""
+    try:
+        return max(0, int(request.args.get("page", "0")))
+    except ValueError:
+        return 0
 
 
 def scope_of(asked: str | None) -> str | None:
@@ -63,12 +86,12 @@ def register(app: Any, parts: ConsoleParts) -> None:
         if principal.is_global:
             rows = await trio.to_thread.run_sync(lambda: parts.access.audit.entries(limit=200))
             events = [r for r in rows if "/deployments" in r["target"] or "/cluster" in r["target"]][:10]
-        return page("overview.html", title="Overview", data=overview_data(parts), events=events)
+        return page("overview.html", title="Overview", data=overview_data(parts, page_arg()), events=events)
 
     @app.get(f"{PREFIX}/nodes/<node_id>")
     async def console_node(node_id: str) -> Response:
         need("cluster.read")
-        data = overview_data(parts)
+        data = overview_data(parts, None)
         node = next((n for n in data["nodes"] if n["node_id"] == node_id), None)
         if node is None:
             raise Denied(404, f"no node {node_id!r}")
