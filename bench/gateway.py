@@ -8,8 +8,10 @@ out, and get SIGTERM from the kernel if the bench dies without a chance to clean
 
 Measures, with the same load generator (httpx on trio, in this process): non-streaming
 req/s, p50 and p99 at c=1 and c=32; one stream's relayed tokens/s; the rate limiter's
-accepted rate at 10x a key's rpm; the framework floor (a quart-trio hello world on
-hypercorn, c=50); LiteLLM's proxy in front of the same worker when `just litellm-venv`
+accepted rate at 10x a key's rpm; the framework floors: a bare ASGI hello world on
+hypercorn's Trio worker at c=1, measured beside the c=1 figures (the cost of one hypercorn hop,
+which the gateway's path adds at least once on top of the direct one; the echo worker is
+itself a bare ASGI app on hypercorn), and a quart-trio hello world at c=50; LiteLLM's proxy in front of the same worker when `just litellm-venv`
 has installed it into bench/.litellm (otherwise it prints how to get it), with the ratios
 against it: gateway req/s >= 10x LiteLLM's, and the gateway's added p50 at c=1 (over direct)
 <= 1/10 of LiteLLM's. The plane (hub + scheduler + gateway), a node agent and the worker run
@@ -170,6 +172,21 @@ async def rate_limiter(url: str, key: str, duration: float) -> dict:
             "limit_rps": 10.0}
 
 
+BARE_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+'''
+
 FLOOR_APP = '''
 from quart_trio import QuartTrio
 app = QuartTrio("floor")
@@ -256,8 +273,16 @@ async def _bench(duration: float) -> None:
             raise SystemExit(f"the served side exited with {served.wait()}; the end of its log:\n{_tail(served)}")
         info = json.loads(line)
         auth = {"Authorization": f"Bearer {info['key']}"}
+        bare_port = _free_port()
+        (tmp / "bare.py").write_text(BARE_APP)
+        bare_proc = _spawn([sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
+                            f"127.0.0.1:{bare_port}", "bare:app"], tmp, tmp / "bare.log")
+        procs.append(bare_proc)
+        await _wait_http(f"http://127.0.0.1:{bare_port}/", bare_proc)
         print("non-streaming chat, same load generator:")
         results = {}
+        results[("bare", 1)] = await load(f"http://127.0.0.1:{bare_port}", "/", None, 1, duration)
+        _row("bare ASGI hello world c=1", results[("bare", 1)])
         for c in (1, 32):
             results[("direct", c)] = await load(info["worker"], "/v1/chat/completions", CHAT, c, duration)
             _row(f"direct to worker   c={c}", results[("direct", c)])
@@ -266,6 +291,9 @@ async def _bench(duration: float) -> None:
         added = results[("gateway", 1)]["p50_ms"] - results[("direct", 1)]["p50_ms"]
         share = results[("gateway", 32)]["rps"] / results[("direct", 32)]["rps"]
         print(f"  added p50 at c=1: {added:.2f} ms (target <= 1); gateway/direct at c=32: {share:.2f} (target >= 0.5)")
+        bare = results[("bare", 1)]["p50_ms"]
+        print(f"  floor: one bare hypercorn hop (hello world) c=1 p50 {bare:.2f} ms; the gateway adds "
+              f"{added / bare:.2f} of those (its path: hypercorn hop + tunnel + the node's request to the worker)")
         direct_tps = await stream_tokens(info["worker"], None)
         gateway_tps = await stream_tokens(info["gateway"], info["key"])
         print(f"one stream of 20,000 tokens: direct {direct_tps:,.0f} tok/s, gateway {gateway_tps:,.0f} tok/s "
@@ -343,4 +371,13 @@ if __name__ == "__main__":
     if args.serve:
         trio.run(_serve, args.serve)
     else:
-        trio.run(main, args.duration)
+        try:
+            trio.run(main, args.duration)
+        except BaseExceptionGroup as group:  # a SystemExit from inside the nursery: its one line
+            exits = group.subgroup(SystemExit)
+            if exits is None:
+                raise
+            first: BaseException = exits
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
