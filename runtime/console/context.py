@@ -125,7 +125,7 @@ def done(location: str, notice: str = "") -> Response:
 
 def register(app: Any, parts: ConsoleParts) -> None:
     """Add the console's routes to the plane's quart app."""
-    from runtime.console import actions, jobs_pages, live, pages
+    from runtime.console import actions, jobs_pages, live, pages, signin
 
     @app.errorhandler(Denied)
     async def console_denied(exc: Denied) -> Response:
@@ -135,3 +135,4 @@ def register(app: Any, parts: ConsoleParts) -> None:
     actions.register(app, parts)
     jobs_pages.register(app, parts)
     live.register(app, parts)
+    signin.register(app, parts)

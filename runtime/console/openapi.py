@@ -48,7 +48,16 @@ def _merge(*items: dict[str, Any]) -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     "/ui": _page("Overview: nodes (a page of 100, not ready first), deployments, models, recent cluster changes",
                  query=("page",)),
-    "/ui/signin": _page("The sign-in form (posts to /api/v1/auth/signin)", query=("next",)),
+    "/ui/signin": _merge(_page("The sign-in form", query=("next",)), {"post": {
+        "summary": "Sign in (as POST /api/v1/auth/signin, answered as a page)", "security": [],
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["name", "password"], "properties": {
+                "name": {"type": "string"}, "password": {"type": "string"}, "next": {"type": "string"}}}}}},
+        "responses": {"303": {"description": "signed in: the session cookie, then to next"},
+                      "400": {"description": "the form again, saying what is missing"},
+                      "401": {"description": "the form again: wrong user name or password"},
+                      "403": {"description": "a sign-in from another origin"},
+                      "429": {"description": "too many failures: the form again, with Retry-After"}}}}),
     "/ui/signout": _form("Sign out: ends the session server-side"),
     "/ui/assets/{name}": {"get": {"summary": "The console's script and stylesheet", "parameters": [_param("name")],
                                   "responses": {"200": {"description": "console.js or console.css"},

@@ -74,6 +74,11 @@ def test_sign_in_and_sign_out(plane, browser):
     plane.user("sam", "admin")
     browser.delete_all_cookies()
     browser.get(f"{plane.url}/ui/signin")
+    browser.find_element(By.ID, "name").send_keys("sam")
+    browser.find_element(By.ID, "password").send_keys("not the password")
+    browser.find_element(By.ID, "signin").click()
+    poll(lambda: "wrong user name or password" in browser.find_element(By.ID, "signin-error").text,
+         what="the sign-in error on the page")
     shot(browser, "signin")
     sign_in(browser, plane, "sam")
     assert browser.current_url.endswith("/ui") and "sam (admin)" in browser.find_element(By.ID, "whoami").text

@@ -181,3 +181,28 @@ async def test_a_tenant_admin_sees_only_its_tenant(plane):
             assert created.status_code == 201 and "fgk_" in created.text
         keys = {k["name"]: k for k in (await admin.get("/api/gateway/keys")).json()}
         assert not keys["globex-key"]["revoked"] and keys["mine"]["tenant"] == "acme"
+
+
+async def test_the_sign_in_form_answers_as_a_page_and_slows_brute_force(plane):
+    handle, admin = plane
+    with trio.fail_after(60):
+        await user(admin, "ann", "admin")
+        async with httpx.AsyncClient(base_url=handle.url, timeout=20) as browser:
+            wrong = await browser.post("/ui/signin", data={"name": "ann", "password": "nope", "next": "/ui/jobs"})
+            assert wrong.status_code == 401 and "wrong user name or password" in wrong.text
+            assert 'value="/ui/jobs"' in wrong.text and "flowctl_session" not in wrong.headers.get("set-cookie", "")
+            codes = [(await browser.post("/ui/signin", data={"name": "ann", "password": f"nope{i}"})).status_code
+                     for i in range(6)]
+            assert codes[-1] == 429, codes  # slowed after five failures
+            slowed = await browser.post("/ui/signin", data={"name": "ann", "password": PASSWORD})
+            assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
+            assert "too many failed sign-ins" in slowed.text
+            foreign = await browser.post("/ui/signin", data={"name": "bob", "password": "x"},
+                                         headers={"Origin": "http://evil.example"})
+            assert foreign.status_code == 403
+        await user(admin, "bob", "viewer")
+        async with httpx.AsyncClient(base_url=handle.url, timeout=20) as browser:
+            ok = await browser.post("/ui/signin", data={"name": "bob", "password": PASSWORD, "next": "//evil.example"})
+            assert ok.status_code == 303 and ok.headers["location"] == "/ui"  # never off-site
+            assert "HttpOnly" in ok.headers["set-cookie"] and "SameSite=Strict" in ok.headers["set-cookie"]
+            assert (await browser.get("/ui/audit")).status_code == 200
