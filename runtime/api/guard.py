@@ -190,13 +190,24 @@ class AccessGuard:
         scope[SCOPE_SECURE] = scope.get("scheme") == "https" or (
             trusted and _last(headers.get(b"x-forwarded-proto")).lower() == "https")
         status = [500]
+        principal: Principal | None = None
+        audited = not changing  # reads are not audited
+
+        async def audit() -> None:
+            # Written before the reply's last byte leaves, so a client that saw the reply finds the row.
+            nonlocal audited
+            if not audited:
+                audited = True
+                with trio.CancelScope(shield=True):
+                    await self._write_audit(scope, headers, principal, status[0])
 
         async def capture(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await audit()
             await send(message)
 
-        principal: Principal | None = None
         try:
             try:
                 principal = await self._resolve(headers, cookies=path not in COOKIE_IGNORED)
@@ -208,13 +219,12 @@ class AccessGuard:
                     authorize(principal, action)
             except ApiError as exc:
                 status[0] = exc.status
+                await audit()
                 await _send_error(send, exc)
                 return
             await self.app(scope, receive, capture)
         finally:
-            if changing:
-                with trio.CancelScope(shield=True):
-                    await self._write_audit(scope, headers, principal, status[0])
+            await audit()  # a reply cut short (the client left, the route failed) is audited too
 
     async def _resolve(self, headers: dict[bytes, bytes], *, cookies: bool = True) -> Principal | None:
         authorization = headers.get(b"authorization", b"").decode("latin-1")
