@@ -17,7 +17,7 @@ from quart import Response, request
 from runtime.console.context import ENV, PREFIX, ConsoleParts, need
 from runtime.console.pages import overview_data, page_arg
 
-INTERVAL_S = 0.5
+INTERVAL_S = 1.0
 MAX_STREAM_S = 300.0
 KEEPALIVE_S = 15.0
 FRAGMENTS = (("nodes", "_nodes.html"), ("deployments", "_deployments.html"))
@@ -31,7 +31,7 @@ def fragments(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0)
 
 
 async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0) -> AsyncIterator[bytes]:
-    """SSE: a `fragment` event per changed fragment, checked every INTERVAL_S."""
+    """SSE: a `fragment` event per changed fragment, checked every INTERVAL_S (heartbeat ages tick once a second)."""
     sent: dict[str, str] = {}
     quiet = 0.0
     yield b"retry: 2000\n\n"
