@@ -36,9 +36,10 @@ import trio
 from runtime.exception_groups import collapse, leaves
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
+from runtime.jobs.events import Event, matches
 from runtime.jobs.lease import Lease
 from runtime.jobs.metrics import JobMetrics
-from runtime.jobs.model import EventKind, EventTrigger, JobSpec
+from runtime.jobs.model import EventTrigger, JobSpec
 from runtime.jobs.offload import BatchedOffload, run_inline
 from runtime.jobs.planner import Planner, misfire_keep
 from runtime.jobs.runner import RunContext, drive_run
@@ -54,17 +55,6 @@ DEFAULT_MISFIRE_GRACE_S = 5.0
 # loop (`runtime.jobs.offload`).
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened in flowctl that event-triggered jobs may fire on."""
-
-    kind: EventKind
-    tenant: str | None = None  # None: every tenant's jobs may fire (a service published)
-    service: str | None = None
-    job: str | None = None  # job_run_finished: the job whose run finished
-    status: str | None = None  # job_run_finished: that run's final state
 
 
 @dataclass
@@ -97,6 +87,7 @@ class JobEngine:
         self._offload = offload or BatchedOffload(store.group)
         self._inline = offload or run_inline
         self._active: dict[str, _ActiveRun] = {}
+        self._active_of: dict[str, dict[str, _ActiveRun]] = {}  # job id -> its active runs
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._changed = trio.Event()
@@ -137,6 +128,7 @@ class JobEngine:
         finally:
             self._nursery, self.epoch = None, None
             self._active.clear()
+            self._active_of.clear()
             with trio.CancelScope(shield=True):
                 await self.lease.release(epoch)
 
@@ -246,7 +238,7 @@ class JobEngine:
         for run in live:
             if run in missed and run.run_id not in kept:
                 continue
-            active = [a for a in self._active.values() if a.job_id == job.job_id]
+            active = list(self._active_of.get(job.job_id, {}).values())  # not a scan: a backlog is large
             if active and policies.concurrency != "allow":
                 if run.run_id in kept:
                     self._waiting.add(job.job_id)
@@ -276,6 +268,7 @@ class JobEngine:
         ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
                          self.rng, self.metrics)
         active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
+        self._active_of.setdefault(job_id, {})[run_id] = active
         self._nursery.start_soon(self._drive, active, spec)
 
     async def _drive(self, active: _ActiveRun, spec: JobSpec) -> None:
@@ -286,7 +279,7 @@ class JobEngine:
             if isinstance(e, LeaseLost) or (isinstance(e, ExceptionGroup) and e.subgroup(LeaseLost)):
                 raise
             log.exception("run %s: the engine could not drive it", active.run_id)
-            self._active.pop(active.run_id, None)
+            self._forget(active)
             with trio.CancelScope(shield=True):
                 try:
                     await self._db(self.store.set_run_state, active.run_id, "failed", now=self.clock(),
@@ -311,7 +304,7 @@ class JobEngine:
                     break
         await self._db(self.store.set_run_state, run_id, state, now=now, reason=reason)
         self.metrics.run_finished(spec.tenant, state)
-        del self._active[run_id]
+        self._forget(active)
         await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
                        keep_failed=spec.policies.history_failed)
         self._notify_changed()
@@ -319,6 +312,13 @@ class JobEngine:
             self._waiting.discard(active.job_id)
             self._wake.set()
         await self.notify(Event("job_run_finished", spec.tenant, job=spec.name, status=state))
+
+    def _forget(self, active: _ActiveRun) -> None:
+        self._active.pop(active.run_id, None)
+        runs = self._active_of.get(active.job_id, {})
+        runs.pop(active.run_id, None)
+        if not runs:
+            self._active_of.pop(active.job_id, None)
 
     def _notify_changed(self) -> None:
         self._changed.set()
@@ -353,7 +353,7 @@ class JobEngine:
             jobs = await self._db_large(self.store.jobs, event.tenant)
         for job in jobs:
             trigger = job.spec.trigger
-            if isinstance(trigger, EventTrigger) and not job.suspended and _matches(trigger, event):
+            if isinstance(trigger, EventTrigger) and not job.suspended and matches(trigger, event):
                 started.append(await self.trigger(job.spec.tenant, job.spec.name, cause=f"event:{event.kind}"))
         return started
 
@@ -405,16 +405,6 @@ def _lease_lost_once() -> Iterator[None]:
         if lost is not None and group.subgroup(lambda e: not isinstance(e, LeaseLost | trio.Cancelled)) is None:
             raise next(leaves(lost)) from None
         raise
-
-
-def _matches(trigger: EventTrigger, event: Event) -> bool:
-    if trigger.event != event.kind:
-        return False
-    if event.kind == "job_run_finished":
-        wanted = {"any": {"succeeded", "failed", "timed_out", "cancelled"}, "succeeded": {"succeeded"},
-                  "failed": {"failed", "timed_out"}}[trigger.status]
-        return trigger.job == event.job and event.status in wanted
-    return trigger.service is None or trigger.service == event.service
 
 
 def _iso(t: float) -> str:
