@@ -29,7 +29,7 @@ from runtime.console.context import (
     who,
 )
 from runtime.errors import FlowError
-from runtime.gateway.keys import Limits
+from runtime.gateway.keys import LIMIT_FIELDS, Limits
 
 FLAGS = {"stable": {"stable": True}, "unstable": {"stable": False}, "yank": {"yanked": True},
          "unyank": {"yanked": False}}
@@ -129,6 +129,22 @@ def register(app: Any, parts: ConsoleParts) -> None:
             await parts.keys.run_store(parts.keys.store.create_tenant, name, Limits())
             return f"tenant {name} created"
         return await attempt(f"{PREFIX}/tenants", create)
+
+    @app.post(f"{PREFIX}/tenants/<name>/limits")
+    async def console_tenant_limits(name: str) -> Response:
+        need("tenants.write")
+        fields = await form()
+        note_audit(request, tenant=name[:64])
+        # An empty field is unlimited, as null is in PATCH /api/gateway/tenants/{name}.
+        changes = {f: (count(fields[f], f, 1, 10**9) if fields[f] else None) for f in LIMIT_FIELDS if f in fields}
+        if not changes:
+            raise Denied(400, f"give at least one of {', '.join(LIMIT_FIELDS)}")
+
+        async def update() -> str:
+            tenant = await parts.keys.run_store(parts.keys.store.update_tenant, name, changes)
+            parts.keys._tenant_changed(tenant)  # cached keys and open sessions get the new limits at once
+            return f"limits of {name} set"
+        return await attempt(f"{PREFIX}/tenants", update)
 
     @app.post(f"{PREFIX}/keys")
     async def console_create_key() -> Response:

@@ -71,6 +71,8 @@ PATHS: dict[str, Any] = {
     "/ui/hub/{service}/{version}/{action}": _form("stable, unstable, yank or unyank a version",
                                                   "service", "version", "action"),
     "/ui/tenants": _merge(_page("Tenants and their API keys"), _form("Create a tenant", fields=("name",))),
+    "/ui/tenants/{name}/limits": _form("Set a tenant's limits (an empty field: unlimited)", "name",
+                                       fields=("rpm", "tpm", "max_concurrency", "max_sessions")),
     "/ui/keys": _form("Create an API key (shown once in the reply)", fields=("tenant", "name")),
     "/ui/keys/{key_id}/revoke": _form("Revoke an API key", "key_id"),
     "/ui/usage": _page("Usage per tenant and model over time (SVG chart)", query=("tenant", "metric")),

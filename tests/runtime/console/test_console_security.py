@@ -112,6 +112,13 @@ async def test_a_change_without_the_csrf_token_or_from_another_origin_is_refused
                                   headers={"Origin": handle.url})
             assert good.status_code == 303 and "tenant%20one%20created" in good.headers["location"]
             assert [t["name"] for t in (await admin.get("/api/gateway/tenants")).json()] == ["one"]
+            limits = await ann.post("/ui/tenants/one/limits", data={"rpm": "60", "tpm": "", "max_concurrency": "2",
+                                                                   "csrf_token": token})
+            assert limits.status_code == 303 and "limits%20of%20one%20set" in limits.headers["location"]
+            tenant = (await admin.get("/api/gateway/tenants")).json()[0]
+            assert (tenant["rpm"], tenant["tpm"], tenant["max_concurrency"]) == (60, None, 2)
+            bad = await ann.post("/ui/tenants/one/limits", data={"rpm": "-1", "csrf_token": token})
+            assert bad.status_code == 400 and "rpm must be between" in bad.text
 
 
 async def test_a_session_cookie_from_before_sign_out_is_refused(plane):
