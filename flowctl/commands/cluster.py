@@ -6,7 +6,8 @@ import typer
 
 SERVER_HELP = ("Control plane URL [env FLOWCTL_SERVER; config server_url; "
                "default http://127.0.0.1:8080].")
-TOKEN_HELP = "The control plane's admin key [env FLOWCTL_TOKEN; config token]."
+TOKEN_HELP = ("The control plane's admin key, or a user's personal access token (fcp_...) "
+              "[env FLOWCTL_TOKEN; config token].")
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_WAIT_S = 300.0
 TRACK_CHOICES = ("stable", "latest", "none")

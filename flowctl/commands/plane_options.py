@@ -45,7 +45,8 @@ def public_ws_url_option(role: str = "") -> Any:
 def trusted_proxy_option(role: str = "") -> Any:
     """--trusted-proxy, repeatable."""
     return typer.Option([], "--trusted-proxy", "--trusted-proxies", metavar="CIDR", help=setting_help(
-        "trusted_proxies", "A proxy address or CIDR whose X-Forwarded-Proto/-Host the engine_url follows; "
+        "trusted_proxies", "A proxy address or CIDR whose X-Forwarded-Proto/-Host the engine_url and the "
+                           "sign-in cookie's Secure flag follow, and whose X-Forwarded-For the audit log records; "
                            "repeat for several (the headers of anyone else are ignored)", role))
 
 

@@ -192,12 +192,19 @@ def audit_ls(
 
 
 def _since(text: str, now: float) -> float:
-    from flowctl.commands.gateway import _parse_date
-    from flowctl.commands.node_tokens import _UNITS, parse_duration
+    from datetime import UTC, datetime
 
-    if text.strip()[-1:].lower() in _UNITS and text.strip()[:-1].isdigit():
-        return now - parse_duration(text)
-    return _parse_date(text)
+    from flowctl.commands.node_tokens import _UNITS, parse_duration
+    from flowctl.errors import CliError
+
+    raw = text.strip()
+    if raw[-1:].lower() in _UNITS and raw[:-1].isdigit():
+        return now - parse_duration(raw)
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise CliError(f"--since {text!r} is not a duration (30m, 12h, 7d) or a date (YYYY-MM-DD)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def register(app: typer.Typer) -> None:
