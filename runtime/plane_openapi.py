@@ -104,4 +104,7 @@ def plane_document(roles: tuple[str, ...], version: str = "0") -> dict[str, Any]
     parts.append(console_openapi.part())  # and its web console
     return document(parts, title=TITLE, version=version,
                     description=f"Roles running here: {', '.join(roles)}. Admin API errors are "
-                                "{\"detail\": message}; the /v1 API's are OpenAI's.")
+                                "{\"detail\": message}; the /v1 API's are OpenAI's. Every admin route also "
+                                "takes a user's personal access token (fcp_...) or signed-in session cookie, "
+                                "within the user's role: 403 names the role and the action it lacks, another "
+                                "tenant's object is 404 (docs/users.md).")
