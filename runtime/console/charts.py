@@ -43,7 +43,8 @@ def usage_chart(rows: list[dict], metric: str) -> str:
            f'<text x="{PAD - 4}" y="{PAD}" text-anchor="end" class="tick">{_num(top)}</text>',
            f'<text x="{PAD - 4}" y="{HEIGHT - PAD}" text-anchor="end" class="tick">0</text>',
            f'<text x="{PAD}" y="{HEIGHT - PAD + 16}" class="tick">{escape(days[0])}</text>',
-           f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" text-anchor="end" class="tick">{escape(days[-1])}</text>']
+           *([f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" text-anchor="end" class="tick">{escape(days[-1])}'
+               '</text>'] if len(days) > 1 else [])]
     for n, name in enumerate(ranked):
         colour = PALETTE[n % len(PALETTE)]
         points = " ".join(xy(i, totals[name].get(day, 0.0)) for i, day in enumerate(days))

@@ -122,7 +122,7 @@ def test_an_admin_deploys_echo_and_scales_it_seeing_replicas_ready_live(plane, b
     shot(browser, "hub")
 
 
-def test_a_key_is_shown_once_and_revoked(plane, browser):
+def test_a_key_is_shown_once_and_revoked(plane, browser, echo):
     plane.user("kim", "admin")
     sign_in(browser, plane, "kim")
     browser.get(f"{plane.url}/ui/tenants")
@@ -136,6 +136,12 @@ def test_a_key_is_shown_once_and_revoked(plane, browser):
     assert key.startswith("fgk_")
     shot(browser, "tenants-new-key")
     key_id = key.split("_")[1]
+    if not any(d["service"] == echo for d in plane.status()["deployments"]):
+        plane.cli("deploy", echo)  # waits until ready
+    for word in ("hello", "console"):  # some usage to chart
+        r = plane.admin.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                             json={"model": echo, "messages": [{"role": "user", "content": word}]})
+        assert r.status_code == 200, r.text
     browser.get(f"{plane.url}/ui/tenants")
     assert key not in browser.page_source and not browser.find_elements(By.ID, "new-key")  # shown once
     browser.find_element(By.CSS_SELECTOR, f'tr[data-key="{key_id}"] button').click()
@@ -143,7 +149,8 @@ def test_a_key_is_shown_once_and_revoked(plane, browser):
     keys = {k["key_id"]: k for k in plane.admin.get("/api/gateway/keys").json()}
     assert keys[key_id]["revoked"] is True
     shot(browser, "tenants")
-    browser.get(f"{plane.url}/ui/usage")
+    browser.get(f"{plane.url}/ui/usage?tenant=shop")
+    assert "shop / echo (2)" in text(browser, "figure")
     shot(browser, "usage")
     browser.get(f"{plane.url}/ui/sessions")
     shot(browser, "sessions")
