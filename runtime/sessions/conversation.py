@@ -203,14 +203,20 @@ class Speaker:
     def feed(self, delta: str) -> None:
         """More of the reply: its completed sentences are queued for speech."""
         for sentence in self.splitter.feed(delta):
-            self._send.send_nowait(sentence)
+            self._queue(sentence)
 
     def finish(self, whole: str | None = None) -> None:
         """The reply is complete: speak what is left (or `whole`), then stop."""
         rest = whole.strip() if whole is not None else self.splitter.flush()
         if rest:
-            self._send.send_nowait(rest)
+            self._queue(rest)
         self._send.close()
+
+    def _queue(self, sentence: str) -> None:
+        try:
+            self._send.send_nowait(sentence)
+        except trio.BrokenResourceError:
+            pass  # synthesis failed and stopped: the rest of the reply is text only
 
     async def run(self) -> None:
         """Synthesize queued sentences until `finish`; cancelled with the utterance."""
