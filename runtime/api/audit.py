@@ -15,7 +15,10 @@ from pathlib import Path
 
 from hub_store import make_private_database
 
-MAX_ROWS = 10_000
+MAX_ROWS = 10_000  # the most one query answers
+KEEP_ROWS = 1_000_000  # the newest rows kept: anyone can make rows (refused requests are audited too)
+KEEP_DAYS = 365
+PRUNE_EVERY = 1000
 _FIELDS = ("at", "principal", "kind", "role", "action", "method", "target", "tenant", "remote", "status")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, principal TEXT NOT NULL,
@@ -46,7 +49,10 @@ class AuditEntry:
 class AuditLog:
     """audit.db; one connection guarded by a lock (calls come from threads)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keep_rows: int = KEEP_ROWS, keep_days: float = KEEP_DAYS) -> None:
+        self.keep_rows = keep_rows
+        self.keep_days = keep_days
+        self._since_prune = 0
         make_private_database(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -64,8 +70,14 @@ class AuditLog:
         """Append one row."""
         values = asdict(entry)
         with self._lock:
-            self._db.execute(f"INSERT INTO audit ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})",
-                             tuple(values[f] for f in _FIELDS))
+            cursor = self._db.execute(
+                f"INSERT INTO audit ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})",
+                tuple(values[f] for f in _FIELDS))
+            self._since_prune += 1
+            if self._since_prune >= PRUNE_EVERY:
+                self._since_prune = 0
+                self._db.execute("DELETE FROM audit WHERE id<=? OR at<?",
+                                 ((cursor.lastrowid or 0) - self.keep_rows, entry.at - self.keep_days * 86400))
 
     def entries(self, *, since: float | None = None, principal: str | None = None, tenant: str | None = None,
                 limit: int = 1000) -> list[dict]:

@@ -105,3 +105,19 @@ def test_passwords_are_scrypt_with_a_salt_of_their_own():
     assert verify_password(PASSWORD, first) and verify_password(PASSWORD, second)
     assert not verify_password("correct horse batterx", first)
     assert not verify_password(PASSWORD, None) and not verify_password(PASSWORD, "garbage")
+
+
+def test_the_log_keeps_the_newest_rows_only(tmp_path, monkeypatch):
+    from runtime.api import audit
+
+    monkeypatch.setattr(audit, "PRUNE_EVERY", 10)
+    log = audit.AuditLog(tmp_path / "audit.db", keep_rows=25, keep_days=1)
+    try:
+        for i in range(100):
+            log.record(audit.AuditEntry(at=time.time() - (86400 * 2 if i == 95 else 0), principal="anonymous",
+                                        kind="anonymous", role=None, action=None, method="POST",
+                                        target=f"/api/x/{i}", tenant=None, remote="127.0.0.1", status=401))
+        targets = [e["target"] for e in log.entries(limit=1000)]
+        assert f"/api/x/{99}" == targets[0] and len(targets) <= 35 and "/api/x/95" not in targets
+    finally:
+        log.close()
