@@ -37,6 +37,7 @@ ADDRESS_FREE_FAILURES = 20
 MAX_DELAY_S = 300.0
 FORGET_AFTER_S = 3600.0
 MAX_TRACKED = 10_000
+KDF_WAIT_S = 10.0  # how long a sign-in waits for a turn at the password hash before a 503
 PREFIX = "/api/v1/auth"
 
 
@@ -123,7 +124,14 @@ def register(app: Any, users: UserStore, throttle: SigninThrottle | None = None,
         if wait > 0:
             raise ApiError(429, f"too many failed sign-ins; try again in {math.ceil(wait)} s",
                            {"Retry-After": str(math.ceil(wait))})
-        user = await trio.to_thread.run_sync(users.check_password, name, password, limiter=kdf)
+        with trio.move_on_after(KDF_WAIT_S) as waiting:  # a flood of sign-ins queues here, with a deadline
+            await kdf.acquire()
+        if waiting.cancelled_caught:
+            raise ApiError(503, "sign-in is busy; try again shortly", {"Retry-After": "5"})
+        try:
+            user = await trio.to_thread.run_sync(users.check_password, name, password)
+        finally:
+            kdf.release()
         if user is None:
             throttle.failed(f"user:{name}")
             throttle.failed(f"addr:{remote}")
