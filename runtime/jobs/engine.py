@@ -297,7 +297,7 @@ class JobEngine:
         if active.scope.cancelled_caught:
             state, reason = "cancelled", active.ctx.cancel_reason or "cancelled"
             await self._db(self.store.cancel_open, run_id, now=now, reason=reason)
-        else:
+        elif state != "succeeded":  # why it did not: its first step that did not succeed
             for step in await self._db(self.store.steps, run_id):
                 if step.state != "succeeded":
                     reason = f"step {step.step!r} {step.state}" + (f": {step.reason}" if step.reason else "")
