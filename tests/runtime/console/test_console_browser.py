@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from packer import pack_dir
@@ -33,7 +34,9 @@ def sign_in(driver, plane, name: str) -> None:
 
 
 def text(driver, css: str) -> str:
-    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+    """The text of every element matching `css`, read in one step (a live update may swap them)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join(' ')", css)
 
 
 def mark(driver) -> None:
@@ -46,10 +49,11 @@ def same_load(driver) -> bool:
 
 
 def ready(driver, service: str) -> tuple[int, int] | None:
-    found = driver.find_elements(By.CSS_SELECTOR, f'tr[data-service="{service}"] .ready')
-    if not found:
-        return None
-    return int(found[0].get_attribute("data-ready")), int(found[0].get_attribute("data-desired"))
+    """(ready, desired) as the page shows them now."""
+    found = driver.execute_script(
+        "const e = document.querySelector(`tr[data-service=\"${arguments[0]}\"] .ready`);"
+        "return e ? [e.dataset.ready, e.dataset.desired] : null", service)
+    return (int(found[0]), int(found[1])) if found else None
 
 
 def scale(driver, service: str, replicas: int) -> bool:
@@ -114,7 +118,17 @@ def test_an_admin_deploys_echo_and_scales_it_seeing_replicas_ready_live(plane, b
     browser.get(f"{plane.url}/ui")
     poll(lambda: "echo" in text(browser, "#deployments"), what="the overview")
     shot(browser, "overview")
-    browser.find_element(By.CSS_SELECTOR, "#nodes a").click()
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme",
+                                                                          "value": "dark"}]})
+    try:
+        background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(13, 17, 23)", background  # the dark theme follows the system setting
+        shot(browser, "overview-dark")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)  # the keyboard's first stop: skip to content
+    assert browser.switch_to.active_element.get_attribute("class") == "skip"
+    browser.get(browser.execute_script("return document.querySelector('#nodes a').href"))  # live-swapped row
     poll(lambda: "Node desk" in browser.find_element(By.TAG_NAME, "h1").text, what="the node page")
     assert "echo" in text(browser, "table")
     shot(browser, "node")
