@@ -275,8 +275,9 @@ async def echo_active(voice) -> int:
         return (await worker.get("/health")).json()["active_requests"]
 
 
+@pytest.mark.parametrize("how", ["delete", "cancel"])
 @pytest.mark.parametrize("stage", ["asr", "llm+tts"])
-async def test_deleting_the_session_stops_every_stage_within_a_second(voice, stage):
+async def test_delete_or_cancel_stops_every_stage_within_a_second(voice, stage, how):
     created = await create(voice, tutor_id=1)
     long_speech = " ".join(f"Sentence number {i} is here." for i in range(200))
     with trio.fail_after(30):
@@ -290,11 +291,21 @@ async def test_deleting_the_session_stops_every_stage_within_a_second(voice, sta
                 await ws.send_message(json.dumps(audio_message(long_speech)))
                 await wait_until(lambda: voice.tts.active == 1)  # speaking sentence 1, the LLM still going
                 assert await echo_active(voice) == 1
-            r = await voice.client.delete(f"/v1/sessions/{created['session_id']}", headers=AUTH)
-            assert r.status_code == 204
+            if how == "delete":
+                r = await voice.client.delete(f"/v1/sessions/{created['session_id']}", headers=AUTH)
+                assert r.status_code == 204
+            else:
+                await ws.send_message(json.dumps({"type": "cancel"}))
             with trio.fail_after(1):
                 while voice.asr.active or voice.tts.active or await echo_active(voice):  # noqa: ASYNC110
                     await trio.sleep(0.02)
-            while (message := json.loads(await ws.get_message()))["type"] != "error":
+            if how == "delete":
+                while (message := json.loads(await ws.get_message()))["type"] != "error":
+                    pass
+                assert message["content"] == "session deleted"
+                return
+            voice.asr.delay_s = voice.tts.delay_s = 0  # the session goes on after a cancel
+            while not json.loads(await ws.get_message()).get("cancelled"):
                 pass
-            assert message["content"] == "session deleted"
+            seen = await turn(ws, audio_message("One more try."))
+            assert seen[0]["content"] == "One more try." and any(m["type"] == "audio" for m in seen)
