@@ -40,6 +40,7 @@ SCOPE_PRINCIPAL = "flowctl.principal"
 SCOPE_AUDIT = "flowctl.audit"  # what a route adds to its audit row: {"tenant": ..., "principal": ...}
 SCOPE_REMOTE = "flowctl.remote"
 SCOPE_SECURE = "flowctl.secure"
+SCOPE_ORIGIN = "flowctl.origin"  # scheme://host the client reached (a trusted proxy's X-Forwarded-Proto/-Host)
 MAX_FORM_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0
 GUARDED_PREFIXES = ("/api/", "/v1/sessions", "/mgmt/v1/sessions", "/ui")
@@ -130,6 +131,12 @@ def request_secure(request: Any) -> bool:
     return bool(scope.get(SCOPE_SECURE))
 
 
+def request_origin(request: Any) -> str:
+    """The plane's own origin as this client reached it (scheme://host, lower case)."""
+    scope = request if isinstance(request, dict) else request.scope
+    return str(scope.get(SCOPE_ORIGIN, ""))
+
+
 def require(action: str) -> Callable[[Any], Any]:
     """Decorate a quart view: its request's principal must be allowed `action`, else 401/403 as JSON."""
     from functools import wraps
@@ -189,6 +196,7 @@ class AccessGuard:
             else peer
         scope[SCOPE_SECURE] = scope.get("scheme") == "https" or (
             trusted and _last(headers.get(b"x-forwarded-proto")).lower() == "https")
+        scope[SCOPE_ORIGIN] = f"{'https' if scope[SCOPE_SECURE] else 'http'}://{self._host(scope, headers)}".lower()
         status = [500]
         principal: Principal | None = None
         audited = not changing  # reads are not audited
@@ -248,7 +256,7 @@ class AccessGuard:
     async def _check_csrf(self, scope: dict[str, Any], headers: dict[bytes, bytes], receive: Any,
                           principal: Principal) -> Any:
         """The receive to pass on (a form body is read here and replayed); ApiError 403 when refused."""
-        own = f"{'https' if scope[SCOPE_SECURE] else 'http'}://{self._host(scope, headers)}".lower()
+        own = scope[SCOPE_ORIGIN]
         for name in (b"origin", b"referer"):
             if name in headers:
                 sent = headers[name].decode("latin-1")

@@ -24,6 +24,7 @@ from runtime.api.guard import (
     COOKIE,
     note_audit,
     principal_of,
+    request_origin,
     request_remote,
     request_secure,
     require,
@@ -111,7 +112,7 @@ def register(app: Any, users: UserStore, throttle: SigninThrottle | None = None,
 
     async def _signin() -> Response:
         origin = request.headers.get("Origin")
-        own = f"{'https' if request_secure(request) else 'http'}://{request.host}".lower()
+        own = request_origin(request)
         if origin is not None and origin.lower() != own:
             raise ApiError(403, f"cross-origin sign-in refused (Origin is not {own})")
         data, form = await fields()

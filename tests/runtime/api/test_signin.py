@@ -65,6 +65,16 @@ async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy(proxied):
         assert "secure" in flags(behind.headers["set-cookie"])
         plain, _ = await signin(proxied, "olga")
         assert "secure" not in flags(plain.headers["set-cookie"])
+        # The browser's Origin is the proxy's public one: same-origin for sign-in and for CSRF.
+        public = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "plane.example", "Origin": "https://plane.example"}
+        reply, session = await signin(proxied, "olga", headers=public)
+        assert reply.status_code == 200, reply.text
+        created = await proxied.post("/api/cluster/tokens", json={"name": "desk"}, headers={
+            **public, **cookie(session), "X-CSRF-Token": reply.json()["csrf_token"]})
+        assert created.status_code == 201, created.text
+        cross = await proxied.post("/api/cluster/tokens", json={"name": "desk2"}, headers={
+            **public, **cookie(session), "X-CSRF-Token": reply.json()["csrf_token"], "Origin": "https://evil.example"})
+        assert cross.status_code == 403
 
 
 async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(plane):
