@@ -60,8 +60,14 @@ class Gateway:
 
     def __init__(self, dispatcher: Dispatcher, authenticate: Authenticate, *, max_body: int = MAX_BODY,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 metrics_key_hashes: tuple[str, ...] = (), max_audio_body: int = DEFAULT_MAX_AUDIO_BODY) -> None:
+                 metrics_key_hashes: tuple[str, ...] = (), max_audio_body: int = DEFAULT_MAX_AUDIO_BODY,
+                 audio_first_byte_timeout: float = AUDIO_FIRST_BYTE_TIMEOUT) -> None:
+        if not audio_first_byte_timeout > 0:
+            raise ValueError(f"audio_first_byte_timeout={audio_first_byte_timeout!r} is not a positive number of seconds")
         self.dispatcher = dispatcher
+        # A transcription's first byte is its whole answer: its uploads wait this long (or the
+        # dispatcher's first-byte timeout, when larger).
+        self.audio_first_byte_timeout = audio_first_byte_timeout
         self.authenticate = authenticate
         self.max_body = max_body
         self.max_audio_body = max_audio_body
@@ -126,7 +132,7 @@ class Gateway:
             with collapse():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    wait = (max(AUDIO_FIRST_BYTE_TIMEOUT, self.dispatcher.first_byte_timeout)
+                    wait = (max(self.audio_first_byte_timeout, self.dispatcher.first_byte_timeout)
                             if path in AUDIO_UPLOADS else None)
                     call = await self.dispatcher.send(who, parsed.model, target, raw, headers=forward, via="http",
                                                       first_byte_timeout=wait)
