@@ -39,7 +39,9 @@ SCHEMAS: dict[str, Any] = {
 SESSION_CREATED = {"allOf": [{"$ref": "#/components/schemas/Session"}, {"type": "object", "properties": {
     "engine_url": {"type": "string", "description": "where to open the WebSocket (add ?token=ENGINE_TOKEN); "
                                                    "--public-ws-url, or a trusted proxy's X-Forwarded-*"},
-    "engine_token": {"type": "string", "description": "the WebSocket's token, shown only here"}}}]}
+    "engine_token": {"type": "string", "description": "the WebSocket's token, shown only here"},
+    "warnings": {"type": "array", "items": _STR, "description": "an ASR or TTS model of the pipeline with no "
+                                                                  "ready replica now (audio turns get an error)"}}}]}
 _CREATE_IN = {"type": "object", "properties": {
     "model": {"type": "string", "description": "the chat model; absent: the tutor's (--tutors), else "
                                                "--default-model, else the only ready one"},
@@ -82,7 +84,7 @@ def _crud(seed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
                  "requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_IN}}},
                  "responses": {"201": {"description": "the session, its engine_url and engine_token",
                                        "content": {"application/json": {"schema": SESSION_CREATED}}},
-                               "400": _error("a bad body, an unknown tutor_id, a pipeline model not ready, "
+                               "400": _error("a bad body, an unknown tutor_id, the tutor's LLM not ready, "
                                              "or no model named and none chosen by default"),
                                **_AUTH_ERRORS, "404": _error("no ready replica serves the model"),
                                "413": _error("metadata too large"),

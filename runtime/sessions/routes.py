@@ -138,12 +138,15 @@ def _session_request(data: Any, scheduler: Scheduler, default_model: str | None 
     if max_tokens is not None and (type(max_tokens) is not int or not 1 <= max_tokens <= MAX_REPLY_TOKENS):
         raise SessionError(400, f"max_tokens must be a whole number from 1 to {MAX_REPLY_TOKENS}")
     whose = f"tutor {metadata['tutor_id']}'s " if tutor else ""
-    for key in ("model", "asr_model", "tts_model"):
-        if fields[key] is not None and not scheduler.routes(fields[key]):
-            raise SessionError(404 if key == "model" and not tutor else 400,
-                               f"no ready replica serves {whose}{key} {fields[key]!r}")
+    if not scheduler.routes(model):  # nothing works without the LLM
+        raise SessionError(400 if tutor else 404, f"no ready replica serves {whose}model {model!r}")
+    # A speech model not ready (still starting, or not deployed) does not stop a session: text
+    # works, and each audio turn gets an `error` saying what is missing until it is there.
+    warnings = [f"no ready replica serves {whose}{key} {fields[key]!r} now: "
+                f"{'audio messages' if key == 'asr_model' else 'spoken replies'} get an error until one does"
+                for key in ("asr_model", "tts_model") if fields[key] is not None and not scheduler.routes(fields[key])]
     return {**fields, "system_prompt": system_prompt, "metadata": metadata, "stream": stream,
-            "max_tokens": max_tokens}
+            "max_tokens": max_tokens, "warnings": warnings}
 
 
 def _tutor(data: dict[str, Any], metadata: dict[str, Any], tutors: Mapping[str, Mapping[str, str]]
@@ -201,6 +204,7 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         await caller()  # no body is read for a caller without a valid key
         raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)  # quart types this form as bytes
         fields = _session_request(_json_body(raw), scheduler, default_model, tutors)
+        warnings = fields.pop("warnings")
         who = await caller()  # again: the key may have been revoked while the body arrived
         if admit is not None:
             try:
@@ -210,6 +214,8 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         session = manager.create(who.tenant, **fields, key_id=who.key_id, principal=who,
                                  tenant_limit=_max_sessions(who))
         body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
+        if warnings:
+            body["warnings"] = warnings
         response = jsonify(body)
         response.status_code = 201
         return response

@@ -126,12 +126,18 @@ async def test_tenants_are_isolated_and_limits_apply(gateway):
         ({"Authorization": "Bearer key-a"}, {"model": "bad model\r\nX: y"}, 400, "not a model id"),
         ({"Authorization": "Bearer key-a"}, {"model": "echo", "metadata": [1]}, 400, "metadata"),
         ({"Authorization": "Bearer key-a"}, {"model": "echo", "system_prompt": 5}, 400, "system_prompt"),
-        ({"Authorization": "Bearer key-a"}, {"model": "echo", "asr_model": "whisper"}, 400, "asr_model"),
     ],
 )
 async def test_bad_session_requests(gateway, headers, body, status, detail):
     r = await gateway.post("/v1/sessions", headers=headers, json=body)
     assert r.status_code == status and detail in r.json()["detail"]
+
+
+async def test_a_speech_model_not_ready_is_a_warning_and_audio_gets_an_error(gateway):
+    r = await gateway.post("/v1/sessions", headers={"Authorization": "Bearer key-a"},
+                           json={"model": "echo", "asr_model": "whisper"})
+    assert r.status_code == 201 and r.json()["warnings"] == [
+        "no ready replica serves asr_model 'whisper' now: audio messages get an error until one does"]
 
 
 async def test_a_wrong_token_is_refused_before_the_upgrade(gateway):

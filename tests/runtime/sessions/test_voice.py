@@ -164,8 +164,23 @@ async def test_explicit_models_win_over_the_tutor_and_an_unknown_tutor_is_a_400(
     assert (untutored["asr_model"], untutored["tts_model"]) == (None, None)
     r = await voice.client.post("/v1/sessions", headers=AUTH, json={"tutor_id": 7, "student_id": 1})
     assert r.status_code == 400 and r.json()["detail"] == "unknown tutor_id 7: the plane's tutor table has 1, 3"
+
+    # Tutor 3's TTS model is not deployed: the session opens, says so, and its replies are text.
     r = await voice.client.post("/mgmt/v1/sessions", headers=AUTH, json={"tutor_id": 3})
-    assert r.status_code == 400 and r.json()["detail"] == "no ready replica serves tutor 3's tts_model 'nope'"
+    assert r.status_code == 201 and r.json()["warnings"] == [
+        "no ready replica serves tutor 3's tts_model 'nope' now: spoken replies get an error until one does"]
+    async with socket(voice, r.json()) as ws:
+        seen = await turn(ws, {"type": "text", "content": "Hello tutor three."})
+        assert [m["type"] for m in seen if m["type"] != "text_delta"] == ["text", "error"]
+        assert seen[-1]["content"] == "speech synthesis failed: the model 'nope' does not exist"
+        seen = await turn(ws, {"type": "text", "content": "Still here."})
+        assert [m["type"] for m in seen if m["type"] != "text_delta"] == ["text", "error"]
+    TUTORS["9"] = {"model": "gone"}
+    try:
+        r = await voice.client.post("/v1/sessions", headers=AUTH, json={"tutor_id": 9})
+        assert r.status_code == 400 and r.json()["detail"] == "no ready replica serves tutor 9's model 'gone'"
+    finally:
+        del TUTORS["9"]
     for body, detail in (({"model": "echo", "voice": "joe"}, "a voice needs a tts_model"),
                          ({"model": "echo", "stream": "yes"}, "stream must be true or false"),
                          ({"model": "echo", "max_tokens": 0}, "max_tokens must be a whole number"),
