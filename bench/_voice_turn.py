@@ -13,7 +13,7 @@ Run as a script it starts a real `flowctl up` (plane and local node) with the th
 bundles (whisper-asr, llama-chat's Gemma 3 270M, piper-tts; examples/demo_voice.py), speaks a
 question with Piper through the gateway and times `--turns` turns in one session (the first
 includes the models' warm-up), printing each and the medians. bench/speech.py --voice calls
-`run_section`. Everything it starts is stopped on the way out.
+`measure(runs)`, which returns the same lines. Everything it starts is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -190,8 +190,9 @@ async def session_turns(url: str, key: str, wav: bytes, models: dict[str, str], 
     return results
 
 
-def run_section(*, turns: int = 3, max_tokens: int = 48, question: str | None = None) -> list[VoiceTurn]:
-    """Start the voice plane (examples/demo_voice.py), measure `turns` turns, print them; stop everything."""
+def run_section(*, turns: int = 3, max_tokens: int = 48, question: str | None = None,
+                emit: Callable[[str], None] = lambda line: print(line, flush=True)) -> list[VoiceTurn]:
+    """Start the voice plane (examples/demo_voice.py), measure `turns` turns, `emit` the figures; stop everything."""
     import tempfile
 
     import trio
@@ -199,17 +200,26 @@ def run_section(*, turns: int = 3, max_tokens: int = 48, question: str | None = 
     sys.path.insert(0, str(ROOT / "examples"))
     import demo_voice  # examples/demo_voice.py: the three real bundles behind `flowctl up`
 
+    asked = question or demo_voice.QUESTION
     with tempfile.TemporaryDirectory(prefix="bench-voice-", ignore_cleanup_errors=True) as tmp:
         with demo_voice.voice_plane(Path(tmp)) as ready:
-            wav = ready.speak(question or demo_voice.QUESTION)
-            print(f"question: {question or demo_voice.QUESTION!r} ({demo_voice.wav_seconds(wav):.1f} s of speech, "
-                  f"piper through the gateway); models {ready.models}; max_tokens {max_tokens}", flush=True)
+            wav = ready.speak(asked)
+            emit(f"voice turns: question {asked!r} ({demo_voice.wav_seconds(wav):.1f} s of speech, piper through "
+                 f"the gateway); models {ready.models}; max_tokens {max_tokens}; times after the end of the "
+                 "user's audio")
             results = trio.run(lambda: session_turns(ready.url, ready.key, wav, ready.models, turns=turns,
                                                      max_tokens=max_tokens,
-                                                     on_turn=lambda t: print(f"  {format_turn(t)}", flush=True)))
-    print(f"  heard {results[-1].transcription!r}; replied {results[-1].reply[:80]!r}")
-    print(summarize(results))
+                                                     on_turn=lambda t: emit(f"  {format_turn(t)}")))
+    emit(f"  heard {results[-1].transcription!r}; replied {results[-1].reply[:80]!r}")
+    emit(summarize(results))
     return results
+
+
+def measure(runs: int = 2, *, max_tokens: int = 48) -> list[str]:
+    """The voice-turn figures as lines: one warm-up turn, then `runs` measured ones (bench/speech.py --voice)."""
+    lines: list[str] = []
+    run_section(turns=runs + 1, max_tokens=max_tokens, emit=lines.append)
+    return lines
 
 
 def main() -> None:
