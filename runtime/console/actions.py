@@ -64,6 +64,13 @@ async def attempt(back: str, change: Callable[[], Awaitable[str]]) -> Response:
         return done(back, f"error: {message}")
 
 
+def running(part: Any, role: str) -> Any:
+    """`part` when its role runs in this plane process, else Denied 404 naming the role."""
+    if part is None:
+        raise Denied(404, f"the {role} role does not run in this plane process")
+    return part
+
+
 def register(app: Any, parts: ConsoleParts) -> None:
     """Add the forms' POST routes."""
 
@@ -78,6 +85,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/deployments")
     async def console_deploy() -> Response:
         need("cluster.write")
+        running(parts.scheduler, "scheduler")
         fields = await form()
         service, version = fields.get("service", ""), fields.get("version") or "latest"
         replicas = count(fields.get("replicas") or "1", "replicas")
@@ -92,6 +100,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/deployments/<service>/scale")
     async def console_scale(service: str) -> Response:
         need("cluster.write")
+        running(parts.scheduler, "scheduler")
         replicas = count((await form()).get("replicas", ""), "replicas")
 
         async def scale() -> str:
@@ -102,6 +111,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/deployments/<service>/undeploy")
     async def console_undeploy(service: str) -> Response:
         need("cluster.write")
+        running(parts.scheduler, "scheduler")
 
         async def undeploy() -> str:
             await parts.scheduler.undeploy(service)
@@ -122,6 +132,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/tenants")
     async def console_create_tenant() -> Response:
         need("tenants.write")
+        running(parts.keys, "gateway")
         name = (await form()).get("name", "")
         note_audit(request, tenant=name[:64])
 
@@ -133,6 +144,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/tenants/<name>/limits")
     async def console_tenant_limits(name: str) -> Response:
         need("tenants.write")
+        running(parts.keys, "gateway")
         fields = await form()
         note_audit(request, tenant=name[:64])
         # An empty field is unlimited, as null is in PATCH /api/gateway/tenants/{name}.
@@ -151,6 +163,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
         fields = await form()
         tenant = fields.get("tenant", "")
         principal = need("keys.write", tenant)
+        running(parts.keys, "gateway")
         note_audit(request, tenant=tenant[:64])
         try:
             key, record = await parts.keys.run_store(parts.keys.store.create_key, tenant, name=fields.get("name", ""))
@@ -167,6 +180,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/keys/<key_id>/revoke")
     async def console_revoke_key(key_id: str) -> Response:
         need("keys.write")
+        running(parts.keys, "gateway")
 
         async def revoke() -> str:
             record = await parts.keys.run_store(parts.keys.store.key, key_id)
@@ -180,6 +194,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     @app.post(f"{PREFIX}/sessions/<session_id>/close")
     async def console_close_session(session_id: str) -> Response:
         principal = need("sessions.write")
+        running(parts.sessions, "gateway")
 
         async def close() -> str:
             found = next((s for s in parts.sessions.list_all() if s.session_id == session_id), None)

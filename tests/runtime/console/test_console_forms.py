@@ -60,3 +60,23 @@ async def test_trigger_with_parameters_then_cancel_and_suspend(signed_in):
         assert (await admin.get("/api/v1/jobs/greet", params={"tenant": "acme"})).json()["suspended"] is False
         audit = (await browser.get("/ui/audit")).text
         assert "/ui/jobs/acme/greet/suspend" in audit and "/ui/runs/" in audit
+
+
+async def test_a_plane_without_the_role_answers_its_pages_and_forms_with_404(nursery, tmp_path):
+    settings = PlaneSettings(data_dir=tmp_path / "hub-only", port=0, roles=("hub",))
+    handle = await nursery.start(partial(serve_control_plane, settings, admin_key=ADMIN))
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=handle.url, timeout=20) as browser:
+            r = await browser.post("/api/v1/users", json={"name": "ann", "role": "admin", "password": PASSWORD},
+                                   headers={"Authorization": f"Bearer {ADMIN}"})
+            assert r.status_code == 201
+            assert (await browser.post("/ui/signin", data={"name": "ann", "password": PASSWORD})).status_code == 303
+            token = re.search(r'name="csrf_token" value="([^"]+)"', (await browser.get("/ui/hub")).text).group(1)
+            for path, data in (("/ui/deployments", {"service": "echo"}), ("/ui/deployments/echo/scale",
+                                                                           {"replicas": "2"}),
+                               ("/ui/tenants", {"name": "acme"}), ("/ui/keys", {"tenant": "acme"}),
+                               ("/ui/sessions/x/close", {})):
+                r = await browser.post(path, data={**data, "csrf_token": token})
+                assert r.status_code == 404 and "role does not run in this plane process" in r.text, path
+            assert (await browser.get("/ui/tenants")).status_code == 404
+            assert (await browser.get("/ui")).status_code == 200
