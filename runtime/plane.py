@@ -164,7 +164,8 @@ async def serve_control_plane(
             engine_urls = EngineUrls.from_settings(session_options.pop("public_ws_url", None),
                                                    session_options.pop("trusted_proxies", ()))
             sessions = SessionManager(**session_options)
-            session_routes.register(app, sessions, ClusterBackend(dispatcher), scheduler,
+            backend = ClusterBackend(dispatcher, audio_first_byte_timeout=gateway.audio_first_byte_timeout)
+            session_routes.register(app, sessions, backend, scheduler,
                                     authenticate=partial(_session_caller, keys), admit=dispatcher.admit_session,
                                     default_model=default_model, is_admin=partial(_is_admin, key_hash),
                                     engine_urls=engine_urls, tutors=tutors)

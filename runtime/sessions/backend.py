@@ -68,8 +68,10 @@ class ClusterBackend:
     as to HTTP calls (via="session"), and each stage of the session's pipeline is pinned to one
     replica (its utterance group, runtime/sessions/group.py)."""
 
-    def __init__(self, dispatcher: Dispatcher):
+    def __init__(self, dispatcher: Dispatcher, *, audio_first_byte_timeout: float = AUDIO_FIRST_BYTE_TIMEOUT):
         self.dispatcher = dispatcher
+        # A transcription answers only once the whole file is heard: the gateway's wait for audio uploads.
+        self.audio_first_byte_timeout = audio_first_byte_timeout
 
     @contextmanager
     def turn(self, session: Session) -> Iterator[None]:
@@ -101,8 +103,8 @@ class ClusterBackend:
                                   self.dispatcher.router.load)
         try:
             with nullcontext() if session.slot_held else self.dispatcher.slot(who):
-                # A transcription answers only once the whole file is heard: the audio endpoints' wait.
-                wait = max(AUDIO_FIRST_BYTE_TIMEOUT, self.dispatcher.first_byte_timeout) if stage == "asr" else None
+                wait = (max(self.audio_first_byte_timeout, self.dispatcher.first_byte_timeout)
+                        if stage == "asr" else None)
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,
                                                   headers=[("content-type", content_type)],
                                                   first_byte_timeout=wait)
