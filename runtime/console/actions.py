@@ -94,6 +94,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
 
         async def deploy() -> str:
             dep = await parts.scheduler.deploy(service, version, replicas=replicas)
+            parts.changed()
             return f"deployed {dep.service_id}@{dep.version} with {dep.replicas} replica(s)"
         return await attempt(f"{PREFIX}/deployments", deploy)
 
@@ -105,6 +106,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
 
         async def scale() -> str:
             await parts.scheduler.scale(service, replicas)
+            parts.changed()
             return f"scaled {service} to {replicas} replica(s)"
         return await attempt(f"{PREFIX}/deployments", scale)
 
@@ -115,6 +117,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
 
         async def undeploy() -> str:
             await parts.scheduler.undeploy(service)
+            parts.changed()
             return f"undeployed {service}"
         return await attempt(f"{PREFIX}/deployments", undeploy)
 

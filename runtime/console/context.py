@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +17,7 @@ from runtime.api.principals import Principal, allowed, authorize
 from runtime.api.responses import ApiError
 
 PREFIX = "/ui"
+SNAPSHOT_S = 1.0
 HERE = Path(__file__).resolve().parent
 # Navigation: (path, label, the action that shows it).
 NAV = (("/ui", "Overview", "cluster.read"), ("/ui/deployments", "Deployments", "cluster.read"),
@@ -36,6 +37,23 @@ class ConsoleParts:
     keys: Any = None  # runtime.gateway.service.KeyService
     sessions: Any = None  # runtime.sessions.manager.SessionManager
     jobs: Any = None  # runtime.jobs.plane_role.JobsRole
+    _snapshot: tuple[float, dict[str, Any]] | None = field(default=None, init=False, repr=False)
+
+    def status(self) -> dict[str, Any]:
+        """The scheduler's status, at most SNAPSHOT_S old: every page and live feed shares one.
+
+        Building it walks every node and replica (tens of ms for a thousand nodes), and each
+        open tab's live feed asks once a second; one snapshot a second serves them all.
+        Callers must not change it.
+        """
+        now = time.monotonic()
+        if self._snapshot is None or now - self._snapshot[0] >= SNAPSHOT_S:
+            self._snapshot = (now, self.scheduler.status())
+        return self._snapshot[1]
+
+    def changed(self) -> None:
+        """After a change made here: the next page shows it, not the snapshot from before."""
+        self._snapshot = None
 
 
 class Denied(Exception):

@@ -27,7 +27,7 @@ def overview_data(parts: ConsoleParts, page: int | None = 0) -> dict[str, Any]:
     if parts.scheduler is None:
         return {"nodes": [], "deployments": [], "models": [], "node_counts": {}, "node_total": 0, "page": 0,
                 "pages": 1}
-    status = parts.scheduler.status()
+    status = parts.status()
     nodes = sorted(status["nodes"], key=lambda n: (n["state"] == "ready", n["name"]))
     counts: dict[str, int] = {}
     for node in nodes:
@@ -36,8 +36,7 @@ def overview_data(parts: ConsoleParts, page: int | None = 0) -> dict[str, Any]:
     if page is not None:
         page = min(max(page, 0), pages - 1)
         nodes = nodes[page * NODES_PER_PAGE:(page + 1) * NODES_PER_PAGE]
-    for node in nodes:
-        node["vram_mb"] = sum(g["vram_mb"] or 0 for g in node["gpus"])
+    nodes = [{**node, "vram_mb": sum(g["vram_mb"] or 0 for g in node["gpus"])} for node in nodes]
     return {**status, "nodes": nodes, "node_counts": counts, "node_total": len(status["nodes"]),
             "page": page or 0, "pages": pages}
 
