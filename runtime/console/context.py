@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from quart import Response, request
+from quart import Response, current_app, request
 
 from runtime.api.guard import csrf_token_for, principal_of
 from runtime.api.principals import Principal, allowed, authorize
@@ -19,12 +19,13 @@ from runtime.api.responses import ApiError
 PREFIX = "/ui"
 SNAPSHOT_S = 1.0
 HERE = Path(__file__).resolve().parent
-# Navigation: (path, label, the action that shows it).
-NAV = (("/ui", "Overview", "cluster.read"), ("/ui/deployments", "Deployments", "cluster.read"),
-       ("/ui/hub", "Hub", "cluster.read"), ("/ui/tenants", "Tenants & keys", "tenants.read"),
-       ("/ui/usage", "Usage", "usage.read"), ("/ui/sessions", "Sessions", "sessions.read"),
-       ("/ui/jobs", "Jobs", "jobs.read"), ("/ui/audit", "Audit log", "audit.read"),
-       ("/ui/users", "Users", "users.read"))
+# Navigation: (path, label, the action that shows it, the part that must run here).
+NAV = (("/ui", "Overview", "cluster.read", "scheduler"), ("/ui/deployments", "Deployments", "cluster.read", "scheduler"),
+       ("/ui/hub", "Hub", "cluster.read", "hub"), ("/ui/tenants", "Tenants & keys", "tenants.read", "keys"),
+       ("/ui/usage", "Usage", "usage.read", "keys"), ("/ui/sessions", "Sessions", "sessions.read", "sessions"),
+       ("/ui/jobs", "Jobs", "jobs.read", "jobs"), ("/ui/audit", "Audit log", "audit.read", "access"),
+       ("/ui/users", "Users", "users.read", "access"))
+CONFIG_KEY = "FLOWCTL_CONSOLE_PARTS"
 
 
 @dataclass
@@ -119,7 +120,9 @@ def need(action: str, tenant: str | None = None) -> Principal:
 def page(template: str, status: int = 200, **values: Any) -> Response:
     """A rendered page, with the principal, its CSRF token and the navigation it may use."""
     principal = principal_of(request)
-    nav = [(path, label) for path, label, action in NAV if principal is not None and allowed(principal, action)]
+    parts = current_app.config.get(CONFIG_KEY)
+    nav = [(path, label) for path, label, action, part in NAV if principal is not None and allowed(principal, action)
+           and (parts is None or getattr(parts, part) is not None)]
     html = ENV.get_template(template).render(
         principal=principal, csrf=csrf_token_for(principal) or "", nav=nav, path=request.path,
         can=lambda action: principal is not None and allowed(principal, action), **values)
@@ -145,6 +148,7 @@ def register(app: Any, parts: ConsoleParts) -> None:
     """Add the console's routes to the plane's quart app."""
     from runtime.console import actions, jobs_pages, live, pages, signin
 
+    app.config[CONFIG_KEY] = parts
     @app.errorhandler(Denied)
     async def console_denied(exc: Denied) -> Response:
         return denied_page(exc)

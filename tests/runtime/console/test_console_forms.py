@@ -79,4 +79,7 @@ async def test_a_plane_without_the_role_answers_its_pages_and_forms_with_404(nur
                 r = await browser.post(path, data={**data, "csrf_token": token})
                 assert r.status_code == 404 and "role does not run in this plane process" in r.text, path
             assert (await browser.get("/ui/tenants")).status_code == 404
-            assert (await browser.get("/ui")).status_code == 200
+            home = await browser.get("/ui")
+            assert home.status_code == 200
+            nav = home.text.split('<nav aria-label="Console">', 1)[1].split("</nav>", 1)[0]
+            assert "Hub" in nav and "Users" in nav and "Tenants" not in nav and "Jobs" not in nav  # roles not here
