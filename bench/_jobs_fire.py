@@ -2,8 +2,10 @@
 
 The jobs are 6-field UTC crons: job i fires at second `i % 60` of every minute, and every
 fifth job also 30 s later, so 10,000 jobs make 200 fires/s (in bursts of ~200 at each whole
-second, as any cron fleet does). A fire's scheduled time is therefore known from the job's
-name and the instant it arrived: the latest second at or before it that the job fires on.
+second, as any cron fleet does). They are applied suspended and then resumed, so no fire
+queues up behind the applying. A fire's scheduled time is found exactly from the attempt's
+run id, which is a hash of (job id, fire time): the job's fire seconds before the arrival are
+tried until one hashes to it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from runtime.control import messages  # noqa: E402
 from runtime.control.messages import Heartbeat, Hello, JobAttempt, JobReport  # noqa: E402
+from runtime.jobs.store import scheduled_run_id  # noqa: E402
 from runtime.tunnel import open_mux  # noqa: E402
 
 
@@ -37,11 +40,11 @@ def job_name(i: int) -> str:
     return f"j{i:05d}"
 
 
-def job_toml(i: int) -> str:
+def job_toml(i: int, *, suspend: bool = False) -> str:
     """Job i's definition: one `true` step on any node, a short history."""
     cron = ",".join(map(str, seconds_of(i))) + " * * * * *"
     return (f'name = "{job_name(i)}"\n[trigger]\ntype = "cron"\ncron = "{cron}"\ntimezone = "UTC"\n'
-            '[policies]\nhistory = { succeeded = 1, failed = 1 }\n'
+            f'[policies]\nhistory = {{ succeeded = 1, failed = 1 }}\nsuspend = {str(suspend).lower()}\n'
             '[[steps]]\nname = "s"\nservice = "bench@1.0.0"\ncommand = ["true"]\n')
 
 
@@ -63,12 +66,29 @@ def fires_in(jobs: int, start: int, end: int) -> int:
     return sum(per_second[t % 60] for t in range(start, end))
 
 
-def lateness(arrivals: list[tuple[float, int]], start: int, end: int) -> tuple[list[float], int]:
+def exact_fire(i: int, at: float, run_id: str | None, job_id: str | None) -> int | None:
+    """The fire time of job i's run `run_id` that arrived at `at` (looking back an hour at most);
+    without ids (the in-process peer), the latest fire at or before `at`."""
+    t = fire_time(i, at)
+    if run_id is None or job_id is None:
+        return t
+    for _ in range(3600):
+        if scheduled_run_id(job_id, t) == run_id:
+            return t
+        t = fire_time(i, t - 1)
+    return None
+
+
+Arrival = tuple[float, int, str | None]  # when, job index, run id
+
+
+def lateness(arrivals: list[Arrival], start: int, end: int,
+             ids: dict[int, str] | None = None) -> tuple[list[float], int]:
     """Lateness (s) of the arrivals whose fire lies in [start, end), and how many arrived."""
     late = []
-    for at, i in arrivals:
-        fired = fire_time(i, at)
-        if start <= fired < end:
+    for at, i, run_id in arrivals:
+        fired = exact_fire(i, at, run_id, (ids or {}).get(i))
+        if fired is not None and start <= fired < end:
             late.append(at - fired)
     return late, len(late)
 
@@ -82,7 +102,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * q[98], "max_ms": 1000 * ordered[-1]}
 
 
-async def sim_node(url: str, token: str, index: int, arrivals: list[tuple[float, int]], *,
+async def sim_node(url: str, token: str, index: int, arrivals: list[Arrival], *,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """One simulated node: hello, heartbeats, and each job_attempt answered `succeeded` at once."""
     async with trio_websocket.open_websocket_url(
@@ -99,7 +119,7 @@ async def sim_node(url: str, token: str, index: int, arrivals: list[tuple[float,
             while True:
                 message = messages.decode_plane_message(await mux.receive_control())
                 if isinstance(message, JobAttempt):
-                    arrivals.append((time.time(), int(message.job[1:])))
+                    arrivals.append((time.time(), int(message.job[1:]), message.run_id))
                     await mux.send_control(messages.encode(JobReport(
                         message.run_id, message.step, message.attempt, message.epoch, "succeeded", exit_code=0)))
 
@@ -118,12 +138,12 @@ def apscheduler_peer(jobs: int, duration: float, warmup: float) -> dict[str, Any
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.cron import CronTrigger
 
-    arrivals: list[tuple[float, int]] = []
+    arrivals: list[Arrival] = []
     scheduler = BackgroundScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(20)},
                                     job_defaults={"misfire_grace_time": 60, "coalesce": False})
 
     def fire(i: int) -> None:
-        arrivals.append((time.time(), i))
+        arrivals.append((time.time(), i, None))
 
     for i in range(jobs):
         scheduler.add_job(fire, CronTrigger(second=",".join(map(str, seconds_of(i))), timezone="UTC"),
