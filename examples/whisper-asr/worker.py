@@ -11,6 +11,9 @@ Environment:
   WHISPER_BEAM_SIZE     beam width (default 5)
   ASR_MAX_UPLOAD_MB     largest upload accepted, in MiB (default 25, OpenAI's limit): larger is 413
   ASR_MAX_AUDIO_S       longest audio accepted, in seconds (default 300): longer is 400
+  OMP_WAIT_POLICY       how CTranslate2's OpenMP threads wait at a barrier (default here PASSIVE:
+                        sleep; libgomp's own default spins, which on a busy machine burned 5-6x the
+                        CPU of the work itself: see docs/speech.md, Performance)
 
 It loads the model first, then listens and prints `whisper-asr worker listening on
 http://HOST:PORT` on stdout. SIGTERM or SIGINT: stop accepting, let running requests
@@ -36,6 +39,9 @@ DEFAULT_PORT = 8000
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODELS = ("whisper-base",)  # what the shipped service.json says
 DEFAULT_MODEL_DIR = "models/whisper-base"
+# OpenMP threads that sleep at a barrier instead of spinning: a spinning thread holds a core the
+# thread it waits for needs, so on a loaded machine most of the CPU went to waiting.
+OMP_WAIT_POLICY = "PASSIVE"
 
 
 class BadSetting(Exception):
@@ -159,6 +165,8 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 def main() -> int:
     """Run the worker; exit 2 on a bad setting, 1 when the model or the port is unusable."""
+    # Read by libgomp when CTranslate2 loads, so it must be set before the first import.
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     try:
         settings = load_settings()
     except BadSetting as exc:
