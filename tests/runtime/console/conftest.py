@@ -3,7 +3,9 @@
 The browser is the system's (/usr/bin/chromium with /usr/bin/chromedriver, `apt-get install
 chromium chromium-driver`); nothing is downloaded at run time: the driver's path is given, so
 selenium-manager never runs. Without them the browser tests skip, saying what is missing.
-Screenshots land in docs/console/ (docs/console.md shows them).
+Screenshots land in docs/console/ (docs/console.md shows them) when a page has none yet or
+FLOWCTL_UPDATE_SCREENSHOTS=1; otherwise they go to a temporary directory, so a test run leaves
+the tracked pictures (whose heartbeat ages and times differ every run) untouched.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SHOTS = ROOT / "docs" / "console"
 CHROMIUM = Path(os.environ.get("FLOWCTL_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("FLOWCTL_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
 WAIT_S = 60.0
+_SCRATCH = Path(os.environ.get("TMPDIR", "/tmp"))  # replaced by a per-session directory
 
 
 def free_port() -> int:
@@ -147,10 +150,22 @@ def browser():
 
 
 def shot(driver, name: str) -> None:
-    """Save a screenshot of the whole page as docs/console/NAME.png."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    """Take a screenshot of the whole page: docs/console/NAME.png when new or asked for."""
+    target = SHOTS / f"{name}.png"
+    if target.exists() and os.environ.get("FLOWCTL_UPDATE_SCREENSHOTS") != "1":
+        target = _SCRATCH / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     image = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": 1280, "height": max(400, min(height, 2400)), "scale": 1}})
-    (SHOTS / f"{name}.png").write_bytes(base64.b64decode(image["data"]))
+    data = base64.b64decode(image["data"])
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"screenshot {name} is not a PNG"
+    target.write_bytes(data)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_shots(tmp_path_factory):
+    """Where screenshots go when the tracked ones are kept."""
+    global _SCRATCH
+    _SCRATCH = tmp_path_factory.mktemp("screenshots")
