@@ -8,6 +8,10 @@ its head from here and its body from ``os.sendfile``; at the first request the r
 declines, or anything unusual (a body, Expect, Upgrade, HTTP/1.0, an oversized or
 malformed head, pipelined bytes), the connection goes to hypercorn together with the
 bytes already read, and hypercorn serves it from there exactly as it would have.
+
+`os.sendfile` runs on the event loop's thread: a file not in the page cache blocks the loop
+for each disk read (the socket's buffer bounds one call), as nginx without `aio threads`
+does; the hub's blobs are usually cached after their first check.
 """
 
 from __future__ import annotations
