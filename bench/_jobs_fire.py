@@ -2,8 +2,7 @@
 
 The jobs are 6-field UTC crons: job i fires at second `i % 60` of every minute, and every
 fifth job also 30 s later, so 10,000 jobs make 200 fires/s (in bursts of ~200 at each whole
-second, as any cron fleet does). They are applied suspended and then resumed, so no fire
-queues up behind the applying. A fire's scheduled time is found exactly from the attempt's
+second, as any cron fleet does). A fire's scheduled time is found exactly from the attempt's
 run id, which is a hash of (job id, fire time): the job's fire seconds before the arrival are
 tried until one hashes to it.
 """
