@@ -8,14 +8,14 @@ A stream lasts at most MAX_STREAM_S (the browser's EventSource reconnects by its
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
 from quart import Response, request
 
-from runtime.console.context import ENV, PREFIX, ConsoleParts, need
-from runtime.console.pages import overview_data, page_arg
+from runtime.console.context import ENV, PREFIX, ConsoleParts, Denied, need
+from runtime.console.pages import node_view, overview_data, page_arg
 
 INTERVAL_S = 1.0
 MAX_STREAM_S = 300.0
@@ -30,15 +30,30 @@ def fragments(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0)
             for name, template in FRAGMENTS}
 
 
+def node_fragments(parts: ConsoleParts, node_id: str, *, show_logs: bool) -> dict[str, str]:
+    """{"replicas": the node page's replica table and worker logs now}."""
+    try:
+        _, replicas = node_view(parts, node_id, show_logs=show_logs)
+    except Denied:
+        replicas = []  # the node is gone: its page shows no replica any more
+    return {"replicas": ENV.get_template("_node_replicas.html").render(replicas=replicas, show_logs=show_logs)}
+
+
 async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0) -> AsyncIterator[bytes]:
-    """SSE: a `fragment` event per changed fragment, checked every INTERVAL_S (heartbeat ages tick once a second)."""
+    """SSE: a `fragment` event per changed overview fragment (heartbeat ages tick once a second)."""
+    async for event in fragment_events(lambda: fragments(parts, can_write=can_write, csrf=csrf, page=page)):
+        yield event
+
+
+async def fragment_events(render: Callable[[], dict[str, str]]) -> AsyncIterator[bytes]:
+    """SSE: a `fragment` event per fragment of `render()` that changed, checked every INTERVAL_S."""
     sent: dict[str, str] = {}
     quiet = 0.0
     yield b"retry: 2000\n\n"
     with trio.move_on_after(MAX_STREAM_S):
         while True:
             changed = False
-            for name, html in fragments(parts, can_write=can_write, csrf=csrf, page=page).items():
+            for name, html in render().items():
                 if sent.get(name) != html:
                     sent[name] = html
                     changed = True
@@ -61,5 +76,13 @@ def register(app: Any, parts: ConsoleParts) -> None:
         forms = request.args.get("forms") == "1"  # the deployments page's table has the scale forms
         stream = status_events(parts, can_write=forms and allowed(principal, "cluster.write"),
                                csrf=csrf_token_for(principal) or "", page=page_arg())
+        return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                      "X-Accel-Buffering": "no"})
+
+    @app.get(f"{PREFIX}/live/nodes/<node_id>")
+    async def console_live_node(node_id: str) -> Response:
+        principal = need("cluster.read")
+        node_view(parts, node_id, show_logs=False)  # 404 for a node that is not there
+        stream = fragment_events(lambda: node_fragments(parts, node_id, show_logs=principal.is_global))
         return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                       "X-Accel-Buffering": "no"})

@@ -97,6 +97,10 @@ PATHS: dict[str, Any] = {
                                                {"name": "page", "in": "query", "required": False,
                                                 "schema": {"type": "integer", "minimum": 0}}],
                                 "responses": {"200": {"description": "text/event-stream"}}}},
+    "/ui/live/nodes/{node_id}": {"get": {"summary": "A node page's replicas and worker logs as server-sent events "
+                                                    "(event fragment: {id, html}) when they change",
+                                         "security": _SECURITY, "parameters": [_param("node_id")],
+                                         "responses": {"200": {"description": "text/event-stream"}}}},
 }
 
 

@@ -41,6 +41,19 @@ def overview_data(parts: ConsoleParts, page: int | None = 0) -> dict[str, Any]:
             "page": page or 0, "pages": pages}
 
 
+def node_view(parts: ConsoleParts, node_id: str, *, show_logs: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A node and its replicas, each with the last lines of its worker log when `show_logs`
+    (worker output may hold anything a worker printed: never for a tenant role); Denied 404 if none."""
+    data = overview_data(parts, None)
+    node = next((n for n in data["nodes"] if n["node_id"] == node_id), None)
+    if node is None:
+        raise Denied(404, f"no node {node_id!r}")
+    replicas = [{**r, "service": d["service"],
+                 "log": parts.scheduler.worker_log(r["replica_id"]) if show_logs else ()}
+                for d in data["deployments"] for r in d.get("replicas", []) if r.get("node_id") == node_id]
+    return node, replicas
+
+
 def page_arg() -> int:
     """The ?page= of a listing (0 when absent or not a number)."""
     try:
@@ -89,14 +102,10 @@ def register(app: Any, parts: ConsoleParts) -> None:
 
     @app.get(f"{PREFIX}/nodes/<node_id>")
     async def console_node(node_id: str) -> Response:
-        need("cluster.read")
-        data = overview_data(parts, None)
-        node = next((n for n in data["nodes"] if n["node_id"] == node_id), None)
-        if node is None:
-            raise Denied(404, f"no node {node_id!r}")
-        replicas = [{**r, "service": d["service"]} for d in data["deployments"] for r in d.get("replicas", [])
-                    if r.get("node_id") == node_id]
-        return page("node.html", title=f"Node {node['name']}", node=node, replicas=replicas)
+        principal = need("cluster.read")
+        node, replicas = node_view(parts, node_id, show_logs=principal.is_global)
+        return page("node.html", title=f"Node {node['name']}", node=node, replicas=replicas,
+                    show_logs=principal.is_global)
 
     @app.get(f"{PREFIX}/deployments")
     async def console_deployments() -> Response:

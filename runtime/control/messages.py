@@ -76,12 +76,27 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     labels: Labels = msgspec.field(default_factory=dict)
 
 
+# The tail of a replica's worker log a node sends with a heartbeat (the console's node page):
+# bounded per line, per replica and per message, so a chatty worker cannot swell the control link.
+MAX_LOG_LINES = 20
+MAX_LOG_LINE = 500
+MAX_LOG_REPLICAS = 64
+WorkerLogTail = Annotated[tuple[Annotated[str, msgspec.Meta(max_length=MAX_LOG_LINE)], ...],
+                          msgspec.Meta(max_length=MAX_LOG_LINES)]
+
+
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
-    """Sent every heartbeat interval; its absence makes the node lost."""
+    """Sent every heartbeat interval; its absence makes the node lost.
+
+    `logs`: {replica id: the last lines of its worker log}, only for replicas whose tail changed
+    since the last heartbeat on this connection (an older plane ignores the field).
+    """
 
     seq: int
     free_ram_mb: int
     outstanding: int = 0
+    logs: Annotated[dict[str, WorkerLogTail], msgspec.Meta(max_length=MAX_LOG_REPLICAS)] = msgspec.field(
+        default_factory=dict)
 
 
 class Status(msgspec.Struct, frozen=True, tag="status"):

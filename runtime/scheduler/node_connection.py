@@ -186,6 +186,8 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
                     sink(hello.node_id, message)
                 if isinstance(message, Heartbeat):
                     current = registry.heartbeat(hello.node_id, epoch, message)
+                    if current and message.logs:
+                        scheduler.note_logs(hello.node_id, message.logs)
                     if current and announced is not None and not scheduler.local.of(hello.node_id):
                         # Lost while silent (e.g. SIGSTOP), back on this connection: serve them again.
                         await announce(announced)

@@ -110,6 +110,7 @@ class Scheduler:
         # After a restart nothing is known to be ready until its node says so again (in its hello).
         self._replicas: tuple[Replica, ...] = tuple(replace(r, state="pending") for r in store.replicas())
         self._reports: dict[str, ReplicaReport] = {}
+        self._worker_logs: dict[str, tuple[str, ...]] = {}  # replica id: its worker log tail, bounded by the node
         self._links: dict[str, NodeLink] = {}
         self._revoked_tokens: set[str] = set()
         self._sent: dict[str, tuple[Assignment, ...]] = {}
@@ -279,6 +280,20 @@ class Scheduler:
             self.wake()
         return True
 
+    def note_logs(self, node_id: str, logs: dict[str, tuple[str, ...]]) -> None:
+        """Keep the worker log tails a node sent, for its replicas only (the console's node page)."""
+        for replica_id, lines in logs.items():
+            current = next((r for r in self._replicas if r.replica_id == replica_id), None)
+            if current is not None and current.node_id == node_id:
+                self._worker_logs[replica_id] = tuple(lines)
+
+    def worker_log(self, replica_id: str) -> tuple[str, ...]:
+        """The last lines of a replica's worker log its node sent; () when none (or it is gone)."""
+        if not any(r.replica_id == replica_id for r in self._replicas):
+            self._worker_logs.pop(replica_id, None)
+            return ()
+        return self._worker_logs.get(replica_id, ())
+
     def wake(self) -> None:
         """Ask the reconcile loop for a round soon."""
         self._changed.set()
@@ -313,6 +328,7 @@ class Scheduler:
                 self._unplaced.setdefault(service_id, nodes)
             live = {r.replica_id for r in self._replicas}
             self._reports = {k: v for k, v in self._reports.items() if k in live}
+            self._worker_logs = {k: v for k, v in self._worker_logs.items() if k in live}
         for node_id, link in list(self._links.items()):
             wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt, r.gpus)
                            for r in self._replicas if r.node_id == node_id)

@@ -21,7 +21,14 @@ import httpx
 import trio
 
 from packer.errors import PackerError
-from runtime.control.messages import Assign, Assignment, InstalledVersion, ReplicaReport
+from runtime.control.messages import (
+    MAX_LOG_LINE,
+    MAX_LOG_LINES,
+    Assign,
+    Assignment,
+    InstalledVersion,
+    ReplicaReport,
+)
 from runtime.errors import FlowError
 from runtime.exception_groups import collapse
 from runtime.node.packages import InstallOptions, NodeLayout, activate, install
@@ -35,6 +42,7 @@ from runtime.node.workers import (
     orphans,
     supervise,
 )
+from runtime.node.workers.logs import read_tail
 
 log = logging.getLogger("flowctl.node")
 RETRY_INITIAL_S = 2.0
@@ -73,6 +81,7 @@ class _Replica:
         self.max_concurrency = 1
         self._report = report
         self.last: ReplicaReport | None = None
+        self.log_path: Path | None = None  # its worker's log file, once known
 
     def say(self, state: str, detail: str = "", busy_port: int = 0) -> None:
         a = self.assignment
@@ -106,6 +115,11 @@ class NodeExecutor:
         if replica is None or not replica.ready or replica.port is None:
             return None
         return f"http://127.0.0.1:{replica.port}"
+
+    def log_tails(self) -> dict[str, tuple[str, ...]]:
+        """{replica id: the last lines of its worker log} (blocking: call it from a thread)."""
+        return {replica_id: read_tail(r.log_path, lines=MAX_LOG_LINES, max_line=MAX_LOG_LINE)
+                for replica_id, r in list(self._replicas.items()) if r.log_path is not None}
 
     def apply(self, assign: Assign, hub_url: str, report: Report) -> None:
         """Stop replicas no longer assigned (or re-assigned with a new attempt), start new ones."""
@@ -160,6 +174,7 @@ class NodeExecutor:
             passthrough=self.settings.worker_env_passthrough, python=python, gpus=a.gpus,
         )
 
+        replica.log_path = spec.log_path
         activated = False
 
         run_dir = self.layout.root / "run"

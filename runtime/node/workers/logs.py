@@ -114,6 +114,22 @@ class LogTail:
         return text.splitlines()[-n:] if n > 0 else []
 
 
+def read_tail(path: Path, *, lines: int = 20, max_line: int = 500, max_bytes: int = 16 * 1024) -> tuple[str, ...]:
+    """The last `lines` lines of the file at `path` (blocking), each cut to `max_line` characters;
+    () when it does not exist. Reads at most `max_bytes` from its end, however large it is."""
+    try:
+        with open(path, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - max_bytes))
+            data = file.read(max_bytes)
+    except FileNotFoundError:
+        return ()
+    found = data.decode("utf-8", "replace").splitlines()
+    if len(data) == max_bytes and size > max_bytes and found:
+        found = found[1:]  # the first line read is likely cut
+    return tuple(line[:max_line] for line in found[-lines:]) if lines > 0 else ()
+
+
 class LogPump:
     """Moves a child's output from its pipe into a RotatingLog, keeping a LogTail."""
 

@@ -4,6 +4,9 @@ import re
 import pytest
 
 from runtime.control.messages import (
+    MAX_LOG_LINE,
+    MAX_LOG_LINES,
+    MAX_LOG_REPLICAS,
     REPLACED,
     Assign,
     Assignment,
@@ -93,3 +96,21 @@ def test_a_hello_carries_its_labels_and_an_old_node_has_none():
 def test_hostile_labels_are_refused_naming_the_field(labels, where):
     with pytest.raises(ProtocolError, match=re.escape(where)):
         decode_node_message(_hello_with(labels))
+
+
+def test_a_heartbeat_carries_worker_log_tails_and_an_old_one_has_none():
+    old = decode_node_message(json.dumps({"type": "heartbeat", "seq": 1, "free_ram_mb": 5}))
+    assert old.logs == {}
+    beat = decode_node_message(encode(Heartbeat(seq=2, free_ram_mb=5, logs={"r1": ("a", "<b>")})))
+    assert beat.logs == {"r1": ("a", "<b>")}
+
+
+@pytest.mark.parametrize("logs, where", [
+    ({"r1": ["x" * (MAX_LOG_LINE + 1)]}, "$.logs"),
+    ({"r1": ["x"] * (MAX_LOG_LINES + 1)}, "$.logs"),
+    ({f"r{i}": [] for i in range(MAX_LOG_REPLICAS + 1)}, "$.logs"),
+    ({"r1": "not a list"}, "$.logs"),
+])
+def test_oversized_worker_log_tails_are_refused_naming_the_field(logs, where):
+    with pytest.raises(ProtocolError, match=re.escape(where)):
+        decode_node_message(json.dumps({"type": "heartbeat", "seq": 1, "free_ram_mb": 5, "logs": logs}))

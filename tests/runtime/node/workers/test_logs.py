@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.node.workers.logs import LogPump, LogTail, RotatingLog
+from runtime.node.workers.logs import LogPump, LogTail, RotatingLog, read_tail
 
 TIMEOUT = 10
 
@@ -126,3 +126,11 @@ async def test_pump_survives_an_unwritable_log(tmp_path):
         await pump.aclose()
     assert isinstance(pump.write_error, OSError)
     assert pump.tail.lines(1) == ["still running"]
+
+
+def test_read_tail_reads_only_the_end_cuts_long_lines_and_knows_no_file(tmp_path):
+    path = tmp_path / "w.log"
+    assert read_tail(path) == ()
+    path.write_text("".join(f"line {i}\n" for i in range(10_000)) + "x" * 900 + "\n")
+    tail = read_tail(path, lines=3, max_line=500, max_bytes=4096)
+    assert tail == ("line 9998", "line 9999", "x" * 500)
