@@ -11,8 +11,10 @@ from quart import Response, request
 
 from runtime.api.guard import note_audit
 from runtime.console.actions import attempt, form
-from runtime.console.context import PREFIX, ConsoleParts, Denied, done, need, page
+from runtime.console.context import ENV, PREFIX, ConsoleParts, Denied, done, need, page
+from runtime.console.live import fragment_events
 from runtime.errors import FlowError
+from runtime.jobs.engine import FINAL_RUN_STATES
 from runtime.jobs.errors import UnknownJob
 from runtime.jobs.logstream import follow, read_log
 
@@ -110,10 +112,30 @@ def register(app: Any, parts: ConsoleParts) -> None:
         for a in attempts:
             text = await trio.to_thread.run_sync(read_log, role().executor.log_path(run_id, a.step, a.attempt))
             logs.append((a, text[-MAX_LOG_CHARS:]))
-        graph = dag_svg([(s.name, tuple(s.needs), steps[s.name].state if s.name in steps else "pending")
-                         for s in spec.steps])
+        graph = await run_graph(run_id)
         return page("run.html", title=f"Run {run_id}", run=run, spec=spec, steps=steps, attempts=attempts,
                     logs=logs, graph=graph, notice=request.args.get("notice", ""))
+
+    async def run_graph(run_id: str) -> str:
+        store = role().store
+        spec = await db(store.run_spec, run_id)
+        steps = {s.step: s for s in await db(store.steps, run_id)}
+        return dag_svg([(s.name, tuple(s.needs), steps[s.name].state if s.name in steps else "pending")
+                        for s in spec.steps])
+
+    @app.get(f"{PREFIX}/runs/<run_id>/live")
+    async def console_run_live(run_id: str) -> Response:
+        await visible_run(run_id)
+
+        async def render() -> tuple[dict[str, str], bool]:
+            run = await db(role().store.run, run_id)
+            attempts = await db(role().store.attempts, run_id)
+            graph = await run_graph(run_id)
+            return ({"run-graph": ENV.get_template("_run_graph.html").render(graph=graph),
+                     "run-attempts": ENV.get_template("_run_attempts.html").render(attempts=attempts)},
+                    run.state in FINAL_RUN_STATES)
+        return Response(fragment_events(render), 200, {"Content-Type": "text/event-stream",
+                                                       "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get(f"{PREFIX}/runs/<run_id>/log")
     async def console_run_log(run_id: str) -> Response:

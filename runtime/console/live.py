@@ -8,7 +8,7 @@ A stream lasts at most MAX_STREAM_S (the browser's EventSource reconnects by its
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -41,23 +41,30 @@ def node_fragments(parts: ConsoleParts, node_id: str, *, show_logs: bool) -> dic
 
 async def status_events(parts: ConsoleParts, *, can_write: bool, csrf: str, page: int = 0) -> AsyncIterator[bytes]:
     """SSE: a `fragment` event per changed overview fragment (heartbeat ages tick once a second)."""
-    async for event in fragment_events(lambda: fragments(parts, can_write=can_write, csrf=csrf, page=page)):
+    async def render() -> tuple[dict[str, str], bool]:
+        return fragments(parts, can_write=can_write, csrf=csrf, page=page), False
+    async for event in fragment_events(render):
         yield event
 
 
-async def fragment_events(render: Callable[[], dict[str, str]]) -> AsyncIterator[bytes]:
-    """SSE: a `fragment` event per fragment of `render()` that changed, checked every INTERVAL_S."""
+async def fragment_events(render: Callable[[], Awaitable[tuple[dict[str, str], bool]]]) -> AsyncIterator[bytes]:
+    """SSE: a `fragment` event per fragment of `render()` ({id: html}, final) that changed, checked
+    every INTERVAL_S; after a final one, an `end` event (the page's script stops listening)."""
     sent: dict[str, str] = {}
     quiet = 0.0
     yield b"retry: 2000\n\n"
     with trio.move_on_after(MAX_STREAM_S):
         while True:
             changed = False
-            for name, html in render().items():
+            now, final = await render()
+            for name, html in now.items():
                 if sent.get(name) != html:
                     sent[name] = html
                     changed = True
                     yield f"event: fragment\ndata: {json.dumps({'id': name, 'html': html})}\n\n".encode()
+            if final:
+                yield b"event: end\ndata: {}\n\n"
+                return
             quiet = 0.0 if changed else quiet + INTERVAL_S
             if quiet >= KEEPALIVE_S:
                 quiet = 0.0
@@ -83,6 +90,8 @@ def register(app: Any, parts: ConsoleParts) -> None:
     async def console_live_node(node_id: str) -> Response:
         principal = need("cluster.read")
         node_view(parts, node_id, show_logs=False)  # 404 for a node that is not there
-        stream = fragment_events(lambda: node_fragments(parts, node_id, show_logs=principal.is_global))
+        async def render() -> tuple[dict[str, str], bool]:
+            return node_fragments(parts, node_id, show_logs=principal.is_global), False
+        stream = fragment_events(render)
         return Response(stream, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                       "X-Accel-Buffering": "no"})

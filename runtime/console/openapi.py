@@ -86,6 +86,10 @@ PATHS: dict[str, Any] = {
     "/ui/runs/{run_id}/log": {"get": {"summary": "The run's log as server-sent events (event attempt, data lines, "
                                                  "event end)", "security": _SECURITY, "parameters": [_param("run_id")],
                                       "responses": {"200": {"description": "text/event-stream"}}}},
+    "/ui/runs/{run_id}/live": {"get": {"summary": "The run's step graph and attempts as server-sent events (event "
+                                                  "fragment: {id, html}) when they change; event end once it ended",
+                                       "security": _SECURITY, "parameters": [_param("run_id")],
+                                       "responses": {"200": {"description": "text/event-stream"}}}},
     "/ui/runs/{run_id}/cancel": _form("Cancel a run", "run_id"),
     "/ui/audit": _page("The audit log"),
     "/ui/users": _merge(_page("Users (admins)"), _form("Create a user", fields=("name", "role", "tenant", "password"))),

@@ -12,6 +12,7 @@
       if (focused && target.contains(focused) && focused.tagName === "INPUT") { return; }  // not under the user's hands
       target.innerHTML = part.html;
     });
+    source.addEventListener("end", function () { source.close(); });  // nothing more will change
     window.addEventListener("pagehide", function () { source.close(); });
   }
 
