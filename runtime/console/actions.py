@@ -228,3 +228,24 @@ def register(app: Any, parts: ConsoleParts) -> None:
             await trio.to_thread.run_sync(parts.access.users.delete_user, name)
             return f"user {name} removed"
         return await attempt(f"{PREFIX}/users", delete)
+
+    @app.post(f"{PREFIX}/users/<name>/role")
+    async def console_user_role(name: str) -> Response:
+        need("users.write")
+        fields = await form()
+
+        async def change() -> str:
+            user = await trio.to_thread.run_sync(lambda: parts.access.users.update_user(
+                name, fields.get("role", ""), fields.get("tenant") or None))
+            return f"user {user.name} is now {user.role}" + (f" of {user.tenant}" if user.tenant else "")
+        return await attempt(f"{PREFIX}/users", change)
+
+    @app.post(f"{PREFIX}/users/<name>/password")
+    async def console_user_password(name: str) -> Response:
+        need("users.write")
+        password = (await request.form).get("password") or ""  # not trimmed: spaces are part of it
+
+        async def reset() -> str:
+            await trio.to_thread.run_sync(parts.access.users.set_password, name, password)
+            return f"password of {name} reset; its browser sessions ended"
+        return await attempt(f"{PREFIX}/users", reset)

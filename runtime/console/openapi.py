@@ -94,6 +94,8 @@ PATHS: dict[str, Any] = {
     "/ui/audit": _page("The audit log"),
     "/ui/users": _merge(_page("Users (admins)"), _form("Create a user", fields=("name", "role", "tenant", "password"))),
     "/ui/users/{name}/delete": _form("Remove a user", "name"),
+    "/ui/users/{name}/role": _form("Change a user's role (its sessions end)", "name", fields=("role", "tenant")),
+    "/ui/users/{name}/password": _form("Reset a user's password (its sessions end)", "name", fields=("password",)),
     "/ui/live/status": {"get": {"summary": "Node and deployment tables as server-sent events (event fragment: "
                                            "{id, html}) when they change", "security": _SECURITY,
                                 "parameters": [{"name": "forms", "in": "query", "required": False,

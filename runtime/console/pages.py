@@ -8,7 +8,7 @@ from typing import Any
 import trio
 from quart import Response, request
 
-from runtime.api.principals import tenant_scope
+from runtime.api.principals import ROLES, tenant_scope
 from runtime.api.responses import ApiError
 from runtime.console.charts import usage_chart
 from runtime.console.context import HERE, PREFIX, ConsoleParts, Denied, need, page, who
@@ -173,4 +173,4 @@ def register(app: Any, parts: ConsoleParts) -> None:
     async def console_users() -> Response:
         need("users.read")
         users = await trio.to_thread.run_sync(parts.access.users.users)
-        return page("users.html", title="Users", users=users, notice=request.args.get("notice", ""))
+        return page("users.html", title="Users", users=users, roles=ROLES, notice=request.args.get("notice", ""))
