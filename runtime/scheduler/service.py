@@ -110,7 +110,8 @@ class Scheduler:
         # After a restart nothing is known to be ready until its node says so again (in its hello).
         self._replicas: tuple[Replica, ...] = tuple(replace(r, state="pending") for r in store.replicas())
         self._reports: dict[str, ReplicaReport] = {}
-        self._worker_logs: dict[str, tuple[str, ...]] = {}  # replica id: its worker log tail, bounded by the node
+        # replica id: (node id, attempt, its worker log tail as that node last sent it)
+        self._worker_logs: dict[str, tuple[str, int, tuple[str, ...]]] = {}
         self._links: dict[str, NodeLink] = {}
         self._revoked_tokens: set[str] = set()
         self._sent: dict[str, tuple[Assignment, ...]] = {}
@@ -285,14 +286,15 @@ class Scheduler:
         for replica_id, lines in logs.items():
             current = next((r for r in self._replicas if r.replica_id == replica_id), None)
             if current is not None and current.node_id == node_id:
-                self._worker_logs[replica_id] = tuple(lines)
+                self._worker_logs[replica_id] = (node_id, current.attempt, tuple(lines))
 
     def worker_log(self, replica_id: str) -> tuple[str, ...]:
-        """The last lines of a replica's worker log its node sent; () when none (or it is gone)."""
-        if not any(r.replica_id == replica_id for r in self._replicas):
-            self._worker_logs.pop(replica_id, None)
-            return ()
-        return self._worker_logs.get(replica_id, ())
+        """The last lines of a replica's worker log its node sent for its current placement; () when none."""
+        current = next((r for r in self._replicas if r.replica_id == replica_id), None)
+        kept = self._worker_logs.get(replica_id)
+        if current is None or kept is None or kept[:2] != (current.node_id, current.attempt):
+            return ()  # gone, or moved elsewhere since: the old node's words are not this attempt's
+        return kept[2]
 
     def wake(self) -> None:
         """Ask the reconcile loop for a round soon."""

@@ -85,3 +85,18 @@ async def test_a_node_that_reconnects_in_time_keeps_its_replicas(autojump_clock,
     assert placed(scheduler) == [("r1", "id-remote", 1), ("r2", "id-remote", 1)]
     (dep,) = scheduler.status()["deployments"]
     assert dep["unplaced"] is None
+
+
+async def test_worker_log_tails_are_kept_only_from_a_replicas_own_node_and_placement(autojump_clock, scheduler):
+    nursery = scheduler.test_nursery
+    nursery.start_soon(keep_alive, scheduler, "id-local", scheduler.registry.connect(hello("local")))
+    start = trio.current_time()
+    scheduler.note_logs("id-remote", {"r1": ("listening",), "nope": ("not a replica",)})
+    scheduler.note_logs("id-local", {"r2": ("<b>not yours</b>",)})  # r2 runs on id-remote
+    assert scheduler.worker_log("r1") == ("listening",)
+    assert scheduler.worker_log("r2") == () and scheduler.worker_log("nope") == ()
+    await trio.sleep_until(start + LOST_AFTER + 2)  # the remote node never came back: r1 moved
+    assert placed(scheduler)[0] == ("r1", "id-local", 2)
+    assert scheduler.worker_log("r1") == ()  # the old node's words are not the new attempt's
+    scheduler.note_logs("id-local", {"r1": ("started again",)})
+    assert scheduler.worker_log("r1") == ("started again",)

@@ -230,3 +230,28 @@ async def test_a_lost_connection_says_why_and_a_reconnect_says_how_long_it_was_a
     lost = [w for w in warnings if w.startswith("control plane connection lost: ")]
     assert lost and all(w.removeprefix("control plane connection lost: ").strip() for w in lost), warnings
     assert warnings[-1] == "reconnected to the control plane after 7.0 s", warnings
+
+
+class LoggingExecutor(FakeExecutor):
+    """A FakeExecutor whose replicas' worker log tails are `tails` (changed by the test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tails = {"r1": ("starting",), "r2": ("listening",)}
+
+    def log_tails(self):
+        return dict(self.tails)
+
+
+async def test_heartbeats_carry_only_the_worker_log_tails_that_changed(autojump_clock, nursery):
+    plane = FakePlane(nursery, heartbeat_interval=5.0)
+    executor = LoggingExecutor()
+    with trio.fail_after(LIMIT):
+        await nursery.start(partial(run_agent, config(), executor, connect=plane.connect))
+        await wait_until(lambda: len(plane.heartbeats) >= 2)
+        executor.tails = {"r1": ("starting", "ready")}  # r2 gone, r1 said more
+        await wait_until(lambda: len(plane.heartbeats) >= 4)
+    logs = [beat.logs for _, beat in plane.heartbeats]
+    assert logs[0] == {"r1": ("starting",), "r2": ("listening",)}
+    assert logs[1] == {}  # nothing new: nothing sent
+    assert {"r1": ("starting", "ready")} in logs[2:4] and {} in logs[2:4]
