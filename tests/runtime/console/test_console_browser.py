@@ -131,6 +131,8 @@ def test_an_admin_deploys_echo_and_scales_it_seeing_replicas_ready_live(plane, b
     browser.get(browser.execute_script("return document.querySelector('#nodes a').href"))  # live-swapped row
     poll(lambda: "Node desk" in browser.find_element(By.TAG_NAME, "h1").text, what="the node page")
     assert "echo" in text(browser, "table")
+    poll(lambda: "echo worker listening on" in text(browser, "#replicas"),
+         what="the echo worker's log lines on the node page")  # sent with the node's heartbeats
     shot(browser, "node")
     browser.get(f"{plane.url}/ui/hub")
     shot(browser, "hub")
@@ -189,6 +191,10 @@ def test_a_job_is_triggered_and_its_log_followed_live(plane, browser, echo):
     log = browser.find_element(By.ID, "run-log").text
     assert [f"tick {i}" in log for i in range(1, 7)] == [True] * 6 and same_load(browser)
     assert browser.find_element(By.ID, "run-state").text == "succeeded"
+    poll(lambda: "succeeded" in text(browser, "#run-attempts")
+         and browser.find_elements(By.CSS_SELECTOR, "#run-graph .state-succeeded"),
+         what="the attempts table and step graph showing the end, live")
+    assert same_load(browser), "the page was reloaded: the attempts and graph did not arrive live"
     shot(browser, "run")
     browser.get(f"{plane.url}/ui/jobs")
     shot(browser, "jobs")
