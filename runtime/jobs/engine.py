@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,6 +33,7 @@ import trio
 
 from runtime.exception_groups import collapse, leaves
 from runtime.jobs.dispatch import StepExecutor
+from runtime.jobs.driving import RunDriving, _ActiveRun
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
 from runtime.jobs.events import Event, matches
 from runtime.jobs.lease import Lease
@@ -42,11 +41,9 @@ from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import EventTrigger, JobSpec
 from runtime.jobs.offload import BatchedOffload, run_inline
 from runtime.jobs.planner import Planner, misfire_keep
-from runtime.jobs.runner import RunContext, drive_run
 from runtime.jobs.schema import resolve_parameters
 from runtime.jobs.store import JobRecord, NewRun, RunRecord, RunStore
 
-log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_TICK_S = 1.0
 DEFAULT_MISFIRE_GRACE_S = 5.0
@@ -57,21 +54,7 @@ Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
 
 
-@dataclass
-class _ActiveRun:
-    run_id: str
-    job_id: str
-    ctx: RunContext | None = None
-    scope: trio.CancelScope | None = None
-
-    def cancel(self, reason: str) -> None:
-        if self.ctx is not None and self.ctx.cancel_reason is None:
-            self.ctx.cancel_reason = reason
-        if self.scope is not None:
-            self.scope.cancel()
-
-
-class JobEngine:
+class JobEngine(RunDriving):
     """Fires jobs and drives their runs while holding the job lease."""
 
     def __init__(self, store: RunStore, executor: StepExecutor, lease: Lease, *,
@@ -262,67 +245,6 @@ class JobEngine:
         await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)
         self.metrics.run_finished(run.tenant, "skipped")
         self._notify_changed()
-
-    def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any]) -> None:
-        assert self._nursery is not None and self.epoch is not None
-        ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
-                         self.rng, self.metrics)
-        active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
-        self._active_of.setdefault(job_id, {})[run_id] = active
-        self._nursery.start_soon(self._drive, active, spec)
-
-    async def _drive(self, active: _ActiveRun, spec: JobSpec) -> None:
-        """Drive one run; its failure, of any kind but a lost lease, ends only this run."""
-        try:
-            await self._drive_run(active, spec)
-        except Exception as e:
-            if isinstance(e, LeaseLost) or (isinstance(e, ExceptionGroup) and e.subgroup(LeaseLost)):
-                raise
-            log.exception("run %s: the engine could not drive it", active.run_id)
-            self._forget(active)
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._db(self.store.set_run_state, active.run_id, "failed", now=self.clock(),
-                                   reason=f"internal error: {e!r}"[:500])
-                except JobError:
-                    pass  # already ended
-            self._notify_changed()
-
-    async def _drive_run(self, active: _ActiveRun, spec: JobSpec) -> None:
-        assert active.ctx is not None and active.scope is not None
-        state = "cancelled"
-        with active.scope:
-            state = await drive_run(active.ctx)
-        run_id, now, reason = active.run_id, self.clock(), ""
-        if active.scope.cancelled_caught:
-            state, reason = "cancelled", active.ctx.cancel_reason or "cancelled"
-            await self._db(self.store.cancel_open, run_id, now=now, reason=reason)
-        elif state != "succeeded":  # why it did not: its first step that did not succeed
-            for step in await self._db(self.store.steps, run_id):
-                if step.state != "succeeded":
-                    reason = f"step {step.step!r} {step.state}" + (f": {step.reason}" if step.reason else "")
-                    break
-        await self._db(self.store.set_run_state, run_id, state, now=now, reason=reason)
-        self.metrics.run_finished(spec.tenant, state)
-        self._forget(active)
-        await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
-                       keep_failed=spec.policies.history_failed)
-        self._notify_changed()
-        if active.job_id in self._waiting:  # a fire of this job waits for this run to end
-            self._waiting.discard(active.job_id)
-            self._wake.set()
-        await self.notify(Event("job_run_finished", spec.tenant, job=spec.name, status=state))
-
-    def _forget(self, active: _ActiveRun) -> None:
-        self._active.pop(active.run_id, None)
-        runs = self._active_of.get(active.job_id, {})
-        runs.pop(active.run_id, None)
-        if not runs:
-            self._active_of.pop(active.job_id, None)
-
-    def _notify_changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
 
     # -- what the API and the plane call ----------------------------------------------------
 
