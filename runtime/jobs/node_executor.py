@@ -21,10 +21,9 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -35,7 +34,7 @@ from runtime.jobs.attempt_logs import append_log, prefixed
 from runtime.jobs.broadcast import recover_broadcast, run_broadcast
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
-from runtime.jobs.routing import describe_need, fits, matching_nodes, pick
+from runtime.jobs.node_choice import Key, NodeChoosing, _Live
 from runtime.jobs.shards import ShardRecords
 from runtime.jobs.states import LIVE_ATTEMPT
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES
@@ -47,29 +46,13 @@ if TYPE_CHECKING:
     from runtime.scheduler.service import Scheduler
 
 log = logging.getLogger("flowctl.jobs")
-Key = tuple[str, str, int, int | None]  # run, step, attempt, shard (None outside broadcast)
 VersionLookup = Callable[[str, str], Awaitable[str | None]]  # (service, channel) -> version
-CHOOSE_POLL_S = 1.0
 CANCEL_WAIT_S = 10.0
 DEFAULT_REATTACH_S = 60.0
 CHANNELS = ("stable", "latest")
 
 
-@dataclass
-class _Live:
-    node: str
-    resources: Resources = field(default_factory=Resources)  # reserved on `node` while it runs
-    events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = field(
-        default_factory=lambda: trio.open_memory_channel(math.inf))
-
-    reported: bool = False  # its node said something about it
-
-    def put(self, item: Any) -> None:
-        self.reported = self.reported or isinstance(item, JobReport)
-        self.events[0].send_nowait(item)
-
-
-class NodeExecutor:
+class NodeExecutor(NodeChoosing):
     """Runs command steps on nodes through `scheduler`; see the module docstring."""
 
     def __init__(self, scheduler: Scheduler, store: RunStore, data_dir: Path, *,
@@ -296,54 +279,7 @@ class NodeExecutor:
                 if isinstance(item, Outcome) or (isinstance(item, JobReport) and item.state != "running"):
                     return
 
-    # -- choosing and sending -----------------------------------------------------------------
-
-    async def _choose(self, order: AttemptOrder, step: CommandStep) -> str:
-        return (await self._until(order, step, lambda: self._candidate(step, order)))[0]
-
-    async def wait_for_nodes(self, order: AttemptOrder, step: CommandStep) -> list[NodeRecord]:
-        """Every node that may run the step, once there is one (the attempt notes why it waits)."""
-        return await self._until(order, step, lambda: self.matching(step))
-
-    async def _until(self, order: AttemptOrder, step: CommandStep, look: Callable[[], tuple[Any, str]]) -> Any:
-        """What `look` finds once it finds something; meanwhile the attempt says why it waits."""
-        noted = ""
-        while True:
-            changed = self._changed
-            found, why = look()
-            if found:
-                return [found] if isinstance(found, str) else found
-            if why != noted:
-                noted = why
-                await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
-                                                      order.attempt, f"pending: {why}"))
-            with trio.move_on_after(CHOOSE_POLL_S):
-                await changed.wait()
-
-    def matching(self, step: CommandStep) -> tuple[list[NodeRecord], str]:
-        """The connected nodes matching the step's selector with its resources free, by name; else why none."""
-        from runtime.scheduler.registry import NodeState
-
-        ready = [n for n in self.scheduler.registry.nodes(NodeState.READY)
-                 if self.scheduler.mux_for(n.node_id) is not None]
-        matching, why = matching_nodes(ready, step)
-        need = step.resources
-        if matching and (need.cpu or need.memory_mb or need.gpu):
-            matching = [n for n in matching if fits(n, need, [v.resources for v in self._live.values()
-                                                                  if v.node == n.node_id])]
-            if not matching:
-                return [], "no matching node has " + describe_need(need) + " free"
-        return sorted(matching, key=lambda n: (n.name, n.node_id)), why
-
-    def _candidate(self, step: CommandStep, order: AttemptOrder) -> tuple[str | None, str]:
-        matching, why = self.matching(step)
-        if not matching:
-            return None, why
-        mine = {n.node_id: 0 for n in matching}
-        for live in self._live.values():
-            if live.node in mine:
-                mine[live.node] += 1
-        return pick(matching, order, self._turns, mine)
+    # -- sending ---------------------------------------------------------------------------------
 
     async def _send(self, node_id: str, message: JobAttempt | JobCancel) -> None:
         mux = self.scheduler.mux_for(node_id)
