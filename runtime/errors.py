@@ -55,7 +55,10 @@
         ├── IllegalTransition            runtime.jobs.errors
         ├── StaleEpoch                   runtime.jobs.errors
         ├── LeaseLost                    runtime.jobs.errors
-        └── WebhookRefused               runtime.jobs.webhooks
+        ├── WebhookRefused               runtime.jobs.webhooks
+        ├── ArtifactError                runtime.jobs.artifacts
+        │   └── ArtifactTooLarge         runtime.jobs.artifacts
+        └── InputError                   runtime.jobs.inference
 
 Errors that answer an HTTP request carry its `status`, and each API family answers them in
 one body (docs/api-errors.md): GatewayError and SessionError in OpenAI's shape on /v1;
@@ -67,9 +70,13 @@ Outside the tree, on purpose: the wire parsers' ValueErrors (ProtocolError in
 runtime.control.messages, MessageError in runtime.sessions.protocol, SSEError in
 runtime.http.sse) and the signals WorkerUnreachable, WorkerConnectionError
 (runtime.tunnel.worker_client) and IdentityRefused (runtime.scheduler.node_connection):
-each is caught by its module's caller and never reaches a user as such. DescriptionConflict
-(runtime.api.openapi) is a programming error: two parts of the plane describing one route,
-found when the OpenAPI document is built, never by a request.
+each is caught by its module's caller and never reaches a user as such. PasswordPolicyError
+(runtime.api.passwords) is a ValueError its callers answer as a 400 naming the rule, and
+Denied (runtime.console.context) is the console's signal to render an error page with its
+status, always answered by the console's error handler; BatchInputError
+(runtime.jobs.openai_files) is a ValueError the Files API answers as a 400 naming the line.
+DescriptionConflict (runtime.api.openapi) is a programming error: two parts of the plane
+describing one route, found when the OpenAPI document is built, never by a request.
 tests/runtime/test_errors.py keeps this drawing true.
 """
 
