@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -19,6 +19,7 @@ import trio
 from packer.manifest import Manifest
 from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, Gpu, ReplicaReport
 from runtime.errors import FlowError
+from runtime.scheduler.links import AssignSender, NodeLink, Route  # noqa: F401 - imported from here too
 from runtime.scheduler.local_deployments import LocalDeployments
 from runtime.scheduler.placement import NodeCapacity
 from runtime.scheduler.reconcile import TRACKS, Deployment, Replica, model_conflicts, reconcile
@@ -26,6 +27,7 @@ from runtime.scheduler.reconnect import ReconnectWait
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER, NodeRecord, NodeRegistry, NodeState
 from runtime.scheduler.store import ClusterStore
 from runtime.scheduler.tracking import DEFAULT_TRACK_INTERVAL, ChannelLookup, ChannelTracker
+from runtime.scheduler.worker_logs import WorkerLogTails
 from runtime.tunnel import Mux
 
 RECONCILE_TICK = 1.0
@@ -33,7 +35,6 @@ BUSY_PORT_TTL = 300.0  # how long a node is avoided for a port found in use ther
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 ManifestResolver = Callable[[str, str], Awaitable[Manifest]]
-AssignSender = Callable[[Assign], Awaitable[None]]
 REPLACED_REASON = "replaced by a newer connection of this node"
 
 
@@ -56,30 +57,6 @@ class UnknownService(DeployError):
 
 class DeployConflict(DeployError):
     """The request contradicts another deployment (e.g. a model id served twice)."""
-
-
-@dataclass(frozen=True)
-class NodeLink:
-    """One node's live connection: how to tell it things, reach its workers, and close it.
-
-    `close(reason, code)` makes the connection send a fatal error with that code and end.
-    """
-
-    epoch: int
-    send: AssignSender
-    mux: Mux
-    token_id: str
-    close: Callable[[str, str], None]
-
-
-@dataclass(frozen=True)
-class Route:
-    """A ready replica that serves a model, and the live link to its node."""
-
-    replica: Replica
-    node_id: str
-    max_concurrency: int
-    link: NodeLink
 
 
 class Scheduler:
@@ -110,8 +87,7 @@ class Scheduler:
         # After a restart nothing is known to be ready until its node says so again (in its hello).
         self._replicas: tuple[Replica, ...] = tuple(replace(r, state="pending") for r in store.replicas())
         self._reports: dict[str, ReplicaReport] = {}
-        # replica id: (node id, attempt, its worker log tail as that node last sent it)
-        self._worker_logs: dict[str, tuple[str, int, tuple[str, ...]]] = {}
+        self._worker_logs = WorkerLogTails()
         self._links: dict[str, NodeLink] = {}
         self._revoked_tokens: set[str] = set()
         self._sent: dict[str, tuple[Assignment, ...]] = {}
@@ -283,18 +259,11 @@ class Scheduler:
 
     def note_logs(self, node_id: str, logs: dict[str, tuple[str, ...]]) -> None:
         """Keep the worker log tails a node sent, for its replicas only (the console's node page)."""
-        for replica_id, lines in logs.items():
-            current = next((r for r in self._replicas if r.replica_id == replica_id), None)
-            if current is not None and current.node_id == node_id:
-                self._worker_logs[replica_id] = (node_id, current.attempt, tuple(lines))
+        self._worker_logs.note(node_id, logs, self._replicas)
 
     def worker_log(self, replica_id: str) -> tuple[str, ...]:
         """The last lines of a replica's worker log its node sent for its current placement; () when none."""
-        current = next((r for r in self._replicas if r.replica_id == replica_id), None)
-        kept = self._worker_logs.get(replica_id)
-        if current is None or kept is None or kept[:2] != (current.node_id, current.attempt):
-            return ()  # gone, or moved elsewhere since: the old node's words are not this attempt's
-        return kept[2]
+        return self._worker_logs.get(replica_id, self._replicas)
 
     def wake(self) -> None:
         """Ask the reconcile loop for a round soon."""
@@ -330,7 +299,7 @@ class Scheduler:
                 self._unplaced.setdefault(service_id, nodes)
             live = {r.replica_id for r in self._replicas}
             self._reports = {k: v for k, v in self._reports.items() if k in live}
-            self._worker_logs = {k: v for k, v in self._worker_logs.items() if k in live}
+            self._worker_logs.keep_only(live)
         for node_id, link in list(self._links.items()):
             wanted = tuple(Assignment(r.replica_id, r.service_id, r.version, r.attempt, r.gpus)
                            for r in self._replicas if r.node_id == node_id)

@@ -58,13 +58,12 @@ from runtime.exception_groups import boundary, collapse, describe, leaves
 from runtime.node.agent import sysinfo
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.jobs import AgentJobs
+from runtime.node.agent.log_tails import changed_tails
 from runtime.tunnel import MessageTransport, Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
 from runtime.tunnel.worker_client import WorkerClient
 
 log = logging.getLogger("flowctl.node")
-# Worker log characters per heartbeat: even escaped six-fold in JSON it stays under MAX_MESSAGE_BYTES.
-MAX_LOG_CHARS = 128 * 1024
 CONNECT_PATH = "/api/cluster/connect"
 WELCOME_TIMEOUT = 10.0
 BACKOFF_INITIAL = 0.5
@@ -286,30 +285,6 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
             jobs.detach(mux)
 
 
-async def _changed_tails(executor: Executor, sent: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """The worker log tails that changed since `sent` (updated), within MAX_LOG_REPLICAS and MAX_LOG_CHARS."""
-    tails = getattr(executor, "log_tails", None)  # an executor without worker logs sends none
-    if tails is None:
-        return {}
-    try:
-        now: dict[str, tuple[str, ...]] = await trio.to_thread.run_sync(tails)
-    except OSError as error:
-        log.warning("cannot read worker logs: %s", error)
-        return {}
-    for gone in set(sent) - set(now):
-        del sent[gone]
-    changed: dict[str, tuple[str, ...]] = {}
-    budget = MAX_LOG_CHARS  # the rest waits for the next heartbeat
-    for replica_id, lines in now.items():
-        size = sum(len(line) for line in lines)
-        if sent.get(replica_id) == lines or size > budget or len(changed) >= messages.MAX_LOG_REPLICAS:
-            continue
-        budget -= size
-        changed[replica_id] = lines
-    sent.update(changed)
-    return changed
-
-
 async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient, welcome: Welcome,
                  local: LocalServices | None, jobs: AgentJobs | None) -> None:
 
@@ -339,7 +314,7 @@ async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: Work
                 await trio.sleep(welcome.heartbeat_interval_s)
                 seq += 1
                 _, free = sysinfo.memory_mb()
-                logs = await _changed_tails(executor, sent_logs)
+                logs = await changed_tails(executor, sent_logs)
                 beat = Heartbeat(seq=seq, free_ram_mb=free, outstanding=outstanding, logs=logs)
                 await mux.send_control(messages.encode(beat))
 
