@@ -10,6 +10,10 @@
 2. 1,000 GETs of a 4 KiB blob on one keep-alive connection (one curl process reading a
    config file of 1,000 URLs), wall time -> requests/s, hub vs nginx, interleaved.
 
+nginx (Debian's nginx-light does) runs from a config written to the temp dir: 127.0.0.1 on a
+free port, its pid file, error log and temp paths there, no access log, one worker; it is
+stopped with SIGQUIT at the end, or when the bench is stopped (SIGTERM, Ctrl-C).
+
 The hub runs as `flowctl serve --roles hub` in its own process. Its first GET of a blob
 hashes the blob once (verify-on-serve; ~0.7 s per GiB); a warm-up request per server is
 made before timing. This script installs nothing: without nginx it says how to get it
@@ -191,8 +195,11 @@ def main() -> None:
         port = free_port()
         if nginx is not None:
             (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
-            ngx = subprocess.Popen([nginx, "-c", str(root / "nginx.conf"), "-p", str(root)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # -e: nginx opens its error log before reading the config; keep even that one here.
+            ngx = subprocess.Popen([nginx, "-c", str(root / "nginx.conf"), "-p", str(root),
+                                    "-e", str(root / "nginx-error.log")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=die_with_parent)
         else:
             ngx = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_sendfile_server.py")),
                                     str(root / "www"), str(port)], preexec_fn=die_with_parent)

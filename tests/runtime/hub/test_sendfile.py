@@ -175,3 +175,46 @@ async def test_an_idle_connection_does_not_hold_up_the_shutdown(tmp_path):
         with trio.fail_after(2):
             assert await stream.receive_some(1024) == b""
         await stream.aclose()
+
+
+async def test_small_blobs_are_answered_ahead_of_the_app_with_the_apps_headers(tmp_path):
+    sizes = (0, 4096, 100_000)  # empty, inline on the loop, and over INLINE_BLOB (a thread)
+    async with sendfile_hub(tmp_path / "hub") as (client, answered, state):
+        payloads = [os.urandom(n) for n in sizes]
+        digests = [state.data.store.put_bytes(p).digest for p in payloads]
+        fast = [await client.get(f"/blobs/sha256:{d}") for d in digests]
+        part = await client.get(f"/blobs/sha256:{digests[1]}", headers={"Range": "bytes=10-19"})
+        head = await client.head(f"/blobs/sha256:{digests[2]}")
+        assert [r.content for r in fast] == payloads
+        assert part.status_code == 206 and part.content == payloads[1][10:20]
+        assert part.headers["content-range"] == "bytes 10-19/4096"
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == "100000"
+        assert answered == ["GET 200"] * 3 + ["GET 206", "HEAD 200"]
+        cached = await client.get(f"/blobs/sha256:{digests[1]}", headers={"If-None-Match": f'"{digests[1]}"'})
+        assert cached.status_code == 304 and len(answered) == 5  # declined: the app answers
+
+    data = open_data_dir(tmp_path / "hub")
+    try:
+        plain_state = HubState(data, HubSettings(data_dir=tmp_path / "hub"), hash_key(ADMIN_KEY),
+                               limiter=trio.CapacityLimiter(8))
+        async with open_test_server(create_hub_app(plain_state)) as plain_url:
+            async with httpx.AsyncClient(base_url=plain_url, timeout=30) as plain:
+                reference = [await plain.get(f"/blobs/sha256:{d}") for d in digests]
+    finally:
+        data.close()
+    for ours, theirs in zip(fast, reference, strict=True):
+        assert ours.status_code == theirs.status_code == 200
+        assert without_date(ours.headers) == without_date(theirs.headers)
+
+
+async def test_a_corrupt_small_blob_is_quarantined_and_answered_500(tmp_path):
+    async with sendfile_hub(tmp_path / "hub") as (client, answered, state):
+        digest = state.data.store.put_bytes(os.urandom(4096)).digest
+        path = state.data.store.path(digest)
+        corrupt(path)
+        response = await client.get(f"/blobs/sha256:{digest}")
+        assert response.status_code == 500 and "detail" in response.json()
+        assert not path.exists()
+        assert answered == ["GET 500"]
+        assert (await client.get(f"/blobs/sha256:{digest}")).status_code == 404
