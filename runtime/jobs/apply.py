@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.errors import JobDefinitionError, UnknownJob
+from runtime.jobs.errors import JobDefinitionError
 from runtime.jobs.model import JobSpec
 from runtime.jobs.schema import load_job_file
 from runtime.jobs.store import RunStore
 
 SUFFIXES = (".toml", ".yaml", ".yml")
-MAX_FILES = 1000
+MAX_FILES = 10_000  # the spec's fleet applied at once (one transaction)
+MAX_APPLY_BYTES = 16 << 20  # 10,000 definitions of a few hundred bytes each, with room
+APPLY_PATH = "/api/v1/jobs/apply"
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,16 @@ def load_definitions(path: Path, *, tenant: str | None = None) -> list[JobSpec]:
 def plan_changes(store: RunStore, specs: list[JobSpec]) -> list[Change]:
     """What applying `specs` would do, field by field, without doing it."""
     changes = []
+    stored = store.documents((spec.tenant, spec.name) for spec in specs)
     for spec in specs:
-        try:
-            current = store.job(spec.tenant, spec.name)
-        except UnknownJob:
+        document = stored.get((spec.tenant, spec.name))
+        if document is None:
             changes.append(Change(spec.tenant, spec.name, "create"))
             continue
-        before, after = _flatten(json.loads(current.spec.document)), _flatten(json.loads(spec.document))
+        if document == spec.document:
+            changes.append(Change(spec.tenant, spec.name, "unchanged"))
+            continue
+        before, after = _flatten(json.loads(document)), _flatten(json.loads(spec.document))
         fields = tuple(f"{key}: {before.get(key, '(unset)')!r} -> {after.get(key, '(unset)')!r}"
                        .replace("'(unset)'", "(unset)")
                        for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key))
@@ -90,3 +95,17 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(item, f"{prefix}[{i}]"))
         return out
     return {prefix: value}
+
+
+def raise_apply_cap(app: Any) -> None:
+    """quart fixes a request's body cap when it builds the request: an apply of a whole fleet's
+    definitions may be up to MAX_APPLY_BYTES; every other route keeps the app's cap."""
+    base = app.request_class
+
+    class ApplyRequest(base):  # type: ignore[misc, valid-type]  # mypy cannot follow a variable base
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            if method == "POST" and path == APPLY_PATH:
+                kwargs["max_content_length"] = MAX_APPLY_BYTES
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    app.request_class = ApplyRequest

@@ -255,6 +255,14 @@ class JobEngine(RunDriving):
         self._wake.set()
         return result
 
+    async def apply_many(self, specs: list[JobSpec]) -> list[tuple[JobRecord, str]]:
+        """`apply` of every spec in one transaction (off the loop), and one engine pass after."""
+        results: list[tuple[JobRecord, str]] = await self._db_large(self.store.put_jobs, specs, now=self.clock())
+        for record, _ in results:
+            self.planner.put(record)
+        self._wake.set()
+        return results
+
     async def trigger(self, tenant: str, name: str, params: dict[str, Any] | None = None, *,
                       cause: str = "manual") -> str:
         """Start a run of a job now with parameter overrides; returns its run id."""

@@ -34,7 +34,7 @@ from quart import Response, request
 from runtime.api import ApiError, bearer_ok, error_response, json_response
 from runtime.api.guard import principal_of
 from runtime.http.jsonbody import InvalidJson, decode_json
-from runtime.jobs.apply import MAX_FILES, SUFFIXES, plan_changes
+from runtime.jobs.apply import MAX_FILES, SUFFIXES, plan_changes, raise_apply_cap
 from runtime.jobs.engine import JobEngine
 from runtime.jobs.errors import (
     IllegalTransition,
@@ -98,6 +98,7 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
     steps run on the plane's own machine (no scheduler role: only the admin may put a command there).
     """
     verifiers: dict[tuple[str, str, bytes, int], WebhookVerifier] = {}
+    raise_apply_cap(app)
 
     async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -177,11 +178,10 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
         if len(files) > MAX_FILES:
             raise ApiError(400, f"files: {len(files)} files; at most {MAX_FILES} at once")
         dry_run = _flag(data.get("dry_run")) or _flag(request.args.get("dry_run"))
-        specs = _parse_files(files, tenant)
+        specs = await trio.to_thread.run_sync(_parse_files, files, tenant)  # 10,000 files: seconds of parsing
         changes = await db(plan_changes, store, specs)
         if not dry_run:
-            for spec in specs:
-                await engine.apply(spec)
+            await engine.apply_many(specs)
         return json_response({"dry_run": dry_run, "changes": [asdict(c) for c in changes]})
 
     @app.get(f"{PREFIX}/jobs/<name>")

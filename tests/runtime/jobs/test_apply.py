@@ -5,7 +5,7 @@ import pytest
 from runtime.jobs.apply import Change, load_definitions, plan_changes
 from runtime.jobs.errors import JobDefinitionError
 
-from .conftest import T0
+from .conftest import T0, job
 
 NIGHTLY = """
 name = "nightly"
@@ -50,3 +50,18 @@ def test_one_bad_file_or_a_name_defined_twice_stops_the_whole_directory(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(JobDefinitionError, match="no .toml, .yaml, .yml files"):
         load_definitions(tmp_path / "empty")
+
+
+def test_put_jobs_applies_a_whole_fleet_in_one_transaction_or_nothing(store):
+    specs = [job(f"j{i:04d}", {"type": "cron", "cron": f"{i % 60} * * * *"}) for i in range(2000)]
+    results = store.put_jobs(specs, now=T0)
+    assert [change for _, change in results] == ["created"] * 2000
+    assert len(store.job_keys()) == 2000
+    assert {c.action for c in plan_changes(store, specs)} == {"unchanged"}
+    # One bad row (a name the table refuses twice) rolls back the rest: nothing half-applied.
+    changed = [job(f"j{i:04d}", {"type": "cron", "cron": "5 * * * *"}) for i in range(3)]
+    fresh = job("fresh")
+    with pytest.raises(AttributeError):
+        store.put_jobs([*changed, fresh, None], now=T0 + 1)  # type: ignore[list-item]
+    assert store.job("default", "j0001").version == 1
+    assert len(store.job_keys()) == 2000  # "fresh" was not created either

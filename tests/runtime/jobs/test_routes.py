@@ -9,6 +9,7 @@ import httpx
 import pytest
 import trio
 
+from runtime.jobs.apply import MAX_APPLY_BYTES
 from runtime.jobs.webhooks import sign
 from runtime.plane import PlaneSettings, serve_control_plane
 from tests.polling import wait_until
@@ -239,8 +240,10 @@ async def test_hostile_requests_get_clear_4xx(plane):
     assert r.status_code == 400 and "h.json: not a .toml" in r.json()["detail"]
     r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": [{"name": "h.toml", "text": "x = ["}]})
     assert r.status_code == 400 and r.json()["detail"].startswith("h.toml")
-    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, content=b"x" * (2 << 20))
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, content=b"x" * (MAX_APPLY_BYTES + 1))
     assert r.status_code == 413
+    r = await plane.post("/api/v1/jobs/hello/trigger", headers=AUTH, content=b"x" * (2 << 20))
+    assert r.status_code == 413  # only the apply route takes a whole fleet's definitions
     r = await plane.put("/api/v1/jobs/other", headers=AUTH, json=SLEEPER)
     assert r.status_code == 400 and "does not match" in r.json()["detail"]
     r = await plane.put("/api/v1/jobs/sleeper", headers=AUTH, json=[1])
@@ -272,3 +275,17 @@ async def test_the_webhook_secret_and_admin_key_never_reach_a_step(plane):
     logs = (await plane.get(f"/api/v1/runs/{run['run_id']}/logs", headers=AUTH)).text
     assert run["state"] == "succeeded" and "FLOWCTL_JOB=env" in logs
     assert SECRET not in logs and ADMIN not in logs and "FLOWCTL_WEBHOOK_SECRET" not in logs
+
+
+async def test_apply_takes_thousands_of_definitions_in_one_request(plane):
+    text = 'name = "n{i:04d}"\n[trigger]\ntype = "cron"\ncron = "{m} 3 * * *"\n' \
+           '[[steps]]\nname = "s"\nservice = "echo@1.0.0"\ncommand = ["true"]\n'
+    files = [{"name": f"n{i:04d}.toml", "text": text.format(i=i, m=i % 60)} for i in range(1500)]
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": files}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert [c["action"] for c in r.json()["changes"]] == ["create"] * 1500
+    assert len((await plane.get("/api/v1/jobs", headers=AUTH)).json()["jobs"]) >= 1500
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": files}, timeout=120)
+    assert {c["action"] for c in r.json()["changes"]} == {"unchanged"}
+    r = await plane.post("/api/v1/jobs/apply", headers=AUTH, json={"files": files * 7}, timeout=120)
+    assert r.status_code == 400 and "at most 10000 at once" in r.json()["detail"]
