@@ -1,0 +1,305 @@
+"""One store's database on SQLite or PostgreSQL, with sqlite3's surface.
+
+`Database.execute`/`executemany` run one statement in its own transaction;
+`Database.transaction()` yields a `Tx` whose statements commit together. Results are
+read eagerly into a `Result` (fetchone/fetchall/rowcount/lastrowid, iterable), rows as
+tuples. Synchronous and thread-safe: call it from Trio through `trio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from hub_store.sql import errors
+from hub_store.sql.dialect import postgres_ddl, postgres_sql
+
+
+class Result:
+    """The rows and counts of one statement, read eagerly."""
+
+    def __init__(self, rows: list[tuple], rowcount: int, lastrowid: int | None = None):
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        rows, self._next = self._rows[self._next:], len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class Tx(Protocol):
+    """The statements of one transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
+        """Run one statement once per row of parameters."""
+        ...
+
+
+class Database:
+    """One store's database (see the module docstring); `dialect` is 'sqlite' or 'postgresql'."""
+
+    dialect: str
+    name: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement in its own transaction."""
+        with self.transaction(immediate=False) as tx:
+            return tx.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
+        """Run one statement per row of parameters, in one transaction."""
+        with self.transaction() as tx:
+            return tx.executemany(sql, rows)
+
+    def transaction(self, *, immediate: bool = True) -> Any:
+        """A context manager yielding a Tx; commits on exit, rolls back on an exception.
+
+        `immediate` serialises writers of this store (SQLite's BEGIN IMMEDIATE; on
+        PostgreSQL a transaction-scoped advisory lock on the store), the semantics the
+        stores' read-then-write transactions were written for.
+        """
+        raise NotImplementedError
+
+    def ddl(self, sql: str) -> str:
+        """A migration statement in this engine's spelling."""
+        return sql
+
+    def get_version(self) -> int:
+        """This store's schema version (0 when never migrated)."""
+        raise NotImplementedError
+
+    def set_version(self, tx: Tx, version: int) -> None:
+        """Record this store's schema version inside the migration's transaction."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the database (a shared PostgreSQL pool stays open for the other stores)."""
+
+
+class SqliteTx:
+    """Statements on the SQLite connection, whose lock the transaction holds."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement."""
+        cur = self._conn.execute(sql, tuple(params))
+        return Result(cur.fetchall() if cur.description else [], cur.rowcount, cur.lastrowid)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
+        """Run one statement once per row of parameters."""
+        cur = self._conn.executemany(sql, rows)
+        return Result([], cur.rowcount, cur.lastrowid)
+
+
+class SqliteDatabase(Database):
+    """A store's own SQLite file: one connection behind a lock, WAL, synchronous=NORMAL."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, name: str = "", *, timeout: float = 30.0, pragmas: Sequence[str] = ()):
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        # Re-entrant: a store method may read through execute() inside its own transaction.
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        for pragma in pragmas:
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._depth = 0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The raw connection, for SQLite-only maintenance (backup, VACUUM); hold `lock`."""
+        return self._conn
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock around the connection."""
+        return self._lock
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement (autocommit, or inside this thread's open transaction)."""
+        with self._lock:
+            return SqliteTx(self._conn).execute(sql, params)
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = True) -> Iterator[SqliteTx]:
+        """BEGIN [IMMEDIATE] ... COMMIT on the one connection (nested: joins the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield SqliteTx(self._conn)
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            self._depth = 1
+            try:
+                yield SqliteTx(self._conn)
+            except BaseException:
+                self._depth = 0
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._conn.execute("COMMIT")
+
+    def get_version(self) -> int:
+        """PRAGMA user_version, as the stores always kept it."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def set_version(self, tx: Tx, version: int) -> None:
+        """Set PRAGMA user_version (transactional in SQLite)."""
+        tx.execute(f"PRAGMA user_version={int(version)}")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def _translate(exc: Exception) -> Exception:
+    import psycopg
+
+    if isinstance(exc, psycopg.IntegrityError):
+        return errors.PostgresIntegrityError(_one_line(exc))
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or type(exc).__name__ == "PoolTimeout":
+        return errors.PostgresOperationalError(_one_line(exc))
+    return errors.PostgresError(_one_line(exc))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class PostgresTx:
+    """Statements on one pooled PostgreSQL connection."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement."""
+        import psycopg
+
+        try:
+            cur = self._conn.execute(postgres_sql(sql), tuple(params))
+            rows = cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        return Result(rows, cur.rowcount)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
+        """Run one statement once per row of parameters."""
+        import psycopg
+
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return Result([], 0)
+        try:
+            with self._conn.cursor() as cur:
+                cur.executemany(postgres_sql(sql), rows)
+                count = cur.rowcount
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        return Result([], count)
+
+
+class PostgresDatabase(Database):
+    """A store's tables in its own PostgreSQL schema (named after the store), over a shared pool."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any, name: str):
+        self.name = name
+        self._pool = pool
+        self._lock_key = zlib.crc32(f"flowctl:{name}".encode()) & 0x7FFFFFFF
+        # Which schema each pooled connection's search_path points at (set lazily, on checkout).
+        self._paths: weakref.WeakKeyDictionary[Any, str] = _SEARCH_PATHS
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            with self._pool.connection() as conn:
+                if self._paths.get(conn) != self.name:
+                    conn.execute(f'SET search_path TO "{self.name}", public')
+                    self._paths[conn] = self.name
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise _translate(exc) from exc
+            raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement (autocommit)."""
+        with self._connection() as conn:
+            return PostgresTx(conn).execute(sql, params)
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = True) -> Iterator[PostgresTx]:
+        """BEGIN ... COMMIT on one pooled connection; `immediate` takes the store's advisory lock."""
+        with self._connection() as conn, conn.transaction():
+            tx = PostgresTx(conn)
+            if immediate:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
+            yield tx
+
+    def ddl(self, sql: str) -> str:
+        """SQLite's column types as PostgreSQL's."""
+        return postgres_ddl(sql)
+
+    def ensure_schema(self) -> None:
+        """Create this store's schema and the shared version table if missing (under a global lock)."""
+        with self._connection() as conn, conn.transaction():
+            tx = PostgresTx(conn)
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(b"flowctl:schema") & 0x7FFFFFFF,))
+            tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.name}"')
+            tx.execute("CREATE TABLE IF NOT EXISTS public.flowctl_schema "
+                       "(store TEXT PRIMARY KEY, version BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)")
+
+    def get_version(self) -> int:
+        """This store's row of public.flowctl_schema (0 if none)."""
+        row = self.execute("SELECT version FROM public.flowctl_schema WHERE store=?", (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_version(self, tx: Tx, version: int) -> None:
+        """Upsert this store's row of public.flowctl_schema."""
+        tx.execute("INSERT INTO public.flowctl_schema (store, version, updated_at) "
+                   "VALUES (?, ?, extract(epoch from now())) "
+                   "ON CONFLICT (store) DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
+                   (self.name, int(version)))
+
+
+_SEARCH_PATHS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()

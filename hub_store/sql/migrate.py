@@ -1,0 +1,74 @@
+"""Versioned migrations: each store declares its steps; step i brings the schema to version i."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hub_store.sql.database import Database, Tx
+from hub_store.sql.dialect import split_statements
+from hub_store.sql.errors import SchemaTooNew
+from hub_store.sql.state import State
+
+# A step: a `;`-separated DDL script, a sequence of statements, or a function of the transaction.
+Step = str | Sequence[str] | Callable[[Tx], None]
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """A store's name and its migration steps, oldest first (the store's schema is len(steps))."""
+
+    store: str
+    steps: tuple[Step, ...]
+
+    @property
+    def latest(self) -> int:
+        """The schema version this flowctl writes."""
+        return len(self.steps)
+
+
+def check(db: Database, migrations: Migrations) -> int:
+    """The store's current version; raise SchemaTooNew if a newer flowctl wrote it."""
+    version = db.get_version()
+    if version > migrations.latest:
+        raise SchemaTooNew(f"the {migrations.store} store was written by a newer flowctl "
+                           f"(schema {version} > {migrations.latest}); upgrade flowctl")
+    return version
+
+
+def migrate(db: Database, migrations: Migrations) -> tuple[int, int]:
+    """Apply the missing steps in one transaction; returns (version before, version after)."""
+    before = check(db, migrations)
+    if before == migrations.latest:
+        return before, before
+    with db.transaction() as tx:
+        # Another plane may have migrated while we waited for the lock: read again under it.
+        current = db.get_version()
+        if current > migrations.latest:
+            raise SchemaTooNew(f"the {migrations.store} store was written by a newer flowctl "
+                               f"(schema {current} > {migrations.latest}); upgrade flowctl")
+        for step in migrations.steps[current:]:
+            _apply(db, tx, step)
+        db.set_version(tx, migrations.latest)
+    return before, migrations.latest
+
+
+def _apply(db: Database, tx: Tx, step: Step) -> None:
+    if callable(step):
+        step(tx)
+        return
+    statements = split_statements(step) if isinstance(step, str) else list(step)
+    for statement in statements:
+        tx.execute(db.ddl(statement))
+
+
+def open_store(state: State, migrations: Migrations, filename: str, *, pragmas: tuple[str, ...] = (),
+               apply: bool = True) -> Database:
+    """Open a store's database from `state` (a State) and bring its schema up to date (or just check it)."""
+    db = state.open(migrations.store, filename, pragmas=pragmas)
+    try:
+        migrate(db, migrations) if apply else check(db, migrations)
+    except BaseException:
+        db.close()
+        raise
+    return db
