@@ -1,7 +1,7 @@
 """Content-addressed blob store and the SQLite catalog. Knows nothing of HTTP or Trio."""
 
 from hub_store import ids
-from hub_store.blobs import CHUNK, BlobInfo, BlobStore, BlobWriter, LocalBlobStore
+from hub_store.blobs import CHUNK, BlobInfo, BlobSink, BlobStore, BlobWriter, LocalBlobStore
 from hub_store.catalog import (
     Catalog,
     FileRecord,
@@ -17,6 +17,7 @@ from hub_store.errors import (
     BlobCorrupt,
     BlobDigestMismatch,
     BlobNotFound,
+    BlobStoreUnavailable,
     Conflict,
     InsufficientStorage,
     InvalidIdentifier,
@@ -36,6 +37,8 @@ __all__ = [
     "BlobDigestMismatch",
     "BlobInfo",
     "BlobNotFound",
+    "BlobStoreUnavailable",
+    "BlobSink",
     "BlobStore",
     "BlobWriter",
     "Catalog",

@@ -6,8 +6,9 @@ A write streams into `tmp/`, is hashed on the way, fsynced, then renamed into
 place and the directory fsynced: a blob whose bytes do not match its name is
 never visible under `blobs/`. The class is usable on a node as well as on the hub.
 
-The interface (put/open/stat/delete/iterate) is kept small so that an
-S3-compatible backend can implement `BlobStore` later; `path()` is local-only.
+`BlobStore` is what the hub's publish, GC and fsck need of any backend; an S3-compatible one
+(runtime/hub/s3blobs.py) implements it too, spooling through a local tmp/ the same way.
+`path()` is local-only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -37,16 +39,43 @@ class BlobInfo:
     mtime: float
 
 
+class BlobSink(Protocol):
+    """One blob being written: `write` bytes, then `commit`; leaving a `with` without it aborts."""
+
+    size: int
+
+    def __enter__(self) -> BlobSink: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def commit(self, *, lease: Callable[[str], None] | None = None) -> BlobInfo: ...
+    def abort(self) -> None: ...
+
+
 class BlobStore(Protocol):
-    """The operations a blob backend provides (local now, S3-compatible later)."""
+    """The operations a blob backend provides (the local directory, an S3-compatible bucket).
+
+    Writes are content-addressed and verified: nothing whose bytes do not hash to its name is
+    ever visible. Temp files (`temp_file`, `tmp_dir`) are always local: uploads spool there.
+    """
+
+    tmp_dir: Path
 
     def stat(self, digest: str) -> BlobInfo: ...
     def exists(self, digest: str) -> bool: ...
     def open(self, digest: str) -> BinaryIO: ...
-    def writer(self, expected: str | None = None) -> BlobWriter: ...
+    def writer(self, expected: str | None = None) -> BlobSink: ...
     def put_bytes(self, data: bytes, *, lease: Callable[[str], None] | None = None) -> BlobInfo: ...
+    def put_chunks(self, chunks: Iterable[bytes], *, expected: str | None = None,
+                   lease: Callable[[str], None] | None = None, verified: bool = False) -> BlobInfo: ...
+    def adopt(self, temp: Path, digest: str, *, lease: Callable[[str], None] | None = None) -> BlobInfo: ...
     def delete(self, digest: str) -> bool: ...
     def iter_blobs(self) -> Iterator[BlobInfo]: ...
+    def hash_file(self, digest: str) -> str: ...
+    def quarantine(self, digest: str) -> object | None: ...
+    def local_file(self, digest: str) -> AbstractContextManager[Path]: ...
+    def temp_file(self, prefix: str = "upload-") -> Path: ...
+    def seal(self, temp: Path) -> str: ...
+    def iter_temp(self) -> Iterator[tuple[Path, float]]: ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,6 +120,14 @@ class LocalBlobStore:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+
+    @contextmanager
+    def local_file(self, digest: str) -> Iterator[Path]:
+        """The blob as a local file for the length of a `with` (here: the stored file itself)."""
+        path = self.path(digest)
+        if not path.is_file():
+            raise BlobNotFound(digest)
+        yield path
 
     def read_bytes(self, digest: str, *, verify: bool = True) -> bytes:
         """The whole blob in memory (small blobs only), checked against its digest."""

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub_store.blobs import LocalBlobStore
+from hub_store.blobs import BlobStore, LocalBlobStore
 from hub_store.catalog import Catalog
 from hub_store.private import make_private_dir
 
@@ -15,11 +15,21 @@ CATALOG_NAME = "catalog.sqlite3"
 
 @dataclass
 class HubData:
-    """The opened data dir: `store` (blobs) and `catalog` (SQLite); close() when done."""
+    """The opened data dir: `store` (its own blobs and tmp/), `catalog`; close() when done.
+
+    `blobs` is where the hub keeps its blobs: `store` itself by default, or a remote store
+    (S3-compatible) that spools through `store`'s tmp/.
+    """
 
     root: Path
     store: LocalBlobStore
     catalog: Catalog
+    remote: BlobStore | None = None
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The hub's blob store: the remote one when configured, else the data dir's."""
+        return self.remote if self.remote is not None else self.store
 
     def close(self) -> None:
         """Close the catalog."""

@@ -8,6 +8,7 @@
     ├── BadBundle          an upload is not the bundle it claims to be
     ├── Conflict           a write contradicts what is stored (e.g. re-publish with other bytes)
     ├── InsufficientStorage the disk cannot hold a write (checked up front, or it filled up)
+    ├── BlobStoreUnavailable a remote blob store (an S3 bucket) cannot be reached or refused a call
     └── InvalidIdentifier  an id, version or digest does not parse
 """
 
@@ -74,6 +75,10 @@ class InsufficientStorage(StoreError):
             message = (f"not enough disk space for {what}: needs {needed} bytes, {max(free or 0, 0)} free "
                        f"(of which {reserve} are kept in reserve)")
         super().__init__(message)
+
+
+class BlobStoreUnavailable(StoreError):
+    """A remote blob store (an S3-compatible bucket) cannot be reached, is missing, or refused a call."""
 
 
 class InvalidIdentifier(StoreError, ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub_store.blobs import LocalBlobStore
+from hub_store.blobs import BlobStore
 from hub_store.catalog import Catalog
 
 
@@ -33,7 +33,7 @@ class FsckReport:
                 "quarantined": [f"sha256:{d}" for d in self.quarantined]}
 
 
-def fsck(store: LocalBlobStore, catalog: Catalog, *, quarantine: bool = False) -> FsckReport:
+def fsck(store: BlobStore, catalog: Catalog, *, quarantine: bool = False) -> FsckReport:
     """Hash every blob; list corrupt ones (moved to quarantine/ if asked) and missing references."""
     references = catalog.references()
     corrupt: list[str] = []

@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from hub_store.blobs import BlobInfo, LocalBlobStore
+from hub_store.blobs import BlobInfo, BlobStore
 from hub_store.catalog import Catalog
 from hub_store.errors import BlobNotFound
 
@@ -38,7 +38,7 @@ class GcReport:
         return dict(self.__dict__)
 
 
-def collect_garbage(store: LocalBlobStore, catalog: Catalog, *, min_age_s: float = 0.0,
+def collect_garbage(store: BlobStore, catalog: Catalog, *, min_age_s: float = 0.0,
                     temp_max_age_s: float = 24 * 3600, dry_run: bool = False) -> GcReport:
     """Delete unreferenced blobs older than the GC start (minus `min_age_s`) and stale tmp/ files."""
     started = time.time()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hub_store import ids
-from hub_store.blobs import CHUNK, LocalBlobStore
+from hub_store.blobs import CHUNK, BlobStore
 from hub_store.catalog import Catalog, FileRecord, ModelRecord, NewVersion, VersionRecord
 from hub_store.errors import (
     BadBundle,
@@ -46,7 +46,7 @@ class PublishResult:
     new_bytes: int = 0
 
 
-def copy_to_temp(store: LocalBlobStore, source: Path) -> tuple[Path, str, int]:
+def copy_to_temp(store: BlobStore, source: Path) -> tuple[Path, str, int]:
     """Copy a local bundle into the store's tmp/ while hashing it; (temp, sha256 hex, size)."""
     temp = store.temp_file()
     h = hashlib.sha256()
@@ -65,14 +65,14 @@ def copy_to_temp(store: LocalBlobStore, source: Path) -> tuple[Path, str, int]:
     return temp, h.hexdigest(), size
 
 
-def publish_file(store: LocalBlobStore, catalog: Catalog, bundle: Path, **options: Any) -> PublishResult:
+def publish_file(store: BlobStore, catalog: Catalog, bundle: Path, **options: Any) -> PublishResult:
     """Publish a bundle from a local path (see `ingest_bundle` for the options)."""
     temp, digest, size = copy_to_temp(store, Path(bundle))
     return ingest_bundle(store, catalog, temp, sha256=digest, size=size, **options)
 
 
 def ingest_bundle(
-    store: LocalBlobStore,
+    store: BlobStore,
     catalog: Catalog,
     temp: Path,
     *,
@@ -175,7 +175,7 @@ def _check_signature(reader: Any, trusted_keys: tuple[Any, ...], require: bool) 
     return signing.verify_signature(reader.manifest_bytes, reader.signature, trusted_keys)
 
 
-def _store_files(store: LocalBlobStore, reader: Any, manifest: Any) -> tuple[int, int]:
+def _store_files(store: BlobStore, reader: Any, manifest: Any) -> tuple[int, int]:
     """Stream every file into the blob store; the reader checks each file's size and digest."""
     from packer import BundleError
 
@@ -214,7 +214,7 @@ def _new_version(manifest: Any, sha256: str, size: int, manifest_digest: str, si
     )
 
 
-def export_zip(store: LocalBlobStore, catalog: Catalog, record: VersionRecord) -> tuple[str, int]:
+def export_zip(store: BlobStore, catalog: Catalog, record: VersionRecord) -> tuple[str, int]:
     """The seed's .zip of a version, built once from the bundle and kept as a blob; (digest, size)."""
     if record.zip_sha256 and store.exists(record.zip_sha256):
         return record.zip_sha256, store.stat(record.zip_sha256).size
@@ -223,7 +223,8 @@ def export_zip(store: LocalBlobStore, catalog: Catalog, record: VersionRecord) -
     temp = store.temp_file("zip-")
     lease_id = secrets.token_hex(16)
     try:
-        write_zip(store.path(record.sha256), temp)
+        with store.local_file(record.sha256) as bundle:  # a download first when the store is remote
+            write_zip(bundle, temp)
         digest = store.seal(temp)
         info = store.adopt(temp, digest, lease=lambda d: catalog.lease_many(lease_id, {d}))
         catalog.set_zip(record.service_id, record.version, info.digest, info.size)
