@@ -57,6 +57,10 @@ class Tx(Protocol):
         """Run one statement once per row of parameters."""
         ...
 
+    def ddl(self, sql: str) -> str:
+        """A migration statement (SQLite's column types) in this engine's spelling."""
+        ...
+
 
 class Database:
     """One store's database (see the module docstring); `dialect` is 'sqlite' or 'postgresql'."""
@@ -114,6 +118,10 @@ class SqliteTx:
         """Run one statement once per row of parameters."""
         cur = self._conn.executemany(sql, rows)
         return Result([], cur.rowcount, cur.lastrowid)
+
+    def ddl(self, sql: str) -> str:
+        """SQLite's own spelling."""
+        return sql
 
 
 class SqliteDatabase(Database):
@@ -231,6 +239,10 @@ class PostgresTx:
         except psycopg.Error as exc:
             raise _translate(exc) from exc
         return Result([], count)
+
+    def ddl(self, sql: str) -> str:
+        """SQLite's column types as PostgreSQL's."""
+        return postgres_ddl(sql)
 
 
 class PostgresDatabase(Database):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hub_store.sql.database import Database, Tx
 from hub_store.sql.dialect import split_statements
@@ -62,9 +63,17 @@ def _apply(db: Database, tx: Tx, step: Step) -> None:
         tx.execute(db.ddl(statement))
 
 
-def open_store(state: State, migrations: Migrations, filename: str, *, pragmas: tuple[str, ...] = (),
-               apply: bool = True) -> Database:
-    """Open a store's database from `state` (a State) and bring its schema up to date (or just check it)."""
+def open_store(where: State | Path, migrations: Migrations, filename: str = "", *,
+               pragmas: tuple[str, ...] = (), apply: bool = True) -> Database:
+    """Open a store's database and bring its schema up to date (`apply` False: only check it).
+
+    `where` is the plane's State (the store's SQLite file is `filename` in its directory) or
+    the path of the store's own SQLite file (what the stores took before the state URL).
+    """
+    if isinstance(where, Path):
+        state, filename = State.parse(None, default_dir=where.parent), where.name
+    else:
+        state = where
     db = state.open(migrations.store, filename, pragmas=pragmas)
     try:
         migrate(db, migrations) if apply else check(db, migrations)

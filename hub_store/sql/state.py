@@ -69,6 +69,10 @@ class State:
         """The URL with any password hidden (for logs and messages)."""
         return _redact(self.url)
 
+    def sqlite_path(self, filename: str) -> Path | None:
+        """The SQLite file a store named `filename` would use; None on PostgreSQL."""
+        return self.directory / filename if self.kind == "sqlite" and self.directory is not None else None
+
     def open(self, name: str, filename: str, *, pragmas: tuple[str, ...] = ()) -> Database:
         """Store `name`'s database: DIR/`filename` on SQLite, schema `name` on PostgreSQL."""
         if self.kind == "sqlite":

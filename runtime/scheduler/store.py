@@ -1,10 +1,12 @@
-"""The scheduler's durable state in SQLite: cluster id, join tokens, node credentials, nodes,
+"""The scheduler's durable state: cluster id, join tokens, node credentials, nodes,
 deployments, replicas.
 
 A restarted control plane reads it back and picks up where it was; nodes simply
-reconnect. Synchronous and thread-safe (one connection behind a lock, WAL); the
-runtime calls it through `trio.to_thread.run_sync`. Kept in its own file
-(`cluster.db`) beside the hub's catalog so the roles can run in separate processes.
+reconnect. Synchronous and thread-safe; the runtime calls it through
+`trio.to_thread.run_sync`. On SQLite it is its own file (`cluster.db`) beside the hub's
+catalog so the roles can run in separate processes; on PostgreSQL the schema `cluster`
+of the state database, shared by every plane. Nothing is cached here: every call reads
+the database (the Scheduler's in-memory view is the Scheduler's business).
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 from packer.manifest import Resources
 from runtime.errors import FlowError
 from runtime.scheduler.reconcile import Deployment, Replica
 
-SCHEMA_VERSION = 3
 TOKEN_PREFIX = "fjt_"
 CREDENTIAL_PREFIX = "fnc_"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -85,6 +84,17 @@ _SCHEMA_3 = (
 )
 
 
+def _schema_1(tx: sql.Tx) -> None:
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        tx.execute(tx.ddl(statement))
+    tx.execute("INSERT INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(8),))
+
+
+# Nodes known before schema 2 have no credential: each enrolls at its next join.
+MIGRATIONS = sql.Migrations("cluster", (_schema_1, _CREDENTIALS, _SCHEMA_3))
+SCHEMA_VERSION = MIGRATIONS.latest
+
+
 class TokenError(FlowError):
     """A join token (or a node credential) is unknown, malformed, revoked or expired."""
 
@@ -125,54 +135,26 @@ class NodeCredential:
 class ClusterStore:
     """Durable scheduler state; every method is one transaction."""
 
-    def __init__(self, path: Path):
+    def __init__(self, where: Path | sql.State):
+        """Open (and migrate) the store: a SQLite file path, or the plane's state."""
+        path = where if isinstance(where, Path) else where.sqlite_path("cluster.db")
         self.path = path
-        make_private_database(path)  # join-token hashes: owner-only, like its -wal/-shm
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._tx() as db:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(_CREDENTIALS)
-                for statement in _SCHEMA_3:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("INSERT INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(8),))
-        elif version < SCHEMA_VERSION:
-            with self._tx() as db:
-                if version == 1:
-                    # Nodes known before schema 2 have no credential: each enrolls at its next join.
-                    db.execute(_CREDENTIALS)
-                for statement in _SCHEMA_3:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise FlowError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
+        if path is not None:
+            make_private_database(path)  # join-token hashes: owner-only, like its -wal/-shm
+        self._db = sql.open_store(where, MIGRATIONS, "cluster.db")
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[sql.Tx]:
+        with self._db.transaction() as tx:
+            yield tx
 
     def cluster_id(self) -> str:
         """This control plane's stable identity (the handshake returns it)."""
-        with self._lock:
-            return self._db.execute("SELECT value FROM meta WHERE key='cluster_id'").fetchone()[0]
+        return self._db.execute("SELECT value FROM meta WHERE key='cluster_id'").fetchone()[0]
 
     # -- join tokens ------------------------------------------------------------------------
 
@@ -189,10 +171,9 @@ class ClusterStore:
 
     def tokens(self) -> list[JoinToken]:
         """Every join token, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT token_id, name, created_at, expires_at, revoked_at FROM join_tokens "
-                "ORDER BY created_at DESC").fetchall()
+        rows = self._db.execute(
+            "SELECT token_id, name, created_at, expires_at, revoked_at FROM join_tokens "
+            "ORDER BY created_at DESC").fetchall()
         return [JoinToken(*row) for row in rows]
 
     def revoke_token(self, token_id_or_name: str) -> list[str]:
@@ -213,10 +194,9 @@ class ClusterStore:
         if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
             raise TokenError("malformed join token")
         token_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT secret_sha256, name, created_at, expires_at, revoked_at FROM join_tokens "
-                "WHERE token_id=?", (token_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT secret_sha256, name, created_at, expires_at, revoked_at FROM join_tokens "
+            "WHERE token_id=?", (token_id,)).fetchone()
         expected = row[0] if row else _digest("")
         if not hmac.compare_digest(expected, _digest(secret)) or row is None:
             raise TokenError("unknown join token")
@@ -257,11 +237,10 @@ class ClusterStore:
         if not credential.startswith(CREDENTIAL_PREFIX) or credential.count("_") < 2:
             raise CredentialError("malformed node credential")
         credential_id, _, secret = credential[len(CREDENTIAL_PREFIX):].partition("_")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT c.secret_sha256, c.node_id, c.token_id, c.revoked_at, t.name FROM node_credentials c "
-                "LEFT JOIN join_tokens t ON t.token_id = c.token_id WHERE c.credential_id=?",
-                (credential_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT c.secret_sha256, c.node_id, c.token_id, c.revoked_at, t.name FROM node_credentials c "
+            "LEFT JOIN join_tokens t ON t.token_id = c.token_id WHERE c.credential_id=?",
+            (credential_id,)).fetchone()
         expected = row[0] if row else _digest("")
         if not hmac.compare_digest(expected, _digest(secret)) or row is None:
             raise CredentialError("unknown node credential")
@@ -273,9 +252,8 @@ class ClusterStore:
 
     def enrolled_nodes(self) -> dict[str, list[str]]:
         """token_id -> the node ids it enrolled whose credential is not revoked."""
-        with self._lock:
-            rows = self._db.execute("SELECT token_id, node_id FROM node_credentials "
-                                    "WHERE revoked_at IS NULL ORDER BY node_id").fetchall()
+        rows = self._db.execute("SELECT token_id, node_id FROM node_credentials "
+                                "WHERE revoked_at IS NULL ORDER BY node_id").fetchall()
         found: dict[str, list[str]] = {}
         for token_id, node_id in rows:
             found.setdefault(token_id, []).append(node_id)
@@ -293,8 +271,7 @@ class ClusterStore:
 
     def known_nodes(self) -> list[tuple[str, str, float]]:
         """(node_id, name, last_seen) of every node ever seen."""
-        with self._lock:
-            return self._db.execute("SELECT node_id, name, last_seen FROM nodes ORDER BY name").fetchall()
+        return self._db.execute("SELECT node_id, name, last_seen FROM nodes ORDER BY name").fetchall()
 
     # -- deployments and replicas ----------------------------------------------------------
 
@@ -302,8 +279,8 @@ class ClusterStore:
         """Create or replace a deployment."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO deployments (service_id, version, replicas, nodes, resources, models, "
-                "updated_at, port, track) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                sql.upsert("deployments", ("service_id", "version", "replicas", "nodes", "resources", "models",
+                                           "updated_at", "port", "track"), ("service_id",)),
                 (dep.service_id, dep.version, dep.replicas, json.dumps(list(dep.nodes)),
                  json.dumps(dep.resources.__dict__), json.dumps(list(dep.models)), time.time(),
                  dep.port, dep.track))
@@ -315,9 +292,8 @@ class ClusterStore:
 
     def deployments(self) -> list[Deployment]:
         """Every deployment, by service id."""
-        with self._lock:
-            rows = self._db.execute("SELECT service_id, version, replicas, nodes, resources, models, port, track "
-                                    "FROM deployments ORDER BY service_id").fetchall()
+        rows = self._db.execute("SELECT service_id, version, replicas, nodes, resources, models, port, track "
+                                "FROM deployments ORDER BY service_id").fetchall()
         return [Deployment(s, v, n, Resources(**json.loads(res)), tuple(json.loads(models)),
                            tuple(json.loads(nodes)), port, track)
                 for s, v, n, nodes, res, models, port, track in rows]
@@ -333,9 +309,8 @@ class ClusterStore:
 
     def replicas(self) -> list[Replica]:
         """Every replica as last saved."""
-        with self._lock:
-            rows = self._db.execute("SELECT replica_id, service_id, version, node_id, attempt, state, gpus "
-                                    "FROM replicas ORDER BY service_id, replica_id").fetchall()
+        rows = self._db.execute("SELECT replica_id, service_id, version, node_id, attempt, state, gpus "
+                                "FROM replicas ORDER BY service_id, replica_id").fetchall()
         return [Replica(rid, sid, ver, node, attempt, state, tuple(json.loads(gpus)))
                 for rid, sid, ver, node, attempt, state, gpus in rows]
 

@@ -191,3 +191,13 @@ def state_url(request, tmp_path):
         directory.mkdir()
         return f"sqlite:///{directory}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def state(state_url):
+    """The plane's State on each engine in turn (see state_url), its pool closed after the test."""
+    from hub_store import sql
+
+    opened = sql.State.parse(state_url)
+    yield opened
+    opened.close()

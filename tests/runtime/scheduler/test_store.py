@@ -2,11 +2,13 @@ import sqlite3
 
 import pytest
 
+from hub_store import sql
 from packer.manifest import Resources
 from runtime.scheduler.reconcile import Deployment, Replica
 from runtime.scheduler.store import (
     _CREDENTIALS,
     _SCHEMA,
+    MIGRATIONS,
     ClusterStore,
     CredentialError,
     EnrollError,
@@ -15,14 +17,21 @@ from runtime.scheduler.store import (
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(state):
+    s = ClusterStore(state)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = ClusterStore(tmp_path / "cluster.db")
     yield s
     s.close()
 
 
-def test_state_survives_a_restart(tmp_path):
-    path = tmp_path / "cluster.db"
+def test_state_survives_a_restart(state):
+    path = state
     first = ClusterStore(path)
     cluster_id = first.cluster_id()
     dep = Deployment("echo", "1.0.0", 2, Resources(ram_mb=64), ("echo",), ("alpha",))
@@ -57,7 +66,8 @@ def test_expired_token_is_refused(store):
         store.check_token(token)
 
 
-def test_secret_is_stored_hashed(store, tmp_path):
+def test_secret_is_stored_hashed(sqlite_store, tmp_path):
+    store = sqlite_store
     _, token = store.create_token("x")
     secret = token.removeprefix("fjt_").partition("_")[2]
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("cluster.db*"))  # the WAL too
@@ -136,7 +146,8 @@ def test_a_schema_1_store_gains_credentials_and_its_nodes_enroll_at_next_join(tm
         store.close()
 
 
-def test_credentials_are_stored_hashed(store, tmp_path):
+def test_credentials_are_stored_hashed(sqlite_store, tmp_path):
+    store = sqlite_store
     record, _ = store.create_token("x")
     credential = store.enroll_node("n1", record.token_id)
     secret = credential.removeprefix("fnc_").partition("_")[2]
@@ -144,17 +155,18 @@ def test_credentials_are_stored_hashed(store, tmp_path):
     assert secret.encode() not in on_disk
 
 
-def test_port_track_and_gpus_survive_a_restart_and_a_schema_2_store_gains_them(tmp_path):
-    path = tmp_path / "cluster.db"
-    first = ClusterStore(path)
+def test_port_track_and_gpus_survive_a_restart(state):
+    first = ClusterStore(state)
     dep = Deployment("nmt", "1.0.0", 1, Resources(vram_mb=100, gpu="required"), port=5008, track="stable")
     first.save_deployment(dep)
     first.save_replicas([Replica("r1", "nmt", "1.0.0", "n1", 1, "ready", gpus=(1, 3))])
     first.close()
-    again = ClusterStore(path)
+    again = ClusterStore(state)
     assert again.deployments() == [dep] and again.replicas()[0].gpus == (1, 3)
     again.close()
 
+
+def test_a_schema_2_store_gains_port_track_and_gpus(tmp_path):
     old = tmp_path / "old.db"
     db = sqlite3.connect(old)
     for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -172,3 +184,11 @@ def test_port_track_and_gpus_survive_a_restart_and_a_schema_2_store_gains_them(t
         assert store.replicas() == [Replica("r1", "echo", "1.0.0", "n1", 1, "ready")]
     finally:
         store.close()
+
+
+def test_a_newer_schema_is_refused_in_one_line(state):
+    ClusterStore(state).close()
+    newer = sql.Migrations("cluster", (*MIGRATIONS.steps, "CREATE TABLE later (x TEXT)"))
+    sql.open_store(state, newer, "cluster.db").close()
+    with pytest.raises(sql.SchemaTooNew, match=r"^the cluster store was written by a newer flowctl \(schema 4 > 3\)"):
+        ClusterStore(state)
