@@ -5,7 +5,8 @@ pipeline) goes through `Dispatcher.send`; callers hold no routing code. It owns:
 
 - model lookup: 404 for a model nothing deploys, 503 for one with no ready replica;
 - admission: the key's model allow-list and its rpm/tpm (the concurrency slot is taken
-  earlier with `slot`, before a request body is read);
+  earlier with `slot`, before a request body is read), against a LimitBackend: this
+  process's Limiter, or Redis shared by several planes;
 - replica choice: least outstanding requests (power of two choices among many), or the
   caller's `Pin` (a session's utterance group), re-pinned when its replica is gone;
 - one retry on another replica while nothing reached the caller yet;
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 import trio
 
-from runtime.dispatch.limits import Limiter, Principal
+from runtime.dispatch.limits import LimitBackend, Limiter, Principal
 from runtime.dispatch.metrics import Metrics
 from runtime.dispatch.router import Router
 from runtime.dispatch.usage import UsageCounter
@@ -124,11 +125,11 @@ class Call:
 class Dispatcher:
     """Sends model requests to replicas for every caller (see the module docstring)."""
 
-    def __init__(self, scheduler: Scheduler, *, limiter: Limiter | None = None, metrics: Metrics | None = None,
+    def __init__(self, scheduler: Scheduler, *, limiter: LimitBackend | None = None, metrics: Metrics | None = None,
                  on_usage: UsageSink | None = None, first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT,
                  rng: random.Random | None = None) -> None:
         self.scheduler = scheduler
-        self.limiter = limiter or Limiter()
+        self.limiter: LimitBackend = limiter or Limiter()
         self.metrics = metrics or Metrics()
         self.on_usage = on_usage
         self.first_byte_timeout = first_byte_timeout
@@ -144,35 +145,35 @@ class Dispatcher:
                                retry_after=5)
         raise GatewayError(404, f"the model {model!r} does not exist", "model_not_found", param="model")
 
-    @contextlib.contextmanager
-    def slot(self, who: Principal) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def slot(self, who: Principal) -> AsyncIterator[None]:
         """Hold one of the key's and the tenant's concurrent-request slots (429 when none is free)."""
         try:
-            self.limiter.enter(who)
+            held = await self.limiter.take_slot(who)
         except GatewayError as exc:
             self.metrics.reject(who.tenant, exc.code)
             raise
         try:
             yield
         finally:
-            self.limiter.release(who)
+            self.limiter.give_slot(who, held)
 
-    def admit_session(self, who: Principal) -> None:
+    async def admit_session(self, who: Principal) -> None:
         """Opening a realtime session counts as one request: a free slot and the key's rpm/tpm, or 429."""
-        with self.slot(who):
+        async with self.slot(who):
             try:
-                self.limiter.admit(who)
+                await self.limiter.check(who)
             except GatewayError as exc:
                 self.metrics.reject(who.tenant, exc.code)
                 raise
 
-    def admit(self, who: Principal, model: str) -> None:
+    async def admit(self, who: Principal, model: str) -> None:
         """The key may use `model` now (allow-list, rpm, tpm), or a 403/429 GatewayError."""
         if not who.allows(model):
             raise GatewayError(403, f"this key may not use the model {model!r}", "model_not_allowed",
                                param="model")
         try:
-            self.limiter.admit(who)
+            await self.limiter.check(who)
         except GatewayError as exc:
             self.metrics.reject(who.tenant, exc.code)
             raise
@@ -190,7 +191,7 @@ class Dispatcher:
         began = trio.current_time()
         try:
             routes = self.routes(model)
-            self.admit(who, model)
+            await self.admit(who, model)
             return await self._attempts(who, model, path, body, list(headers), via, pin, routes, began,
                                         first_byte_timeout or self.first_byte_timeout)
         except GatewayError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -51,8 +52,47 @@ def burst_for(rpm: int) -> int:
     return max(1, rpm // 10)
 
 
+class LimitBackend(Protocol):
+    """Where the limits' state lives: this process (`Limiter`, the default) or Redis, shared by
+    several planes (runtime/dispatch/redis_limits.py). The dispatcher only speaks this."""
+
+    async def take_slot(self, who: Principal) -> object:
+        """Take one of the key's and the tenant's concurrent-request slots or raise 429; then `give_slot`."""
+        ...
+
+    def give_slot(self, who: Principal, slot: object) -> None:
+        """Give back what `take_slot` returned (synchronous: it runs also when the caller was cancelled)."""
+        ...
+
+    async def check(self, who: Principal) -> None:
+        """Count a request against the rpm/tpm limits or raise 429 (with Retry-After), nothing counted."""
+        ...
+
+    def charge(self, who: Principal, tokens: int) -> None:
+        """Take `tokens` from the key's and the tenant's tokens/minute buckets."""
+        ...
+
+
+def concurrency_refused(kind: str, limit: int) -> GatewayError:
+    """The 429 of a request past the key's or tenant's max_concurrency."""
+    return GatewayError(429, f"too many concurrent requests for this {kind} (limit {limit})",
+                        "concurrency_limit_exceeded", retry_after=1)
+
+
+def tokens_refused(kind: str, tpm: int, wait: float) -> GatewayError:
+    """The 429 of a request while the tokens/minute bucket is empty (`wait` seconds until it is not)."""
+    return GatewayError(429, f"token rate limit of this {kind} reached ({tpm} tokens/min)", "tokens_limit_exceeded",
+                        retry_after=wait)
+
+
+def rate_refused(kind: str, rpm: int, wait: float) -> GatewayError:
+    """The 429 of a request past the requests/minute limit (`wait` seconds until the next may pass)."""
+    return GatewayError(429, f"request rate limit of this {kind} reached ({rpm} requests/min)",
+                        "rate_limit_exceeded", retry_after=wait)
+
+
 class Limiter:
-    """The state of every subject's limits ("key:ID" and "tenant:NAME")."""
+    """The state of every subject's limits ("key:ID" and "tenant:NAME") in this process (a LimitBackend)."""
 
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
@@ -82,9 +122,7 @@ class Limiter:
         subjects = _subjects(who)
         for subject, limits, kind in subjects:
             if limits.max_concurrency is not None and self.active.get(subject, 0) >= limits.max_concurrency:
-                raise GatewayError(429, f"too many concurrent requests for this {kind} "
-                                   f"(limit {limits.max_concurrency})", "concurrency_limit_exceeded",
-                                   retry_after=1)
+                raise concurrency_refused(kind, limits.max_concurrency)
         for subject, _, _ in subjects:
             self.active[subject] = self.active.get(subject, 0) + 1
 
@@ -96,19 +134,28 @@ class Limiter:
             if limits.tpm is not None:
                 level = self._token_level(subject, limits.tpm, now)
                 if level <= 0:
-                    raise GatewayError(429, f"token rate limit of this {kind} reached "
-                                       f"({limits.tpm} tokens/min)", "tokens_limit_exceeded",
-                                       retry_after=(1 - level) * 60.0 / limits.tpm)
+                    raise tokens_refused(kind, limits.tpm, (1 - level) * 60.0 / limits.tpm)
         for subject, limits, kind in subjects:
             if limits.rpm is not None:
                 wait = self._peek_gcra(subject, limits.rpm, now)
                 if wait:
-                    raise GatewayError(429, f"request rate limit of this {kind} reached "
-                                       f"({limits.rpm} requests/min)", "rate_limit_exceeded",
-                                       retry_after=wait)
+                    raise rate_refused(kind, limits.rpm, wait)
         for subject, limits, _ in subjects:
             if limits.rpm is not None:
                 self._gcra(subject, limits.rpm, now)
+
+    async def take_slot(self, who: Principal) -> object:
+        """`enter`, as LimitBackend says."""
+        self.enter(who)
+        return None
+
+    def give_slot(self, who: Principal, slot: object) -> None:
+        """`release`, as LimitBackend says."""
+        self.release(who)
+
+    async def check(self, who: Principal) -> None:
+        """`admit`, as LimitBackend says."""
+        self.admit(who)
 
     def _peek_gcra(self, subject: str, rpm: int, now: float) -> float:
         interval = 60.0 / rpm

@@ -124,7 +124,7 @@ class Gateway:
         refuse_declared_length(headers, limit)
         # The slot is taken before the body is read: a slow upload counts against the key's
         # max_concurrency. Rates (and tokens) are checked once the body says which model.
-        with self.dispatcher.slot(who):
+        async with self.dispatcher.slot(who):
             raw = await read_body(receive, limit=limit, body_timeout=self.body_timeout)
             parsed = parse_body(path, raw, headers.get(b"content-type", b"application/json").decode("latin-1"))
             forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]

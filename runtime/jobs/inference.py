@@ -246,7 +246,7 @@ class InferenceExecutor:
         deadline = trio.current_time() + self.limit_wait_s
         while True:
             try:
-                with dispatcher.slot(who):
+                async with dispatcher.slot(who):
                     call = await dispatcher.send(who, request.model, endpoint, request.body,
                                                  headers=[("content-type", "application/json")], via="job")
                     async with call:

@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import (
-    AbstractContextManager,
-    ExitStack,
-    asynccontextmanager,
-    contextmanager,
-    nullcontext,
-)
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Protocol
 
 from runtime.dispatch import Call, Dispatcher
@@ -58,7 +52,7 @@ class ChatBackend(Protocol):
         """Text to speech with the session's TTS model and voice: one whole WAV file."""
         ...
 
-    def turn(self, session: Session) -> AbstractContextManager[None]:
+    def turn(self, session: Session) -> AbstractAsyncContextManager[None]:
         """Hold what one turn (transcription, reply, speech) needs for its whole length."""
         ...
 
@@ -73,16 +67,16 @@ class ClusterBackend:
         # A transcription answers only once the whole file is heard: the gateway's wait for audio uploads.
         self.audio_first_byte_timeout = audio_first_byte_timeout
 
-    @contextmanager
-    def turn(self, session: Session) -> Iterator[None]:
+    @asynccontextmanager
+    async def turn(self, session: Session) -> AsyncIterator[None]:
         """One concurrency slot of the session's key for a whole turn, shared by its model calls
         (the TTS runs beside the LLM); BackendError (concurrency_limit_exceeded) when none is free."""
         who = session.principal
         if who is None:
             raise BackendError("this session has no API key to account its calls to")
-        with ExitStack() as stack:
+        async with AsyncExitStack() as stack:
             try:
-                stack.enter_context(self.dispatcher.slot(who))
+                await stack.enter_async_context(self.dispatcher.slot(who))
             except GatewayError as exc:
                 raise BackendError(exc.message, code=exc.code, retry_after=exc.retry_after) from None
             session.slot_held = True
@@ -102,7 +96,7 @@ class ClusterBackend:
         pin = session.group.place(stage, session.models, self.dispatcher.scheduler.routes,
                                   self.dispatcher.router.load)
         try:
-            with nullcontext() if session.slot_held else self.dispatcher.slot(who):
+            async with nullcontext() if session.slot_held else self.dispatcher.slot(who):
                 wait = (max(self.audio_first_byte_timeout, self.dispatcher.first_byte_timeout)
                         if stage == "asr" else None)
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,

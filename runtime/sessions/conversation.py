@@ -123,7 +123,7 @@ class _Conversation:
             try:
                 # One concurrency slot of the key for the whole turn: ASR, LLM and TTS (which runs
                 # beside the LLM) share it, so a key allowed one request at a time can still talk.
-                with self.backend.turn(session):
+                async with self.backend.turn(session):
                     if isinstance(message, AudioIn):
                         text = (await self.backend.transcribe(session, message.audio, message.format)).strip()
                         if not text:

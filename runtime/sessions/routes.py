@@ -39,7 +39,7 @@ class Caller(Protocol):
 
 # Returns the caller of an Authorization header, or raises SessionError(401/403).
 Authenticator = Callable[[str | None], Awaitable[Caller]]
-Admit = Callable[[Any], None]
+Admit = Callable[[Any], Awaitable[None]]
 # Whether an Authorization header carries the plane's admin key.
 IsAdmin = Callable[[str | None], bool]
 
@@ -208,7 +208,7 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         who = await caller()  # again: the key may have been revoked while the body arrived
         if admit is not None:
             try:
-                admit(who)  # opening a session counts against the key's request rate
+                await admit(who)  # opening a session counts against the key's request rate
             except GatewayError as exc:
                 raise SessionError(exc.status, exc.message) from None
         session = manager.create(who.tenant, **fields, key_id=who.key_id, principal=who,
