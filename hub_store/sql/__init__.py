@@ -24,7 +24,7 @@ Opening a store whose schema is newer than its Migrations raises SchemaTooNew (o
 """
 
 from hub_store.sql.database import Database, PostgresDatabase, Result, SqliteDatabase, Tx
-from hub_store.sql.dialect import upsert
+from hub_store.sql.dialect import split_statements, upsert
 from hub_store.sql.errors import Error, IntegrityError, OperationalError, SchemaTooNew, StateError
 from hub_store.sql.migrate import Migrations, Step, check, migrate, open_store
 from hub_store.sql.state import State
@@ -46,5 +46,6 @@ __all__ = [
     "check",
     "migrate",
     "open_store",
+    "split_statements",
     "upsert",
 ]

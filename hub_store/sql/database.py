@@ -47,7 +47,9 @@ class Result:
 
 
 class Tx(Protocol):
-    """The statements of one transaction."""
+    """The statements of one transaction (`dialect`: 'sqlite' or 'postgresql')."""
+
+    dialect: str
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run one statement."""
@@ -105,6 +107,8 @@ class Database:
 
 class SqliteTx:
     """Statements on the SQLite connection, whose lock the transaction holds."""
+
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
@@ -210,6 +214,8 @@ def _one_line(exc: Exception) -> str:
 
 class PostgresTx:
     """Statements on one pooled PostgreSQL connection."""
+
+    dialect = "postgresql"
 
     def __init__(self, conn: Any):
         self._conn = conn

@@ -1,9 +1,10 @@
-"""Tenants, API keys and usage in SQLite (data_dir/gateway.db, WAL, schema versioned).
+"""Tenants, API keys and usage in the state database (SQLite: data_dir/gateway.db; schema versioned).
 
 A key is `fgk_<id>_<secret>`: the id (8 bytes, hex) finds the row, the secret (32
 random bytes) is never stored: only sha256 of the whole key, compared in constant
 time. Every method is synchronous: the gateway calls them through a CapacityLimiter'd
-thread (`KeyStore.run`), never on the event loop.
+thread (`KeyStore.run`), never on the event loop. Nothing is cached here: a key revoked
+through any plane sharing the database is refused by the next lookup.
 """
 
 from __future__ import annotations
@@ -12,37 +13,44 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 from runtime.dispatch.limits import Limits, Principal
 from runtime.errors import FlowError
 
 KEY_PREFIX = "fgk_"
-SCHEMA_VERSION = 3
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _KEY = re.compile(r"fgk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, rpm INTEGER, tpm INTEGER, max_concurrency INTEGER,
-                                    created_at REAL NOT NULL, max_sessions INTEGER);
-CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
-                                 name TEXT NOT NULL, key_hash TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
-                                 max_concurrency INTEGER, models TEXT NOT NULL, expires_at REAL,
-                                 created_at REAL NOT NULL, revoked_at REAL);
-CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
-                                  model TEXT NOT NULL, via TEXT NOT NULL, requests INTEGER NOT NULL,
-                                  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                                  audio_seconds REAL NOT NULL DEFAULT 0,
-                                  PRIMARY KEY (day, tenant, key_id, model, via));
+_SCHEMA_1 = """
+CREATE TABLE tenants (name TEXT PRIMARY KEY, rpm INTEGER, tpm INTEGER, max_concurrency INTEGER,
+                      created_at REAL NOT NULL);
+CREATE TABLE keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+                   name TEXT NOT NULL, key_hash TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
+                   max_concurrency INTEGER, models TEXT NOT NULL, expires_at REAL,
+                   created_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE usage (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+                    model TEXT NOT NULL, requests INTEGER NOT NULL,
+                    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                    PRIMARY KEY (day, tenant, key_id, model))
 """
+
+
+def _schema_1(tx: sql.Tx) -> None:
+    # A deleted tenant's revoked keys keep its name: SQLite lifts the reference for that delete
+    # (see delete_tenant); PostgreSQL cannot, so there the reference is not declared.
+    script = _SCHEMA_1 if tx.dialect == "sqlite" else _SCHEMA_1.replace(" REFERENCES tenants(name)", "")
+    for statement in sql.split_statements(script):
+        tx.execute(tx.ddl(statement))
+
+
 # Version 1 -> 2: tenants get max_sessions; usage rows get `via` in their key (old rows were HTTP
 # traffic, the only kind counted then). SQLite cannot change a primary key, so usage is rebuilt.
 _MIGRATE_FROM_1 = """
-BEGIN;
 ALTER TABLE tenants ADD COLUMN max_sessions INTEGER;
 CREATE TABLE usage_v2 (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
                        model TEXT NOT NULL, via TEXT NOT NULL, requests INTEGER NOT NULL,
@@ -51,17 +59,12 @@ CREATE TABLE usage_v2 (day TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT 
 INSERT INTO usage_v2 SELECT day, tenant, key_id, model, 'http', requests, prompt_tokens, completion_tokens
                      FROM usage;
 DROP TABLE usage;
-ALTER TABLE usage_v2 RENAME TO usage;
-PRAGMA user_version=2;
-COMMIT;
+ALTER TABLE usage_v2 RENAME TO usage
 """
 # Version 2 -> 3: usage rows count audio seconds (transcribed or spoken); older rows had none.
-_MIGRATE_FROM_2 = """
-BEGIN;
-ALTER TABLE usage ADD COLUMN audio_seconds REAL NOT NULL DEFAULT 0;
-PRAGMA user_version=3;
-COMMIT;
-"""
+_MIGRATE_FROM_2 = "ALTER TABLE usage ADD COLUMN audio_seconds REAL NOT NULL DEFAULT 0"
+MIGRATIONS = sql.Migrations("gateway", (_schema_1, _MIGRATE_FROM_1, _MIGRATE_FROM_2))
+SCHEMA_VERSION = MIGRATIONS.latest
 # What a tenant shows; `LIMIT_FIELDS` may change with `update_tenant` (None: unlimited).
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_sessions")
 _TENANT_FIELDS = ("name", "rpm", "tpm", "max_concurrency", "max_sessions", "created_at")
@@ -110,34 +113,29 @@ def parse_key(key: str) -> tuple[str, str] | None:
 class KeyStore:
     """The gateway's SQLite file; one connection guarded by a lock (calls come from threads)."""
 
-    def __init__(self, path: Path) -> None:
-        make_private_database(path)  # tenants and key hashes: owner-only, like its -wal/-shm
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise KeyStoreError(500, f"{path} has schema {version}, newer than this flowctl ({SCHEMA_VERSION})")
-            if version in (1, 2):
-                # Each step is one transaction: all of it or none, and a crash resumes from there.
-                for script in (_MIGRATE_FROM_1, _MIGRATE_FROM_2)[version - 1:]:
-                    try:
-                        self._db.executescript(script)
-                    except sqlite3.Error:
-                        if self._db.in_transaction:
-                            self._db.execute("ROLLBACK")
-                        raise
-            else:
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    def __init__(self, where: Path | sql.State) -> None:
+        """Open (and migrate) the store: a SQLite file path, or the plane's state."""
+        path = where if isinstance(where, Path) else where.sqlite_path("gateway.db")
+        if path is not None:
+            make_private_database(path)  # tenants and key hashes: owner-only, like its -wal/-shm
+        self._db = sql.open_store(where, MIGRATIONS, "gateway.db", pragmas=("foreign_keys=ON",))
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
+
+    @contextmanager
+    def _references_lifted(self) -> Iterator[None]:
+        """SQLite only: keys may outlive their tenant's row (PRAGMA, so outside any transaction)."""
+        if not isinstance(self._db, sql.SqliteDatabase):
+            yield
+            return
+        with self._db.lock:
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                yield
+            finally:
+                self._db.execute("PRAGMA foreign_keys=ON")
 
     # -- tenants ----------------------------------------------------------------------------
 
@@ -146,11 +144,10 @@ class KeyStore:
         if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
             raise KeyStoreError(400, "a tenant name is 1-63 of a-z 0-9 . _ - (starting with a letter or digit)")
         try:
-            with self._lock:
-                self._db.execute(f"INSERT INTO tenants ({', '.join(_TENANT_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?)",
-                                 (name, limits.rpm, limits.tpm, limits.max_concurrency, limits.max_sessions,
-                                  time.time()))
-        except sqlite3.IntegrityError:
+            self._db.execute(f"INSERT INTO tenants ({', '.join(_TENANT_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                             (name, limits.rpm, limits.tpm, limits.max_concurrency, limits.max_sessions,
+                              time.time()))
+        except sql.IntegrityError:
             raise KeyStoreError(409, f"tenant {name!r} already exists") from None
         return self.tenant(name)
 
@@ -161,18 +158,16 @@ class KeyStore:
             raise KeyStoreError(400, f"a tenant's limits are {', '.join(LIMIT_FIELDS)}, not {sorted(unknown)!r}")
         if changes:
             columns = ", ".join(f"{field}=?" for field in changes)  # names checked above
-            with self._lock:
-                updated = self._db.execute(f"UPDATE tenants SET {columns} WHERE name=?",
-                                           (*changes.values(), name)).rowcount
+            updated = self._db.execute(f"UPDATE tenants SET {columns} WHERE name=?",
+                                       (*changes.values(), name)).rowcount
             if not updated:
                 raise KeyStoreError(404, f"no tenant {name!r}")
         return self.tenant(name)
 
     def tenant(self, name: str) -> dict:
         """One tenant; 404 if none."""
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_TENANT_FIELDS)} FROM tenants WHERE name=?",
-                                   (name,)).fetchone()
+        row = self._db.execute(f"SELECT {', '.join(_TENANT_FIELDS)} FROM tenants WHERE name=?",
+                               (name,)).fetchone()
         if row is None:
             raise KeyStoreError(404, f"no tenant {name!r}")
         return dict(zip(_TENANT_FIELDS, row, strict=True))
@@ -180,8 +175,7 @@ class KeyStore:
     def tenants(self) -> list[dict]:
         """Every tenant with its count of live keys."""
         columns = ", ".join(f"t.{field}" for field in _TENANT_FIELDS)
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._db.execute(
                 f"SELECT {columns}, "
                 "(SELECT COUNT(*) FROM keys k WHERE k.tenant=t.name AND k.revoked_at IS NULL) "
                 "FROM tenants t ORDER BY t.name").fetchall()
@@ -191,15 +185,10 @@ class KeyStore:
         """Remove a tenant and revoke its keys; returns the revoked key ids."""
         self.tenant(name)
         now = time.time()
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT key_id FROM keys WHERE tenant=?", (name,))]
-            self._db.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?), tenant=? WHERE tenant=?",
-                             (now, name, name))
-            self._db.execute("PRAGMA foreign_keys=OFF")
-            try:
-                self._db.execute("DELETE FROM tenants WHERE name=?", (name,))
-            finally:
-                self._db.execute("PRAGMA foreign_keys=ON")
+        with self._references_lifted(), self._db.transaction() as tx:
+            ids = [r[0] for r in tx.execute("SELECT key_id FROM keys WHERE tenant=?", (name,))]
+            tx.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?) WHERE tenant=?", (now, name))
+            tx.execute("DELETE FROM tenants WHERE name=?", (name,))
         return ids
 
     # -- keys -------------------------------------------------------------------------------
@@ -211,35 +200,31 @@ class KeyStore:
         key_id = secrets.token_hex(8)
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         digest = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            self._db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                             (key_id, tenant, name, digest, limits.rpm, limits.tpm, limits.max_concurrency,
-                              ",".join(models), expires_at, time.time()))
+        self._db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                         (key_id, tenant, name, digest, limits.rpm, limits.tpm, limits.max_concurrency,
+                          ",".join(models), expires_at, time.time()))
         return key, self.key(key_id)
 
     def key(self, key_id: str) -> KeyRecord:
         """A key's record; 404 if none."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM keys WHERE key_id=?", (key_id,)).fetchone()
+        row = self._db.execute("SELECT * FROM keys WHERE key_id=?", (key_id,)).fetchone()
         if row is None:
             raise KeyStoreError(404, f"no key {key_id!r}")
         return _record(row)
 
     def keys(self, tenant: str | None = None) -> list[KeyRecord]:
         """Every key, or a tenant's."""
-        with self._lock:
-            if tenant is None:
-                rows = self._db.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
-            else:
-                rows = self._db.execute("SELECT * FROM keys WHERE tenant=? ORDER BY created_at", (tenant,)).fetchall()
+        if tenant is None:
+            rows = self._db.execute("SELECT * FROM keys ORDER BY created_at").fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM keys WHERE tenant=? ORDER BY created_at", (tenant,)).fetchall()
         return [_record(r) for r in rows]
 
     def revoke(self, key_id: str) -> None:
         """Revoke a key (idempotent); 404 if none."""
         self.key(key_id)
-        with self._lock:
-            self._db.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?) WHERE key_id=?",
-                             (time.time(), key_id))
+        self._db.execute("UPDATE keys SET revoked_at=COALESCE(revoked_at, ?) WHERE key_id=?",
+                         (time.time(), key_id))
 
     def principal(self, key: str) -> Principal | None:
         """The principal of a valid, live key, else None (constant-time hash compare)."""
@@ -267,22 +252,19 @@ class KeyStore:
         """Add (day, tenant, key_id, model, via, requests, prompt, completion[, audio_seconds]) rows in
         one transaction."""
         full = [row if len(row) == len(_USAGE_FIELDS) else (*row, 0.0) for row in rows]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (day, tenant, key_id, model, via) DO UPDATE "
-                "SET requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, "
-                "completion_tokens=completion_tokens+excluded.completion_tokens, "
-                "audio_seconds=audio_seconds+excluded.audio_seconds", full)
-            self._db.execute("COMMIT")
+        self._db.executemany(
+            f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, tenant, key_id, model, via) DO UPDATE "
+            "SET requests=usage.requests+excluded.requests, "
+            "prompt_tokens=usage.prompt_tokens+excluded.prompt_tokens, "
+            "completion_tokens=usage.completion_tokens+excluded.completion_tokens, "
+            "audio_seconds=usage.audio_seconds+excluded.audio_seconds", full)
 
     def usage(self, tenant: str | None = None) -> list[dict]:
         """Usage per day, tenant, key, model and via (http, session, job), audio seconds included."""
         query = (f"SELECT {', '.join(_USAGE_FIELDS)} FROM usage" + (" WHERE tenant=?" if tenant else "")
                  + " ORDER BY day, tenant, key_id, model, via")
-        with self._lock:
-            rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
+        rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
         return [{**dict(zip(_USAGE_FIELDS, r, strict=True)), "audio_seconds": round(r[-1], 3)} for r in rows]
 
 
