@@ -64,7 +64,7 @@ class Setting:
 
     key: str
     env: str
-    kind: str  # "url", "str", "path", "paths", "names", "ws_url", "count", "seconds", "networks" or "tutors"
+    kind: str  # "url", "str", "path", "paths", "names", "ws_url", "redis_url", "count", "seconds", "networks", "tutors"
     help: str
     aliases: tuple[str, ...] = ()  # the seed's names for the same variable, read after `env`
 
@@ -102,6 +102,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("heartbeat_interval", "FLOWCTL_HEARTBEAT_INTERVAL", "seconds", "seconds between node heartbeats"),
         Setting("lost_after", "FLOWCTL_LOST_AFTER", "seconds",
                 "a node silent this long is lost and its replicas move"),
+        Setting("redis", "FLOWCTL_REDIS", "redis_url",
+                "the Redis that keeps rate and concurrency limits shared by several planes; unset: in-process"),
         Setting("tutors", "FLOWCTL_TUTORS", "tutors",
                 "the tutor table (tutor_id -> model, asr_model, tts_model, voice): a TOML or JSON file"),
     )
@@ -132,6 +134,7 @@ class Config:
     heartbeat_interval: float | None = None
     lost_after: float | None = None
     tutors: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    redis: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -300,6 +303,9 @@ def _convert(setting: Setting, value: Any, where: str, *, base: Path) -> Any:
         raise CliError(f"{where}: {setting.key} must be a string, got {value!r}")
     if setting.kind == "url" and not re.match(r"https?://[^/\s]+", value):
         raise CliError(f"{where}: {setting.key} must be an http:// or https:// URL, got {value!r}")
+    if setting.kind == "redis_url" and not re.match(r"rediss?://[^/\s]+", value):
+        shown = re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", value)  # never echo a password
+        raise CliError(f"{where}: {setting.key} must be a redis:// or rediss:// URL, got {shown!r}")
     if setting.kind == "ws_url" and not re.fullmatch(r"wss?://[^/\s?#]+(/[^\s?#]*)?", value):
         raise CliError(f"{where}: {setting.key} must be a ws:// or wss:// URL (no query), got {value!r}")
     return value.rstrip("/") if setting.kind in ("url", "ws_url") else value

@@ -33,6 +33,7 @@ from runtime.console import register as register_console
 from runtime.dispatch import Dispatcher
 from runtime.dispatch.dispatcher import DEFAULT_FIRST_BYTE_TIMEOUT
 from runtime.dispatch.limits import Principal
+from runtime.dispatch.redis_limits import RedisLimiter
 from runtime.gateway.app import FrontDoor, Gateway
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.service import KeyService
@@ -119,6 +120,7 @@ async def serve_control_plane(
 
     data = None
     scheduler: Scheduler | None = None
+    limiter: RedisLimiter | None = None
     keys: KeyService | None = None
     gateway: Gateway | None = None
     sessions: SessionManager | None = None
@@ -154,8 +156,11 @@ async def serve_control_plane(
             if (warning := anonymous_exposure(settings.host, anonymous_tenant)) is not None:
                 log.warning("%s", warning)
             metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
-            dispatcher = Dispatcher(scheduler, on_usage=keys.record_usage, first_byte_timeout=options.pop(
-                "first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
+            # Limits shared by several planes live in Redis; without it, in this process.
+            redis_url = options.pop("redis", None)
+            limiter = RedisLimiter(redis_url, **options.pop("redis_options", {})) if redis_url else None
+            dispatcher = Dispatcher(scheduler, limiter=limiter, on_usage=keys.record_usage,
+                                    first_byte_timeout=options.pop("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT))
             gateway = Gateway(dispatcher, keys.authenticate, metrics_key_hashes=metrics_keys, **options)
             scheduler.in_flight = dispatcher.router.node_in_flight  # status shows live counts, not a sample
             session_options = dict(settings.extra.get("sessions", {}))
@@ -196,6 +201,8 @@ async def serve_control_plane(
         proxies = EngineUrls.from_settings(None, settings.extra.get("sessions", {}).get("trusted_proxies") or ())
         app.asgi_app = access.guard(app.asgi_app, key_hash, trusts=proxies.trusts)  # type: ignore[method-assign, assignment]
         async with trio.open_nursery() as nursery:
+            if limiter is not None:
+                await nursery.start(limiter.run)  # renews slots, writes releases and charges
             bound = await nursery.start(partial(serve_app, app, host=settings.host, port=settings.port,
                                                  file_router=file_router))
             url = _first_url(bound)

@@ -86,3 +86,10 @@ def tutors_option(role: str = "") -> Any:
     return typer.Option(None, "--tutors", metavar="FILE", help=setting_help(
         "tutors", "A TOML or JSON file mapping each tutor_id to its voice pipeline (model, asr_model, tts_model, "
                   "voice), used when a session's create body names a tutor and no models", role))
+
+
+def redis_option(role: str = "") -> Any:
+    """--redis URL."""
+    return typer.Option(None, "--redis", metavar="URL", help=setting_help(
+        "redis", "redis://[user:password@]host:port/db holding the rpm/tpm and concurrency limits, shared by "
+                 "every plane given the same URL (docs/scale-out.md; unset: each plane counts alone)", role))

@@ -33,6 +33,7 @@ def serve(
                                             "(default: this server)."),
     heartbeat_interval: float | None = opt.heartbeat_interval_option("scheduler"),
     lost_after: float | None = opt.lost_after_option("scheduler"),
+    redis: str | None = opt.redis_option("gateway"),
     default_model: str | None = typer.Option(None, "--default-model",
                                              help=f"With the gateway role: {DEFAULT_MODEL_HELP}"),
     anonymous_tenant: str | None = typer.Option(None, "--anonymous-tenant",
@@ -76,7 +77,7 @@ def serve(
                       public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
                       first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
                       body_timeout=body_timeout, heartbeat_interval=heartbeat_interval, lost_after=lost_after,
-                      tutors=tutors)
+                      tutors=tutors, redis=redis)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
          require_signature=require_signature, private=private, hub_url=hub_url)
 

@@ -51,6 +51,7 @@ def up(
     body_timeout: float | None = opt.body_timeout_option(),
     heartbeat_interval: float | None = opt.heartbeat_interval_option(),
     lost_after: float | None = opt.lost_after_option(),
+    redis: str | None = opt.redis_option(),
     tutors: Path | None = opt.tutors_option(),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
@@ -70,7 +71,8 @@ def up(
                           max_sessions=max_sessions, session_timeout=session_timeout, public_ws_url=public_ws_url,
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
-                          heartbeat_interval=heartbeat_interval, lost_after=lost_after, tutors=tutors)
+                          heartbeat_interval=heartbeat_interval, lost_after=lost_after, tutors=tutors,
+                          redis=redis)
         _start_plane(host, port, cfg, name=name, local_node=local_node, labels=labels)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
@@ -178,7 +180,7 @@ def session_settings(cfg) -> dict:
 def gateway_settings(cfg) -> dict:
     """The plane's gateway settings (PlaneSettings.extra["gateway"]) from the resolved config."""
     chosen = {"anonymous_tenant": cfg.anonymous_tenant, "first_byte_timeout": cfg.first_byte_timeout,
-              "idle_timeout": cfg.reply_idle_timeout, "body_timeout": cfg.body_timeout}
+              "idle_timeout": cfg.reply_idle_timeout, "body_timeout": cfg.body_timeout, "redis": cfg.redis}
     return {k: v for k, v in chosen.items() if v is not None}
 
 

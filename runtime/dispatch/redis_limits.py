@@ -1,0 +1,272 @@
+"""Limits shared by several planes, kept in Redis (`flowctl serve --redis URL`): a LimitBackend.
+
+Each decision is one Lua script that checks every subject (the key and its tenant) and only
+then writes (runtime/dispatch/redis_scripts.py), so planes admitting the same key at once never
+overshoot. Redis calls per request: one to take a concurrency slot, one to check rpm/tpm, and
+the slot's release and the reply's token charge ride on the next call (or the background flush);
+a key with no limit of a kind costs no call for it.
+
+Concurrency slots are leases: a sorted set of slot ids scored by expiry, renewed every third of
+`slot_lease` while the request runs. A plane that dies mid-request stops renewing and its slots
+expire, so nothing leaks. When Redis is unreachable the limiter fails closed: 503
+limiter_unavailable naming Redis (never a 500, never unlimited admission), and it recovers by
+itself once Redis answers again. Keys are grouped by tenant in a hash tag ({tenant}), so a Redis
+Cluster keeps the key and tenant subjects of a request on one shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from runtime.dispatch.limits import (
+    Limits,
+    Principal,
+    burst_for,
+    concurrency_refused,
+    rate_refused,
+    tokens_refused,
+)
+from runtime.dispatch.redis_scripts import SCRIPTS, Script
+from runtime.dispatch.resp import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    Arg,
+    RedisReplyError,
+    RedisUnavailable,
+    RespClient,
+)
+from runtime.gateway.errors import GatewayError
+
+log = logging.getLogger("flowctl.limits")
+DEFAULT_SLOT_LEASE = 30.0  # seconds a dead plane's concurrency slot stays counted
+DOWN_RETRY = 0.25  # after Redis failed, requests are refused this long without trying it again
+FLUSH_RETRY = 1.0  # token charges that could not be written are tried again this often
+PREFIX = "flowctl:limits"
+
+Command = tuple[Script | None, Sequence[Arg], Sequence[Arg]]  # (script or None: a plain command, keys, args)
+
+
+def _tag(tenant: str) -> str:
+    return "{" + tenant.replace("{", "").replace("}", "") + "}"
+
+
+def _subjects(who: Principal) -> tuple[tuple[str, str, Limits], ...]:
+    """(kind, subject, limits) of the key and of its tenant."""
+    return (("key", f"key:{who.key_id}", who.key_limits), ("tenant", f"tenant:{who.tenant}", who.tenant_limits))
+
+
+class RedisLimiter:
+    """rpm (GCRA), tpm and concurrency per key and tenant, in Redis shared by every plane."""
+
+    def __init__(self, url: str, *, slot_lease: float = DEFAULT_SLOT_LEASE, timeout: float = DEFAULT_TIMEOUT,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        if not slot_lease > 0:
+            raise ValueError(f"slot_lease={slot_lease!r} is not a positive number of seconds")
+        self.client = RespClient(url, timeout=timeout, max_connections=max_connections)
+        self.slot_lease = slot_lease
+        self.round_trips = 0  # calls to Redis (a pipeline is one): for the bench and the docs' figures
+        self._held: dict[str, tuple[str, ...]] = {}  # slot id -> its sets, renewed while held
+        self._releases: list[tuple[str, tuple[str, ...]]] = []
+        self._charges: dict[tuple[tuple[str, int], ...], int] = {}  # ((bucket, tpm), ...) -> tokens
+        self._wake = trio.Event()
+        self._down_until = -math.inf
+        self._down_reason = ""
+
+    def _key(self, who: Principal, kind: str, subject: str) -> str:
+        return f"{PREFIX}:{_tag(who.tenant)}:{kind}:{subject}"
+
+    # -- LimitBackend ---------------------------------------------------------------------
+
+    async def take_slot(self, who: Principal) -> object:
+        """Take a concurrency slot of the key and the tenant (429 when either is full, 503 without Redis)."""
+        limited = [(kind, self._key(who, "c", subject), limits.max_concurrency)
+                   for kind, subject, limits in _subjects(who) if limits.max_concurrency is not None]
+        if not limited:
+            return None
+        slot = secrets.token_hex(8)
+        keys = tuple(key for _, key, _ in limited)
+        args: list[Arg] = [slot, int(self.slot_lease * 1000), *(int(limit) for _, _, limit in limited)]
+        done = False
+        try:
+            full = int(await self._decide(SCRIPTS["enter"], keys, args))
+            done = True
+        finally:
+            if not done:  # cancelled or failed after Redis may have taken it: give it back
+                self._releases.append((slot, keys))
+        if full:
+            kind, _, limit = limited[full - 1]
+            raise concurrency_refused(kind, limit)
+        self._held[slot] = keys
+        return slot
+
+    def give_slot(self, who: Principal, slot: object) -> None:
+        """Give the slot back (written with the next Redis call, or by the background flush)."""
+        if isinstance(slot, str) and (keys := self._held.pop(slot, None)) is not None:
+            self._releases.append((slot, keys))
+            self._wake.set()
+
+    async def check(self, who: Principal) -> None:
+        """Count a request against the key's and the tenant's rpm and tpm, all or nothing, in one script."""
+        buckets = [(kind, self._key(who, "t", subject), limits.tpm)
+                   for kind, subject, limits in _subjects(who) if limits.tpm is not None]
+        rates = [(kind, self._key(who, "r", subject), limits.rpm)
+                 for kind, subject, limits in _subjects(who) if limits.rpm is not None]
+        if not buckets and not rates:
+            return
+        args: list[Arg] = [len(buckets), *(tpm for _, _, tpm in buckets)]
+        for _, _, rpm in rates:
+            interval = 60000.0 / rpm
+            args += [repr(interval), repr(interval * (burst_for(rpm) - 1))]
+        keys = [key for _, key, _ in buckets] + [key for _, key, _ in rates]
+        index, wait_ms = await self._decide(SCRIPTS["admit"], keys, args)
+        index, wait = int(index), float(wait_ms) / 1000.0
+        if index == 0:
+            return
+        if index <= len(buckets):
+            kind, _, tpm = buckets[index - 1]
+            raise tokens_refused(kind, tpm, wait)
+        kind, _, rpm = rates[index - 1 - len(buckets)]
+        raise rate_refused(kind, rpm, wait)
+
+    def charge(self, who: Principal, tokens: int) -> None:
+        """Take `tokens` from the tpm buckets (written with the next Redis call, or by the background flush)."""
+        if tokens <= 0:
+            return
+        buckets = tuple((self._key(who, "t", subject), limits.tpm)
+                        for _, subject, limits in _subjects(who) if limits.tpm is not None)
+        if buckets:
+            self._charges[buckets] = self._charges.get(buckets, 0) + tokens
+            self._wake.set()
+
+    # -- the background: renewals and the flush of releases and charges ----------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew held slots and flush releases and charges until cancelled (then flush once more)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew_loop)
+                nursery.start_soon(self._flush_loop)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self.client.timeout):
+                    try:
+                        await self._flush()
+                    except RedisUnavailable as exc:  # the slots expire with their lease
+                        log.warning("limits: releases and charges not written at shutdown: %s", exc)
+                await self.client.aclose()
+
+    async def _renew_loop(self) -> None:
+        lease_ms = int(self.slot_lease * 1000)
+        while True:
+            await trio.sleep(self.slot_lease / 3)
+            commands: list[Command] = [(SCRIPTS["renew"], keys, [slot, lease_ms]) for slot, keys in self._held.items()]
+            if commands:
+                try:
+                    await self._pipeline(commands)
+                except RedisUnavailable as exc:
+                    log.warning("limits: could not renew %d concurrency slots: %s", len(commands), exc)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with trio.move_on_after(FLUSH_RETRY):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                await self._flush()
+            except RedisUnavailable as exc:
+                log.debug("limits: flush failed: %s", exc)
+
+    async def _flush(self) -> None:
+        pending = self._take_pending()
+        if pending:
+            await self._pipeline(pending)
+
+    def _take_pending(self) -> list[Command]:
+        """Releases and charges not yet written; the charges come back if writing them fails."""
+        commands: list[Command] = [(None, keys, [slot]) for slot, keys in self._releases]
+        self._releases = []
+        for buckets, tokens in self._charges.items():
+            args: list[Arg] = []
+            for _, tpm in buckets:
+                args += [tpm, tokens]
+            commands.append((SCRIPTS["charge"], [key for key, _ in buckets], args))
+        self._charges = {}
+        return commands
+
+    # -- talking to Redis -------------------------------------------------------------------
+
+    async def _decide(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """One decision script, after whatever releases and charges are pending (in the same round trip,
+        so a request right after another's end sees its slot free and its tokens charged)."""
+        now = trio.current_time()
+        if now < self._down_until:
+            raise self._unavailable(self._down_reason)
+        try:
+            replies = await self._pipeline([*self._take_pending(), (script, keys, args)])
+        except RedisUnavailable as exc:
+            self._down_until, self._down_reason = trio.current_time() + DOWN_RETRY, str(exc)
+            raise self._unavailable(str(exc)) from None
+        reply = replies[-1]
+        if isinstance(reply, RedisReplyError):
+            raise self._unavailable(f"Redis at {self.client.address} answered {reply}")
+        return reply
+
+    def _unavailable(self, reason: str) -> GatewayError:
+        return GatewayError(503, f"rate limits cannot be checked: {reason}; retry shortly", "limiter_unavailable",
+                            retry_after=1)
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        """Send the commands in one round trip (scripts by EVALSHA, loaded again after NOSCRIPT).
+
+        Charges that fail are kept for the next flush; releases that fail are dropped (their
+        slots expire with their lease)."""
+        try:
+            replies = await self._send(commands)
+            if any(isinstance(r, RedisReplyError) and str(r).startswith("NOSCRIPT") for r in replies):
+                await self._load_scripts()  # Redis restarted or flushed its script cache
+                again = [i for i, r in enumerate(replies) if isinstance(r, RedisReplyError)]
+                for i, reply in zip(again, await self._send([commands[i] for i in again]), strict=True):
+                    replies[i] = reply
+        except BaseException:  # unreachable, or cancelled: a charge is better written twice than never
+            self._keep_charges(commands)
+            raise
+        return replies
+
+    async def _send(self, commands: list[Command]) -> list[Any]:
+        raw: list[list[Arg]] = []
+        for script, keys, args in commands:
+            if script is None:  # a release: ZREM of the slot from each of its sets
+                raw += [["ZREM", key, args[0]] for key in keys]
+            else:
+                raw.append(["EVALSHA", script.sha, len(keys), *keys, *args])
+        self.round_trips += 1
+        replies = await self.client.pipeline(raw)
+        out: list[Any] = []
+        index = 0
+        for script, keys, _ in commands:
+            if script is None:
+                out.append(replies[index:index + len(keys)])
+                index += len(keys)
+            else:
+                out.append(replies[index])
+                index += 1
+        return out
+
+    async def _load_scripts(self) -> None:
+        self.round_trips += 1
+        for reply in await self.client.pipeline([["SCRIPT", "LOAD", s.source] for s in SCRIPTS.values()]):
+            if isinstance(reply, RedisReplyError):
+                raise RedisUnavailable(f"Redis at {self.client.address} refused a limiter script: {reply}")
+
+    def _keep_charges(self, commands: list[Command]) -> None:
+        for script, keys, args in commands:
+            if script is SCRIPTS["charge"]:
+                buckets = tuple((str(key), int(args[2 * i])) for i, key in enumerate(keys))
+                self._charges[buckets] = self._charges.get(buckets, 0) + int(args[1])
