@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub_store import sql
 from runtime.api import signin, users_routes
 from runtime.api.audit import AuditLog
 from runtime.api.guard import AccessGuard
@@ -26,11 +27,11 @@ class Access:
     throttle: SigninThrottle = field(default_factory=SigninThrottle)
 
     @classmethod
-    def open(cls, data_dir: Path) -> Access:
-        """Open (or create) both databases."""
-        users = UserStore(data_dir / USERS_DB)
+    def open(cls, data_dir: Path, state: sql.State | None = None) -> Access:
+        """Open (or create) both databases: in `data_dir`, or in the plane's state when given."""
+        users = UserStore(state or data_dir / USERS_DB)
         try:
-            return cls(users, AuditLog(data_dir / AUDIT_DB))
+            return cls(users, AuditLog(state or data_dir / AUDIT_DB))
         except BaseException:
             users.close()
             raise

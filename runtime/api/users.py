@@ -1,9 +1,10 @@
-"""Users, their personal access tokens and their browser sessions in SQLite (DATA_DIR/users.db).
+"""Users, their personal access tokens and their browser sessions (SQLite: DATA_DIR/users.db).
 
 A token is `fcp_<id>_<secret>`: the id finds the row, only sha256 of the whole token is kept
 and compared in constant time; it is shown once. A session id (the `flowctl_session` cookie)
 is likewise kept only as its sha256, with an absolute expiry. Passwords are scrypt hashes
-(runtime/api/passwords.py). Every method is synchronous: call it from a thread.
+(runtime/api/passwords.py). Every method is synchronous: call it from a thread. Nothing is
+cached here: a token revoked or a session closed through any plane is refused by the next lookup.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 from runtime.api.passwords import PasswordPolicyError, hash_password, verify_password
 from runtime.api.principals import ROLES, TENANT_ROLES, Principal
 from runtime.api.responses import ApiError
@@ -28,18 +27,20 @@ SESSION_TTL_S = 12 * 3600
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _TOKEN = re.compile(r"fcp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-SCHEMA_VERSION = 1
+# `"user"` is quoted: a reserved word in PostgreSQL (SQLite takes either spelling).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, tenant TEXT,
                                   password_hash TEXT NOT NULL, created_at REAL NOT NULL,
                                   password_changed_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (token_id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name)
+CREATE TABLE IF NOT EXISTS tokens (token_id TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users(name)
                                    ON DELETE CASCADE, name TEXT NOT NULL, token_hash TEXT NOT NULL,
                                    created_at REAL NOT NULL, expires_at REAL, revoked_at REAL);
-CREATE TABLE IF NOT EXISTS sessions (session_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name)
+CREATE TABLE IF NOT EXISTS sessions (session_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users(name)
                                      ON DELETE CASCADE, csrf_token TEXT NOT NULL, created_at REAL NOT NULL,
-                                     expires_at REAL NOT NULL);
+                                     expires_at REAL NOT NULL)
 """
+MIGRATIONS = sql.Migrations("users", (_SCHEMA,))
+SCHEMA_VERSION = MIGRATIONS.latest
 
 
 @dataclass(frozen=True)
@@ -94,25 +95,17 @@ def check_role(role: object, tenant: object) -> tuple[str, str | None]:
 class UserStore:
     """users.db; one connection guarded by a lock (calls come from threads)."""
 
-    def __init__(self, path: Path, *, session_ttl_s: float = SESSION_TTL_S) -> None:
-        make_private_database(path)  # password hashes: owner-only
+    def __init__(self, where: Path | sql.State, *, session_ttl_s: float = SESSION_TTL_S) -> None:
+        """Open (and migrate) the store: a SQLite file path, or the plane's state."""
+        path = where if isinstance(where, Path) else where.sqlite_path("users.db")
+        if path is not None:
+            make_private_database(path)  # password hashes: owner-only
         self.session_ttl_s = session_ttl_s
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ApiError(500, f"{path} has schema {version}, newer than this flowctl ({SCHEMA_VERSION})")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = sql.open_store(where, MIGRATIONS, "users.db", pragmas=("foreign_keys=ON",))
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     # -- users ------------------------------------------------------------------------------
 
@@ -124,16 +117,14 @@ class UserStore:
         digest = _hash(password)
         now = time.time()
         try:
-            with self._lock:
-                self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)", (name, role, tenant, digest, now, now))
-        except sqlite3.IntegrityError:
+            self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)", (name, role, tenant, digest, now, now))
+        except sql.IntegrityError:
             raise ApiError(409, f"user {name!r} already exists") from None
         return self.user(name)
 
     def user(self, name: str) -> User:
         """One user; 404 if none."""
-        with self._lock:
-            row = self._db.execute("SELECT name, role, tenant, created_at FROM users WHERE name=?", (name,)).fetchone()
+        row = self._db.execute("SELECT name, role, tenant, created_at FROM users WHERE name=?", (name,)).fetchone()
         if row is None:
             raise ApiError(404, f"no user {name!r}")
         return User(*row)
@@ -141,23 +132,21 @@ class UserStore:
     def users(self, tenant: str | None = None) -> list[User]:
         """Every user (or a tenant's), by name."""
         query = "SELECT name, role, tenant, created_at FROM users" + (" WHERE tenant=?" if tenant else "")
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY name", (tenant,) if tenant else ()).fetchall()
+        rows = self._db.execute(query + " ORDER BY name", (tenant,) if tenant else ()).fetchall()
         return [User(*r) for r in rows]
 
     def update_user(self, name: str, role: object, tenant: object) -> User:
         """Change a user's role (and tenant); its sessions end, its tokens carry the new role."""
         self.user(name)
         role, tenant = check_role(role, tenant)
-        with self._lock:
-            self._db.execute("UPDATE users SET role=?, tenant=? WHERE name=?", (role, tenant, name))
-            self._db.execute("DELETE FROM sessions WHERE user=?", (name,))
+        with self._db.transaction() as tx:
+            tx.execute("UPDATE users SET role=?, tenant=? WHERE name=?", (role, tenant, name))
+            tx.execute('DELETE FROM sessions WHERE "user"=?', (name,))
         return self.user(name)
 
     def delete_user(self, name: str) -> None:
         """Remove a user with its tokens and sessions; 404 if none."""
-        with self._lock:
-            deleted = self._db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount
+        deleted = self._db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount
         if not deleted:
             raise ApiError(404, f"no user {name!r}")
 
@@ -165,15 +154,14 @@ class UserStore:
         """Set a new password; the user's browser sessions end (its tokens stay)."""
         self.user(name)
         digest = _hash(password)
-        with self._lock:
-            self._db.execute("UPDATE users SET password_hash=?, password_changed_at=? WHERE name=?",
-                             (digest, time.time(), name))
-            self._db.execute("DELETE FROM sessions WHERE user=?", (name,))
+        with self._db.transaction() as tx:
+            tx.execute("UPDATE users SET password_hash=?, password_changed_at=? WHERE name=?",
+                       (digest, time.time(), name))
+            tx.execute('DELETE FROM sessions WHERE "user"=?', (name,))
 
     def check_password(self, name: str, password: str) -> User | None:
         """The user when `password` is theirs, else None (as slow for an unknown name)."""
-        with self._lock:
-            row = self._db.execute("SELECT password_hash FROM users WHERE name=?", (name,)).fetchone()
+        row = self._db.execute("SELECT password_hash FROM users WHERE name=?", (name,)).fetchone()
         if not verify_password(password, row[0] if row else None):
             return None
         try:
@@ -192,16 +180,14 @@ class UserStore:
             raise ApiError(400, "expires_at is in the past")
         token_id = secrets.token_hex(8)
         token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        with self._lock:
-            self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                             (token_id, user, name, _sha256(token), time.time(), expires_at))
+        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                         (token_id, user, name, _sha256(token), time.time(), expires_at))
         return token, self.token(user, token_id)
 
     def token(self, user: str, token_id: str) -> TokenRecord:
         """A user's token record; 404 if none (or another user's)."""
-        with self._lock:
-            row = self._db.execute("SELECT token_id, user, name, created_at, expires_at, revoked_at FROM tokens "
-                                   "WHERE token_id=? AND user=?", (token_id, user)).fetchone()
+        row = self._db.execute('SELECT token_id, "user", name, created_at, expires_at, revoked_at FROM tokens '
+                               'WHERE token_id=? AND "user"=?', (token_id, user)).fetchone()
         if row is None:
             raise ApiError(404, f"user {user!r} has no token {token_id!r}")
         return TokenRecord(*row)
@@ -209,27 +195,24 @@ class UserStore:
     def tokens(self, user: str) -> list[TokenRecord]:
         """A user's tokens, oldest first."""
         self.user(user)
-        with self._lock:
-            rows = self._db.execute("SELECT token_id, user, name, created_at, expires_at, revoked_at FROM tokens "
-                                    "WHERE user=? ORDER BY created_at", (user,)).fetchall()
+        rows = self._db.execute('SELECT token_id, "user", name, created_at, expires_at, revoked_at FROM tokens '
+                                'WHERE "user"=? ORDER BY created_at', (user,)).fetchall()
         return [TokenRecord(*r) for r in rows]
 
     def revoke_token(self, user: str, token_id: str) -> None:
         """Revoke a token (idempotent); 404 if none."""
         self.token(user, token_id)
-        with self._lock:
-            self._db.execute("UPDATE tokens SET revoked_at=COALESCE(revoked_at, ?) WHERE token_id=?",
-                             (time.time(), token_id))
+        self._db.execute("UPDATE tokens SET revoked_at=COALESCE(revoked_at, ?) WHERE token_id=?",
+                         (time.time(), token_id))
 
     def token_principal(self, token: str) -> Principal | None:
         """The principal of a live token, else None."""
         match = _TOKEN.fullmatch(token)
         if match is None:
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT t.token_hash, t.expires_at, t.revoked_at, u.name, u.role, u.tenant FROM tokens t "
-                "JOIN users u ON u.name=t.user WHERE t.token_id=?", (match.group(1),)).fetchone()
+        row = self._db.execute(
+            "SELECT t.token_hash, t.expires_at, t.revoked_at, u.name, u.role, u.tenant FROM tokens t "
+            'JOIN users u ON u.name=t."user" WHERE t.token_id=?', (match.group(1),)).fetchone()
         if row is None or not hmac.compare_digest(row[0], _sha256(token)) or row[2] is not None:
             return None
         if row[1] is not None and row[1] <= time.time():
@@ -243,10 +226,10 @@ class UserStore:
         session_id = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at<=?", (now,))
-            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                             (_sha256(session_id), user, csrf, now, now + self.session_ttl_s))
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM sessions WHERE expires_at<=?", (now,))
+            tx.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                       (_sha256(session_id), user, csrf, now, now + self.session_ttl_s))
         principal = self.session_principal(session_id)
         assert principal is not None
         return session_id, principal
@@ -255,18 +238,16 @@ class UserStore:
         """The principal of a live session id, else None."""
         if not session_id or len(session_id) > 128:
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT s.csrf_token, s.expires_at, u.name, u.role, u.tenant FROM sessions s "
-                "JOIN users u ON u.name=s.user WHERE s.session_hash=?", (_sha256(session_id),)).fetchone()
+        row = self._db.execute(
+            "SELECT s.csrf_token, s.expires_at, u.name, u.role, u.tenant FROM sessions s "
+            'JOIN users u ON u.name=s."user" WHERE s.session_hash=?', (_sha256(session_id),)).fetchone()
         if row is None or row[1] <= time.time():
             return None
         return Principal(row[2], row[3], row[4], kind="session", session_id=session_id, csrf_token=row[0])
 
     def close_session(self, session_id: str) -> None:
         """End a session server-side (its cookie is refused from now on)."""
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE session_hash=?", (_sha256(session_id),))
+        self._db.execute("DELETE FROM sessions WHERE session_hash=?", (_sha256(session_id),))
 
 
 def _hash(password: object) -> str:
