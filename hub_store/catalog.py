@@ -1,23 +1,22 @@
-"""The hub's catalog in SQLite: services, versions, files, models, downloads, leases.
+"""The hub's catalog: services, versions, files, models, downloads, leases.
 
-Synchronous and thread-safe (one connection guarded by a lock, WAL mode, a busy
-timeout for other processes); the runtime calls it through
-`trio.to_thread.run_sync`. The schema is versioned with PRAGMA user_version so
-that later changes are migrations, not rewrites.
+Synchronous and thread-safe; the runtime calls it through `trio.to_thread.run_sync`.
+On SQLite (the default) it is DATA_DIR/catalog.sqlite3 (WAL, a busy timeout for other
+processes); on PostgreSQL the schema `catalog` of the state database, shared by every
+plane. The schema is versioned (hub_store/schema.py): later changes are migrations.
+Nothing is cached here: every call reads the database.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hub_store import ids
-from hub_store.errors import NotFound, StoreError
+from hub_store import ids, sql
+from hub_store.errors import NotFound
 from hub_store.private import make_private_database
 from hub_store.records import (
     FileRecord,
@@ -28,11 +27,15 @@ from hub_store.records import (
     _newest_first,
     pick_latest,
 )
-from hub_store.schema import SCHEMA, SCHEMA_VERSION
+from hub_store.schema import MIGRATIONS, SCHEMA_VERSION
 from packer.semver import parse_version
 
 __all__ = ["SCHEMA_VERSION", "Catalog", "FileRecord", "ModelRecord", "NewVersion", "ServiceRecord",
            "VersionRecord", "pick_latest", "utc_now"]
+
+CATALOG_FILE = "catalog.sqlite3"
+_LEASE = sql.upsert("leases", ("lease_id", "digest", "expires_at"), ("lease_id", "digest"))
+
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC, seconds precision."""
@@ -54,21 +57,21 @@ def _version(row: tuple[Any, ...]) -> VersionRecord:
 class Catalog:
     """The SQLite catalog; every method is synchronous and thread-safe."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        make_private_database(self.path)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+    def __init__(self, where: str | Path | sql.State):
+        """Open (and migrate) the catalog: its SQLite file, or the plane's state."""
+        if isinstance(where, sql.State):
+            path = where.sqlite_path(CATALOG_FILE)
+            self.path = path if path is not None else Path(CATALOG_FILE)
+            target: Path | sql.State = where
+        else:
+            path = self.path = target = Path(where)
+        if path is not None:
+            make_private_database(path)
+        self._db = sql.open_store(target, MIGRATIONS, CATALOG_FILE, pragmas=("foreign_keys=ON",))
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> Catalog:
         return self
@@ -77,46 +80,20 @@ class Catalog:
         self.close()
 
     @contextmanager
-    def transaction(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction (BEGIN IMMEDIATE by default: it takes the write lock up front)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                # A COMMIT that failed (a full disk: SQLITE_FULL) may leave the transaction
-                # open, and then every later BEGIN on this connection would fail.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def transaction(self, *, immediate: bool = True) -> Iterator[sql.Tx]:
+        """One transaction (immediate by default: it takes the write lock up front)."""
+        with self._db.transaction(immediate=immediate) as tx:
+            yield tx
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def _migrate(self) -> None:
-        with self.transaction() as db:
-            current = db.execute("PRAGMA user_version").fetchone()[0]
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"catalog {str(self.path)!r} has schema {current}, "
-                                 f"newer than this flowctl ({SCHEMA_VERSION})")
-            if current == 0:
-                for stmt in SCHEMA.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    def _query(self, statement: str, args: tuple = ()) -> list[tuple]:
+        return self._db.execute(statement, args).fetchall()
 
     # -- versions ---------------------------------------------------------------------------
 
     def add_version(self, new: NewVersion, *, lease_id: str | None = None) -> VersionRecord:
         """Insert a version with its files and models; release `lease_id` in the same transaction.
 
-        Raises sqlite3.IntegrityError if the version exists (the caller checks first).
+        Raises sql.IntegrityError (sqlite3's) if the version exists (the caller checks first).
         """
         now = utc_now()
         with self.transaction() as db:
@@ -274,7 +251,7 @@ class Catalog:
         now = utc_now()
         with self.transaction() as db:
             db.executemany("INSERT INTO downloads VALUES (?,?,?) ON CONFLICT(model_id) DO UPDATE "
-                           "SET count=count+excluded.count, last_at=excluded.last_at",
+                           "SET count=downloads.count+excluded.count, last_at=excluded.last_at",
                            [(m, n, now) for m in model_ids])
 
     def ranking(self, limit: int = 10) -> list[tuple[str, int, str]]:
@@ -307,31 +284,30 @@ class Catalog:
     def lease(self, lease_id: str, digest: str, *, ttl_s: float = 6 * 3600) -> None:
         """Hold `digest` for an upload in progress: GC will not delete it until released or expired."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?)", (lease_id, digest, time.time() + ttl_s))
+            db.execute(_LEASE, (lease_id, digest, time.time() + ttl_s))
 
     def lease_many(self, lease_id: str, digests: Iterable[str], *, ttl_s: float = 6 * 3600) -> None:
         """Hold several digests under one lease, in one transaction."""
         expires = time.time() + ttl_s
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO leases VALUES (?,?,?)",
-                           [(lease_id, d, expires) for d in digests])
+            db.executemany(_LEASE, [(lease_id, d, expires) for d in digests])
 
     def release(self, lease_id: str) -> None:
         """Drop every digest held by `lease_id`."""
         with self.transaction() as db:
             db.execute("DELETE FROM leases WHERE lease_id=?", (lease_id,))
 
-    def live_leases(self, db: sqlite3.Connection | None = None) -> set[str]:
+    def live_leases(self, db: sql.Tx | None = None) -> set[str]:
         """Digests held by unexpired leases (pass `db` to read inside an open transaction)."""
-        sql, args = "SELECT digest FROM leases WHERE expires_at > ?", (time.time(),)
-        rows = db.execute(sql, args).fetchall() if db is not None else self._query(sql, args)
+        query, args = "SELECT digest FROM leases WHERE expires_at > ?", (time.time(),)
+        rows = db.execute(query, args).fetchall() if db is not None else self._query(query, args)
         return {r[0] for r in rows}
 
-    def is_referenced(self, db: sqlite3.Connection, digest: str) -> bool:
+    def is_referenced(self, db: sql.Tx, digest: str) -> bool:
         """True if any version refers to `digest` (inside an open transaction)."""
         return db.execute(
-            "SELECT 1 FROM files WHERE sha256=:d UNION ALL SELECT 1 FROM versions WHERE sha256=:d "
-            "OR manifest_sha256=:d OR zip_sha256=:d LIMIT 1", {"d": digest}).fetchone() is not None
+            "SELECT 1 FROM files WHERE sha256=? UNION ALL SELECT 1 FROM versions WHERE sha256=? "
+            "OR manifest_sha256=? OR zip_sha256=? LIMIT 1", (digest,) * 4).fetchone() is not None
 
     def purge_expired_leases(self) -> int:
         """Remove leases past their expiry (left by a crashed upload)."""

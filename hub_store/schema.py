@@ -1,8 +1,9 @@
-"""The catalog's SQLite schema; PRAGMA user_version says which one a file has."""
+"""The catalog's schema as versioned migrations (PRAGMA user_version on SQLite, public.flowctl_schema on PostgreSQL)."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from hub_store.sql.migrate import Migrations
+
 SCHEMA = """
 CREATE TABLE services (
     service_id   TEXT PRIMARY KEY,
@@ -61,3 +62,5 @@ CREATE TABLE leases (
     PRIMARY KEY (lease_id, digest)
 );
 """
+MIGRATIONS = Migrations("catalog", (SCHEMA,))
+SCHEMA_VERSION = MIGRATIONS.latest

@@ -181,7 +181,14 @@ class SqliteDatabase(Database):
                     self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that failed (a full disk: SQLITE_FULL) may leave the transaction
+                # open, and then every later BEGIN on this connection would fail.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def get_version(self) -> int:
         """PRAGMA user_version, as the stores always kept it."""

@@ -16,23 +16,38 @@ def new(version, *, sid="echo", stable=True, files=(("a.txt", "1" * 64),), model
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    with Catalog(tmp_path / "c.sqlite3") as cat:
+def catalog(state):
+    """The catalog on each state engine: SQLite, then PostgreSQL."""
+    with Catalog(state) as cat:
         yield cat
 
 
-def test_schema_is_versioned_and_wal(catalog, tmp_path):
+def test_schema_is_versioned_and_wal(tmp_path):
+    Catalog(tmp_path / "c.sqlite3").close()
     db = sqlite3.connect(tmp_path / "c.sqlite3")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 
 
-def test_reopen_keeps_data(tmp_path):
-    with Catalog(tmp_path / "c.sqlite3") as cat:
+def test_reopen_keeps_data(state):
+    with Catalog(state) as cat:
         cat.add_version(new("1.0.0"))
-    with Catalog(tmp_path / "c.sqlite3") as cat:
+    with Catalog(state) as cat:
         assert cat.get_version("echo", "1.0.0").size_bytes == 10
+
+
+def test_signatures_flags_and_references_inside_a_transaction(catalog):
+    signed = new("1.0.0")
+    signed = type(signed)(**{**signed.__dict__, "signature": b"\x00sig\xff", "signer": "me"})
+    catalog.add_version(signed)
+    assert catalog.signature("echo", "1.0.0") == b"\x00sig\xff"
+    assert catalog.get_version("echo", "1.0.0").signed and catalog.get_version("echo", "1.0.0").stable is True
+    with pytest.raises(sqlite3.IntegrityError):
+        catalog.add_version(new("1.0.0"))
+    with catalog.transaction() as db:
+        assert catalog.is_referenced(db, "1" * 64) and not catalog.is_referenced(db, "7" * 64)
+        assert catalog.live_leases(db) == set()
 
 
 def test_latest_is_highest_stable_non_yanked_semver(catalog):
