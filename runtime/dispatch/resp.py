@@ -148,24 +148,41 @@ class RespClient:
             return []
         payload = b"".join(encode(c) for c in commands)
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
             try:
                 with trio.fail_after(self.timeout):
-                    if conn is None:
-                        conn = await self._connect()
-                    await conn.stream.send_all(payload)
-                    replies = [await conn.reply() for _ in commands]
+                    while self._idle:  # a pooled connection Redis closed (a restart, its timeout): the next one
+                        replies = await self._exchange(self._idle.pop(), payload, len(commands), stale_ok=True)
+                        if replies is not None:
+                            return replies
+                    replies = await self._exchange(None, payload, len(commands), stale_ok=False)
+                    assert replies is not None
+                    return replies
             except trio.TooSlowError:
-                await self._discard(conn)
                 raise RedisUnavailable(f"Redis at {self.address} did not answer within {self.timeout:g} s") from None
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                await self._discard(conn)
-                raise RedisUnavailable(f"Redis at {self.address} is unreachable ({_why(exc)})") from None
-            except BaseException:
-                await self._discard(conn)
+
+    async def _exchange(self, conn: _Connection | None, payload: bytes, count: int, *,
+                        stale_ok: bool) -> list[Any] | None:
+        """Send and read on `conn` (a new one if None); None if a pooled `conn` had been closed unread."""
+        try:
+            try:
+                if conn is None:
+                    conn = await self._connect()
+                await conn.stream.send_all(payload)
+                first = await conn.reply()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, RedisUnavailable):
+                if stale_ok and conn is not None and not conn.buffer:  # nothing came back: closed before reading
+                    await self._discard(conn)
+                    return None
                 raise
-            self._idle.append(conn)
-            return replies
+            replies = [first] + [await conn.reply() for _ in range(count - 1)]
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, RedisUnavailable) as exc:
+            await self._discard(conn)
+            raise RedisUnavailable(f"Redis at {self.address} is unreachable ({_why(exc)})") from None
+        except BaseException:  # cancelled mid-reply: the connection cannot be reused
+            await self._discard(conn)
+            raise
+        self._idle.append(conn)
+        return replies
 
     async def _connect(self) -> _Connection:
         a = self.address
