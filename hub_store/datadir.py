@@ -9,6 +9,7 @@ from pathlib import Path
 from hub_store.blobs import BlobStore, LocalBlobStore
 from hub_store.catalog import Catalog
 from hub_store.private import make_private_dir
+from hub_store.sql.state import State
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -42,11 +43,14 @@ class HubData:
         self.close()
 
 
-def open_data_dir(root: str | os.PathLike[str]) -> HubData:
+def open_data_dir(root: str | os.PathLike[str], *, blob_root: str | os.PathLike[str] | None = None,
+                  state: State | None = None) -> HubData:
     """Create (if needed) and open a hub data dir: `blobs/`, `tmp/`, `catalog.sqlite3`.
 
-    The dir is owner-only (0700) and the catalog 0600, tightened if an older flowctl left them looser.
+    `blob_root` puts `blobs/` and `tmp/` in another directory (`--blobs file:///DIR`);
+    `state` puts the catalog in the plane's state database (`--state`) instead of the dir.
+    The dirs are owner-only (0700) and the catalog 0600, tightened if an older flowctl left them looser.
     """
     root = make_private_dir(root)
-    store = LocalBlobStore(root)
-    return HubData(root, store, Catalog(root / CATALOG_NAME))
+    store = LocalBlobStore(make_private_dir(blob_root) if blob_root is not None else root)
+    return HubData(root, store, Catalog(state if state is not None else root / CATALOG_NAME))

@@ -16,6 +16,7 @@ import trio
 from hub_store import ids
 from runtime.clients._base import READ_TIMEOUT, ApiClient, error_detail
 from runtime.clients.errors import HubRequestFailed, HubUnreachable, PullFailed
+from runtime.clients.redirects import REFUSED, get_following, store_client
 
 CHUNK = 1 << 20
 MANIFEST_LIMIT = 64 << 20
@@ -55,11 +56,27 @@ class HubClient(ApiClient):
                  transport: httpx.AsyncBaseTransport | None = None):
         # Reads may stall while the hub hashes a large blob once; connect fast, read patiently.
         super().__init__(base_url, token=token, timeout=timeout, transport=transport)
+        self._store: httpx.AsyncClient | None = None
+        self._timeout = timeout
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._store is not None:
+                await self._store.aclose()
+        finally:
+            await super().__aexit__(*exc)
 
     @property
     def http(self) -> httpx.AsyncClient:
         """The connection pool, for downloads the caller streams itself (the node's blob fetches)."""
         return self._http
+
+    @property
+    def store_http(self) -> httpx.AsyncClient:
+        """The pool for the hub's redirects to its blob store: no Authorization, TLS verified."""
+        if self._store is None:
+            self._store = store_client(timeout=self._timeout)
+        return self._store
 
     def _unreachable(self, reason: str) -> HubUnreachable:
         return HubUnreachable(self.base_url, reason)
@@ -182,28 +199,31 @@ class HubClient(ApiClient):
             progress(have)
         resumed_from = have
         headers = {"Range": f"bytes={have}-", "If-Range": f'"{digest}"'} if have else {}
+        # A store's ETag is not the digest, and its keys never change: Range alone there.
+        store_headers = {"Range": headers["Range"]} if have else {}
         url = self.url(f"/storage/services/{service_id}/{version}.fbundle")
+        limit = httpx.Timeout(60.0, connect=10.0)
         try:
-            async with self._http.stream("GET", url, headers=headers,
-                                         timeout=httpx.Timeout(60.0, connect=10.0)) as response:
-                if response.status_code == 200 and have:
-                    resumed_from, hasher = 0, hashlib.sha256()  # the hub sent it all: start over
-                elif response.status_code not in (200, 206):
-                    await response.aread()
-                    raise self._refused("GET", response)
-                mode = "ab" if resumed_from else "wb"
-                f = await trio.to_thread.run_sync(open, part, mode)
+            for ask in range(2):  # a presigned URL that expired is asked for once more
+                response, redirected = await get_following(self._http, self.store_http, url, headers,
+                                                           store_headers=store_headers, http_timeout=limit)
                 try:
-                    async for chunk in _rechunk(response.aiter_raw()):
-                        await trio.to_thread.run_sync(_write_hashed, f, hasher, chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-                    await trio.to_thread.run_sync(_sync, f)
+                    if redirected and response.status_code in REFUSED and ask == 0:
+                        continue
+                    if response.status_code == 200 and have:
+                        resumed_from, hasher = 0, hashlib.sha256()  # all of it was sent: start over
+                    elif response.status_code not in (200, 206):
+                        await response.aread()
+                        raise self._refused("GET", response)
+                    await self._receive(response, part, hasher, resumed_from, progress)
+                    break
                 finally:
-                    await trio.to_thread.run_sync(f.close)
+                    await response.aclose()
         except httpx.TransportError as exc:
             raise HubUnreachable(self.base_url, f"download interrupted ({exc or type(exc).__name__}); "
                                  "run the same pull again to resume") from None
+        except httpx.TooManyRedirects as exc:
+            raise HubRequestFailed("GET", url, 307, str(exc)) from None
         actual = hasher.hexdigest()
         if actual != digest:
             await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
@@ -211,6 +231,21 @@ class HubClient(ApiClient):
                              "the partial download was removed, pull again")
         await trio.to_thread.run_sync(os.replace, part, final)
         return PullResult(final, service_id, version, digest, size, resumed_from)
+
+    @staticmethod
+    async def _receive(response: httpx.Response, part: Path, hasher: Any, resumed_from: int,
+                       progress: Progress | None) -> None:
+        """Append (or write anew) the body to the partial file, hashing it, then fsync."""
+        mode = "ab" if resumed_from else "wb"
+        f = await trio.to_thread.run_sync(open, part, mode)
+        try:
+            async for chunk in _rechunk(response.aiter_raw()):
+                await trio.to_thread.run_sync(_write_hashed, f, hasher, chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            await trio.to_thread.run_sync(_sync, f)
+        finally:
+            await trio.to_thread.run_sync(f.close)
 
 
 def bundle_digest(info: dict[str, Any]) -> tuple[str, int]:

@@ -25,6 +25,8 @@ from packer.zipimport import is_zip as packer_is_zip
 from runtime.api import ApiError, bearer_ok, json_response
 from runtime.api.guard import principal_of
 from runtime.hub.api import version_json
+from runtime.hub.remote import remote_store
+from runtime.hub.s3blobs import abort_stale_uploads
 from runtime.hub.seedzip import ensure_zip, with_zip
 from runtime.hub.state import HubState
 from runtime.hub.zipupload import convert_zip
@@ -136,7 +138,7 @@ def register(app, state: HubState) -> None:
                                     f"(bundle sha256 {existing.sha256}); versions are immutable")
             existing = await with_zip(state, existing)
             return json_response({"service_id": sid, "created": False, **version_json(existing)})
-        space = SpaceGuard(data.root, state.settings.disk_reserve_bytes, state.settings.free_space)
+        space = SpaceGuard(data.store.root, state.settings.disk_reserve_bytes, state.settings.free_space)
         if request.content_length is not None:
             # Refused before a byte of the body is read (the files it unpacks are checked later).
             await state.run(space.require, request.content_length,
@@ -161,10 +163,10 @@ def register(app, state: HubState) -> None:
                                                        f"the zip of {sid}@{ver}")
             try:
                 result = await state.run(
-                    ingest_bundle, data.store, data.catalog, bundle, sha256=digest,
+                    ingest_bundle, data.blobs, data.catalog, bundle, sha256=digest,
                     size=size, expected_sha256=expected, trusted_keys=state.settings.trusted_keys,
                     require_signature=state.settings.require_signature, stable=stable, expect_id=(sid, ver),
-                    space=space)
+                    space=space if data.remote is None else None)  # a remote store's room is not ours to check
             except NotABundle:
                 raise ApiError(400, "bad upload: the body is " + ("empty" if size == 0 else
                                     "neither a flowctl bundle (.fbundle) nor a seed service zip")) from None
@@ -195,14 +197,18 @@ def register(app, state: HubState) -> None:
     @app.post("/api/admin/gc")
     async def gc() -> Response:
         require_admin(state)
-        report = await state.run(collect_garbage, data.store, data.catalog,
-                                 dry_run=bool(_flag("dry_run")))
-        return json_response(report.to_dict())
+        dry_run = bool(_flag("dry_run"))
+        report = await state.run(collect_garbage, data.blobs, data.catalog, dry_run=dry_run)
+        body: dict[str, object] = dict(report.to_dict())
+        remote = remote_store(state)
+        if remote is not None:
+            body["uploads_aborted"] = await state.run(abort_stale_uploads, remote, dry_run=dry_run)
+        return json_response(body)
 
     @app.post("/api/admin/fsck")
     async def check() -> Response:
         require_admin(state)
-        report = await state.run(fsck, data.store, data.catalog, quarantine=bool(_flag("quarantine")))
+        report = await state.run(fsck, data.blobs, data.catalog, quarantine=bool(_flag("quarantine")))
         for digest in report.corrupt:
             state.verifier.forget(digest)
         return json_response(report.to_dict())

@@ -14,6 +14,7 @@ from hub_store import (
     BlobCorrupt,
     BlobDigestMismatch,
     BlobNotFound,
+    BlobStoreUnavailable,
     Conflict,
     InsufficientStorage,
     InvalidIdentifier,
@@ -100,6 +101,8 @@ def status_for(exc: BaseException) -> int:
         return 409
     if isinstance(exc, InsufficientStorage):
         return 507
+    if isinstance(exc, BlobStoreUnavailable):
+        return 503
     if isinstance(exc, BlobCorrupt):
         return 500
     if isinstance(exc, LimitExceeded):

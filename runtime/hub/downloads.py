@@ -2,7 +2,9 @@
 
 Every body is a blob of the store, served with HEAD, Range, ETag = the SHA-256,
 If-None-Match and If-Range: small blobs read whole and digest-checked on each request
-(`serve_bytes`), large ones streamed by `serve_file` after a once-per-process check. No part
+(`serve_bytes`), large ones streamed by `serve_file` after a once-per-process check. When the
+blobs are in an S3-compatible store, a GET is a 307 to a presigned URL instead (remote.py);
+only manifests, which are small metadata, are still read and served by the hub. No part
 of a URL is ever joined into a filesystem path: ids are parsed strictly, then looked
 up in the catalog, and only a digest (64 hex) names a file.
 """
@@ -19,6 +21,7 @@ from hub_store import BlobCorrupt, BlobNotFound, FileRecord, VersionRecord, ids
 from runtime.api import ApiError
 from runtime.http import FileChanged, serve_bytes, serve_file
 from runtime.hub.modelfiles import CHECKSUM_NAME, checksum_body
+from runtime.hub.remote import redirect_blob, remote_store
 from runtime.hub.seedzip import ensure_zip
 from runtime.hub.state import HubState
 
@@ -38,13 +41,24 @@ def _counts_as_download() -> bool:
 async def send_blob(state: HubState, digest: str, *, content_type: str = "application/octet-stream",
                     filename: str | None = None, expected_size: int | None = None,
                     cache_control: str = IMMUTABLE,
-                    on_complete: Callable[[], Awaitable[object]] | None = None) -> Response:
+                    on_complete: Callable[[], Awaitable[object]] | None = None,
+                    relay: bool = False) -> Response:
     """Serve blob `digest` (bare hex) with Range/ETag; its bytes are checked against the digest.
 
     A small blob is read whole and hashed on every request (one thread hop); a large one
-    is hashed once per process (see BlobVerifier), then streamed by `serve_file`.
+    is hashed once per process (see BlobVerifier), then streamed by `serve_file`. From a
+    remote store the answer is a redirect, unless `relay` (small metadata: the hub reads it).
     """
-    small = await state.run(read_small_checked, state, digest)
+    remote = remote_store(state)
+    if remote is not None and not relay:
+        return await redirect_blob(state, remote, digest, content_type=content_type, filename=filename,
+                                   expected_size=expected_size, cache_control=cache_control,
+                                   on_complete=on_complete)
+    small: bytes | None
+    if remote is not None:
+        small = await state.run(remote.read_bytes, digest, verify=state.settings.verify_on_serve)
+    else:
+        small = await state.run(read_small_checked, state, digest)
     if small is not None:
         if expected_size is not None and len(small) != expected_size:
             raise BlobNotFound(digest)
@@ -141,7 +155,8 @@ def register(app, state: HubState) -> None:
     async def manifest(service_id: str, version: str) -> Response:
         record = await resolve(state, service_id, version)
         response = await send_blob(state, record.manifest_sha256, content_type="application/json",
-                                   cache_control=REVALIDATE if version == ids.LATEST else IMMUTABLE)
+                                   cache_control=REVALIDATE if version == ids.LATEST else IMMUTABLE,
+                                   relay=True)
         if response.status_code == 200 and request.method == "GET":
             count = _counter(state, record)
             if count is not None:

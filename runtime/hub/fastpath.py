@@ -34,6 +34,7 @@ class BlobFastPath:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD")
                 or not scope["path"].startswith(PREFIX) or self.state.settings.private
+                or self.state.data.remote is not None  # blobs in S3: quart answers with a redirect
                 or not await self._small_blob(scope, send)):
             await self.asgi_app(scope, receive, send)
 

@@ -100,10 +100,8 @@ class S3BlobStore:
             raise BlobNotFound(digest) from None
         return cast(BinaryIO, got["Body"])
 
-    def read_bytes(self, digest: str, *, verify: bool = True, limit: int | None = None) -> bytes | None:
-        """The whole blob (None when it is over `limit` bytes), checked against its digest."""
-        if limit is not None and self.stat(digest).size > limit:
-            return None
+    def read_bytes(self, digest: str, *, verify: bool = True) -> bytes:
+        """The whole blob in memory (small blobs only), checked against its digest."""
         with self.open(digest) as body:
             data = body.read()
         if verify and (actual := hashlib.sha256(data).hexdigest()) != digest:
@@ -372,3 +370,15 @@ class S3BlobWriter:
 
 def _now() -> float:
     return time.time()
+
+
+STALE_UPLOAD_S = 24 * 3600.0
+
+
+def abort_stale_uploads(store: S3BlobStore, *, max_age_s: float = STALE_UPLOAD_S, dry_run: bool = False) -> int:
+    """Abort multipart uploads a crashed writer left (begun over `max_age_s` ago); how many (GC)."""
+    stale = store.stale_uploads(time.time() - max_age_s)
+    if not dry_run:
+        for key, upload_id in stale:
+            store.abort_upload(key, upload_id)
+    return len(stale)

@@ -27,7 +27,7 @@ async def ensure_zip(state: HubState, record: VersionRecord) -> VersionRecord:
 
     Unlike `with_zip`, this also rebuilds a zip whose blob went missing from the store.
     """
-    catalog, store = state.data.catalog, state.data.store
+    catalog, store = state.data.catalog, state.data.blobs
     async with state.zip_lock(record.service_id, record.version):
         fresh = await state.run(catalog.get_version, record.service_id, record.version)
         digest, size = await state.run(export_zip, store, catalog, fresh)

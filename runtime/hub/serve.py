@@ -8,10 +8,10 @@ from typing import Any
 
 import trio
 
-from hub_store import open_data_dir
 from runtime.api import ensure_admin_key
 from runtime.http import serve_app
 from runtime.hub.app import create_hub_app
+from runtime.hub.blobstore import open_hub_data
 from runtime.hub.sendfile import blob_router
 from runtime.hub.state import HubSettings, HubState
 
@@ -30,7 +30,7 @@ async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
 
     Cancellation: stops accepting, drains requests in flight, closes the catalog.
     """
-    data = await trio.to_thread.run_sync(open_data_dir, settings.data_dir)
+    data = await trio.to_thread.run_sync(open_hub_data, settings.data_dir, settings.blobs)
     try:
         key_hash, new_key = await trio.to_thread.run_sync(ensure_admin_key, data.root, admin_key)
         if new_key is not None and on_new_key is not None:
@@ -40,8 +40,9 @@ async def serve_hub(settings: HubSettings, *, admin_key: str | None = None,
         app = create_hub_app(state)
         if wrap_app is not None:
             wrap_app(app)
-        # Large verified blobs go out with os.sendfile (runtime/hub/sendfile.py).
+        # Large verified blobs go out with os.sendfile (runtime/hub/sendfile.py); blobs in S3
+        # are redirects the app answers.
         await serve_app(app, host=settings.host, port=settings.port, task_status=task_status,
-                        file_router=blob_router(state))
+                        file_router=blob_router(state) if data.remote is None else None)
     finally:
         data.close()

@@ -21,6 +21,9 @@ DEFAULT_UPLOAD_IDLE_TIMEOUT = 60.0
 # bench/hub.py on the 2-core VM: 1 MiB chunks 1463 MiB/s, 4 MiB 1819, 8 MiB 1707 (0.69 -> 0.55
 # server CPU s/GiB). Each streaming download holds about one chunk in memory.
 DEFAULT_DOWNLOAD_CHUNK = 4 << 20
+# How long a presigned download URL of an S3 store stays valid (a client that needs longer
+# resumes with a fresh one from the hub).
+DEFAULT_BLOB_URL_TTL = 300.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class HubSettings:
     # A publish must leave this much free on the data dir's disk (507 otherwise).
     disk_reserve_bytes: int = DEFAULT_RESERVE_BYTES
     free_space: Callable[[Path], int] = disk_free_bytes  # a seam for tests
+    # Where blobs live: None or file:///DIR (local files, by default in data_dir), or
+    # s3://bucket/prefix (runtime/hub/s3blobs.py; downloads are presigned redirects).
+    blobs: str | None = None
+    blob_url_ttl: float = DEFAULT_BLOB_URL_TTL
 
 
 @dataclass

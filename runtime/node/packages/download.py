@@ -9,6 +9,11 @@ of two different representations are never appended). Nothing beyond the
 manifest's size is ever written. A transfer that stays below `min_rate` bytes
 per second for `stall_window` seconds is aborted and retried with backoff.
 
+A hub whose blobs are in an S3-compatible store answers with a redirect to a presigned URL:
+it is followed on `store_client` (runtime/clients/redirects.py: never with the hub's
+Authorization), with the same Range and checks; a URL the store refuses as expired (403) is
+asked for afresh from the hub at once.
+
 Cancellation: the partial and its hash state stay consistent (a thread write
 always completes), so a cancelled or killed download resumes next time.
 """
@@ -26,6 +31,8 @@ import httpx
 import trio
 
 from runtime.clients.errors import HubRequestFailed
+from runtime.clients.redirects import REFUSED, get_following
+from runtime.clients.redirects import store_client as new_store_client
 from runtime.node.packages.errors import BlobMismatch, DownloadFailed, TransferStalled
 from runtime.node.packages.fsutil import start_writeback
 
@@ -159,14 +166,20 @@ async def fetch_blob(
     *,
     policy: FetchPolicy = FetchPolicy(),
     on_progress: Progress | None = None,
+    store_client: httpx.AsyncClient | None = None,
 ) -> FetchResult:
     """Download blob `digest` of `size` bytes from `url`; `adopt(path, digest)` stores it.
 
-    The caller holds the blob's lock. Error handling: a 404 fails at once
-    (HubRequestFailed); connection errors, stalls, bad statuses and corrupt
-    bytes are retried `policy.attempts` times, then DownloadFailed (or
-    BlobMismatch when the bytes kept arriving wrong).
+    `store_client` follows the hub's redirects to its blob store (one of its own is opened
+    when needed and not given). The caller holds the blob's lock. Error handling: a 404
+    fails at once (HubRequestFailed); connection errors, stalls, bad statuses and corrupt
+    bytes are retried `policy.attempts` times, then DownloadFailed (or BlobMismatch when
+    the bytes kept arriving wrong).
     """
+    if store_client is None:
+        async with new_store_client() as own:
+            return await fetch_blob(client, url, digest, size, partial, adopt, policy=policy,
+                                    on_progress=on_progress, store_client=own)
     report = on_progress or (lambda n: None)
     part = await trio.to_thread.run_sync(_Partial, partial, size)
     try:
@@ -176,7 +189,7 @@ async def fetch_blob(
         for attempt in range(1, policy.attempts + 1):
             try:
                 if part.offset < size:
-                    await _attempt(client, url, digest, size, part, policy, report)
+                    await _attempt(client, store_client, url, digest, size, part, policy, report)
                 if part.offset < size:
                     raise _Retry(f"connection ended at byte {part.offset} of {size}")
                 actual = await trio.to_thread.run_sync(part.finish)
@@ -208,20 +221,25 @@ class _Restart(_Retry):
     """The server's representation changed: start over at once (no backoff)."""
 
 
-async def _attempt(client: httpx.AsyncClient, url: str, digest: str, size: int, part: _Partial,
-                   policy: FetchPolicy, report: Progress) -> None:
-    """One GET from the partial's offset, written as it arrives."""
+async def _attempt(client: httpx.AsyncClient, store: httpx.AsyncClient, url: str, digest: str, size: int,
+                   part: _Partial, policy: FetchPolicy, report: Progress) -> None:
+    """One GET from the partial's offset (through the hub's redirect, if any), written as it arrives."""
     headers = {"Accept-Encoding": "identity"}
     ranged = part.offset > 0
     if ranged:
         headers["Range"] = f"bytes={part.offset}-"
         headers["If-Range"] = part.etag or f'"{digest}"'
+    # The store's ETag is not the digest: If-Range only with one the store itself sent.
+    store_headers = {k: v for k, v in headers.items() if k != "If-Range" or part.etag is not None}
     try:
         with trio.move_on_after(policy.stall_window) as head:
-            resp = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+            resp, redirected = await get_following(client, store, url, headers, store_headers=store_headers)
         if head.cancelled_caught:
             raise TransferStalled(digest, 0, policy.stall_window)
         try:
+            if redirected and resp.status_code in REFUSED:
+                raise _Restart(f"the blob store refused the hub's presigned URL (HTTP {resp.status_code}, "
+                               "expired?): asking the hub for a fresh one")
             await _accept(resp, url, size, part, ranged, report)
             await _stream_into(resp, digest, size, part, policy, report)
         finally:

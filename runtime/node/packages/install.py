@@ -204,7 +204,8 @@ async def _build_tree(layout: NodeLayout, store: LocalBlobStore, hub: HubClient,
                 return
             result = await fetch_blob(hub.http, hub.blob_url(digest), digest, size,
                                       layout.partial_path(digest), store.adopt,
-                                      policy=options.policy, on_progress=tally.advance)
+                                      policy=options.policy, on_progress=tally.advance,
+                                      store_client=hub.store_http)
             tally.downloaded += result.downloaded
             tally.resumed += result.resumed
 

@@ -1,0 +1,50 @@
+"""Where a hub keeps its blobs (`--blobs URL`, config `blobs`): a local directory or an S3 bucket.
+
+`file:///DIR` (or nothing: the data dir, as always) keeps blobs as files; `s3://bucket/prefix`
+keeps them in any S3-compatible store (runtime/hub/s3blobs.py), reached at
+FLOWCTL_S3_ENDPOINT_URL with the standard AWS_* credentials. The bucket is checked when the
+hub opens, so a missing bucket or refused credentials stop the start with one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from hub_store import HubData, StoreError, open_data_dir
+
+
+def check_blobs_url(url: str | None) -> Path | str | None:
+    """The directory of a `file://` URL, the `s3://` URL itself, or None; StoreError naming the problem."""
+    if url is None or not url.strip():
+        return None
+    url = url.strip()
+    if url.startswith("s3://"):
+        from runtime.hub.s3client import parse_s3_url
+
+        try:
+            parse_s3_url(url)
+        except ValueError as exc:
+            raise StoreError(f"blobs: {exc}") from None
+        return url
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+        return Path(unquote(parts.path))
+    raise StoreError(f"blobs must be file:///DIR or s3://BUCKET/PREFIX, not {url!r}")
+
+
+def open_hub_data(data_dir: str | os.PathLike[str], blobs: str | None = None) -> HubData:
+    """Open the hub's data dir with its blobs where `blobs` says (blocking: call in a thread)."""
+    where = check_blobs_url(blobs)
+    if where is None or isinstance(where, Path):
+        return open_data_dir(data_dir, blob_root=where)
+    from runtime.hub.s3blobs import S3BlobStore
+
+    data = open_data_dir(data_dir)
+    try:
+        data.remote = S3BlobStore.connect(where, data.store)
+    except BaseException:
+        data.close()
+        raise
+    return data
