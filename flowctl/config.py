@@ -104,6 +104,10 @@ SETTINGS: dict[str, Setting] = {
                 "a node silent this long is lost and its replicas move"),
         Setting("redis", "FLOWCTL_REDIS", "redis_url",
                 "the Redis that keeps rate and concurrency limits shared by several planes; unset: in-process"),
+        Setting("plane_name", "FLOWCTL_PLANE_NAME", "str",
+                "this plane's name among several sharing one state; set, the planes elect one scheduler leader"),
+        Setting("leader_ttl", "FLOWCTL_LEADER_TTL", "seconds",
+                "seconds the scheduler and job leases last without renewal (several planes; default 10)"),
         Setting("tutors", "FLOWCTL_TUTORS", "tutors",
                 "the tutor table (tutor_id -> model, asr_model, tts_model, voice): a TOML or JSON file"),
     )
@@ -134,6 +138,8 @@ class Config:
     heartbeat_interval: float | None = None
     lost_after: float | None = None
     tutors: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    plane_name: str | None = None
+    leader_ttl: float | None = None
     redis: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 

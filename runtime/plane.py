@@ -45,9 +45,12 @@ from runtime.hub.sendfile import blob_router
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.jobs.batch_api import BatchApi, BatchFront
 from runtime.jobs.batches import DEFAULT_CONCURRENCY as DEFAULT_BATCH_CONCURRENCY
+from runtime.jobs.lease import Lease, SqliteLease
 from runtime.jobs.plane_role import CombinedMetrics, JobsRole
+from runtime.jobs.store import RunStore
 from runtime.plane_openapi import plane_document
 from runtime.scheduler import routes as cluster_routes
+from runtime.scheduler.leadership import LeaderSettings, Leadership
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
@@ -147,6 +150,8 @@ async def serve_control_plane(
                                        heartbeat_interval=settings.heartbeat_interval)
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
                                     roles=settings.roles)
+            if (leader := settings.extra.get("leader")) is not None:  # several planes on one state
+                scheduler.leadership = Leadership.on_sqlite(settings.data_dir / "cluster.db", LeaderSettings(**leader))
             if data is not None:
                 watch_hub_writes(app, scheduler.tracker)  # tracked deployments see a publish at once
         if "gateway" in settings.roles and scheduler is not None:
@@ -180,7 +185,8 @@ async def serve_control_plane(
             batch_options = dict(settings.extra.get("batches", {}))
             jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data,  # steps on nodes when the scheduler runs
                             dispatcher=gateway.dispatcher if gateway is not None else None, keys=keys,
-                            batch_concurrency=batch_options.pop("concurrency", DEFAULT_BATCH_CONCURRENCY))
+                            batch_concurrency=batch_options.pop("concurrency", DEFAULT_BATCH_CONCURRENCY),
+                            lease_of=_job_lease(settings.extra.get("leader")))
             jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:
@@ -283,6 +289,8 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
     if scheduler is not None:
         parts["scheduler"] = {"status": "ok", "nodes": len(scheduler.registry.nodes()),
                               "models": len(scheduler.models())}
+        if (leader := scheduler.leadership) is not None:
+            parts["scheduler"].update(plane=leader.settings.name, leader=leader.valid(), epoch=leader.epoch)
     if gateway is not None:
         parts["gateway"] = gateway.health()
     # Seed 002's fields at the top level, where its clients read them ("healthy" is its word).
@@ -290,6 +298,14 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
     if sessions is not None:
         health.update(active_sessions=sessions.active, max_sessions=sessions.max_sessions)
     return health
+
+
+def _job_lease(leader: dict[str, Any] | None) -> Callable[[RunStore], Lease] | None:
+    """The jobs engine's lease factory when several planes share the state, else None (solo)."""
+    if leader is None:
+        return None
+    settings = LeaderSettings(**leader)
+    return lambda store: SqliteLease(store, settings.name, ttl_s=settings.ttl_s, poll_s=min(1.0, settings.ttl_s / 4))
 
 
 def _app_without_hub() -> QuartTrio:

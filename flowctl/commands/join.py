@@ -13,7 +13,11 @@ JOIN_TOKEN_HELP = ("Join token from `flowctl node token create` [env FLOWCTL_JOI
 
 
 def join(
-    url: str = typer.Argument(..., help="The control plane, e.g. http://plane.example:8080."),
+    url: list[str] = typer.Argument(None, metavar="URL...", help="The control plane, e.g. http://plane.example:8080; several "
+                                                 "planes sharing one state: repeat, or separate with commas "
+                                                 "(the node keeps a connection to each) [config server_url]."),
+    plane: list[str] = typer.Option([], "--plane", metavar="URL",
+                                    help="Another control plane of the same cluster (repeat for several)."),
     token: str | None = typer.Option(None, "--token", envvar="FLOWCTL_JOIN_TOKEN", help=JOIN_TOKEN_HELP,
                                      show_envvar=False),
     name: str | None = typer.Option(None, "--name", help="This node's name (default: the hostname)."),
@@ -29,15 +33,37 @@ def join(
     first join enrolls its id with the join token; the plane then issues it a credential
     (kept in DATA_DIR/node/node_credential, 0600) that it connects with from then on.
 
+    With several planes sharing one state (docs/scale-out.md) the node attaches to every one,
+    each connection reconnecting on its own: any plane routes requests to it, and losing a
+    plane costs the node that one link.
+
     Example: flowctl node join http://plane.example:8080 --token fjt_... --label gpu=a100
+
+    Example: flowctl node join http://p1:8080,http://p2:8080 --plane http://p3:8080
     """
     from flowctl.errors import CliError
 
+    urls = join_urls([*(url or []), *plane], data_dir)
     labels = parse_labels(label)
     if not token and not node_has_credential(data_dir):
         raise CliError("a join token is required for a node's first join: --token or FLOWCTL_JOIN_TOKEN "
                        "(create one on the control plane with `flowctl node token create NAME`)")
-    run_node_until_stopped(url, token or "", name=name, data_dir=data_dir, labels=labels)
+    run_node_until_stopped(urls, token or "", name=name, data_dir=data_dir, labels=labels)
+
+
+def join_urls(given: list[str], data_dir: Path | None) -> str:
+    """The plane URLs to join, comma-separated: those given, else the config's server_url.
+
+    Error handling: typer.BadParameter naming a URL that is not http(s):// or none at all.
+    """
+    from flowctl.config import load_config
+    from runtime.node.agent.serve import plane_urls
+
+    text = ",".join(given) or (load_config(data_dir=data_dir).server_url or "")
+    try:
+        return ",".join(plane_urls(text))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (e.g. http://plane.example:8080)", param_hint="URL") from None
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:

@@ -75,6 +75,20 @@ def heartbeat_interval_option(role: str = "") -> Any:
         "heartbeat_interval", "Seconds between node heartbeats (default 5)", role))
 
 
+def plane_name_option(role: str = "") -> Any:
+    """--plane-name."""
+    return typer.Option(None, "--plane-name", metavar="NAME", help=setting_help(
+        "plane_name", "This plane's name among several sharing one state (docs/scale-out.md): set, the planes "
+                      "elect one scheduler and jobs leader through a lease (unset: this plane leads alone)", role))
+
+
+def leader_ttl_option(role: str = "") -> Any:
+    """--leader-ttl."""
+    return typer.Option(None, "--leader-ttl", metavar="SECONDS", help=setting_help(
+        "leader_ttl", "Seconds the leader's lease lasts without renewal; another plane takes over within it "
+                      "(with --plane-name; default 10)", role))
+
+
 def lost_after_option(role: str = "") -> Any:
     """--lost-after."""
     return typer.Option(None, "--lost-after", metavar="SECONDS", help=setting_help(

@@ -33,6 +33,8 @@ def serve(
                                             "(default: this server)."),
     heartbeat_interval: float | None = opt.heartbeat_interval_option("scheduler"),
     lost_after: float | None = opt.lost_after_option("scheduler"),
+    plane_name: str | None = opt.plane_name_option("scheduler"),
+    leader_ttl: float | None = opt.leader_ttl_option("scheduler"),
     redis: str | None = opt.redis_option("gateway"),
     default_model: str | None = typer.Option(None, "--default-model",
                                              help=f"With the gateway role: {DEFAULT_MODEL_HELP}"),
@@ -77,7 +79,7 @@ def serve(
                       public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
                       first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
                       body_timeout=body_timeout, heartbeat_interval=heartbeat_interval, lost_after=lost_after,
-                      tutors=tutors, redis=redis)
+                      tutors=tutors, plane_name=plane_name, leader_ttl=leader_ttl, redis=redis)
     _run(cfg, tuple(wanted), host=host, port=port, max_publish=parse_size(max_publish_size),
          require_signature=require_signature, private=private, hub_url=hub_url)
 
@@ -90,7 +92,12 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
 
     import trio
 
-    from flowctl.commands.up import gateway_settings, scheduler_settings, session_settings
+    from flowctl.commands.up import (
+        gateway_settings,
+        leader_settings,
+        scheduler_settings,
+        session_settings,
+    )
     from flowctl.console import err
     from flowctl.console import out as stdout
     from packer.signing import load_public_key
@@ -118,7 +125,8 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
 
                 plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
                                       hub=settings, hub_url=hub_url, **timings,
-                                      extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg)})
+                                      extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg),
+                                             **leader_settings(cfg)})
                 handle = await nursery.start(partial(serve_control_plane, plane, admin_key=admin_key,
                                                      metrics_token=os.environ.get("FLOWCTL_METRICS_TOKEN"),
                                                      on_new_key=new_key))

@@ -51,6 +51,8 @@ def up(
     body_timeout: float | None = opt.body_timeout_option(),
     heartbeat_interval: float | None = opt.heartbeat_interval_option(),
     lost_after: float | None = opt.lost_after_option(),
+    plane_name: str | None = opt.plane_name_option(),
+    leader_ttl: float | None = opt.leader_ttl_option(),
     redis: str | None = opt.redis_option(),
     tutors: Path | None = opt.tutors_option(),
 ) -> None:
@@ -72,7 +74,7 @@ def up(
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
                           heartbeat_interval=heartbeat_interval, lost_after=lost_after, tutors=tutors,
-                          redis=redis)
+                          plane_name=plane_name, leader_ttl=leader_ttl, redis=redis)
         _start_plane(host, port, cfg, name=name, local_node=local_node, labels=labels)
     elif holder.get("kind") == "flowctl-control-plane":
         from flowctl.commands.join import node_has_credential, run_node_until_stopped
@@ -137,7 +139,8 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
     root = Path(cfg.data_dir)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
     plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__, **scheduler_settings(cfg),
-                          extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg)})
+                          extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg),
+                                 **leader_settings(cfg)})
 
     def new_key(key: str) -> None:
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")
@@ -182,6 +185,16 @@ def gateway_settings(cfg) -> dict:
     chosen = {"anonymous_tenant": cfg.anonymous_tenant, "first_byte_timeout": cfg.first_byte_timeout,
               "idle_timeout": cfg.reply_idle_timeout, "body_timeout": cfg.body_timeout, "redis": cfg.redis}
     return {k: v for k, v in chosen.items() if v is not None}
+
+
+def leader_settings(cfg) -> dict:
+    """PlaneSettings.extra's "leader" (several planes on one state) when a plane name is set, else {}."""
+    if not cfg.plane_name:
+        return {}
+    leader: dict = {"name": cfg.plane_name}
+    if cfg.leader_ttl:
+        leader["ttl_s"] = cfg.leader_ttl
+    return {"leader": leader}
 
 
 def scheduler_settings(cfg) -> dict:

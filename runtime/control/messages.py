@@ -134,10 +134,16 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
-    """The complete desired state of a node: replicas not listed must stop."""
+    """The complete desired state of a node: replicas not listed must stop.
+
+    `epoch` is the scheduler leader's fencing token (several planes on one state): a node
+    refuses an assign older than the newest epoch it saw from any plane; 0 from a plane
+    without a leader lease.
+    """
 
     generation: int
     replicas: tuple[Assignment, ...] = ()
+    epoch: int = 0
 
 
 class Error(msgspec.Struct, frozen=True, tag="error"):

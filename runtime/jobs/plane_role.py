@@ -36,9 +36,10 @@ from runtime.jobs.batch_store import BatchStore
 from runtime.jobs.batches import DEFAULT_CONCURRENCY, BatchService
 from runtime.jobs.checkpoints import Checkpoints
 from runtime.jobs.engine import Event, JobEngine
+from runtime.jobs.errors import LeaseLost
 from runtime.jobs.executors import ByKindExecutor
 from runtime.jobs.inference import InferenceExecutor
-from runtime.jobs.lease import SoloLease
+from runtime.jobs.lease import Lease, SoloLease
 from runtime.jobs.local_command import LocalCommandExecutor
 from runtime.jobs.node_executor import NodeExecutor
 from runtime.jobs.openai_files import FileStore
@@ -68,7 +69,8 @@ class JobsRole:
     def __init__(self, data_dir: Path, *, environ: Mapping[str, str] | None = None,
                  scheduler: Scheduler | None = None, hub: HubData | None = None,
                  dispatcher: Dispatcher | None = None, keys: KeyService | None = None,
-                 batch_concurrency: int = DEFAULT_CONCURRENCY):
+                 batch_concurrency: int = DEFAULT_CONCURRENCY,
+                 lease_of: Callable[[RunStore], Lease] | None = None):
         self.store = RunStore(data_dir / DB_FILE)
         # Step artifacts: in the hub's blob store when the hub role runs here (`hub`), else DATA_DIR/jobs/blobs.
         self.artifacts = ArtifactStore.for_plane(data_dir, hub=hub, limits=limits_from_env(
@@ -87,7 +89,9 @@ class JobsRole:
         self.inference = InferenceExecutor(dispatcher, self.principal_of, self.checkpoints, self.artifacts,
                                            self.files)
         by_kind = ByKindExecutor({"command": self.executor, "inference": self.inference})
-        self.engine = JobEngine(self.store, by_kind, SoloLease())
+        # `lease_of(store)`: a lease the planes on one state share (the engine fires only while holding it).
+        self.engine = JobEngine(self.store, by_kind, SoloLease() if lease_of is None else lease_of(self.store))
+        self._shared_lease = lease_of is not None
         self.batches = BatchService(self.engine, self.store, self.files, self.checkpoints,
                                     BatchStore(data_dir / "openai"), concurrency=batch_concurrency)
         self._environ = os.environ if environ is None else environ
@@ -185,12 +189,24 @@ class JobsRole:
                     await nursery.start(executor.run)
                     route_job_messages(executor.scheduler, executor.on_message)
                     nursery.start_soon(_unroute, executor)
-                await nursery.start(self.engine.run)
+                if self._shared_lease:
+                    nursery.start_soon(self._lead_while_leased)  # a follower plane must start all the same
+                else:
+                    await nursery.start(self.engine.run)
                 nursery.start_soon(keep_swept, self.artifacts)  # artifacts of runs the history limits removed
                 await nursery.start(self.batches.run)
                 task_status.started()
         finally:
             self._nursery = None
+
+
+    async def _lead_while_leased(self) -> None:
+        """Lead the engine whenever this plane holds the shared job lease, until cancelled."""
+        while True:
+            try:
+                await self.engine.run()
+            except LeaseLost as exc:
+                log.warning("jobs: %s; waiting for the lease again", exc)
 
 
 async def _unroute(executor: NodeExecutor) -> None:

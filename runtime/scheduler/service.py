@@ -19,6 +19,8 @@ import trio
 from packer.manifest import Manifest
 from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, Gpu, ReplicaReport
 from runtime.errors import FlowError
+from runtime.scheduler.following import Following
+from runtime.scheduler.leadership import Leadership, LostLeadership
 from runtime.scheduler.links import AssignSender, NodeLink, Route  # noqa: F401 - imported from here too
 from runtime.scheduler.local_deployments import LocalDeployments
 from runtime.scheduler.placement import NodeCapacity
@@ -59,7 +61,7 @@ class DeployConflict(DeployError):
     """The request contradicts another deployment (e.g. a model id served twice)."""
 
 
-class Scheduler:
+class Scheduler(Following):
     """Deployments and placements for one cluster (see the module docstring)."""
 
     def __init__(
@@ -104,6 +106,9 @@ class Scheduler:
 
             channel_lookup = hub_channel_resolver(lambda: self.hub_url)
         self.tracker = ChannelTracker(self, channel_lookup, interval=track_interval)
+        # Several planes on one state: only the lease holder reconciles (runtime/scheduler/leadership.py).
+        self.leadership: Leadership | None = None
+        self._unmatched: dict[str, tuple[str, ReplicaReport]] = {}  # a follower's reports of replicas it has not read yet
 
     @classmethod
     def open(cls, data_dir: Path, resolve_manifest: ManifestResolver, **kwargs) -> Scheduler:
@@ -244,6 +249,8 @@ class Scheduler:
         """Apply a replica report; False (ignored) if it is stale or from the wrong node."""
         current = next((r for r in self._replicas if r.replica_id == report.replica_id), None)
         if current is None or current.node_id != node_id or current.attempt != report.attempt:
+            if self.leadership is not None and not self.leadership.leading:
+                self._unmatched[report.replica_id] = (node_id, report)  # the leader may have placed it just now
             return False
         self._reports[report.replica_id] = report
         if report.busy_port:
@@ -272,26 +279,40 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep and reconcile until cancelled."""
+        """Sweep and reconcile until cancelled (with a `leadership`: only while this plane leads)."""
         self._reconnect.start()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.registry.run_sweeper)
-            await nursery.start(self.tracker.run)
+            if self.leadership is not None:
+                await nursery.start(self.leadership.run, self)
+                task_status.started()
+                return
             await self.reconcile_once()
             task_status.started()
+            await self.lead()
+
+    async def lead(self) -> None:
+        """Follow the hub's channels and reconcile whenever something changed, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.tracker.run)
             while True:
+                await self.reconcile_once()
                 with trio.move_on_after(RECONCILE_TICK):
                     await self._changed.wait()
                 self._changed = trio.Event()
-                await self.reconcile_once()
 
     async def reconcile_once(self) -> None:
         """One round: plan, persist, tell every connected node what it should run."""
+        leader = self.leadership
+        if leader is not None and not leader.valid():
+            raise LostLeadership(f"the scheduler lease of epoch {leader.epoch} ran out")
         async with self._lock:
             ready = [self._capacity(n) for n in self.registry.nodes(NodeState.READY)]
             waiting = self._reconnect.nodes(self._replicas)
             plan = reconcile(list(self._deployments.values()), self._replicas, ready, reconnecting=waiting)
             if plan.replicas != self._replicas:
+                if leader is not None:
+                    await leader.confirm()  # the write below is this epoch's, or none at all
                 self._replicas = plan.replicas
                 await trio.to_thread.run_sync(self.store.save_replicas, plan.replicas)
             self._unplaced = dict(plan.unplaced)
@@ -305,8 +326,11 @@ class Scheduler:
                            for r in self._replicas if r.node_id == node_id)
             if self._sent.get(node_id) == wanted:
                 continue
+            if leader is not None and not leader.valid():
+                raise LostLeadership(f"the scheduler lease of epoch {leader.epoch} ran out")
             self._sent[node_id] = wanted
-            await link.send(Assign(generation=next(self._generation), replicas=wanted))
+            await link.send(Assign(generation=next(self._generation), replicas=wanted,
+                                   epoch=leader.epoch if leader is not None else 0))
 
     def _capacity(self, node: NodeRecord) -> NodeCapacity:
         hello = node.hello

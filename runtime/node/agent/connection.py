@@ -59,6 +59,7 @@ from runtime.node.agent import sysinfo
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.jobs import AgentJobs
 from runtime.node.agent.log_tails import changed_tails
+from runtime.node.agent.planes import PlaneLinks
 from runtime.tunnel import MessageTransport, Mux, Stream, TunnelError, open_mux
 from runtime.tunnel.http import forward_to_worker, send_error
 from runtime.tunnel.worker_client import WorkerClient
@@ -160,6 +161,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                     keep_credential: Callable[[str], None] | None = None,
                     connect: Connect = open_control_socket,
                     local: LocalServices | None = None, jobs: AgentJobs | None = None,
+                    links: PlaneLinks | None = None,
                     task_status: trio.TaskStatus[Welcome] = trio.TASK_STATUS_IGNORED) -> None:
     """Keep the node connected until cancelled; `started(welcome)` after the first join.
 
@@ -169,10 +171,14 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
     `local`: deployments of this node's own to announce (see the module docstring).
     `jobs`: the node's job steps (one for all sessions, already running): fed the plane's
     job_attempt / job_cancel, and re-attached (what still runs is reported) after each welcome.
+    `links`: shared by the node's agents of every plane (runtime/node/agent/planes.py): the newest
+    scheduler epoch seen (an older assign is refused: a deposed leader's), and every replica report
+    goes out on every link.
 
     Error handling: connection problems are retried with backoff; JoinRefused is raised.
     """
     rng = random.Random()
+    links = links or PlaneLinks()  # one for all sessions: the executor keeps the report callback
     attempt = 0
     started = False
     credential = config.credential
@@ -203,7 +209,7 @@ async def run_agent(config: AgentConfig, executor: Executor, *,
                             started = True
                             task_status.started(welcome)
 
-                    await _session(config, executor, mux, client, on_welcome, local, jobs)
+                    await _session(config, executor, mux, client, on_welcome, local, jobs, links)
             except* JoinRefused as group:
                 refused = next(leaves(group))
             except* trio_websocket.ConnectionRejected as group:
@@ -260,7 +266,7 @@ def _detail(body: bytes | None) -> str:
 
 async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient,
                    on_welcome: Callable[[Welcome], Awaitable[None]], local: LocalServices | None = None,
-                   jobs: AgentJobs | None = None) -> None:
+                   jobs: AgentJobs | None = None, links: PlaneLinks | None = None) -> None:
     installed, replicas = executor.inventory()
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
@@ -279,14 +285,14 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     if jobs is not None:
         await jobs.attach(mux)
     try:
-        await _serve(config, executor, mux, client, welcome, local, jobs)
+        await _serve(config, executor, mux, client, welcome, local, jobs, links or PlaneLinks())
     finally:
         if jobs is not None:
             jobs.detach(mux)
 
 
 async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: WorkerClient, welcome: Welcome,
-                 local: LocalServices | None, jobs: AgentJobs | None) -> None:
+                 local: LocalServices | None, jobs: AgentJobs | None, links: PlaneLinks) -> None:
 
     pending: dict[str, ReplicaReport] = {}
     reported = trio.lowlevel.ParkingLot()
@@ -353,7 +359,7 @@ async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: Work
             finally:
                 outstanding -= 1
 
-    with collapse():
+    with collapse(), links.attached(report):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_reports)
             nursery.start_soon(heartbeat)
@@ -369,7 +375,8 @@ async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: Work
             while True:
                 message = messages.decode_plane_message(await mux.receive_control())
                 if isinstance(message, Assign):
-                    executor.apply(message, welcome.hub_url, report)
+                    if links.admit(message.epoch, config.url):
+                        executor.apply(message, welcome.hub_url, links.report)
                 elif isinstance(message, JobAttempt | JobCancel):
                     if jobs is not None:
                         await jobs.handle(message)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from runtime.node.agent.connection import AgentConfig, LocalServices, run_agent
 from runtime.node.agent.errors import JoinRefused
 from runtime.node.agent.executor import ExecutorSettings, NodeExecutor
 from runtime.node.agent.jobs import AgentJobs
+from runtime.node.agent.planes import PlaneLinks
 from runtime.node.packages import InstallOptions, NodeLayout, install
 from runtime.node.workers import orphans
 
@@ -27,7 +28,8 @@ class NodeSettings:
     """How this node joins a control plane.
 
     `token` (a join token) is needed only until the node has a credential in
-    `data_dir/node_credential`, which its first join leaves there.
+    `data_dir/node_credential`, which its first join leaves there. `url` may name several
+    planes sharing one state, comma-separated: the node keeps a connection to each.
     """
 
     url: str
@@ -57,7 +59,8 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
     if not credential and not settings.token:
         raise JoinRefused(f"node {node_id} has no credential in {settings.data_dir} yet: its first join "
                           "needs a join token (`flowctl node token create NAME` on the control plane)")
-    config = AgentConfig(url=settings.url, token=settings.token, credential=credential, node_id=node_id,
+    urls = plane_urls(settings.url)
+    config = AgentConfig(url=urls[0], token=settings.token, credential=credential, node_id=node_id,
                          name=settings.name or socket.gethostname(), agent_version=settings.agent_version,
                          labels=settings.labels)
     with collapse():
@@ -72,12 +75,52 @@ async def run_node(settings: NodeSettings, *, local: LocalServices | None = None
                 return layout.version_dir(service, version), report.venv
 
             # Step artifacts go to the plane over HTTP with the credential the control link uses.
-            upload = ArtifactUploader(settings.url, lambda: identity.read_credential(settings.data_dir) or "")
+            upload = ArtifactUploader(urls[0], lambda: identity.read_credential(settings.data_dir) or "")
             jobs = AgentJobs(layout.root / "jobs", install_step, node=node_id,
                              grace_s=(settings.executor or ExecutorSettings()).grace_s, upload=upload)
             await nursery.start(jobs.run)
-            welcome = await nursery.start(partial(
-                run_agent, config, executor, keep_credential=partial(identity.save_credential, settings.data_dir),
-                local=local, jobs=jobs))
+            agent = partial(run_agent, executor=executor, keep_credential=partial(
+                identity.save_credential, settings.data_dir), local=local, jobs=jobs, links=PlaneLinks())
+            welcome = await _attach_all(nursery, agent, config, urls, settings.data_dir)
             hub["url"] = welcome.hub_url
             task_status.started(welcome)
+
+
+def plane_urls(text: str) -> tuple[str, ...]:
+    """The plane URLs in `text` (comma-separated), without blanks or repeats, in order.
+
+    Error handling: ValueError when none is given or one is not http(s)://.
+    """
+    urls = tuple(dict.fromkeys(u.strip().rstrip("/") for u in text.split(",") if u.strip()))
+    if not urls:
+        raise ValueError("no control plane URL given")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"control plane URL {url!r} is not http:// or https://")
+    return urls
+
+
+async def _attach_all(nursery: trio.Nursery, agent: Callable[..., Awaitable[None]], config: AgentConfig,
+                      urls: tuple[str, ...], data_dir: Path) -> Welcome:
+    """One agent per plane URL, each reconnecting on its own; the first welcome, once one joined.
+
+    A node that has no credential yet enrolls through the first plane alone (a join token
+    enrolls an id once), then attaches to the others with the credential it was given.
+    """
+    if not config.credential:
+        welcome: Welcome = await nursery.start(partial(agent, config))
+        credential = await trio.to_thread.run_sync(identity.read_credential, data_dir) or welcome.credential
+        for url in urls[1:]:
+            nursery.start_soon(partial(agent, replace(config, url=url, credential=credential)))
+        return welcome
+    first: list[Welcome] = []
+    joined = trio.Event()
+
+    async def attach(url: str) -> None:
+        first.append(await nursery.start(partial(agent, replace(config, url=url))))
+        joined.set()
+
+    for url in urls:
+        nursery.start_soon(attach, url)
+    await joined.wait()
+    return first[0]
