@@ -50,6 +50,7 @@ def _register() -> None:
         jobs,
         join,
         keys,
+        migrate,
         node,
         node_tokens,
         publish,
@@ -73,6 +74,7 @@ def _register() -> None:
     run.register(app)
     jobs.register(app)
     users.register(app)
+    migrate.register(app)
 
 
 _register()

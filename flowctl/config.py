@@ -7,6 +7,7 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     server_url = "http://plane.example:8080"
     token = "..."
     data_dir = "~/flowctl-data"        # relative paths are relative to this file
+    state = "postgresql://flow@db:5432/flow"   # the plane's state; default: SQLite files in data_dir
     trusted_keys = ["~/keys/release.pub"]
     worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
     default_model = "gemma3-270m"      # the model of a session created without one
@@ -77,6 +78,8 @@ SETTINGS: dict[str, Setting] = {
                 "the control plane that deploy, status and node join talk to"),
         Setting("token", "FLOWCTL_TOKEN", "str", "bearer token sent to the hub"),
         Setting("data_dir", "FLOWCTL_DATA_DIR", "path", "where servers and nodes keep state"),
+        Setting("state", "FLOWCTL_STATE", "str",
+                "the plane's state database: sqlite:///DIR (default: the data dir) or postgresql://..."),
         Setting("trusted_keys", "FLOWCTL_TRUSTED_KEYS", "paths",
                 "public keys (or directories of *.pub) whose signatures are trusted"),
         Setting("worker_env_passthrough", "FLOWCTL_WORKER_ENV_PASSTHROUGH", "names",
@@ -124,6 +127,7 @@ class Config:
     server_url: str | None = None
     token: str | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir())
+    state: str | None = None
     trusted_keys: tuple[Path, ...] = ()
     worker_env_passthrough: tuple[str, ...] = ()
     default_model: str | None = None

@@ -102,6 +102,26 @@ def tutors_option(role: str = "") -> Any:
                   "voice), used when a session's create body names a tutor and no models", role))
 
 
+def state_option(role: str = "") -> Any:
+    """--state URL."""
+    return typer.Option(None, "--state", metavar="URL", help=setting_help(
+        "state", "Where the plane keeps its state: sqlite:///DIR (default: SQLite files in the data dir) or "
+                 "postgresql://user[:password]@host:port/db, shared by several planes (docs/scale-out.md)", role))
+
+
+def check_state(cfg: Any) -> None:
+    """A bad --state URL is one line before anything starts (connecting is the plane's job)."""
+    from flowctl.errors import CliError
+
+    if cfg.state:
+        from hub_store.sql import State, StateError
+
+        try:
+            State.parse(cfg.state)
+        except StateError as exc:
+            raise CliError(str(exc)) from None
+
+
 def redis_option(role: str = "") -> Any:
     """--redis URL."""
     return typer.Option(None, "--redis", metavar="URL", help=setting_help(

@@ -1,0 +1,88 @@
+"""The plane's state: which database each store lives in, and their migrations as one list.
+
+`--state URL` (config `state`) picks the engine: `sqlite:///DIR` (the default, DIR being
+the data dir: each store its own file, as always) or `postgresql://user@host:port/db`
+(every store in one database that several planes share, one schema per store). Each
+store applies its missing migrations when it opens; `flowctl migrate` applies them ahead
+of a rolling upgrade, and a plane refuses to start on a schema newer than it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub_store import make_private_database, make_private_dir, sql
+
+
+@dataclass(frozen=True)
+class StoreSchema:
+    """One store's migrations and its SQLite file name (relative to the state directory)."""
+
+    migrations: sql.Migrations
+    filename: str
+
+
+def open_plane_state(url: str | None, data_dir: Path) -> sql.State:
+    """The plane's State from its URL (None: SQLite files in `data_dir`); a bad URL is a one-line StateError."""
+    state = sql.State.parse(url, default_dir=data_dir)
+    if state.kind == "postgresql":
+        state._shared_pool()  # connect now: an unreachable database is one line before anything starts
+    return state
+
+
+def store_schemas() -> list[StoreSchema]:
+    """Every store of the plane that keeps rows in the state database, in migration order."""
+    from hub_store.catalog import CATALOG_FILE
+    from hub_store.schema import MIGRATIONS as CATALOG
+    from runtime.api.audit import MIGRATIONS as AUDIT
+    from runtime.api.users import MIGRATIONS as USERS
+    from runtime.gateway.keys import MIGRATIONS as GATEWAY
+    from runtime.scheduler.store import MIGRATIONS as CLUSTER
+
+    found = [StoreSchema(CLUSTER, "cluster.db"), StoreSchema(GATEWAY, "gateway.db"),
+             StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE)]
+    for extra in _MORE:
+        found.extend(extra())
+    return found
+
+
+# Stores registered by other parts of the runtime (the jobs role's stores register here).
+_MORE: list[Callable[[], list[StoreSchema]]] = []
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What `migrate_all` did to one store."""
+
+    store: str
+    before: int
+    after: int
+
+
+def migrate_all(state: sql.State, *, check_only: bool = False) -> list[Migrated]:
+    """Bring every store's schema up to date (or, `check_only`, report where each stands).
+
+    Raises SchemaTooNew (one line) when a store was written by a newer flowctl.
+    """
+    done = []
+    for schema in store_schemas():
+        path = state.sqlite_path(schema.filename)
+        if path is not None:
+            if check_only and not path.exists():
+                done.append(Migrated(schema.migrations.store, 0, 0))
+                continue
+            make_private_dir(path.parent)
+            make_private_database(path)  # hashes of keys and tokens: owner-only, as the stores make them
+        db = state.open(schema.migrations.store, schema.filename)
+        try:
+            if check_only:
+                version = sql.check(db, schema.migrations)
+                done.append(Migrated(schema.migrations.store, version, version))
+            else:
+                before, after = sql.migrate(db, schema.migrations)
+                done.append(Migrated(schema.migrations.store, before, after))
+        finally:
+            db.close()
+    return done
