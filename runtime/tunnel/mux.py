@@ -24,6 +24,7 @@ from trio_websocket import ConnectionClosed
 
 from runtime.exception_groups import collapse
 from runtime.tunnel import frames
+from runtime.tunnel.batch import batch_sender
 from runtime.tunnel.errors import TunnelClosed, TunnelError, TunnelProtocolError
 from runtime.tunnel.frames import FrameType
 from runtime.tunnel.stream import MAX_DATA_FRAME, Stream
@@ -35,6 +36,9 @@ DEFAULT_MAX_STREAMS = 1024
 # DATA waits when this much is queued for the socket; small frames (WINDOW, RESET, ...) never wait.
 WRITE_QUEUE_BYTES = 1024 * 1024
 DRAIN_TIMEOUT = 1.0
+# Messages queued together go out in one socket write up to this size (see batch.py).
+MAX_BATCH_BYTES = 256 * 1024
+GATHER_ROUNDS = 6
 
 
 class MessageTransport(Protocol):
@@ -133,20 +137,52 @@ class Mux:
         self._streams.pop(stream.id, None)
 
     async def _write_loop(self) -> None:
+        send_many = batch_sender(self._transport)
         while True:
             while not self._queue:
                 await self._queue_changed.park()
-            message = self._queue.popleft()
-            if isinstance(message, bytes) and message[0] == FrameType.DATA:
-                self._queued_data -= len(message)
-                if self._queue:
-                    message = self._merge_data(message)
-                self._queue_changed.unpark_all()
+            if send_many is not None:
+                await self._let_queue_grow()
+            batch = [self._take()]
+            if send_many is not None:
+                size = len(batch[0])
+                while self._queue and size < MAX_BATCH_BYTES:
+                    batch.append(self._take())
+                    size += len(batch[-1])
             self._sending = True
-            await self._transport.send_message(message)
+            if len(batch) == 1:
+                await self._transport.send_message(batch[0])
+            else:
+                assert send_many is not None
+                await send_many(batch)
             self._sending = False
             if not self._queue:
                 self._queue_changed.unpark_all()
+
+    async def _let_queue_grow(self) -> None:
+        """Yield while the tasks that woke us are still queuing (a reply's DATA and END behind
+        its HEAD), a few scheduling rounds at most, so those frames leave in the same write.
+
+        Two quiet rounds in a row end it: the scheduler may run a producer before us in a
+        round, so one round without news does not yet mean it is done.
+        """
+        quiet = 0
+        for _ in range(GATHER_ROUNDS):
+            queued = len(self._queue)
+            await trio.lowlevel.checkpoint()
+            quiet = quiet + 1 if len(self._queue) == queued else 0
+            if quiet == 2:
+                return
+
+    def _take(self) -> bytes | str:
+        """The next message of the queue (DATA merged with what follows it of its stream)."""
+        message = self._queue.popleft()
+        if isinstance(message, bytes) and message[0] == FrameType.DATA:
+            self._queued_data -= len(message)
+            if self._queue:
+                message = self._merge_data(message)
+            self._queue_changed.unpark_all()
+        return message
 
     def _merge_data(self, first: bytes) -> bytes:
         """`first` joined with the DATA frames of the same stream queued right behind it.

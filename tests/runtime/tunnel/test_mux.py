@@ -324,3 +324,39 @@ async def test_over_a_real_websocket():
                             calls.start_soon(call, i)
             nursery.cancel_scope.cancel()
     assert replies == {i: (f"s{i}", b"%d" % i * 1000) for i in range(20)}
+
+
+async def test_frames_queued_together_leave_in_one_write_each_still_its_own_message():
+    received = []
+    got_all = trio.Event()
+
+    async def handler(request):
+        ws = await request.accept()
+        while len(received) < 3:
+            received.append(await ws.get_message())
+        got_all.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            servers = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+            async with trio_websocket.open_websocket("127.0.0.1", servers.port, "/", use_ssl=False) as ws:
+                socket_stream = ws._stream
+                writes = []
+                plain_send_all = socket_stream.send_all
+
+                async def counting_send_all(data):
+                    writes.append(len(data))
+                    await plain_send_all(data)
+
+                socket_stream.send_all = counting_send_all
+                async with open_mux(ws, opener=True) as node:
+                    stream = await node.open_stream({"name": "x"})
+                    await stream.send(b"body")
+                    stream.send_eof()
+                    await got_all.wait()
+            nursery.cancel_scope.cancel()
+    decoded = [frames.decode(m) for m in received]
+    assert [f.type for f in decoded] == [FrameType.OPEN, FrameType.DATA, FrameType.END]
+    assert decoded[1].payload == b"body"
+    assert len(writes) == 1 + 1  # the three frames together, then the close on the way out
