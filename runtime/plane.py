@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, open_data_dir
+from hub_store.catalog import Catalog
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.api.access import Access
 from runtime.api.openapi import ApiDocs
@@ -59,6 +60,7 @@ from runtime.sessions import routes as session_routes
 from runtime.sessions.backend import ClusterBackend
 from runtime.sessions.engine_url import EngineUrls
 from runtime.sessions.manager import SessionError, SessionManager
+from runtime.state import open_plane_state
 
 log = logging.getLogger("flowctl.plane")
 ALL_ROLES = ("hub", "scheduler", "gateway", "jobs")
@@ -79,6 +81,7 @@ class PlaneSettings:
     lost_after: float = DEFAULT_LOST_AFTER
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     version: str = "0"
+    state: str | None = None  # the state URL (None: SQLite files in data_dir); runtime/state.py
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,9 +135,14 @@ async def serve_control_plane(
     access: Access | None = None
     # The hub URL nodes download from: known before binding unless the port is 0 (tests).
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
+    # Where every store keeps its rows; a bad or unreachable database is one line, before anything opens.
+    plane_state = await trio.to_thread.run_sync(open_plane_state, settings.state, settings.data_dir)
     try:
         if "hub" in settings.roles:
             data = await trio.to_thread.run_sync(open_data_dir, settings.data_dir)
+            if plane_state.kind == "postgresql":  # the catalog lives in the shared state, blobs stay put
+                data.catalog.close()
+                data.catalog = await trio.to_thread.run_sync(Catalog, plane_state)
             await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
             hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
             state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
@@ -142,10 +150,10 @@ async def serve_control_plane(
             file_router = blob_router(state)  # large verified blobs go out with os.sendfile
         else:
             app = _app_without_hub()
-        access = await trio.to_thread.run_sync(Access.open, settings.data_dir)  # users, sign-in, audit
+        access = await trio.to_thread.run_sync(Access.open, settings.data_dir, plane_state)  # users, sign-in, audit
         access.register(app)
         if "scheduler" in settings.roles:
-            scheduler = Scheduler.open(settings.data_dir, hub_manifest_resolver(lambda: location["hub_url"]),
+            scheduler = Scheduler.open(plane_state, hub_manifest_resolver(lambda: location["hub_url"]),
                                        hub_url=location["hub_url"], lost_after=settings.lost_after,
                                        heartbeat_interval=settings.heartbeat_interval)
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
@@ -157,7 +165,7 @@ async def serve_control_plane(
         if "gateway" in settings.roles and scheduler is not None:
             options = dict(settings.extra.get("gateway", {}))
             anonymous_tenant = options.pop("anonymous_tenant", None)
-            keys = KeyService.open(settings.data_dir, key_hash, anonymous_tenant=anonymous_tenant)
+            keys = KeyService.open(plane_state, key_hash, anonymous_tenant=anonymous_tenant)
             if (warning := anonymous_exposure(settings.host, anonymous_tenant)) is not None:
                 log.warning("%s", warning)
             metrics_keys = (key_hash, *([hash_key(metrics_token)] if metrics_token else []))
@@ -240,6 +248,7 @@ async def serve_control_plane(
             data.close()
         if access is not None:
             access.close()
+        plane_state.close()
 
 
 async def _session_caller(keys: KeyService, authorization: str | None) -> Principal:

@@ -28,6 +28,7 @@ def serve(
     require_signature: bool = typer.Option(False, "--require-signature",
                                            help="Refuse unsigned bundles (needs --trust)."),
     private: bool = typer.Option(False, "--private", help="Reading the hub also needs the admin key."),
+    state: str | None = opt.state_option(),
     hub_url: str | None = typer.Option(None, "--hub-url",
                                        help="With the scheduler role: the hub URL nodes download from "
                                             "(default: this server)."),
@@ -74,7 +75,7 @@ def serve(
         raise CliError("the gateway role needs the scheduler role: --roles hub,scheduler,gateway")
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
-    cfg = load_config(data_dir=data_dir, trusted_keys=trust or None, default_model=default_model,
+    cfg = load_config(data_dir=data_dir, state=state, trusted_keys=trust or None, default_model=default_model,
                       anonymous_tenant=anonymous_tenant, max_sessions=max_sessions, session_timeout=session_timeout,
                       public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
                       first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
@@ -104,6 +105,7 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
     from runtime.hub import HubSettings, serve_hub
 
     timings = scheduler_settings(cfg)  # checked before anything starts
+    opt.check_state(cfg)
     keys = tuple(load_public_key(p) for p in _expand_keys(cfg.trusted_keys))
     settings = HubSettings(data_dir=Path(cfg.data_dir), host=host, port=port, max_publish_bytes=max_publish,
                            trusted_keys=keys, require_signature=require_signature, private=private)
@@ -117,13 +119,13 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             admin_key = os.environ.get("FLOWCTL_ADMIN_KEY")
-            if roles == ("hub",):
+            if roles == ("hub",) and not cfg.state:  # a hub on a shared state runs as a plane
                 urls = await nursery.start(partial(serve_hub, settings, admin_key=admin_key,
                                                    on_new_key=new_key, wrap_app=_with_api_docs))
             else:
                 from runtime.plane import PlaneSettings, serve_control_plane
 
-                plane = PlaneSettings(data_dir=settings.data_dir, roles=roles, host=host, port=port,
+                plane = PlaneSettings(data_dir=settings.data_dir, state=cfg.state, roles=roles, host=host, port=port,
                                       hub=settings, hub_url=hub_url, **timings,
                                       extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg),
                                              **leader_settings(cfg)})

@@ -55,6 +55,7 @@ def up(
     leader_ttl: float | None = opt.leader_ttl_option(),
     redis: str | None = opt.redis_option(),
     tutors: Path | None = opt.tutors_option(),
+    state: str | None = opt.state_option(),
 ) -> None:
     """Start a control plane with a local node, or join the one already on --port.
 
@@ -69,7 +70,7 @@ def up(
     holder = _probe(host, port)
     if holder is None:
         # Resolved (and checked) before anything starts: a bad value is one line, nothing half-started.
-        cfg = load_config(data_dir=data_dir, default_model=default_model, anonymous_tenant=anonymous_tenant,
+        cfg = load_config(data_dir=data_dir, state=state, default_model=default_model, anonymous_tenant=anonymous_tenant,
                           max_sessions=max_sessions, session_timeout=session_timeout, public_ws_url=public_ws_url,
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
@@ -137,8 +138,9 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
     from runtime.plane import PlaneSettings, serve_control_plane
 
     root = Path(cfg.data_dir)
+    opt.check_state(cfg)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
-    plane = PlaneSettings(data_dir=root, host=host, port=port, version=__version__, **scheduler_settings(cfg),
+    plane = PlaneSettings(data_dir=root, state=cfg.state, host=host, port=port, version=__version__, **scheduler_settings(cfg),
                           extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg),
                                  **leader_settings(cfg)})
 

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from hub_store import sql
 from runtime.api import bearer_ok, error_body
 from runtime.api.guard import note_audit, principal_of
 from runtime.dispatch.limits import Limits, Principal
@@ -34,6 +35,9 @@ from runtime.http.jsonbody import InvalidJson, decode_json
 
 log = logging.getLogger("flowctl.gateway")
 CACHE_TTL = 30.0
+# With a state shared by several planes, a key revoked (or a tenant changed) through another
+# plane is seen here within this many seconds: no plane drops another's cached principals.
+SHARED_CACHE_TTL = 2.0
 USAGE_FLUSH_INTERVAL = 2.0
 MAX_ADMIN_BODY = 64 * 1024
 DEFAULT_ADMIN_BODY_TIMEOUT = 10.0
@@ -58,6 +62,7 @@ class KeyService:
         self.admin_key_hash = admin_key_hash
         self.admin_body_timeout = admin_body_timeout
         self.limiter = trio.CapacityLimiter(threads)
+        self.cache_ttl = CACHE_TTL
         self._cache: dict[str, tuple[str, Principal, float]] = {}  # key_id -> (digest, who, until)
         # Bumped whenever cached principals are dropped, so a lookup that read the store before
         # a revocation or a change of limits does not put its stale answer back in the cache.
@@ -68,9 +73,12 @@ class KeyService:
         self._on_tenant_changed: list[Callable[[str, Limits], None]] = []
 
     @classmethod
-    def open(cls, data_dir: Path, admin_key_hash: str, *, anonymous_tenant: str | None = None) -> KeyService:
-        """The service over data_dir/gateway.db; an anonymous tenant is created (without limits) if missing."""
-        store = KeyStore(data_dir / "gateway.db")
+    def open(cls, data_dir: Path | sql.State, admin_key_hash: str, *,
+             anonymous_tenant: str | None = None) -> KeyService:
+        """The service over data_dir/gateway.db (or the plane's state); an anonymous tenant is created
+        (without limits) if missing."""
+        shared = isinstance(data_dir, sql.State) and data_dir.kind == "postgresql"
+        store = KeyStore(data_dir if isinstance(data_dir, sql.State) else data_dir / "gateway.db")
         if anonymous_tenant is not None:
             try:
                 store.tenant(anonymous_tenant)
@@ -78,7 +86,10 @@ class KeyService:
                 store.create_tenant(anonymous_tenant)
                 log.warning("created tenant %r for requests without an API key; it has no limits until "
                             "they are set (PATCH /api/gateway/tenants/%s)", anonymous_tenant, anonymous_tenant)
-        return cls(store, admin_key_hash, anonymous_tenant=anonymous_tenant)
+        service = cls(store, admin_key_hash, anonymous_tenant=anonymous_tenant)
+        if shared:
+            service.cache_ttl = SHARED_CACHE_TTL
+        return service
 
     def on_revoked(self, callback: Callable[[list[str], str | None], None]) -> None:
         """Call `callback(key_ids, tenant)` once keys are revoked; `tenant` when it was removed, else None."""
@@ -136,7 +147,7 @@ class KeyService:
             self._cache.pop(key_id, None)
             raise GatewayError(401, "this API key is not valid (unknown, revoked or expired)", "invalid_api_key")
         record = await self.run_store(self.store.key, key_id)
-        until = now + CACHE_TTL
+        until = now + self.cache_ttl
         if record.expires_at is not None:
             until = min(until, now + max(0.0, record.expires_at - time.time()))
         if generation == self._generation:
@@ -156,7 +167,7 @@ class KeyService:
                                     "(Authorization: Bearer fgk_...)", "invalid_api_key") from None
         who = Principal(tenant, ANONYMOUS_KEY_ID, tenant_limits=tenant_limits(record))
         if generation == self._generation:
-            self._cache[ANONYMOUS_KEY_ID] = ("", who, now + CACHE_TTL)
+            self._cache[ANONYMOUS_KEY_ID] = ("", who, now + self.cache_ttl)
         return who
 
     def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http",

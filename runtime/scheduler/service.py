@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from hub_store import sql
 from packer.manifest import Manifest
 from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, Gpu, ReplicaReport
 from runtime.errors import FlowError
@@ -111,9 +112,10 @@ class Scheduler(Following):
         self._unmatched: dict[str, tuple[str, ReplicaReport]] = {}  # a follower's reports of replicas it has not read yet
 
     @classmethod
-    def open(cls, data_dir: Path, resolve_manifest: ManifestResolver, **kwargs) -> Scheduler:
+    def open(cls, data_dir: Path | sql.State, resolve_manifest: ManifestResolver, **kwargs) -> Scheduler:
         """A scheduler on the state kept in `data_dir/cluster.db`."""
-        return cls(ClusterStore(data_dir / "cluster.db"), resolve_manifest, **kwargs)
+        store = ClusterStore(data_dir if isinstance(data_dir, sql.State) else data_dir / "cluster.db")
+        return cls(store, resolve_manifest, **kwargs)
 
     # -- operator API ------------------------------------------------------------------------
 
