@@ -1,0 +1,163 @@
+"""Issue 18 §2 with real processes: three planes on one state, a fenced leader, nodes on every plane.
+
+The planes are `flowctl serve` processes sharing one state (tests/scale/planes.py), so the
+signals are real: SIGKILL a leader, SIGSTOP it past its lease and SIGCONT it, SIGKILL the plane a
+node is attached to. The echo worker stands in for a model (these tests are about routing); "no
+reschedule" is checked on the worker processes themselves (same pids) and on each replica's
+(id, node, attempt).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import trio
+
+from tests.scale.planes import (
+    LOST_AFTER,
+    TTL,
+    api,
+    chat,
+    cluster,
+    deployment,
+    health,
+    join_token,
+    placements,
+    publish_echo,
+    until_ready,
+    wait_until,
+    worker_pids,
+)
+
+pytestmark = pytest.mark.engines
+
+
+async def three_planes(c, tmp_path, *, node_planes=("a", "b", "c"), replicas=1):
+    """Planes a (the first leader), b, c; node n1 on `node_planes`; echo deployed and ready everywhere."""
+    a = await c.plane("a")
+    assert await c.leader() == "a"
+    await c.plane("b")
+    await c.plane("c")
+    await publish_echo(a, tmp_path)
+    await c.node("n1", list(node_planes), await join_token(a))
+    r = await api(a, "POST", "/api/deployments", json={"service": "echo", "replicas": replicas})
+    assert r.status_code == 201, r.text
+    for name in node_planes:
+        await until_ready(c.planes[name], replicas)
+
+
+async def test_deploy_through_a_request_through_c_reaches_a_node_attached_to_b(tmp_path):
+    """The node is attached to b and c only: c routes over its own link, a (leading) cannot place it."""
+    with trio.fail_after(120):
+        async with cluster(tmp_path) as c:
+            await c.plane("b")
+            assert await c.leader() == "b"  # the leader must see the node to place a replica on it
+            a = await c.plane("a")
+            pc = await c.plane("c")
+            await publish_echo(a, tmp_path)
+            await c.node("n1", ["b", "c"], await join_token(a))
+            r = await api(a, "POST", "/api/deployments", json={"service": "echo", "replicas": 1})
+            assert r.status_code == 201, r.text
+            await until_ready(pc, 1)
+            status, body = await chat(pc, "through c")
+            assert status == 200, body
+            assert "through c" in body
+            # a has no link to the node: it knows the deployment but has no ready replica to route to.
+            dep = await deployment(a)
+            assert dep is not None and dep["ready"] == 0
+            status, body = await chat(a)
+            assert status == 503, body
+
+
+async def test_sigkill_the_leader_another_leads_within_ttl_and_nothing_moves(tmp_path):
+    with trio.fail_after(150):
+        async with cluster(tmp_path) as c:
+            await three_planes(c, tmp_path, replicas=2)
+            node_dir = tmp_path / "node-n1"
+            pids = worker_pids(node_dir)
+            before = placements(await deployment(c.planes["b"]))
+            assert len(pids) == 2 and len(before) == 2
+
+            killed = trio.current_time()
+            c.planes["a"].process.send_signal(signal.SIGKILL)
+            await c.planes["a"].process.wait()
+            new = await c.leader()
+            took = trio.current_time() - killed
+            assert new in ("b", "c") and took < TTL + 2, took
+
+            survivor = c.planes[new]
+            dep = await until_ready(survivor, 2)
+            assert placements(dep) == before  # no assignment lost, duplicated or moved
+            assert worker_pids(node_dir) == pids
+            for name in ("b", "c"):
+                status, body = await chat(c.planes[name])
+                assert status == 200, body
+            # The new leader places new work: scale up through the other follower.
+            other = "c" if new == "b" else "b"
+            r = await api(c.planes[other], "POST", "/api/deployments", json={"service": "echo", "replicas": 3})
+            assert r.status_code == 201, r.text
+            dep = await until_ready(survivor, 3)
+            assert sorted(r["replica_id"] for r in dep["replicas"]) == ["r1", "r2", "r3"]
+            await wait_until(lambda: len(worker_pids(node_dir)) == 3)
+            assert set(pids) <= set(worker_pids(node_dir))
+
+
+async def test_sigstop_the_leader_past_its_lease_then_sigcont_it_is_fenced_off(tmp_path):
+    with trio.fail_after(150):
+        async with cluster(tmp_path) as c:
+            await three_planes(c, tmp_path, replicas=1)
+            node_dir = tmp_path / "node-n1"
+            a = c.planes["a"]
+            a.process.send_signal(signal.SIGSTOP)
+            new = await c.leader()
+            assert new in ("b", "c")
+            epoch = (await health(c.planes[new]))["roles"]["scheduler"]["epoch"]
+            # While a sleeps, the new leader changes the desired state: 2 replicas.
+            r = await api(c.planes[new], "POST", "/api/deployments", json={"service": "echo", "replicas": 2})
+            assert r.status_code == 201, r.text
+            await until_ready(c.planes[new], 2)
+            pids = worker_pids(node_dir)
+            assert len(pids) == 2
+
+            a.process.send_signal(signal.SIGCONT)
+            # a wakes believing it leads with 1 replica: it must step down, and its old view must not win.
+            await wait_until_async(lambda: _not_leading(a))
+            assert await c.leader() == new
+            assert (await health(c.planes[new]))["roles"]["scheduler"]["epoch"] == epoch
+            await until_ready(a, 2)  # a follows the shared state now
+            assert worker_pids(node_dir) == pids
+            status, body = await chat(a)
+            assert status == 200, body
+
+
+async def test_sigkill_a_nodes_plane_the_node_keeps_serving_through_the_others(tmp_path):
+    with trio.fail_after(150):
+        async with cluster(tmp_path) as c:
+            await three_planes(c, tmp_path, replicas=1)
+            node_dir = tmp_path / "node-n1"
+            pids = worker_pids(node_dir)
+            before = placements(await deployment(c.planes["a"]))
+            c.planes["b"].process.send_signal(signal.SIGKILL)  # a follower the node is attached to
+            await c.planes["b"].process.wait()
+            # Until past the lost-node timeout, every request through a and c is served and nothing is
+            # rescheduled: same replica, node, attempt and worker process throughout.
+            end = trio.current_time() + LOST_AFTER + 1
+            while trio.current_time() < end:
+                for name in ("a", "c"):
+                    status, body = await chat(c.planes[name])
+                    assert status == 200, body
+                dep = await deployment(c.planes["a"])
+                assert dep is not None and placements(dep) == before and dep["ready"] == 1
+                assert worker_pids(node_dir) == pids
+            assert c.nodes["n1"].alive()
+
+
+async def _not_leading(proc) -> bool:
+    h = await health(proc)
+    return h is not None and not h["roles"]["scheduler"]["leader"]
+
+
+async def wait_until_async(predicate, interval=0.05):
+    while not await predicate():  # noqa: ASYNC110 - the state lives in other processes
+        await trio.sleep(interval)
