@@ -162,14 +162,21 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def transaction(self, *, immediate: bool = True) -> Iterator[SqliteTx]:
-        """BEGIN [IMMEDIATE] ... COMMIT on the one connection (nested: joins the outer one)."""
+        """BEGIN [IMMEDIATE] ... COMMIT on the one connection (nested: a savepoint of the outer one)."""
         with self._lock:
-            if self._depth:
+            if self._depth:  # nested: a savepoint, all-or-nothing inside the outer transaction
                 self._depth += 1
+                name = f"sp{self._depth}"
+                self._conn.execute(f"SAVEPOINT {name}")
                 try:
                     yield SqliteTx(self._conn)
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                    raise
                 finally:
                     self._depth -= 1
+                self._conn.execute(f"RELEASE {name}")
                 return
             self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             self._depth = 1
@@ -269,11 +276,16 @@ class PostgresDatabase(Database):
         self._lock_key = zlib.crc32(f"flowctl:{name}".encode()) & 0x7FFFFFFF
         # Which schema each pooled connection's search_path points at (set lazily, on checkout).
         self._paths: weakref.WeakKeyDictionary[Any, str] = _SEARCH_PATHS
+        self._held = threading.local()  # the connection of this thread's open transaction, if any
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         import psycopg
 
+        held = getattr(self._held, "conn", None)
+        if held is not None:  # this thread is inside one of this store's transactions: join it
+            yield held
+            return
         try:
             with self._pool.connection() as conn:
                 if self._paths.get(conn) != self.name:
@@ -288,18 +300,30 @@ class PostgresDatabase(Database):
             raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        """Run one statement (autocommit)."""
+        """Run one statement (autocommit, or inside this thread's open transaction on this store)."""
         with self._connection() as conn:
             return PostgresTx(conn).execute(sql, params)
 
     @contextmanager
     def transaction(self, *, immediate: bool = True) -> Iterator[PostgresTx]:
-        """BEGIN ... COMMIT on one pooled connection; `immediate` takes the store's advisory lock."""
-        with self._connection() as conn, conn.transaction():
-            tx = PostgresTx(conn)
-            if immediate:
-                tx.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
-            yield tx
+        """BEGIN ... COMMIT on one pooled connection, held by this thread until the end (a nested
+        call is a savepoint of it); `immediate` takes the store's advisory lock."""
+        import psycopg
+
+        with self._connection() as conn:
+            outer = getattr(self._held, "conn", None) is None
+            self._held.conn = conn
+            try:
+                with conn.transaction():
+                    tx = PostgresTx(conn)
+                    if immediate and outer:
+                        tx.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
+                    yield tx
+            except psycopg.Error as exc:  # COMMIT itself failed (the connection dropped)
+                raise _translate(exc) from exc
+            finally:
+                if outer:
+                    self._held.conn = None
 
     def ddl(self, sql: str) -> str:
         """SQLite's column types as PostgreSQL's."""

@@ -3,6 +3,7 @@
 Stores write SQLite-flavoured SQL that both engines accept: `?` placeholders,
 `INSERT ... ON CONFLICT (key) DO UPDATE SET c=excluded.c` (not INSERT OR REPLACE),
 `ON CONFLICT DO NOTHING` (not INSERT OR IGNORE), `COALESCE` (not IFNULL), no PRAGMA.
+Translated for PostgreSQL: `INSERT OR IGNORE` and SQLite's scalar `MAX(a, b)`/`MIN(a, b)`.
 Their migrations (DDL) may use SQLite's types: INTEGER, REAL, BLOB and
 `INTEGER PRIMARY KEY AUTOINCREMENT`, which PostgreSQL gets as BIGINT, DOUBLE PRECISION,
 BYTEA and an identity column (REAL is float4 in PostgreSQL: too coarse for timestamps).
@@ -19,6 +20,8 @@ _DDL_TYPES = (
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
 )
+# SQLite's two-argument scalar max()/min() (the aggregates take one argument).
+_SCALAR_MAX_MIN = re.compile(r"\b(MAX|MIN)\(([^(),]+),([^(),]+)\)", re.I)
 _INSERT_OR = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\b", re.I)
 
 
@@ -54,7 +57,8 @@ def postgres_sql(sql: str) -> str:
         else:
             out.append(ch)
             i += 1
-    text = "".join(out)
+    text = _SCALAR_MAX_MIN.sub(lambda m: ("GREATEST" if m.group(1).upper() == "MAX" else "LEAST")
+                               + f"({m.group(2)},{m.group(3)})", "".join(out))
     match = _INSERT_OR.match(text)
     if match:
         if match.group(1).upper() == "REPLACE":

@@ -146,3 +146,22 @@ class socket_port:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+def test_a_nested_transaction_is_a_savepoint_and_reads_join_the_open_transaction(db):
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO meta VALUES ('outer', '1')")
+        assert db.execute("SELECT value FROM meta WHERE key='outer'").fetchone() == ("1",)  # same thread: joins
+        with pytest.raises(sqlite3.IntegrityError), db.transaction() as inner:
+            inner.execute("INSERT INTO meta VALUES ('inner', '1')")
+            inner.execute("INSERT INTO meta VALUES ('outer', '2')")
+        with db.transaction() as inner:
+            inner.execute("INSERT INTO meta VALUES ('kept', '1')")
+    assert db.execute("SELECT key FROM meta ORDER BY key").fetchall() == [("kept",), ("outer",)]
+
+
+def test_scalar_max_and_min_mean_the_same_on_both(db):
+    db.execute("INSERT INTO things (name, size, at) VALUES ('a', 5, 0)")
+    db.execute("UPDATE things SET size=MAX(size, ?) WHERE name='a'", (9,))
+    db.execute("UPDATE things SET at=MIN(at, ?) WHERE name='a'", (-1.5,))
+    assert db.execute("SELECT size, at, MAX(size) FROM things GROUP BY size, at").fetchone() == (9, -1.5, 9)
