@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packer.errors import DigestMismatch, PackerError, SignatureError
+from packer.filehash import FileHashProcess
 from packer.limits import Limits
 from packer.manifest import Manifest
 from packer.reader import BundleReader, open_bundle
@@ -57,9 +58,10 @@ def verify_bundle(path: Path, *, expected_sha256: str | None = None,
                   limits: Limits = Limits(), progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check digest, manifest, every member, every file's size and SHA-256, and the signature.
 
-    One read of the file feeds three threads: this one (reads, zstd frame walk, decoding,
-    tar parsing), the file's SHA-256 and the members' SHA-256, several 1 MiB chunks in
-    flight between them. `progress` gets each increment of compressed bytes read.
+    One read of the file feeds the threads reading, decoding and parsing it and the members'
+    SHA-256; the file's own SHA-256 is computed by a child process reading it again from the
+    page cache (packer/filehash.py: no GIL shared with the decoder), or by a thread on the
+    same reads for a small file. `progress` gets each increment of compressed bytes read.
     """
     path = Path(path)
     expected = normalize_sha256(expected_sha256) if expected_sha256 is not None else None
@@ -68,14 +70,20 @@ def verify_bundle(path: Path, *, expected_sha256: str | None = None,
         if progress is not None:
             progress(len(chunk))
 
-    with open(path, "rb", buffering=0) as f, \
-            open_bundle(f, limits=limits, observer=observe, source=str(path), digest=True) as reader:
-        status, kid = check_signature(reader, trusted_keys, require_signature)
-        for _entry, chunks in reader.iter_files(views=True):
-            for _ in chunks:
-                pass
-        digest = reader.file_sha256()
-        size = reader.raw_size
+    with open(path, "rb", buffering=0) as f:
+        side = FileHashProcess.start(f.fileno())
+        try:
+            with open_bundle(f, limits=limits, observer=observe, source=str(path),
+                             digest=side is None) as reader:
+                status, kid = check_signature(reader, trusted_keys, require_signature)
+                for _entry, chunks in reader.iter_files(views=True):
+                    for _ in chunks:
+                        pass
+                size = reader.raw_size
+                digest = reader.file_sha256() if side is None else side.hexdigest(size)
+        finally:
+            if side is not None:
+                side.close()
     if expected is not None and digest != expected:
         raise DigestMismatch(f"bundle {path.name}", expected, digest)
     m = reader.manifest
