@@ -7,6 +7,8 @@ The file is TOML, ``$FLOWCTL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/flowctl/co
     server_url = "http://plane.example:8080"
     token = "..."
     data_dir = "~/flowctl-data"        # relative paths are relative to this file
+    blobs = "s3://flowctl-blobs/hub"   # hub blobs in S3 (FLOWCTL_S3_ENDPOINT_URL, AWS_*); default: data_dir
+    blob_url_ttl = 300                 # seconds a presigned blob download URL stays valid
     state = "postgresql://flow@db:5432/flow"   # the plane's state; default: SQLite files in data_dir
     trusted_keys = ["~/keys/release.pub"]
     worker_env_passthrough = ["HF_HOME", "HTTPS_PROXY"]   # more of the node's env for workers
@@ -78,6 +80,10 @@ SETTINGS: dict[str, Setting] = {
                 "the control plane that deploy, status and node join talk to"),
         Setting("token", "FLOWCTL_TOKEN", "str", "bearer token sent to the hub"),
         Setting("data_dir", "FLOWCTL_DATA_DIR", "path", "where servers and nodes keep state"),
+        Setting("blobs", "FLOWCTL_BLOBS", "str",
+                "where the hub keeps blobs: file:///DIR (default: the data dir) or s3://BUCKET/PREFIX"),
+        Setting("blob_url_ttl", "FLOWCTL_BLOB_URL_TTL", "seconds",
+                "seconds a presigned download URL of an S3 blob store stays valid (default 300)"),
         Setting("state", "FLOWCTL_STATE", "str",
                 "the plane's state database: sqlite:///DIR (default: the data dir) or postgresql://..."),
         Setting("trusted_keys", "FLOWCTL_TRUSTED_KEYS", "paths",
@@ -127,6 +133,8 @@ class Config:
     server_url: str | None = None
     token: str | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir())
+    blobs: str | None = None
+    blob_url_ttl: float | None = None
     state: str | None = None
     trusted_keys: tuple[Path, ...] = ()
     worker_env_passthrough: tuple[str, ...] = ()

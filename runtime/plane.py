@@ -24,7 +24,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from hub_store import make_private_dir, open_data_dir
+from hub_store import make_private_dir
 from hub_store.catalog import Catalog
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.api.access import Access
@@ -42,6 +42,7 @@ from runtime.http import serve_app
 from runtime.http.zerocopy import FileRouter
 from runtime.hub import HubSettings, HubState, create_hub_app
 from runtime.hub.app import MAX_SMALL_BODY
+from runtime.hub.blobstore import open_hub_data
 from runtime.hub.sendfile import blob_router
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.jobs.batch_api import BatchApi, BatchFront
@@ -139,15 +140,16 @@ async def serve_control_plane(
     plane_state = await trio.to_thread.run_sync(open_plane_state, settings.state, settings.data_dir)
     try:
         if "hub" in settings.roles:
-            data = await trio.to_thread.run_sync(open_data_dir, settings.data_dir)
+            hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
+            data = await trio.to_thread.run_sync(open_hub_data, settings.data_dir, hub_settings.blobs)
             if plane_state.kind == "postgresql":  # the catalog lives in the shared state, blobs stay put
                 data.catalog.close()
                 data.catalog = await trio.to_thread.run_sync(Catalog, plane_state)
             await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
-            hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
             state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
             app = create_hub_app(state)
-            file_router = blob_router(state)  # large verified blobs go out with os.sendfile
+            if data.remote is None:  # blobs in S3 are redirects, answered by the app
+                file_router = blob_router(state)  # large verified blobs go out with os.sendfile
         else:
             app = _app_without_hub()
         access = await trio.to_thread.run_sync(Access.open, settings.data_dir, plane_state)  # users, sign-in, audit

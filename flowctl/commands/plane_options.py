@@ -127,3 +127,36 @@ def redis_option(role: str = "") -> Any:
     return typer.Option(None, "--redis", metavar="URL", help=setting_help(
         "redis", "redis://[user:password@]host:port/db holding the rpm/tpm and concurrency limits, shared by "
                  "every plane given the same URL (docs/scale-out.md; unset: each plane counts alone)", role))
+
+
+def blobs_option(role: str = "") -> Any:
+    """--blobs URL."""
+    return typer.Option(None, "--blobs", metavar="URL", help=setting_help(
+        "blobs", "Where the hub keeps blobs: file:///DIR (default: the data dir) or s3://BUCKET/PREFIX on any "
+                 "S3-compatible store (endpoint from FLOWCTL_S3_ENDPOINT_URL, credentials and region from "
+                 "AWS_*); downloads from S3 are 307 redirects to presigned URLs", role))
+
+
+def blob_url_ttl_option(role: str = "") -> Any:
+    """--blob-url-ttl."""
+    return typer.Option(None, "--blob-url-ttl", metavar="SECONDS", help=setting_help(
+        "blob_url_ttl", "Seconds a presigned download URL of an S3 blob store stays valid (default 300)", role))
+
+
+def blob_settings(cfg: Any) -> dict[str, Any]:
+    """HubSettings keywords for where blobs live, checked now (a bad URL is one line before anything starts)."""
+    from flowctl.errors import CliError
+
+    chosen: dict[str, Any] = {}
+    if cfg.blobs:
+        from hub_store import StoreError
+        from runtime.hub.blobstore import check_blobs_url
+
+        try:
+            check_blobs_url(cfg.blobs)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        chosen["blobs"] = cfg.blobs
+    if cfg.blob_url_ttl:
+        chosen["blob_url_ttl"] = cfg.blob_url_ttl
+    return chosen

@@ -28,6 +28,8 @@ def serve(
     require_signature: bool = typer.Option(False, "--require-signature",
                                            help="Refuse unsigned bundles (needs --trust)."),
     private: bool = typer.Option(False, "--private", help="Reading the hub also needs the admin key."),
+    blobs: str | None = opt.blobs_option("hub"),
+    blob_url_ttl: float | None = opt.blob_url_ttl_option("hub"),
     state: str | None = opt.state_option(),
     hub_url: str | None = typer.Option(None, "--hub-url",
                                        help="With the scheduler role: the hub URL nodes download from "
@@ -76,6 +78,7 @@ def serve(
     if require_signature and not trust and not os.environ.get("FLOWCTL_TRUSTED_KEYS"):
         raise CliError("--require-signature needs at least one --trust KEY")
     cfg = load_config(data_dir=data_dir, state=state, trusted_keys=trust or None, default_model=default_model,
+                      blobs=blobs, blob_url_ttl=blob_url_ttl,
                       anonymous_tenant=anonymous_tenant, max_sessions=max_sessions, session_timeout=session_timeout,
                       public_ws_url=public_ws_url, trusted_proxies=trusted_proxy or None,
                       first_byte_timeout=first_byte_timeout, reply_idle_timeout=reply_idle_timeout,
@@ -108,7 +111,8 @@ def _run(cfg, roles: tuple[str, ...], *, host: str, port: int, max_publish: int,
     opt.check_state(cfg)
     keys = tuple(load_public_key(p) for p in _expand_keys(cfg.trusted_keys))
     settings = HubSettings(data_dir=Path(cfg.data_dir), host=host, port=port, max_publish_bytes=max_publish,
-                           trusted_keys=keys, require_signature=require_signature, private=private)
+                           trusted_keys=keys, require_signature=require_signature, private=private,
+                           **opt.blob_settings(cfg))
 
     def new_key(key: str) -> None:
         err.print("[bold]A new admin key was generated; it is shown only this once:[/bold]")

@@ -51,6 +51,8 @@ def up(
     body_timeout: float | None = opt.body_timeout_option(),
     heartbeat_interval: float | None = opt.heartbeat_interval_option(),
     lost_after: float | None = opt.lost_after_option(),
+    blobs: str | None = opt.blobs_option(),
+    blob_url_ttl: float | None = opt.blob_url_ttl_option(),
     plane_name: str | None = opt.plane_name_option(),
     leader_ttl: float | None = opt.leader_ttl_option(),
     redis: str | None = opt.redis_option(),
@@ -71,6 +73,7 @@ def up(
     if holder is None:
         # Resolved (and checked) before anything starts: a bad value is one line, nothing half-started.
         cfg = load_config(data_dir=data_dir, state=state, default_model=default_model, anonymous_tenant=anonymous_tenant,
+                          blobs=blobs, blob_url_ttl=blob_url_ttl,
                           max_sessions=max_sessions, session_timeout=session_timeout, public_ws_url=public_ws_url,
                           trusted_proxies=trusted_proxy or None, first_byte_timeout=first_byte_timeout,
                           reply_idle_timeout=reply_idle_timeout, body_timeout=body_timeout,
@@ -134,6 +137,7 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
     from flowctl.console import err
     from flowctl.console import out as stdout
     from flowctl.lifecycle import run_until_signal
+    from runtime.hub import HubSettings
     from runtime.node.agent import ExecutorSettings, NodeSettings, read_credential
     from runtime.plane import PlaneSettings, serve_control_plane
 
@@ -141,6 +145,7 @@ def _start_plane(host: str, port: int, cfg, *, name: str | None, local_node: boo
     opt.check_state(cfg)
     executor = ExecutorSettings(worker_env_passthrough=cfg.worker_env_passthrough)
     plane = PlaneSettings(data_dir=root, state=cfg.state, host=host, port=port, version=__version__, **scheduler_settings(cfg),
+                          hub=HubSettings(data_dir=root, **opt.blob_settings(cfg)),
                           extra={"sessions": session_settings(cfg), "gateway": gateway_settings(cfg),
                                  **leader_settings(cfg)})
 
