@@ -17,7 +17,12 @@ _DIGESTS = ("sha256 and size_bytes describe the seed's .zip (/storage/services/{
             "the .fbundle. The zip is deterministic and built once per version, so its digest never "
             "changes.")
 _RANGE = ("HEAD supported. Range (single, suffix ranges included) -> 206 with Content-Range, "
-          "unsatisfiable -> 416. ETag = \"<sha256 hex>\" (strong); If-None-Match -> 304; If-Range.")
+          "unsatisfiable -> 416. ETag = \"<sha256 hex>\" (strong); If-None-Match -> 304; If-Range. "
+          "A hub whose blobs are in an S3-compatible store (--blobs s3://...) answers a GET with 307 to a "
+          "presigned URL valid for --blob-url-ttl seconds (Cache-Control: no-store): follow it without "
+          "this hub's Authorization header, with the same Range; check the bytes against the digest; "
+          "a 403 from the store means the URL expired, ask the hub again. HEAD and 304/412/416 are "
+          "answered by the hub itself.")
 
 
 def _p(name: str, desc: str, pattern: str | None = None, where: str = "path") -> dict[str, Any]:
@@ -57,8 +62,10 @@ def _response(status: str, description: str) -> dict[str, Any]:
 
 def spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
-    dl = {"200": "the bytes", "206": "a range", "304": "not modified", "404": "not found",
-          "416": "range not satisfiable"}
+    dl = {"200": "the bytes", "206": "a range",
+          "307": "blobs in an S3-compatible store: Location is a presigned GET URL", "304": "not modified",
+          "404": "not found", "416": "range not satisfiable",
+          "503": "the blob store (S3) cannot be reached or refused the call"}
     paths: dict[str, Any] = {
         "/health": {"get": _op("Liveness", responses={"200": '{"status": "ok"}'})},
         "/api/services": {"get": _op("List services (seed 001 shape): service_id, service_name, "
