@@ -41,8 +41,8 @@ async def redirect_blob(state: HubState, store: S3BlobStore, digest: str, *, con
         return _metadata_answer(selection.status, selection.start, selection.stop, selection.length,
                                 size=info.size, etag=digest, content_type=content_type,
                                 filename=filename, cache_control=cache_control)
-    url = await state.run(store.presign_get, digest, state.settings.blob_url_ttl, filename=filename,
-                          content_type=content_type)
+    url = await state.run(store.presign_get, digest, state.settings.blob_url_ttl, content_type=content_type,
+                          disposition=content_disposition(filename) if filename else None)
     if on_complete is not None:
         await on_complete()  # counted when handed out: the plane never sees the transfer end
     response = Response("", status=307)

@@ -132,16 +132,19 @@ class S3BlobStore:
         finally:
             temp.unlink(missing_ok=True)
 
-    def presign_get(self, digest: str, ttl_s: float, *, filename: str | None = None,
+    def presign_get(self, digest: str, ttl_s: float, *, disposition: str | None = None,
                     content_type: str | None = None) -> str:
         """A GET URL of the blob valid for `ttl_s` seconds, signed with this store's credentials."""
+        from runtime.hub.s3client import unavailable
+
         params: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.key(digest)}
         if content_type:
             params["ResponseContentType"] = content_type
-        if filename:
-            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return str(self.client.generate_presigned_url("get_object", Params=params,
-                                                       ExpiresIn=max(1, int(ttl_s))))
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
+        with unavailable(self.location, "signing of a download URL"):
+            return str(self.client.generate_presigned_url("get_object", Params=params,
+                                                           ExpiresIn=max(1, int(ttl_s))))
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
         """Every stored blob (keys that are not a digest in its shard are skipped)."""

@@ -111,11 +111,12 @@ def test_corrupt_object_is_found_and_quarantined(store, s3_bucket):
 async def test_presigned_get_serves_ranges_without_credentials(store):
     data = os.urandom(1000)
     digest = store.put_bytes(data).digest
-    url = store.presign_get(digest, 60, filename="x.bin")
+    url = store.presign_get(digest, 60, disposition='attachment; filename="x.bin"')
     async with httpx.AsyncClient() as client:
         whole = await client.get(url)
         part = await client.get(url, headers={"Range": "bytes=100-"})
     assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-disposition"] == 'attachment; filename="x.bin"'
     assert part.status_code == 206 and part.content == data[100:]
 
 
