@@ -133,9 +133,13 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, name: str = "", *, timeout: float = 30.0, pragmas: Sequence[str] = ()):
+    def __init__(self, path: Path, name: str = "", *, timeout: float = 30.0, pragmas: Sequence[str] = (),
+                 shared_file: bool = False):
         self.path = Path(path)
         self.name = name or self.path.stem
+        # A store whose tables live in another store's file keeps its version in a table there
+        # (PRAGMA user_version is the file owner's).
+        self.shared_file = shared_file
         # Re-entrant: a store method may read through execute() inside its own transaction.
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout)
@@ -198,18 +202,29 @@ class SqliteDatabase(Database):
                 raise
 
     def get_version(self) -> int:
-        """PRAGMA user_version, as the stores always kept it."""
+        """PRAGMA user_version, as the stores always kept it (a shared file's guest: its row)."""
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if not self.shared_file:
+                return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            self._conn.execute(_GUEST_VERSIONS)
+            row = self._conn.execute("SELECT version FROM flowctl_schema WHERE store=?", (self.name,)).fetchone()
+            return int(row[0]) if row else 0
 
     def set_version(self, tx: Tx, version: int) -> None:
-        """Set PRAGMA user_version (transactional in SQLite)."""
-        tx.execute(f"PRAGMA user_version={int(version)}")
+        """Set PRAGMA user_version (transactional in SQLite), or the guest's row."""
+        if not self.shared_file:
+            tx.execute(f"PRAGMA user_version={int(version)}")
+            return
+        tx.execute("INSERT INTO flowctl_schema (store, version) VALUES (?, ?) "
+                   "ON CONFLICT (store) DO UPDATE SET version=excluded.version", (self.name, int(version)))
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+
+_GUEST_VERSIONS = "CREATE TABLE IF NOT EXISTS flowctl_schema (store TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
 
 def _translate(exc: Exception) -> Exception:
@@ -270,8 +285,9 @@ class PostgresDatabase(Database):
 
     dialect = "postgresql"
 
-    def __init__(self, pool: Any, name: str):
+    def __init__(self, pool: Any, name: str, schema: str = ""):
         self.name = name
+        self.schema = schema or name  # stores that query each other's tables share one schema
         self._pool = pool
         self._lock_key = zlib.crc32(f"flowctl:{name}".encode()) & 0x7FFFFFFF
         # Which schema each pooled connection's search_path points at (set lazily, on checkout).
@@ -288,9 +304,9 @@ class PostgresDatabase(Database):
             return
         try:
             with self._pool.connection() as conn:
-                if self._paths.get(conn) != self.name:
-                    conn.execute(f'SET search_path TO "{self.name}", public')
-                    self._paths[conn] = self.name
+                if self._paths.get(conn) != self.schema:
+                    conn.execute(f'SET search_path TO "{self.schema}", public')
+                    self._paths[conn] = self.schema
                 yield conn
         except psycopg.Error as exc:
             raise _translate(exc) from exc
@@ -334,7 +350,7 @@ class PostgresDatabase(Database):
         with self._connection() as conn, conn.transaction():
             tx = PostgresTx(conn)
             tx.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(b"flowctl:schema") & 0x7FFFFFFF,))
-            tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.name}"')
+            tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             tx.execute("CREATE TABLE IF NOT EXISTS public.flowctl_schema "
                        "(store TEXT PRIMARY KEY, version BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)")
 

@@ -64,7 +64,7 @@ def _apply(db: Database, tx: Tx, step: Step) -> None:
 
 
 def open_store(where: State | Path, migrations: Migrations, filename: str = "", *,
-               pragmas: tuple[str, ...] = (), apply: bool = True) -> Database:
+               pragmas: tuple[str, ...] = (), apply: bool = True, guest_of: str = "") -> Database:
     """Open a store's database and bring its schema up to date (`apply` False: only check it).
 
     `where` is the plane's State (the store's SQLite file is `filename` in its directory) or
@@ -74,7 +74,7 @@ def open_store(where: State | Path, migrations: Migrations, filename: str = "", 
         state, filename = State.parse(None, default_dir=where.parent), where.name
     else:
         state = where
-    db = state.open(migrations.store, filename, pragmas=pragmas)
+    db = state.open(migrations.store, filename, pragmas=pragmas, guest_of=guest_of)
     try:
         migrate(db, migrations) if apply else check(db, migrations)
     except BaseException:

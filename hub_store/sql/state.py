@@ -73,12 +73,16 @@ class State:
         """The SQLite file a store named `filename` would use; None on PostgreSQL."""
         return self.directory / filename if self.kind == "sqlite" and self.directory is not None else None
 
-    def open(self, name: str, filename: str, *, pragmas: tuple[str, ...] = ()) -> Database:
-        """Store `name`'s database: DIR/`filename` on SQLite, schema `name` on PostgreSQL."""
+    def open(self, name: str, filename: str, *, pragmas: tuple[str, ...] = (), guest_of: str = "") -> Database:
+        """Store `name`'s database: DIR/`filename` on SQLite, schema `name` on PostgreSQL.
+
+        `guest_of` names the store whose file (and schema) this one's tables live in, because
+        its queries join that store's tables; its schema version is then its own row there.
+        """
         if self.kind == "sqlite":
             assert self.directory is not None
-            return SqliteDatabase(self.directory / filename, name, pragmas=pragmas)
-        db = PostgresDatabase(self._shared_pool(), name)
+            return SqliteDatabase(self.directory / filename, name, pragmas=pragmas, shared_file=bool(guest_of))
+        db = PostgresDatabase(self._shared_pool(), name, schema=guest_of)
         db.ensure_schema()
         return db
 
@@ -128,7 +132,9 @@ def _open_pool(state: State) -> Any:
         conn.adapters.register_loader("numeric", NumericAsNumber)
 
     pool = ConnectionPool(state.conninfo, min_size=1, max_size=state.pool_max, timeout=state.pool_timeout,
-                          kwargs={"autocommit": True}, configure=configure,
+                          # Client-side binding: `? IS NULL` with None works as in SQLite (server-side
+                          # binding cannot type a bare NULL parameter).
+                          kwargs={"autocommit": True, "cursor_factory": psycopg.ClientCursor}, configure=configure,
                           check=ConnectionPool.check_connection, open=False, name="flowctl-state")
     try:
         pool.open(wait=True, timeout=min(state.pool_timeout, 10.0))

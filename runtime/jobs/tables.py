@@ -3,7 +3,9 @@
 `runs` has `UNIQUE (job_id, fire_time)`: one scheduled fire, one run, whoever inserts it.
 """
 
-SCHEMA_VERSION = 1
+from hub_store.sql import Migrations, Tx, add_rowid, split_statements
+
+DB_NAME = "jobs.db"
 SCHEMA = """
 CREATE TABLE jobs (
     job_id        TEXT PRIMARY KEY,
@@ -67,3 +69,14 @@ CREATE TABLE leases (
     expires_at REAL NOT NULL
 );
 """
+
+
+def _schema_1(tx: Tx) -> None:
+    for statement in split_statements(SCHEMA):
+        tx.execute(tx.ddl(statement))
+    if tx.dialect == "postgresql":  # SQLite's implicit rowid (steps and attempts list in insertion order)
+        add_rowid(tx, "steps", "attempts")
+
+
+MIGRATIONS = Migrations("jobs", (_schema_1,))
+SCHEMA_VERSION = MIGRATIONS.latest

@@ -31,11 +31,21 @@ def wall(autojump_clock):
     return WallClock()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = RunStore(tmp_path / "jobs.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.engines)])
+def store(request, tmp_path):
+    """The jobs store on SQLite (DATA_DIR/jobs.db), then on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        s = RunStore(tmp_path / "jobs.db")
+        yield s
+        s.close()
+        return
+    from hub_store import sql
+
+    state = sql.State.parse(request.getfixturevalue("postgres_url"))
+    s = RunStore(state)
     yield s
     s.close()
+    state.close()
 
 
 def job(name="j", trigger=None, steps=None, **extra):
