@@ -55,8 +55,8 @@ from bench._machine import die_with_parent, machine_report  # noqa: E402
 ADMIN = "bench-admin-key-" + os.urandom(8).hex()
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 ECHO = ROOT / "examples" / "echo"
-APPLY_CHUNK = 500
-APPLY_AT_ONCE = 3
+APPLY_CHUNK = 10_000  # one request, one transaction: as `flowctl jobs apply -f DIR` sends a fleet
+APPLY_AT_ONCE = 1
 SETUP_S = 600.0
 WARMUP_S = 5.0
 CATCH_UP_S = 120.0

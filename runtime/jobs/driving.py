@@ -58,10 +58,11 @@ class RunDriving:
         """Fire every job whose event trigger matches `event` (the engine's)."""
         raise NotImplementedError
 
-    def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any]) -> None:
+    def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any], *,
+                      fresh: bool = False) -> None:
         assert self._nursery is not None and self.epoch is not None
         ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
-                         self.rng, self.metrics)
+                         self.rng, self.metrics, fresh=fresh)
         active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
         self._active_of.setdefault(job_id, {})[run_id] = active
         self._nursery.start_soon(self._drive, active, spec)

@@ -39,7 +39,7 @@ from runtime.jobs.events import Event, matches
 from runtime.jobs.lease import Lease
 from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import EventTrigger, JobSpec
-from runtime.jobs.offload import BatchedOffload, run_inline
+from runtime.jobs.offload import BatchedOffload
 from runtime.jobs.planner import Planner, misfire_keep
 from runtime.jobs.schema import resolve_parameters
 from runtime.jobs.store import JobRecord, NewRun, RunRecord, RunStore
@@ -68,7 +68,7 @@ class JobEngine(RunDriving):
         self.metrics = metrics or JobMetrics()
         self.epoch: int | None = None
         self._offload = offload or BatchedOffload(store.group)
-        self._inline = offload or run_inline
+        self._inline = offload or BatchedOffload(store.group, inline=True)
         self._active: dict[str, _ActiveRun] = {}
         self._active_of: dict[str, dict[str, _ActiveRun]] = {}  # job id -> its active runs
         self._nursery: trio.Nursery | None = None
@@ -239,7 +239,7 @@ class JobEngine(RunDriving):
 
     def _began(self, run: RunRecord, job: JobRecord) -> None:
         self.metrics.run_started(job.spec.tenant, self.clock() - run.due_at)
-        self._start_driver(run.run_id, job.job_id, job.spec, run.params)
+        self._start_driver(run.run_id, job.job_id, job.spec, run.params, fresh=True)
 
     async def _skip(self, run: RunRecord, reason: str, now: float) -> None:
         await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)

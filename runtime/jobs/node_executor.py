@@ -34,7 +34,8 @@ from runtime.jobs.attempt_logs import append_log, prefixed
 from runtime.jobs.broadcast import recover_broadcast, run_broadcast
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
-from runtime.jobs.node_choice import Key, NodeChoosing, _Live
+from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
+from runtime.jobs.offload import BatchedOffload
 from runtime.jobs.shards import ShardRecords
 from runtime.jobs.states import LIVE_ATTEMPT
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES
@@ -67,7 +68,9 @@ class NodeExecutor(NodeChoosing):
 
             lookup = hub_channel_resolver(lambda: scheduler.hub_url)
         self._lookup = lookup
-        self._live: dict[Key, _Live] = {}
+        self._live = LiveAttempts()
+        self._matching = {}
+        self._db = BatchedOffload(store.group, inline=True)  # small per-attempt notes: no thread hop
         self._turns: dict[tuple[str, str, str], int] = {}  # round_robin: the last node given, per step
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
@@ -194,8 +197,8 @@ class NodeExecutor(NodeChoosing):
                 continue
             if message.shard is None:
                 # Where it went, before it says it runs: a plane restarted meanwhile re-attaches it there.
-                await trio.to_thread.run_sync(partial(self.store.note_attempt, order.run_id, step.name,
-                                                      order.attempt, "", node=node))
+                await self._db(partial(self.store.note_attempt, order.run_id, step.name, order.attempt, "",
+                                       node=node))
             else:
                 await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
                                                       message.shard_total or 0, "dispatched", node=node))

@@ -13,6 +13,11 @@ every call queued while a trip is under way goes in the next trip together.
 Given a `group` (`RunStore.group`), each trip's calls also commit together: one SQLite commit
 per trip, and each caller learns its result only once it is committed.
 
+`BatchedOffload(group, inline=True)` runs each batch on the event loop instead, after one
+checkpoint so that every call made in the same scheduling round joins it: a cron burst's 200
+runs make their store calls in a handful of transactions (one commit each), not 200 x 7, and
+no thread hop. For the engine's small per-run calls; whole-table calls stay in the thread.
+
 Cancellation, as with `trio.to_thread.run_sync`: a call once queued runs, and its caller waits
 for it (shielded) before the cancellation takes effect, so it never half-happens unseen.
 """
@@ -49,13 +54,17 @@ def _run_all(calls: list[_Call], group: Callable[[], AbstractContextManager[Any]
 class BatchedOffload:
     """`await offload(fn)`: fn() in a worker thread, batched with the calls queued meanwhile."""
 
-    def __init__(self, group: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+    def __init__(self, group: Callable[[], AbstractContextManager[Any]] = nullcontext, *,
+                 inline: bool = False) -> None:
         self._group = group
+        self._inline = inline
         self._queue: list[_Call] = []
         self._busy = False
         self._turn = trio.Event()
 
     async def __call__(self, fn: Callable[[], Any]) -> Any:
+        if self._inline:
+            await trio.lowlevel.checkpoint_if_cancelled()  # not queued once cancelled, as run_inline
         call = _Call(fn)
         self._queue.append(call)
         with trio.CancelScope(shield=True):
@@ -64,9 +73,14 @@ class BatchedOffload:
                     await self._turn.wait()
                     continue
                 self._busy = True
+                if self._inline:  # the other tasks of this round queue their calls meanwhile
+                    await trio.lowlevel.checkpoint()
                 batch, self._queue = self._queue, []
                 try:
-                    await trio.to_thread.run_sync(_run_all, batch, self._group)
+                    if self._inline:
+                        _run_all(batch, self._group)
+                    else:
+                        await trio.to_thread.run_sync(_run_all, batch, self._group)
                 except BaseException as e:  # the trip (or its commit) failed: it failed every call in it
                     for other in batch:
                         other.error, other.done = e, True

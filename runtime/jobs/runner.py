@@ -21,6 +21,7 @@ from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor
 from runtime.jobs.errors import IllegalTransition, LeaseLost, StaleEpoch
 from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import JobSpec, Retries, Step
+from runtime.jobs.records import StepRecord
 from runtime.jobs.states import LIVE_ATTEMPT, RETRYABLE
 from runtime.jobs.store import RunStore
 
@@ -51,15 +52,19 @@ class RunContext:
     rng: random.Random
     metrics: JobMetrics
     cancel_reason: str | None = None  # set when the run is cancelled on purpose (not a shutdown)
+    fresh: bool = False  # just started by this engine: its steps are all waiting, none read back
 
 
 async def drive_run(ctx: RunContext) -> str:
     """Run every step to its end; returns the run's final state and records nothing about the run
     itself (the engine does). Cancellation: attempts in flight are recorded `cancelled`."""
     done = {step.name: trio.Event() for step in ctx.spec.steps}
-    async with trio.open_nursery() as nursery:
-        for step in ctx.spec.steps:
-            nursery.start_soon(_drive_step, ctx, step, done)
+    if len(ctx.spec.steps) == 1:  # the common case: no task and nursery of its own
+        await _drive_step(ctx, ctx.spec.steps[0], done)
+    else:
+        async with trio.open_nursery() as nursery:
+            for step in ctx.spec.steps:
+                nursery.start_soon(_drive_step, ctx, step, done)
     states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
     for bad in ("failed", "lost", "timed_out", "cancelled"):
         if bad in states.values():
@@ -75,19 +80,22 @@ async def _drive_step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) 
 
 
 async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> None:
-    record = next(s for s in await ctx.db(ctx.store.steps, ctx.run_id) if s.step == step.name)
+    if ctx.fresh:
+        record = StepRecord(ctx.run_id, step.name, "waiting", 0, "")
+    else:
+        record = next(s for s in await ctx.db(ctx.store.steps, ctx.run_id) if s.step == step.name)
     retries = ctx.spec.retries_of(step)
     last: str | None = None
-    if record.state == "waiting":
+    waiting = record.state == "waiting"
+    if waiting:
         for need in step.needs:
             await done[need].wait()
-        states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
+        states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)} if step.needs else {}
         failed = [n for n in step.needs if states.get(n) != "succeeded"]
         if failed:
             await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "skipped",
                          reason=f"need {failed[0]!r} {states.get(failed[0])}")
             return
-        await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "running")
     elif record.state == "running":  # a restarted engine: settle the attempt it left behind
         attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
         if attempts and attempts[-1].state == "pending":  # never dispatched: nothing runs it, send it now
@@ -102,11 +110,13 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
     while last != "succeeded" and (last is None or (last in RETRYABLE and number < retries.max_attempts)):
         if last is not None:
             await trio.sleep(backoff_delay(retries, number, ctx.rng))
-        number = await ctx.db(ctx.store.new_attempt, ctx.run_id, step.name, now=ctx.clock())
-        last = await _attempt(ctx, step, number)
-    attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
-    reason = attempts[-1].reason if attempts else ""
-    await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, last, reason=reason)
+        # Created already dispatched (and the step started) in one transaction: a restarted engine
+        # finds a dispatched attempt and settles it, as after any dispatch.
+        number = await ctx.db(ctx.store.dispatch_attempt, ctx.run_id, step.name, now=ctx.clock(), epoch=ctx.epoch,
+                              start_step=waiting)
+        waiting = False
+        last = await _attempt(ctx, step, number, dispatched=True)
+    await ctx.db(ctx.store.finish_step, ctx.run_id, step.name, last)
 
 
 def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
@@ -114,10 +124,11 @@ def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
                         dict(ctx.params), ctx.spec.timeout_of(step), ctx.spec.routing_of(step))
 
 
-async def _attempt(ctx: RunContext, step: Step, number: int) -> str:
-    """Dispatch one attempt and record how it ended; returns that state."""
-    set_state = partial(ctx.store.set_attempt_state, ctx.run_id, step.name, number)
-    await ctx.db(set_state, "dispatched", now=ctx.clock(), epoch=ctx.epoch)
+async def _attempt(ctx: RunContext, step: Step, number: int, *, dispatched: bool = False) -> str:
+    """Dispatch one attempt (recorded dispatched already, or now) and record how it ended; returns that state."""
+    if not dispatched:
+        set_state = partial(ctx.store.set_attempt_state, ctx.run_id, step.name, number)
+        await ctx.db(set_state, "dispatched", now=ctx.clock(), epoch=ctx.epoch)
     order = _order(ctx, step, number)
     return await _settle(ctx, step, number, "dispatched",
                          lambda started: ctx.executor.run_attempt(order, started))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from contextlib import AbstractContextManager
 
-from hub_store import sql
 from runtime.jobs.errors import IllegalTransition, UnknownJob
 from runtime.jobs.records import AttemptRecord, StepRecord
 from runtime.jobs.states import ATTEMPT_MOVES, STEP_MOVES, can_move
@@ -16,9 +16,9 @@ class StepAttemptStore:
     """Steps and attempts of runs; mixed into `RunStore`, which gives the connection and lock."""
 
     _lock: threading.RLock
-    _db: sql.Database
+    _db: sqlite3.Connection
 
-    def _tx(self) -> AbstractContextManager[sql.Tx]:
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
     def steps(self, run_id: str) -> list[StepRecord]:
@@ -57,6 +57,23 @@ class StepAttemptStore:
             db.execute("INSERT INTO attempts VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, '', ?, ?, NULL)",
                        (run_id, step, number, now, now))
         return number
+
+    def dispatch_attempt(self, run_id: str, step: str, *, now: float, epoch: int, start_step: bool = False) -> int:
+        """The step's next attempt, created and moved to dispatched with the leader epoch in one
+        transaction (after moving the waiting step to running, with `start_step`); its number."""
+        with self._tx():
+            if start_step:
+                self.set_step_state(run_id, step, "running")
+            number = self.new_attempt(run_id, step, now=now)
+            self.set_attempt_state(run_id, step, number, "dispatched", now=now, epoch=epoch)
+        return number
+
+    def finish_step(self, run_id: str, step: str, state: str) -> None:
+        """Move a running step to its end `state`, with its last attempt's reason (one transaction)."""
+        with self._tx() as db:
+            row = db.execute("SELECT reason FROM attempts WHERE run_id=? AND step=? ORDER BY attempt DESC LIMIT 1",
+                             (run_id, step)).fetchone()
+            self.set_step_state(run_id, step, state, reason=row[0] if row else "")
 
     def set_attempt_state(self, run_id: str, step: str, attempt: int, state: str, *, now: float,
                           epoch: int | None = None, node: str | None = None,

@@ -67,6 +67,7 @@ class NodeRegistry:
         self._nodes: dict[str, NodeRecord] = {}
         self._epochs = 0
         self._listeners: list[StateListener] = []
+        self.generation = 0  # bumped on every connect and state change: caches of `nodes()` compare it
 
     def subscribe(self, listener: StateListener) -> None:
         """Call `listener(node, previous_state)` on every state change."""
@@ -85,6 +86,7 @@ class NodeRegistry:
         """Register a (re)connecting node; returns the epoch its later messages must carry."""
         now = trio.current_time()
         self._epochs += 1
+        self.generation += 1  # labels and name may change with a reconnect, the state staying ready
         record = self._nodes.get(hello.node_id)
         if record is None:
             record = NodeRecord(node_id=hello.node_id, name=hello.name, hello=hello, state_since=now)
@@ -139,6 +141,7 @@ class NodeRegistry:
         previous = record.state
         if previous is state:
             return
+        self.generation += 1
         record.state = state
         record.state_since = now
         for listener in self._listeners:

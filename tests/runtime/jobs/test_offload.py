@@ -99,3 +99,37 @@ async def test_inline_runs_nothing_once_cancelled():
             await run_inline(lambda: calls.append(1))
     assert calls == []
     assert await run_inline(lambda: 42) == 42
+
+
+async def test_inline_batches_every_call_of_a_scheduling_round_in_one_commit_on_the_loop(store):
+    record, _ = store.put_job(job(), now=T0)
+    trips, threads = [], set()
+
+    @contextmanager
+    def counted():
+        trips.append(1)
+        with store.group():
+            yield
+
+    offload = BatchedOffload(counted, inline=True)
+
+    def make(i):
+        threads.add(threading.get_ident())
+        return store.materialise(record, [NewRun(T0 + i, "manual")], now=T0)
+
+    results = {}
+    async with trio.open_nursery() as nursery:
+        for i in range(50):  # a cron burst: 50 runs' calls made in the same round
+            nursery.start_soon(lambda i=i: _put(results, i, offload(lambda: make(i))))
+    assert sorted(results) == list(range(50)) and all(len(r) == 1 for r in results.values())
+    assert len(trips) <= 2 and threads == {threading.get_ident()}  # one or two commits, never a thread hop
+    assert len(store.runs()) == 50
+    with trio.CancelScope() as scope:  # cancelled before it is queued: never runs
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await offload(lambda: make(99))
+    assert len(store.runs()) == 50
+
+
+async def _put(results, key, awaitable):
+    results[key] = await awaitable
