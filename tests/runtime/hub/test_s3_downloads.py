@@ -202,3 +202,22 @@ async def test_gc_deletes_unreferenced_objects_in_the_bucket(tmp_path, s3_bucket
             with pytest.raises(BlobNotFound):
                 await trio.to_thread.run_sync(state.data.remote.stat, stray.digest)
     assert fsck["ok"] and fsck["missing"] == []
+
+
+async def test_a_store_gone_mid_life_answers_503_naming_it(tmp_path, s3_bucket, monkeypatch):
+    from runtime.hub.s3blobs import S3BlobStore
+    from runtime.hub.s3client import parse_s3_url
+
+    with trio.fail_after(120):
+        async with s3_hub(tmp_path, s3_bucket) as (url, state), \
+                httpx.AsyncClient(base_url=url, timeout=60) as client:
+            await publish_echo(tmp_path, url)
+            # The same bucket behind an endpoint that no longer answers (the store went away).
+            dead = parse_s3_url(s3_bucket.url, endpoint="http://127.0.0.1:9")
+            state.data.remote = S3BlobStore(dead, state.data.store)
+            model = hashlib.sha256(MODEL).hexdigest()
+            answer = await client.get(f"/blobs/sha256:{model}")
+            manifest = await client.get("/api/services/echo/1.0.0/manifest")
+    assert answer.status_code == 503 and "127.0.0.1:9" in answer.json()["detail"]
+    assert manifest.status_code == 503
+    assert s3_bucket.endpoint.secret_key not in answer.text

@@ -135,3 +135,22 @@ def test_missing_bucket_is_one_clear_line(s3_bucket, tmp_path):
 def test_bad_urls_are_refused(url, message):
     with pytest.raises(ValueError, match=message):
         parse_s3_url(url, endpoint="http://127.0.0.1:9")
+
+
+def test_no_credentials_is_one_clear_line(s3_bucket, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(BlobStoreUnavailable, match="Unable to locate credentials") as info:
+        S3BlobStore.connect(s3_bucket.url, LocalBlobStore(tmp_path / "spool"))
+    assert "\n" not in str(info.value)
+
+
+def test_an_unreachable_store_is_blob_store_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-never-shown")
+    location = parse_s3_url("s3://bucket/p", endpoint="http://127.0.0.1:9")
+    with pytest.raises(BlobStoreUnavailable, match=r"127\.0\.0\.1:9") as info:
+        S3BlobStore(location, LocalBlobStore(tmp_path / "spool")).stat("a" * 64)
+    assert "secret-never-shown" not in str(info.value) and "\n" not in str(info.value)
