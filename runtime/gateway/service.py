@@ -38,7 +38,9 @@ CACHE_TTL = 30.0
 # With a state shared by several planes, a key revoked (or a tenant changed) through another
 # plane is seen here within this many seconds: no plane drops another's cached principals.
 SHARED_CACHE_TTL = 2.0
-USAGE_FLUSH_INTERVAL = 2.0
+USAGE_FLUSH_INTERVAL = 1.0  # usage reaches the state store at most this late, one transaction per flush
+USAGE_FLUSH_ROWS = 1000  # or as soon as this many (day, tenant, key, model, via) rows wait
+USAGE_SHUTDOWN_WAIT = 5.0  # the last flush at shutdown gives up after this long (a dead database)
 MAX_ADMIN_BODY = 64 * 1024
 DEFAULT_ADMIN_BODY_TIMEOUT = 10.0
 _JSON = (b"content-type", b"application/json")
@@ -69,6 +71,7 @@ class KeyService:
         self._generation = 0
         # (day, tenant, key_id, model, via) -> [requests, prompt, completion, audio seconds]
         self._pending: dict[tuple[str, str, str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
+        self._flush_soon = trio.Event()
         self._on_revoked: list[Callable[[list[str], str | None], None]] = []
         self._on_tenant_changed: list[Callable[[str, Limits], None]] = []
 
@@ -172,31 +175,52 @@ class KeyService:
 
     def record_usage(self, who: Principal, model: str, prompt: int, completion: int, via: str = "http",
                      audio_seconds: float = 0.0) -> None:
-        """Count one request's usage under its via (http, session, job); written to SQLite in batches by `run`."""
+        """Count one request's usage under its via (http, session, job); written to the state store in
+        batches by `run` (rows add up there, so several planes' usage sums in one database)."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
         row = self._pending[(day, who.tenant, who.key_id, model, via)]
         row[0] += 1
         row[1] += prompt
         row[2] += completion
         row[3] += audio_seconds
+        if len(self._pending) >= USAGE_FLUSH_ROWS:
+            self._flush_soon.set()
 
     async def flush(self) -> None:
-        """Write the usage counted so far in one transaction."""
+        """Write the usage counted so far in one transaction; if that fails it is kept for the next flush."""
         if not self._pending:
             return
         pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0, 0.0])
-        await self.run_store(self.store.add_usage, [(*k, *v) for k, v in pending.items()])
+        try:
+            await self.run_store(self.store.add_usage, [(*k, *v) for k, v in pending.items()])
+        except Exception:
+            for key, values in pending.items():  # back in front of what was counted meanwhile
+                row = self._pending[key]
+                for i, value in enumerate(values):
+                    row[i] += value
+            raise
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush usage every USAGE_FLUSH_INTERVAL until cancelled (then once more)."""
+        """Flush usage every USAGE_FLUSH_INTERVAL (sooner past USAGE_FLUSH_ROWS) until cancelled, then once more.
+
+        A database that cannot be written (PostgreSQL restarting) costs a warning; the rows wait."""
         task_status.started()
         try:
             while True:
-                await trio.sleep(USAGE_FLUSH_INTERVAL)
-                await self.flush()
+                with trio.move_on_after(USAGE_FLUSH_INTERVAL):
+                    await self._flush_soon.wait()
+                self._flush_soon = trio.Event()
+                try:
+                    await self.flush()
+                except (sql.Error, OSError) as exc:
+                    log.warning("gateway: usage not written yet, %d rows kept for the next try: %s",
+                                len(self._pending), exc)
         finally:
-            with trio.CancelScope(shield=True):
-                await self.flush()
+            with trio.CancelScope(shield=True), trio.move_on_after(USAGE_SHUTDOWN_WAIT):
+                try:
+                    await self.flush()
+                except (sql.Error, OSError) as exc:
+                    log.error("gateway: %d usage rows lost at shutdown: %s", len(self._pending), exc)
 
     # -- the admin API (its routes: the match in _admin; ADMIN_METHODS mirrors them for 405) ---
 
