@@ -33,7 +33,7 @@ async def redirect_blob(state: HubState, store: S3BlobStore, digest: str, *, con
                         filename: str | None, expected_size: int | None, cache_control: str,
                         on_complete: Callable[[], Awaitable[object]] | None) -> Response:
     """Answer a GET with a 307 to a presigned URL of blob `digest`; HEAD and 304/412/416 here."""
-    info = await state.run(store.stat, digest)
+    info = await state.run(store.stat_recent, digest)
     if expected_size is not None and info.size != expected_size:
         raise BlobNotFound(digest)
     selection = select(request.headers, size=info.size, etag=digest)

@@ -32,6 +32,8 @@ from runtime.hub.s3client import S3Location, call, check_bucket, make_client
 PART_SIZE = 8 << 20  # S3's minimum part is 5 MiB; 8 MiB x 10,000 parts = 80 GB before parts grow
 PARTS_PER_STEP = 1000  # every 1,000 parts the part size grows by PART_SIZE (S3 allows 10,000 parts)
 Lease = Callable[[str], None]
+STAT_CACHE_S = 10.0
+STAT_CACHE_SIZE = 10_000
 
 
 def part_size(index: int, base: int = PART_SIZE) -> int:
@@ -54,6 +56,7 @@ class S3BlobStore:
         self.client = client if client is not None else make_client(location)
         self.part_bytes = part_bytes
         self._base = location.prefix
+        self._recent: dict[str, tuple[BlobInfo, float]] = {}
 
     @classmethod
     def connect(cls, url: str, spool: LocalBlobStore, **kwargs: Any) -> S3BlobStore:
@@ -83,6 +86,22 @@ class S3BlobStore:
         except KeyError:
             raise BlobNotFound(digest) from None
         return BlobInfo(ids.hex_digest(digest), int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def stat_recent(self, digest: str, max_age_s: float = STAT_CACHE_S) -> BlobInfo:
+        """`stat`, answered from memory for `max_age_s` after the store last said so.
+
+        For the hub's redirects: a rollout to many nodes asks for the same blobs at once, and
+        their bytes never change (a blob GC deleted meanwhile is a 404 from the store instead).
+        """
+        now = time.monotonic()
+        hit = self._recent.get(digest)
+        if hit is not None and now - hit[1] < max_age_s:
+            return hit[0]
+        info = self.stat(digest)
+        if len(self._recent) >= STAT_CACHE_SIZE:
+            self._recent.clear()  # crude, bounded, and a miss costs one HEAD
+        self._recent[digest] = (info, now)
+        return info
 
     def exists(self, digest: str) -> bool:
         """True when the blob is stored."""
@@ -210,6 +229,7 @@ class S3BlobStore:
 
     def delete(self, digest: str) -> bool:
         """Remove a blob; False if it was not there."""
+        self._recent.pop(digest, None)
         if not self.exists(digest):
             return False
         self._call("DELETE of a blob", self.client.delete_object, Key=self.key(digest))
@@ -219,6 +239,7 @@ class S3BlobStore:
         """Move a corrupt blob to `PREFIX/quarantine/` (kept for inspection); None if absent."""
         import secrets
 
+        self._recent.pop(digest, None)
         if not self.exists(digest):
             return None
         target = f"{self._base}quarantine/{ids.hex_digest(digest)}.{secrets.token_hex(4)}"

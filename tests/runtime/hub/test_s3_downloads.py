@@ -221,3 +221,17 @@ async def test_a_store_gone_mid_life_answers_503_naming_it(tmp_path, s3_bucket, 
     assert answer.status_code == 503 and "127.0.0.1:9" in answer.json()["detail"]
     assert manifest.status_code == 503
     assert s3_bucket.endpoint.secret_key not in answer.text
+
+
+async def test_a_rollout_asks_the_store_for_a_blobs_size_once(tmp_path, s3_bucket):
+    heads = []
+    model = hashlib.sha256(MODEL).hexdigest()
+    with trio.fail_after(120):
+        async with s3_hub(tmp_path, s3_bucket) as (url, state), \
+                httpx.AsyncClient(base_url=url, timeout=60) as client:
+            await publish_echo(tmp_path, url)
+            state.data.remote.client.meta.events.register("before-call.s3.HeadObject",
+                                                          lambda **_: heads.append(1))
+            answers = [await client.get(f"/blobs/sha256:{model}") for _ in range(20)]
+    assert {a.status_code for a in answers} == {307}
+    assert len(heads) == 1  # one HEAD for twenty redirects
