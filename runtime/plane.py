@@ -24,7 +24,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from hub_store import make_private_dir
+from hub_store import make_private_dir, sql
 from hub_store.catalog import Catalog
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.api.access import Access
@@ -47,12 +47,12 @@ from runtime.hub.sendfile import blob_router
 from runtime.hub.state import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from runtime.jobs.batch_api import BatchApi, BatchFront
 from runtime.jobs.batches import DEFAULT_CONCURRENCY as DEFAULT_BATCH_CONCURRENCY
-from runtime.jobs.lease import Lease, SqliteLease
+from runtime.jobs.lease import Lease
 from runtime.jobs.plane_role import CombinedMetrics, JobsRole
 from runtime.jobs.store import RunStore
 from runtime.plane_openapi import plane_document
 from runtime.scheduler import routes as cluster_routes
-from runtime.scheduler.leadership import LeaderSettings, Leadership
+from runtime.scheduler.leadership import LeaderSettings, Leadership, SqlLease, open_leases
 from runtime.scheduler.registry import DEFAULT_LOST_AFTER
 from runtime.scheduler.resolver import hub_manifest_resolver
 from runtime.scheduler.service import DEFAULT_HEARTBEAT_INTERVAL, Scheduler
@@ -138,7 +138,10 @@ async def serve_control_plane(
     location = {"hub_url": settings.hub_url or f"http://{_host_for_url(settings.host)}:{settings.port}"}
     # Where every store keeps its rows; a bad or unreachable database is one line, before anything opens.
     plane_state = await trio.to_thread.run_sync(open_plane_state, settings.state, settings.data_dir)
+    leases: sql.Database | None = None
     try:
+        if (leader := settings.extra.get("leader")) is not None:  # several planes on one state: leases
+            leases = await trio.to_thread.run_sync(open_leases, plane_state)
         if "hub" in settings.roles:
             hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
             data = await trio.to_thread.run_sync(open_hub_data, settings.data_dir, hub_settings.blobs)
@@ -160,8 +163,8 @@ async def serve_control_plane(
                                        heartbeat_interval=settings.heartbeat_interval)
             cluster_routes.register(app, scheduler, admin_key_hash=key_hash, version=settings.version,
                                     roles=settings.roles)
-            if (leader := settings.extra.get("leader")) is not None:  # several planes on one state
-                scheduler.leadership = Leadership.on_sqlite(settings.data_dir / "cluster.db", LeaderSettings(**leader))
+            if leases is not None:  # only the lease holder reconciles (runtime/scheduler/leadership.py)
+                scheduler.leadership = Leadership.on(leases, LeaderSettings(**settings.extra["leader"]))
             if data is not None:
                 watch_hub_writes(app, scheduler.tracker)  # tracked deployments see a publish at once
         if "gateway" in settings.roles and scheduler is not None:
@@ -196,7 +199,7 @@ async def serve_control_plane(
             jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data,  # steps on nodes when the scheduler runs
                             dispatcher=gateway.dispatcher if gateway is not None else None, keys=keys,
                             batch_concurrency=batch_options.pop("concurrency", DEFAULT_BATCH_CONCURRENCY),
-                            lease_of=_job_lease(settings.extra.get("leader")))
+                            lease_of=_job_lease(leases, leader))
             jobs.register(app, admin_key_hash=key_hash, watch_hub=data is not None,
                           tenant_of=partial(_key_tenant, keys) if keys is not None else None)
             if gateway is not None:
@@ -250,6 +253,8 @@ async def serve_control_plane(
             data.close()
         if access is not None:
             access.close()
+        if leases is not None:
+            leases.close()
         plane_state.close()
 
 
@@ -311,12 +316,13 @@ def _health(roles: tuple[str, ...], scheduler: Scheduler | None, gateway: Gatewa
     return health
 
 
-def _job_lease(leader: dict[str, Any] | None) -> Callable[[RunStore], Lease] | None:
-    """The jobs engine's lease factory when several planes share the state, else None (solo)."""
-    if leader is None:
+def _job_lease(leases: sql.Database | None, leader: dict[str, Any] | None) -> Callable[[RunStore], Lease] | None:
+    """The jobs engine's lease (row `jobs` beside the scheduler's) when several planes share the state, else None."""
+    if leases is None or leader is None:
         return None
-    settings = LeaderSettings(**leader)
-    return lambda store: SqliteLease(store, settings.name, ttl_s=settings.ttl_s, poll_s=min(1.0, settings.ttl_s / 4))
+    chosen = LeaderSettings(**leader)
+    return lambda _store: SqlLease(leases, chosen.name, name="jobs", ttl_s=chosen.ttl_s,
+                                   poll_s=min(1.0, chosen.ttl_s / 4))
 
 
 def _app_without_hub() -> QuartTrio:

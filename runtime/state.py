@@ -39,10 +39,13 @@ def store_schemas() -> list[StoreSchema]:
     from runtime.api.audit import MIGRATIONS as AUDIT
     from runtime.api.users import MIGRATIONS as USERS
     from runtime.gateway.keys import MIGRATIONS as GATEWAY
+    from runtime.scheduler.leadership import LEADER_FILE
+    from runtime.scheduler.leadership import MIGRATIONS as LEADER
     from runtime.scheduler.store import MIGRATIONS as CLUSTER
 
     found = [StoreSchema(CLUSTER, "cluster.db"), StoreSchema(GATEWAY, "gateway.db"),
-             StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE)]
+             StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE),
+             StoreSchema(LEADER, LEADER_FILE)]
     for extra in _MORE:
         found.extend(extra())
     return found

@@ -19,17 +19,14 @@ node links report, so they route to ready replicas without asking the leader.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
-from runtime.jobs.lease import Lease, SqliteLease
+from hub_store import sql
+from runtime.jobs.lease import Lease
 
 if TYPE_CHECKING:
     from runtime.scheduler.service import Scheduler
@@ -38,8 +35,11 @@ log = logging.getLogger("flowctl.scheduler")
 LEASE_NAME = "scheduler"
 DEFAULT_TTL_S = 10.0
 DEFAULT_REFRESH_S = 0.5
-_TABLE = "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, " \
-         "epoch INTEGER NOT NULL, expires_at REAL NOT NULL)"
+LEADER_FILE = "leader.db"
+# The `leader` store: one row per lease (the scheduler's, the jobs engine's); versioned like every store.
+MIGRATIONS = sql.Migrations("leader", (
+    "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL, "
+    "expires_at REAL NOT NULL)",))
 
 
 class LostLeadership(Exception):
@@ -55,31 +55,74 @@ class LeaderSettings:
     refresh_s: float = DEFAULT_REFRESH_S
 
 
-class LeaseDb:
-    """The `leases` table in a SQLite file the planes share (cluster.db), for `SqliteLease`."""
+class SqlLease:
+    """A lease row in the planes' shared state (`leader` store): SQLite or PostgreSQL, one statement each.
 
-    def __init__(self, path: Path):
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_TABLE)
+    Acquiring is a conditional UPDATE (free, expired, or already this holder's) that bumps the
+    epoch, so two planes can never both win one epoch; PostgreSQL re-checks the condition under
+    the row lock. Expiry is judged by the database's clock on PostgreSQL (one clock for every
+    plane), by this host's on SQLite (planes on one host).
+    """
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: planes on one host take turns)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def __init__(self, db: sql.Database, holder: str, *, name: str = LEASE_NAME, ttl_s: float = DEFAULT_TTL_S,
+                 poll_s: float = 1.0):
+        self.db, self.holder, self.name, self.ttl_s, self._poll_s = db, holder, name, ttl_s, poll_s
 
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
+    async def acquire(self) -> int:
+        """Poll until the lease is free or expired, then take it; returns the new epoch."""
+        while True:
+            epoch = await trio.to_thread.run_sync(self._try_acquire)
+            if epoch is not None:
+                return epoch
+            await trio.sleep(self._poll_s)
+
+    async def renew(self, epoch: int) -> bool:
+        """Extend the lease if this holder still has it under `epoch` and it has not expired."""
+        return await trio.to_thread.run_sync(self._renew, epoch)
+
+    async def release(self, epoch: int) -> None:
+        """Expire the lease now if this holder still has it under `epoch`."""
+        await trio.to_thread.run_sync(lambda: self.db.execute(
+            "UPDATE leases SET expires_at=0 WHERE name=? AND holder=? AND epoch=?", (self.name, self.holder, epoch)))
+
+    def holder_now(self) -> tuple[str, int, float] | None:
+        """(holder, epoch, seconds left) of the lease, or None when it was never taken (blocking)."""
+        with self.db.transaction(immediate=False) as tx:
+            now = _now(tx)
+            row = tx.execute("SELECT holder, epoch, expires_at FROM leases WHERE name=?", (self.name,)).fetchone()
+        return None if row is None else (row[0], int(row[1]), float(row[2]) - now)
+
+    def _try_acquire(self) -> int | None:
+        with self.db.transaction() as tx:
+            now = _now(tx)
+            taken = tx.execute("UPDATE leases SET holder=?, epoch=epoch+1, expires_at=? "
+                               "WHERE name=? AND (holder=? OR expires_at <= ?)",
+                               (self.holder, now + self.ttl_s, self.name, self.holder, now)).rowcount
+            if not taken:
+                fresh = tx.execute("INSERT INTO leases (name, holder, epoch, expires_at) VALUES (?, ?, 1, ?) "
+                                   "ON CONFLICT (name) DO NOTHING", (self.name, self.holder, now + self.ttl_s))
+                if not fresh.rowcount:
+                    return None
+            row = tx.execute("SELECT epoch FROM leases WHERE name=? AND holder=?", (self.name, self.holder)).fetchone()
+            return int(row[0])
+
+    def _renew(self, epoch: int) -> bool:
+        with self.db.transaction() as tx:
+            now = _now(tx)
+            return tx.execute("UPDATE leases SET expires_at=? WHERE name=? AND holder=? AND epoch=? AND expires_at > ?",
+                              (now + self.ttl_s, self.name, self.holder, epoch, now)).rowcount == 1
+
+
+def _now(tx: sql.Tx) -> float:
+    """Seconds since the epoch by the database's clock on PostgreSQL, by this host's on SQLite."""
+    if tx.dialect == "postgresql":
+        return float(tx.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+    return time.time()
+
+
+def open_leases(state: sql.State) -> sql.Database:
+    """The `leader` store of the plane's state (DIR/leader.db on SQLite), migrated."""
+    return sql.open_store(state, MIGRATIONS, LEADER_FILE)
 
 
 class Leadership:
@@ -92,10 +135,9 @@ class Leadership:
         self._valid_until = 0.0
 
     @classmethod
-    def on_sqlite(cls, path: Path, settings: LeaderSettings) -> Leadership:
-        """A leadership whose lease row lives in the SQLite file at `path`."""
-        return cls(SqliteLease(LeaseDb(path), settings.name, name=LEASE_NAME, ttl_s=settings.ttl_s,  # type: ignore[arg-type]
-                               poll_s=min(1.0, settings.ttl_s / 4)), settings)
+    def on(cls, db: sql.Database, settings: LeaderSettings) -> Leadership:
+        """A leadership whose lease row lives in `db` (the `leader` store, see `open_leases`)."""
+        return cls(SqlLease(db, settings.name, ttl_s=settings.ttl_s, poll_s=min(1.0, settings.ttl_s / 4)), settings)
 
     def valid(self) -> bool:
         """Leading, and the lease has not run out by this plane's own clock."""

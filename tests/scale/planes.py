@@ -64,6 +64,7 @@ class Cluster:
     root: Path
     nursery: trio.Nursery
     env: dict[str, str]
+    state: str | None = None  # a PostgreSQL URL, or None: SQLite files in the shared data dir
     planes: dict[str, Proc] = field(default_factory=dict)
     nodes: dict[str, Proc] = field(default_factory=dict)
 
@@ -81,7 +82,7 @@ class Cluster:
         argv = [sys.executable, "-m", "flowctl", "serve", "--roles", "hub,scheduler,gateway,jobs",
                 "--port", str(port), "--data-dir", str(self.root / "state"), "--plane-name", name,
                 "--leader-ttl", str(TTL), "--heartbeat-interval", str(HEARTBEAT), "--lost-after", str(LOST_AFTER),
-                "--anonymous-tenant", "default", *extra]
+                "--anonymous-tenant", "default", *(("--state", self.state) if self.state else ()), *extra]
         proc = await self.start(Proc(name, argv, self.root / f"plane-{name}.log", url=f"http://127.0.0.1:{port}"))
         self.planes[name] = proc
         with trio.fail_after(60):
@@ -136,12 +137,12 @@ def _log_file(path: Path):
 
 
 @asynccontextmanager
-async def cluster(root: Path):
-    """A Cluster whose processes all end with the context."""
+async def cluster(root: Path, state: str | None = None):
+    """A Cluster (planes on `state`, see Cluster) whose processes all end with the context."""
     env = {**os.environ, "FLOWCTL_ADMIN_KEY": ADMIN, "FLOWCTL_TOKEN": ADMIN,
            "FLOWCTL_CONFIG": "/nonexistent/flowctl.toml"}
     async with trio.open_nursery() as nursery:
-        c = Cluster(root, nursery, env)
+        c = Cluster(root, nursery, env, state)
         try:
             yield c
         finally:

@@ -33,6 +33,12 @@ from tests.scale.planes import (
 pytestmark = pytest.mark.engines
 
 
+@pytest.fixture
+def state(postgres_url):
+    """Three planes against one PostgreSQL (blobs stay in the data dir the planes share on this host)."""
+    return postgres_url
+
+
 async def three_planes(c, tmp_path, *, node_planes=("a", "b", "c"), replicas=1):
     """Planes a (the first leader), b, c; node n1 on `node_planes`; echo deployed and ready everywhere."""
     a = await c.plane("a")
@@ -47,10 +53,12 @@ async def three_planes(c, tmp_path, *, node_planes=("a", "b", "c"), replicas=1):
         await until_ready(c.planes[name], replicas)
 
 
-async def test_deploy_through_a_request_through_c_reaches_a_node_attached_to_b(tmp_path):
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+async def test_deploy_through_a_request_through_c_reaches_a_node_attached_to_b(tmp_path, request, engine):
     """The node is attached to b and c only: c routes over its own link, a (leading) cannot place it."""
     with trio.fail_after(120):
-        async with cluster(tmp_path) as c:
+        state = request.getfixturevalue("postgres_url") if engine == "postgresql" else None
+        async with cluster(tmp_path, state) as c:
             await c.plane("b")
             assert await c.leader() == "b"  # the leader must see the node to place a replica on it
             a = await c.plane("a")
@@ -70,9 +78,9 @@ async def test_deploy_through_a_request_through_c_reaches_a_node_attached_to_b(t
             assert status == 503, body
 
 
-async def test_sigkill_the_leader_another_leads_within_ttl_and_nothing_moves(tmp_path):
+async def test_sigkill_the_leader_another_leads_within_ttl_and_nothing_moves(tmp_path, state):
     with trio.fail_after(150):
-        async with cluster(tmp_path) as c:
+        async with cluster(tmp_path, state) as c:
             await three_planes(c, tmp_path, replicas=2)
             node_dir = tmp_path / "node-n1"
             pids = worker_pids(node_dir)
@@ -103,9 +111,9 @@ async def test_sigkill_the_leader_another_leads_within_ttl_and_nothing_moves(tmp
             assert set(pids) <= set(worker_pids(node_dir))
 
 
-async def test_sigstop_the_leader_past_its_lease_then_sigcont_it_is_fenced_off(tmp_path):
+async def test_sigstop_the_leader_past_its_lease_then_sigcont_it_is_fenced_off(tmp_path, state):
     with trio.fail_after(150):
-        async with cluster(tmp_path) as c:
+        async with cluster(tmp_path, state) as c:
             await three_planes(c, tmp_path, replicas=1)
             node_dir = tmp_path / "node-n1"
             a = c.planes["a"]
@@ -131,9 +139,9 @@ async def test_sigstop_the_leader_past_its_lease_then_sigcont_it_is_fenced_off(t
             assert status == 200, body
 
 
-async def test_sigkill_a_nodes_plane_the_node_keeps_serving_through_the_others(tmp_path):
+async def test_sigkill_a_nodes_plane_the_node_keeps_serving_through_the_others(tmp_path, state):
     with trio.fail_after(150):
-        async with cluster(tmp_path) as c:
+        async with cluster(tmp_path, state) as c:
             await three_planes(c, tmp_path, replicas=1)
             node_dir = tmp_path / "node-n1"
             pids = worker_pids(node_dir)
