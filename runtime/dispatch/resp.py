@@ -18,7 +18,7 @@ import trio
 
 from runtime.errors import FlowError
 
-DEFAULT_TIMEOUT = 1.0
+DEFAULT_TIMEOUT = 3.0  # per call; Redis answers in well under a millisecond, a starved plane far slower
 DEFAULT_MAX_CONNECTIONS = 16
 
 Arg = str | bytes | int | float

@@ -1,0 +1,81 @@
+"""Issue 18's limiter case with real processes: one key at 600 rpm through two `flowctl up --redis` planes
+for 60 s, and the gateway under load while its Redis restarts."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from bench._scale_limits import CHAT, drive, open_planes
+from runtime.dispatch.limits import burst_for
+from tests.runtime.gateway.conftest import _start_cluster
+
+pytestmark = pytest.mark.engines
+
+RPM = 600
+
+
+@pytest.mark.slow
+async def test_one_key_at_600_rpm_through_two_planes_for_60_s(redis_url, tmp_path):
+    with trio.fail_after(300):
+        async with open_planes(tmp_path, redis_url, count=2, rpm=RPM) as planes:
+            result = await drive(planes.urls, planes.key, rpm=RPM, offered=2.0, seconds=60.0)
+    statuses = result.statuses()
+    assert set(statuses) == {200, 429}, (statuses, result.errors[:12])  # nothing else: no 5xx, no dropped connection
+    admitted = result.admitted_in_window()
+    refused = sum(1 for t, s in result.sent if s == 429 and result.window_start <= t < result.window_end)
+    assert refused >= 100, refused  # the offered load stayed above the limit all along
+    assert abs(admitted - RPM) <= 0.05 * RPM, (admitted, refused)  # within 5% of 600/min
+    assert result.worst_excess(RPM) <= 0, result.worst_excess(RPM)  # never above rate * time + burst
+    assert sum(1 for _, s in result.sent if s == 200) >= burst_for(RPM) + admitted - 2
+
+
+async def test_a_redis_restart_under_load_gives_503s_then_admission_resumes(redis_server, nursery, tmp_path):
+    cluster, worker = await _start_cluster(nursery, tmp_path, gateway_settings={
+        "redis": redis_server.url, "redis_options": {"timeout": 0.5}})
+    try:
+        await cluster.deploy()
+        key = await cluster.key(rpm=60000, max_concurrency=50)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        seen: list[int] = []
+        bodies: list[dict] = []
+        phase = {"name": "up"}
+        by_phase: dict[str, list[int]] = {"up": [], "down": [], "back": []}
+
+        async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as client:
+
+            async def load():
+                while True:
+                    r = await client.post("/v1/chat/completions", content=CHAT, headers=headers)
+                    seen.append(r.status_code)
+                    by_phase[phase["name"]].append(r.status_code)
+                    if r.status_code == 503:
+                        bodies.append(r.json())
+                    await trio.sleep(0.01)
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as load_nursery:
+                    for _ in range(4):
+                        load_nursery.start_soon(load)
+                    while len(by_phase["up"]) < 20:  # noqa: ASYNC110 - the load runs in other tasks
+                        await trio.sleep(0.01)
+                    redis_server.stop()
+                    phase["name"] = "down"
+                    while len(by_phase["down"]) < 20:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    await trio.to_thread.run_sync(redis_server.start)
+                    phase["name"] = "back"
+                    while by_phase["back"][-20:].count(200) < 20:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    load_nursery.cancel_scope.cancel()
+        assert set(by_phase["up"]) == {200}
+        assert 503 in by_phase["down"] and set(by_phase["down"]) <= {200, 503}  # 200: admitted just before
+        assert set(seen) <= {200, 503}  # never a 500, never a 429 for an unlimited-enough key
+        error = bodies[0]["error"]
+        assert error["code"] == "limiter_unavailable" and "Redis at 127.0.0.1" in error["message"]
+        assert by_phase["back"][-20:] == [200] * 20
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.client.aclose()
+            await trio.to_thread.run_sync(worker.stop)
