@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from contextlib import AbstractContextManager
 
+from hub_store import sql
 from runtime.jobs.errors import IllegalTransition, UnknownJob
 from runtime.jobs.records import AttemptRecord, StepRecord
 from runtime.jobs.states import ATTEMPT_MOVES, STEP_MOVES, can_move
@@ -16,9 +16,9 @@ class StepAttemptStore:
     """Steps and attempts of runs; mixed into `RunStore`, which gives the connection and lock."""
 
     _lock: threading.RLock
-    _db: sqlite3.Connection
+    _db: sql.Database
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[sql.Tx]:
         raise NotImplementedError
 
     def steps(self, run_id: str) -> list[StepRecord]:

@@ -5,8 +5,8 @@ makes the database itself refuse a second run for one fire, whoever asks. Each j
 `planned_until`: every fire time up to it has been materialised (or deliberately passed over
 by the misfire policy), so a restarted engine continues from there and loses nothing.
 State changes follow `runtime.jobs.states` and are checked inside the transaction that makes
-them. Synchronous and thread-safe (one connection behind a lock, WAL); the engine calls it
-through `trio.to_thread.run_sync`.
+them. Synchronous and thread-safe; the engine calls it through `trio.to_thread.run_sync`. On
+PostgreSQL (`--state`) the schema `jobs`, shared by the planes; nothing is cached here.
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ import functools
 import hashlib
 import json
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hub_store import make_private_database
-from runtime.jobs.errors import IllegalTransition, JobError, UnknownJob
+from hub_store import make_private_database, sql
+from runtime.jobs.errors import IllegalTransition, UnknownJob
 from runtime.jobs.model import JobSpec
 from runtime.jobs.records import JobRecord, NewRun, RunRecord
 from runtime.jobs.schema import parse_job
 from runtime.jobs.states import RUN_MOVES, can_move
 from runtime.jobs.step_store import StepAttemptStore
-from runtime.jobs.tables import SCHEMA, SCHEMA_VERSION
+from runtime.jobs.tables import DB_NAME, MIGRATIONS
 
 _JOB_COLUMNS = "job_id, tenant, definition, version, suspended, planned_until, created_at, updated_at"
 _RUN_COLUMNS = ("run_id, job_id, tenant, job_name, fire_time, due_at, cause, state, reason, params, "
@@ -45,22 +44,16 @@ def scheduled_run_id(job_id: str, fire_time: int) -> str:
 class RunStore(StepAttemptStore):
     """Durable job, run, step and attempt state; every method is one transaction."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        make_private_database(path)
+    def __init__(self, where: Path | sql.State):
+        """Open (and migrate) the jobs database: a SQLite file path, or the plane's state."""
+        path = where if isinstance(where, Path) else where.sqlite_path(DB_NAME)
+        self.state = where if isinstance(where, sql.State) else None  # the shard and artifact rows open here too
+        self.path = path if path is not None else Path(DB_NAME)
+        if path is not None:
+            make_private_database(path)
         self._lock = threading.RLock()
         self._grouped = False  # inside group(): each call is a savepoint of the group's transaction
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._tx() as db:
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise JobError(f"{path} was written by a newer flowctl (schema {version} > {SCHEMA_VERSION})")
+        self._db = sql.open_store(where, MIGRATIONS, DB_NAME)
 
     def close(self) -> None:
         """Close the database."""
@@ -68,45 +61,25 @@ class RunStore(StepAttemptStore):
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._grouped or self._db.in_transaction:  # inside a group, or one call made of others
-                self._db.execute("SAVEPOINT call")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK TO call")
-                    self._db.execute("RELEASE call")
-                    raise
-                self._db.execute("RELEASE call")
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[sql.Tx]:
+        # Inside a group, or a call made of others, the SQL layer makes it a savepoint.
+        with self._lock, self._db.transaction() as tx:
+            yield tx
 
     @contextmanager
     def group(self) -> Iterator[None]:
         """Calls made inside (by this thread) commit together at its end, one commit for many
         small transactions; each call stays all-or-nothing (a savepoint). Nothing inside is
         durable, or seen by another connection, before the group ends."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, self._db.transaction():
             self._grouped = True
             try:
                 yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             finally:
                 self._grouped = False
-            self._db.execute("COMMIT")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sql.Tx]:
         """A write transaction on the jobs database, for a `Lease` kept in the same file."""
         with self._tx() as db:
             yield db
@@ -128,7 +101,7 @@ class RunStore(StepAttemptStore):
         with self._tx() as db:
             return [self._put_job(db, spec, now) for spec in specs]
 
-    def _put_job(self, db: sqlite3.Connection, spec: JobSpec, now: float) -> tuple[JobRecord, str]:
+    def _put_job(self, db: sql.Tx, spec: JobSpec, now: float) -> tuple[JobRecord, str]:
         row = db.execute("SELECT job_id, definition, version FROM jobs WHERE tenant=? AND name=?",
                          (spec.tenant, spec.name)).fetchone()
         if row is None:
@@ -205,7 +178,7 @@ class RunStore(StepAttemptStore):
             else:
                 db.execute("UPDATE jobs SET planned_until=MAX(planned_until, ?) WHERE job_id=?", (int(now), job_id))
 
-    def _job(self, db: sqlite3.Connection, job_id: str, spec: JobSpec | None = None) -> JobRecord | None:
+    def _job(self, db: sql.Tx, job_id: str, spec: JobSpec | None = None) -> JobRecord | None:
         row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return None if row is None else _job_record(row, spec)
 
@@ -228,7 +201,7 @@ class RunStore(StepAttemptStore):
             return [self._materialise(db, job, runs, planned_until, now, strict=False)
                     for job, runs, planned_until in plans]
 
-    def _materialise(self, db: sqlite3.Connection, job: JobRecord, runs: Iterable[NewRun],
+    def _materialise(self, db: sql.Tx, job: JobRecord, runs: Iterable[NewRun],
                      planned_until: int | None, now: float, *, strict: bool = True) -> list[str] | None:
         row = db.execute("SELECT version, suspended FROM jobs WHERE job_id=?", (job.job_id,)).fetchone()
         if row is None:
