@@ -65,8 +65,10 @@ class LocalCommandExecutor:
         if not isinstance(step, CommandStep):
             return Outcome("failed", reason=f"{step.kind} steps do not run as local commands")
         where = self.attempt_dir(order)
-        await trio.to_thread.run_sync(partial((where / "output").mkdir, parents=True, exist_ok=True))
-        log = await trio.to_thread.run_sync(partial(StepLog, where / "log", max_bytes=self.log_max_bytes))
+        # A directory and two small files, on the loop: each worker-thread trip costs more than these
+        # syscalls (tens of ms on a loaded machine), and a `true` step is made of little else.
+        (where / "output").mkdir(parents=True, exist_ok=True)
+        log = StepLog(where / "log", max_bytes=self.log_max_bytes)
         # Shielded so the log keeps what the command says while it is stopped; the deadline set
         # once it exited bounds it if something outside its group still holds the pipe.
         pump_scope = trio.CancelScope(shield=True)
@@ -83,7 +85,7 @@ class LocalCommandExecutor:
                     return Outcome("failed", reason=f"{what}: {step.command[0]!r} ({e.strerror})", node=self.node)
                 nursery.start_soon(_pump, proc.stdout, log, pump_scope)
                 # Where a later plane process finds this group if this one dies (SIGKILL) first.
-                await trio.to_thread.run_sync((where / PGID_FILE).write_text, f"{proc.pid}\n")
+                (where / PGID_FILE).write_text(f"{proc.pid}\n")
                 await started(self.node)
                 try:
                     code = await proc.wait()

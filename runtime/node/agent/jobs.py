@@ -48,6 +48,10 @@ from runtime.tunnel import Mux, TunnelError
 
 log = logging.getLogger("flowctl.node.jobs")
 LOG_POLL_S = 0.2
+# A command that ends within this long is reported once, its final report standing for "running"
+# too: one frame instead of two for the many short steps (the plane accepts dispatched -> end).
+RUNNING_REPORT_DELAY_S = 0.05
+INSTALLED_TTL_S = 300.0  # how long an installed bundle is used without asking the package manager again
 MAX_LOG_MESSAGE = 64 * 1024
 MAX_BUFFERED = 1000  # messages kept while the plane is away; the oldest log pieces go first
 # (service, version) -> the installed bundle tree, or (tree, its requirements venv or None)
@@ -63,6 +67,7 @@ class _Running:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     reason: str = ""
     started: bool = False
+    ended: bool = False  # its final report is on its way: no `running` report after it
 
 
 class NodeJobRunner:
@@ -75,6 +80,9 @@ class NodeJobRunner:
         self.fence = EpochFence()
         self._running: dict[Key, _Running] = {}
         self._offsets: dict[Key, int] = {}  # how much of each attempt's log was sent
+        # (service, version) -> (what install gave, when): the package manager's check (a hub
+        # request) is skipped for a bundle installed a moment ago whose tree is still there.
+        self._installed: dict[tuple[str, str], tuple[Path | tuple[Path, str | None], float]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -118,12 +126,12 @@ class NodeJobRunner:
             log.exception("job %s step %s attempt %d", m.run_id, m.step, m.attempt)
             outcome = Outcome("failed", reason=f"node error: {e!r}"[:500])
         finally:
+            running.ended = True
             self._running.pop(key, None)
             self._offsets.pop(key, None)
             # Ended here: its group id must not be swept at the next start (the pid may be reused).
             pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}{_suffix(m)}" / PGID_FILE
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(partial(pgid.unlink, missing_ok=True))
+            pgid.unlink(missing_ok=True)  # one syscall: on the loop
         with trio.CancelScope(shield=True):
             await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
                                       exit_code=outcome.exit_code, reason=outcome.reason, shard=m.shard))
@@ -132,7 +140,7 @@ class NodeJobRunner:
         m = running.message
         with running.scope:
             try:
-                installed = await self.install(m.service_id, m.version)
+                installed = await self._install(m.service_id, m.version)
             except Exception as e:
                 return Outcome("failed", reason=f"cannot install {m.service_id}@{m.version}: {e}"[:500])
             tree, venv = installed if isinstance(installed, tuple) else (installed, None)
@@ -149,7 +157,7 @@ class NodeJobRunner:
 
             async def started(node: str | None) -> None:
                 running.started = True
-                await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, "running", shard=m.shard))
+                nursery.start_soon(self._report_running, running)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stream_log, executor.log_path(m.run_id, m.step, m.attempt), m)
@@ -170,12 +178,33 @@ class NodeJobRunner:
             return outcome
         return Outcome("cancelled", reason=running.reason or "cancelled", node=self.node)
 
+    async def _install(self, service: str, version: str) -> Path | tuple[Path, str | None]:
+        """`install`, or what it gave a moment ago while that tree is still there."""
+        key = (service, version)
+        cached = self._installed.get(key)
+        if cached is not None and trio.current_time() - cached[1] < INSTALLED_TTL_S:
+            tree = cached[0][0] if isinstance(cached[0], tuple) else cached[0]
+            if tree.is_dir():
+                return cached[0]
+        installed = await self.install(service, version)
+        self._installed[key] = (installed, trio.current_time())
+        return installed
+
+    async def _report_running(self, running: _Running) -> None:
+        """Say the attempt runs, unless it ends first (its final report then says both)."""
+        await trio.sleep(RUNNING_REPORT_DELAY_S)
+        if not running.ended:
+            m = running.message
+            await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, "running", shard=m.shard))
+
     async def _upload(self, m: JobAttempt, output_dir: Path) -> None:
         """Check the output dir against the plane's limits, then upload it (ArtifactError if refused)."""
         assert self.upload is not None
         limits = ArtifactLimits(max_file_bytes=m.max_artifact_bytes or DEFAULT_MAX_FILE_BYTES,
                                 max_total_bytes=m.max_artifacts_total or DEFAULT_MAX_TOTAL_BYTES)
         try:
+            if not _has_entries(output_dir):  # the common case, on the loop: nothing to hash
+                return
             files = await trio.to_thread.run_sync(collect_outputs, output_dir, limits)
         except OSError as e:
             raise ArtifactError(f"cannot read the output dir: {e}") from None
@@ -191,7 +220,7 @@ class NodeJobRunner:
         """Send what the log gained since the last call (from its start again if it was rotated)."""
         key = (m.run_id, m.step, m.attempt, m.shard)
         offset = self._offsets.get(key, 0)
-        data, offset = await trio.to_thread.run_sync(_read_from, path, offset)
+        data, offset = _read_from(path, offset)  # at most 64 KiB of a file just written: on the loop
         self._offsets[key] = offset
         if data:
             await self.send(JobLog(m.run_id, m.step, m.attempt, data.decode("utf-8", "replace"), shard=m.shard))
@@ -200,6 +229,14 @@ class NodeJobRunner:
 def _suffix(m: JobAttempt) -> str:
     """After `STEP.ATTEMPT` in a shard's directory: two shards of one attempt may share a node."""
     return "" if m.shard is None else f".shard{m.shard}"
+
+
+def _has_entries(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False
 
 
 def _read_from(path: Path, offset: int) -> tuple[bytes, int]:

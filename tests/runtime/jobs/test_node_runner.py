@@ -14,6 +14,7 @@ from runtime.control.messages import (
     decode_node_message,
     encode,
 )
+from runtime.node.agent import jobs
 from runtime.node.agent.jobs import NodeJobRunner
 from tests.polling import wait_until
 
@@ -67,10 +68,28 @@ async def test_a_script_in_the_installed_tree_with_a_parameter(runner):
     await runner.handle(attempt(["sh", "greet.sh"], params={"who": "ada"}))  # sent twice: runs once
     with trio.fail_after(10):
         await wait_until(lambda: runner.plane.final() is not None)
-    assert [r.state for r in runner.plane.reports] == ["running", "succeeded"]
+    # `running` first unless it ended within RUNNING_REPORT_DELAY_S (then the final report says both).
+    assert [r.state for r in runner.plane.reports] in (["running", "succeeded"], ["succeeded"])
     assert runner.plane.final().exit_code == 0 and runner.installs == [("echo", "1.0.0")]
     assert runner.plane.text() == "hello ada from tree\nfast\n"
     assert runner.running() == []
+
+
+async def test_a_quick_command_is_one_report_and_a_slow_one_says_running_first(runner, monkeypatch):
+    monkeypatch.setattr(jobs, "RUNNING_REPORT_DELAY_S", 30.0)  # `true` surely ends before this
+    await runner.handle(attempt(["true"]))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final() is not None)
+    assert [r.state for r in runner.plane.reports] == ["succeeded"]
+    monkeypatch.setattr(jobs, "RUNNING_REPORT_DELAY_S", 0.0)
+    await runner.handle(attempt(["sleep", "0.3"], number=2))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final(2) is not None)
+    assert [r.state for r in runner.plane.reports if r.attempt == 2] == ["running", "succeeded"]
+    await runner.handle(attempt(["true"], number=3))  # the bundle was installed a moment ago: not asked again
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final(3) is not None)
+    assert runner.installs == [("echo", "1.0.0")]
 
 
 async def test_an_older_epoch_is_refused(runner):
