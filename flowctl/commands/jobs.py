@@ -280,6 +280,9 @@ def rm(
 
 @jobs_app.command("runs")
 def runs(
+    show: list[str] | None = typer.Argument(None, metavar="[show RUN_ID]",
+                                            help="`show RUN_ID`: one run with its steps, attempts, shards "
+                                                 "and artifacts."),
     job: str | None = typer.Option(None, "--job", help="Only this job's runs."),
     state: str | None = typer.Option(None, "--state", help="Only runs in these states (comma-separated)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000, help="At most this many, newest first."),
@@ -288,9 +291,19 @@ def runs(
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
 ) -> None:
-    """List runs, newest first. Example: flowctl jobs runs --job hello --state failed"""
+    """List runs, newest first, or show one. Example: flowctl jobs runs --job hello --state failed;
+    flowctl jobs runs show run_1234"""
     from flowctl.console import print_json
 
+    if show:
+        from flowctl.commands.jobs_run_detail import print_run
+        from flowctl.errors import CliError
+
+        if len(show) != 2 or show[0] != "show":
+            raise CliError("usage: flowctl jobs runs show RUN_ID (or flowctl jobs runs [--job J] [--state S])")
+        detail = _run(server, token, tenant, lambda c: c.run(show[1]))
+        print_json(detail) if json_out else print_run(detail)
+        return
     found = _run(server, token, tenant, lambda c: c.runs(job=job, state=state, limit=limit))
     if json_out:
         print_json(found)

@@ -28,7 +28,7 @@ from runtime.gateway.errors import GatewayError
 from runtime.jobs.batch_store import FINAL, BatchStore
 from runtime.jobs.checkpoints import Checkpoints
 from runtime.jobs.engine import JobEngine
-from runtime.jobs.errors import JobError
+from runtime.jobs.errors import IllegalTransition, JobError
 from runtime.jobs.openai_files import BATCH_URLS, FileStore, input_urls
 from runtime.jobs.schema import parse_job
 from runtime.jobs.store import RunStore
@@ -55,6 +55,7 @@ class BatchService:
         self.concurrency, self.clock = concurrency, clock
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
+        self._stopping: set[str] = set()  # runs a cancel is under way for
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -144,14 +145,20 @@ class BatchService:
         return await self.get(tenant, batch_id)
 
     def _stop_run(self, batch: dict[str, Any]) -> None:
-        if self._nursery is not None and batch.get("run_id"):
-            self._nursery.start_soon(self._cancel_run, batch["run_id"])
+        run_id = batch.get("run_id")
+        if self._nursery is not None and run_id and run_id not in self._stopping:
+            self._stopping.add(run_id)
+            self._nursery.start_soon(self._cancel_run, run_id)
 
     async def _cancel_run(self, run_id: str) -> None:
         try:
             await self.engine.cancel(run_id, reason="the batch was cancelled")
+        except IllegalTransition:
+            pass  # it ended meanwhile: the reconcile below records what it became
         except JobError:
-            pass  # it ended meanwhile: the next reconcile records what it became
+            return  # not driven here yet (a plane just restarted, the lease not yet held): asked again next round
+        finally:
+            self._stopping.discard(run_id)
         await self.reconcile_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -200,6 +207,8 @@ class BatchService:
             if batch["expires_at"] and now >= batch["expires_at"] and batch["ending"] is None:
                 changes.update(ending="expire")
                 self._stop_run({**batch, **changes})
+            elif batch["ending"] is not None:  # asked to stop and still live: until a cancel takes, ask again
+                self._stop_run(batch)
             status = _STATUS_OF_RUN[run.state]
             if status == "in_progress" and progress is not None and progress.total and progress.done >= progress.total:
                 status = "finalizing"

@@ -105,7 +105,8 @@ PATHS: dict[str, Any] = {
                            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}}],
                    errors=("400", "401"))},
     "/api/v1/runs/{run_id}": {
-        "get": _op("A run with its steps and their attempts", "the run", _RUN_REF, params=[_RUN])},
+        "get": _op("A run with its steps, their attempts, artifacts and broadcast shards", "the run", _RUN_REF,
+                   params=[_RUN])},
     "/api/v1/runs/{run_id}/cancel": {
         "post": _op("Cancel a pending or running run (its processes are stopped)", "the run, cancelled",
                     _RUN_REF, params=[_RUN], errors=("401", "404", "409"))},

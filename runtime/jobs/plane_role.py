@@ -126,6 +126,12 @@ class JobsRole:
         found = self.checkpoints.progress(run_id, step)
         return None if found is None else {"done": found.done, "failed": found.failed, "total": found.total}
 
+    def parts(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The run's artifacts and broadcast shards, for its detail (call it from a thread)."""
+        shards = self.executor.shards.of(run_id) if isinstance(self.executor, NodeExecutor) else []
+        return {"artifacts": [a.to_json() for a in self.artifacts.list(run_id)],
+                "shards": [{"step": r.step, **r.to_json()} for r in shards]}
+
     def secret(self, name: str) -> bytes | None:
         """A webhook secret from the environment, or None when unset."""
         value = self._environ.get(secret_env_name(name))
@@ -136,7 +142,7 @@ class JobsRole:
         """The HTTP API on `app`, and a `service_published` event after each publish to the hub here."""
         routes.register(app, self.engine, self.store, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
                         secret_of=self.secret, log_path=self.executor.log_path,
-                        tenants_define=self.scheduler is not None, progress_of=self.progress)
+                        tenants_define=self.scheduler is not None, progress_of=self.progress, parts_of=self.parts)
         nodes = self.executor if isinstance(self.executor, NodeExecutor) else None
         artifact_routes.register(app, self.store, self.artifacts, admin_key_hash=admin_key_hash, tenant_of=tenant_of,
                                  shards=nodes.shards if nodes is not None else None, nodes=nodes)

@@ -89,10 +89,13 @@ def _answer_errors(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
 def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: str,
              tenant_of: TenantOf | None = None, secret_of: SecretOf = lambda name: None,
              log_path: LogPath | None = None, tenants_define: bool = False,
-             progress_of: Callable[[str, str], dict[str, Any] | None] | None = None) -> None:
+             progress_of: Callable[[str, str], dict[str, Any] | None] | None = None,
+             parts_of: Callable[[str], dict[str, list[dict[str, Any]]]] | None = None) -> None:
     """Attach the jobs API to a quart-trio app; `tenant_of` admits tenant keys (None: admin only).
 
     `progress_of(run_id, step)`: an inference step's `{done, failed, total}`, shown on its step.
+    `parts_of(run_id)`: the run's `artifacts` and broadcast `shards` (rows with a `step`), each
+    shown on its step in the run detail.
 
     `tenants_define`: whether a tenant key may create and update jobs; False where command
     steps run on the plane's own machine (no scheduler role: only the admin may put a command there).
@@ -256,6 +259,11 @@ def register(app: Any, engine: JobEngine, store: RunStore, *, admin_key_hash: st
             for step_json in out["steps"]:
                 if kinds.get(step_json["step"]) == "inference":
                     step_json["progress"] = await db(progress_of, run_id, step_json["step"])
+        if parts_of is not None:
+            parts = await db(parts_of, run_id)
+            for step_json in out["steps"]:
+                for kind in ("artifacts", "shards"):
+                    step_json[kind] = [p for p in parts[kind] if p["step"] == step_json["step"]]
         return json_response(out)
 
     @app.post(f"{PREFIX}/runs/<run_id>/cancel")

@@ -92,6 +92,15 @@ async def test_apply_trigger_wait_logs_runs_and_listings(plane, tmp_path):
     assert [(r["job_name"], r["state"]) for r in json.loads(out)] == [("fails", "failed"), ("hello", "succeeded")]
     code, out, err = await flowctl("jobs", "runs", "--job", "hello", server=plane)
     assert out.splitlines()[0].split()[:4] == ["RUN_ID", "JOB", "STATE", "CAUSE"] and run_id in out
+    code, out, err = await flowctl("jobs", "runs", "show", run_id, server=plane)
+    assert code == 0 and f"run        {run_id}  default/hello  succeeded" in out, out + err
+    assert "  step     main  succeeded" in out and "    attempt 1  succeeded  node " in out
+    code, out, err = await flowctl("jobs", "runs", "show", run_id, "--json", server=plane)
+    assert json.loads(out)["steps"][0]["artifacts"] == [] and json.loads(out)["steps"][0]["shards"] == []
+    code, out, err = await flowctl("jobs", "runs", "show", server=plane)
+    assert code != 0 and "usage: flowctl jobs runs show RUN_ID" in err
+    code, out, err = await flowctl("jobs", "runs", "show", "run_nope", server=plane)
+    assert code != 0 and "run_nope" in err and "Traceback" not in err
     code, out, err = await flowctl("jobs", "ls", server=plane)
     assert [line.split()[:3] for line in out.splitlines()[1:]] == [["default", "fails", "manual"],
                                                                   ["default", "hello", "manual"]]

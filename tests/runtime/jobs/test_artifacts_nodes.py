@@ -62,6 +62,9 @@ async def test_a_command_steps_outputs_are_artifacts_downloadable_with_their_dig
     assert r.status_code == 206 and r.content == b"el"
     assert (await cluster.client.get(f"/api/v1/runs/{run_id}/artifacts?step=other", headers=AUTH)).json()[
         "artifacts"] == []
+    detail = (await cluster.client.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()  # embedded in the run too
+    assert {a["path"]: a["sha256"] for a in detail["steps"][0]["artifacts"]} == {
+        p: a["sha256"] for p, a in listed.items()} and detail["steps"][0]["shards"] == []
     # The module API sees the same, and the hub's GC keeps the blobs an artifact refers to.
     store = cluster.handle.jobs.artifacts
     found = await trio.to_thread.run_sync(store.find, run_id, "main", "a.txt")
@@ -133,6 +136,10 @@ async def test_broadcast_runs_a_shard_on_every_matching_node(cluster):
     shards = (await cluster.client.get(f"/api/v1/runs/{run_id}/shards", headers=AUTH)).json()["shards"]
     assert [(s["shard"], s["total"], s["state"]) for s in shards] == [(k, 3, "succeeded") for k in range(3)]
     assert sorted(ids[s["node"]] for s in shards) == ["n1", "n2", "n3"]
+    detail = (await cluster.client.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()  # the run embeds both
+    assert [(s["shard"], s["state"], s["node"]) for s in detail["steps"][0]["shards"]] == [
+        (s["shard"], s["state"], s["node"]) for s in shards]
+    assert sorted(a["path"] for a in detail["steps"][0]["artifacts"]) == [f"shard-{k}/s.txt" for k in range(3)]
     for k in range(3):
         r = await cluster.client.get(f"/api/v1/runs/{run_id}/artifacts/main/shard-{k}/s.txt", headers=AUTH)
         assert r.text == f"{k}/3\n", r.text

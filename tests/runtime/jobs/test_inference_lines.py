@@ -3,6 +3,8 @@
 import json
 
 import pytest
+import trio
+import trio.testing
 
 from runtime.jobs.artifacts import ArtifactStore
 from runtime.jobs.checkpoints import Checkpoints
@@ -147,3 +149,25 @@ def test_checkpoints_count_progress_and_keep_rows_in_input_order(tmp_path):
         assert [row for _, _, row in checkpoints.rows("r", "s")] == ["zero", "two"]
     finally:
         checkpoints.close()
+
+
+async def test_an_answered_row_is_checkpointed_before_time_moves_on(parts, autojump_clock):
+    """What a SIGKILL may lose is only the lines still in flight: each row the workers hand over is
+    committed in the same instant, not after a flush interval."""
+    checkpoints, files, artifacts = parts
+    executor = InferenceExecutor(object(), _never_called, checkpoints, artifacts, files)  # type: ignore[arg-type]
+    send, receive = trio.open_memory_channel(8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(executor._writer, "run_1", "ask", receive)
+        began = trio.current_time()
+        for n in range(3):
+            await send.send((n, False, json.dumps({"line": n})))
+            await trio.testing.wait_all_tasks_blocked()
+            assert checkpoints.done_lines("run_1", "ask") == set(range(n + 1))
+        assert trio.current_time() == began
+        for n in range(3, 6):  # queued together: written together, still at once
+            send.send_nowait((n, n == 5, json.dumps({"line": n})))
+        await trio.testing.wait_all_tasks_blocked()
+        assert checkpoints.done_lines("run_1", "ask") == set(range(6)) and trio.current_time() == began
+        await send.aclose()
+    assert [failed for _, failed, _ in checkpoints.rows("run_1", "ask")] == [False] * 5 + [True]
