@@ -1,11 +1,13 @@
 """The real model: llama.cpp through llama-cpp-python's low-level bindings, behind the engine's Backend.
 
-One generation context holds every sequence: a *unified* KV cache (`kv_unified`), so that
-one `llama_decode` takes tokens of any set of sequence ids in one graph (a split cache
-would split the batch into one ubatch per run of consecutive ids), and its cells are one
-pool shared by running and cached sequences (the memory budget, `kv_tokens`). Gemma 3's
-sliding-window layers keep full-size caches (`swa_full`) so that a cached prefix can be cut
-at any position and extended. Each sequence samples with its own llama.cpp sampler chain.
+One generation context holds every sequence. In deterministic mode (the default) each
+sequence id has its own KV stream of `n_ctx` cells, and a sequence's output does not depend
+on what else is in the batch (llama_ubatch.py says why and how). Otherwise the KV cache is
+*unified* (`kv_unified`): one pool of `kv_tokens` cells for running and cached sequences,
+and one `llama_decode` is one graph whatever the sequence ids, at the price of outputs that
+vary with the batch in their last bits. Gemma 3's sliding-window layers keep full-size
+caches (`swa_full`) so that a cached prefix can be cut at any position and extended. Each
+sequence samples with its own llama.cpp sampler chain.
 
 Embeddings use a second context on the same (memory-mapped) model, created on first use:
 several inputs per `llama_decode`, one sequence id each, mean-pooled by llama.cpp.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpu
+import llama_ubatch
 from llama_types import Sampling
 
 DEFAULT_N_CTX = 4096
@@ -57,6 +60,7 @@ class LlamaSettings:
     cache_seqs: int | None = None  # sequence ids (running + cached); None: 4 * parallel
     prompt_cache: bool = True  # reuse cached prefixes (False: for comparisons)
     flash_attn: bool | None = None  # None: llama.cpp's choice on a GPU, off on the CPU
+    deterministic: bool = True  # outputs independent of the batch (llama_ubatch.py)
 
 
 def _llama_cpp() -> Any:
@@ -86,6 +90,10 @@ class LlamaBackend:
             raise BackendUnavailable(f"model file {str(settings.model_path)!r} does not exist "
                                      "(run `just llm-model`, or set MODELS_DIR)")
         layers = settings.n_gpu_layers
+        self.deterministic = settings.deterministic
+        if self.deterministic:
+            # llama.cpp reads it once, at its first K-quant product: process-wide from here on.
+            os.environ["GGML_CPU_TILED_MM"] = "0"
         if layers is None:
             layers = -1 if lib.llama_supports_gpu_offload() else 0
         self.settings = settings
@@ -95,7 +103,8 @@ class LlamaBackend:
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = layers
         if hasattr(mparams, "use_extra_bufts"):
-            mparams.use_extra_bufts = llama_cpu.extra_buffer_types_wanted()
+            mparams.use_extra_bufts = (llama_cpu.extra_buffer_types_wanted()
+                                       and not self.deterministic)
         self._model = lib.llama_model_load_from_file(str(settings.model_path).encode(), mparams)
         if not self._model:
             raise BackendUnavailable(f"cannot load {str(settings.model_path)!r}")
@@ -108,10 +117,19 @@ class LlamaBackend:
         self.chunk = settings.chunk
         self.prompt_cache = settings.prompt_cache
         self.n_seq = min(256, max(settings.cache_seqs or 4 * settings.parallel, settings.parallel))
-        self._ctx = self._new_context(n_ctx=self.kv_tokens, n_batch=self.chunk + self.parallel,
-                                      n_seq=self.n_seq, embeddings=False)
+        n_batch, n_cells = self.chunk + self.parallel, self.kv_tokens
+        if self.deterministic:
+            # A stream per sequence id, as many as the budget holds (at least two: a pad
+            # needs a neighbour), each with a cell to spare for a pad after a full sequence.
+            self.n_seq = min(256, max(2, self.parallel, min(self.n_seq, self.kv_tokens // self.n_ctx)))
+            self.kv_tokens = self.n_seq * self.n_ctx
+            self._stream_cells = -(-(self.n_ctx + 1) // 256) * 256  # llama.cpp pads to 256
+            n_batch, n_cells = self.chunk + self.n_seq + 1, self.n_seq * self._stream_cells
+        self._index: list[int] = []  # batch entry -> row llama.cpp decoded it in
+        self._ctx = self._new_context(n_ctx=n_cells, n_batch=n_batch, n_seq=self.n_seq,
+                                      embeddings=False, unified=not self.deterministic)
         self._mem = lib.llama_get_memory(self._ctx)
-        self._batch = lib.llama_batch_init(self.chunk + self.parallel, 0, 1)
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._embedder: Any = None
         self._embed_batch: Any = None
         ends = self.tokenize("<end_of_turn>", special=True)
@@ -119,14 +137,15 @@ class LlamaBackend:
         # does not mark it so.
         self._end_of_turn = ends[0] if len(ends) == 1 else None
 
-    def _new_context(self, *, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> Any:
+    def _new_context(self, *, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool,
+                     unified: bool) -> Any:
         lib = self._lib
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = n_seq
         params.n_threads = params.n_threads_batch = self.settings.n_threads
-        params.kv_unified = True
+        params.kv_unified = unified
         # llama.cpp's CPU flash attention over a unified cache took 3.8 s a token at 569
         # cached tokens here (0.23 s without): off on the CPU unless asked for. With it, a
         # sequence's attention skips the other sequences' cells, so its output does not
@@ -204,23 +223,41 @@ class LlamaBackend:
 
     def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
                logits: Sequence[bool]) -> None:
-        """Evaluate one batch: token i at positions[i] of sequence seqs[i]; DecodeFailed on error."""
+        """Evaluate one batch: token i at positions[i] of sequence seqs[i]; DecodeFailed on error.
+
+        Deterministic mode takes one token of each of several sequences, or one sequence's
+        tokens (llama_ubatch.py)."""
+        entries = list(zip(tokens, positions, seqs, logits, range(len(tokens)), strict=True))
+        pads: list[tuple[int, int]] = []
+        if self.deterministic:
+            for seq in llama_ubatch.pads(seqs, self.n_seq):
+                pos = int(self._lib.llama_memory_seq_pos_max(self._mem, seq)) + 1
+                pads.append((seq, pos))
+                entries.append((0, pos, seq, False, -1))
+            entries.sort(key=lambda e: (e[2], e[1]))  # llama.cpp splits by runs of ids
         batch = self._batch
-        n = len(tokens)
-        for i in range(n):
-            batch.token[i] = tokens[i]
-            batch.pos[i] = positions[i]
+        index = [0] * len(tokens)
+        for i, (token, pos, seq, wanted, origin) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seqs[i]
-            batch.logits[i] = logits[i]
-        batch.n_tokens = n
-        status = self._lib.llama_decode(self._ctx, batch)
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = wanted
+            if origin >= 0:
+                index[origin] = i
+        batch.n_tokens = len(entries)
+        self._index = index
+        try:
+            status = self._lib.llama_decode(self._ctx, batch)
+        finally:
+            for seq, pos in pads:
+                self._lib.llama_memory_seq_rm(self._mem, seq, pos, -1)
         if status != 0:
-            raise DecodeFailed(f"llama_decode returned {status} for a batch of {n} tokens")
+            raise DecodeFailed(f"llama_decode returned {status} for a batch of {len(entries)} tokens")
 
     def sample(self, sampler: Any, index: int) -> int:
         """Sample (and accept) the next token from the logits of batch entry `index`."""
-        return int(self._lib.llama_sampler_sample(sampler, self._ctx, index))
+        return int(self._lib.llama_sampler_sample(sampler, self._ctx, self._index[index]))
 
     def forget(self, seq: int, start: int) -> bool:
         """Drop sequence `seq`'s cache from position `start` on; False if it cannot (then
@@ -239,7 +276,7 @@ class LlamaBackend:
         if self._embedder is None:
             size = min(self.n_ctx, EMBED_CTX)
             self._embedder = self._new_context(n_ctx=size, n_batch=size, n_seq=EMBED_SEQS,
-                                               embeddings=True)
+                                               embeddings=True, unified=True)
             self._embed_batch = lib.llama_batch_init(size, 0, 1)
         size = lib.llama_n_batch(self._embedder)
         inputs = [self.tokenize(t, bos=self.adds_bos)[:size] for t in texts]

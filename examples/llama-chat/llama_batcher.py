@@ -163,13 +163,40 @@ class Batcher:
             self.running.append(job)
 
     def _step(self) -> None:
+        """One step: a token for every generating sequence, a prompt chunk for the others."""
+        generating: list[tuple[Job, int]] = []
+        reading: list[Job] = []
+        for job in self.running:
+            if job.evaluated >= len(job.prompt):
+                generating.append((job, 1))  # the token it sampled last step
+            else:
+                reading.append(job)
+        chunks: list[tuple[Job, int]] = []
+        budget = self.backend.chunk
+        for job in reading:  # oldest first: one long prompt does not starve the next forever
+            if budget <= 0:
+                break
+            count = min(budget, len(job.history) - job.evaluated)
+            chunks.append((job, count))
+            budget -= count
+        if getattr(self.backend, "deterministic", False):
+            # One decode for the generating tokens, one per prompt chunk: the shapes
+            # whose every ubatch llama_ubatch.py can keep at least two rows wide.
+            groups = [generating] if generating else []
+            groups += [[chunk] for chunk in chunks]
+        else:
+            groups = [generating + chunks] if generating or chunks else []
+        for group in groups:
+            self._decode(group)
+
+    def _decode(self, group: list[tuple[Job, int]]) -> None:
+        """Evaluate `count` tokens of each job in one decode, then sample the ones that are due."""
         tokens: list[int] = []
         positions: list[int] = []
         seqs: list[int] = []
         logits: list[bool] = []
         samplers: list[tuple[Job, int]] = []
-
-        def add(job: Job, count: int) -> None:
+        for job, count in group:
             assert job.lease is not None
             for pos in range(job.evaluated, job.evaluated + count):
                 tokens.append(job.history[pos])
@@ -178,35 +205,16 @@ class Batcher:
                 logits.append(pos == len(job.history) - 1)
             if logits[-1]:
                 samplers.append((job, len(tokens) - 1))
-
-        reading = []
-        for job in self.running:
-            if job.evaluated >= len(job.prompt):
-                add(job, 1)  # the token it sampled last step
-            else:
-                reading.append(job)
-        budget = self.backend.chunk
-        for job in reading:  # oldest first: one long prompt does not starve the next forever
-            if budget <= 0:
-                break
-            count = min(budget, len(job.history) - job.evaluated)
-            add(job, count)
-            budget -= count
-        if not tokens:
-            return
-        counts: dict[int, int] = {}
-        for seq in seqs:
-            counts[seq] = counts.get(seq, 0) + 1
         try:
             self.backend.decode(tokens, positions, seqs, logits)
         except Exception:
-            for job in [j for j in self.running if j.lease and j.lease.seq in counts]:
-                self._end(job, "error", drop=True)
+            for job, _ in group:
+                if job in self.running:
+                    self._end(job, "error", drop=True)
             return
         self.steps += 1
-        for job in self.running:
-            assert job.lease is not None
-            job.evaluated += counts.get(job.lease.seq, 0)
+        for job, count in group:
+            job.evaluated += count
         for job, index in samplers:
             if job.cancelled:
                 continue

@@ -84,6 +84,9 @@ class PrefixCache:
             slot = max(matches, key=lambda s: (shares[s.seq], s.last_used))
         else:
             slot = min(idle, key=lambda s: (bool(s.tokens), s.last_used))
+            shares[slot.seq] = 0  # a few shared tokens (a BOS) are not worth the bookkeeping
+            if slot.tokens:  # another conversation's cache gives way
+                self.evictions += 1
         # At least the last prompt token is evaluated again: its logits pick the first token.
         reused = min(shares[slot.seq], len(prompt) - 1, need)
         others = sorted((s for s in idle if s is not slot and s.tokens), key=lambda s: s.last_used)

@@ -16,6 +16,8 @@ Environment:
   LLAMA_CACHE_SEQS    sequence ids, running and cached (default 4 * LLAMA_PARALLEL, at most 256)
   LLAMA_PROMPT_CACHE  1 (default): reuse cached prompt prefixes; 0: evaluate every prompt whole
   LLAMA_FLASH_ATTN    1 or 0; default: llama.cpp's choice on a GPU, off on the CPU
+  LLAMA_DETERMINISTIC 1 (default): a sequence's output does not depend on its batch-mates
+                      (a KV stream per sequence, no repacked weights); 0: one unified cache
 The bundle sets these in service.json's `env`; a node operator's LLAMA_* override them.
 
 It loads the model first, then listens and prints `llama-chat worker listening on
@@ -120,6 +122,7 @@ def load_settings(manifest: Path = HERE / "service.json") -> WorkerSettings:
         cache_seqs=_env_int("LLAMA_CACHE_SEQS", None, 1),
         prompt_cache=_env_int("LLAMA_PROMPT_CACHE", 1, 0) != 0,
         flash_attn=None if (fa := _env_int("LLAMA_FLASH_ATTN", None, 0)) is None else fa != 0,
+        deterministic=_env_int("LLAMA_DETERMINISTIC", 1, 0) != 0,
     )
     return WorkerSettings(host=os.environ.get("FLOWCTL_HOST", "127.0.0.1"), port=port,
                           models=models, llama=llama)
