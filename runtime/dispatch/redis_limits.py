@@ -153,6 +153,11 @@ class RedisLimiter:
                 nursery.start_soon(self._renew_loop)
                 nursery.start_soon(self._flush_loop)
                 task_status.started()
+                try:
+                    await self.client.execute("PING")
+                    log.info("limits: shared through Redis at %s", self.client.address)
+                except (RedisUnavailable, RedisReplyError) as exc:  # the plane serves; limited keys get 503
+                    log.warning("limits: %s; requests of keys with limits are refused (503) until it answers", exc)
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(self.client.timeout):
