@@ -16,6 +16,9 @@ HubOpt = typer.Option(None, "--hub", help=HUB_HELP)
 TokenOpt = typer.Option(None, "--token", help=TOKEN_HELP)
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
 DataDirOpt = typer.Option(None, "--data-dir", help="Work on this hub data dir directly instead of over HTTP.")
+BlobsOpt = typer.Option(None, "--blobs", metavar="URL",
+                        help="With --data-dir: where its blobs are, file:///DIR or s3://BUCKET/PREFIX "
+                             "(default: the data dir) [env FLOWCTL_BLOBS; config blobs].")
 
 
 def _call(hub: str | None, token: str | None, fn: Any) -> Any:
@@ -158,21 +161,21 @@ def yank(ref: str = typer.Argument(..., metavar="SERVICE@VERSION"),
     _flag(ref, "unyank" if undo else "yank", hub, token, json_out)
 
 
-def _local(data_dir: Path, fn: Any) -> Any:
-    from hub_store import open_data_dir
+def _local(data_dir: Path, fn: Any, blobs: str | None = None) -> Any:
+    from flowctl.config import load_config
+    from flowctl.errors import CliError
+    from runtime.hub.blobstore import open_hub_data
 
     if not (data_dir / "catalog.sqlite3").is_file():
-        from flowctl.errors import CliError
-
         raise CliError(f"{str(data_dir)!r} is not a hub data dir (no catalog.sqlite3)")
-    with open_data_dir(data_dir) as data:
+    with open_hub_data(data_dir, load_config(blobs=blobs).blobs) as data:
         return fn(data)
 
 
 @hub_app.command("gc")
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be deleted."),
-       data_dir: Path | None = DataDirOpt, hub: str | None = HubOpt, token: str | None = TokenOpt,
-       json_out: bool = JsonOpt) -> None:
+       data_dir: Path | None = DataDirOpt, blobs: str | None = BlobsOpt, hub: str | None = HubOpt,
+       token: str | None = TokenOpt, json_out: bool = JsonOpt) -> None:
     """Delete blobs no version refers to (safe while publishes run). Needs the admin key over HTTP."""
     from flowctl.console import human_bytes, print_json
     from flowctl.console import out as stdout
@@ -180,7 +183,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
     if data_dir is not None:
         from hub_store import collect_garbage
 
-        report = _local(data_dir, lambda d: collect_garbage(d.store, d.catalog, dry_run=dry_run).to_dict())
+        report = _local(data_dir, lambda d: collect_garbage(d.blobs, d.catalog, dry_run=dry_run).to_dict(), blobs)
     else:
         report = _call(hub, token, lambda c: c.gc(dry_run=dry_run))
     if json_out:
@@ -194,8 +197,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
 
 @hub_app.command("fsck")
 def fsck(quarantine: bool = typer.Option(False, "--quarantine", help="Move corrupt blobs to quarantine/."),
-         data_dir: Path | None = DataDirOpt, hub: str | None = HubOpt, token: str | None = TokenOpt,
-         json_out: bool = JsonOpt) -> None:
+         data_dir: Path | None = DataDirOpt, blobs: str | None = BlobsOpt, hub: str | None = HubOpt,
+         token: str | None = TokenOpt, json_out: bool = JsonOpt) -> None:
     """Hash every blob; report corrupt and missing ones (exit 1 if any)."""
     from flowctl.console import human_bytes, print_json
     from flowctl.console import out as stdout
@@ -203,7 +206,7 @@ def fsck(quarantine: bool = typer.Option(False, "--quarantine", help="Move corru
     if data_dir is not None:
         from hub_store import fsck as run_fsck
 
-        report = _local(data_dir, lambda d: run_fsck(d.store, d.catalog, quarantine=quarantine).to_dict())
+        report = _local(data_dir, lambda d: run_fsck(d.blobs, d.catalog, quarantine=quarantine).to_dict(), blobs)
     else:
         report = _call(hub, token, lambda c: c.fsck(quarantine=quarantine))
     if json_out:

@@ -77,6 +77,13 @@ def test_publish_and_pull_through_a_plane_whose_blobs_are_in_s3(tmp_path, s3_buc
     assert f"hub/blobs/sha256/{packed.sha256[:2]}/{packed.sha256}" in s3_bucket.keys()
     local = tmp_path / "data" / "blobs" / "sha256"
     assert not [p for p in local.rglob("*") if p.is_file()]
+    r = flowctl("hub", "fsck", "--data-dir", str(tmp_path / "data"), "--blobs", s3_bucket.url, "--json",
+                env=plane_env)  # offline, on the bucket
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["checked"] == len(packed.manifest.files) + 3  # + bundle, manifest, zip
+    r = flowctl("hub", "gc", "--data-dir", str(tmp_path / "data"), "--json",
+                env={**plane_env, "FLOWCTL_BLOBS": s3_bucket.url})
+    assert r.returncode == 0 and json.loads(r.stdout)["deleted"] == 0, r.stderr
 
 
 def test_a_missing_bucket_stops_the_start_with_one_line(tmp_path, s3_bucket, plane_env):
