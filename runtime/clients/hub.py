@@ -16,7 +16,7 @@ import trio
 from hub_store import ids
 from runtime.clients._base import READ_TIMEOUT, ApiClient, error_detail
 from runtime.clients.errors import HubRequestFailed, HubUnreachable, PullFailed
-from runtime.clients.redirects import REFUSED, get_following, store_client
+from runtime.clients.redirects import REFUSED, get_following, store_client, store_refusal
 
 CHUNK = 1 << 20
 MANIFEST_LIMIT = 64 << 20
@@ -214,6 +214,8 @@ class HubClient(ApiClient):
                         resumed_from, hasher = 0, hashlib.sha256()  # all of it was sent: start over
                     elif response.status_code not in (200, 206):
                         await response.aread()
+                        if redirected:  # the store's URL is signed: name the hub's
+                            raise HubRequestFailed("GET", url, response.status_code, store_refusal(response))
                         raise self._refused("GET", response)
                     await self._receive(response, part, hasher, resumed_from, progress)
                     break

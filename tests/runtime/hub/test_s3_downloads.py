@@ -235,3 +235,32 @@ async def test_a_rollout_asks_the_store_for_a_blobs_size_once(tmp_path, s3_bucke
             answers = [await client.get(f"/blobs/sha256:{model}") for _ in range(20)]
     assert {a.status_code for a in answers} == {307}
     assert len(heads) == 1  # one HEAD for twenty redirects
+
+
+class AlwaysRefuse(httpx.AsyncBaseTransport):
+    """A store that refuses every presigned URL, echoing an access key id as S3 sometimes does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(403, content=b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message>"
+                                           b"<AWSAccessKeyId>AKIA-SHOULD-NOT-SHOW</AWSAccessKeyId></Error>")
+
+
+async def test_a_refusing_store_fails_the_pull_in_one_line_without_the_signed_url(tmp_path, s3_bucket):
+    from runtime.clients.errors import HubRequestFailed
+
+    refuse = AlwaysRefuse()
+    with trio.fail_after(120):
+        async with s3_hub(tmp_path, s3_bucket) as (url, _):
+            await publish_echo(tmp_path, url)
+            async with HubClient(url) as client:
+                client._store = httpx.AsyncClient(transport=refuse)
+                with pytest.raises(HubRequestFailed) as info:
+                    await client.pull("echo", "1.0.0", tmp_path / "out")
+    message = str(info.value)
+    assert refuse.calls == 2  # the second URL came fresh from the hub
+    assert "SignatureDoesNotMatch" in message and url in message and "\n" not in message
+    assert "X-Amz-Signature" not in message and "AKIA-SHOULD-NOT-SHOW" not in message
