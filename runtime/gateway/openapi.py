@@ -16,6 +16,10 @@ _ERROR = {"description": "OpenAI-style error", "content": {"application/json": {
         "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string", "nullable": True},
         "param": {"type": "string", "nullable": True}}}}}}}}
 _ERRORS = {str(s): _ERROR for s in (400, 401, 403, 404, 405, 408, 413, 429, 502, 503, 504)}
+_ERRORS["429"] = {**_ERROR, "description": "a limit of the key or its tenant (rate_limit_exceeded, "
+                  "tokens_limit_exceeded, concurrency_limit_exceeded), with Retry-After"}
+_ERRORS["503"] = {**_ERROR, "description": "no ready replica (no_ready_replica), or limits that cannot be checked "
+                  "because the planes' Redis does not answer (limiter_unavailable), with Retry-After"}
 _MESSAGE = {"type": "object", "required": ["role", "content"],
             "properties": {"role": {"type": "string"}, "content": {"type": "string"}}}
 _COMMON = {"model": {"type": "string"}, "stream": {"type": "boolean"}, "n": {"type": "integer", "minimum": 1},
