@@ -315,8 +315,18 @@ async def round_trips_per_request(redis_url: str, requests: int = 500) -> str:
             limiter.give_slot(who, slot)
         await trio.sleep(0.2)  # the last release and charge are flushed
         nursery.cancel_scope.cancel()
+    from runtime.dispatch.resp import RespClient
+
+    client = RespClient(redis_url)
+    stats = (await client.execute("INFO", "commandstats")).decode()
+    await client.aclose()
+    # Redis's own time per script (usec_per_call of EVALSHA, over everything this bench ran): what
+    # bounds one Redis core, whatever the network.
+    usec = next((float(part.split("=")[1]) for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")
+                 for part in line.split(":", 1)[1].split(",") if part.startswith("usec_per_call=")), float("nan"))
     return (f"  Redis round trips per request (rpm + tpm + concurrency limited key, sequential): "
-            f"{limiter.round_trips / requests:.2f}")
+            f"{limiter.round_trips / requests:.2f}; Redis CPU per script call {usec:.1f} us "
+            f"(one Redis core: ~{1e6 / usec:,.0f} script calls/s)")
 
 
 def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
