@@ -243,7 +243,7 @@ class InferenceExecutor:
                         rid = dict((k.lower(), v) for k, v in call.headers).get("x-request-id") or f"req_{request_id()}"
                 break
             except GatewayError as exc:
-                retry = exc.status == 429 or (exc.status == 503 and exc.code == "no_ready_replica")
+                retry = exc.status == 429 or (exc.status == 503 and exc.code in ("no_ready_replica", "limiter_unavailable"))
                 if not retry or trio.current_time() >= deadline:
                     return exc.status, f"req_{request_id()}", json.loads(exc.body())
                 # A free concurrency slot comes back within a request's time; a rate waits its turn.
