@@ -9,7 +9,6 @@ of a rolling upgrade, and a plane refuses to start on a schema newer than it kno
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,12 @@ from hub_store import make_private_database, make_private_dir, sql
 
 @dataclass(frozen=True)
 class StoreSchema:
-    """One store's migrations and its SQLite file name (relative to the state directory)."""
+    """One store's migrations, its SQLite file (relative to the state directory) and, for a store
+    whose tables live in another's file and schema, that store's name."""
 
     migrations: sql.Migrations
     filename: str
+    guest_of: str = ""
 
 
 def open_plane_state(url: str | None, data_dir: Path) -> sql.State:
@@ -39,20 +40,23 @@ def store_schemas() -> list[StoreSchema]:
     from runtime.api.audit import MIGRATIONS as AUDIT
     from runtime.api.users import MIGRATIONS as USERS
     from runtime.gateway.keys import MIGRATIONS as GATEWAY
+    from runtime.jobs.artifacts import MIGRATIONS as ARTIFACTS
+    from runtime.jobs.batch_store import MIGRATIONS as BATCHES
+    from runtime.jobs.checkpoints import MIGRATIONS as INFERENCE
+    from runtime.jobs.openai_files import MIGRATIONS as FILES
+    from runtime.jobs.shards import MIGRATIONS as SHARDS
+    from runtime.jobs.tables import DB_NAME
+    from runtime.jobs.tables import MIGRATIONS as JOBS
     from runtime.scheduler.leadership import LEADER_FILE
     from runtime.scheduler.leadership import MIGRATIONS as LEADER
     from runtime.scheduler.store import MIGRATIONS as CLUSTER
 
-    found = [StoreSchema(CLUSTER, "cluster.db"), StoreSchema(GATEWAY, "gateway.db"),
-             StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE),
-             StoreSchema(LEADER, LEADER_FILE)]
-    for extra in _MORE:
-        found.extend(extra())
-    return found
-
-
-# Stores registered by other parts of the runtime (the jobs role's stores register here).
-_MORE: list[Callable[[], list[StoreSchema]]] = []
+    return [StoreSchema(CLUSTER, "cluster.db"), StoreSchema(GATEWAY, "gateway.db"),
+            StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE),
+            StoreSchema(JOBS, DB_NAME), StoreSchema(SHARDS, DB_NAME, guest_of="jobs"),
+            StoreSchema(ARTIFACTS, DB_NAME, guest_of="jobs"), StoreSchema(INFERENCE, "jobs/inference.db"),
+            StoreSchema(BATCHES, "openai/batches.db"), StoreSchema(FILES, "openai/files.db"),
+            StoreSchema(LEADER, LEADER_FILE)]
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def migrate_all(state: sql.State, *, check_only: bool = False) -> list[Migrated]
                 continue
             make_private_dir(path.parent)
             make_private_database(path)  # hashes of keys and tokens: owner-only, as the stores make them
-        db = state.open(schema.migrations.store, schema.filename)
+        db = state.open(schema.migrations.store, schema.filename, guest_of=schema.guest_of)
         try:
             if check_only:
                 version = sql.check(db, schema.migrations)

@@ -26,7 +26,7 @@ Opening a store whose schema is newer than its Migrations raises SchemaTooNew (o
 from hub_store.sql.database import Database, PostgresDatabase, Result, SqliteDatabase, Tx
 from hub_store.sql.dialect import add_rowid, split_statements, upsert
 from hub_store.sql.errors import Error, IntegrityError, OperationalError, SchemaTooNew, StateError
-from hub_store.sql.migrate import Migrations, Step, check, migrate, open_store
+from hub_store.sql.migrate import Migrations, Step, check, located, migrate, open_store
 from hub_store.sql.state import State
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "Tx",
     "check",
+    "located",
     "migrate",
     "open_store",
     "split_statements",

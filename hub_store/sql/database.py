@@ -232,7 +232,9 @@ def _translate(exc: Exception) -> Exception:
 
     if isinstance(exc, psycopg.IntegrityError):
         return errors.PostgresIntegrityError(_one_line(exc))
-    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or type(exc).__name__ == "PoolTimeout":
+    # A missing table or column and a syntax error are OperationalErrors in sqlite3 too.
+    if (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError))
+            or type(exc).__name__ == "PoolTimeout"):
         return errors.PostgresOperationalError(_one_line(exc))
     return errors.PostgresError(_one_line(exc))
 

@@ -81,3 +81,8 @@ def open_store(where: State | Path, migrations: Migrations, filename: str = "", 
         db.close()
         raise
     return db
+
+
+def located(path: Path, state: State | None) -> Path | State:
+    """Where a store opens: `state` when it is PostgreSQL, else its own SQLite file `path` (as always)."""
+    return state if state is not None and state.kind == "postgresql" else path

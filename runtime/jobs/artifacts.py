@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import trio
 
+from hub_store import sql
 from hub_store.blobs import BlobInfo, LocalBlobStore
 from hub_store.errors import BlobNotFound
 from runtime.jobs.errors import JobError
@@ -64,6 +65,9 @@ CREATE TABLE IF NOT EXISTS artifacts (
 )
 """
 _COLUMNS = "run_id, step, attempt, path, digest, size, shard, node, created_at"
+_PUT = sql.upsert("artifacts", _COLUMNS.split(", "), ("run_id", "step", "attempt", "path"))
+# Its own version row in the jobs database (whose `runs` its sweep reads).
+MIGRATIONS = sql.Migrations("artifacts", (TABLE,))
 
 
 class ArtifactError(JobError):
@@ -122,23 +126,23 @@ def shard_path(shard: int | None, path: str) -> str:
 class ArtifactStore:
     """Artifacts of step attempts: rows in the jobs database, bytes in a blob store."""
 
-    def __init__(self, db_path: Path, blobs: LocalBlobStore, *, catalog: Catalog | None = None,
+    def __init__(self, db_path: Path | sql.State, blobs: LocalBlobStore, *, catalog: Catalog | None = None,
                  limits: ArtifactLimits | None = None):
         self.blobs, self.catalog = blobs, catalog
         self.limits = limits or ArtifactLimits()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(TABLE)
+        # Rows in the jobs database's file (`db_path`), or in the plane's state (schema `jobs`).
+        self._db = sql.open_store(db_path, MIGRATIONS, "jobs.db", guest_of="jobs")
 
     @classmethod
     def for_plane(cls, data_dir: Path, *, hub: HubData | None = None,
-                  limits: ArtifactLimits | None = None) -> ArtifactStore:
+                  limits: ArtifactLimits | None = None, state: sql.State | None = None) -> ArtifactStore:
         """The plane's store: the hub's blobs and catalog when `hub` (a HubData) is given, else
         DATA_DIR/jobs/blobs; rows in DATA_DIR/jobs.db."""
         if hub is not None:
-            return cls(data_dir / "jobs.db", hub.store, catalog=hub.catalog, limits=limits)
-        return cls(data_dir / "jobs.db", LocalBlobStore(data_dir / "jobs" / "blobs"), limits=limits)
+            return cls(sql.located(data_dir / "jobs.db", state), hub.store, catalog=hub.catalog, limits=limits)
+        return cls(sql.located(data_dir / "jobs.db", state), LocalBlobStore(data_dir / "jobs" / "blobs"),
+                   limits=limits)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -146,15 +150,9 @@ class ArtifactStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[sql.Tx]:
+        with self._lock, self._db.transaction() as tx:
+            yield tx
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -210,7 +208,7 @@ class ArtifactStore:
                     raise ArtifactError(f"artifact {r.path!r}: blob {r.digest[:16]}... was never uploaded") from None
                 if stored != r.size:
                     raise ArtifactError(f"artifact {r.path!r}: {r.size} bytes announced, {stored} stored")
-            db.executemany(f"INSERT OR REPLACE INTO artifacts ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            db.executemany(_PUT,
                            [(r.run_id, r.step, r.attempt, r.path, r.digest, r.size, r.shard, r.node, r.created_at)
                             for r in rows])
         return rows
@@ -277,7 +275,8 @@ class ArtifactStore:
             dropped = db.execute("DELETE FROM artifacts WHERE run_id NOT IN (SELECT run_id FROM runs)").rowcount
             kept = {r[0] for r in db.execute("SELECT DISTINCT digest FROM artifacts")}
             try:  # a broadcast's shard rows (runtime.jobs.shards) go with their run too
-                db.execute("DELETE FROM job_shards WHERE run_id NOT IN (SELECT run_id FROM runs)")
+                with self._db.transaction():  # a savepoint: PostgreSQL's transaction survives the error
+                    db.execute("DELETE FROM job_shards WHERE run_id NOT IN (SELECT run_id FROM runs)")
             except sqlite3.OperationalError:
                 pass  # no broadcast ever ran here: no such table
             loose = [d for (d,) in gone if d not in kept]

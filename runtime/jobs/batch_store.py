@@ -7,12 +7,11 @@ a thread. Timestamps are Unix seconds, as OpenAI's batch object has them.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 
 FIELDS = ("id", "tenant", "endpoint", "input_file_id", "completion_window", "metadata", "run_id", "job",
           "status", "ending", "errors", "output_file_id", "error_file_id", "total", "completed", "failed",
@@ -29,20 +28,30 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_by_tenant ON batches (tenant, created_at);
 """
+
+
+def _schema_1(tx: sql.Tx) -> None:
+    for statement in sql.split_statements(SCHEMA):
+        tx.execute(tx.ddl(statement))
+    if tx.dialect == "postgresql":  # listed newest first, ties in insertion order, as SQLite's rowid
+        sql.add_rowid(tx, "batches")
+
+
+MIGRATIONS = sql.Migrations("batches", (_schema_1,))
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 class BatchStore:
     """Batches as dicts of FIELDS (metadata and errors decoded)."""
 
-    def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        make_private_database(root / "batches.db")
+    def __init__(self, root: Path, state: sql.State | None = None):
+        """Open (and migrate) ROOT/batches.db, or the batches in the plane's PostgreSQL state."""
+        where = sql.located(root / "batches.db", state)
+        if isinstance(where, Path):
+            root.mkdir(parents=True, exist_ok=True)
+            make_private_database(where)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "batches.db", check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        self._db = sql.open_store(where, MIGRATIONS, "openai/batches.db")
 
     def close(self) -> None:
         """Close the database."""

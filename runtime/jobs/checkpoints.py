@@ -4,18 +4,17 @@ Each answered input line is one row (run, step, line number, its output row, fai
 so a retried or re-attached attempt skips the lines already done and the step's progress
 (done / failed / total) is a count. Rows are written in small transactions by the executor's
 writer (a few lines at a time), never one commit per line on the hot path. Synchronous and
-thread-safe (one connection behind a lock, WAL); callers use `trio.to_thread.run_sync`.
+thread-safe; callers use `trio.to_thread.run_sync`. On PostgreSQL (`--state`) the schema `inference`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lines (
@@ -33,6 +32,10 @@ CREATE TABLE IF NOT EXISTS totals (
     PRIMARY KEY (run_id, step)
 );
 """
+MIGRATIONS = sql.Migrations("inference", (SCHEMA,))
+# `row` is quoted: a keyword in PostgreSQL.
+_PUT_LINE = sql.upsert("lines", ("run_id", "step", "line", "failed", '"row"'), ("run_id", "step", "line"))
+
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,13 @@ class Progress:
 class Checkpoints:
     """The rows answered so far, per run and step."""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        make_private_database(path)
+    def __init__(self, where: Path | sql.State):
+        """Open (and migrate) the checkpoints: their SQLite file, or the plane's state (schema `inference`)."""
+        if isinstance(where, Path):
+            where.parent.mkdir(parents=True, exist_ok=True)
+            make_private_database(where)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        self._db = sql.open_store(where, MIGRATIONS, "jobs/inference.db")
 
     def close(self) -> None:
         """Close the database."""
@@ -65,7 +66,8 @@ class Checkpoints:
     def set_total(self, run_id: str, step: str, total: int) -> None:
         """Record how many lines the step's input has."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO totals VALUES (?, ?, ?)", (run_id, step, total))
+            self._db.execute(sql.upsert("totals", ("run_id", "step", "total"), ("run_id", "step")),
+                             (run_id, step, total))
 
     def done_lines(self, run_id: str, step: str) -> set[int]:
         """The line numbers (from 0) already answered."""
@@ -76,14 +78,7 @@ class Checkpoints:
     def add(self, run_id: str, step: str, rows: Iterable[tuple[int, bool, str]]) -> None:
         """Record answered lines (number, failed, output row JSON) in one transaction."""
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO lines VALUES (?, ?, ?, ?, ?)",
-                                     [(run_id, step, n, int(failed), row) for n, failed, row in rows])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._db.executemany(_PUT_LINE, [(run_id, step, n, int(failed), row) for n, failed, row in rows])
 
     def progress(self, run_id: str, step: str) -> Progress | None:
         """The step's progress, or None when it never started reading its input."""

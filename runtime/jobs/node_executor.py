@@ -61,7 +61,7 @@ class NodeExecutor(NodeChoosing):
                  log_max_bytes: int = DEFAULT_MAX_BYTES, artifacts: ArtifactStore | None = None):
         self.scheduler, self.store, self.data_dir = scheduler, store, data_dir
         self.artifacts = artifacts  # where nodes' uploads go (runtime.jobs.artifact_routes)
-        self.shards = ShardRecords(store.path)
+        self.shards = ShardRecords(store.state or store.path)  # beside the runs, on either engine
         self.reattach_s, self.log_max_bytes = reattach_s, log_max_bytes
         if lookup is None:
             from runtime.scheduler.resolver import hub_channel_resolver

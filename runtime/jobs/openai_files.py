@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub_store import make_private_database
+from hub_store import make_private_database, sql
 
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PURPOSES = ("batch", "batch_output")
@@ -34,6 +33,17 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant, created_at);
 """
+
+
+def _schema_1(tx: sql.Tx) -> None:
+    for statement in sql.split_statements(SCHEMA):
+        tx.execute(tx.ddl(statement))
+    if tx.dialect == "postgresql":  # listed newest first, ties in insertion order, as SQLite's rowid
+        sql.add_rowid(tx, "files")
+
+
+MIGRATIONS = sql.Migrations("files", (_schema_1,))
+_COLUMNS = "id, tenant, filename, purpose, bytes, lines, created_at"  # not PostgreSQL's rowid
 
 
 class BatchInputError(ValueError):
@@ -104,15 +114,15 @@ def input_urls(data: bytes) -> set[str]:
 class FileStore:
     """Files per tenant (see the module docstring); synchronous, call it from a thread."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, state: sql.State | None = None):
+        """Files under ROOT/files; their rows in ROOT/files.db, or in the plane's PostgreSQL state."""
         self.root = root
         (root / "files").mkdir(parents=True, exist_ok=True)
-        make_private_database(root / "files.db")
+        where = sql.located(root / "files.db", state)
+        if isinstance(where, Path):
+            make_private_database(where)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "files.db", check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        self._db = sql.open_store(where, MIGRATIONS, "openai/files.db")
 
     def close(self) -> None:
         """Close the database."""
@@ -142,7 +152,7 @@ class FileStore:
     def get(self, tenant: str, file_id: str) -> FileRecord | None:
         """The tenant's file `file_id`, or None (also when it is another tenant's)."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM files WHERE id=? AND tenant=?", (file_id, tenant)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE id=? AND tenant=?", (file_id, tenant)).fetchone()
         return FileRecord(*row) if row is not None else None
 
     def read(self, tenant: str, file_id: str) -> bytes | None:
@@ -158,7 +168,7 @@ class FileStore:
     def list(self, tenant: str, *, purpose: str | None = None, after: str | None = None,
              limit: int = 10000) -> list[FileRecord]:
         """The tenant's files, newest first; `after`: those listed after that id."""
-        query, args = "SELECT * FROM files WHERE tenant=?", [tenant]
+        query, args = f"SELECT {_COLUMNS} FROM files WHERE tenant=?", [tenant]
         if purpose is not None:
             query, args = query + " AND purpose=?", [*args, purpose]
         with self._lock:

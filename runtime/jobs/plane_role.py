@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from hub_store import sql
 from runtime.dispatch.limits import Principal
 from runtime.jobs import artifact_routes, routes
 from runtime.jobs.artifacts import ArtifactStore, keep_swept, limits_from_env
@@ -70,11 +71,12 @@ class JobsRole:
                  scheduler: Scheduler | None = None, hub: HubData | None = None,
                  dispatcher: Dispatcher | None = None, keys: KeyService | None = None,
                  batch_concurrency: int = DEFAULT_CONCURRENCY,
-                 lease_of: Callable[[RunStore], Lease] | None = None):
-        self.store = RunStore(data_dir / DB_FILE)
+                 lease_of: Callable[[RunStore], Lease] | None = None, state: sql.State | None = None):
+        # `state` on PostgreSQL: every table below in the shared state database (files and logs stay here).
+        self.store = RunStore(sql.located(data_dir / DB_FILE, state))
         # Step artifacts: in the hub's blob store when the hub role runs here (`hub`), else DATA_DIR/jobs/blobs.
         self.artifacts = ArtifactStore.for_plane(data_dir, hub=hub, limits=limits_from_env(
-            os.environ if environ is None else environ))
+            os.environ if environ is None else environ), state=state)
         self.scheduler = scheduler
         self.executor: NodeExecutor | LocalCommandExecutor
         if scheduler is not None:
@@ -84,8 +86,8 @@ class JobsRole:
             self.executor = LocalCommandExecutor(data_dir / "jobs" / "attempts", workdir=data_dir / "jobs" / "work",
                                                  artifacts=self.artifacts)
         self.keys = keys
-        self.checkpoints = Checkpoints(data_dir / "jobs" / "inference.db")
-        self.files = FileStore(data_dir / "openai")
+        self.checkpoints = Checkpoints(sql.located(data_dir / "jobs" / "inference.db", state))
+        self.files = FileStore(data_dir / "openai", state)
         self.inference = InferenceExecutor(dispatcher, self.principal_of, self.checkpoints, self.artifacts,
                                            self.files)
         by_kind = ByKindExecutor({"command": self.executor, "inference": self.inference})
@@ -93,7 +95,7 @@ class JobsRole:
         self.engine = JobEngine(self.store, by_kind, SoloLease() if lease_of is None else lease_of(self.store))
         self._shared_lease = lease_of is not None
         self.batches = BatchService(self.engine, self.store, self.files, self.checkpoints,
-                                    BatchStore(data_dir / "openai"), concurrency=batch_concurrency)
+                                    BatchStore(data_dir / "openai", state), concurrency=batch_concurrency)
         self._environ = os.environ if environ is None else environ
         self._nursery: trio.Nursery | None = None
 

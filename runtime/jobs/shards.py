@@ -8,11 +8,12 @@ index and total, and records the others as carried over.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from hub_store import sql
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS job_shards (
@@ -30,6 +31,9 @@ CREATE TABLE IF NOT EXISTS job_shards (
 )
 """
 _COLUMNS = "run_id, step, attempt, shard, total, node, state, exit_code, reason, updated_at"
+_PUT = sql.upsert("job_shards", _COLUMNS.split(", "), ("run_id", "step", "attempt", "shard"))
+# Its own version row in the jobs database (whose `runs` its sweep reads).
+MIGRATIONS = sql.Migrations("job_shards", (TABLE,))
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,10 @@ class ShardRecord:
 class ShardRecords:
     """Shard rows in the jobs database; synchronous and thread-safe."""
 
-    def __init__(self, db_path: Path):
+    def __init__(self, where: Path | sql.State):
+        """Open the rows: in the jobs database's file (its path), or the plane's state (schema `jobs`)."""
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(TABLE)
+        self._db = sql.open_store(where, MIGRATIONS, "jobs.db", guest_of="jobs")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -71,7 +74,7 @@ class ShardRecords:
         """Create or update one shard's row."""
         with self._lock:
             self._db.execute(
-                f"INSERT OR REPLACE INTO job_shards ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _PUT,
                 (run_id, step, attempt, shard, total, node, state, exit_code, reason, time.time()))
 
     def of(self, run_id: str, step: str | None = None, attempt: int | None = None) -> list[ShardRecord]:

@@ -42,7 +42,8 @@ def hub(tmp_path):
 
 @pytest.fixture
 def artifacts(tmp_path, store, hub):
-    a = ArtifactStore.for_plane(tmp_path, hub=hub, limits=ArtifactLimits(max_file_bytes=100, max_total_bytes=150))
+    a = ArtifactStore.for_plane(tmp_path, hub=hub, limits=ArtifactLimits(max_file_bytes=100, max_total_bytes=150),
+                                state=store.state)  # the store's engine
     yield a
     a.close()
 
@@ -101,7 +102,7 @@ def test_hub_gc_keeps_referenced_blobs_until_the_run_is_pruned(store, artifacts,
 
 
 def test_own_store_sweep_deletes_pruned_blobs(tmp_path, store):
-    artifacts = ArtifactStore.for_plane(tmp_path)
+    artifacts = ArtifactStore.for_plane(tmp_path, state=store.state)
     try:
         record, run_id = _run_with_step(store)
         n = _attempt(store, run_id, "succeeded")

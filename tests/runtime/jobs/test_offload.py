@@ -1,6 +1,5 @@
 """Store calls batched per worker-thread trip, committed together, each still all-or-nothing."""
 
-import sqlite3
 import threading
 from contextlib import contextmanager
 
@@ -73,7 +72,7 @@ async def test_a_failing_call_is_rolled_back_alone_and_raised_to_its_caller(stor
     assert outcomes["start"] == [run_id]
     assert isinstance(outcomes["bad"], IllegalTransition)
     assert len(outcomes["more"]) == 1
-    other = RunStore(tmp_path / "jobs.db")  # another connection sees what the group committed
+    other = RunStore(store.state or tmp_path / "jobs.db")  # another connection sees what the group committed
     try:
         assert other.run(run_id).state == "running"
         assert len(other.runs()) == 2
@@ -83,12 +82,14 @@ async def test_a_failing_call_is_rolled_back_alone_and_raised_to_its_caller(stor
 
 def test_a_group_is_one_transaction(store, tmp_path):
     record, _ = store.put_job(job(), now=T0)
-    with store.group():
-        store.materialise(record, [NewRun(T0, "manual")], now=T0)
-        with sqlite3.connect(tmp_path / "jobs.db") as peek:  # not visible before the group commits
-            assert peek.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
-    with sqlite3.connect(tmp_path / "jobs.db") as peek:
-        assert peek.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    peek = RunStore(store.state or tmp_path / "jobs.db")  # another connection
+    try:
+        with store.group():
+            store.materialise(record, [NewRun(T0, "manual")], now=T0)
+            assert peek.runs() == []  # not visible before the group commits
+        assert len(peek.runs()) == 1
+    finally:
+        peek.close()
 
 
 async def test_inline_runs_nothing_once_cancelled():
