@@ -40,7 +40,7 @@ class Proc:
     """A flowctl process with its output in a file."""
 
     def __init__(self, tmp_path, name):
-        self.log = open(tmp_path / f"{name}.log", "w+b")  # noqa: SIM115 - closed by the test
+        self.log = open(tmp_path / f"{name}.log", "w+b")
         self.proc = None
 
     async def start(self, nursery, *args, port):
@@ -131,3 +131,40 @@ async def test_a_plane_on_postgresql_keeps_keys_deployments_and_catalog_across_a
             for proc in procs:
                 proc.log.close()
             nursery.cancel_scope.cancel()
+
+
+async def _serve_fails(tmp_path, *args):
+    port = free_port()
+    result = await trio.run_process(
+        [sys.executable, "-m", "flowctl", "serve", "--roles", "hub,scheduler,gateway", "--port", str(port),
+         "--data-dir", str(tmp_path / "plane"), *args],
+        capture_stdout=True, capture_stderr=True, check=False, env=env_for(port), stdin=subprocess.DEVNULL)
+    return result.returncode, result.stderr.decode()
+
+
+async def test_a_plane_refuses_a_schema_newer_than_it_knows_in_one_line(postgres_url, tmp_path):
+    from hub_store import sql
+    from runtime.scheduler.store import MIGRATIONS
+
+    state = sql.State.parse(postgres_url)
+    try:
+        newer = sql.Migrations("cluster", (*MIGRATIONS.steps, "CREATE TABLE later (x TEXT)"))
+        sql.open_store(state, newer, "cluster.db").close()
+    finally:
+        state.close()
+    with trio.fail_after(60):
+        code, err = await _serve_fails(tmp_path, "--state", postgres_url)
+    assert code == 1, err
+    assert err.strip().splitlines()[-1] == ("error: the cluster store was written by a newer flowctl "
+                                            f"(schema {MIGRATIONS.latest + 1} > {MIGRATIONS.latest}); upgrade flowctl")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("url, words", [
+    ("mysql://db/flow", "error: state URL 'mysql://db/flow': the scheme must be sqlite:// or postgresql://"),
+    ("postgresql://flow:hunter2@127.0.0.1:1/flow?pool_timeout=1", "error: cannot connect to the state database"),
+])
+async def test_a_bad_or_unreachable_state_is_one_line(tmp_path, url, words):
+    with trio.fail_after(60):
+        code, err = await _serve_fails(tmp_path, "--state", url)
+    assert code == 1 and words in err and "Traceback" not in err and "hunter2" not in err, err
