@@ -61,6 +61,7 @@ from runtime.sessions import routes as session_routes
 from runtime.sessions.backend import ClusterBackend
 from runtime.sessions.engine_url import EngineUrls
 from runtime.sessions.manager import SessionError, SessionManager
+from runtime.sessions.store import SessionStore, key_principal
 from runtime.state import open_plane_state
 
 log = logging.getLogger("flowctl.plane")
@@ -186,6 +187,9 @@ async def serve_control_plane(
             tutors = session_options.pop("tutors", None)
             engine_urls = EngineUrls.from_settings(session_options.pop("public_ws_url", None),
                                                    session_options.pop("trusted_proxies", ()))
+            if leases is not None:  # several planes: sessions in the shared state, resumable on any plane
+                session_options.update(store=await trio.to_thread.run_sync(SessionStore.open, plane_state),
+                                       principal_of=partial(key_principal, keys))
             sessions = SessionManager(**session_options)
             backend = ClusterBackend(dispatcher, audio_first_byte_timeout=gateway.audio_first_byte_timeout)
             session_routes.register(app, sessions, backend, scheduler,
@@ -255,6 +259,8 @@ async def serve_control_plane(
             access.close()
         if leases is not None:
             leases.close()
+        if sessions is not None and sessions.store is not None:
+            sessions.store.close()
         plane_state.close()
 
 

@@ -50,13 +50,15 @@ def store_schemas() -> list[StoreSchema]:
     from runtime.scheduler.leadership import LEADER_FILE
     from runtime.scheduler.leadership import MIGRATIONS as LEADER
     from runtime.scheduler.store import MIGRATIONS as CLUSTER
+    from runtime.sessions.store import MIGRATIONS as SESSIONS
+    from runtime.sessions.store import SESSIONS_FILE
 
     return [StoreSchema(CLUSTER, "cluster.db"), StoreSchema(GATEWAY, "gateway.db"),
             StoreSchema(USERS, "users.db"), StoreSchema(AUDIT, "audit.db"), StoreSchema(CATALOG, CATALOG_FILE),
             StoreSchema(JOBS, DB_NAME), StoreSchema(SHARDS, DB_NAME, guest_of="jobs"),
             StoreSchema(ARTIFACTS, DB_NAME, guest_of="jobs"), StoreSchema(INFERENCE, "jobs/inference.db"),
             StoreSchema(BATCHES, "openai/batches.db"), StoreSchema(FILES, "openai/files.db"),
-            StoreSchema(LEADER, LEADER_FILE)]
+            StoreSchema(LEADER, LEADER_FILE), StoreSchema(SESSIONS, SESSIONS_FILE)]
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,8 @@ class _Conversation:
             if reply:
                 session.history.add("assistant", reply)
             await self.send("text", uid, content=reply, role="assistant", cancelled=True)
+        if session.persist is not None:
+            await session.persist()  # the turn, for a plane that resumes this session
 
     async def _reply(self, uid: str, parts: list[str], speaker: Speaker | None) -> None:
         # A replica that fails before the first token is retried once on another one.

@@ -3,6 +3,9 @@
 Sessions live in memory on the gateway that created them (a session is a live
 conversation, not a record); each belongs to the tenant of the key that made it,
 and no call reveals one tenant's session to another (a foreign id is a 404).
+With several planes on one state a `SessionStore` also keeps each session's configuration,
+history and token digest (runtime/sessions/store.py): a client reconnecting to another plane
+with the session's id and token resumes it there (`resume`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import hmac
+import logging
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +26,10 @@ from runtime.errors import FlowError
 from runtime.sessions.group import UtteranceGroup
 from runtime.sessions.history import DEFAULT_MAX_TOKENS, History
 from runtime.sessions.protocol import now_iso
+from runtime.sessions.store import SessionStore
+
+log = logging.getLogger("flowctl.sessions")
+PrincipalOf = Callable[[str | None, str], Awaitable[Any]]  # (key id, tenant) -> that key's principal, or None
 
 DEFAULT_MAX_SESSIONS = 1000
 DEFAULT_IDLE_TIMEOUT = 3600.0
@@ -64,6 +72,7 @@ class Session:
     connections: int = 0
     reply: trio.CancelScope | None = None  # the reply being generated, whichever socket asked
     slot_held: bool = False  # the turn in progress holds a concurrency slot of the key for its calls
+    persist: Callable[[], Awaitable[None]] | None = None  # writes it to the shared state (several planes)
 
     @property
     def models(self) -> dict[str, str]:
@@ -126,13 +135,16 @@ class SessionManager:
 
     def __init__(self, *, max_sessions: int = DEFAULT_MAX_SESSIONS, max_per_tenant: int | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, history_tokens: int = DEFAULT_MAX_TOKENS,
-                 max_sockets: int = DEFAULT_MAX_SOCKETS):
+                 max_sockets: int = DEFAULT_MAX_SOCKETS, store: SessionStore | None = None,
+                 principal_of: PrincipalOf | None = None):
         self.max_sessions = max_sessions
         self.max_sockets = max_sockets
         self.max_per_tenant = max_per_tenant
         self.idle_timeout = idle_timeout
         self.history_tokens = history_tokens
         self._sessions: dict[str, Session] = {}
+        self.store, self._principal_of = store, principal_of
+        self._unstored: list[str] = []  # closed here: their rows go at the reaper's next round
 
     @property
     def active(self) -> int:
@@ -156,8 +168,62 @@ class SessionManager:
                           asr_model=asr_model, tts_model=tts_model, voice=voice, stream=stream,
                           max_tokens=max_tokens, metadata=dict(metadata or {}),
                           key_id=key_id, principal=principal)
-        self._sessions[session.session_id] = session
+        self._keep(session)
         return session
+
+    def _keep(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+        if self.store is not None:
+            session.persist = lambda: self._persist(session)
+
+    async def _persist(self, session: Session) -> None:
+        """Write the session to the shared state; a failure is logged (the conversation goes on here)."""
+        assert self.store is not None
+        try:
+            await trio.to_thread.run_sync(self.store.save, session)
+        except Exception as exc:  # the database is down: this plane still serves the session
+            log.warning("session %s: could not be saved to the shared state: %s", session.session_id, exc)
+
+    async def resume(self, session_id: str, token: str | None) -> Session | None:
+        """A session another plane began, from the shared state, if `token` is its engine token; else None.
+
+        Refused (None) when it has been idle past the timeout or its key no longer serves.
+        Error handling: SessionError 503 when this gateway is full.
+        """
+        if self.store is None or not token:
+            return None
+        found = await trio.to_thread.run_sync(self.store.load, session_id, token)
+        if found is None:
+            return None
+        if found.idle_s >= self.idle_timeout:
+            await trio.to_thread.run_sync(self.store.delete, session_id)
+            return None
+        if (here := self._sessions.get(session_id)) is not None:
+            return here  # resumed meanwhile by another socket
+        who = await self._principal_of(found.key_id, found.tenant) if self._principal_of is not None else None
+        if who is None:
+            return None
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionError(503, f"maximum number of sessions ({self.max_sessions}) reached; "
+                                    "close one or try later")
+        session = Session(session_id=found.session_id, tenant=found.tenant, model=found.model, token=token,
+                          history=found.history, key_id=found.key_id, principal=who, created_at=found.created_at,
+                          **found.config)
+        self._keep(session)
+        log.info("session %s resumed from the shared state (%d turns)", session_id, len(found.history.turns))
+        return session
+
+    async def forget_stored(self) -> None:
+        """Drop the rows of the sessions closed here since the last call."""
+        gone, self._unstored = self._unstored, []
+        store = self.store
+        if store is None:
+            return
+        for session_id in gone:
+            try:
+                await trio.to_thread.run_sync(store.delete, session_id)
+            except Exception as exc:
+                log.warning("session %s: could not be removed from the shared state: %s", session_id, exc)
 
     def get(self, session_id: str, tenant: str) -> Session:
         """The tenant's session; SessionError 404 for a missing one and for another tenant's."""
@@ -216,6 +282,7 @@ class SessionManager:
         while True:
             await trio.sleep(interval)
             self.expire_idle()
+            await self.forget_stored()
 
     def close_all(self, reason: str) -> None:
         """Close every session (the gateway is stopping)."""
@@ -225,3 +292,5 @@ class SessionManager:
     def _forget(self, session: Session, reason: str) -> None:
         session.close(reason)
         self._sessions.pop(session.session_id, None)
+        if self.store is not None:
+            self._unstored.append(session.session_id)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import trio
 from quart import Response, jsonify, request, websocket
 
 from runtime.api.guard import principal_of
@@ -213,6 +214,8 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
                 raise SessionError(exc.status, exc.message) from None
         session = manager.create(who.tenant, **fields, key_id=who.key_id, principal=who,
                                  tenant_limit=_max_sessions(who))
+        if session.persist is not None:
+            await session.persist()  # before its token is handed out: any plane can resume it from now on
         body = session.to_json(engine_url=engine_url(session.session_id), secret=True)
         if warnings:
             body["warnings"] = warnings
@@ -231,11 +234,35 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
                         "active_sessions": manager.active, "max_sessions": manager.max_sessions})
 
     async def get_session(session_id: str) -> Response:
-        return jsonify(manager.get(session_id, await tenant(session_id)).to_json())
+        owner = await tenant(session_id)
+        try:
+            return jsonify(manager.get(session_id, owner).to_json())
+        except SessionError:
+            if (stored := await _stored(session_id, owner)) is None:
+                raise
+            return jsonify(stored)  # begun on another plane: as the shared state has it
 
     async def delete_session(session_id: str) -> Response:
-        manager.delete(session_id, await tenant(session_id))
+        owner = await tenant(session_id)
+        try:
+            manager.delete(session_id, owner)
+        except SessionError:
+            if await _stored(session_id, owner) is None:
+                raise
+            assert manager.store is not None
+            await trio.to_thread.run_sync(manager.store.delete, session_id)
+        await manager.forget_stored()
         return Response("", status=204)
+
+    async def _stored(session_id: str, owner: str) -> dict[str, Any] | None:
+        """A session of `owner` that another plane began (several planes), as the API shows it; else None."""
+        if manager.store is None:
+            return None
+        found = await trio.to_thread.run_sync(manager.store.find, session_id)
+        if found is None or found.tenant != owner or found.idle_s >= manager.idle_timeout:
+            return None
+        return {"session_id": found.session_id, "status": "active", "model": found.model, **found.config,
+                "created_at": found.created_at, "history_tokens": found.history.tokens()}
 
     for prefix in ("/v1/sessions", "/mgmt/v1/sessions"):
         name = prefix.strip("/").replace("/", "_")
@@ -245,7 +272,9 @@ def register(app: Any, manager: SessionManager, backend: ChatBackend, scheduler:
         app.add_url_rule(f"{prefix}/<session_id>", f"{name}_delete", delete_session, methods=["DELETE"])
 
     async def connect(session_id: str) -> Response | None:
-        session = manager.authenticate(session_id, websocket.args.get("token"))
+        token = websocket.args.get("token")
+        # Begun on another plane (several planes on one state): resumed from the shared state.
+        session = manager.authenticate(session_id, token) or await manager.resume(session_id, token)
         if session is None:
             # Refused before the upgrade completes; the same answer for a wrong id or token.
             return _error(403, "unknown session or wrong engine token")

@@ -5,11 +5,14 @@ planes on one host would (docs/scale-out.md). The kill/stop cases with real proc
 PostgreSQL are in tests/scale/.
 """
 
+import json
 import os
 from functools import partial
 
 import httpx
+import pytest
 import trio
+import trio_websocket
 
 from runtime.control.messages import Assign
 from runtime.node.agent import ExecutorSettings, NodeSettings, run_node
@@ -118,3 +121,56 @@ async def start_plane(nursery, settings):
             await serve_control_plane(settings, admin_key=ADMIN, task_status=task_status)
 
     return await nursery.start(run), scope
+
+
+async def say(url, session_id, token, text):
+    """One turn on the session's WebSocket at plane `url`; the reply's text."""
+    host, port = url.removeprefix("http://").split(":")
+    async with trio_websocket.open_websocket(host, int(port), f"/ws/sessions/{session_id}?token={token}",
+                                             use_ssl=False) as ws:
+        await ws.send_message(json.dumps({"type": "text", "content": text}))
+        while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
+            pass
+    assert message["type"] == "text" and message["done"], message
+    return message["content"]
+
+
+async def test_a_session_begun_on_one_plane_continues_on_another_with_its_history(tmp_path):
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            a, stop_a = await start_plane(nursery, plane_settings(tmp_path, "a"))
+            await wait_until(lambda: leading(a))
+            b, _ = await start_plane(nursery, plane_settings(tmp_path, "b"))
+            async with httpx.AsyncClient(timeout=30) as client:
+                bundle = echo_bundle(tmp_path, "1.0.0")
+                r = await client.put(f"{a.url}/api/services/echo/1.0.0", headers=AUTH, content=bundle.path.read_bytes())
+                assert r.status_code in (200, 201), r.text
+                _, token = a.scheduler.store.create_token("node")
+                node = NodeSettings(url=f"{a.url},{b.url}", token=token, data_dir=tmp_path / "node", name="n1",
+                                    executor=ExecutorSettings(grace_s=2))
+                await nursery.start(partial(run_node, node))
+                r = await client.post(f"{a.url}/api/deployments", headers=AUTH, json={"service": "echo"})
+                assert r.status_code == 201, r.text
+                await wait_until(lambda: ready(a) and ready(b))
+
+                r = await client.post(f"{a.url}/v1/sessions", json={"model": "echo", "system_prompt": "be brief"})
+                assert r.status_code == 201, r.text
+                sid, secret = r.json()["session_id"], r.json()["engine_token"]
+                assert await say(a.url, sid, secret, "first question") == "first question"
+                after_one = (await client.get(f"{a.url}/v1/sessions/{sid}")).json()["history_tokens"]
+
+                stop_a.cancel()  # the plane the session began on goes away
+                seen = (await client.get(f"{b.url}/v1/sessions/{sid}")).json()
+                assert seen["history_tokens"] == after_one and seen["model"] == "echo"
+                # A wrong token resumes nothing, and says no more than for an unknown session.
+                with pytest.raises(trio_websocket.ConnectionRejected) as refused:
+                    await say(b.url, sid, "not-the-token", "x")
+                assert refused.value.status_code == 403
+                assert await say(b.url, sid, secret, "second question") == "second question"
+                after_two = (await client.get(f"{b.url}/v1/sessions/{sid}")).json()["history_tokens"]
+                assert after_two > after_one  # the turns of plane a, then b's
+
+                r = await client.delete(f"{b.url}/v1/sessions/{sid}")
+                assert r.status_code == 204
+                assert (await client.get(f"{b.url}/v1/sessions/{sid}")).status_code == 404
+                nursery.cancel_scope.cancel()
