@@ -144,16 +144,17 @@ def blob_url_ttl_option(role: str = "") -> Any:
 
 
 def blob_settings(cfg: Any) -> dict[str, Any]:
-    """HubSettings keywords for where blobs live, checked now (a bad URL is one line before anything starts)."""
+    """HubSettings keywords for where blobs live, checked now: a bad URL, a missing bucket or refused
+    credentials are one line before anything starts (no admin key generated, no port bound)."""
     from flowctl.errors import CliError
 
     chosen: dict[str, Any] = {}
     if cfg.blobs:
         from hub_store import StoreError
-        from runtime.hub.blobstore import check_blobs_url
+        from runtime.hub.blobstore import reach_blobs
 
         try:
-            check_blobs_url(cfg.blobs)
+            reach_blobs(cfg.blobs)
         except StoreError as exc:
             raise CliError(str(exc)) from None
         chosen["blobs"] = cfg.blobs

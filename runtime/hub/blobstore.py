@@ -34,6 +34,20 @@ def check_blobs_url(url: str | None) -> Path | str | None:
     raise StoreError(f"blobs must be file:///DIR or s3://BUCKET/PREFIX, not {url!r}")
 
 
+def reach_blobs(url: str | None) -> None:
+    """Check now that an `s3://` store answers and its bucket exists (one-line StoreError if not).
+
+    The CLI calls it before a plane starts, so a wrong bucket stops `flowctl serve` before an
+    admin key is generated or a port is bound.
+    """
+    where = check_blobs_url(url)
+    if isinstance(where, str):
+        from runtime.hub.s3client import check_bucket, make_client, parse_s3_url
+
+        location = parse_s3_url(where)
+        check_bucket(make_client(location), location)
+
+
 def open_hub_data(data_dir: str | os.PathLike[str], blobs: str | None = None) -> HubData:
     """Open the hub's data dir with its blobs where `blobs` says (blocking: call in a thread)."""
     where = check_blobs_url(blobs)

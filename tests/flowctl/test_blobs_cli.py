@@ -93,6 +93,7 @@ def test_a_missing_bucket_stops_the_start_with_one_line(tmp_path, s3_bucket, pla
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "bucket 'no-such-bucket-here' does not exist" in lines[0], r.stderr
     assert s3_bucket.endpoint.secret_key not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "data").exists()  # checked before anything was written
 
 
 @pytest.mark.parametrize("url, message", [("ftp://somewhere/x", "must be file:///DIR or s3://"),
