@@ -164,7 +164,7 @@ class JobEngine(RunDriving):
         engine sleeps until then). A job with no fire in the window costs no write: its cursor
         moves only with the runs it makes. With `upto`, only the jobs with a fire by then.
         Also returns when the earliest run it made is due."""
-        horizon = int(now + self.window_s)
+        horizon = int(now + self.window_s - self.planner.shift_s)  # see Planner.shift_s
         due = self.planner.due(horizon if upto is None else upto)
         earliest: float | None = None
         if due:
@@ -186,10 +186,16 @@ class JobEngine(RunDriving):
             by_job.setdefault(run.job_id, []).append(run)
         self.metrics.queue_depth = len(due)
         batch: list[tuple[RunRecord, JobRecord]] = []
+        skips: list[tuple[RunRecord, str]] = []
         for job_id, runs in by_job.items():
             job = self.planner.jobs.get(job_id) or await self._db(self.store.job_by_id, job_id)
             if job is not None:
-                await self._start_job_runs(job, runs, now, batch)
+                await self._start_job_runs(job, runs, now, batch, skips)
+        if skips:  # one store call for all (a backlog after an outage skips thousands)
+            await self._db(self._skip_all, skips, now)
+            for run, _ in skips:
+                self.metrics.run_finished(run.tenant, "skipped")
+            self._notify_changed()
         if batch:
             started = set(await self._db(self.store.start_runs, [(r.run_id, job) for r, job in batch], now=now))
             for run, job in batch:
@@ -198,16 +204,17 @@ class JobEngine(RunDriving):
         return await self._db(self.store.next_due_after, now)
 
     async def _start_job_runs(self, job: JobRecord, runs: list[RunRecord], now: float,
-                              batch: list[tuple[RunRecord, JobRecord]]) -> None:
-        """Apply the job's policies to its due runs; the lone run of a job with nothing in its
-        way goes in `batch` (started with the others in one transaction), any other starts here."""
+                              batch: list[tuple[RunRecord, JobRecord]], skips: list[tuple[RunRecord, str]]) -> None:
+        """Apply the job's policies to its due runs: the runs to start go in `batch` (started with
+        the others in one transaction), those to skip in `skips`; only several runs of one job
+        under `replace` or catching up start here, one at a time, in order."""
         policies = job.spec.policies
         deadline = policies.starting_deadline
         live = []
         for run in runs:
             if deadline is not None and now > run.due_at + deadline:
-                await self._skip(run, f"missed its starting deadline of {deadline:g} s "
-                                      f"(due {_iso(run.due_at)}, {now - run.due_at:.0f} s late)", now)
+                skips.append((run, f"missed its starting deadline of {deadline:g} s "
+                                   f"(due {_iso(run.due_at)}, {now - run.due_at:.0f} s late)"))
             else:
                 live.append(run)
         missed = sorted((r for r in live if r.cause == "schedule" and r.due_at < now - self.misfire_grace_s),
@@ -216,35 +223,42 @@ class JobEngine(RunDriving):
         kept = {r.run_id for r in missed[len(missed) - keep:]} if keep else set()
         for run in missed:
             if run.run_id not in kept:
-                await self._skip(run, f"misfire: fired at {_iso(run.due_at)} while the engine was not "
-                                      f"running; policy {policies.misfire} keeps {keep}", now)
+                skips.append((run, f"misfire: fired at {_iso(run.due_at)} while the engine was not "
+                                   f"running; policy {policies.misfire} keeps {keep}"))
+        batched: str | None = None  # a run of this job batched in this pass: as good as active
+        # One at a time where order matters: replace cancels the run before, catch-up runs in fire order.
+        sequential = len(live) > 1 and (policies.concurrency == "replace" or len(kept) > 1)
         for run in live:
             if run in missed and run.run_id not in kept:
                 continue
             active = list(self._active_of.get(job.job_id, {}).values())  # not a scan: a backlog is large
-            if active and policies.concurrency != "allow":
+            if (active or batched) and policies.concurrency != "allow":
                 if run.run_id in kept:
                     self._waiting.add(job.job_id)
                     continue  # a caught-up fire waits for the active run
                 if policies.concurrency == "forbid":
-                    await self._skip(run, f"concurrency forbid: run {active[0].run_id} is still running", now)
+                    skips.append((run, f"concurrency forbid: run {active[0].run_id if active else batched} "
+                                       "is still running"))
                     continue
                 for other in active:
                     other.cancel(f"replaced by run {run.run_id}")
-            if len(runs) == 1:
+            if not sequential:
                 batch.append((run, job))
+                batched = run.run_id
                 continue
             if await self._db(self.store.start_runs, [(run.run_id, job)], now=now):
                 self._began(run, job)
 
+    def _skip_all(self, skips: list[tuple[RunRecord, str]], now: float) -> None:
+        for run, reason in skips:
+            try:
+                self.store.set_run_state(run.run_id, "skipped", now=now, reason=reason)
+            except JobError:  # cancelled or removed meanwhile: as it is
+                pass
+
     def _began(self, run: RunRecord, job: JobRecord) -> None:
         self.metrics.run_started(job.spec.tenant, self.clock() - run.due_at)
         self._start_driver(run.run_id, job.job_id, job.spec, run.params, fresh=True)
-
-    async def _skip(self, run: RunRecord, reason: str, now: float) -> None:
-        await self._db(self.store.set_run_state, run.run_id, "skipped", now=now, reason=reason)
-        self.metrics.run_finished(run.tenant, "skipped")
-        self._notify_changed()
 
     # -- what the API and the plane call ----------------------------------------------------
 

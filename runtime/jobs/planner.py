@@ -33,6 +33,9 @@ class Planner:
 
     def __init__(self, window_s: float, misfire_grace_s: float):
         self.window_s, self.misfire_grace_s = window_s, misfire_grace_s
+        # Planning runs half a second off the whole seconds cron fires on: a window's inserts
+        # (a worker thread holding the store) never coincide with a burst being dispatched.
+        self.shift_s = min(0.5, window_s / 2)
         self.jobs: dict[str, JobRecord] = {}
         self.on_event: dict[str, JobRecord] = {}
         self.loaded = False  # the whole table was read at least once
@@ -98,7 +101,7 @@ class Planner:
             following, job_id, key = self._heap[0]
             job = self.jobs.get(job_id)
             if job is not None and _key(job) == key:
-                return following - self.window_s
+                return following - self.window_s + self.shift_s
             heapq.heappop(self._heap)
         return None
 
