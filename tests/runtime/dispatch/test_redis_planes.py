@@ -7,7 +7,7 @@ import httpx
 import pytest
 import trio
 
-from bench._scale_limits import CHAT, drive, open_planes
+from bench._scale_limits import CHAT, drive, open_planes, seed_key
 from runtime.dispatch.limits import burst_for
 from tests.runtime.gateway.conftest import _start_cluster
 
@@ -79,3 +79,38 @@ async def test_a_redis_restart_under_load_gives_503s_then_admission_resumes(redi
         with trio.CancelScope(shield=True):
             await cluster.client.aclose()
             await trio.to_thread.run_sync(worker.stop)
+
+
+async def test_requests_and_sessions_on_two_planes_share_one_keys_rate(redis_url, nursery, tmp_path):
+    # Two in-process planes, one Redis, the same key (one gateway.db seeded for both): chat requests
+    # through one and realtime sessions opened through the other draw on one budget.
+    key = await trio.to_thread.run_sync(seed_key, [tmp_path / "a" / "plane", tmp_path / "b" / "plane"], 30)
+    started = []
+    try:
+        for name in ("a", "b"):
+            started.append(await _start_cluster(nursery, tmp_path / name, gateway_settings={"redis": redis_url}))
+        for cluster, _ in started:
+            await cluster.deploy()
+        auth = {"Authorization": f"Bearer {key}"}
+        statuses = []
+        began = trio.current_time()
+        with trio.fail_after(30):
+            for i in range(6):
+                cluster = started[i % 2][0]
+                if i % 2 == 0:
+                    r = await cluster.client.post("/v1/chat/completions", headers=auth, content=CHAT)
+                else:
+                    r = await cluster.client.post("/v1/sessions", headers=auth, json={"model": "echo"})
+                statuses.append(r.status_code)
+                if r.status_code == 429:
+                    assert "request rate limit of this key reached (30 requests/min)" in r.text
+        elapsed = trio.current_time() - began
+        admitted = sum(1 for s in statuses if s in (200, 201))
+        assert set(statuses) <= {200, 201, 429}, statuses
+        assert 3 <= admitted <= 3 + elapsed / 2 + 1, (statuses, elapsed)  # burst 3, then one per 2 s
+        assert 201 in statuses[:3] and 200 in statuses[:3]
+    finally:
+        with trio.CancelScope(shield=True):
+            for cluster, worker in started:
+                await cluster.client.aclose()
+                await trio.to_thread.run_sync(worker.stop)
