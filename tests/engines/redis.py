@@ -35,9 +35,10 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server child process; the same port across restarts."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, args: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.directory = directory
+        self.args = args  # more redis-server options (e.g. --requirepass)
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,7 +50,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.directory), "--logfile", str(self.log), "--daemonize", "no",
-             "--protected-mode", "yes"],
+             "--protected-mode", "yes", *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -58,7 +59,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
+                    if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # answering, with or without a password
                         return
             except OSError:
                 pass
@@ -76,13 +77,18 @@ class RedisServer:
         self.process = None
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A running redis-server of this test alone (skipped, naming redis-server, when it is not installed)."""
+def redis_binary() -> str:
+    """The redis-server to run, or skip the test naming what is missing."""
     binary = _binary()
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server, or .ci/system-deps)")
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    return binary
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A running redis-server of this test alone (skipped, naming redis-server, when it is not installed)."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server

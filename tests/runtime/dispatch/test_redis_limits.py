@@ -20,6 +20,7 @@ from runtime.dispatch.limits import Limits, Principal
 from runtime.dispatch.redis_limits import RedisLimiter
 from runtime.dispatch.resp import RespClient
 from runtime.gateway.errors import GatewayError
+from tests.engines.redis import RedisServer, redis_binary
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.engines
@@ -260,3 +261,23 @@ def test_a_bad_url_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"\*\*\*") as refused:
         RedisLimiter("redis://u:s3cret@127.0.0.1:x/0")
     assert "s3cret" not in str(refused.value)
+
+
+async def test_a_password_and_database_from_the_url_and_a_wrong_password_never_shown(tmp_path):
+    server = RedisServer(redis_binary(), tmp_path, args=("--requirepass", "s3cret-pw"))
+    await trio.to_thread.run_sync(server.start)
+    try:
+        p = who(key_limits=Limits(rpm=60))
+        with trio.fail_after(20):
+            async with plane_limiter(f"redis://:s3cret-pw@127.0.0.1:{server.port}/3") as limiter:
+                await limiter.check(p)
+            client = RespClient(f"redis://:s3cret-pw@127.0.0.1:{server.port}/3")
+            assert await client.execute("DBSIZE") == 1  # the GCRA key, in database 3
+            await client.aclose()
+            async with plane_limiter(f"redis://:wrong-pw@127.0.0.1:{server.port}/3") as limiter:
+                with pytest.raises(GatewayError) as refused:
+                    await limiter.check(p)
+        assert refused.value.status == 503 and "refused AUTH" in refused.value.message
+        assert "wrong-pw" not in refused.value.message and "s3cret" not in refused.value.message
+    finally:
+        await trio.to_thread.run_sync(server.stop)
