@@ -135,6 +135,12 @@ class JobsClient(PlaneClient):
             conn = self._connect()
             conn.request("GET", url, headers=self._headers)
             response = conn.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                # The plane's blobs are in S3: fetch from there, without the plane's Authorization.
+                location = str(response.getheader("Location"))
+                response.read()
+                conn.close()
+                conn, response = self._from_store(location)
             if response.status >= 400:
                 raise PlaneError(f"{error_message(response.status, response.reason, response.read())} "
                                  f"(HTTP {response.status})", status=response.status)
@@ -156,6 +162,23 @@ class JobsClient(PlaneClient):
             if conn is not None:
                 conn.close()
         return target
+
+    def _from_store(self, location: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """GET a presigned URL the plane redirected to: no credentials of ours, TLS verified."""
+        import ssl
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(location)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PlaneError("the plane redirected the download to something that is not an http(s) URL")
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.timeout,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        return conn, conn.getresponse()
 
     def _text(self, path: str, params: dict[str, str]) -> str:
         conn: http.client.HTTPConnection | None = None

@@ -98,8 +98,11 @@ def register(app: Any, store: RunStore, artifacts: ArtifactStore, *, admin_key_h
         found = found or await db(artifacts.latest, run_id, step, path, attempt)
         if found is None:
             raise ApiError(404, f"run {run_id} has no artifact {path!r} of step {step!r}")
+        local = artifacts.blob_path(found)
+        if local is None:  # the hub's S3 store: the bytes go from there (runtime/hub/remote.py)
+            return await _redirect(artifacts, found.digest, path.rsplit("/", 1)[-1], db)
         try:
-            return await serve_file(artifacts.blob_path(found), etag=found.digest, expected_size=found.size,
+            return await serve_file(local, etag=found.digest, expected_size=found.size,
                                     filename=path.rsplit("/", 1)[-1], cache_control="private, max-age=3600")
         except (FileNotFoundError, FileChanged):
             raise ApiError(410, f"artifact {path!r}'s bytes are gone from the blob store") from None
@@ -220,3 +223,20 @@ def _raise_upload_cap(app: Any, limit: int) -> None:
             super().__init__(method, scheme, path, *args, **kwargs)
 
     app.request_class = ArtifactRequest
+
+
+async def _redirect(artifacts: ArtifactStore, digest: str, filename: str,
+                    db: Callable[..., Awaitable[Any]]) -> Response:
+    """307 to a presigned GET of the artifact's blob in the hub's S3 store."""
+    from runtime.http.files import content_disposition
+    from runtime.hub.s3blobs import S3BlobStore
+    from runtime.hub.state import DEFAULT_BLOB_URL_TTL
+
+    store = artifacts.blobs
+    if not isinstance(store, S3BlobStore):
+        raise ApiError(410, "the artifact's bytes are in a store this plane cannot serve")
+    url = await db(store.presign_get, digest, DEFAULT_BLOB_URL_TTL, disposition=content_disposition(filename))
+    response = Response("", status=307)
+    response.headers["Location"] = url
+    response.headers["Cache-Control"] = "no-store"
+    return response

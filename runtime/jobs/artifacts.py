@@ -1,8 +1,9 @@
 """Step attempts' artifacts: files a step wrote under `$FLOWCTL_OUTPUT_DIR`, kept by content.
 
-Bytes live in a content-addressed blob store (`hub_store.blobs.LocalBlobStore`): the hub's
-when the plane runs the hub role (DATA_DIR/blobs, shared with bundles), else one of the jobs
-role's own under DATA_DIR/jobs/blobs. Each artifact is a row of the `artifacts` table in the
+Bytes live in a content-addressed blob store (`hub_store.blobs.BlobStore`): the hub's
+when the plane runs the hub role (DATA_DIR/blobs, shared with bundles, or its S3 bucket with
+`--blobs s3://...`, which every plane shares), else one of the jobs role's own under
+DATA_DIR/jobs/blobs. Each artifact is a row of the `artifacts` table in the
 jobs database (DATA_DIR/jobs.db): (run, step, attempt, relative path) -> (sha256, size, shard,
 node). A broadcast step's shard k keeps its files under `shard-k/`.
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import trio
 
 from hub_store import sql
-from hub_store.blobs import BlobInfo, LocalBlobStore
+from hub_store.blobs import BlobInfo, BlobStore, LocalBlobStore
 from hub_store.errors import BlobNotFound
 from runtime.jobs.errors import JobError
 
@@ -126,7 +127,7 @@ def shard_path(shard: int | None, path: str) -> str:
 class ArtifactStore:
     """Artifacts of step attempts: rows in the jobs database, bytes in a blob store."""
 
-    def __init__(self, db_path: Path | sql.State, blobs: LocalBlobStore, *, catalog: Catalog | None = None,
+    def __init__(self, db_path: Path | sql.State, blobs: BlobStore, *, catalog: Catalog | None = None,
                  limits: ArtifactLimits | None = None):
         self.blobs, self.catalog = blobs, catalog
         self.limits = limits or ArtifactLimits()
@@ -140,7 +141,7 @@ class ArtifactStore:
         """The plane's store: the hub's blobs and catalog when `hub` (a HubData) is given, else
         DATA_DIR/jobs/blobs; rows in DATA_DIR/jobs.db."""
         if hub is not None:
-            return cls(sql.located(data_dir / "jobs.db", state), hub.store, catalog=hub.catalog, limits=limits)
+            return cls(sql.located(data_dir / "jobs.db", state), hub.blobs, catalog=hub.catalog, limits=limits)
         return cls(sql.located(data_dir / "jobs.db", state), LocalBlobStore(data_dir / "jobs" / "blobs"),
                    limits=limits)
 
@@ -259,9 +260,9 @@ class ArtifactStore:
         """The artifact's bytes, for reading (BlobNotFound if its blob is gone)."""
         return self.blobs.open(artifact.digest)
 
-    def blob_path(self, artifact: Artifact) -> Path:
-        """The file holding the artifact's bytes (local stores only)."""
-        return self.blobs.path(artifact.digest)
+    def blob_path(self, artifact: Artifact) -> Path | None:
+        """The file holding the artifact's bytes; None when they are in a remote (S3) store."""
+        return self.blobs.path(artifact.digest) if isinstance(self.blobs, LocalBlobStore) else None
 
     # -- history -------------------------------------------------------------------------------
 
