@@ -200,7 +200,7 @@ async def serve_control_plane(
             keys.on_tenant_changed(sessions.retune)  # new tenant limits reach open sessions at once
         if "jobs" in settings.roles:
             batch_options = dict(settings.extra.get("batches", {}))
-            jobs = JobsRole(settings.data_dir, scheduler=scheduler, hub=data,  # steps on nodes when the scheduler runs
+            jobs = JobsRole(settings.data_dir, state=plane_state, scheduler=scheduler, hub=data,  # steps on nodes when the scheduler runs
                             dispatcher=gateway.dispatcher if gateway is not None else None, keys=keys,
                             batch_concurrency=batch_options.pop("concurrency", DEFAULT_BATCH_CONCURRENCY),
                             lease_of=_job_lease(leases, leader))

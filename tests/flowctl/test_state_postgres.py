@@ -84,7 +84,7 @@ async def test_a_plane_on_postgresql_keeps_keys_deployments_and_catalog_across_a
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "plane"
-    serve = ["serve", "--roles", "hub,scheduler,gateway", "--port", str(port), "--data-dir", str(data),
+    serve = ["serve", "--roles", "hub,scheduler,gateway,jobs", "--port", str(port), "--data-dir", str(data),
              "--state", postgres_url, "--heartbeat-interval", "0.5"]
     bundle = pack_dir(ECHO, tmp_path / "dist")
     procs: list[Proc] = []
