@@ -123,7 +123,9 @@ PATHS: dict[str, Any] = {
                    params=[_RUN, _STEP_Q, _ATTEMPT_Q], errors=("400", "401", "404"))},
     "/api/v1/runs/{run_id}/artifacts/{step}/{path}": {
         "get": _op("One artifact's bytes (Range, ETag = its SHA-256): the step's latest succeeded attempt's, "
-                   "or ?attempt=", "application/octet-stream (206 for a Range)", None,
+                   "or ?attempt=; with the hub's blobs in S3 (--blobs s3://...) a 307 to a presigned URL "
+                   "instead, to follow without this plane's Authorization",
+                   "application/octet-stream (206 for a Range)", None,
                    params=[_RUN, {"name": "step", "in": "path", "required": True, "schema": {"type": "string"}},
                            {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
                             "description": "relative, '/'-separated; '..', '.' and empty parts are refused (400)"},
