@@ -18,6 +18,7 @@ node links report, so they route to ready replicas without asking the leader.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from hub_store import sql
+from runtime.exception_groups import describe
 from runtime.jobs.lease import Lease
 
 if TYPE_CHECKING:
@@ -71,7 +73,11 @@ class SqlLease:
     async def acquire(self) -> int:
         """Poll until the lease is free or expired, then take it; returns the new epoch."""
         while True:
-            epoch = await trio.to_thread.run_sync(self._try_acquire)
+            try:
+                epoch = await trio.to_thread.run_sync(self._try_acquire)
+            except Exception as exc:  # the database is away (a restart): keep asking, it comes back
+                log.warning("lease %s: the state database did not answer: %s", self.name, describe(exc))
+                epoch = None
             if epoch is not None:
                 return epoch
             await trio.sleep(self._poll_s)
@@ -160,7 +166,7 @@ class Leadership:
                 async def follow() -> None:
                     with following:  # noqa: B023 - cancelled before the next round
                         while True:
-                            await scheduler.refresh(leading=False)
+                            await _refresh(scheduler, leading=False)
                             await trio.sleep(self.settings.refresh_s)
 
                 nursery.start_soon(follow)
@@ -177,10 +183,12 @@ class Leadership:
                 await self._lead(scheduler)
             except* LostLeadership as group:
                 log.warning("scheduler: stepped down: %s", group.exceptions[0])
+            except* Exception as group:  # e.g. the state database went away mid-write: lead again later
+                log.error("scheduler: leading failed, stepping down: %s", describe(group))
             finally:
                 self.leading = False
                 scheduler.stepped_down()
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.lease.release(self.epoch)
 
     async def _lead(self, scheduler: Scheduler) -> None:
@@ -191,13 +199,32 @@ class Leadership:
             await scheduler.lead()
 
     async def _keep(self) -> None:
+        pause = self.settings.ttl_s / 3
         while True:
-            await trio.sleep(self.settings.ttl_s / 3)
-            await self.confirm()
+            await trio.sleep(pause)
+            try:
+                await self.confirm()
+                pause = self.settings.ttl_s / 3
+            except LostLeadership:
+                raise
+            except Exception as exc:  # the database did not answer: lead on while the lease lasts, retry soon
+                if not self.valid():
+                    raise LostLeadership(f"the scheduler lease of epoch {self.epoch} ran out while the state "
+                                         f"database was away: {describe(exc)}") from None
+                log.warning("scheduler: could not renew the lease (retrying): %s", describe(exc))
+                pause = min(1.0, self.settings.ttl_s / 10)
 
     async def _refresh_deployments(self, scheduler: Scheduler) -> None:
         while True:
             await trio.sleep(self.settings.refresh_s)
             if not self.valid():
                 raise LostLeadership(f"the scheduler lease of epoch {self.epoch} ran out before it was renewed")
-            await scheduler.refresh(leading=True)
+            await _refresh(scheduler, leading=True)
+
+
+async def _refresh(scheduler: Scheduler, *, leading: bool) -> None:
+    """Re-read the shared state; while the database is away, what was read last stands."""
+    try:
+        await scheduler.refresh(leading=leading)
+    except Exception as exc:
+        log.warning("scheduler: could not read the shared state: %s", describe(exc))

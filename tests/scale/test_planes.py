@@ -9,10 +9,13 @@ reschedule" is checked on the worker processes themselves (same pids) and on eac
 
 from __future__ import annotations
 
+import json
 import signal
 
+import httpx
 import pytest
 import trio
+import trio_websocket
 
 from tests.scale.planes import (
     LOST_AFTER,
@@ -169,3 +172,71 @@ async def _not_leading(proc) -> bool:
 async def wait_until_async(predicate, interval=0.05):
     while not await predicate():  # noqa: ASYNC110 - the state lives in other processes
         await trio.sleep(interval)
+
+
+async def test_a_session_continues_on_another_plane_with_its_history(tmp_path, state):
+    with trio.fail_after(150):
+        async with cluster(tmp_path, state) as c:
+            await three_planes(c, tmp_path, replicas=1)
+            a, b = c.planes["a"], c.planes["b"]
+            async with httpx.AsyncClient(timeout=15) as client:  # as the anonymous tenant's caller
+                r = await client.post(f"{a.url}/v1/sessions", json={"model": "echo", "system_prompt": "be brief"})
+                assert r.status_code == 201, r.text
+                sid, secret = r.json()["session_id"], r.json()["engine_token"]
+                assert await say(a, sid, secret, "first question") == "first question"
+                after_one = (await client.get(f"{a.url}/v1/sessions/{sid}")).json()["history_tokens"]
+                a.process.send_signal(signal.SIGKILL)  # the plane the session began on dies
+                await a.process.wait()
+                assert await say(b, sid, secret, "second question") == "second question"
+                seen = (await client.get(f"{b.url}/v1/sessions/{sid}")).json()
+                assert seen["history_tokens"] > after_one and seen["model"] == "echo"
+
+
+async def test_postgresql_restarted_under_load_no_500_persists(tmp_path, postgres_server, state):
+    with trio.fail_after(200):
+        async with cluster(tmp_path, state) as c:
+            await three_planes(c, tmp_path, replicas=1)
+            seen: list[tuple[float, str, int]] = []  # (when, plane, status)
+
+            async def load(name):
+                proc = c.planes[name]
+                while True:
+                    try:
+                        status, _ = await chat(proc)
+                        admin = (await api(proc, "GET", "/api/gateway/tenants")).status_code
+                    except (httpx.HTTPError, OSError):
+                        status = admin = 0  # refused or timed out: a plane that died would show here
+                    seen.extend([(trio.current_time(), name, status), (trio.current_time(), name, admin)])
+                    await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                for name in c.planes:
+                    nursery.start_soon(load, name)
+                await wait_until(lambda: len(seen) > 30)
+                await trio.to_thread.run_sync(postgres_server.restart)
+                restarted = trio.current_time()
+                # Past a settling window every plane answers every request: nothing failed for good.
+                await wait_until(lambda: _all_ok_since(seen, restarted + 10, len(c.planes)))
+                nursery.cancel_scope.cancel()
+            assert all(proc.alive() for proc in c.planes.values())
+            assert await c.leader() in c.planes
+            statuses = {status for when, _, status in seen if when > restarted + 10}
+            assert statuses == {200}, statuses
+
+
+def _all_ok_since(seen, since, planes):
+    """Each plane has answered at least 10 requests after `since`, every one of them 200."""
+    late = [(name, status) for when, name, status in seen if when > since]
+    return all(status == 200 for _, status in late) and len({n for n, _ in late}) == planes and len(late) >= 10 * planes
+
+
+async def say(proc, session_id, token, text):
+    """One turn on the session's WebSocket through plane `proc`; the reply's text."""
+    host, port = proc.url.removeprefix("http://").split(":")
+    async with trio_websocket.open_websocket(host, int(port), f"/ws/sessions/{session_id}?token={token}",
+                                             use_ssl=False) as ws:
+        await ws.send_message(json.dumps({"type": "text", "content": text}))
+        while (message := json.loads(await ws.get_message()))["type"] == "text_delta":
+            pass
+    assert message["type"] == "text" and message["done"], message
+    return message["content"]
