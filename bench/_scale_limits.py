@@ -299,24 +299,33 @@ async def transport(redis_url: str, calls: int = 2000, tasks: int = 16) -> list[
     return lines
 
 
-async def round_trips_per_request(redis_url: str, requests: int = 500) -> str:
-    """Redis round trips per request of a key with rpm, tpm and max_concurrency (all three kinds)."""
-    from runtime.dispatch.limits import Limits, Principal
+async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
+    """A fully limited key's admission (slot, rates, charge, release), one request after another: Redis round
+    trips per request, and this process's CPU per request with the in-process Limiter vs Redis."""
+    from runtime.dispatch.limits import Limiter, Limits, Principal
     from runtime.dispatch.redis_limits import RedisLimiter
+    from runtime.dispatch.resp import RespClient
 
-    limiter = RedisLimiter(redis_url)
     who = Principal("rt", "k", key_limits=Limits(rpm=10**6, tpm=10**9, max_concurrency=100))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(limiter.run)
-        for _ in range(requests):  # one request after another, as one client sends them
+
+    async def admit(limiter) -> float:
+        cpu = time.process_time()
+        for _ in range(requests):
             slot = await limiter.take_slot(who)
             await limiter.check(who)
             limiter.charge(who, 50)
             limiter.give_slot(who, slot)
+        return (time.process_time() - cpu) / requests * 1e6
+
+    local = await admit(Limiter())
+    shared = RedisLimiter(redis_url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(shared.run)
+        await admit(shared)  # warm-up: connection open, scripts loaded
+        shared.round_trips = 0
+        remote = await admit(shared)
         await trio.sleep(0.2)  # the last release and charge are flushed
         nursery.cancel_scope.cancel()
-    from runtime.dispatch.resp import RespClient
-
     client = RespClient(redis_url)
     stats = (await client.execute("INFO", "commandstats")).decode()
     await client.aclose()
@@ -324,9 +333,11 @@ async def round_trips_per_request(redis_url: str, requests: int = 500) -> str:
     # bounds one Redis core, whatever the network.
     usec = next((float(part.split("=")[1]) for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")
                  for part in line.split(":", 1)[1].split(",") if part.startswith("usec_per_call=")), float("nan"))
-    return (f"  Redis round trips per request (rpm + tpm + concurrency limited key, sequential): "
-            f"{limiter.round_trips / requests:.2f}; Redis CPU per script call {usec:.1f} us "
-            f"(one Redis core: ~{1e6 / usec:,.0f} script calls/s)")
+    return [f"  Redis round trips per request (rpm + tpm + concurrency limited key, sequential): "
+            f"{shared.round_trips / requests:.2f}; Redis CPU per script call {usec:.1f} us "
+            f"(one Redis core: ~{1e6 / usec:,.0f} script calls/s)",
+            f"  plane CPU per request for admission: in-process Limiter {local:.0f} us, Redis {remote:.0f} us "
+            f"(+{remote - local:.0f} us per request)"]
 
 
 def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -368,7 +379,7 @@ async def measure(work: Path, redis_url: str, *, planes: int = 2, rpm: int = 600
         ]
     lines.append("Redis transport (the limiter's GCRA script, same Redis, same run):")
     lines += await transport(redis_url)
-    lines.append(await round_trips_per_request(redis_url))
+    lines += await per_request_cost(redis_url)
     return lines
 
 

@@ -85,10 +85,21 @@ def encode(args: Sequence[Arg]) -> bytes:
 class _Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        # Plain TCP goes through the socket itself: SocketStream's wrappers cost more than the call.
+        self.socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.buffer = bytearray()
 
+    async def send(self, data: bytes) -> None:
+        """Write all of `data`."""
+        if self.socket is None:
+            await self.stream.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            view = view[await self.socket.send(view):]
+
     async def _fill(self) -> None:
-        data = await self.stream.receive_some(65536)
+        data = await (self.socket.recv(65536) if self.socket is not None else self.stream.receive_some(65536))
         if not data:
             raise RedisUnavailable("Redis closed the connection")
         self.buffer += data
@@ -147,18 +158,23 @@ class RespClient:
         if not commands:
             return []
         payload = b"".join(encode(c) for c in commands)
-        async with self._slots:
-            try:
-                with trio.fail_after(self.timeout):
-                    while self._idle:  # a pooled connection Redis closed (a restart, its timeout): the next one
-                        replies = await self._exchange(self._idle.pop(), payload, len(commands), stale_ok=True)
-                        if replies is not None:
-                            return replies
-                    replies = await self._exchange(None, payload, len(commands), stale_ok=False)
-                    assert replies is not None
-                    return replies
-            except trio.TooSlowError:
-                raise RedisUnavailable(f"Redis at {self.address} did not answer within {self.timeout:g} s") from None
+        try:  # without a scheduler pass when a connection is free (the send checkpoints anyway)
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
+            # A bare cancel scope, not fail_after: this is the hot path, and the scope is all it needs.
+            with trio.CancelScope(deadline=trio.current_time() + self.timeout):
+                while self._idle:  # a pooled connection Redis closed (a restart, its timeout): the next one
+                    replies = await self._exchange(self._idle.pop(), payload, len(commands), stale_ok=True)
+                    if replies is not None:
+                        return replies
+                replies = await self._exchange(None, payload, len(commands), stale_ok=False)
+                assert replies is not None
+                return replies
+            raise RedisUnavailable(f"Redis at {self.address} did not answer within {self.timeout:g} s")
+        finally:
+            self._slots.release()
 
     async def _exchange(self, conn: _Connection | None, payload: bytes, count: int, *,
                         stale_ok: bool) -> list[Any] | None:
@@ -167,7 +183,7 @@ class RespClient:
             try:
                 if conn is None:
                     conn = await self._connect()
-                await conn.stream.send_all(payload)
+                await conn.send(payload)
                 first = await conn.reply()
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, RedisUnavailable):
                 if stale_ok and conn is not None and not conn.buffer:  # nothing came back: closed before reading
