@@ -16,7 +16,8 @@ import trio
 from hub_store import ids
 from runtime.clients._base import READ_TIMEOUT, ApiClient, error_detail
 from runtime.clients.errors import HubRequestFailed, HubUnreachable, PullFailed
-from runtime.clients.redirects import REFUSED, get_following, store_client, store_refusal
+from runtime.clients.redirects import REFUSED, get_following, store_client
+from runtime.clients.store_errors import store_refusal
 
 CHUNK = 1 << 20
 MANIFEST_LIMIT = 64 << 20
@@ -215,7 +216,7 @@ class HubClient(ApiClient):
                     elif response.status_code not in (200, 206):
                         await response.aread()
                         if redirected:  # the store's URL is signed: name the hub's
-                            raise HubRequestFailed("GET", url, response.status_code, store_refusal(response))
+                            raise HubRequestFailed("GET", url, response.status_code, store_refusal(response.status_code, response.text))
                         raise self._refused("GET", response)
                     await self._receive(response, part, hasher, resumed_from, progress)
                     break

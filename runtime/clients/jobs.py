@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from runtime.clients.errors import PlaneError
 from runtime.clients.plane import PlaneClient, error_message
+from runtime.clients.store_errors import store_refusal
 
 FOLLOW_READ_TIMEOUT = 60.0  # the plane sends a keep-alive comment every 15 s while a log is quiet
 
@@ -141,6 +142,9 @@ class JobsClient(PlaneClient):
                 response.read()
                 conn.close()
                 conn, response = self._from_store(location)
+                if response.status >= 400:
+                    raise PlaneError(f"artifact {rel!r}: {store_refusal(response.status, response.read().decode(errors='replace'))}",
+                                     status=response.status)
             if response.status >= 400:
                 raise PlaneError(f"{error_message(response.status, response.reason, response.read())} "
                                  f"(HTTP {response.status})", status=response.status)

@@ -10,8 +10,6 @@ store refuses (403: expired, or clocks apart) is the caller's cue to ask the hub
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -54,18 +52,3 @@ async def get_following(hub: httpx.AsyncClient, store: httpx.AsyncClient, url: s
         redirected = True
     return response, redirected
 
-
-_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
-_MESSAGE = re.compile(r"<Message>([^<]{1,200})</Message>")
-
-
-def store_refusal(response: httpx.Response) -> str:
-    """What a blob store's error says, in one line: S3's Code and Message only.
-
-    Never the URL (it carries the signature) nor the rest of the body (S3 echoes the access key
-    id and the string it signed in some errors). Call after the body was read.
-    """
-    text = response.text[:4000]
-    code, message = _CODE.search(text), _MESSAGE.search(text)
-    what = ": ".join(m.group(1).strip() for m in (code, message) if m is not None)
-    return f"the blob store answered HTTP {response.status_code}" + (f" ({what})" if what else "")
