@@ -98,16 +98,20 @@ class RunDriving:
                 if step.state != "succeeded":
                     reason = f"step {step.step!r} {step.state}" + (f": {step.reason}" if step.reason else "")
                     break
-        await self._db(self.store.set_run_state, run_id, state, now=now, reason=reason)
+        await self._db(self._end_run, run_id, active.job_id, spec, state, now, reason)
         self.metrics.run_finished(spec.tenant, state)
         self._forget(active)
-        await self._db(self.store.prune_history, active.job_id, keep_succeeded=spec.policies.history_succeeded,
-                       keep_failed=spec.policies.history_failed)
         self._notify_changed()
         if active.job_id in self._waiting:  # a fire of this job waits for this run to end
             self._waiting.discard(active.job_id)
             self._wake.set()
         await self.notify(Event("job_run_finished", spec.tenant, job=spec.name, status=state))
+
+    def _end_run(self, run_id: str, job_id: str, spec: JobSpec, state: str, now: float, reason: str) -> None:
+        """Record the run's end and prune the job's history: one store call (two transactions)."""
+        self.store.set_run_state(run_id, state, now=now, reason=reason)
+        self.store.prune_history(job_id, keep_succeeded=spec.policies.history_succeeded,
+                                 keep_failed=spec.policies.history_failed)
 
     def _forget(self, active: _ActiveRun) -> None:
         self._active.pop(active.run_id, None)

@@ -59,27 +59,33 @@ async def drive_run(ctx: RunContext) -> str:
     """Run every step to its end; returns the run's final state and records nothing about the run
     itself (the engine does). Cancellation: attempts in flight are recorded `cancelled`."""
     done = {step.name: trio.Event() for step in ctx.spec.steps}
+    ended: dict[str, str | None] = {}  # how each step ended here (None: before a restart)
     if len(ctx.spec.steps) == 1:  # the common case: no task and nursery of its own
-        await _drive_step(ctx, ctx.spec.steps[0], done)
+        await _drive_step(ctx, ctx.spec.steps[0], done, ended)
     else:
         async with trio.open_nursery() as nursery:
             for step in ctx.spec.steps:
-                nursery.start_soon(_drive_step, ctx, step, done)
-    states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
+                nursery.start_soon(_drive_step, ctx, step, done, ended)
+    if all(ended.get(step.name) is not None for step in ctx.spec.steps):
+        states = ended  # every step ended here, as recorded: nothing to read back
+    else:
+        states = {s.step: s.state for s in await ctx.db(ctx.store.steps, ctx.run_id)}
     for bad in ("failed", "lost", "timed_out", "cancelled"):
         if bad in states.values():
             return "failed" if bad == "lost" else bad
     return "succeeded"
 
 
-async def _drive_step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> None:
+async def _drive_step(ctx: RunContext, step: Step, done: dict[str, trio.Event],
+                      ended: dict[str, str | None]) -> None:
     try:
-        await _step(ctx, step, done)
+        ended[step.name] = await _step(ctx, step, done)
     finally:
         done[step.name].set()
 
 
-async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> None:
+async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> str | None:
+    """Drive one step to its end; the state it was recorded in, or None if it had ended before."""
     if ctx.fresh:
         record = StepRecord(ctx.run_id, step.name, "waiting", 0, "")
     else:
@@ -95,7 +101,7 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
         if failed:
             await ctx.db(ctx.store.set_step_state, ctx.run_id, step.name, "skipped",
                          reason=f"need {failed[0]!r} {states.get(failed[0])}")
-            return
+            return "skipped"
     elif record.state == "running":  # a restarted engine: settle the attempt it left behind
         attempts = await ctx.db(ctx.store.attempts, ctx.run_id, step.name)
         if attempts and attempts[-1].state == "pending":  # never dispatched: nothing runs it, send it now
@@ -105,7 +111,7 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
         elif attempts:
             last = attempts[-1].state
     else:
-        return  # already ended before a restart
+        return None  # already ended before a restart
     number = record.attempts
     while last != "succeeded" and (last is None or (last in RETRYABLE and number < retries.max_attempts)):
         if last is not None:
@@ -117,6 +123,7 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> Non
         waiting = False
         last = await _attempt(ctx, step, number, dispatched=True)
     await ctx.db(ctx.store.finish_step, ctx.run_id, step.name, last)
+    return last
 
 
 def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
