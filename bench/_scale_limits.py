@@ -324,7 +324,23 @@ async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
         await admit(shared)  # warm-up: connection open, scripts loaded
         shared.round_trips = 0
         remote = await admit(shared)
+        sequential_trips = shared.round_trips / requests
+
+        async def client() -> None:  # one of 16 clients, each request taking 2 ms on the replica
+            for _ in range(requests // 16):
+                slot = await shared.take_slot(who)
+                await shared.check(who)
+                await trio.sleep(0.002)
+                shared.charge(who, 50)
+                shared.give_slot(who, slot)
+
+        await trio.sleep(0.2)
+        shared.round_trips = 0
+        async with trio.open_nursery() as clients:
+            for _ in range(16):
+                clients.start_soon(client)
         await trio.sleep(0.2)  # the last release and charge are flushed
+        concurrent_trips = shared.round_trips / (requests // 16 * 16)
         nursery.cancel_scope.cancel()
     client = RespClient(redis_url)
     stats = (await client.execute("INFO", "commandstats")).decode()
@@ -333,8 +349,8 @@ async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
     # bounds one Redis core, whatever the network.
     usec = next((float(part.split("=")[1]) for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")
                  for part in line.split(":", 1)[1].split(",") if part.startswith("usec_per_call=")), float("nan"))
-    return [f"  Redis round trips per request (rpm + tpm + concurrency limited key, sequential): "
-            f"{shared.round_trips / requests:.2f}; Redis CPU per script call {usec:.1f} us "
+    return [f"  Redis round trips per request (rpm + tpm + concurrency limited key): {sequential_trips:.2f} one "
+            f"after another, {concurrent_trips:.2f} from 16 concurrent clients; Redis CPU per script call {usec:.1f} us "
             f"(one Redis core: ~{1e6 / usec:,.0f} script calls/s)",
             f"  plane CPU per request for admission: in-process Limiter {local:.0f} us, Redis {remote:.0f} us "
             f"(+{remote - local:.0f} us per request)"]

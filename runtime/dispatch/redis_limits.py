@@ -47,6 +47,9 @@ log = logging.getLogger("flowctl.limits")
 DEFAULT_SLOT_LEASE = 30.0  # seconds a dead plane's concurrency slot stays counted
 DOWN_RETRY = 0.25  # after Redis failed, requests are refused this long without trying it again
 FLUSH_RETRY = 1.0  # token charges that could not be written are tried again this often
+# Releases and charges wait this long for a decision to ride on before they get a round trip of
+# their own: under load most ride along; another plane sees a release at most this much later.
+FLUSH_DELAY = 0.005
 PREFIX = "flowctl:limits"
 
 Command = tuple[Script | None, Sequence[Arg], Sequence[Arg]]  # (script or None: a plain command, keys, args)
@@ -182,6 +185,7 @@ class RedisLimiter:
         while True:
             with trio.move_on_after(FLUSH_RETRY):
                 await self._wake.wait()
+                await trio.sleep(FLUSH_DELAY)
             self._wake = trio.Event()
             try:
                 await self._flush()
