@@ -55,15 +55,8 @@ def _row(name: str, res: LoadResult | str) -> str:
 
 
 def run(gguf: Path, streams: list[int], tokens: int, threads: int, turns: int) -> int:
-    """Run the concurrency table and the session TTFTs; print them."""
-    from bench.llm import (
-        MODEL_ID,
-        WORKER_DIR,
-        free_port,
-        llama_cpp_server_argv,
-        missing_server_deps,
-        open_server,
-    )
+    """Run the concurrency table (none if `streams` is empty) and the session TTFTs; print them."""
+    from bench.llm import MODEL_ID, WORKER_DIR, free_port, open_server
 
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
@@ -76,6 +69,36 @@ def run(gguf: Path, streams: list[int], tokens: int, threads: int, turns: int) -
     names = ["(a) our worker, direct", "(b) gateway + node tunnel", "(c) llama_cpp.server",
              "(d) llama-server --parallel N"]
     table: dict[int, dict[str, LoadResult | str]] = {n: {} for n in streams}
+    if streams:  # empty: the session part only (--sessions-only)
+        _table(table, names, streams, gguf, tokens, threads, server_bin, how)
+    sessions: dict[str, list[tuple[float, int, int]]] = {}
+    for label, cache in (("with cache reuse", True), ("without (LLAMA_PROMPT_CACHE=0)", False)):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with open_server([sys.executable, "worker.py"], url, cwd=WORKER_DIR,
+                         env=_worker_env(port, threads, 4, cache)):
+            # Warm-up with a conversation sharing nothing with the measured one, so that its
+            # turn 1 is read cold, as a new session's is.
+            session_ttfts(url, MODEL_ID, 1, 4, system="Answer in one word. ")
+            sessions[label] = session_ttfts(url, MODEL_ID, turns, 24)
+    load = os.getloadavg()
+    _report(table, names, streams, sessions, tokens, threads)
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0
+
+
+def _table(table: dict[int, dict[str, LoadResult | str]], names: list[str], streams: list[int],
+           gguf: Path, tokens: int, threads: int, server_bin: Path | None, how: str) -> None:
+    """Fill `table`: each source at each concurrency, llama-server restarted for each."""
+    from bench.llm import (
+        MODEL_ID,
+        WORKER_DIR,
+        free_port,
+        llama_cpp_server_argv,
+        missing_server_deps,
+        open_server,
+    )
+
     top = max(streams)
     with ExitStack() as stack:
         port_a = free_port()
@@ -124,24 +147,16 @@ def run(gguf: Path, streams: list[int], tokens: int, threads: int, turns: int) -
             except RuntimeError as exc:
                 table[n][names[3]] = f"failed: {str(exc)[:200]}"
             print(_row(f"{names[3]} @{n}", table[n][names[3]]), flush=True)
-    sessions: dict[str, list[float]] = {}
-    for label, cache in (("with cache reuse", True), ("without (LLAMA_PROMPT_CACHE=0)", False)):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with open_server([sys.executable, "worker.py"], url, cwd=WORKER_DIR,
-                         env=_worker_env(port, threads, 4, cache)):
-            session_ttfts(url, MODEL_ID, 1, 4)  # warm-up, another conversation
-            sessions[label] = session_ttfts(url, MODEL_ID, turns, 24)
-    load = os.getloadavg()
-    _report(table, names, streams, sessions, tokens, threads)
-    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    return 0
 
 
 def _report(table: dict[int, dict[str, LoadResult | str]], names: list[str], streams: list[int],
-            sessions: dict[str, list[float]], tokens: int, threads: int) -> None:
+            sessions: dict[str, list[tuple[float, int, int]]], tokens: int, threads: int) -> None:
+    if not streams:
+        _report_sessions(sessions)
+        return
     print(f"\nGemma 3 270M Q4_K_M, greedy, {tokens} tokens a stream, {threads} threads, CPU, "
           f"{N_CTX_SEQ} tokens of context a sequence\n")
+    print("  tok/s: aggregate decode rate, from the first token of any stream to the last")
     print(f"  {'':34} {'tok/s':>9} {'ITL p50':>8} {'ITL p99':>8} {'TTFT p50':>9} {'tokens':>7}")
     for n in streams:
         print(f"{n} concurrent streams")
@@ -153,8 +168,15 @@ def _report(table: dict[int, dict[str, LoadResult | str]], names: list[str], str
             if isinstance(top, LoadResult) and isinstance(base, LoadResult):
                 ratios.append(f"{label} x{top.tokens_per_s / base.tokens_per_s:.2f}")
         print("  " + ", ".join(ratios) + "  (targets: (a)/(d) >= 1.0, (a)/(c) >= 3 at 8, (b)/(a) >= 0.95)")
-    print("\nSession (growing chat, whole history each turn), TTFT ms per turn:")
-    for label, ttfts in sessions.items():
+    _report_sessions(sessions)
+
+
+def _report_sessions(sessions: dict[str, list[tuple[float, int, int]]]) -> None:
+    print("\nSession (growing chat, whole history each turn, turn 1 cold), TTFT ms per turn,"
+          " then prompt tokens/cached:")
+    for label, turns in sessions.items():
+        ttfts = [t for t, _, _ in turns]
         print(f"  {label:32} " + " ".join(f"{t:6.0f}" for t in ttfts)
               + (f"   turn {len(ttfts)}/turn 1 x{ttfts[-1] / ttfts[0]:.2f}" if ttfts else ""))
+        print(f"  {'':32} " + " ".join(f"{p}/{c}" for _, p, c in turns))
     print("  (target: turn 10 within 1.5x of turn 1 with cache reuse)")

@@ -36,10 +36,17 @@ class LoadResult:
     wall_s: float
     itl_ms: tuple[float, ...]
     ttft_ms: tuple[float, ...]
+    decode_s: float = 0.0  # from the first piece of any stream to the last piece
 
     @property
     def tokens_per_s(self) -> float:
-        """Aggregate generated tokens per second."""
+        """Aggregate decode rate: tokens after each stream's first, over `decode_s`."""
+        rest = self.tokens - len(self.ttft_ms)
+        return rest / self.decode_s if self.decode_s > 0 else float("nan")
+
+    @property
+    def wall_tokens_per_s(self) -> float:
+        """All tokens over the wall time from the first send (TTFT included)."""
         return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
 
     def itl(self, q: float) -> float:
@@ -90,17 +97,19 @@ def run_load(url: str, model: str, streams: int, tokens: int, key: str | None = 
                     for i in range(streams):
                         nursery.start_soon(one, i)
         end = max((t[-1] for _, t in results if t), default=began)
+        first = min((t[0] for _, t in results if t), default=end)
         gaps = [1000 * (b - a) for _, t in results for a, b in zip(t, t[1:], strict=False)]
         ttfts = [1000 * (t[0] - s) for s, t in results if t]
         return LoadResult(streams, sum(len(t) for _, t in results), end - began,
-                          tuple(gaps), tuple(ttfts))
+                          tuple(gaps), tuple(ttfts), end - first)
 
     return trio.run(main)
 
 
-def session_ttfts(url: str, model: str, turns: int, tokens: int,
-                  key: str | None = None) -> list[float]:
-    """TTFT in ms of each turn of a growing chat (the whole history resent every turn).
+def session_ttfts(url: str, model: str, turns: int, tokens: int, key: str | None = None,
+                  system: str = "You are a patient marine biologist. ") -> list[tuple[float, int, int]]:
+    """(TTFT ms, prompt tokens, cached prompt tokens) of each turn of a growing chat (the
+    whole history resent every turn); the server's `usage` says what came from its cache.
 
     A turn's TTFT is the time of a 1-token completion of the history: the prompt's
     evaluation and one decode, whatever text the model would open its reply with (a base
@@ -108,20 +117,23 @@ def session_ttfts(url: str, model: str, turns: int, tokens: int,
     about `tokens` words and the next user message, as a session's would.
     """
 
-    async def main() -> list[float]:
-        out: list[float] = []
+    async def main() -> list[tuple[float, int, int]]:
+        out: list[tuple[float, int, int]] = []
         reply = " ".join(["That is a good question about the ocean and its animals."] * (tokens // 10 + 1))
         messages: list[dict[str, str]] = [
-            {"role": "system", "content": "You are a patient marine biologist. " * 8}]
+            {"role": "system", "content": system * 8}]
         async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S, headers=_headers(key)) as client:
             for turn in range(turns):
                 messages.append({"role": "user", "content": USER_TURNS[turn % len(USER_TURNS)]})
                 body = {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
                 began = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body)
-                out.append(1000 * (time.perf_counter() - began))
+                ttft = 1000 * (time.perf_counter() - began)
                 if response.status_code != 200:
                     raise RuntimeError(f"turn {turn + 1}: HTTP {response.status_code}: {response.text[:300]}")
+                usage = response.json().get("usage") or {}
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+                out.append((ttft, int(usage.get("prompt_tokens") or 0), int(cached)))
                 messages.append({"role": "assistant", "content": reply})
         return out
 

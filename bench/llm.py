@@ -275,6 +275,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--streams", help="concurrency table instead, e.g. 1,4,8,16")
     parser.add_argument("--session-turns", type=int, default=10)
+    parser.add_argument("--sessions-only", action="store_true",
+                        help="with --streams: only the multi-turn session TTFTs")
     args = parser.parse_args()
     if importlib.util.find_spec("llama_cpp") is None:
         print("llama-cpp-python is not installed: pip install -e '.[llm]'", file=sys.stderr)
@@ -293,7 +295,8 @@ def main() -> int:
             parser.error(f"--streams {args.streams!r} is not a list of integers like 1,4,8,16")
         if not streams or min(streams) < 1:
             parser.error("--streams needs positive integers")
-        return run_batch(gguf, streams, args.tokens, args.threads, args.session_turns)
+        return run_batch(gguf, [] if args.sessions_only else streams, args.tokens, args.threads,
+                         args.session_turns)
     names = ["(a) llama-cpp-python in-process", "(b) python -m llama_cpp.server",
              "(c) our worker, direct", "(d) gateway + node tunnel"]
     port_b, port_c = free_port(), free_port()
