@@ -25,7 +25,6 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hub_store import make_private_dir, sql
-from hub_store.catalog import Catalog
 from runtime.api import bearer_ok, ensure_admin_key, error_response, hash_key
 from runtime.api.access import Access
 from runtime.api.openapi import ApiDocs
@@ -145,10 +144,9 @@ async def serve_control_plane(
             leases = await trio.to_thread.run_sync(open_leases, plane_state)
         if "hub" in settings.roles:
             hub_settings = settings.hub or HubSettings(data_dir=settings.data_dir)
-            data = await trio.to_thread.run_sync(open_hub_data, settings.data_dir, hub_settings.blobs)
-            if plane_state.kind == "postgresql":  # the catalog lives in the shared state, blobs stay put
-                data.catalog.close()
-                data.catalog = await trio.to_thread.run_sync(Catalog, plane_state)
+            # On PostgreSQL the catalog lives in the shared state; blobs stay where --blobs says.
+            data = await trio.to_thread.run_sync(open_hub_data, settings.data_dir, hub_settings.blobs,
+                                                 plane_state if plane_state.kind == "postgresql" else None)
             await trio.to_thread.run_sync(data.catalog.purge_expired_leases)
             state = HubState(data, hub_settings, key_hash, limiter=trio.CapacityLimiter(hub_settings.threads))
             app = create_hub_app(state)

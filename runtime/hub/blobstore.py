@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from hub_store import HubData, StoreError, open_data_dir
+from hub_store.sql import State
 
 
 def check_blobs_url(url: str | None) -> Path | str | None:
@@ -48,14 +49,19 @@ def reach_blobs(url: str | None) -> None:
         check_bucket(make_client(location), location)
 
 
-def open_hub_data(data_dir: str | os.PathLike[str], blobs: str | None = None) -> HubData:
-    """Open the hub's data dir with its blobs where `blobs` says (blocking: call in a thread)."""
+def open_hub_data(data_dir: str | os.PathLike[str], blobs: str | None = None,
+                  state: State | None = None) -> HubData:
+    """Open the hub's data dir with its blobs where `blobs` says (blocking: call in a thread).
+
+    `state` (PostgreSQL) holds the catalog instead of DATA_DIR/catalog.sqlite3, which is then
+    never created: an offline `flowctl hub gc` on that dir refuses rather than see no references.
+    """
     where = check_blobs_url(blobs)
     if where is None or isinstance(where, Path):
-        return open_data_dir(data_dir, blob_root=where)
+        return open_data_dir(data_dir, blob_root=where, state=state)
     from runtime.hub.s3blobs import S3BlobStore
 
-    data = open_data_dir(data_dir)
+    data = open_data_dir(data_dir, state=state)
     try:
         data.remote = S3BlobStore.connect(where, data.store)
     except BaseException:

@@ -113,7 +113,7 @@ async def test_a_plane_on_postgresql_keeps_keys_deployments_and_catalog_across_a
                 await plane.stop()
                 assert plane.proc.returncode == 0, plane.output()
                 # The state went to PostgreSQL: none of the stores' SQLite files was written.
-                assert not [p.name for p in data.iterdir() if p.name.endswith(".db")], list(data.iterdir())
+                assert not [p.name for p in data.rglob("*") if p.name.endswith((".db", ".sqlite3"))], list(data.rglob("*"))
 
                 procs.append(plane := await Proc(tmp_path, "plane-again").start(nursery, *serve, port=port))
                 status = await until(client, "/api/cluster/status",
