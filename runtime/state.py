@@ -84,7 +84,7 @@ def migrate_all(state: sql.State, *, check_only: bool = False) -> list[Migrated]
                 continue
             make_private_dir(path.parent)
             make_private_database(path)  # hashes of keys and tokens: owner-only, as the stores make them
-        db = state.open(schema.migrations.store, schema.filename, guest_of=schema.guest_of)
+        db = state.open(schema.migrations.store, schema.filename, guest_of=schema.guest_of, create=not check_only)
         try:
             if check_only:
                 version = sql.check(db, schema.migrations)

@@ -358,7 +358,12 @@ class PostgresDatabase(Database):
 
     def get_version(self) -> int:
         """This store's row of public.flowctl_schema (0 if none)."""
-        row = self.execute("SELECT version FROM public.flowctl_schema WHERE store=?", (self.name,)).fetchone()
+        try:
+            row = self.execute("SELECT version FROM public.flowctl_schema WHERE store=?", (self.name,)).fetchone()
+        except errors.PostgresOperationalError:
+            if self.execute("SELECT to_regclass('public.flowctl_schema')").fetchone()[0] is not None:
+                raise
+            return 0  # never migrated: not even the version table exists
         return int(row[0]) if row else 0
 
     def set_version(self, tx: Tx, version: int) -> None:

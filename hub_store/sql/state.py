@@ -73,17 +73,20 @@ class State:
         """The SQLite file a store named `filename` would use; None on PostgreSQL."""
         return self.directory / filename if self.kind == "sqlite" and self.directory is not None else None
 
-    def open(self, name: str, filename: str, *, pragmas: tuple[str, ...] = (), guest_of: str = "") -> Database:
+    def open(self, name: str, filename: str, *, pragmas: tuple[str, ...] = (), guest_of: str = "",
+             create: bool = True) -> Database:
         """Store `name`'s database: DIR/`filename` on SQLite, schema `name` on PostgreSQL.
 
         `guest_of` names the store whose file (and schema) this one's tables live in, because
         its queries join that store's tables; its schema version is then its own row there.
+        `create` False leaves a PostgreSQL database untouched (no schema is created), to only read versions.
         """
         if self.kind == "sqlite":
             assert self.directory is not None
             return SqliteDatabase(self.directory / filename, name, pragmas=pragmas, shared_file=bool(guest_of))
         db = PostgresDatabase(self._shared_pool(), name, schema=guest_of)
-        db.ensure_schema()
+        if create:
+            db.ensure_schema()
         return db
 
     def _shared_pool(self) -> Any:

@@ -57,3 +57,15 @@ def test_bad_or_unreachable_state_is_one_line(url, words):
     assert isinstance(result.exception, CliError)
     assert words in str(result.exception) and "hunter2" not in str(result.exception)
     assert "\n" not in str(result.exception)
+
+
+@pytest.mark.engines
+def test_check_changes_nothing_on_postgresql(postgres_url):
+    import psycopg
+
+    result = CliRunner().invoke(app, ["migrate", "--state", postgres_url, "--check"])
+    assert result.exit_code == 1 and "cluster: schema 0, behind (this flowctl: 3)" in result.output
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' "
+                            "AND nspname NOT IN ('public', 'information_schema')").fetchall() == []
+        assert conn.execute("SELECT to_regclass('public.flowctl_schema')").fetchone()[0] is None
