@@ -234,6 +234,11 @@ class RespClient:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    # trio's connect failure wraps the attempts' errors; the first one says what happened.
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    for candidate in (exc, cause):
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate.strerror
     return str(exc) or type(exc).__name__
