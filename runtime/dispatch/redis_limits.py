@@ -50,6 +50,7 @@ FLUSH_RETRY = 1.0  # token charges that could not be written are tried again thi
 # Releases and charges wait this long for a decision to ride on before they get a round trip of
 # their own: under load most ride along; another plane sees a release at most this much later.
 FLUSH_DELAY = 0.005
+SHUTDOWN_WAIT = 2.0  # at shutdown, requests still running get this long to give their slots back
 PREFIX = "flowctl:limits"
 
 Command = tuple[Script | None, Sequence[Arg], Sequence[Arg]]  # (script or None: a plain command, keys, args)
@@ -163,12 +164,25 @@ class RedisLimiter:
                     log.warning("limits: %s; requests of keys with limits are refused (503) until it answers", exc)
         finally:
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(self.client.timeout):
-                    try:
-                        await self._flush()
-                    except RedisUnavailable as exc:  # the slots expire with their lease
-                        log.warning("limits: releases and charges not written at shutdown: %s", exc)
+                await self._last_flush()
                 await self.client.aclose()
+
+    async def _last_flush(self) -> None:
+        """At shutdown: write what is pending, and the slots of requests ending meanwhile (cancelled with
+        the plane), for up to SHUTDOWN_WAIT; what is left expires with its lease on the other planes."""
+        with trio.move_on_after(SHUTDOWN_WAIT):
+            while True:
+                try:
+                    await self._flush()
+                except RedisUnavailable as exc:
+                    log.warning("limits: releases and charges not written at shutdown: %s", exc)
+                    return
+                if not self._held:
+                    return
+                await trio.sleep(FLUSH_DELAY)
+        if self._held:
+            log.warning("limits: %d concurrency slots still held at shutdown; they expire within %g s",
+                        len(self._held), self.slot_lease)
 
     async def _renew_loop(self) -> None:
         lease_ms = int(self.slot_lease * 1000)

@@ -281,3 +281,24 @@ async def test_a_password_and_database_from_the_url_and_a_wrong_password_never_s
         assert "wrong-pw" not in refused.value.message and "s3cret" not in refused.value.message
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+async def test_a_stopping_plane_gives_back_the_slots_of_requests_cancelled_with_it(redis_url):
+    p = who(key_limits=Limits(max_concurrency=1))
+    limiter = RedisLimiter(redis_url)  # a 30 s lease: only the release frees the slot within the test
+    with trio.fail_after(20):
+        async with trio.open_nursery() as plane:
+            await plane.start(limiter.run)
+
+            async def request(task_status=trio.TASK_STATUS_IGNORED):
+                slot = await limiter.take_slot(p)
+                try:
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    limiter.give_slot(p, slot)
+
+            await plane.start(request)
+            plane.cancel_scope.cancel()  # the plane stops, its requests with it
+        async with plane_limiter(redis_url) as other:
+            await other.take_slot(p)  # free at once
