@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -305,11 +306,23 @@ class PostgresDatabase(Database):
             yield held
             return
         try:
-            with self._pool.connection() as conn:
-                if self._paths.get(conn) != self.schema:
-                    conn.execute(f'SET search_path TO "{self.schema}", public')
-                    self._paths[conn] = self.schema
-                yield conn
+            for _ in range(_CHECKOUTS):
+                with self._pool.connection() as conn:
+                    now = time.monotonic()
+                    if now - _LAST_USED.get(conn, 0.0) > IDLE_CHECK_S:
+                        # Idle a while: the server may have restarted since. A dead connection
+                        # goes back broken (the pool drops it) and the next one is tried.
+                        try:
+                            conn.execute("SELECT 1")
+                        except psycopg.OperationalError:
+                            continue
+                    if self._paths.get(conn) != self.schema:
+                        conn.execute(f'SET search_path TO "{self.schema}", public')
+                        self._paths[conn] = self.schema
+                    _LAST_USED[conn] = now
+                    yield conn
+                    return
+            raise errors.PostgresOperationalError("every pooled connection to the state database was lost")
         except psycopg.Error as exc:
             raise _translate(exc) from exc
         except Exception as exc:
@@ -318,9 +331,21 @@ class PostgresDatabase(Database):
             raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        """Run one statement (autocommit, or inside this thread's open transaction on this store)."""
-        with self._connection() as conn:
-            return PostgresTx(conn).execute(sql, params)
+        """Run one statement (autocommit, or inside this thread's open transaction on this store).
+
+        A read that finds its connection dead (the server restarted) is tried once more on a
+        fresh one; a write is not (it may have committed before the connection died).
+        """
+        retry = getattr(self._held, "conn", None) is None and sql.lstrip()[:6].upper() == "SELECT"
+        while True:
+            conn = None
+            try:
+                with self._connection() as conn:
+                    return PostgresTx(conn).execute(sql, params)
+            except errors.PostgresOperationalError:
+                if not retry or conn is None or not conn.broken:
+                    raise
+                retry = False
 
     @contextmanager
     def transaction(self, *, immediate: bool = True) -> Iterator[PostgresTx]:
@@ -375,3 +400,7 @@ class PostgresDatabase(Database):
 
 
 _SEARCH_PATHS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# When each pooled connection last answered (monotonic): one idle longer is checked at checkout.
+_LAST_USED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+IDLE_CHECK_S = 5.0
+_CHECKOUTS = 64  # a pool's worth of dead connections at most, then a fresh one

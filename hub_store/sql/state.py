@@ -138,7 +138,7 @@ def _open_pool(state: State) -> Any:
                           # Client-side binding: `? IS NULL` with None works as in SQLite (server-side
                           # binding cannot type a bare NULL parameter).
                           kwargs={"autocommit": True, "cursor_factory": psycopg.ClientCursor}, configure=configure,
-                          check=ConnectionPool.check_connection, open=False, name="flowctl-state")
+                          open=False, name="flowctl-state")  # idle connections checked at checkout
     try:
         pool.open(wait=True, timeout=min(state.pool_timeout, 10.0))
     except Exception as exc:
