@@ -282,10 +282,12 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     welcome = first
     log.info("joined cluster %s as %s", welcome.cluster_id, config.name)
     await on_welcome(welcome)
+    links = links or PlaneLinks()
     if jobs is not None:
         await jobs.attach(mux)
+        links.jobs_mux = mux
     try:
-        await _serve(config, executor, mux, client, welcome, local, jobs, links or PlaneLinks())
+        await _serve(config, executor, mux, client, welcome, local, jobs, links)
     finally:
         if jobs is not None:
             jobs.detach(mux)
@@ -379,6 +381,9 @@ async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: Work
                         executor.apply(message, welcome.hub_url, links.report)
                 elif isinstance(message, JobAttempt | JobCancel):
                     if jobs is not None:
+                        if links.jobs_mux is not mux:  # several planes: reports go where the jobs leader is
+                            links.jobs_mux = mux
+                            await jobs.attach(mux)
                         await jobs.handle(message)
                 elif isinstance(message, LocalVerdict):
                     if local is not None:

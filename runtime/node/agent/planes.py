@@ -7,6 +7,9 @@ a report goes out on every link that is up, whichever plane's assign caused it.
 Fencing: each acquisition of the scheduler lease bumps its epoch and every assign carries it. A
 leader paused past its lease (SIGSTOP, a long pause, a partition) may still send an assign before
 it notices: the node refuses it, having seen the new leader's higher epoch on another link.
+
+Job reports go out on one link only (runtime/node/agent/jobs.py's outbox): the one the jobs
+leader last sent an attempt or a cancel on.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class PlaneLinks:
     def __init__(self) -> None:
         self.highest = 0
         self._reporters: list[Report] = []
+        self.jobs_mux: object = None  # the link job reports go out on: the last one a job message came in on
 
     def admit(self, epoch: int, plane: str) -> bool:
         """Whether an assign of `epoch` from `plane` may be applied (remembering a newer epoch)."""
