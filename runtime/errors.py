@@ -19,6 +19,8 @@
     │   └── DeployConflict               runtime.scheduler.service
     ├── GatewayError                     runtime.gateway.errors
     ├── KeyStoreError                    runtime.gateway.keys
+    ├── RedisUnavailable                 runtime.dispatch.resp
+    ├── RedisReplyError                  runtime.dispatch.resp
     ├── SessionError                     runtime.sessions.manager
     ├── BackendError                     runtime.sessions.backend
     ├── PackageError                     runtime.node.packages.errors
@@ -75,7 +77,8 @@ each is caught by its module's caller and never reaches a user as such. Password
 Denied (runtime.console.context) is the console's signal to render an error page with its
 status, always answered by the console's error handler; BatchInputError
 (runtime.jobs.openai_files) is a ValueError the Files API answers as a 400 naming the line.
-DescriptionConflict (runtime.api.openapi) is a programming error: two parts of the plane
+LostLeadership (runtime.scheduler.leadership) is the scheduler's signal to stop reconciling
+and follow, caught by its leadership loop. DescriptionConflict (runtime.api.openapi) is a programming error: two parts of the plane
 describing one route, found when the OpenAPI document is built, never by a request.
 tests/runtime/test_errors.py keeps this drawing true.
 """
