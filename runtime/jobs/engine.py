@@ -51,6 +51,7 @@ DEFAULT_MISFIRE_GRACE_S = 5.0
 # Only the large ones do (whole tables, a window's plan); the many small per-run calls run on the
 # loop (`runtime.jobs.offload`).
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+START_CHUNK = 250  # runs started (or skipped) per store call
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
 
 
@@ -191,14 +192,18 @@ class JobEngine(RunDriving):
             job = self.planner.jobs.get(job_id) or await self._db(self.store.job_by_id, job_id)
             if job is not None:
                 await self._start_job_runs(job, runs, now, batch, skips)
-        if skips:  # one store call for all (a backlog after an outage skips thousands)
-            await self._db(self._skip_all, skips, now)
-            for run, _ in skips:
-                self.metrics.run_finished(run.tenant, "skipped")
+        # A few store calls for all (a backlog after an outage skips or starts thousands), in
+        # chunks: each holds the event loop, which the nodes' heartbeats need now and then.
+        for first in range(0, len(skips), START_CHUNK):
+            await self._db(self._skip_all, skips[first:first + START_CHUNK], now)
+        for run, _ in skips:
+            self.metrics.run_finished(run.tenant, "skipped")
+        if skips:
             self._notify_changed()
-        if batch:
-            started = set(await self._db(self.store.start_runs, [(r.run_id, job) for r, job in batch], now=now))
-            for run, job in batch:
+        for first in range(0, len(batch), START_CHUNK):
+            chunk = batch[first:first + START_CHUNK]
+            started = set(await self._db(self.store.start_runs, [(r.run_id, job) for r, job in chunk], now=now))
+            for run, job in chunk:
                 if run.run_id in started:
                     self._began(run, job)
         return await self._db(self.store.next_due_after, now)

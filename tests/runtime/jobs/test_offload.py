@@ -134,3 +134,26 @@ async def test_inline_batches_every_call_of_a_scheduling_round_in_one_commit_on_
 
 async def _put(results, key, awaitable):
     results[key] = await awaitable
+
+
+async def test_inline_trips_are_bounded_so_a_huge_burst_lets_other_tasks_in_between(store):
+    trips, between = [], []
+
+    @contextmanager
+    def counted():
+        trips.append(1)
+        with store.group():
+            yield
+
+    offload = BatchedOffload(counted, inline=True, max_batch=10)
+
+    async def other_task():
+        while len(trips) < 5:
+            between.append(len(trips))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        for i in range(50):
+            nursery.start_soon(offload, lambda: None)
+    assert len(trips) == 5 and len(set(between)) > 2  # the loop ran other work between the trips
