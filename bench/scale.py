@@ -48,12 +48,16 @@ from bench._machine import die_with_parent, machine_report  # noqa: E402
 from bench.cluster import cpu_seconds, free_port, raise_fd_limit  # noqa: E402
 from packer import pack_dir  # noqa: E402
 from runtime.control import messages  # noqa: E402
-from runtime.control.messages import Heartbeat, Hello  # noqa: E402
+from runtime.control.messages import Heartbeat, Hello, Welcome  # noqa: E402
 from runtime.tunnel import open_mux  # noqa: E402
 
 ADMIN = "bench-scale-admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello there, plane"}]}
+
+
+class _Skip(Exception):
+    """--fleet-only: the three-plane part is not run."""
 
 
 class Fleet:
@@ -191,8 +195,21 @@ async def drive(urls: list[str], *, concurrency: int, seconds: float) -> tuple[f
     return len(latencies) / took, p50, errors
 
 
+FAILED: list[str] = []
+
+
 async def sim_node(urls: list[str], token: str, index: int, ready: trio.Semaphore) -> None:
-    """A simulated node attached to every plane: enrolls through the first, then uses its credential."""
+    """A simulated node attached to every plane; one that cannot attach is counted in FAILED, not fatal."""
+    try:
+        await _sim_node(urls, token, index, ready)
+    except* (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+             trio_websocket.ConnectionRejected) as group:
+        FAILED.append(str(group.exceptions[0]) or type(group.exceptions[0]).__name__)
+        ready.release()
+
+
+async def _sim_node(urls: list[str], token: str, index: int, ready: trio.Semaphore) -> None:
+    """Enrolls through the first plane, then attaches to the others with its credential."""
     bearer = token
     links = []
     async with AsyncExitStack() as stack:
@@ -205,7 +222,9 @@ async def sim_node(urls: list[str], token: str, index: int, ready: trio.Semaphor
                           cpu_count=8, ram_mb=32000)
             await mux.send_control(messages.encode(hello))
             welcome = messages.decode_plane_message(await mux.receive_control())
-            bearer = getattr(welcome, "credential", "") or bearer
+            if not isinstance(welcome, Welcome):
+                raise OSError(f"refused by {url}: {getattr(welcome, 'message', welcome)}")
+            bearer = welcome.credential or bearer
             links.append((mux, welcome.heartbeat_interval_s))
         ready.release()
         async with trio.open_nursery() as nursery:
@@ -264,6 +283,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"state: PostgreSQL at {state.split('@')[-1]}; three planes, leader lease {args.ttl:g} s")
         fleet = Fleet(work, state, args.ttl)
         try:
+            if args.fleet_only:
+                raise _Skip
             async with httpx.AsyncClient(timeout=30) as client:
                 await setup(fleet, client)
                 urls = [fleet.url(n) for n in "abc"]
@@ -301,10 +322,12 @@ async def main(args: argparse.Namespace) -> None:
                 took = time.perf_counter() - killed
                 print(f"leader failover: {first} SIGKILLed, {new} leads {took:.2f} s later (lease {args.ttl:g} s, "
                       f"target <= TTL + 2 s: {'met' if took <= args.ttl + 2 else 'missed'})")
+        except _Skip:
+            pass
         finally:
             fleet.stop()
 
-        if args.limits_seconds > 0:
+        if args.limits_seconds > 0 and not args.fleet_only:
             if shutil.which("redis-server") is None:
                 print("limiter accuracy: not measured (no redis-server)")
             else:
@@ -355,8 +378,10 @@ async def fleet_part(args: argparse.Namespace, work: Path, state: str) -> None:
                 async with trio.open_nursery() as joins:
                     for i in range(args.nodes):
                         joins.start_soon(one, i)
-                print(f"{args.nodes} simulated nodes attached to 3 planes ({3 * args.nodes} WebSockets) in "
-                      f"{time.perf_counter() - joining:.1f} s; heartbeats every 1 s")
+                attached = args.nodes - len(FAILED)
+                print(f"{attached} of {args.nodes} simulated nodes attached to 3 planes ({3 * attached} WebSockets) "
+                      f"in {time.perf_counter() - joining:.1f} s; heartbeats every 1 s"
+                      + (f"; {len(FAILED)} could not attach ({', '.join(sorted(set(FAILED)))})" if FAILED else ""))
                 await trio.sleep(2)  # past the joins' own writes
                 pids = {name: proc.pid for name, (proc, _, _) in sim.planes.items()}
                 cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
@@ -384,5 +409,6 @@ if __name__ == "__main__":
         parser.add_argument("--limits-seconds", type=float, default=60.0,
                             help="limiter accuracy window (default 60; 0 skips)")
         parser.add_argument("--nodes", type=int, default=1000, help="simulated nodes (default 1000; 0 skips)")
+        parser.add_argument("--fleet-only", action="store_true", help="only the simulated fleet part")
         parser.add_argument("--window", type=float, default=20.0, help="the fleet's measured window (default 20)")
         trio.run(partial(main, parser.parse_args()))
