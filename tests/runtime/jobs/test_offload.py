@@ -154,6 +154,6 @@ async def test_inline_trips_are_bounded_so_a_huge_burst_lets_other_tasks_in_betw
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(other_task)
-        for i in range(50):
+        for _ in range(50):
             nursery.start_soon(offload, lambda: None)
     assert len(trips) == 5 and len(set(between)) > 2  # the loop ran other work between the trips
