@@ -49,7 +49,7 @@ from bench.cluster import cpu_seconds, free_port, raise_fd_limit  # noqa: E402
 from packer import pack_dir  # noqa: E402
 from runtime.control import messages  # noqa: E402
 from runtime.control.messages import Heartbeat, Hello, Welcome  # noqa: E402
-from runtime.tunnel import open_mux  # noqa: E402
+from runtime.tunnel import TunnelError, open_mux  # noqa: E402
 
 ADMIN = "bench-scale-admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -202,7 +202,7 @@ async def sim_node(urls: list[str], token: str, index: int, ready: trio.Semaphor
     """A simulated node attached to every plane; one that cannot attach is counted in FAILED, not fatal."""
     try:
         await _sim_node(urls, token, index, ready)
-    except* (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+    except* (OSError, TunnelError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
              trio_websocket.ConnectionRejected) as group:
         FAILED.append(str(group.exceptions[0]) or type(group.exceptions[0]).__name__)
         ready.release()
