@@ -63,8 +63,10 @@ class _Skip(Exception):
 class Fleet:
     """The planes and the node of the run, as child processes."""
 
-    def __init__(self, work: Path, state: str, ttl: float):
+    def __init__(self, work: Path, state: str, ttl: float, *, heartbeat_s: float = 1.0, lost_after_s: float = 5.0):
+        # The failover parts want a node's loss noticed fast; the simulated fleet wants production's pace.
         self.work, self.state, self.ttl = work, state, ttl
+        self.heartbeat_s, self.lost_after_s = heartbeat_s, lost_after_s
         self.env = {**os.environ, "FLOWCTL_ADMIN_KEY": ADMIN, "FLOWCTL_CONFIG": "/nonexistent/flowctl.toml"}
         self.planes: dict[str, tuple[subprocess.Popen, str, int]] = {}
         self.node: subprocess.Popen | None = None
@@ -75,7 +77,8 @@ class Fleet:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flowctl", "serve", "--roles", "hub,scheduler,gateway,jobs", "--port", str(port),
              "--data-dir", str(self.work / "data"), "--state", self.state, "--plane-name", name,
-             "--leader-ttl", str(self.ttl), "--heartbeat-interval", "1", "--lost-after", "5",
+             "--leader-ttl", str(self.ttl), "--heartbeat-interval", str(self.heartbeat_s),
+             "--lost-after", str(self.lost_after_s),
              "--anonymous-tenant", "bench"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
             preexec_fn=die_with_parent)
@@ -355,7 +358,7 @@ async def main(args: argparse.Namespace) -> None:
 
 async def fleet_part(args: argparse.Namespace, work: Path, state: str) -> None:
     """N simulated nodes on three fresh planes: plane CPU and PostgreSQL writes per second."""
-    sim = Fleet(work / "sim", state, args.ttl)
+    sim = Fleet(work / "sim", state, args.ttl, heartbeat_s=args.fleet_heartbeat, lost_after_s=3 * args.fleet_heartbeat)
     (work / "sim").mkdir()
     try:
         async with httpx.AsyncClient(timeout=60) as client:
@@ -380,7 +383,7 @@ async def fleet_part(args: argparse.Namespace, work: Path, state: str) -> None:
                         joins.start_soon(one, i)
                 attached = args.nodes - len(FAILED)
                 print(f"{attached} of {args.nodes} simulated nodes attached to 3 planes ({3 * attached} WebSockets) "
-                      f"in {time.perf_counter() - joining:.1f} s; heartbeats every 1 s"
+                      f"in {time.perf_counter() - joining:.1f} s; heartbeats every {args.fleet_heartbeat:g} s"
                       + (f"; {len(FAILED)} could not attach ({', '.join(sorted(set(FAILED)))})" if FAILED else ""))
                 await trio.sleep(2)  # past the joins' own writes
                 pids = {name: proc.pid for name, (proc, _, _) in sim.planes.items()}
@@ -410,5 +413,7 @@ if __name__ == "__main__":
                             help="limiter accuracy window (default 60; 0 skips)")
         parser.add_argument("--nodes", type=int, default=1000, help="simulated nodes (default 1000; 0 skips)")
         parser.add_argument("--fleet-only", action="store_true", help="only the simulated fleet part")
+        parser.add_argument("--fleet-heartbeat", type=float, default=5.0,
+                            help="the simulated fleet's heartbeat interval, seconds (default 5, the plane's default)")
         parser.add_argument("--window", type=float, default=20.0, help="the fleet's measured window (default 20)")
         trio.run(partial(main, parser.parse_args()))
