@@ -9,8 +9,10 @@ registry declares lost (its lost-node timeout, or its connection closed) loses i
 (`lost`), which the engine retries per policy. After a plane restart `recover` waits for the
 attempt's node to report it running again (nodes report what still runs after each welcome,
 before their first heartbeat); a node that heartbeats without it, or no node within
-`reattach_s`, means lost. A report for an attempt nobody waits for is recorded beside the
-attempt (`late_result`) when it is final, and a stale process still running is told to stop.
+`reattach_s`, means lost. A plane that took the job lease over from another (several planes)
+first claims the node's job link (`_claim`): its running list went to the old leader. A report
+for an attempt nobody waits for is recorded beside the attempt (`late_result`) when it is final,
+and a stale process still running is told to stop.
 Broadcast steps run shard k of N on each matching node (runtime/jobs/broadcast.py); a node
 uploads an attempt's artifacts to the plane's HTTP API while `expects` says it runs it.
 """
@@ -21,6 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +54,17 @@ VersionLookup = Callable[[str, str], Awaitable[str | None]]  # (service, channel
 CANCEL_WAIT_S = 10.0
 DEFAULT_REATTACH_S = 60.0
 CHANNELS = ("stable", "latest")
+CLAIM_BEATS = 2  # heartbeats after a claim before its running list counts as complete (the first may be in flight)
+
+
+@dataclass
+class _Claim:
+    """A claim of one node's job link under one epoch: done once CLAIM_BEATS heartbeats followed it."""
+
+    epoch: int
+    beats: int = CLAIM_BEATS
+    done: trio.Event = field(default_factory=trio.Event)
+    sent: bool = True  # False: the node is not connected here (it reports on its next welcome)
 
 
 class NodeExecutor(NodeChoosing):
@@ -74,6 +88,7 @@ class NodeExecutor(NodeChoosing):
         self._turns: dict[tuple[str, str, str], int] = {}  # round_robin: the last node given, per step
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
+        self._claims: dict[str, _Claim] = {}  # node -> the claim of its job link by this plane's leader epoch
         self._abandoned: dict[str, set[Key]] = {}  # attempts recorded lost with their node, to stop on its return
         self._changed = trio.Event()
         self._epoch = 0
@@ -113,6 +128,10 @@ class NodeExecutor(NodeChoosing):
             if node_id not in self._heard:
                 self._heard.add(node_id)
                 self._wake()
+            if (claim := self._claims.get(node_id)) is not None and not claim.done.is_set():
+                claim.beats -= 1
+                if claim.beats <= 0:
+                    claim.done.set()
             return
         key = (message.run_id, message.step, message.attempt, message.shard)
         if isinstance(message, JobLog):
@@ -129,6 +148,9 @@ class NodeExecutor(NodeChoosing):
     def _node_changed(self, node: NodeRecord, before: NodeState) -> None:
         if node.state == "lost":
             self._heard.discard(node.node_id)
+            if (claim := self._claims.pop(node.node_id, None)) is not None:
+                claim.sent = False  # its waiters fall back to the node's next welcome
+                claim.done.set()
             for key, live in self._live.items():
                 if live.node == node.node_id:
                     live.put(Outcome("lost", reason=f"node {node.name} was lost", node=node.node_id))
@@ -231,7 +253,7 @@ class NodeExecutor(NodeChoosing):
                 live.put(seen[1])
             with trio.move_on_after(self.reattach_s):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._lost_unless_reported, node, live)
+                    nursery.start_soon(self._lost_unless_reported, node, live, order.epoch)
                     outcome = await self._wait(key, live, started)
                     nursery.cancel_scope.cancel()
                 return None if outcome.state == "lost" and outcome.reason == "" else outcome
@@ -239,11 +261,36 @@ class NodeExecutor(NodeChoosing):
         finally:
             self._live.pop(key, None)
 
-    async def _lost_unless_reported(self, node: str, live: _Live) -> None:
-        while node not in self._heard:
-            await self._changed.wait()
+    async def _lost_unless_reported(self, node: str, live: _Live, epoch: int) -> None:
+        if not await self._claim(node, epoch):
+            while node not in self._heard:
+                await self._changed.wait()
         if not live.reported:  # what it runs came before its heartbeat, on the same connection
             live.put("unreported")
+
+    async def _claim(self, node: str, epoch: int) -> bool:
+        """Have `node` send its job reports to this plane, then wait until what it runs has come.
+
+        Several planes: the node reports on the link the jobs leader last used, so a plane that
+        just took the lease over heard nothing of what the node runs (it went to the dead leader),
+        yet heard its heartbeats all along. Any job message switches the node's reports to the link
+        it came on and makes it flush what it buffered and report what still runs; a cancel of
+        attempt 0 (which names no attempt) does only that, and raises the node's fence to `epoch`.
+        False when the node is not connected here: it reports on its next welcome, before its first
+        heartbeat, as after a plane restart.
+        """
+        claim = self._claims.get(node)
+        if claim is None or claim.epoch != epoch:
+            claim = self._claims[node] = _Claim(epoch)
+            try:
+                await self._send(node, JobCancel("", "", 0, epoch=epoch, reason="the job leader claims this link"))
+            except TunnelError:
+                claim.sent = False
+                claim.done.set()
+                if self._claims.get(node) is claim:
+                    del self._claims[node]
+        await claim.done.wait()
+        return claim.sent
 
     async def _wait(self, key: Key, live: _Live, started: Started) -> Outcome:
         receive = live.events[1]
