@@ -50,7 +50,7 @@ class Pin:
 
 
 class Call:
-    """A reply on its way: status and headers now, the body chunk by chunk, usage at `close`."""
+    """A reply on its way: status and headers now, the body chunk by chunk, usage once it is whole."""
 
     def __init__(self, dispatcher: Dispatcher, who: Principal, model: str, via: str, route: Route,
                  response: TunnelResponse, first: bytes, began: float, release: Callable[[], None]) -> None:
@@ -66,8 +66,11 @@ class Call:
         self._began = began
         self._release = release
         self._counter = UsageCounter(self.sse, response.headers)
+        self._length = _content_length(response.headers)
+        self._received = 0
         self._ended = False
         self._closed = False
+        self._accounted = False
 
     async def receive_some(self) -> bytes:
         """The next chunk of the body, b"" at its end; raises TunnelError if the reply broke off."""
@@ -77,10 +80,14 @@ class Call:
             chunk = await self._response.stream.receive_some()
         if not chunk:
             self._ended = True
+            self._account()  # before the caller ends its reply: a client that saw it whole sees its usage
             return b""
         charged = self._counter.feed(chunk)
         if charged:
             self._dispatcher.limiter.charge(self._who, charged)
+        self._received += len(chunk)
+        if self._length is not None and self._received >= self._length:
+            self._account()  # the last byte the client waits for is this chunk, sent after we return
         return chunk
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -103,6 +110,13 @@ class Call:
         if not self._ended:
             self._response.close()
         self._release()
+        self._account()
+
+    def _account(self) -> None:
+        """Charge the limiter, count metrics and record usage for this reply (once)."""
+        if self._accounted:
+            return
+        self._accounted = True
         prompt, completion = self._counter.usage()
         d = self._dispatcher
         d.limiter.charge(self._who, prompt + completion - self._counter.charged)
@@ -120,6 +134,14 @@ class Call:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    """The reply's Content-Length, None when absent or not a number (a chunked or SSE reply)."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else None
+    return None
 
 
 class Dispatcher:
