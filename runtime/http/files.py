@@ -96,7 +96,7 @@ async def serve_file(
     if method != "HEAD" and selection.status in (200, 206):
         body = _FileBody(path, selection.start, selection.stop, stat.st_size,
                          chunk_size=chunk_size, on_complete=on_complete)
-    return _response(selection, body, size=stat.st_size, etag=etag, content_type=content_type,
+    return file_response(selection, body, size=stat.st_size, etag=etag, content_type=content_type,
                      filename=filename, last_modified=mtime, cache_control=cache_control)
 
 
@@ -123,7 +123,7 @@ async def serve_bytes(
     body: ResponseBody | None = None
     if method != "HEAD" and selection.length > 0:
         body = _BytesBody(data[selection.start:selection.stop])
-    return _response(selection, body, size=len(data), etag=etag, content_type=content_type,
+    return file_response(selection, body, size=len(data), etag=etag, content_type=content_type,
                      filename=filename, last_modified=last_modified, cache_control=cache_control)
 
 
@@ -153,7 +153,7 @@ def _request_parts(
     return headers, method.upper()
 
 
-def _response(
+def file_response(
     selection: Selection,
     body: ResponseBody | None,
     *,
@@ -164,6 +164,7 @@ def _response(
     last_modified: float | None,
     cache_control: str | None,
 ) -> Response:
+    """The answer to a file request for `selection`: its headers, and `body` (None: no body, e.g. HEAD)."""
     status = selection.status
     response = Response(body if body is not None else _BytesBody(b""), status=status)
     # A 1 GiB download to a slow client takes minutes; quart's RESPONSE_TIMEOUT (60 s by

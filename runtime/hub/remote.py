@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from quart import Response, request
 
 from hub_store import BlobNotFound
-from runtime.http import content_range, select
-from runtime.http.files import content_disposition
+from runtime.http import select
+from runtime.http.files import content_disposition, file_response
 from runtime.hub.s3blobs import S3BlobStore
 from runtime.hub.state import HubState
 
@@ -38,9 +38,9 @@ async def redirect_blob(state: HubState, store: S3BlobStore, digest: str, *, con
         raise BlobNotFound(digest)
     selection = select(request.headers, size=info.size, etag=digest)
     if request.method == "HEAD" or selection.status in (304, 412, 416):
-        return _metadata_answer(selection.status, selection.start, selection.stop, selection.length,
-                                size=info.size, etag=digest, content_type=content_type,
-                                filename=filename, cache_control=cache_control)
+        # The headers serve_file would send for this selection, without a body.
+        return file_response(selection, None, size=info.size, etag=digest, content_type=content_type,
+                             filename=filename, last_modified=None, cache_control=cache_control)
     url = await state.run(store.presign_get, digest, state.settings.blob_url_ttl, content_type=content_type,
                           disposition=content_disposition(filename) if filename else None)
     if on_complete is not None:
@@ -48,28 +48,4 @@ async def redirect_blob(state: HubState, store: S3BlobStore, digest: str, *, con
     response = Response("", status=307)
     response.headers["Location"] = url
     response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _metadata_answer(status: int, start: int, stop: int, length: int, *, size: int, etag: str,
-                     content_type: str, filename: str | None, cache_control: str) -> Response:
-    """The headers `serve_file` would send for this selection, without a body."""
-    response = Response("", status=status)
-    h = response.headers
-    h.clear()
-    h["ETag"] = f'"{etag}"'
-    h["Cache-Control"] = cache_control
-    if status in (304, 412):
-        return response
-    h["Accept-Ranges"] = "bytes"
-    if status == 416:
-        h["Content-Range"] = f"bytes */{size}"
-        h["Content-Length"] = "0"
-        return response
-    h["Content-Type"] = content_type
-    h["Content-Length"] = str(length)
-    if status == 206:
-        h["Content-Range"] = content_range(start, stop, size)
-    if filename is not None:
-        h["Content-Disposition"] = content_disposition(filename)
     return response
