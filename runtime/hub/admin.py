@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +27,7 @@ from runtime.api import ApiError, bearer_ok, json_response
 from runtime.api.guard import principal_of
 from runtime.hub.api import version_json
 from runtime.hub.remote import remote_store
-from runtime.hub.s3blobs import abort_stale_uploads
+from runtime.hub.s3blobs import S3BlobStore
 from runtime.hub.seedzip import ensure_zip, with_zip
 from runtime.hub.state import HubState
 from runtime.hub.zipupload import convert_zip
@@ -213,3 +214,14 @@ def register(app, state: HubState) -> None:
             state.verifier.forget(digest)
         return json_response(report.to_dict())
 
+
+STALE_UPLOAD_S = 24 * 3600.0
+
+
+def abort_stale_uploads(store: S3BlobStore, *, max_age_s: float = STALE_UPLOAD_S, dry_run: bool = False) -> int:
+    """Abort multipart uploads a crashed writer left (begun over `max_age_s` ago); how many (GC)."""
+    stale = store.stale_uploads(time.time() - max_age_s)
+    if not dry_run:
+        for key, upload_id in stale:
+            store.abort_upload(key, upload_id)
+    return len(stale)

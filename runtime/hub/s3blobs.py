@@ -395,14 +395,3 @@ class S3BlobWriter:
 def _now() -> float:
     return time.time()
 
-
-STALE_UPLOAD_S = 24 * 3600.0
-
-
-def abort_stale_uploads(store: S3BlobStore, *, max_age_s: float = STALE_UPLOAD_S, dry_run: bool = False) -> int:
-    """Abort multipart uploads a crashed writer left (begun over `max_age_s` ago); how many (GC)."""
-    stale = store.stale_uploads(time.time() - max_age_s)
-    if not dry_run:
-        for key, upload_id in stale:
-            store.abort_upload(key, upload_id)
-    return len(stale)
