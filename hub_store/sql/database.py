@@ -228,22 +228,6 @@ class SqliteDatabase(Database):
 _GUEST_VERSIONS = "CREATE TABLE IF NOT EXISTS flowctl_schema (store TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
 
-def _translate(exc: Exception) -> Exception:
-    import psycopg
-
-    if isinstance(exc, psycopg.IntegrityError):
-        return errors.PostgresIntegrityError(_one_line(exc))
-    # A missing table or column and a syntax error are OperationalErrors in sqlite3 too.
-    if (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError))
-            or type(exc).__name__ == "PoolTimeout"):
-        return errors.PostgresOperationalError(_one_line(exc))
-    return errors.PostgresError(_one_line(exc))
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class PostgresTx:
     """Statements on one pooled PostgreSQL connection."""
 
@@ -260,7 +244,7 @@ class PostgresTx:
             cur = self._conn.execute(postgres_sql(sql), tuple(params))
             rows = cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise errors.from_psycopg(exc) from exc
         return Result(rows, cur.rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
@@ -275,7 +259,7 @@ class PostgresTx:
                 cur.executemany(postgres_sql(sql), rows)
                 count = cur.rowcount
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise errors.from_psycopg(exc) from exc
         return Result([], count)
 
     def ddl(self, sql: str) -> str:
@@ -324,10 +308,10 @@ class PostgresDatabase(Database):
                     return
             raise errors.PostgresOperationalError("every pooled connection to the state database was lost")
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise errors.from_psycopg(exc) from exc
         except Exception as exc:
             if type(exc).__name__ == "PoolTimeout":
-                raise _translate(exc) from exc
+                raise errors.from_psycopg(exc) from exc
             raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
@@ -363,7 +347,7 @@ class PostgresDatabase(Database):
                         tx.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
                     yield tx
             except psycopg.Error as exc:  # COMMIT itself failed (the connection dropped)
-                raise _translate(exc) from exc
+                raise errors.from_psycopg(exc) from exc
             finally:
                 if outer:
                     self._held.conn = None

@@ -34,3 +34,20 @@ class StateError(StoreError):
 
 class SchemaTooNew(StateError):
     """A store's schema was written by a newer flowctl than this one."""
+
+
+def from_psycopg(exc: Exception) -> Exception:
+    """psycopg's error as the sqlite3-like class callers catch, in one line."""
+    import psycopg
+
+    if isinstance(exc, psycopg.IntegrityError):
+        return PostgresIntegrityError(_one_line(exc))
+    # A missing table or column and a syntax error are OperationalErrors in sqlite3 too.
+    if (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError))
+            or type(exc).__name__ == "PoolTimeout"):
+        return PostgresOperationalError(_one_line(exc))
+    return PostgresError(_one_line(exc))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
