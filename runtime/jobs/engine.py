@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,7 +32,7 @@ from typing import Any
 
 import trio
 
-from runtime.exception_groups import collapse, leaves
+from runtime.exception_groups import collapse, describe, leaves
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.driving import RunDriving, _ActiveRun
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
@@ -53,6 +54,8 @@ DEFAULT_MISFIRE_GRACE_S = 5.0
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 START_CHUNK = 250  # runs started (or skipped) per store call
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
+
+log = logging.getLogger("flowctl.jobs")
 
 
 class JobEngine(RunDriving):
@@ -114,13 +117,31 @@ class JobEngine(RunDriving):
             self._active.clear()
             self._active_of.clear()
             with trio.CancelScope(shield=True):
-                await self.lease.release(epoch)
+                try:
+                    await self.lease.release(epoch)
+                except Exception as exc:  # the store is away: the lease then simply runs out
+                    log.warning("jobs: could not release the lease of epoch %d: %s", epoch, describe(exc))
 
     async def _keep_lease(self, epoch: int) -> None:
+        # While the store does not answer (a database restart), lead on only as long as the last
+        # renewal lasts: no other holder can take the lease before then, and epochs fence after.
+        valid_until = trio.current_time() + self.lease.ttl_s
+        pause = self.lease.ttl_s / 3
         while True:
-            await trio.sleep(self.lease.ttl_s / 3)
-            if not await self.lease.renew(epoch):
+            await trio.sleep(pause)
+            asked = trio.current_time()
+            try:
+                renewed = await self.lease.renew(epoch)
+            except Exception as exc:
+                if trio.current_time() >= valid_until:
+                    raise LeaseLost(f"the job lease of epoch {epoch} ran out while the store was away: "
+                                    f"{describe(exc)}") from None
+                log.warning("jobs: could not renew the lease (retrying): %s", describe(exc))
+                pause = min(1.0, self.lease.ttl_s / 10)
+                continue
+            if not renewed:
                 raise LeaseLost(f"the job lease of epoch {epoch} was lost")
+            valid_until, pause = asked + self.lease.ttl_s, self.lease.ttl_s / 3
 
     async def _fire_loop(self) -> None:
         while True:

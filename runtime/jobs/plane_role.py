@@ -30,6 +30,7 @@ import trio
 
 from hub_store import sql
 from runtime.dispatch.limits import Principal
+from runtime.exception_groups import describe
 from runtime.jobs import artifact_routes, routes
 from runtime.jobs.artifacts import ArtifactStore, keep_swept, limits_from_env
 from runtime.jobs.batch_api import Authenticate, BatchApi
@@ -56,6 +57,7 @@ log = logging.getLogger("flowctl.jobs")
 DB_FILE = "jobs.db"
 SECRET_ENV_PREFIX = "FLOWCTL_WEBHOOK_SECRET_"
 DEPLOYMENT_POLL_S = 1.0
+RELEAD_PAUSE_S = 1.0  # after leading failed, so a store that stays away is not hammered
 _PUBLISH = re.compile(r"^/api/services/([^/]+)/([^/]+)$")
 
 
@@ -215,6 +217,9 @@ class JobsRole:
                 await self.engine.run()
             except LeaseLost as exc:
                 log.warning("jobs: %s; waiting for the lease again", exc)
+            except Exception as exc:  # e.g. the state database went away mid-write: lead again once it answers
+                log.error("jobs: leading failed, stepping down: %s", describe(exc))
+                await trio.sleep(RELEAD_PAUSE_S)
 
 
 async def _unroute(executor: NodeExecutor) -> None:

@@ -216,7 +216,13 @@ async def test_postgresql_restarted_under_load_no_500_persists(tmp_path, postgre
                 await trio.to_thread.run_sync(postgres_server.restart)
                 restarted = trio.current_time()
                 # Past a settling window every plane answers every request: nothing failed for good.
-                await wait_until(lambda: _all_ok_since(seen, restarted + 10, len(c.planes)))
+                try:
+                    with trio.fail_after(60):
+                        await wait_until(lambda: _all_ok_since(seen, restarted + 10, len(c.planes)))
+                except trio.TooSlowError:
+                    trace = [(round(when - restarted, 2), name, status) for when, name, status in seen if status != 200]
+                    raise AssertionError(f"{trace[-60:]}\n" + "\n".join(
+                        f"--- {n}\n{p.output()[-3000:]}" for n, p in c.planes.items())) from None
                 nursery.cancel_scope.cancel()
             assert all(proc.alive() for proc in c.planes.values())
             assert await c.leader() in c.planes

@@ -1,15 +1,18 @@
 """Leases: one holder at a time in SQLite, a new epoch per grant, and the fence on the receiving side."""
 
+import sqlite3
+
 import pytest
 import trio
 
+from runtime.exception_groups import leaves
 from runtime.jobs.engine import JobEngine
-from runtime.jobs.errors import StaleEpoch
+from runtime.jobs.errors import LeaseLost, StaleEpoch
 from runtime.jobs.executors import InProcessExecutor
 from runtime.jobs.lease import EpochFence, SoloLease, SqliteLease
 from runtime.jobs.store import RunStore
 
-from .conftest import T0, inline, job
+from .conftest import T0, inline, job, running
 
 
 async def test_a_second_holder_waits_for_the_lease_to_expire_and_gets_a_newer_epoch(store, wall, autojump_clock):
@@ -79,3 +82,54 @@ async def test_two_planes_on_one_file_one_fires_and_the_other_takes_over_without
     for s in stores:
         s.close()
     assert calls == [(10, 1), (20, 1), (30, 1), (40, 2), (50, 2), (60, 2)]
+
+
+class FlakyLease(SoloLease):
+    """A lease whose store stops answering (renew and release raise) while `away` is set."""
+
+    def __init__(self, *, ttl_s):
+        super().__init__(ttl_s=ttl_s)
+        self.away = False
+
+    async def renew(self, epoch):
+        if self.away:
+            raise sqlite3.OperationalError("the state database did not answer")
+        return await super().renew(epoch)
+
+    async def release(self, epoch):
+        if self.away:
+            raise sqlite3.OperationalError("the state database did not answer")
+        await super().release(epoch)
+
+
+async def test_the_engine_leads_on_through_a_store_outage_shorter_than_its_lease(store, wall, autojump_clock):
+    lease = FlakyLease(ttl_s=15)
+    rec_calls = []
+
+    async def handle(order):
+        rec_calls.append(order.run_id)
+
+    async with running(store, InProcessExecutor(handle), wall, lease=lease) as engine:
+        await engine.apply(job())
+        await trio.sleep(10)  # renewed at least once
+        lease.away = True
+        await trio.sleep(9)  # less than the TTL since the last renewal
+        lease.away = False
+        await trio.sleep(30)  # renewals succeed again: still leading, still firing
+        run = await engine.wait_run(await engine.trigger("default", "j"))
+    assert run.state == "succeeded" and rec_calls == [run.run_id]  # and the block ended without LeaseLost
+
+
+async def _never_called(order):
+    raise AssertionError(f"no run was triggered, yet {order.run_id} ran")
+
+
+async def test_a_store_away_past_the_lease_ends_leading_with_lease_lost_not_the_store_error(store, wall, autojump_clock):
+    lease = FlakyLease(ttl_s=15)
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with running(store, InProcessExecutor(_never_called), wall, lease=lease):
+            lease.away = True  # and release() fails too, on the way out
+            await trio.sleep(60)
+    (error,) = leaves(info.value)
+    assert isinstance(error, LeaseLost)
+    assert "ran out while the store was away" in str(error) and "did not answer" in str(error)
