@@ -30,6 +30,12 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (children excluded), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load() -> str:
     """The 1, 5 and 15 minute load averages as one short string."""
     one, five, fifteen = os.getloadavg()

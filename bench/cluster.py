@@ -36,7 +36,7 @@ import trio_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._machine import machine_report  # noqa: E402
+from bench._machine import cpu_seconds, machine_report  # noqa: E402
 from runtime.control import messages  # noqa: E402
 from runtime.control.messages import Heartbeat, Hello  # noqa: E402
 from runtime.tunnel import open_mux  # noqa: E402
@@ -49,11 +49,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def fake_node(url: str, token: str, index: int, *, stop_heartbeats: trio.Event | None,

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._machine import machine_report
+from bench._machine import cpu_seconds, machine_report
 
 MIB = 1024 * 1024
 
@@ -46,12 +46,6 @@ def serve(path: Path, chunk_size: int) -> None:
             print(urls[0], flush=True)
 
     trio.run(main)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warm(path: Path) -> None:

@@ -44,8 +44,8 @@ import trio_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._machine import die_with_parent, machine_report  # noqa: E402
-from bench.cluster import cpu_seconds, free_port, raise_fd_limit  # noqa: E402
+from bench._machine import cpu_seconds, die_with_parent, machine_report  # noqa: E402
+from bench.cluster import free_port, raise_fd_limit  # noqa: E402
 from packer import pack_dir  # noqa: E402
 from runtime.control import messages  # noqa: E402
 from runtime.control.messages import Heartbeat, Hello, Welcome  # noqa: E402
@@ -166,8 +166,8 @@ async def setup(fleet: Fleet, client: httpx.AsyncClient) -> None:
         await until(lambda name=name: serves(client, fleet.url(name)), within=120, what=f"echo served via {name}")
 
 
-async def drive(urls: list[str], *, concurrency: int, seconds: float) -> tuple[float, float, int]:
-    """(req/s, p50 ms, errors) of `concurrency` clients spreading requests round-robin over `urls`."""
+async def drive(urls: list[str], *, concurrency: int, seconds: float) -> tuple[float, float, int, int]:
+    """(req/s, p50 ms, errors, requests served) of `concurrency` clients spreading requests round-robin over `urls`."""
     latencies: list[float] = []
     errors = 0
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
@@ -195,7 +195,7 @@ async def drive(urls: list[str], *, concurrency: int, seconds: float) -> tuple[f
                 nursery.start_soon(worker, n)
         took = time.perf_counter() - started
     p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
-    return len(latencies) / took, p50, errors
+    return len(latencies) / took, p50, errors, len(latencies)
 
 
 FAILED: list[str] = []
@@ -292,8 +292,13 @@ async def main(args: argparse.Namespace) -> None:
                 await setup(fleet, client)
                 urls = [fleet.url(n) for n in "abc"]
                 await drive(urls, concurrency=args.concurrency, seconds=1)  # warm every path
+                assert fleet.node is not None
+                served = [proc.pid for proc, _, _ in fleet.planes.values()] + [fleet.node.pid]
+                cpu0 = sum(map(cpu_seconds, served))
                 one = await drive(urls[:1], concurrency=args.concurrency, seconds=args.seconds)
+                cpu1 = sum(map(cpu_seconds, served))
                 spread = await drive(urls, concurrency=args.concurrency, seconds=args.seconds)
+                cpu2 = sum(map(cpu_seconds, served))
                 print(f"gateway, echo, c={args.concurrency}, {args.seconds:g} s each (one node, the load generator "
                       "on this box too):")
                 print(f"  through one plane:          {one[0]:8.1f} req/s, p50 {one[1]:6.2f} ms, errors {one[2]}")
@@ -301,6 +306,11 @@ async def main(args: argparse.Namespace) -> None:
                       f"errors {spread[2]}")
                 ratio = spread[0] / one[0] if one[0] else float("nan")
                 print(f"  spread / one: {ratio:.2f}x (target >= 0.85x: {'met' if ratio >= 0.85 else 'missed'})")
+                # The planes' and the node's CPU per request: whether spreading costs work or only waiting.
+                per_one = (cpu1 - cpu0) / max(1, one[3]) * 1000
+                per_spread = (cpu2 - cpu1) / max(1, spread[3]) * 1000
+                print(f"  planes + node CPU per request: one plane {per_one:.2f} ms, spread {per_spread:.2f} ms "
+                      f"({per_spread / per_one if per_one else float('nan'):.2f}x)")
 
                 # Node re-attach: a follower killed and started again on its own port.
                 proc, url, port = fleet.planes["c"]
