@@ -246,7 +246,8 @@ async def transport(redis_url: str, calls: int = 2000, tasks: int = 16) -> list[
     from runtime.dispatch.resp import RespClient
 
     script = SCRIPTS["admit"]
-    args = ["flowctl:limits:{bench}:r:key:k", 0, "100.0", "0.0"]  # one GCRA key, no tokens
+    # One GCRA key (no slot, no tokens): ARGV slot id, lease, slot sets 0, buckets 0, interval, tolerance.
+    args = ["flowctl:limits:{bench}:r:key:k", "", 0, 0, 0, "100.0", "0.0"]
     lines = []
     client = RespClient(redis_url)
     await client.execute("SCRIPT", "LOAD", script.source)
@@ -300,8 +301,9 @@ async def transport(redis_url: str, calls: int = 2000, tasks: int = 16) -> list[
 
 
 async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
-    """A fully limited key's admission (slot, rates, charge, release), one request after another: Redis round
-    trips per request, and this process's CPU per request with the in-process Limiter vs Redis."""
+    """A fully limited key's admission (slot and rates in one call, then charge and release), one request after
+    another: Redis round trips per request, and this process's CPU per request with the in-process Limiter vs
+    Redis. (A request whose body is still arriving takes its slot first and its rates later: two calls.)"""
     from runtime.dispatch.limits import Limiter, Limits, Principal
     from runtime.dispatch.redis_limits import RedisLimiter
     from runtime.dispatch.resp import RespClient
@@ -311,8 +313,7 @@ async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
     async def admit(limiter) -> float:
         cpu = time.process_time()
         for _ in range(requests):
-            slot = await limiter.take_slot(who)
-            await limiter.check(who)
+            slot = await limiter.admit_slot(who)  # the slot and the rates together, as the gateway takes them
             limiter.charge(who, 50)
             limiter.give_slot(who, slot)
         return (time.process_time() - cpu) / requests * 1e6
@@ -328,8 +329,7 @@ async def per_request_cost(redis_url: str, requests: int = 500) -> list[str]:
 
         async def client() -> None:  # one of 16 clients, each request taking 2 ms on the replica
             for _ in range(requests // 16):
-                slot = await shared.take_slot(who)
-                await shared.check(who)
+                slot = await shared.admit_slot(who)
                 await trio.sleep(0.002)
                 shared.charge(who, 50)
                 shared.give_slot(who, slot)

@@ -4,9 +4,14 @@ Every model call (the OpenAI gateway, realtime sessions, and the coming jobs and
 pipeline) goes through `Dispatcher.send`; callers hold no routing code. It owns:
 
 - model lookup: 404 for a model nothing deploys, 503 for one with no ready replica;
-- admission: the key's model allow-list and its rpm/tpm (the concurrency slot is taken
-  earlier with `slot`, before a request body is read), against a LimitBackend: this
-  process's Limiter, or Redis shared by several planes;
+- admission: the key's model allow-list, its concurrency slot and its rpm/tpm, against a
+  LimitBackend: this process's Limiter, or Redis shared by several planes. A caller that has
+  the model in hand takes the slot and the rates together with `admitted` (one Redis call)
+  and then calls `send(..., admitted=True)`: the gateway when the body was already there,
+  a session's model call outside a turn, a session's opening. A caller that must hold the
+  slot before it knows the request takes it with `slot` and `send` checks the rates (two
+  calls): the gateway while a slow body arrives (the upload holds a slot, and a 400 or
+  404 spends no rpm), a session's turn (one slot for several calls), a batch job's line;
 - replica choice: least outstanding requests (power of two choices among many), or the
   caller's `Pin` (a session's utterance group), re-pinned when its replica is gone;
 - one retry on another replica while nothing reached the caller yet;
@@ -136,6 +141,12 @@ class Call:
         self.close()
 
 
+def _allowed(who: Principal, model: str) -> None:
+    """403 unless the key's allow-list covers `model`."""
+    if not who.allows(model):
+        raise GatewayError(403, f"this key may not use the model {model!r}", "model_not_allowed", param="model")
+
+
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     """The reply's Content-Length, None when absent or not a number (a chunked or SSE reply)."""
     for name, value in headers:
@@ -180,20 +191,48 @@ class Dispatcher:
         finally:
             self.limiter.give_slot(who, held)
 
+    @contextlib.asynccontextmanager
+    async def admitted(self, who: Principal, model: str, *, via: str = "http") -> AsyncIterator[None]:
+        """`slot` and `admit` in one limiter call, for a caller that knows the model when it takes the
+        slot; then `send(..., admitted=True)`. Refusals as theirs: 404/503, 403, then 429 or 503."""
+        began = trio.current_time()
+        try:
+            self.routes(model)
+            _allowed(who, model)
+        except GatewayError as exc:
+            await self.check_slot_free(who)
+            self.metrics.observe(model, who.tenant, exc.status, trio.current_time() - began, via=via)
+            raise
+        try:
+            held = await self.limiter.admit_slot(who)
+        except GatewayError as exc:
+            self.metrics.reject(who.tenant, exc.code)
+            if exc.code in ("rate_limit_exceeded", "tokens_limit_exceeded"):  # as `send` counts them
+                self.metrics.observe(model, who.tenant, exc.status, trio.current_time() - began, via=via)
+            raise
+        try:
+            yield
+        finally:
+            self.limiter.give_slot(who, held)
+
+    async def check_slot_free(self, who: Principal) -> None:
+        """The 429 of a key with no free slot (one taken and given back): a request refused before it took
+        its slot answers that first, as when the slot comes first. A limiter call on refusals only."""
+        async with self.slot(who):
+            pass
+
     async def admit_session(self, who: Principal) -> None:
         """Opening a realtime session counts as one request: a free slot and the key's rpm/tpm, or 429."""
-        async with self.slot(who):
-            try:
-                await self.limiter.check(who)
-            except GatewayError as exc:
-                self.metrics.reject(who.tenant, exc.code)
-                raise
+        try:
+            held = await self.limiter.admit_slot(who)
+        except GatewayError as exc:
+            self.metrics.reject(who.tenant, exc.code)
+            raise
+        self.limiter.give_slot(who, held)
 
     async def admit(self, who: Principal, model: str) -> None:
         """The key may use `model` now (allow-list, rpm, tpm), or a 403/429 GatewayError."""
-        if not who.allows(model):
-            raise GatewayError(403, f"this key may not use the model {model!r}", "model_not_allowed",
-                               param="model")
+        _allowed(who, model)
         try:
             await self.limiter.check(who)
         except GatewayError as exc:
@@ -202,8 +241,9 @@ class Dispatcher:
 
     async def send(self, who: Principal, model: str, path: str, body: bytes, *,
                    headers: Iterable[tuple[str, str]] = (), via: str = "http", pin: Pin | None = None,
-                   first_byte_timeout: float | None = None) -> Call:
-        """Admit, route and send one request; returns once the reply's first byte arrived.
+                   first_byte_timeout: float | None = None, admitted: bool = False) -> Call:
+        """Admit (unless the caller holds `admitted`), route and send one request; returns once the
+        reply's first byte arrived.
 
         `first_byte_timeout` overrides the dispatcher's for this call (a transcription answers
         only once the whole file is heard). Error handling: GatewayError (404/503 lookup, 403/429
@@ -213,7 +253,8 @@ class Dispatcher:
         began = trio.current_time()
         try:
             routes = self.routes(model)
-            await self.admit(who, model)
+            if not admitted:
+                await self.admit(who, model)
             return await self._attempts(who, model, path, body, list(headers), via, pin, routes, began,
                                         first_byte_timeout or self.first_byte_timeout)
         except GatewayError as exc:

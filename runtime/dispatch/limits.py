@@ -1,7 +1,8 @@
 """Per key and per tenant limits: requests/minute (GCRA), tokens/minute, concurrent requests.
 
-A request takes a concurrency slot (`enter`) before its body is read and is checked
-against the rates (`admit`) once the body names a model; `release` gives the slot back.
+A request takes a concurrency slot (`enter`) and is checked against the rates (`admit`),
+both at once when its body is already there, else the slot before the body is read and the
+rates once the body names a model; `release` gives the slot back.
 
 GCRA keeps one "theoretical arrival time" per subject: requests are spaced by
 60/rpm seconds on average, with a burst of up to `burst` back to back; nothing
@@ -66,6 +67,10 @@ class LimitBackend(Protocol):
 
     async def check(self, who: Principal) -> None:
         """Count a request against the rpm/tpm limits or raise 429 (with Retry-After), nothing counted."""
+        ...
+
+    async def admit_slot(self, who: Principal) -> object:
+        """`take_slot` and `check` as one step (one Redis call), nothing taken or counted on refusal."""
         ...
 
     def charge(self, who: Principal, tokens: int) -> None:
@@ -156,6 +161,16 @@ class Limiter:
     async def check(self, who: Principal) -> None:
         """`admit`, as LimitBackend says."""
         self.admit(who)
+
+    async def admit_slot(self, who: Principal) -> object:
+        """`enter` then `admit`, the slot given back if a rate refuses (no await between: nobody sees it)."""
+        self.enter(who)
+        try:
+            self.admit(who)
+        except GatewayError:
+            self.release(who)
+            raise
+        return None
 
     def _peek_gcra(self, subject: str, rpm: int, now: float) -> float:
         interval = 60.0 / rpm

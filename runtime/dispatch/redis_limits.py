@@ -1,10 +1,17 @@
 """Limits shared by several planes, kept in Redis (`flowctl serve --redis URL`): a LimitBackend.
 
-Each decision is one Lua script that checks every subject (the key and its tenant) and only
-then writes (runtime/dispatch/redis_scripts.py), so planes admitting the same key at once never
-overshoot. Redis calls per request: one to take a concurrency slot, one to check rpm/tpm, and
-the slot's release and the reply's token charge ride on the next call (or the background flush);
-a key with no limit of a kind costs no call for it.
+Each decision is one Lua script (ADMIT, runtime/dispatch/redis_scripts.py) that checks every
+subject (the key and its tenant) and only then writes, so planes admitting the same key at once
+never overshoot. A request costs one Redis call: `admit_slot` takes its concurrency slot and
+counts it against rpm/tpm in the same script, so a request refused by a rate never holds a slot,
+not even for a moment another plane could see. The slot's release and the reply's token charge
+ride on the next call (or the background flush); a key with no limits costs no call at all.
+
+`take_slot` and `check` remain, as the same script over only the slot or only the rates, for
+callers that take the slot before they know whether the request is one: the gateway when the
+body is still arriving (a slow upload holds a slot; its rates are checked once the body names a
+model, so a 400 or 404 spends no rpm), a session's turn (one slot for several calls, each
+checked), a batch job's line. Those pay two calls; runtime/dispatch/dispatcher.py says who uses which.
 
 Concurrency slots are leases: a sorted set of slot ids scored by expiry, renewed every third of
 `slot_lease` while the request runs. A plane that dies mid-request stops renewing and its slots
@@ -89,25 +96,7 @@ class RedisLimiter:
 
     async def take_slot(self, who: Principal) -> object:
         """Take a concurrency slot of the key and the tenant (429 when either is full, 503 without Redis)."""
-        limited = [(kind, self._key(who, "c", subject), limits.max_concurrency)
-                   for kind, subject, limits in _subjects(who) if limits.max_concurrency is not None]
-        if not limited:
-            return None
-        slot = secrets.token_hex(8)
-        keys = tuple(key for _, key, _ in limited)
-        args: list[Arg] = [slot, int(self.slot_lease * 1000), *(int(limit) for _, _, limit in limited)]
-        done = False
-        try:
-            full = int(await self._decide(SCRIPTS["enter"], keys, args))
-            done = True
-        finally:
-            if not done:  # cancelled or failed after Redis may have taken it: give it back
-                self._releases.append((slot, keys))
-        if full:
-            kind, _, limit = limited[full - 1]
-            raise concurrency_refused(kind, limit)
-        self._held[slot] = keys
-        return slot
+        return await self._admit(who, slot=True, rates=False)
 
     def give_slot(self, who: Principal, slot: object) -> None:
         """Give the slot back (written with the next Redis call, or by the background flush)."""
@@ -117,25 +106,52 @@ class RedisLimiter:
 
     async def check(self, who: Principal) -> None:
         """Count a request against the key's and the tenant's rpm and tpm, all or nothing, in one script."""
+        await self._admit(who, slot=False, rates=True)
+
+    async def admit_slot(self, who: Principal) -> object:
+        """`take_slot` and `check` in one script call: the slot is taken only if the rates allow the request."""
+        return await self._admit(who, slot=True, rates=True)
+
+    async def _admit(self, who: Principal, *, slot: bool, rates: bool) -> object:
+        """The ADMIT script over the subjects' slot sets (if `slot`) and rates (if `rates`); the slot id or None."""
+        subjects = _subjects(who)
+        sets = [(kind, self._key(who, "c", subject), limits.max_concurrency)
+                for kind, subject, limits in subjects if slot and limits.max_concurrency is not None]
         buckets = [(kind, self._key(who, "t", subject), limits.tpm)
-                   for kind, subject, limits in _subjects(who) if limits.tpm is not None]
-        rates = [(kind, self._key(who, "r", subject), limits.rpm)
-                 for kind, subject, limits in _subjects(who) if limits.rpm is not None]
-        if not buckets and not rates:
-            return
-        args: list[Arg] = [len(buckets), *(tpm for _, _, tpm in buckets)]
-        for _, _, rpm in rates:
+                   for kind, subject, limits in subjects if rates and limits.tpm is not None]
+        gcras = [(kind, self._key(who, "r", subject), limits.rpm)
+                 for kind, subject, limits in subjects if rates and limits.rpm is not None]
+        if not sets and not buckets and not gcras:
+            return None
+        slot_id = secrets.token_hex(8) if sets else ""
+        slot_keys = tuple(key for _, key, _ in sets)
+        args: list[Arg] = [slot_id, int(self.slot_lease * 1000), len(sets), len(buckets),
+                           *(int(limit) for _, _, limit in sets), *(tpm for _, _, tpm in buckets)]
+        for _, _, rpm in gcras:
             interval = 60000.0 / rpm
             args += [repr(interval), repr(interval * (burst_for(rpm) - 1))]
-        keys = [key for _, key, _ in buckets] + [key for _, key, _ in rates]
-        index, wait_ms = await self._decide(SCRIPTS["admit"], keys, args)
+        keys = [*slot_keys, *(key for _, key, _ in buckets), *(key for _, key, _ in gcras)]
+        done = False
+        try:
+            index, wait_ms = await self._decide(SCRIPTS["admit"], keys, args)
+            done = True
+        finally:
+            if not done and sets:  # cancelled or failed after Redis may have taken it: give it back
+                self._releases.append((slot_id, slot_keys))
         index, wait = int(index), float(wait_ms) / 1000.0
         if index == 0:
-            return
+            if not sets:
+                return None
+            self._held[slot_id] = slot_keys
+            return slot_id
+        if index <= len(sets):
+            kind, _, limit = sets[index - 1]
+            raise concurrency_refused(kind, limit)
+        index -= len(sets)
         if index <= len(buckets):
             kind, _, tpm = buckets[index - 1]
             raise tokens_refused(kind, tpm, wait)
-        kind, _, rpm = rates[index - 1 - len(buckets)]
+        kind, _, rpm = gcras[index - 1 - len(buckets)]
         raise rate_refused(kind, rpm, wait)
 
     def charge(self, who: Principal, tokens: int) -> None:

@@ -16,22 +16,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 """
 
-# KEYS: the slot sets of the subjects with a concurrency limit.
-# ARGV: slot id, lease ms, then the limit of each key. Returns 0, or the index of the full set.
-# Expired slots (their plane died mid-request and stopped renewing) are purged first.
-ENTER = _NOW + """
-local lease = tonumber(ARGV[2])
-for i = 1, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return i end
-end
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], now + lease, ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(lease) + 1000)
-end
-return 0
-"""
-
 # KEYS: slot sets; ARGV: slot id, lease ms. Pushes the slot's expiry while its request runs
 # (XX: a slot already released or purged is not brought back).
 RENEW = _NOW + """
@@ -44,29 +28,41 @@ end
 return 0
 """
 
-# KEYS: first the token buckets (n of them), then the GCRA keys. ARGV: n, the tpm of each bucket,
-# then (interval ms, tolerance ms) of each GCRA key. Returns {0, '0'} once every rate allows the
-# request and it is counted, else {index of the refusing key, wait in ms} with nothing written.
+# The admission of a request: a concurrency slot and its rates, checked together and written only
+# once all allow it. KEYS: the slot sets (m of them), the token buckets (n), then the GCRA keys.
+# ARGV: slot id, lease ms, m, n, the limit of each slot set, the tpm of each bucket, then
+# (interval ms, tolerance ms) of each GCRA key. Returns {0, '0'} once the request holds its slot
+# and is counted, else {index of the refusing key, wait in ms} with nothing counted (expired slots,
+# of planes that died mid-request and stopped renewing, are purged first: that changes no count).
+# Any of the three groups may be empty: a slot alone, or the rates alone, is the same script.
 ADMIT = _NOW + """
-local n = tonumber(ARGV[1])
-for i = 1, n do
-  local tpm = tonumber(ARGV[1 + i])
+local lease, m, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, m do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[4 + i]) then return {i, '0'} end
+end
+for i = m + 1, m + n do
+  local tpm = tonumber(ARGV[4 + i])
   local v = redis.call('HMGET', KEYS[i], 'l', 'a')
   local level = tpm
   if v[1] then level = math.min(tpm, tonumber(v[1]) + (now - tonumber(v[2])) * tpm / 60000) end
   if level <= 0 then return {i, tostring((1 - level) * 60000 / tpm)} end
 end
 local tats = {}
-for i = n + 1, #KEYS do
-  local j = 2 + n + (i - n - 1) * 2
+for i = m + n + 1, #KEYS do
+  local j = 5 + m + n + (i - m - n - 1) * 2
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
   local wait = tat - tonumber(ARGV[j + 1]) - now
   if wait > 0.001 then return {i, tostring(wait)} end
   tats[i] = tat + tonumber(ARGV[j])
 end
-for i = n + 1, #KEYS do
+for i = m + n + 1, #KEYS do
   redis.call('SET', KEYS[i], tostring(tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
+end
+for i = 1, m do
+  redis.call('ZADD', KEYS[i], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(lease) + 1000)
 end
 return {0, '0'}
 """
@@ -100,5 +96,4 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA-1
 
 
-SCRIPTS = {s.name: s for s in (Script("enter", ENTER), Script("renew", RENEW), Script("admit", ADMIT),
-                               Script("charge", CHARGE))}
+SCRIPTS = {s.name: s for s in (Script("admit", ADMIT), Script("renew", RENEW), Script("charge", CHARGE))}

@@ -1,14 +1,15 @@
 """The gateway's bare ASGI app (no framework on the hot path) and the front door in front of quart.
 
-Per request: authenticate the key, take one of its concurrent-request slots, read the
-body (capped, under a deadline), validate just enough to name the model, hand it to the
-dispatcher (runtime/dispatch: allow-list, rates, replica, retry, usage) and relay the
-reply chunk by chunk. A client that goes away cancels the call, which resets the tunnel
-stream and closes the worker's connection.
+Per request: authenticate the key, read the body (capped, under a deadline; a slot of the
+key's concurrency is taken first when the body is not there at once), validate just enough
+to name the model, hand it to the dispatcher (runtime/dispatch: allow-list, slot and rates,
+replica, retry, usage) and relay the reply chunk by chunk. A client that goes away cancels
+the call, which resets the tunnel stream and closes the worker's connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,13 @@ from runtime.dispatch import Call, Dispatcher, Principal
 from runtime.exception_groups import collapse
 from runtime.gateway import openapi
 from runtime.gateway.audio import AUDIO_FIRST_BYTE_TIMEOUT, AUDIO_UPLOADS, DEFAULT_MAX_AUDIO_BODY
-from runtime.gateway.body import DEFAULT_BODY_TIMEOUT, read_body, refuse_declared_length
+from runtime.gateway.body import (
+    ARRIVED_WAIT,
+    DEFAULT_BODY_TIMEOUT,
+    read_arrived,
+    read_body,
+    refuse_declared_length,
+)
 from runtime.gateway.errors import GatewayError
 from runtime.gateway.validate import ENDPOINTS, parse_body
 from runtime.tunnel.coalesce import Pacer, gather
@@ -61,7 +68,7 @@ class Gateway:
     def __init__(self, dispatcher: Dispatcher, authenticate: Authenticate, *, max_body: int = MAX_BODY,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  metrics_key_hashes: tuple[str, ...] = (), max_audio_body: int = DEFAULT_MAX_AUDIO_BODY,
-                 audio_first_byte_timeout: float = AUDIO_FIRST_BYTE_TIMEOUT) -> None:
+                 audio_first_byte_timeout: float = AUDIO_FIRST_BYTE_TIMEOUT, arrived_wait: float = ARRIVED_WAIT) -> None:
         if not audio_first_byte_timeout > 0:
             raise ValueError(f"audio_first_byte_timeout={audio_first_byte_timeout!r} is not a positive number of seconds")
         self.dispatcher = dispatcher
@@ -72,6 +79,7 @@ class Gateway:
         self.max_body = max_body
         self.max_audio_body = max_audio_body
         self.body_timeout = body_timeout
+        self.arrived_wait = arrived_wait  # a body not whole by then is read holding a slot (gateway/body.py)
         # sha256 of the keys that may read /metrics (the admin key, a metrics token); none: nobody.
         self.metrics_key_hashes = metrics_key_hashes
         self.idle_timeout = idle_timeout
@@ -122,11 +130,25 @@ class Gateway:
         _only(method, "POST")
         limit = self.max_audio_body if path in AUDIO_UPLOADS else self.max_body
         refuse_declared_length(headers, limit)
-        # The slot is taken before the body is read: a slow upload counts against the key's
-        # max_concurrency. Rates (and tokens) are checked once the body says which model.
-        async with self.dispatcher.slot(who):
-            raw = await read_body(receive, limit=limit, body_timeout=self.body_timeout)
-            parsed = parse_body(path, raw, headers.get(b"content-type", b"application/json").decode("latin-1"))
+        content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+        # A body sent with its headers is here at once: the slot and the rates are then taken in
+        # one limiter call once it names the model. Else the slot is taken before the rest is read
+        # (a slow upload counts against the key's max_concurrency) and the rates once it is whole.
+        async with contextlib.AsyncExitStack() as admission:
+            try:
+                parts, whole = await read_arrived(receive, limit=limit, wait=self.arrived_wait)
+                if whole:
+                    parsed = parse_body(path, b"".join(parts), content_type)
+            except GatewayError:
+                await self.dispatcher.check_slot_free(who)  # a full key's 429 first, as if its slot came first
+                raise
+            if whole:
+                await admission.enter_async_context(self.dispatcher.admitted(who, parsed.model))
+            else:
+                await admission.enter_async_context(self.dispatcher.slot(who))
+                parts = [await read_body(receive, limit=limit, body_timeout=self.body_timeout, start=parts)]
+                parsed = parse_body(path, parts[0], content_type)
+            raw = b"".join(parts)
             forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
             with collapse():
@@ -135,7 +157,7 @@ class Gateway:
                     wait = (max(self.audio_first_byte_timeout, self.dispatcher.first_byte_timeout)
                             if path in AUDIO_UPLOADS else None)
                     call = await self.dispatcher.send(who, parsed.model, target, raw, headers=forward, via="http",
-                                                      first_byte_timeout=wait)
+                                                      first_byte_timeout=wait, admitted=whole)
                     async with call:
                         await self._relay(parsed.model, call, reply)
                     nursery.cancel_scope.cancel()

@@ -95,13 +95,14 @@ class ClusterBackend:
         model = session.models[stage]
         pin = session.group.place(stage, session.models, self.dispatcher.scheduler.routes,
                                   self.dispatcher.router.load)
+        own_slot = not session.slot_held  # outside a turn: the slot and the rates in one limiter call
         try:
-            async with nullcontext() if session.slot_held else self.dispatcher.slot(who):
+            async with self.dispatcher.admitted(who, model, via="session") if own_slot else nullcontext():
                 wait = (max(self.audio_first_byte_timeout, self.dispatcher.first_byte_timeout)
                         if stage == "asr" else None)
                 call = await self.dispatcher.send(who, model, path, body, via="session", pin=pin,
                                                   headers=[("content-type", content_type)],
-                                                  first_byte_timeout=wait)
+                                                  first_byte_timeout=wait, admitted=own_slot)
                 async with call:
                     if call.status != 200:
                         detail = (await _read(call))[:1000].decode("utf-8", "replace")

@@ -89,3 +89,18 @@ async def test_a_refused_request_is_not_counted():
     with pytest.raises(GatewayError, match="concurrent"):
         limiter.enter(p)
     assert limiter.active == {"key:k": 2, "tenant:t": 2}
+
+
+async def test_a_slot_and_the_rates_at_once_take_nothing_when_refused():
+    # admit_slot: the slot is given back before anyone can see it when a rate refuses.
+    limiter = Limiter()
+    p = Principal("t", "k", key_limits=Limits(rpm=1, max_concurrency=1))
+    assert await limiter.admit_slot(p) is None
+    assert limiter.active == {"key:k": 1, "tenant:t": 1}
+    with pytest.raises(GatewayError, match="concurrent"):  # the slot refuses first
+        await limiter.admit_slot(p)
+    limiter.give_slot(p, None)
+    with pytest.raises(GatewayError, match="request rate"):
+        await limiter.admit_slot(p)
+    assert limiter.active == {}
+    await limiter.take_slot(p)  # the slot alone is free

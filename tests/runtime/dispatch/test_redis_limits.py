@@ -163,6 +163,85 @@ async def test_a_released_slot_is_free_for_the_next_request_at_once(redis_url):
                 limiter.give_slot(p, slot)
 
 
+FULL = Limits(rpm=10**6, tpm=10**9, max_concurrency=100)  # every kind of limit, none of them reached
+
+
+async def test_a_fully_limited_request_costs_one_round_trip(redis_url):
+    # Counted as bench/_scale_limits.py counts them: the slot and both rates in one script call,
+    # the previous request's release and charge riding on it.
+    p = who(key_limits=FULL, tenant_limits=FULL)
+    with trio.fail_after(20):
+        async with plane_limiter(redis_url) as limiter:
+            limiter.give_slot(p, await limiter.admit_slot(p))  # warm-up: connection open, scripts loaded
+            limiter.round_trips = 0
+            for _ in range(50):
+                slot = await limiter.admit_slot(p)
+                limiter.charge(p, 50)
+                limiter.give_slot(p, slot)
+            assert limiter.round_trips == 50
+
+
+async def test_a_refusal_by_rate_leaves_no_slot_taken(redis_url):
+    # One slot, burst 6: the 7th request is refused by its rate. Had it kept the slot even for a
+    # moment, another plane's request that needs only that slot would see the key full.
+    p = who(key_limits=Limits(rpm=60, max_concurrency=1))
+    with trio.fail_after(20):
+        async with plane_limiter(redis_url) as one, plane_limiter(redis_url) as two:
+            for _ in range(6):
+                one.give_slot(p, await one.admit_slot(p))
+            with pytest.raises(GatewayError) as refused:
+                await one.admit_slot(p)
+            assert refused.value.code == "rate_limit_exceeded" and "60 requests/min" in refused.value.message
+            client = RespClient(redis_url)
+            assert await client.execute("ZCARD", "flowctl:limits:{t}:c:key:k1") == 0
+            await client.aclose()
+            assert not one._held and not one._releases  # nothing to give back: nothing was taken
+            slot = await two.take_slot(p)  # the slot alone: free
+            with pytest.raises(GatewayError) as full:
+                await one.admit_slot(p)  # and now the slot refuses first, the rate untouched
+            assert full.value.code == "concurrency_limit_exceeded"
+            two.give_slot(p, slot)
+
+
+async def test_slots_and_rates_taken_together_stay_exact_across_planes(redis_url):
+    narrow = who(key="narrow", key_limits=Limits(rpm=60000, max_concurrency=3))
+    fast = who(key="fast", key_limits=Limits(rpm=600, max_concurrency=1000))  # burst 60, then 10/s
+    with trio.fail_after(30):
+        async with plane_limiter(redis_url) as a, plane_limiter(redis_url) as b:
+            held: list[tuple[RedisLimiter, object]] = []
+            codes: list[str] = []
+
+            async def hold(limiter):  # all at once, none given back: exactly the 3 slots are taken
+                try:
+                    held.append((limiter, await limiter.admit_slot(narrow)))
+                except GatewayError as exc:
+                    codes.append(exc.code)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(40):
+                    nursery.start_soon(hold, (a, b)[i % 2])
+            assert len(held) == 3 and codes == ["concurrency_limit_exceeded"] * 37
+            for limiter, slot in held:
+                limiter.give_slot(narrow, slot)
+
+            results: list[bool] = []
+            began = trio.current_time()
+
+            async def one(limiter):
+                try:
+                    limiter.give_slot(fast, await limiter.admit_slot(fast))
+                    results.append(True)
+                except GatewayError as exc:
+                    assert exc.code == "rate_limit_exceeded", exc.message
+                    results.append(False)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(one, (a, b)[i % 2])
+            elapsed = trio.current_time() - began
+            assert 60 <= sum(results) <= 60 + int(elapsed * 10) + 1, (sum(results), elapsed)
+
+
 async def test_unlimited_keys_cost_no_redis_call(redis_url):
     with trio.fail_after(20):
         async with plane_limiter(redis_url) as limiter:
@@ -171,6 +250,7 @@ async def test_unlimited_keys_cost_no_redis_call(redis_url):
             await limiter.check(p)
             limiter.charge(p, 100)
             limiter.give_slot(p, slot)
+            limiter.give_slot(p, await limiter.admit_slot(p))
             assert limiter.round_trips == 0
 
 
@@ -233,17 +313,20 @@ async def test_redis_down_fails_closed_with_503_and_recovers(redis_server):
     with trio.fail_after(30):
         async with plane_limiter(redis_server.url, timeout=0.5) as limiter:
             await limiter.check(p)
+            running = await limiter.admit_slot(p)  # a request in flight when Redis goes away
             redis_server.stop()
-            for attempt in (limiter.check, limiter.take_slot):
+            for attempt in (limiter.admit_slot, limiter.check, limiter.take_slot):
                 with pytest.raises(GatewayError) as refused:
                     await attempt(p)
                 assert refused.value.status == 503 and refused.value.code == "limiter_unavailable"
                 assert "Redis at 127.0.0.1" in refused.value.message and "\n" not in refused.value.message
                 assert (b"retry-after", b"1") in refused.value.headers()
+            limiter.give_slot(p, running)  # its end: the release cannot be written (the lease ends it)
             await trio.to_thread.run_sync(redis_server.start)  # empty: the scripts are loaded again
 
             async def works():
                 try:
+                    limiter.give_slot(p, await limiter.admit_slot(p))
                     await limiter.check(p)
                     await limiter.take_slot(p)
                     return True

@@ -9,7 +9,9 @@ import trio
 
 from bench._scale_limits import CHAT, drive, open_planes, seed_key
 from runtime.dispatch.limits import burst_for
+from tests.polling import wait_until
 from tests.runtime.gateway.conftest import _start_cluster
+from tests.runtime.http.rawhttp import open_raw_connection
 
 pytestmark = pytest.mark.engines
 
@@ -114,3 +116,44 @@ async def test_requests_and_sessions_on_two_planes_share_one_keys_rate(redis_url
             for cluster, worker in started:
                 await cluster.client.aclose()
                 await trio.to_thread.run_sync(worker.stop)
+
+
+async def test_a_gateway_request_costs_one_redis_call_unless_its_body_trickles_in(redis_url, nursery, tmp_path):
+    # A key with every kind of limit. A body sent with its headers: one decision call per request
+    # (the slot and the rates together). A body still arriving: the slot first, the rates once
+    # it is whole, two calls. arrived_wait is generous so a loaded box cannot tip one into the other.
+    cluster, worker = await _start_cluster(nursery, tmp_path, gateway_settings={"redis": redis_url,
+                                                                                 "arrived_wait": 0.5})
+    try:
+        await cluster.deploy()
+        key = await cluster.key(rpm=60000, tpm=10**8, max_concurrency=2)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        limiter = cluster.handle.gateway.dispatcher.limiter
+        decisions: list[str] = []
+        decide = limiter._decide
+
+        async def counted(script, keys, args):  # the real call, counted: one per decision sent to Redis
+            decisions.append(script.name)
+            return await decide(script, keys, args)
+
+        limiter._decide = counted
+        with trio.fail_after(30):
+            for _ in range(20):
+                r = await cluster.client.post("/v1/chat/completions", content=CHAT, headers=headers)
+                assert r.status_code == 200, r.text
+            assert decisions == ["admit"] * 20
+            await wait_until(lambda: not limiter._held)  # given back once the handler returns, just after the reply
+            decisions.clear()
+            async with open_raw_connection(cluster.url) as slow:
+                await slow.send_head("POST", "/v1/chat/completions", [("Authorization", f"Bearer {key}"),
+                                     ("Content-Type", "application/json"), ("Content-Length", str(len(CHAT)))])
+                await slow.send(CHAT[:5])
+                await wait_until(lambda: len(limiter._held) == 1)  # the slot, taken before the rest of the body
+                assert len(decisions) == 1
+                await slow.send(CHAT[5:])
+                assert (await slow.response()).status == 200
+            assert len(decisions) == 2
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.client.aclose()
+            await trio.to_thread.run_sync(worker.stop)
