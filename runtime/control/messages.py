@@ -5,8 +5,12 @@ messages on the same socket are tunnel frames, see runtime.tunnel). Each message
 is an object with a "type" tag; unknown fields are ignored so either side can be
 upgraded first, unknown types are an error.
 
-    node -> plane   hello, heartbeat, status, local, job_report, job_log
-    plane -> node   welcome, assign, error, local_verdict, job_attempt, job_cancel
+    node -> plane   hello, heartbeat, status, local, job_report, job_reports, job_log
+    plane -> node   welcome, assign, error, local_verdict, job_attempt, job_attempts, job_cancel
+
+Features: a hello and a welcome list what their sender understands beyond the messages every
+version has (an older peer sends none and ignores the field); a side sends a batch form
+(`job_attempts`, `job_reports`: runtime.control.job_batches) only to a peer that listed `job_batch`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from typing import Annotated, Literal
 import msgspec
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+JOB_BATCH = "job_batch"  # the feature: job_attempts / job_reports understood
+FEATURES = (JOB_BATCH,)  # what this version announces, as a node (hello) and as a plane (welcome)
+MAX_FEATURES = 32
+Features = Annotated[tuple[Annotated[str, msgspec.Meta(max_length=64)], ...], msgspec.Meta(max_length=MAX_FEATURES)]
 
 ReplicaState = Literal["pending", "installing", "starting", "ready", "failed", "stopping", "stopped"]
 
@@ -74,6 +82,7 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     installed: tuple[InstalledVersion, ...] = ()
     replicas: tuple[ReplicaReport, ...] = ()
     labels: Labels = msgspec.field(default_factory=dict)
+    features: Features = ()
 
 
 # The tail of a replica's worker log a node sends with a heartbeat (the console's node page):
@@ -131,6 +140,7 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
     heartbeat_interval_s: float
     hub_url: str
     credential: str = ""
+    features: Features = ()
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
@@ -213,6 +223,19 @@ class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
     max_artifacts_total: int | None = None
 
 
+def _no_entries() -> msgspec.Raw:
+    return msgspec.Raw(b"null")
+
+
+class JobAttempts(msgspec.Struct, frozen=True, tag="job_attempts"):
+    """Several `job_attempt`s for one node in one message, handled as if sent one by one, in order
+    (each with its own epoch, fenced on its own). `attempts` stays raw JSON here: a malformed
+    entry, or a batch over its bounds, is refused on its own by `job_batches.unpack_attempts`
+    without failing the connection's other messages."""
+
+    attempts: msgspec.Raw = msgspec.field(default_factory=_no_entries)
+
+
 class JobCancel(msgspec.Struct, frozen=True, tag="job_cancel"):
     """Stop a job step attempt (its process group: SIGTERM, then SIGKILL)."""
 
@@ -237,6 +260,12 @@ class JobReport(msgspec.Struct, frozen=True, tag="job_report"):
     shard: int | None = None
 
 
+class JobReports(msgspec.Struct, frozen=True, tag="job_reports"):
+    """Several `job_report`s in one message, in order; raw as `JobAttempts.attempts` is."""
+
+    reports: msgspec.Raw = msgspec.field(default_factory=_no_entries)
+
+
 class JobLog(msgspec.Struct, frozen=True, tag="job_log"):
     """A piece of a job step attempt's output, in order."""
 
@@ -252,8 +281,8 @@ REVOKED = "revoked"
 IDENTITY = "identity"
 
 
-NodeMessage = Hello | Heartbeat | Status | Local | JobReport | JobLog
-PlaneMessage = Welcome | Assign | Error | LocalVerdict | JobAttempt | JobCancel
+NodeMessage = Hello | Heartbeat | Status | Local | JobReport | JobReports | JobLog
+PlaneMessage = Welcome | Assign | Error | LocalVerdict | JobAttempt | JobAttempts | JobCancel
 
 _node_decoder = msgspec.json.Decoder(NodeMessage)
 _plane_decoder = msgspec.json.Decoder(PlaneMessage)

@@ -3,8 +3,9 @@
 Each attempt goes to one connected node whose labels match the step's `selector` (the least
 loaded: this plane's attempts on it plus its in-flight requests; ties by name). While none
 matches, the attempt waits with its reason recorded (`pending: no node with labels gpu=a100`).
-The node gets a `job_attempt` carrying the leader epoch, answers `job_report`s (running, then
-one final) and streams `job_log` pieces, appended to the attempt's log here. A node that the
+The node gets a `job_attempt` carrying the leader epoch (batched per node and round: node_sends.py),
+answers `job_report`s (running, then one final) and streams `job_log` pieces, appended to the
+attempt's log here. A node that the
 registry declares lost (its lost-node timeout, or its connection closed) loses its attempts
 (`lost`), which the engine retries per policy. After a plane restart `recover` waits for the
 attempt's node to report it running again (nodes report what still runs after each welcome,
@@ -38,6 +39,7 @@ from runtime.jobs.broadcast import recover_broadcast, run_broadcast
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
 from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
+from runtime.jobs.node_sends import AttemptSends
 from runtime.jobs.offload import BatchedOffload
 from runtime.jobs.shards import ShardRecords
 from runtime.jobs.states import LIVE_ATTEMPT
@@ -85,6 +87,7 @@ class NodeExecutor(NodeChoosing):
         self._live = LiveAttempts()
         self._matching = {}
         self._db = BatchedOffload(store.group, inline=True)  # small per-attempt notes: no thread hop
+        self._sends = AttemptSends(scheduler.mux_for, self._batching)
         self._turns: dict[tuple[str, str, str], int] = {}  # round_robin: the last node given, per step
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
@@ -331,7 +334,13 @@ class NodeExecutor(NodeChoosing):
 
     # -- sending ---------------------------------------------------------------------------------
 
+    def _batching(self, node_id: str) -> bool:
+        return (node := self.scheduler.registry.get(node_id)) is not None and messages.JOB_BATCH in node.hello.features
+
     async def _send(self, node_id: str, message: JobAttempt | JobCancel) -> None:
+        if isinstance(message, JobAttempt):
+            await self._sends.send(node_id, message)
+            return
         mux = self.scheduler.mux_for(node_id)
         if mux is None:
             raise TunnelError(f"node {node_id} is not connected")

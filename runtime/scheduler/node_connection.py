@@ -18,7 +18,9 @@ connection ends.
 
 Error handling: a malformed, oversized or unexpected control message, or a hello
 claiming an id the connection may not use, gets a fatal `error` and closes that
-connection only; the plane keeps serving.
+connection only; the plane keeps serving. A `job_reports` batch is checked entry by entry
+(runtime.control.job_batches): a bad entry, or a bad batch, gets a non-fatal `error` naming
+it, and the connection and the batch's good entries go on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import msgspec
 import trio
 
 from runtime.control import messages
+from runtime.control.job_batches import unpack_reports
 from runtime.control.messages import (
     IDENTITY,
     Assign,
@@ -38,6 +41,7 @@ from runtime.control.messages import (
     Hello,
     JobLog,
     JobReport,
+    JobReports,
     Local,
     ProtocolError,
     Status,
@@ -150,7 +154,7 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
         await mux.send_control(messages.encode(Welcome(
             node_id=hello.node_id, cluster_id=await trio.to_thread.run_sync(scheduler.store.cluster_id),
             heartbeat_interval_s=scheduler.heartbeat_interval, hub_url=scheduler.hub_url,
-            credential=credential)))
+            credential=credential, features=messages.FEATURES)))
 
         async def send_assign(assign: Assign) -> None:
             await mux.send_control(messages.encode(assign))
@@ -181,7 +185,9 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
                     log.warning("node %s sent a bad control message, closing: %s", hello.name, exc)
                     await mux.send_control(messages.encode(Error(str(exc), fatal=True)))
                     return
-                if isinstance(message, JobReport | JobLog | Heartbeat) and (
+                if isinstance(message, JobReports):
+                    await _job_reports(scheduler, mux, hello, message)
+                elif isinstance(message, JobReport | JobLog | Heartbeat) and (
                         sink := _job_sinks.get(id(scheduler))) is not None:
                     sink(hello.node_id, message)
                 if isinstance(message, Heartbeat):
@@ -203,3 +209,16 @@ async def _serve_hello(scheduler: Scheduler, mux: Mux, hello: Hello, auth: NodeA
         scheduler.local.drop(hello.node_id, epoch)
         scheduler.detach(hello.node_id, epoch)
         registry.disconnect(hello.node_id, epoch)
+
+
+async def _job_reports(scheduler: Scheduler, mux: Mux, hello: Hello, batch: JobReports) -> None:
+    """Hand a batch's reports to the jobs role one by one; refuse its bad entries (non-fatal)."""
+    reports, refused = unpack_reports(batch)
+    sink = _job_sinks.get(id(scheduler))
+    for report in reports:
+        if sink is not None:
+            sink(hello.node_id, report)
+    if refused:  # one answer per batch, however many entries it refuses
+        more = f" (and {len(refused) - 1} more entries refused)" if len(refused) > 1 else ""
+        log.warning("node %s sent a bad job_reports batch: %s%s", hello.name, refused[0].reason, more)
+        await mux.send_control(messages.encode(Error(refused[0].reason + more)))

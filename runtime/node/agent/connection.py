@@ -271,7 +271,7 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     total_mb, _ = sysinfo.memory_mb()
     hello = Hello(node_id=config.node_id, name=config.name, agent_version=config.agent_version,
                   cpu_count=sysinfo.cpu_count(), ram_mb=total_mb, gpus=await sysinfo.nvidia_gpus(),
-                  installed=installed, replicas=replicas, labels=dict(config.labels))
+                  installed=installed, replicas=replicas, labels=dict(config.labels), features=messages.FEATURES)
     await mux.send_control(messages.encode(hello))
     with trio.fail_after(WELCOME_TIMEOUT):
         first = messages.decode_plane_message(await mux.receive_control())
@@ -284,7 +284,7 @@ async def _session(config: AgentConfig, executor: Executor, mux: Mux, client: Wo
     await on_welcome(welcome)
     links = links or PlaneLinks()
     if jobs is not None:
-        await jobs.attach(mux)
+        await jobs.attach(mux, welcome)
         links.jobs_mux = mux
     try:
         await _serve(config, executor, mux, client, welcome, local, jobs, links)
@@ -379,11 +379,11 @@ async def _serve(config: AgentConfig, executor: Executor, mux: Mux, client: Work
                 if isinstance(message, Assign):
                     if links.admit(message.epoch, config.url):
                         executor.apply(message, welcome.hub_url, links.report)
-                elif isinstance(message, JobAttempt | JobCancel):
+                elif isinstance(message, JobAttempt | JobCancel | messages.JobAttempts):
                     if jobs is not None:
                         if links.jobs_mux is not mux:  # several planes: reports go where the jobs leader is
                             links.jobs_mux = mux
-                            await jobs.attach(mux)
+                            await jobs.attach(mux, welcome)
                         await jobs.handle(message)
                 elif isinstance(message, LocalVerdict):
                     if local is not None:

@@ -8,12 +8,15 @@ a bounded rotated log), streams the log's new bytes as `job_log`, uploads the fi
 command left under FLOWCTL_OUTPUT_DIR as the attempt's artifacts (checked against the plane's
 limits first: one over them, or a symlink out of the dir, fails the attempt naming it) and ends
 with one `job_report`. A broadcast shard (`shard` set) gets FLOWCTL_SHARD_INDEX/TOTAL and its
-own directory (`STEP.ATTEMPT.shardK`); its messages carry the shard. `running()` lists the attempts still running, for a node to report them on
-reconnect so that a restarted plane re-attaches them instead of running them again.
+own directory (`STEP.ATTEMPT.shardK`); its messages carry the shard. `running()` lists the
+attempts still running, for a node to report them on reconnect so that a restarted plane
+re-attaches them instead of running them again. A `job_attempts` batch is handled entry by
+entry, each fenced on its own (`handle_batch`).
 
 `AgentJobs` wires a runner into a node agent: one per `run_agent` (attempts outlive a control
 session), its messages sent through the current session and buffered (bounded) between
-sessions, the bundle installed by the node's package manager, and the process groups of
+sessions (`JobOutbox`, runtime/node/agent/job_outbox.py: batched for a plane that takes
+batches), the bundle installed by the node's package manager, and the process groups of
 attempts a previous agent process left behind (killed with it) stopped when it starts.
 """
 
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +32,15 @@ from pathlib import Path
 import trio
 
 from runtime.control import messages
-from runtime.control.messages import JobAttempt, JobCancel, JobLog, JobReport
+from runtime.control.job_batches import unpack_attempts
+from runtime.control.messages import (
+    JobAttempt,
+    JobAttempts,
+    JobCancel,
+    JobLog,
+    JobReport,
+    Welcome,
+)
 from runtime.jobs.artifacts import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_TOTAL_BYTES,
@@ -43,8 +53,9 @@ from runtime.jobs.lease import EpochFence
 from runtime.jobs.local_command import DEFAULT_GRACE_S, PGID_FILE, LocalCommandExecutor
 from runtime.jobs.model import CommandStep
 from runtime.jobs.output_files import OutputFile, collect_outputs
+from runtime.node.agent.job_outbox import JobOutbox
 from runtime.node.workers.pgroups import group_alive, stop_group
-from runtime.tunnel import Mux, TunnelError
+from runtime.tunnel import Mux
 
 log = logging.getLogger("flowctl.node.jobs")
 LOG_POLL_S = 0.2
@@ -53,7 +64,6 @@ LOG_POLL_S = 0.2
 RUNNING_REPORT_DELAY_S = 0.05
 INSTALLED_TTL_S = 300.0  # how long an installed bundle is used without asking the package manager again
 MAX_LOG_MESSAGE = 64 * 1024
-MAX_BUFFERED = 1000  # messages kept while the plane is away; the oldest log pieces go first
 # (service, version) -> the installed bundle tree, or (tree, its requirements venv or None)
 Install = Callable[[str, str], Awaitable[Path | tuple[Path, str | None]]]
 Send = Callable[[JobReport | JobLog], Awaitable[None]]
@@ -116,6 +126,20 @@ class NodeJobRunner:
             return  # sent again (a reconnect): it runs once
         self._running[key] = _Running(message)
         self._nursery.start_soon(self._attempt, key)
+
+    async def handle_batch(self, batch: JobAttempts) -> None:
+        """Each attempt of a `job_attempts` batch as `handle` takes it, in order (each fenced on its
+        own); a bad entry is refused alone (a `failed` report when it names its attempt), a bad
+        batch as a whole, logged: the session and its other messages go on."""
+        attempts, refused = unpack_attempts(batch)
+        for attempt in attempts:
+            await self.handle(attempt)
+        for bad in refused:
+            log.warning("refused from a job_attempts batch: %s", bad.reason)
+            if bad.key is not None and bad.key not in self._running:
+                run_id, step, number, shard = bad.key
+                await self.send(JobReport(run_id, step, number, bad.epoch, "failed", reason=bad.reason[:500],
+                                          shard=shard))
 
     async def _attempt(self, key: Key) -> None:
         running = self._running[key]
@@ -252,46 +276,6 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
         return b"", offset
 
 
-class JobOutbox:
-    """A runner's `send`: through the current control session, buffered (bounded) while there
-    is none, flushed in order when the next session starts."""
-
-    def __init__(self, *, max_buffered: int = MAX_BUFFERED):
-        self.max_buffered = max_buffered
-        self._mux: Mux | None = None
-        self._buffer: deque[JobReport | JobLog] = deque()
-
-    async def send(self, message: JobReport | JobLog) -> None:
-        """Send now, or keep for the next session."""
-        if self._mux is not None:
-            try:
-                await self._mux.send_control(messages.encode(message))
-                return
-            except TunnelError:
-                self._mux = None
-        self._buffer.append(message)
-        while len(self._buffer) > self.max_buffered:
-            # Reports decide outcomes; log pieces are only text: drop the oldest log piece first.
-            log_piece = next((m for m in self._buffer if isinstance(m, JobLog)), None)
-            self._buffer.remove(log_piece if log_piece is not None else self._buffer[0])
-
-    async def attach(self, mux: Mux, running: list[JobReport]) -> None:
-        """A session started: what was buffered, then `running` (so the plane re-attaches)."""
-        self._mux = None
-        queue = [*self._buffer, *running]
-        self._buffer.clear()
-        for message in queue:
-            await mux.send_control(messages.encode(message))
-        while self._buffer:  # sent meanwhile
-            await mux.send_control(messages.encode(self._buffer.popleft()))
-        self._mux = mux
-
-    def detach(self, mux: Mux) -> None:
-        """That session ended: buffer from now on."""
-        if self._mux is mux:
-            self._mux = None
-
-
 class AgentJobs:
     """A node agent's job steps: a runner, its outbox, and the package manager as `install`."""
 
@@ -306,17 +290,21 @@ class AgentJobs:
         await sweep_orphans(self.data_dir, grace_s=self.runner.grace_s)
         await self.runner.run(task_status=task_status)
 
-    async def attach(self, mux: Mux) -> None:
-        """After each welcome: flush, then report what still runs."""
-        await self.outbox.attach(mux, self.runner.running())
+    async def attach(self, mux: Mux, welcome: Welcome | None = None) -> None:
+        """After each welcome: flush, then report what still runs (in batches if the plane takes them)."""
+        batch = welcome is not None and messages.JOB_BATCH in welcome.features
+        await self.outbox.attach(mux, self.runner.running(), batch=batch)
 
     def detach(self, mux: Mux) -> None:
         """The session ended."""
         self.outbox.detach(mux)
 
-    async def handle(self, message: JobAttempt | JobCancel) -> None:
+    async def handle(self, message: JobAttempt | JobCancel | JobAttempts) -> None:
         """A plane's job message."""
-        await self.runner.handle(message)
+        if isinstance(message, JobAttempts):
+            await self.runner.handle_batch(message)
+        else:
+            await self.runner.handle(message)
 
 
 async def sweep_orphans(data_dir: Path, *, grace_s: float) -> int:

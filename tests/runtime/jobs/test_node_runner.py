@@ -1,17 +1,23 @@
 """The node's job runner with real processes: a script in the installed tree with a parameter,
-its log streamed, the leader's fencing token, cancel and timeout of the process group."""
+its log streamed, the leader's fencing token (attempt by attempt in a `job_attempts` batch), cancel
+and timeout of the process group."""
 
+import json
 import time
 
+import msgspec
 import pytest
 import trio
 
+from runtime.control.job_batches import MAX_ENTRIES
 from runtime.control.messages import (
     JobAttempt,
+    JobAttempts,
     JobCancel,
     JobLog,
     JobReport,
     decode_node_message,
+    decode_plane_message,
     encode,
 )
 from runtime.node.agent import jobs
@@ -159,3 +165,32 @@ async def test_a_bundle_venv_comes_first_on_the_path(nursery, tmp_path):
         await wait_until(lambda: plane.final() is not None)
     assert plane.final().state == "succeeded", plane.final()
     await wait_until(lambda: f"from the venv {venv}" in plane.text())
+
+
+def batch_of(entries):
+    return decode_plane_message(json.dumps({"type": "job_attempts", "attempts": entries}))
+
+
+async def test_a_batch_is_fenced_attempt_by_attempt_and_a_bad_entry_is_refused_alone(runner):
+    entries = [msgspec.to_builtins(attempt(["true"], epoch=epoch, number=n))
+               for n, epoch in ((1, 5), (2, 4), (3, 5))]
+    bad = {**msgspec.to_builtins(attempt(["true"], epoch=5, number=4)), "timeout_s": "soon"}
+    entries.append(bad)
+    await runner.handle_batch(batch_of(entries))
+    with trio.fail_after(10):
+        await wait_until(lambda: all(runner.plane.final(n) is not None for n in (1, 2, 3, 4)))
+    assert [runner.plane.final(n).state for n in (1, 2, 3, 4)] == ["succeeded", "failed", "succeeded", "failed"]
+    assert runner.plane.final(2).reason == "refused a dispatch from leader epoch 4; epoch 5 is current"
+    assert runner.plane.final(4).reason.startswith("job_attempts entry 3 is invalid: Expected `float | null`")
+    assert runner.plane.final(4).epoch == 5
+
+
+async def test_a_batch_that_is_not_a_list_is_refused_and_the_next_attempts_run(runner, caplog):
+    await runner.handle_batch(batch_of("nope"))
+    await runner.handle_batch(batch_of([msgspec.to_builtins(attempt(["true"]))] * (MAX_ENTRIES + 1)))
+    assert runner.plane.reports == [] and "must be a JSON array" in caplog.text and "exceeds" in caplog.text
+    await runner.handle_batch(JobAttempts(msgspec.Raw(b"[]")))  # empty: nothing to do
+    await runner.handle(attempt(["true"], number=1))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.final(1) is not None)
+    assert runner.plane.final(1).state == "succeeded"
