@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import trio
 
 from runtime.control import messages
@@ -64,6 +66,10 @@ LOG_POLL_S = 0.2
 RUNNING_REPORT_DELAY_S = 0.05
 INSTALLED_TTL_S = 300.0  # how long an installed bundle is used without asking the package manager again
 MAX_LOG_MESSAGE = 64 * 1024
+# Ended attempts remembered with their final report: one sent again (a new leader re-sending
+# what a dead one dispatched, its record of the send lost) is answered with how it ended, not run
+# a second time. 10,000 is hours of a busy node's steps, about 3 MB.
+ENDED_KEPT = 10_000
 # (service, version) -> the installed bundle tree, or (tree, its requirements venv or None)
 Install = Callable[[str, str], Awaitable[Path | tuple[Path, str | None]]]
 Send = Callable[[JobReport | JobLog], Awaitable[None]]
@@ -90,6 +96,7 @@ class NodeJobRunner:
         self.fence = EpochFence()
         self._running: dict[Key, _Running] = {}
         self._offsets: dict[Key, int] = {}  # how much of each attempt's log was sent
+        self._ended: OrderedDict[Key, JobReport] = OrderedDict()  # see ENDED_KEPT
         # (service, version) -> (what install gave, when): the package manager's check (a hub
         # request) is skipped for a bundle installed a moment ago whose tree is still there.
         self._installed: dict[tuple[str, str], tuple[Path | tuple[Path, str | None], float]] = {}
@@ -124,6 +131,9 @@ class NodeJobRunner:
             return
         if key in self._running:
             return  # sent again (a reconnect): it runs once
+        if (ended := self._ended.get(key)) is not None:  # sent again after it ended: its end again
+            await self.send(msgspec.structs.replace(ended, epoch=message.epoch))
+            return
         self._running[key] = _Running(message)
         self._nursery.start_soon(self._attempt, key)
 
@@ -156,9 +166,13 @@ class NodeJobRunner:
             # Ended here: its group id must not be swept at the next start (the pid may be reused).
             pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}{_suffix(m)}" / PGID_FILE
             pgid.unlink(missing_ok=True)  # one syscall: on the loop
+        report = JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
+                           exit_code=outcome.exit_code, reason=outcome.reason, shard=m.shard)
+        self._ended[key] = report
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
         with trio.CancelScope(shield=True):
-            await self.send(JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
-                                      exit_code=outcome.exit_code, reason=outcome.reason, shard=m.shard))
+            await self.send(report)
 
     async def _run(self, running: _Running) -> Outcome:
         m = running.message
