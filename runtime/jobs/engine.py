@@ -33,6 +33,7 @@ from typing import Any
 import trio
 
 from runtime.exception_groups import collapse, describe, leaves
+from runtime.heap import freeze_long_lived
 from runtime.jobs.dispatch import StepExecutor
 from runtime.jobs.driving import RunDriving, _ActiveRun
 from runtime.jobs.errors import IllegalTransition, JobError, LeaseLost
@@ -53,6 +54,7 @@ DEFAULT_MISFIRE_GRACE_S = 5.0
 # loop (`runtime.jobs.offload`).
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 START_CHUNK = 250  # runs started (or skipped) per store call
+SYNC_LATE_TICKS = 3  # the job cache's sync waits for a pass without runs to start this many ticks at most
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
 
 log = logging.getLogger("flowctl.jobs")
@@ -147,12 +149,18 @@ class JobEngine(RunDriving):
         while True:
             self._wake = trio.Event()
             now = self.clock()
-            if not self.planner.loaded or now - self._synced_at >= self.tick_s or now < self._synced_at:
+            if not self.planner.loaded:
                 await self._sync_jobs(now)
             # Fires already due are planned first (after an outage the misfire policy must see
             # them beside the runs left pending), then runs due start, then the window ahead.
             await self._plan(now, int(now))
             next_due = await self._start_due(now)
+            # The sync reads every job's key (10,000 rows, in a thread holding the store): not in
+            # a pass that just started a burst, whose runs are about to be dispatched; in the
+            # planning pass half a second later (at most SYNC_LATE_TICKS ticks late).
+            since = now - self._synced_at
+            if since < 0 or since >= self.tick_s * (1 if not self.metrics.queue_depth else SYNC_LATE_TICKS):
+                await self._sync_jobs(now)
             next_plan, new_due = await self._plan(now)
             wake_at = min(t for t in (next_plan, next_due, new_due, now + self.tick_s) if t is not None)
             with trio.move_on_after(max(0.0, wake_at - self.clock())):
@@ -163,12 +171,11 @@ class JobEngine(RunDriving):
     async def _sync_jobs(self, now: float) -> None:
         """Bring the job cache up to date with the table (another plane may have written it)."""
         self._synced_at = now
-        if not self.planner.loaded:
-            self.planner.load(await self._db_large(self.store.jobs))
-            return
-        changed = self.planner.stale(await self._db_large(self.store.job_keys))
-        if len(changed) > 100:
-            self.planner.load(await self._db_large(self.store.jobs))
+        changed = self.planner.stale(await self._db_large(self.store.job_keys)) if self.planner.loaded else None
+        if changed is None or len(changed) > 100:
+            jobs = await self._db_large(self.store.jobs)
+            self.planner.load(jobs)
+            freeze_long_lived(len(jobs))  # the cache lives on: full collections need not walk it
             return
         for job_id in changed:
             await self._refetch(job_id)
@@ -300,6 +307,7 @@ class JobEngine(RunDriving):
         results: list[tuple[JobRecord, str]] = await self._db_large(self.store.put_jobs, specs, now=self.clock())
         for record, _ in results:
             self.planner.put(record)
+        freeze_long_lived(len(results))
         self._wake.set()
         return results
 

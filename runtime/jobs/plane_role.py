@@ -31,6 +31,7 @@ import trio
 from hub_store import sql
 from runtime.dispatch.limits import Principal
 from runtime.exception_groups import describe
+from runtime.heap import tune_collector
 from runtime.jobs import artifact_routes, routes
 from runtime.jobs.artifacts import ArtifactStore, keep_swept, limits_from_env
 from runtime.jobs.batch_api import Authenticate, BatchApi
@@ -187,6 +188,7 @@ class JobsRole:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine until cancelled; started once it leads (the plane closes the store after)."""
         executor = self.executor
+        tune_collector()  # bursts of runs: their objects die young, not in full collections (runtime.heap)
         executor.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(executor, LocalCommandExecutor):
             (executor.workdir or executor.data_dir).mkdir(parents=True, exist_ok=True)
