@@ -61,8 +61,16 @@ class StepAttemptStore:
     def dispatch_attempt(self, run_id: str, step: str, *, now: float, epoch: int, start_step: bool = False) -> int:
         """The step's next attempt, created and moved to dispatched with the leader epoch in one
         transaction (after moving the waiting step to running, with `start_step`); its number."""
-        with self._tx():
+        with self._tx() as db:
             if start_step:
+                # The common case (a step just created, waiting with no attempt) in two statements;
+                # any other state takes the checked path below, which says what is wrong.
+                started = db.execute("UPDATE steps SET state='running', attempts=1 WHERE run_id=? AND step=? "
+                                     "AND state='waiting' AND attempts=0", (run_id, step))
+                if started.rowcount == 1:
+                    db.execute("INSERT INTO attempts VALUES (?, ?, 1, 'dispatched', ?, NULL, NULL, '', ?, ?, NULL)",
+                               (run_id, step, epoch, now, now))
+                    return 1
                 self.set_step_state(run_id, step, "running")
             number = self.new_attempt(run_id, step, now=now)
             self.set_attempt_state(run_id, step, number, "dispatched", now=now, epoch=epoch)
@@ -71,6 +79,12 @@ class StepAttemptStore:
     def finish_step(self, run_id: str, step: str, state: str) -> None:
         """Move a running step to its end `state`, with its last attempt's reason (one transaction)."""
         with self._tx() as db:
+            if can_move(STEP_MOVES, "running", state):  # the common case in one statement
+                ended = db.execute("UPDATE steps SET state=?, reason=COALESCE((SELECT reason FROM attempts "
+                                   "WHERE run_id=? AND step=? ORDER BY attempt DESC LIMIT 1), '') "
+                                   "WHERE run_id=? AND step=? AND state='running'", (state, run_id, step, run_id, step))
+                if ended.rowcount == 1:
+                    return
             row = db.execute("SELECT reason FROM attempts WHERE run_id=? AND step=? ORDER BY attempt DESC LIMIT 1",
                              (run_id, step)).fetchone()
             self.set_step_state(run_id, step, state, reason=row[0] if row else "")
