@@ -23,7 +23,8 @@ import trio_websocket
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from runtime.control import messages  # noqa: E402
-from runtime.control.messages import Heartbeat, Hello, JobAttempt, JobReport  # noqa: E402
+from runtime.control.job_batches import pack_reports, unpack_attempts  # noqa: E402
+from runtime.control.messages import Heartbeat, Hello, JobAttempt, JobAttempts, JobReport  # noqa: E402
 from runtime.jobs.store import scheduled_run_id  # noqa: E402
 from runtime.tunnel import open_mux  # noqa: E402
 
@@ -101,26 +102,36 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * q[98], "max_ms": 1000 * ordered[-1]}
 
 
-async def sim_node(url: str, token: str, index: int, arrivals: list[Arrival], *,
+async def sim_node(url: str, token: str, index: int, arrivals: list[Arrival], *, batch: bool = True,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """One simulated node: hello, heartbeats, and each job_attempt answered `succeeded` at once."""
+    """One simulated node: hello, heartbeats, and each job_attempt answered `succeeded` at once.
+    With `batch` it announces `job_batch` as a node of this version does: the plane then sends the
+    attempts of one round in one `job_attempts`, and it answers each message's in one `job_reports`."""
     async with trio_websocket.open_websocket_url(
         url, extra_headers=[("Authorization", f"Bearer {token}")], connect_timeout=60,
     ) as ws, open_mux(ws, opener=True) as mux:
         hello = Hello(node_id=f"sim{index:04d}", name=f"sim-{index:04d}", agent_version="bench",
-                      cpu_count=8, ram_mb=32000)
+                      cpu_count=8, ram_mb=32000, features=messages.FEATURES if batch else ())
         await mux.send_control(messages.encode(hello))
         welcome = messages.decode_plane_message(await mux.receive_control())
         assert isinstance(welcome, messages.Welcome), welcome
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_heartbeats, mux, welcome.heartbeat_interval_s)
+            batched = batch and messages.JOB_BATCH in welcome.features
             while True:
                 message = messages.decode_plane_message(await mux.receive_control())
                 if isinstance(message, JobAttempt):
-                    arrivals.append((time.time(), int(message.job[1:]), message.run_id))
-                    await mux.send_control(messages.encode(JobReport(
-                        message.run_id, message.step, message.attempt, message.epoch, "succeeded", exit_code=0)))
+                    attempts = [message]
+                elif isinstance(message, JobAttempts):
+                    attempts = unpack_attempts(message)[0]
+                else:
+                    continue
+                now = time.time()
+                arrivals.extend((now, int(a.job[1:]), a.run_id) for a in attempts)
+                reports = [JobReport(a.run_id, a.step, a.attempt, a.epoch, "succeeded", exit_code=0) for a in attempts]
+                for reply in pack_reports(reports) if batched else reports:
+                    await mux.send_control(messages.encode(reply))
 
 
 async def _heartbeats(mux: Any, interval: float) -> None:
