@@ -21,7 +21,9 @@ import msgspec
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 JOB_BATCH = "job_batch"  # the feature: job_attempts / job_reports understood
-FEATURES = (JOB_BATCH,)  # what this version announces, as a node (hello) and as a plane (welcome)
+# The feature: a job_attempt with `resend` set is answered from what the node knows of it (see JobAttempt).
+JOB_RESEND = "job_resend"
+FEATURES = (JOB_BATCH, JOB_RESEND)  # what this version announces, as a node (hello) and as a plane (welcome)
 MAX_FEATURES = 32
 Features = Annotated[tuple[Annotated[str, msgspec.Meta(max_length=64)], ...], msgspec.Meta(max_length=MAX_FEATURES)]
 
@@ -194,7 +196,8 @@ class LocalVerdict(msgspec.Struct, frozen=True, tag="local_verdict"):
     refused: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-JobAttemptState = Literal["running", "succeeded", "failed", "timed_out", "cancelled"]
+# `lost` only answers a resend (see JobAttempt), which only a plane that announced job_resend sends.
+JobAttemptState = Literal["running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 
 
 class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
@@ -203,6 +206,10 @@ class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
     `epoch` is the job leader's fencing token: a node refuses an epoch older than one it saw.
     `shard`/`shard_total`: a broadcast step's shard (FLOWCTL_SHARD_INDEX/TOTAL); the artifact
     limits are the plane's (files over them fail the attempt before any upload).
+    `resend`: a new job leader sends again an attempt the dead one sent here, whose end it never
+    recorded (to a node that announced job_resend): running, it runs on; ended in this agent
+    process, its end is reported again; started by an earlier agent process (stopped with it),
+    it is reported `lost`; never received, it runs.
     """
 
     run_id: str
@@ -221,6 +228,7 @@ class JobAttempt(msgspec.Struct, frozen=True, tag="job_attempt"):
     shard_total: int | None = None
     max_artifact_bytes: int | None = None
     max_artifacts_total: int | None = None
+    resend: bool = False
 
 
 def _no_entries() -> msgspec.Raw:

@@ -178,8 +178,9 @@ class NodeExecutor(NodeChoosing):
 
     # -- StepExecutor --------------------------------------------------------------------------
 
-    async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
-        """Choose a node, send the attempt, wait for its final report (or its node's loss).
+    async def run_attempt(self, order: AttemptOrder, started: Started, *, node: str | None = None,
+                          resend: bool = False) -> Outcome:
+        """Choose a node (or send to `node`), send the attempt, wait for its final report (or its node's loss).
 
         Cancellation: the node is told to stop it (job_cancel) and its report awaited a while.
         """
@@ -201,10 +202,10 @@ class NodeExecutor(NodeChoosing):
         message = JobAttempt(order.run_id, order.tenant, order.job, step.name, order.attempt, order.epoch,
                              service, version, tuple(step.command), dict(step.env), dict(order.params),
                              order.timeout, max_artifact_bytes=limits.max_file_bytes if limits else None,
-                             max_artifacts_total=limits.max_total_bytes if limits else None)
+                             max_artifacts_total=limits.max_total_bytes if limits else None, resend=resend)
         if order.routing.strategy == "broadcast":
             return await run_broadcast(self, order, step, message, started)
-        return await self.dispatch(order, step, message, started)
+        return await self.dispatch(order, step, message, started, node=node)
 
     async def dispatch(self, order: AttemptOrder, step: CommandStep, message: JobAttempt, started: Started,
                        node: str | None = None) -> Outcome:
@@ -214,19 +215,20 @@ class NodeExecutor(NodeChoosing):
             if node is None:
                 node = await self._choose(order, step)
             live = self._live[key] = _Live(node, step.resources)
+            # Where it goes, recorded before it goes: a plane that dies right after the send leaves
+            # its successor the node to ask (`recover`), never an attempt it cannot find.
+            if message.shard is None:
+                await self._db(partial(self.store.note_attempt, order.run_id, step.name, order.attempt, "",
+                                       node=node))
+            else:
+                await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
+                                                      message.shard_total or 0, "dispatched", node=node))
             try:
                 await self._send(node, message)
             except TunnelError:
                 del self._live[key]  # nothing runs it: that node went away meanwhile
                 node = None
                 continue
-            if message.shard is None:
-                # Where it went, before it says it runs: a plane restarted meanwhile re-attaches it there.
-                await self._db(partial(self.store.note_attempt, order.run_id, step.name, order.attempt, "",
-                                       node=node))
-            else:
-                await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
-                                                      message.shard_total or 0, "dispatched", node=node))
             break
         try:
             return await self._wait(key, live, started)
@@ -245,7 +247,13 @@ class NodeExecutor(NodeChoosing):
         node = next((a.node for a in attempts if a.attempt == order.attempt), None)
         if not node:
             return None
-        return await self.reattach((order.run_id, order.step.name, order.attempt, None), node, order, started)
+        outcome = await self.reattach((order.run_id, order.step.name, order.attempt, None), node, order, started)
+        if outcome is None and self._knows_resend(node):
+            # Connected, yet it did not report the attempt running: it never got it, it ended it and
+            # its report went to the plane that died, or an earlier agent process of it ran it. Sent
+            # again as a resend, the node runs it only in the first case (JobAttempt.resend).
+            return await self.run_attempt(order, started, node=node, resend=True)
+        return outcome
 
     async def reattach(self, key: Key, node: str, order: AttemptOrder, started: Started) -> Outcome | None:
         """Wait for `node` to report `key` running again (then for its end), or None (lost)."""
@@ -333,6 +341,11 @@ class NodeExecutor(NodeChoosing):
                     return
 
     # -- sending ---------------------------------------------------------------------------------
+
+    def _knows_resend(self, node_id: str) -> bool:
+        node = self.scheduler.registry.get(node_id)
+        return (node is not None and self.scheduler.mux_for(node_id) is not None
+                and messages.JOB_RESEND in node.hello.features)
 
     def _batching(self, node_id: str) -> bool:
         return (node := self.scheduler.registry.get(node_id)) is not None and messages.JOB_BATCH in node.hello.features

@@ -134,6 +134,13 @@ class NodeJobRunner:
         if (ended := self._ended.get(key)) is not None:  # sent again after it ended: its end again
             await self.send(msgspec.structs.replace(ended, epoch=message.epoch))
             return
+        if message.resend and (self.data_dir / message.run_id / f"{message.step}.{message.attempt}"
+                                                           f"{_suffix(message)}").exists():
+            # Started by an earlier agent process of this node, whose processes were stopped with it.
+            await self.send(JobReport(message.run_id, message.step, message.attempt, message.epoch, "lost",
+                                      reason="this node's agent restarted while the attempt ran; its processes "
+                                             "were stopped", shard=message.shard))
+            return
         self._running[key] = _Running(message)
         self._nursery.start_soon(self._attempt, key)
 
@@ -166,7 +173,7 @@ class NodeJobRunner:
             # Ended here: its group id must not be swept at the next start (the pid may be reused).
             pgid = self.data_dir / m.run_id / f"{m.step}.{m.attempt}{_suffix(m)}" / PGID_FILE
             pgid.unlink(missing_ok=True)  # one syscall: on the loop
-        report = JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,  # type: ignore[arg-type]
+        report = JobReport(m.run_id, m.step, m.attempt, m.epoch, outcome.state,
                            exit_code=outcome.exit_code, reason=outcome.reason, shard=m.shard)
         self._ended[key] = report
         while len(self._ended) > ENDED_KEPT:

@@ -1,6 +1,8 @@
-"""An attempt sent to a node again after it ended there (a new leader re-sending what a dead one
-dispatched) is answered with its recorded end, never run a second time."""
+"""An attempt sent to a node again (a new leader re-sending what a dead one dispatched): after it
+ended there it is answered with its recorded end, never run a second time; as a `resend`, one an
+earlier agent process started is reported lost, and one never received runs once."""
 
+import msgspec
 import pytest
 import trio
 
@@ -93,4 +95,36 @@ async def test_the_memory_of_ended_attempts_is_bounded(runner, monkeypatch):
     await runner.handle(attempt(["sh", "count.sh"], number=1))  # forgotten (oldest of 3, 2 kept): runs
     with trio.fail_after(10):
         await wait_until(lambda: len(runner.plane.ends(1)) == 2)
+    assert runs(runner) == 1
+
+
+def resent(command, **kw):
+    return msgspec.structs.replace(attempt(command, **kw), resend=True)
+
+
+async def test_a_resend_of_an_attempt_an_earlier_agent_process_started_is_reported_lost_not_run(runner, tmp_path):
+    (tmp_path / "attempts" / "run_1" / "main.1").mkdir(parents=True)  # that process died; its group with it
+    await runner.handle(resent(["sh", "count.sh"], epoch=2))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.ends())
+    [report] = runner.plane.ends()
+    assert (report.state, report.epoch) == ("lost", 2) and "agent restarted" in report.reason
+    assert runs(runner) == 0
+
+
+async def test_a_resend_of_an_attempt_never_received_runs_it_once(runner):
+    await runner.handle(resent(["sh", "count.sh"], epoch=2))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.ends())
+    assert [r.state for r in runner.plane.ends()] == ["succeeded"] and runs(runner) == 1
+
+
+async def test_a_resend_of_an_attempt_ended_here_repeats_its_end(runner):
+    await runner.handle(attempt(["sh", "count.sh"]))
+    with trio.fail_after(10):
+        await wait_until(lambda: runner.plane.ends())
+    await runner.handle(resent(["sh", "count.sh"], epoch=2))
+    with trio.fail_after(10):
+        await wait_until(lambda: len(runner.plane.ends()) == 2)
+    assert [(r.state, r.epoch) for r in runner.plane.ends()] == [("succeeded", 1), ("succeeded", 2)]
     assert runs(runner) == 1
