@@ -18,6 +18,7 @@ from runtime.control import messages
 from runtime.control.job_batches import pack_attempts, unpack_attempts
 from runtime.control.messages import JobAttempt, JobAttempts
 from runtime.tunnel import Mux, TunnelError
+from runtime.tunnel.batch import until_quiet
 
 GATHER_ROUNDS = 4  # scheduling rounds the first sender waits at most for the others to queue theirs
 
@@ -68,13 +69,7 @@ class AttemptSends:
 
     async def _gather(self, batch: _Round) -> None:
         """Yield while the tasks of this round still queue attempts; two quiet rounds end it."""
-        quiet = 0
-        for _ in range(GATHER_ROUNDS):
-            queued = len(batch.attempts)
-            await trio.lowlevel.checkpoint()
-            quiet = quiet + 1 if len(batch.attempts) == queued else 0
-            if quiet == 2:
-                return
+        await until_quiet(lambda: len(batch.attempts), rounds=GATHER_ROUNDS)
 
     async def _send_all(self, node_id: str, batch: _Round) -> None:
         """Queue the round's attempts on the node's link; those not queued are marked failed."""

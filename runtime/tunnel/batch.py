@@ -44,3 +44,18 @@ def batch_sender(transport: Any) -> SendMany | None:
                 raise ConnectionClosed(ws._close_reason) from None
 
     return send_many
+
+
+async def until_quiet(size: Callable[[], int], *, rounds: int) -> None:
+    """Yield scheduling rounds while `size()` still grows, at most `rounds`; two quiet rounds end it.
+
+    The scheduler may run a producer before the caller in a round, so one round without news
+    does not yet mean the producers are done.
+    """
+    quiet = 0
+    for _ in range(rounds):
+        before = size()
+        await trio.lowlevel.checkpoint()
+        quiet = quiet + 1 if size() == before else 0
+        if quiet == 2:
+            return

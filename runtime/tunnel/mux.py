@@ -24,7 +24,7 @@ from trio_websocket import ConnectionClosed
 
 from runtime.exception_groups import collapse
 from runtime.tunnel import frames
-from runtime.tunnel.batch import batch_sender
+from runtime.tunnel.batch import batch_sender, until_quiet
 from runtime.tunnel.errors import TunnelClosed, TunnelError, TunnelProtocolError
 from runtime.tunnel.frames import FrameType
 from runtime.tunnel.stream import MAX_DATA_FRAME, Stream
@@ -161,18 +161,8 @@ class Mux:
 
     async def _let_queue_grow(self) -> None:
         """Yield while the tasks that woke us are still queuing (a reply's DATA and END behind
-        its HEAD), a few scheduling rounds at most, so those frames leave in the same write.
-
-        Two quiet rounds in a row end it: the scheduler may run a producer before us in a
-        round, so one round without news does not yet mean it is done.
-        """
-        quiet = 0
-        for _ in range(GATHER_ROUNDS):
-            queued = len(self._queue)
-            await trio.lowlevel.checkpoint()
-            quiet = quiet + 1 if len(self._queue) == queued else 0
-            if quiet == 2:
-                return
+        its HEAD), a few scheduling rounds at most, so those frames leave in the same write."""
+        await until_quiet(lambda: len(self._queue), rounds=GATHER_ROUNDS)
 
     def _take(self) -> bytes | str:
         """The next message of the queue (DATA merged with what follows it of its stream)."""
