@@ -7,11 +7,8 @@ The node gets a `job_attempt` carrying the leader epoch (batched per node and ro
 answers `job_report`s (running, then one final) and streams `job_log` pieces, appended to the
 attempt's log here. A node that the
 registry declares lost (its lost-node timeout, or its connection closed) loses its attempts
-(`lost`), which the engine retries per policy. After a plane restart `recover` waits for the
-attempt's node to report it running again (nodes report what still runs after each welcome,
-before their first heartbeat); a node that heartbeats without it, or no node within
-`reattach_s`, means lost. A plane that took the job lease over from another (several planes)
-first claims the node's job link (`_claim`): its running list went to the old leader. A report
+(`lost`), which the engine retries per policy. After a plane restart or a change of job leader
+`recover` re-attaches an attempt to its node, or sends it there again (runtime/jobs/node_recovery.py). A report
 for an attempt nobody waits for is recorded beside the attempt (`late_result`) when it is final,
 and a stale process still running is told to stop.
 Broadcast steps run shard k of N on each matching node (runtime/jobs/broadcast.py); a node
@@ -24,7 +21,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +35,7 @@ from runtime.jobs.broadcast import recover_broadcast, run_broadcast
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
 from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
+from runtime.jobs.node_recovery import NodeRecovery, _Claim
 from runtime.jobs.node_sends import AttemptSends
 from runtime.jobs.offload import BatchedOffload
 from runtime.jobs.shards import ShardRecords
@@ -56,20 +53,9 @@ VersionLookup = Callable[[str, str], Awaitable[str | None]]  # (service, channel
 CANCEL_WAIT_S = 10.0
 DEFAULT_REATTACH_S = 60.0
 CHANNELS = ("stable", "latest")
-CLAIM_BEATS = 2  # heartbeats after a claim before its running list counts as complete (the first may be in flight)
 
 
-@dataclass
-class _Claim:
-    """A claim of one node's job link under one epoch: done once CLAIM_BEATS heartbeats followed it."""
-
-    epoch: int
-    beats: int = CLAIM_BEATS
-    done: trio.Event = field(default_factory=trio.Event)
-    sent: bool = True  # False: the node is not connected here (it reports on its next welcome)
-
-
-class NodeExecutor(NodeChoosing):
+class NodeExecutor(NodeRecovery, NodeChoosing):
     """Runs command steps on nodes through `scheduler`; see the module docstring."""
 
     def __init__(self, scheduler: Scheduler, store: RunStore, data_dir: Path, *,
@@ -243,65 +229,7 @@ class NodeExecutor(NodeChoosing):
         self._epoch = max(self._epoch, order.epoch)
         if order.routing.strategy == "broadcast":
             return await recover_broadcast(self, order, started)
-        attempts = await trio.to_thread.run_sync(self.store.attempts, order.run_id, order.step.name)
-        node = next((a.node for a in attempts if a.attempt == order.attempt), None)
-        if not node:
-            return None
-        outcome = await self.reattach((order.run_id, order.step.name, order.attempt, None), node, order, started)
-        if outcome is None and self._knows_resend(node):
-            # Connected, yet it did not report the attempt running: it never got it, it ended it and
-            # its report went to the plane that died, or an earlier agent process of it ran it. Sent
-            # again as a resend, the node runs it only in the first case (JobAttempt.resend).
-            return await self.run_attempt(order, started, node=node, resend=True)
-        return outcome
-
-    async def reattach(self, key: Key, node: str, order: AttemptOrder, started: Started) -> Outcome | None:
-        """Wait for `node` to report `key` running again (then for its end), or None (lost)."""
-        step = order.step
-        live = self._live[key] = _Live(node, step.resources if isinstance(step, CommandStep) else Resources())
-        try:
-            if (seen := self._unclaimed.pop(key, None)) is not None and seen[0] == node:
-                live.put(seen[1])
-            with trio.move_on_after(self.reattach_s):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._lost_unless_reported, node, live, order.epoch)
-                    outcome = await self._wait(key, live, started)
-                    nursery.cancel_scope.cancel()
-                return None if outcome.state == "lost" and outcome.reason == "" else outcome
-            return None
-        finally:
-            self._live.pop(key, None)
-
-    async def _lost_unless_reported(self, node: str, live: _Live, epoch: int) -> None:
-        if not await self._claim(node, epoch):
-            while node not in self._heard:
-                await self._changed.wait()
-        if not live.reported:  # what it runs came before its heartbeat, on the same connection
-            live.put("unreported")
-
-    async def _claim(self, node: str, epoch: int) -> bool:
-        """Have `node` send its job reports to this plane, then wait until what it runs has come.
-
-        Several planes: the node reports on the link the jobs leader last used, so a plane that
-        just took the lease over heard nothing of what the node runs (it went to the dead leader),
-        yet heard its heartbeats all along. Any job message switches the node's reports to the link
-        it came on and makes it flush what it buffered and report what still runs; a cancel of
-        attempt 0 (which names no attempt) does only that, and raises the node's fence to `epoch`.
-        False when the node is not connected here: it reports on its next welcome, before its first
-        heartbeat, as after a plane restart.
-        """
-        claim = self._claims.get(node)
-        if claim is None or claim.epoch != epoch:
-            claim = self._claims[node] = _Claim(epoch)
-            try:
-                await self._send(node, JobCancel("", "", 0, epoch=epoch, reason="the job leader claims this link"))
-            except TunnelError:
-                claim.sent = False
-                claim.done.set()
-                if self._claims.get(node) is claim:
-                    del self._claims[node]
-        await claim.done.wait()
-        return claim.sent
+        return await self.recover_one(order, started)
 
     async def _wait(self, key: Key, live: _Live, started: Started) -> Outcome:
         receive = live.events[1]
@@ -341,11 +269,6 @@ class NodeExecutor(NodeChoosing):
                     return
 
     # -- sending ---------------------------------------------------------------------------------
-
-    def _knows_resend(self, node_id: str) -> bool:
-        node = self.scheduler.registry.get(node_id)
-        return (node is not None and self.scheduler.mux_for(node_id) is not None
-                and messages.JOB_RESEND in node.hello.features)
 
     def _batching(self, node_id: str) -> bool:
         return (node := self.scheduler.registry.get(node_id)) is not None and messages.JOB_BATCH in node.hello.features
