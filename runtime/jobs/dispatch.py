@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import trio
+
 from runtime.jobs.model import ParamValue, Routing, Step
 
 OutcomeState = Literal["succeeded", "failed", "timed_out", "cancelled", "lost"]
@@ -26,6 +28,23 @@ class AttemptOrder:
     params: dict[str, ParamValue] = field(default_factory=dict)
     timeout: float | None = None
     routing: Routing = field(default_factory=Routing)
+    # A fire prepared ahead of its due time: nothing may start before this instant (Trio's clock);
+    # None: at once. Retries and manual runs carry None (or an instant already past).
+    not_before: float | None = None
+
+
+async def hold(order: AttemptOrder) -> None:
+    """Wait until the order may start (`not_before`); at once when it carries none."""
+    if order.not_before is not None:
+        await trio.sleep_until(order.not_before)
+
+
+def holds_itself(executor: object, order: AttemptOrder) -> bool:
+    """Whether `executor` waits for `order.not_before` itself, at the last moment, after preparing
+    what it can (a node executor: the node choice and its note). An executor says so with an
+    optional `holds_itself(order) -> bool` method; for the others the engine waits before calling."""
+    ask = getattr(executor, "holds_itself", None)
+    return bool(ask(order)) if ask is not None else False
 
 
 @dataclass(frozen=True)

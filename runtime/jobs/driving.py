@@ -59,10 +59,13 @@ class RunDriving:
         raise NotImplementedError
 
     def _start_driver(self, run_id: str, job_id: str, spec: JobSpec, params: dict[str, Any], *,
-                      fresh: bool = False) -> None:
+                      fresh: bool = False, due_at: float | None = None) -> None:
+        """Drive a run in a task of its own; one `due_at` ahead of now is prepared now and sent then."""
         assert self._nursery is not None and self.epoch is not None
+        ahead = due_at - self.clock() if due_at is not None else 0.0
         ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
-                         self.rng, self.metrics, fresh=fresh)
+                         self.rng, self.metrics, fresh=fresh, due_at=due_at if ahead > 0 else None,
+                         not_before=trio.current_time() + ahead if ahead > 0 else None)
         active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
         self._active_of.setdefault(job_id, {})[run_id] = active
         self._nursery.start_soon(self._drive, active, spec)

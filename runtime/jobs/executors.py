@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+from runtime.jobs import dispatch
 from runtime.jobs.dispatch import AttemptOrder, Outcome, Started, StepExecutor
 from runtime.jobs.errors import JobError
 from runtime.jobs.lease import EpochFence
@@ -49,6 +50,11 @@ class ByKindExecutor:
         if executor is None:
             raise JobError(f"{kind} steps cannot run in this plane")
         return executor
+
+    def holds_itself(self, order: AttemptOrder) -> bool:
+        """Whether the kind's executor waits for the order's `not_before` itself."""
+        executor = self.executors.get(order.step.kind)
+        return executor is not None and dispatch.holds_itself(executor, order)
 
     async def run_attempt(self, order: AttemptOrder, started: Started) -> Outcome:
         """Run the attempt with its kind's executor."""

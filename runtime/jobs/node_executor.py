@@ -32,7 +32,7 @@ from runtime.control.messages import Heartbeat, JobAttempt, JobCancel, JobLog, J
 from runtime.jobs.artifacts import ArtifactStore
 from runtime.jobs.attempt_logs import append_log, prefixed
 from runtime.jobs.broadcast import recover_broadcast, run_broadcast
-from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started, hold
 from runtime.jobs.model import CommandStep, Resources
 from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
 from runtime.jobs.node_recovery import NodeRecovery, _Claim
@@ -164,6 +164,10 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
 
     # -- StepExecutor --------------------------------------------------------------------------
 
+    def holds_itself(self, order: AttemptOrder) -> bool:
+        """Yes: a fire prepared ahead waits in `dispatch`, with its node chosen and noted, to be sent."""
+        return True
+
     async def run_attempt(self, order: AttemptOrder, started: Started, *, node: str | None = None,
                           resend: bool = False) -> Outcome:
         """Choose a node (or send to `node`), send the attempt, wait for its final report (or its node's loss).
@@ -209,6 +213,7 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
             else:
                 await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
                                                       message.shard_total or 0, "dispatched", node=node))
+            await hold(order)  # a fire prepared ahead: only the send is left for its due time
             try:
                 await self._send(node, message)
             except TunnelError:

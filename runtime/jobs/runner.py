@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor
+from runtime.jobs.dispatch import AttemptOrder, Outcome, StepExecutor, holds_itself
 from runtime.jobs.errors import IllegalTransition, LeaseLost, StaleEpoch
 from runtime.jobs.metrics import JobMetrics
 from runtime.jobs.model import JobSpec, Retries, Step
@@ -53,6 +53,10 @@ class RunContext:
     metrics: JobMetrics
     cancel_reason: str | None = None  # set when the run is cancelled on purpose (not a shutdown)
     fresh: bool = False  # just started by this engine: its steps are all waiting, none read back
+    # A fire prepared ahead of its due time: due then (`clock`'s seconds), and that instant on
+    # Trio's clock, before which its first attempt is not sent (runtime.jobs.engine).
+    due_at: float | None = None
+    not_before: float | None = None
 
 
 async def drive_run(ctx: RunContext) -> str:
@@ -113,12 +117,18 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> str
     else:
         return None  # already ended before a restart
     number = record.attempts
+    if waiting and ctx.not_before is not None and not holds_itself(ctx.executor, _order(ctx, step, 1)):
+        # Prepared ahead for an executor that cannot wait at the last moment itself: the attempt is
+        # created at the due time, so a plane dying meanwhile leaves the step waiting, run on restart.
+        await trio.sleep_until(ctx.not_before)
     while last != "succeeded" and (last is None or (last in RETRYABLE and number < retries.max_attempts)):
         if last is not None:
             await trio.sleep(backoff_delay(retries, number, ctx.rng))
         # Created already dispatched (and the step started) in one transaction: a restarted engine
         # finds a dispatched attempt and settles it, as after any dispatch.
-        number = await ctx.db(ctx.store.dispatch_attempt, ctx.run_id, step.name, now=ctx.clock(), epoch=ctx.epoch,
+        # Recorded dispatched at its due time when prepared ahead: that is when it is sent.
+        now = max(ctx.clock(), ctx.due_at or 0.0)
+        number = await ctx.db(ctx.store.dispatch_attempt, ctx.run_id, step.name, now=now, epoch=ctx.epoch,
                               start_step=waiting)
         waiting = False
         last = await _attempt(ctx, step, number, dispatched=True)
@@ -128,7 +138,8 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> str
 
 def _order(ctx: RunContext, step: Step, number: int) -> AttemptOrder:
     return AttemptOrder(ctx.run_id, ctx.spec.tenant, ctx.spec.name, step, number, ctx.epoch,
-                        dict(ctx.params), ctx.spec.timeout_of(step), ctx.spec.routing_of(step))
+                        dict(ctx.params), ctx.spec.timeout_of(step), ctx.spec.routing_of(step),
+                        not_before=ctx.not_before)
 
 
 async def _attempt(ctx: RunContext, step: Step, number: int, *, dispatched: bool = False) -> str:
@@ -166,8 +177,9 @@ async def _settle(ctx: RunContext, step: Step, number: int, state: str,
     timeout = ctx.spec.timeout_of(step)
     outcome: Outcome | None = None
     began = trio.current_time()
+    held = max(0.0, ctx.not_before - began) if ctx.not_before is not None else 0.0  # not the step's time
     try:
-        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+        with trio.move_on_after(timeout + held if timeout is not None else float("inf")) as scope:
             outcome = await call(started)
         if scope.cancelled_caught:
             outcome = Outcome("timed_out", reason=f"no result within the step timeout ({timeout:g} s)")
@@ -187,7 +199,7 @@ async def _settle(ctx: RunContext, step: Step, number: int, state: str,
                 await _record(ctx, set_state, Outcome("cancelled", reason=ctx.cancel_reason))
     assert outcome is not None
     await _record(ctx, set_state, outcome)
-    ctx.metrics.attempt_finished(outcome.state, trio.current_time() - began)
+    ctx.metrics.attempt_finished(outcome.state, trio.current_time() - began - held)
     return outcome.state
 
 
