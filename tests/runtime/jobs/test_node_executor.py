@@ -284,3 +284,23 @@ async def test_the_outbox_buffers_while_away_and_keeps_reports_over_log_pieces()
     outbox.detach(mux)
     await outbox.send(JobLog("r", "s", 1, "later\n"))
     assert "later" not in mux.sent[-1]
+
+
+async def test_a_cron_fire_prepared_ahead_starts_on_its_node_never_before_its_second(cluster):
+    await cluster.node("n1")
+    definition = {"name": "tick", "trigger": {"type": "cron", "cron": "* * * * * *", "timezone": "UTC"},
+                  "steps": [{"name": "main", "service": "echo@stable",
+                             "command": ["python3", "-c", "import time; print('at', repr(time.time()))"]}]}
+    r = await cluster.client.put("/api/v1/jobs/tick", headers=AUTH, json=definition)
+    assert r.status_code in (200, 201), r.text
+    with trio.fail_after(30):
+        while len(done := [run for run in (await cluster.client.get(  # noqa: ASYNC110 - the plane's
+                "/api/v1/runs?job=tick&state=succeeded", headers=AUTH)).json()["runs"]]) < 3:
+            await trio.sleep(0.1)
+    r = await cluster.client.post("/api/v1/jobs/tick/suspend", headers=AUTH)
+    assert r.status_code in (200, 202, 204), r.text
+    for run in done:
+        log = (await cluster.client.get(f"/api/v1/runs/{run['run_id']}/logs", headers=AUTH)).text
+        began = float(log.split("at ", 1)[1].split()[0])
+        assert run["started_at"] == run["fire_time"] == run["due_at"], run  # recorded at its second
+        assert run["fire_time"] <= began < run["fire_time"] + 5, (run, log)  # sent at it, not before
