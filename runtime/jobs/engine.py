@@ -266,6 +266,7 @@ class JobEngine(RunStarting):
         job = await self._db(self.store.job, tenant, name)
         await self._db(self.store.delete_job, tenant, name)
         self.planner.drop(job.job_id)
+        await self._withdraw_prepared(job.job_id, "its job was deleted before its due time")
         self._wake.set()
 
     async def set_suspended(self, tenant: str, name: str, suspended: bool) -> None:
@@ -273,6 +274,8 @@ class JobEngine(RunStarting):
         job = await self._db(self.store.job, tenant, name)
         await self._db(self.store.set_suspended, job.job_id, suspended, now=self.clock())
         await self._refetch(job.job_id)
+        if suspended:
+            await self._withdraw_prepared(job.job_id, "its job was suspended before its due time")
         self._wake.set()
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> RunRecord:
@@ -288,6 +291,17 @@ class JobEngine(RunStarting):
         else:
             raise IllegalTransition(f"run {run_id}", run.state, "cancelled")
         return await self.wait_run(run_id)
+
+    async def _withdraw_prepared(self, job_id: str, reason: str) -> None:
+        """Cancel the job's runs prepared ahead whose due time has not come (nothing of them was
+        sent), as its pending runs are skipped, and wait until they are recorded."""
+        now = trio.current_time()
+        withdrawn = [run for run in self._active_of.get(job_id, {}).values()
+                     if run.ctx is not None and run.ctx.not_before is not None and now < run.ctx.not_before]
+        for run in withdrawn:
+            run.cancel(reason)
+        for run in withdrawn:
+            await self.wait_run(run.run_id)
 
     async def wait_run(self, run_id: str) -> RunRecord:
         """Wait until run `run_id` has ended (the caller bounds the wait); returns it."""

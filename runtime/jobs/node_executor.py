@@ -213,7 +213,11 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
             else:
                 await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
                                                       message.shard_total or 0, "dispatched", node=node))
-            await hold(order)  # a fire prepared ahead: only the send is left for its due time
+            try:
+                await hold(order)  # a fire prepared ahead: only the send is left for its due time
+            except BaseException:  # cancelled (the run, its job suspended) before it was sent
+                self._live.pop(key, None)
+                raise
             try:
                 await self._send(node, message)
             except TunnelError:

@@ -150,3 +150,24 @@ async def test_a_burst_due_together_is_prepared_in_one_pass(store, wall, autojum
     calls, taken = ([round(t, 6) for t in times] for times in (executor.handler.calls, executor.taken))
     assert calls.count(2) == calls.count(3) == 20 and taken.count(2.5) == taken.count(1.5) == 20
     assert all(t == int(t) for t in calls)  # each on its second, none early
+
+
+@pytest.mark.parametrize("holding", [False, True])
+@pytest.mark.parametrize("how", ["suspend", "delete"])
+async def test_suspending_or_deleting_a_job_withdraws_its_prepared_run(store, wall, autojump_clock, holding, how):
+    executor = HoldingExecutor(wall) if holding else InProcessExecutor(Handler(wall))
+    async with running(store, executor, wall, prepare_s=PREPARE_S) as engine:
+        record, _ = await engine.apply(_every(10))
+        run_id = scheduled_run_id(record.job_id, T0 + 10)
+        await _until(wall, T0 + 9.75)
+        assert store.run(run_id).state == "running"
+        if how == "suspend":
+            await engine.set_suspended("default", "j", True)
+        else:
+            await engine.delete("default", "j")
+        run = store.run(run_id)  # recorded before the call returned
+        await _until(wall, T0 + 30)
+    done = {"suspend": "suspended", "delete": "deleted"}[how]
+    assert (run.state, run.reason) == ("cancelled", f"its job was {done} before its due time")
+    assert executor.handler.calls == []  # nothing started, then or at its due time
+    assert all(a.state == "cancelled" for a in store.attempts(run_id))
