@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -27,6 +27,8 @@ class _ActiveRun:
     job_id: str
     ctx: RunContext | None = None
     scope: trio.CancelScope | None = None
+    unprepared: bool = False  # stopped before its due time to go back to pending (a job change)
+    ended: trio.Event = field(default_factory=trio.Event)  # its driver is done
 
     def cancel(self, reason: str) -> None:
         if self.ctx is not None and self.ctx.cancel_reason is None:
@@ -86,6 +88,8 @@ class RunDriving:
                 except JobError:
                     pass  # already ended
             self._notify_changed()
+        finally:
+            active.ended.set()
 
     async def _drive_run(self, active: _ActiveRun, spec: JobSpec) -> None:
         assert active.ctx is not None and active.scope is not None
@@ -93,6 +97,10 @@ class RunDriving:
         with active.scope:
             state = await drive_run(active.ctx)
         run_id, now, reason = active.run_id, self.clock(), ""
+        if active.unprepared and active.scope.cancelled_caught:
+            await self._db(self.store.unprepare, run_id)
+            self._forget(active)
+            return
         if active.scope.cancelled_caught:
             state, reason = "cancelled", active.ctx.cancel_reason or "cancelled"
             await self._db(self.store.cancel_open, run_id, now=now, reason=reason)

@@ -31,8 +31,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -91,6 +92,7 @@ class JobEngine(RunStarting):
         self.planner = Planner(window_s, misfire_grace_s)
         self._synced_at = -float("inf")
         self._waiting: set[str] = set()  # jobs with a due run waiting for an active one to end
+        self._changing: Counter[tuple[str, str]] = Counter()  # jobs being changed: none prepared ahead
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A small store call (one run's, one job's): on the event loop."""
@@ -223,16 +225,19 @@ class JobEngine(RunStarting):
 
     async def apply(self, spec: JobSpec) -> tuple[JobRecord, str]:
         """Create or update a job ("created"/"updated"/"unchanged"); takes effect on the next pass."""
-        result = await self._db(self.store.put_job, spec, now=self.clock())
-        self.planner.put(result[0])
+        async with self._changing_jobs([(spec.tenant, spec.name)]):
+            result = await self._db(self.store.put_job, spec, now=self.clock())
+            self.planner.put(result[0])
         self._wake.set()
         return result
 
     async def apply_many(self, specs: list[JobSpec]) -> list[tuple[JobRecord, str]]:
         """`apply` of every spec in one transaction (off the loop), and one engine pass after."""
-        results: list[tuple[JobRecord, str]] = await self._db_large(self.store.put_jobs, specs, now=self.clock())
-        for record, _ in results:
-            self.planner.put(record)
+        async with self._changing_jobs((spec.tenant, spec.name) for spec in specs):
+            results: list[tuple[JobRecord, str]] = await self._db_large(self.store.put_jobs, specs,
+                                                                        now=self.clock())
+            for record, _ in results:
+                self.planner.put(record)
         freeze_long_lived(len(results))
         self._wake.set()
         return results
@@ -264,19 +269,16 @@ class JobEngine(RunStarting):
     async def delete(self, tenant: str, name: str) -> None:
         """Remove a job and its pending runs; runs already started finish and stay listed."""
         job = await self._db(self.store.job, tenant, name)
-        await self._db(self.store.delete_job, tenant, name)
-        self.planner.drop(job.job_id)
-        await self._withdraw_prepared(job.job_id, "its job was deleted before its due time")
-        self._wake.set()
+        async with self._changing_jobs([(tenant, name)]):
+            await self._db(self.store.delete_job, tenant, name)
+            self.planner.drop(job.job_id)
 
     async def set_suspended(self, tenant: str, name: str, suspended: bool) -> None:
         """Suspend a job (its pending runs are skipped) or resume it (without the fires missed)."""
         job = await self._db(self.store.job, tenant, name)
-        await self._db(self.store.set_suspended, job.job_id, suspended, now=self.clock())
-        await self._refetch(job.job_id)
-        if suspended:
-            await self._withdraw_prepared(job.job_id, "its job was suspended before its due time")
-        self._wake.set()
+        async with self._changing_jobs([(tenant, name)]):
+            await self._db(self.store.set_suspended, job.job_id, suspended, now=self.clock())
+            await self._refetch(job.job_id)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by request") -> RunRecord:
         """Cancel a pending or running run and wait until it is recorded cancelled."""
@@ -292,16 +294,29 @@ class JobEngine(RunStarting):
             raise IllegalTransition(f"run {run_id}", run.state, "cancelled")
         return await self.wait_run(run_id)
 
-    async def _withdraw_prepared(self, job_id: str, reason: str) -> None:
-        """Cancel the job's runs prepared ahead whose due time has not come (nothing of them was
-        sent), as its pending runs are skipped, and wait until they are recorded."""
-        now = trio.current_time()
-        withdrawn = [run for run in self._active_of.get(job_id, {}).values()
-                     if run.ctx is not None and run.ctx.not_before is not None and now < run.ctx.not_before]
-        for run in withdrawn:
-            run.cancel(reason)
-        for run in withdrawn:
-            await self.wait_run(run.run_id)
+    @asynccontextmanager
+    async def _changing_jobs(self, names: Iterable[tuple[str, str]]) -> AsyncIterator[None]:
+        """While jobs (tenant, name) change: none of their runs is prepared ahead, and those already
+        prepared whose due time has not come (nothing of them sent) are put back to pending first,
+        so the change treats them as it treats pending runs (updated, skipped, removed)."""
+        names = set(names)
+        self._changing.update(names)
+        try:
+            now = trio.current_time()
+            prepared = [run for run in self._active.values() if run.ctx is not None
+                        and (run.ctx.spec.tenant, run.ctx.spec.name) in names
+                        and run.ctx.not_before is not None and now < run.ctx.not_before]
+            for run in prepared:
+                run.unprepared = True
+                if run.scope is not None:
+                    run.scope.cancel()
+            for run in prepared:
+                await run.ended.wait()
+            yield
+        finally:
+            self._changing.subtract(names)
+            self._changing += Counter()  # drops the names at zero
+            self._wake.set()  # the runs held back are prepared again, under the change
 
     async def wait_run(self, run_id: str) -> RunRecord:
         """Wait until run `run_id` has ended (the caller bounds the wait); returns it."""

@@ -4,6 +4,7 @@ fires prepared ahead of their due time (see `runtime.jobs.engine`'s docstring)."
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 from runtime.jobs.driving import RunDriving
 from runtime.jobs.errors import JobError
@@ -21,6 +22,7 @@ class RunStarting(RunDriving):
     planner: Planner
     prepare_s: float
     misfire_grace_s: float
+    _changing: Counter[tuple[str, str]]
 
     async def _start_due(self, now: float) -> float | None:
         """Start (or skip) every run due by `now`, and prepare those due within `prepare_s`;
@@ -69,10 +71,13 @@ class RunStarting(RunDriving):
         return min(wakes, default=None)
 
     def _not_prepared(self, job: JobRecord, runs: list[RunRecord], now: float) -> list[RunRecord]:
-        """The runs not yet due that must wait for their due time: those whose concurrency policy
-        (forbid, replace) has a decision to make then, as another run of the job is active, waits,
-        or is due with them. Under allow, or alone, a run is prepared."""
+        """The runs not yet due that must wait (for their due time, or the end of a change to their
+        job): those whose concurrency policy (forbid, replace) has a decision to make then, as
+        another run of the job is active, waits, or is due with them. Under allow, or alone, a run
+        is prepared."""
         ahead = [run for run in runs if run.due_at > now]
+        if ahead and (job.spec.tenant, job.spec.name) in self._changing:
+            return ahead  # prepared once the change is made, under it
         if not ahead or job.spec.policies.concurrency == "allow":
             return []
         if len(runs) == 1 and not self._active_of.get(job.job_id) and job.job_id not in self._waiting:

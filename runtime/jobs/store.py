@@ -254,6 +254,19 @@ class RunStore(StepAttemptStore):
                 started.append(run_id)
         return started
 
+    def unprepare(self, run_id: str) -> bool:
+        """Put a run started ahead of its due time (nothing of it sent) back to pending, without the
+        steps and attempts its start made, so a job change treats it as any pending run; False
+        when it is not running."""
+        with self._tx() as db:
+            moved = db.execute("UPDATE runs SET state='pending', started_at=NULL, reason='' "
+                               "WHERE run_id=? AND state='running'", (run_id,))
+            if moved.rowcount != 1:
+                return False
+            db.execute("DELETE FROM attempts WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM steps WHERE run_id=?", (run_id,))
+        return True
+
     def run(self, run_id: str) -> RunRecord:
         """The run `run_id`; UnknownJob if none."""
         with self._lock:

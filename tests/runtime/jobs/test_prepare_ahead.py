@@ -26,10 +26,11 @@ class Handler:
     """Notes the wall time of each call; takes `duration` seconds."""
 
     def __init__(self, wall, duration=0.0):
-        self.wall, self.duration, self.calls = wall, duration, []
+        self.wall, self.duration, self.calls, self.orders = wall, duration, [], []
 
     async def __call__(self, order):
         self.calls.append(self.wall() - T0)
+        self.orders.append(order)
         await trio.sleep(self.duration)
 
 
@@ -154,7 +155,8 @@ async def test_a_burst_due_together_is_prepared_in_one_pass(store, wall, autojum
 
 @pytest.mark.parametrize("holding", [False, True])
 @pytest.mark.parametrize("how", ["suspend", "delete"])
-async def test_suspending_or_deleting_a_job_withdraws_its_prepared_run(store, wall, autojump_clock, holding, how):
+async def test_suspending_or_deleting_a_job_treats_its_prepared_run_as_pending(store, wall, autojump_clock,
+                                                                              holding, how):
     executor = HoldingExecutor(wall) if holding else InProcessExecutor(Handler(wall))
     async with running(store, executor, wall, prepare_s=PREPARE_S) as engine:
         record, _ = await engine.apply(_every(10))
@@ -165,9 +167,29 @@ async def test_suspending_or_deleting_a_job_withdraws_its_prepared_run(store, wa
             await engine.set_suspended("default", "j", True)
         else:
             await engine.delete("default", "j")
-        run = store.run(run_id)  # recorded before the call returned
         await _until(wall, T0 + 30)
-    done = {"suspend": "suspended", "delete": "deleted"}[how]
-    assert (run.state, run.reason) == ("cancelled", f"its job was {done} before its due time")
     assert executor.handler.calls == []  # nothing started, then or at its due time
-    assert all(a.state == "cancelled" for a in store.attempts(run_id))
+    if how == "suspend":  # skipped, as its pending runs are
+        run = store.run(run_id)
+        assert (run.state, run.reason, run.started_at) == ("skipped", "job suspended", None)
+        assert store.attempts(run_id) == [] and store.steps(run_id) == []
+    else:  # removed with them
+        assert store.runs(job_id=record.job_id) == []
+
+
+@pytest.mark.parametrize("holding", [False, True])
+async def test_an_update_just_before_a_fire_takes_effect_for_that_fire(store, wall, autojump_clock, holding):
+    executor = HoldingExecutor(wall) if holding else InProcessExecutor(Handler(wall))
+    async with running(store, executor, wall, prepare_s=PREPARE_S) as engine:
+        record, _ = await engine.apply(_every(10))
+        await _until(wall, T0 + 9.75)
+        steps = [{"name": "main", "service": "echo@stable", "command": ["echo", "v2"]}]
+        _, change = await engine.apply(_every(10, steps=steps))
+        assert change == "updated"
+        await _until(wall, T0 + 10.5)
+    run = store.run(scheduled_run_id(record.job_id, T0 + 10))
+    assert run.state == "succeeded" and run.started_at == T0 + 10
+    assert store.run_spec(run.run_id).steps[0].command == ("echo", "v2")
+    orders = executor.handler.orders if holding else executor.orders
+    assert [o.step.command for o in orders] == [("echo", "v2")]
+    assert executor.handler.calls == [10]
