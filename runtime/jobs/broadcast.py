@@ -21,7 +21,7 @@ import msgspec
 import trio
 
 from runtime.control.messages import JobAttempt
-from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started, hold
 from runtime.jobs.model import CommandStep
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ async def run_broadcast(ex: NodeExecutor, order: AttemptOrder, step: CommandStep
     """Run the attempt's shards (those not yet succeeded) on the matching nodes; their combined outcome."""
     run_id, attempt = order.run_id, order.attempt
     started = _once(started)
+    await hold(order)  # prepared ahead: the shards are counted and placed at the due time
     total, done = await trio.to_thread.run_sync(ex.shards.earlier, run_id, step.name, attempt)
     nodes = await ex.wait_for_nodes(order, step)
     if total is None:

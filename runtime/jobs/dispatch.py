@@ -42,7 +42,9 @@ async def hold(order: AttemptOrder) -> None:
 def holds_itself(executor: object, order: AttemptOrder) -> bool:
     """Whether `executor` waits for `order.not_before` itself, at the last moment, after preparing
     what it can (a node executor: the node choice and its note). An executor says so with an
-    optional `holds_itself(order) -> bool` method; for the others the engine waits before calling."""
+    optional `holds_itself(order) -> bool` method; for the others the engine waits before calling.
+    Such an executor gets a prepared attempt recorded pending, and records it dispatched
+    (`RunStore.mark_dispatched`) once the wait is over, before anything of it leaves."""
     ask = getattr(executor, "holds_itself", None)
     return bool(ask(order)) if ask is not None else False
 

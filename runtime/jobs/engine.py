@@ -119,7 +119,11 @@ class JobEngine(RunStarting):
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._keep_lease, epoch)
-                    for run in await self._db_large(self.store.runs, states=["running"], limit=1_000_000):
+                    running = await self._db_large(self.store.runs, states=["running"], limit=1_000_000)
+                    # Runs of which nothing was sent (prepared ahead, or started just before the
+                    # previous engine stopped) are pending again: the policies decide on them anew.
+                    unsent = set(await self._db_large(_unprepare_all, self.store, [r.run_id for r in running]))
+                    for run in (r for r in running if r.run_id not in unsent):
                         # One prepared ahead by the previous engine still waits for its due time.
                         self._start_driver(run.run_id, run.job_id, await self._db(self.store.run_spec, run.run_id),
                                            run.params, due_at=run.due_at)
@@ -326,6 +330,10 @@ class JobEngine(RunStarting):
             if run.state in FINAL_RUN_STATES:
                 return run
             await changed.wait()
+
+
+def _unprepare_all(store: RunStore, run_ids: list[str]) -> list[str]:
+    return [run_id for run_id in run_ids if store.unprepare(run_id)]
 
 
 @contextmanager

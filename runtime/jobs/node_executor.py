@@ -213,11 +213,14 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
             else:
                 await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
                                                       message.shard_total or 0, "dispatched", node=node))
-            try:
-                await hold(order)  # a fire prepared ahead: only the send is left for its due time
-            except BaseException:  # cancelled (the run, its job suspended) before it was sent
-                self._live.pop(key, None)
-                raise
+            if order.not_before is not None:  # a fire prepared ahead: only the send is left for its due time
+                try:
+                    await hold(order)
+                    await self._db(partial(self.store.mark_dispatched, order.run_id, step.name, order.attempt,
+                                           now=time.time()))
+                except BaseException:  # cancelled (the run, a change to its job) before it was sent
+                    self._live.pop(key, None)
+                    raise
             try:
                 await self._send(node, message)
             except TunnelError:

@@ -117,10 +117,14 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> str
     else:
         return None  # already ended before a restart
     number = record.attempts
-    if waiting and ctx.not_before is not None and not holds_itself(ctx.executor, _order(ctx, step, 1)):
-        # Prepared ahead for an executor that cannot wait at the last moment itself: the attempt is
-        # created at the due time, so a plane dying meanwhile leaves the step waiting, run on restart.
-        await trio.sleep_until(ctx.not_before)
+    # Prepared ahead, for an executor that waits for the due time itself: the attempt is created
+    # pending, and the executor records it dispatched just before it sends it. For one that cannot,
+    # the attempt is created at the due time. Either way a plane that dies before then leaves a run
+    # of which nothing was sent, which the next engine puts back to pending (RunStore.unprepare).
+    prepared = waiting and ctx.not_before is not None
+    if prepared and not holds_itself(ctx.executor, _order(ctx, step, 1)):
+        await trio.sleep_until(ctx.not_before or 0.0)
+        prepared = False
     while last != "succeeded" and (last is None or (last in RETRYABLE and number < retries.max_attempts)):
         if last is not None:
             await trio.sleep(backoff_delay(retries, number, ctx.rng))
@@ -129,8 +133,8 @@ async def _step(ctx: RunContext, step: Step, done: dict[str, trio.Event]) -> str
         # Recorded dispatched at its due time when prepared ahead: that is when it is sent.
         now = max(ctx.clock(), ctx.due_at or 0.0)
         number = await ctx.db(ctx.store.dispatch_attempt, ctx.run_id, step.name, now=now, epoch=ctx.epoch,
-                              start_step=waiting)
-        waiting = False
+                              start_step=waiting, sent=not prepared)
+        waiting = prepared = False
         last = await _attempt(ctx, step, number, dispatched=True)
     await ctx.db(ctx.store.finish_step, ctx.run_id, step.name, last)
     return last

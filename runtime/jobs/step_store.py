@@ -58,9 +58,12 @@ class StepAttemptStore:
                        (run_id, step, number, now, now))
         return number
 
-    def dispatch_attempt(self, run_id: str, step: str, *, now: float, epoch: int, start_step: bool = False) -> int:
+    def dispatch_attempt(self, run_id: str, step: str, *, now: float, epoch: int, start_step: bool = False,
+                         sent: bool = True) -> int:
         """The step's next attempt, created and moved to dispatched with the leader epoch in one
-        transaction (after moving the waiting step to running, with `start_step`); its number."""
+        transaction (after moving the waiting step to running, with `start_step`); its number.
+        With `sent=False` (a fire prepared ahead) it stays pending until `mark_dispatched`."""
+        state = "dispatched" if sent else "pending"
         with self._tx() as db:
             if start_step:
                 # The common case (a step just created, waiting with no attempt) in two statements;
@@ -68,13 +71,24 @@ class StepAttemptStore:
                 started = db.execute("UPDATE steps SET state='running', attempts=1 WHERE run_id=? AND step=? "
                                      "AND state='waiting' AND attempts=0", (run_id, step))
                 if started.rowcount == 1:
-                    db.execute("INSERT INTO attempts VALUES (?, ?, 1, 'dispatched', ?, NULL, NULL, '', ?, ?, NULL)",
-                               (run_id, step, epoch, now, now))
+                    db.execute("INSERT INTO attempts VALUES (?, ?, 1, ?, ?, NULL, NULL, '', ?, ?, NULL)",
+                               (run_id, step, state, epoch, now, now))
                     return 1
                 self.set_step_state(run_id, step, "running")
             number = self.new_attempt(run_id, step, now=now)
-            self.set_attempt_state(run_id, step, number, "dispatched", now=now, epoch=epoch)
+            if sent:
+                self.set_attempt_state(run_id, step, number, "dispatched", now=now, epoch=epoch)
+            else:
+                db.execute("UPDATE attempts SET epoch=? WHERE run_id=? AND step=? AND attempt=?",
+                           (epoch, run_id, step, number))
         return number
+
+    def mark_dispatched(self, run_id: str, step: str, attempt: int, *, now: float) -> None:
+        """A prepared attempt (pending) is about to be sent: dispatched from now on, so a plane that
+        dies after this asks its node about it; one already dispatched is left as it is."""
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='dispatched', updated_at=? WHERE run_id=? AND step=? "
+                       "AND attempt=? AND state='pending'", (now, run_id, step, attempt))
 
     def finish_step(self, run_id: str, step: str, state: str) -> None:
         """Move a running step to its end `state`, with its last attempt's reason (one transaction)."""

@@ -255,12 +255,14 @@ class RunStore(StepAttemptStore):
         return started
 
     def unprepare(self, run_id: str) -> bool:
-        """Put a run started ahead of its due time (nothing of it sent) back to pending, without the
-        steps and attempts its start made, so a job change treats it as any pending run; False
-        when it is not running."""
+        """Put a running run of which nothing was sent (no attempt beyond pending: a fire prepared
+        ahead of its due time) back to pending, without the steps and attempts its start made, so a
+        job change, or the misfire policy after a restart, treats it as any pending run; False when
+        it is not such a run."""
         with self._tx() as db:
             moved = db.execute("UPDATE runs SET state='pending', started_at=NULL, reason='' "
-                               "WHERE run_id=? AND state='running'", (run_id,))
+                               "WHERE run_id=? AND state='running' AND NOT EXISTS (SELECT 1 FROM attempts "
+                               "WHERE attempts.run_id=runs.run_id AND attempts.state != 'pending')", (run_id,))
             if moved.rowcount != 1:
                 return False
             db.execute("DELETE FROM attempts WHERE run_id=?", (run_id,))
