@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,10 +65,15 @@ class RunDriving:
                       fresh: bool = False, due_at: float | None = None) -> None:
         """Drive a run in a task of its own; one `due_at` ahead of now is prepared now and sent then."""
         assert self._nursery is not None and self.epoch is not None
-        ahead = due_at - self.clock() if due_at is not None else 0.0
+        now = self.clock()
+        not_before = None
+        if due_at is not None and due_at > now:
+            # On Trio's clock, rounded up to the millisecond: the runs due at one instant share it
+            # exactly (runtime.jobs.prepared_sends sends them together), and none starts early.
+            not_before = math.ceil((trio.current_time() + due_at - now) * 1000) / 1000
         ctx = RunContext(run_id, spec, params, self.epoch, self.store, self.executor, self._db, self.clock,
-                         self.rng, self.metrics, fresh=fresh, due_at=due_at if ahead > 0 else None,
-                         not_before=trio.current_time() + ahead if ahead > 0 else None)
+                         self.rng, self.metrics, fresh=fresh, due_at=due_at if not_before is not None else None,
+                         not_before=not_before)
         active = self._active[run_id] = _ActiveRun(run_id, job_id, ctx, trio.CancelScope())
         self._active_of.setdefault(job_id, {})[run_id] = active
         self._nursery.start_soon(self._drive, active, spec)

@@ -38,6 +38,7 @@ from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
 from runtime.jobs.node_recovery import NodeRecovery, _Claim
 from runtime.jobs.node_sends import AttemptSends
 from runtime.jobs.offload import BatchedOffload
+from runtime.jobs.prepared_sends import PreparedSends
 from runtime.jobs.shards import ShardRecords
 from runtime.jobs.states import LIVE_ATTEMPT
 from runtime.jobs.steplog import DEFAULT_MAX_BYTES
@@ -74,6 +75,7 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
         self._matching = {}
         self._db = BatchedOffload(store.group, inline=True)  # small per-attempt notes: no thread hop
         self._sends = AttemptSends(scheduler.mux_for, self._batching)
+        self._prepared = PreparedSends(self._sends, self._mark_dispatched)  # fires prepared ahead, at their time
         self._turns: dict[tuple[str, str, str], int] = {}  # round_robin: the last node given, per step
         self._unclaimed: dict[Key, tuple[str, JobReport]] = {}  # running reports nobody waits for yet
         self._heard: set[str] = set()  # nodes that heartbeated since this plane process started
@@ -102,6 +104,7 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._write_logs)
+            nursery.start_soon(self._prepared.run)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -213,20 +216,18 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
             else:
                 await trio.to_thread.run_sync(partial(self.shards.put, *key[:3], message.shard,
                                                       message.shard_total or 0, "dispatched", node=node))
-            if order.not_before is not None:  # a fire prepared ahead: only the send is left for its due time
-                try:
-                    await hold(order)
-                    await self._db(partial(self.store.mark_dispatched, order.run_id, step.name, order.attempt,
-                                           now=time.time()))
-                except BaseException:  # cancelled (the run, a change to its job) before it was sent
-                    self._live.pop(key, None)
-                    raise
             try:
-                await self._send(node, message)
+                if order.not_before is not None:  # a fire prepared ahead: only the send waits for its time
+                    await self._send_prepared(order, step, node, message)
+                else:
+                    await self._send(node, message)
             except TunnelError:
                 del self._live[key]  # nothing runs it: that node went away meanwhile
                 node = None
                 continue
+            except BaseException:  # cancelled (the run, a change to its job) before it was sent
+                self._live.pop(key, None)
+                raise
             break
         try:
             return await self._wait(key, live, started)
@@ -235,6 +236,20 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
             if live.resources != Resources():  # what it reserved is free: waiting attempts may fit now
                 self._changed.set()
                 self._changed = trio.Event()
+
+    async def _send_prepared(self, order: AttemptOrder, step: CommandStep, node: str, message: JobAttempt) -> None:
+        """At the order's `not_before`: record the attempt dispatched, then send it (with the others
+        due then, by one task, while this executor runs)."""
+        assert order.not_before is not None
+        if self._nursery is not None:
+            await self._prepared.send(order.not_before, node, message)
+            return
+        await hold(order)
+        await self._db(partial(self.store.mark_dispatched, order.run_id, step.name, order.attempt, now=time.time()))
+        await self._send(node, message)
+
+    async def _mark_dispatched(self, keys: list[tuple[str, str, int]]) -> None:
+        await self._db(partial(self.store.mark_dispatched_many, keys, now=time.time()))
 
     async def recover(self, order: AttemptOrder, started: Started) -> Outcome | None:
         """Re-attach an attempt a previous plane process dispatched, when its node reports it."""

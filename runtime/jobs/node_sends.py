@@ -73,11 +73,15 @@ class AttemptSends:
 
     async def _send_all(self, node_id: str, batch: _Round) -> None:
         """Queue the round's attempts on the node's link; those not queued are marked failed."""
+        batch.failed_from, batch.error = await self.send_round(node_id, batch.attempts)
+
+    async def send_round(self, node_id: str, attempts: list[JobAttempt]) -> tuple[int, TunnelError | None]:
+        """Queue `attempts` on the node's link now (in one message to a node that batches): how
+        many were queued, and why the others were not (the node is not connected, or its link
+        closed: what was queued before counts as sent)."""
         mux = self._mux_for(node_id)
         if mux is None:
-            batch.error = TunnelError(f"node {node_id} is not connected")
-            return
-        attempts = batch.attempts
+            return 0, TunnelError(f"node {node_id} is not connected")
         packed: Sequence[JobAttempt | JobAttempts] = attempts
         if len(attempts) > 1 and self._batching(node_id):
             packed = pack_attempts(attempts)
@@ -86,11 +90,9 @@ class AttemptSends:
             for message in packed:
                 await mux.send_control(messages.encode(message))
                 done += 1
-        except TunnelError as e:  # the link closed: what was queued before counts as sent
-            batch.error = e
-            batch.failed_from = sum(1 if isinstance(m, JobAttempt) else _count(m) for m in packed[:done])
-            return
-        batch.failed_from = len(attempts)
+        except TunnelError as e:
+            return sum(1 if isinstance(m, JobAttempt) else _count(m) for m in packed[:done]), e
+        return len(attempts), None
 
 
 def _count(message: JobAttempts) -> int:
