@@ -13,10 +13,10 @@
     │   └── CredentialError              runtime.scheduler.store
     ├── EnrollError                      runtime.scheduler.store
     ├── PlacementError                   runtime.scheduler.placement
-    ├── DeployError                      runtime.scheduler.service
-    │   ├── NotDeployed                  runtime.scheduler.service
-    │   ├── UnknownService               runtime.scheduler.service
-    │   └── DeployConflict               runtime.scheduler.service
+    ├── DeployError                      runtime.scheduler.deploy_errors
+    │   ├── NotDeployed                  runtime.scheduler.deploy_errors
+    │   ├── UnknownService               runtime.scheduler.deploy_errors
+    │   └── DeployConflict               runtime.scheduler.deploy_errors
     ├── GatewayError                     runtime.gateway.errors
     ├── KeyStoreError                    runtime.gateway.keys
     ├── RedisUnavailable                 runtime.dispatch.resp

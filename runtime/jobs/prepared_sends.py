@@ -112,7 +112,10 @@ class PreparedSends:
             for entry in group:
                 by_node.setdefault(entry.node, []).append(entry)
             for node, entries in by_node.items():
-                sent, error = await self._sends.send_round(node, [e.message for e in entries])
+                try:
+                    sent, error = await self._sends.send_round(node, [e.message for e in entries])
+                except Exception as exc:  # never this task's end: the other nodes' are sent all the same
+                    sent, error = 0, TunnelError(f"could not send to node {node}: {exc!r}")
                 for entry in entries[sent:]:
                     entry.error = TunnelError(str(error))
         finally:

@@ -19,7 +19,7 @@ import trio
 from hub_store import sql
 from packer.manifest import Manifest
 from runtime.control.messages import REPLACED, REVOKED, Assign, Assignment, Gpu, ReplicaReport
-from runtime.errors import FlowError
+from runtime.scheduler.deploy_errors import DeployConflict, DeployError, NotDeployed, UnknownService
 from runtime.scheduler.following import Following
 from runtime.scheduler.leadership import Leadership, LostLeadership
 from runtime.scheduler.links import AssignSender, NodeLink, Route  # noqa: F401 - imported from here too
@@ -44,22 +44,6 @@ REPLACED_REASON = "replaced by a newer connection of this node"
 def gpu_indexes(gpus: tuple[Gpu, ...]) -> tuple[int, ...]:
     """Each GPU's index as the node declared it (its position when it declared none)."""
     return tuple(g.index if g.index >= 0 else i for i, g in enumerate(gpus))
-
-
-class DeployError(FlowError):
-    """A deploy, scale or undeploy request cannot be carried out; the message says why."""
-
-
-class NotDeployed(DeployError):
-    """No deployment of that service exists."""
-
-
-class UnknownService(DeployError):
-    """The hub has no such service or version (raised by the manifest resolver)."""
-
-
-class DeployConflict(DeployError):
-    """The request contradicts another deployment (e.g. a model id served twice)."""
 
 
 class Scheduler(Following):

@@ -165,3 +165,29 @@ async def test_waiters_left_when_it_stops_are_told_so(autojump_clock):
         with trio.move_on_after(1):
             await prepared.run()
     assert errors == ["not sent: the plane is stopping"] and muxes["a"].sent == []
+
+
+async def test_a_link_that_fails_oddly_fails_only_its_own_waiters(setup, autojump_clock):
+    prepared, muxes, _ = setup
+
+    class Broken:
+        async def send_control(self, text):
+            raise ValueError("frame too large")
+
+    muxes["odd"] = Broken()
+    at = trio.current_time() + 1
+    outcomes = {}
+
+    async def one(node):
+        try:
+            await prepared.send(at, node, attempt(node, 1))
+            outcomes[node] = "sent"
+        except TunnelError as e:
+            outcomes[node] = str(e)
+
+    async with trio.open_nursery() as inner:
+        for node in ("odd", "a"):
+            inner.start_soon(one, node)
+    assert outcomes == {"a": "sent", "odd": "could not send to node odd: ValueError('frame too large')"}
+    await prepared.send(trio.current_time(), "a", attempt("a", 2))  # it still runs
+    assert received(muxes["a"]) == ["run_a_1", "run_a_2"]
