@@ -104,9 +104,10 @@ class RunDriving:
             state = await drive_run(active.ctx)
         run_id, now, reason = active.run_id, self.clock(), ""
         if active.unprepared and active.scope.cancelled_caught:
-            await self._db(self.store.unprepare, run_id)
-            self._forget(active)
-            return
+            if await self._db(self.store.unprepare, run_id):
+                self._forget(active)
+                return
+            active.ctx.cancel_reason = "cancelled as its job changed"  # something of it left after all
         if active.scope.cancelled_caught:
             state, reason = "cancelled", active.ctx.cancel_reason or "cancelled"
             await self._db(self.store.cancel_open, run_id, now=now, reason=reason)

@@ -32,7 +32,7 @@ from runtime.control.messages import Heartbeat, JobAttempt, JobCancel, JobLog, J
 from runtime.jobs.artifacts import ArtifactStore
 from runtime.jobs.attempt_logs import append_log, prefixed
 from runtime.jobs.broadcast import recover_broadcast, run_broadcast
-from runtime.jobs.dispatch import AttemptOrder, Outcome, Started, hold
+from runtime.jobs.dispatch import AttemptOrder, Outcome, Started
 from runtime.jobs.model import CommandStep, Resources
 from runtime.jobs.node_choice import Key, LiveAttempts, NodeChoosing, _Live
 from runtime.jobs.node_recovery import NodeRecovery, _Claim
@@ -218,7 +218,7 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
                                                       message.shard_total or 0, "dispatched", node=node))
             try:
                 if order.not_before is not None:  # a fire prepared ahead: only the send waits for its time
-                    await self._send_prepared(order, step, node, message)
+                    await self._send_prepared(order, node, message)
                 else:
                     await self._send(node, message)
             except TunnelError:
@@ -237,16 +237,11 @@ class NodeExecutor(NodeRecovery, NodeChoosing):
                 self._changed.set()
                 self._changed = trio.Event()
 
-    async def _send_prepared(self, order: AttemptOrder, step: CommandStep, node: str, message: JobAttempt) -> None:
+    async def _send_prepared(self, order: AttemptOrder, node: str, message: JobAttempt) -> None:
         """At the order's `not_before`: record the attempt dispatched, then send it (with the others
-        due then, by one task, while this executor runs)."""
+        due then, by one task: `run()` runs it)."""
         assert order.not_before is not None
-        if self._nursery is not None:
-            await self._prepared.send(order.not_before, node, message)
-            return
-        await hold(order)
-        await self._db(partial(self.store.mark_dispatched, order.run_id, step.name, order.attempt, now=time.time()))
-        await self._send(node, message)
+        await self._prepared.send(order.not_before, node, message)
 
     async def _mark_dispatched(self, keys: list[tuple[str, str, int]]) -> None:
         await self._db(partial(self.store.mark_dispatched_many, keys, now=time.time()))
